@@ -1,0 +1,368 @@
+//! Call and reply envelopes (SPEC.md, "Frames").
+//!
+//! A frame is one neopack `Variant` named by its message kind (`Call`, `Reply`) whose payload is
+//! a `Map` of named entries. Argument and result slabs are opaque: the encoder appends them
+//! verbatim and the decoder returns them as borrowed slices without looking inside. Decoding is
+//! zero-copy and bounded by a frame size limit checked before anything is read. A frame of a kind
+//! this version does not know fails with `Error::UnknownKind`, which a reader logs and skips.
+//! Entries a reader does not know are skipped, so later versions can add them.
+
+use neopack::Encoder;
+use neopack::Tag;
+
+use crate::cursor::Cursor;
+use crate::error::Error;
+use crate::error::Failure;
+use crate::error::failure_tag;
+
+/// Largest frame accepted by default, in bytes: 16 MiB holds a 64 KiB argument list many times
+/// over while bounding what one peer can make us hold per message.
+pub const FRAME_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// The message kind name of a call frame.
+pub const KIND_CALL: &str = "Call";
+/// The message kind name of a reply frame.
+pub const KIND_REPLY: &str = "Reply";
+
+const FIELD_SEQ: &str = "seq";
+const FIELD_TARGET: &str = "target";
+const FIELD_METHOD: &str = "method";
+const FIELD_ARGS: &str = "args";
+const FIELD_OK: &str = "ok";
+const FIELD_FAIL: &str = "fail";
+
+/// A call's sequence number: unique per connection among calls in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Seq(pub u64);
+
+/// Builds a call frame around an already encoded argument slab.
+#[derive(Debug, Clone, Copy)]
+pub struct CallEncoder<'a> {
+    seq: Seq,
+    target: &'a str,
+    method: &'a str,
+    args_payload: &'a [u8],
+}
+
+/// Builds a reply frame: a result slab or a failure reason.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyEncoder<'a> {
+    seq: Seq,
+    outcome: Result<&'a [u8], &'a Failure>,
+}
+
+/// A decoded call, borrowing from the frame bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call<'a> {
+    /// Pairs the reply with this call.
+    pub seq: Seq,
+    /// The instance the call is addressed to.
+    pub target: &'a str,
+    /// `interface#function` on that instance.
+    pub method: &'a str,
+    /// The argument slab, exactly as the caller encoded it.
+    pub args: &'a [u8],
+}
+
+/// A decoded reply, borrowing from the frame bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<'a> {
+    /// The sequence number of the call this answers.
+    pub seq: Seq,
+    /// The result slab, or why the call failed.
+    pub outcome: Result<&'a [u8], Failure>,
+}
+
+/// Any frame this version understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A request to run `method` on `target`.
+    Call(Call<'a>),
+    /// The answer to a call.
+    Reply(Reply<'a>),
+}
+
+impl<'a> CallEncoder<'a> {
+    /// A call of `method` on `target` carrying `args_payload` (an encoded slab) verbatim.
+    pub fn new(seq: u64, target: &'a str, method: &'a str, args_payload: &'a [u8]) -> Self {
+        Self {
+            seq: Seq(seq),
+            target,
+            method,
+            args_payload,
+        }
+    }
+
+    /// Appends the frame to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let bytes = self.encode()?;
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Encodes the frame into a new buffer.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        check_slab(self.args_payload)?;
+        let mut encoder = Encoder::new();
+        encoder.variant_begin(KIND_CALL)?;
+        encoder.map_begin()?;
+        entry_u64(&mut encoder, FIELD_SEQ, self.seq.0)?;
+        entry_str(&mut encoder, FIELD_TARGET, self.target)?;
+        entry_str(&mut encoder, FIELD_METHOD, self.method)?;
+        entry_raw(&mut encoder, FIELD_ARGS, self.args_payload)?;
+        encoder.map_end()?;
+        encoder.variant_end()?;
+        Ok(encoder.into_bytes()?)
+    }
+}
+
+impl<'a> ReplyEncoder<'a> {
+    /// A successful reply carrying `results_payload` (an encoded slab) verbatim.
+    pub fn ok(seq: u64, results_payload: &'a [u8]) -> Self {
+        Self {
+            seq: Seq(seq),
+            outcome: Ok(results_payload),
+        }
+    }
+
+    /// A failure reply.
+    pub fn fail(seq: u64, failure: &'a Failure) -> Self {
+        Self {
+            seq: Seq(seq),
+            outcome: Err(failure),
+        }
+    }
+
+    /// Appends the frame to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let bytes = self.encode()?;
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Encodes the frame into a new buffer.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut encoder = Encoder::new();
+        encoder.variant_begin(KIND_REPLY)?;
+        encoder.map_begin()?;
+        entry_u64(&mut encoder, FIELD_SEQ, self.seq.0)?;
+        match self.outcome {
+            Ok(results) => {
+                check_slab(results)?;
+                entry_raw(&mut encoder, FIELD_OK, results)?;
+            }
+            Err(failure) => {
+                encoder.variant_begin(FIELD_FAIL)?;
+                encode_failure(&mut encoder, failure)?;
+                encoder.variant_end()?;
+            }
+        }
+        encoder.map_end()?;
+        encoder.variant_end()?;
+        Ok(encoder.into_bytes()?)
+    }
+}
+
+/// Decodes a frame no larger than `FRAME_BYTES_MAX`.
+pub fn decode(bytes: &[u8]) -> Result<Message<'_>, Error> {
+    decode_with_limit(bytes, FRAME_BYTES_MAX)
+}
+
+/// Decodes a frame no larger than `frame_bytes_max`; the size is checked before any read.
+pub fn decode_with_limit(bytes: &[u8], frame_bytes_max: u64) -> Result<Message<'_>, Error> {
+    let (kind, mut entries) = open_frame(bytes, frame_bytes_max)?;
+    match kind {
+        KIND_CALL => Ok(Message::Call(decode_call(&mut entries)?)),
+        KIND_REPLY => Ok(Message::Reply(decode_reply(&mut entries)?)),
+        other => Err(Error::UnknownKind {
+            kind: other.to_owned(),
+        }),
+    }
+}
+
+/// Reads only the sequence number of a frame of any kind, so a reply can be routed before (or
+/// without) decoding its payload.
+pub fn decode_seq(bytes: &[u8]) -> Result<Seq, Error> {
+    let (_kind, mut entries) = open_frame(bytes, FRAME_BYTES_MAX)?;
+    while !entries.is_empty() {
+        let (key, mut value) = entries.variant("map entry")?;
+        if key == FIELD_SEQ {
+            return Ok(Seq(value.u64(FIELD_SEQ)?));
+        }
+    }
+    Err(Error::MissingField { field: FIELD_SEQ })
+}
+
+/// Checks the size, reads the kind and enters the entry map.
+fn open_frame(bytes: &[u8], frame_bytes_max: u64) -> Result<(&str, Cursor<'_>), Error> {
+    let frame_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if frame_bytes > frame_bytes_max {
+        return Err(Error::FrameTooLarge {
+            frame_bytes,
+            max: frame_bytes_max,
+        });
+    }
+    let mut frame = Cursor::new(bytes);
+    let (kind, mut payload) = frame.variant("frame")?;
+    frame.finish()?;
+    let entries = payload.container(Tag::Map, "frame entries")?;
+    payload.finish()?;
+    Ok((kind, entries))
+}
+
+fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
+    let mut seq = None;
+    let mut target = None;
+    let mut method = None;
+    let mut args = None;
+    while !entries.is_empty() {
+        let (key, mut value) = entries.variant("map entry")?;
+        match key {
+            FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
+            FIELD_TARGET => set_once(&mut target, FIELD_TARGET, value.str(FIELD_TARGET)?)?,
+            FIELD_METHOD => set_once(&mut method, FIELD_METHOD, value.str(FIELD_METHOD)?)?,
+            FIELD_ARGS => set_once(&mut args, FIELD_ARGS, rest(&mut value)?)?,
+            _ => continue,
+        }
+        value.finish()?;
+    }
+    Ok(Call {
+        seq: seq.ok_or(Error::MissingField { field: FIELD_SEQ })?,
+        target: target.ok_or(Error::MissingField {
+            field: FIELD_TARGET,
+        })?,
+        method: method.ok_or(Error::MissingField {
+            field: FIELD_METHOD,
+        })?,
+        args: args.ok_or(Error::MissingField { field: FIELD_ARGS })?,
+    })
+}
+
+fn decode_reply<'a>(entries: &mut Cursor<'a>) -> Result<Reply<'a>, Error> {
+    let mut seq = None;
+    let mut outcome = None;
+    while !entries.is_empty() {
+        let (key, mut value) = entries.variant("map entry")?;
+        match key {
+            FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
+            FIELD_OK => set_once(&mut outcome, "ok|fail", Ok(rest(&mut value)?))?,
+            FIELD_FAIL => set_once(&mut outcome, "ok|fail", Err(decode_failure(&mut value)?))?,
+            _ => continue,
+        }
+        value.finish()?;
+    }
+    Ok(Reply {
+        seq: seq.ok_or(Error::MissingField { field: FIELD_SEQ })?,
+        outcome: outcome.ok_or(Error::MissingField { field: "ok|fail" })?,
+    })
+}
+
+fn set_once<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), Error> {
+    if slot.is_some() {
+        return Err(Error::DuplicateField { field });
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// The unread rest of an entry: an opaque slab, never parsed here.
+fn rest<'a>(value: &mut Cursor<'a>) -> Result<&'a [u8], Error> {
+    Ok(value.take_rest())
+}
+
+fn check_slab(slab: &[u8]) -> Result<(), Error> {
+    let frame_bytes = u64::try_from(slab.len()).unwrap_or(u64::MAX);
+    if frame_bytes > FRAME_BYTES_MAX {
+        return Err(Error::FrameTooLarge {
+            frame_bytes,
+            max: FRAME_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn entry_u64(encoder: &mut Encoder, key: &str, value: u64) -> Result<(), Error> {
+    encoder.variant_begin(key)?;
+    encoder.u64(value)?;
+    Ok(encoder.variant_end()?)
+}
+
+fn entry_str(encoder: &mut Encoder, key: &str, value: &str) -> Result<(), Error> {
+    encoder.variant_begin(key)?;
+    encoder.str(value)?;
+    Ok(encoder.variant_end()?)
+}
+
+fn entry_raw(encoder: &mut Encoder, key: &str, slab: &[u8]) -> Result<(), Error> {
+    encoder.variant_begin(key)?;
+    encoder.append_raw(slab)?;
+    Ok(encoder.variant_end()?)
+}
+
+/// A failure is a list: the u32 reason tag, then that reason's fields in order.
+fn encode_failure(encoder: &mut Encoder, failure: &Failure) -> Result<(), Error> {
+    encoder.list_begin()?;
+    encoder.u32(failure.tag())?;
+    match failure {
+        Failure::OutOfFuel | Failure::OutOfMemory | Failure::Overloaded => {}
+        Failure::AppTrapped { message }
+        | Failure::ProtocolViolation { message }
+        | Failure::Internal { message } => encoder.str(message)?,
+        Failure::InstanceNotFound { instance } => encoder.str(instance)?,
+        Failure::MethodNotFound { method } => encoder.str(method)?,
+        Failure::BadArgumentCount { expected, found } => {
+            encoder.u32(*expected)?;
+            encoder.u32(*found)?;
+        }
+        Failure::BadArgumentType {
+            index: code,
+            message,
+        }
+        | Failure::DomainSpecific { code, message } => {
+            encoder.u32(*code)?;
+            encoder.str(message)?;
+        }
+    }
+    Ok(encoder.list_end()?)
+}
+
+fn decode_failure(value: &mut Cursor<'_>) -> Result<Failure, Error> {
+    let mut fields = value.container(Tag::List, "failure")?;
+    let tag = fields.u32("failure tag")?;
+    let text = |fields: &mut Cursor<'_>| fields.str("failure text").map(str::to_owned);
+    let failure = match tag {
+        failure_tag::APP_TRAPPED => Failure::AppTrapped {
+            message: text(&mut fields)?,
+        },
+        failure_tag::OUT_OF_FUEL => Failure::OutOfFuel,
+        failure_tag::OUT_OF_MEMORY => Failure::OutOfMemory,
+        failure_tag::INSTANCE_NOT_FOUND => Failure::InstanceNotFound {
+            instance: text(&mut fields)?,
+        },
+        failure_tag::METHOD_NOT_FOUND => Failure::MethodNotFound {
+            method: text(&mut fields)?,
+        },
+        failure_tag::BAD_ARGUMENT_COUNT => Failure::BadArgumentCount {
+            expected: fields.u32("expected count")?,
+            found: fields.u32("found count")?,
+        },
+        failure_tag::BAD_ARGUMENT_TYPE => Failure::BadArgumentType {
+            index: fields.u32("argument index")?,
+            message: text(&mut fields)?,
+        },
+        failure_tag::DOMAIN_SPECIFIC => Failure::DomainSpecific {
+            code: fields.u32("domain code")?,
+            message: text(&mut fields)?,
+        },
+        failure_tag::PROTOCOL_VIOLATION => Failure::ProtocolViolation {
+            message: text(&mut fields)?,
+        },
+        failure_tag::OVERLOADED => Failure::Overloaded,
+        failure_tag::INTERNAL => Failure::Internal {
+            message: text(&mut fields)?,
+        },
+        unknown => return Err(Error::UnknownFailureTag { tag: unknown }),
+    };
+    fields.finish()?;
+    Ok(failure)
+}

@@ -1,0 +1,354 @@
+//! Boundary tests of `neorpc::frame`: golden bytes from SPEC.md, slab isolation, round trips,
+//! truncation, hostile bytes and every frame-level error variant.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use neorpc::error::Error;
+use neorpc::error::Failure;
+use neorpc::frame;
+use neorpc::frame::CallEncoder;
+use neorpc::frame::Message;
+use neorpc::frame::ReplyEncoder;
+use neorpc::frame::Seq;
+use proptest::prelude::*;
+
+/// SPEC.md example 1: `exorun:test/math#add(10, 5)` to target `calc`, seq 1.
+const GOLDEN_CALL: &str = "33 83 00 00 00 10 04 00 00 00 43 61 6c 6c 21 75 00 00 00 33 11 00 00 00 \
+    10 03 00 00 00 73 65 71 06 01 00 00 00 00 00 00 00 33 14 00 00 00 10 06 00 00 00 74 61 72 67 \
+    65 74 10 04 00 00 00 63 61 6c 63 33 24 00 00 00 10 06 00 00 00 6d 65 74 68 6f 64 10 14 00 00 \
+    00 65 78 6f 72 75 6e 3a 74 65 73 74 2f 6d 61 74 68 23 61 64 64 33 18 00 00 00 10 04 00 00 00 \
+    61 72 67 73 20 0a 00 00 00 05 0a 00 00 00 05 05 00 00 00";
+/// SPEC.md example 1's argument slab: `[u32 10, u32 5]`.
+const GOLDEN_ARGS: &str = "20 0a 00 00 00 05 0a 00 00 00 05 05 00 00 00";
+/// SPEC.md example 2: the reply to seq 1 carrying `[u32 15]`.
+const GOLDEN_OK: &str = "33 3b 00 00 00 10 05 00 00 00 52 65 70 6c 79 21 2c 00 00 00 33 11 00 00 \
+    00 10 03 00 00 00 73 65 71 06 01 00 00 00 00 00 00 00 33 11 00 00 00 10 02 00 00 00 6f 6b 20 \
+    05 00 00 00 05 0f 00 00 00";
+/// SPEC.md example 3: seq 2 failed with `DomainSpecific { code: 403, message: "denied" }`.
+const GOLDEN_FAIL: &str = "33 4d 00 00 00 10 05 00 00 00 52 65 70 6c 79 21 3e 00 00 00 33 11 00 \
+    00 00 10 03 00 00 00 73 65 71 06 02 00 00 00 00 00 00 00 33 23 00 00 00 10 04 00 00 00 66 61 \
+    69 6c 20 15 00 00 00 05 08 00 00 00 05 93 01 00 00 10 06 00 00 00 64 65 6e 69 65 64";
+
+fn hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+        .collect()
+}
+
+/// Builds a frame by hand: a variant named `kind` around a map of (key, raw payload) entries.
+fn hand_frame(kind: &str, entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    fn blob(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+    fn variant(name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = blob(0x10, name.as_bytes());
+        body.extend_from_slice(payload);
+        blob(0x33, &body)
+    }
+    let map: Vec<u8> = entries
+        .iter()
+        .flat_map(|(key, raw)| variant(key, raw))
+        .collect();
+    variant(kind, &blob(0x21, &map))
+}
+
+fn u64_item(value: u64) -> Vec<u8> {
+    let mut out = vec![0x06];
+    out.extend_from_slice(&value.to_le_bytes());
+    out
+}
+
+fn str_item(text: &str) -> Vec<u8> {
+    let mut out = vec![0x10];
+    out.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+#[test]
+fn call_matches_spec_golden_bytes() {
+    let args = hex(GOLDEN_ARGS);
+    let bytes = CallEncoder::new(1, "calc", "exorun:test/math#add", &args)
+        .encode()
+        .unwrap();
+    assert_eq!(bytes, hex(GOLDEN_CALL));
+    let Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(call.seq, Seq(1));
+    assert_eq!(call.target, "calc");
+    assert_eq!(call.method, "exorun:test/math#add");
+    assert_eq!(call.args, &args[..]);
+}
+
+#[test]
+fn replies_match_spec_golden_bytes() {
+    let results = hex("20 05 00 00 00 05 0f 00 00 00");
+    let ok = ReplyEncoder::ok(1, &results).encode().unwrap();
+    assert_eq!(ok, hex(GOLDEN_OK));
+    let failure = Failure::DomainSpecific {
+        code: 403,
+        message: "denied".into(),
+    };
+    let fail = ReplyEncoder::fail(2, &failure).encode().unwrap();
+    assert_eq!(fail, hex(GOLDEN_FAIL));
+    let Message::Reply(reply) = frame::decode(&fail).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.seq, Seq(2));
+    assert_eq!(reply.outcome, Err(failure));
+}
+
+#[test]
+fn args_slab_sits_verbatim_at_the_spec_offset() {
+    let args = [0xCA, 0xFE, 0xBA, 0xBE];
+    let (target, method) = ("provider", "exorun:test/math#add");
+    let bytes = CallEncoder::new(42, target, method, &args)
+        .encode()
+        .unwrap();
+    // SPEC.md: the slab starts at 97 + len(target) + len(method) and runs to the frame's end.
+    let offset = 97 + target.len() + method.len();
+    assert_eq!(&bytes[offset..], &args);
+    let Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(call.args, &args);
+    assert!(
+        std::ptr::eq(call.args.as_ptr(), bytes[offset..].as_ptr()),
+        "decode must borrow"
+    );
+}
+
+#[test]
+fn encode_into_appends_to_the_callers_buffer() {
+    let mut out = vec![0xAA];
+    CallEncoder::new(1, "calc", "exorun:test/math#add", &hex(GOLDEN_ARGS))
+        .encode_into(&mut out)
+        .unwrap();
+    assert_eq!(out[0], 0xAA);
+    assert_eq!(&out[1..], &hex(GOLDEN_CALL)[..]);
+    let mut reply = Vec::new();
+    ReplyEncoder::ok(1, &hex("20 05 00 00 00 05 0f 00 00 00"))
+        .encode_into(&mut reply)
+        .unwrap();
+    assert_eq!(reply, hex(GOLDEN_OK));
+}
+
+#[test]
+fn decode_seq_reads_any_kind() {
+    assert_eq!(frame::decode_seq(&hex(GOLDEN_CALL)).unwrap(), Seq(1));
+    assert_eq!(frame::decode_seq(&hex(GOLDEN_FAIL)).unwrap(), Seq(2));
+    let cancel = hand_frame("Cancel", &[("seq", u64_item(9))]);
+    assert_eq!(frame::decode_seq(&cancel).unwrap(), Seq(9));
+    let no_seq = hand_frame("Cancel", &[("why", str_item("bored"))]);
+    assert_eq!(
+        frame::decode_seq(&no_seq),
+        Err(Error::MissingField { field: "seq" })
+    );
+}
+
+#[test]
+fn unknown_kind_is_a_specific_error() {
+    let ping = hand_frame("Ping", &[("seq", u64_item(3))]);
+    assert_eq!(
+        frame::decode(&ping),
+        Err(Error::UnknownKind {
+            kind: "Ping".into()
+        })
+    );
+}
+
+#[test]
+fn unknown_entries_are_skipped() {
+    let args = hex(GOLDEN_ARGS);
+    let bytes = hand_frame(
+        "Call",
+        &[
+            ("seq", u64_item(5)),
+            ("auth", str_item("token")),
+            ("target", str_item("calc")),
+            ("method", str_item("m")),
+            ("args", args.clone()),
+        ],
+    );
+    let Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(
+        (call.seq, call.target, call.method, call.args),
+        (Seq(5), "calc", "m", &args[..])
+    );
+}
+
+#[test]
+fn missing_and_duplicate_fields_are_named() {
+    let no_target = hand_frame("Call", &[("seq", u64_item(1)), ("method", str_item("m"))]);
+    assert_eq!(
+        frame::decode(&no_target),
+        Err(Error::MissingField { field: "target" })
+    );
+    let twice = hand_frame("Reply", &[("seq", u64_item(1)), ("seq", u64_item(2))]);
+    assert_eq!(
+        frame::decode(&twice),
+        Err(Error::DuplicateField { field: "seq" })
+    );
+    let no_outcome = hand_frame("Reply", &[("seq", u64_item(1))]);
+    assert_eq!(
+        frame::decode(&no_outcome),
+        Err(Error::MissingField { field: "ok|fail" })
+    );
+}
+
+#[test]
+fn wrong_entry_type_is_a_type_mismatch() {
+    let bytes = hand_frame("Reply", &[("seq", str_item("one"))]);
+    assert_eq!(
+        frame::decode(&bytes),
+        Err(Error::TypeMismatch {
+            expected: "seq",
+            found: "string"
+        })
+    );
+}
+
+#[test]
+fn oversized_frame_is_refused_before_reading() {
+    let bytes = hex(GOLDEN_CALL);
+    assert_eq!(
+        frame::decode_with_limit(&bytes, 100),
+        Err(Error::FrameTooLarge {
+            frame_bytes: 136,
+            max: 100
+        })
+    );
+}
+
+#[test]
+fn hostile_lengths_fail_without_allocating() {
+    // A variant claiming a 4 GiB body in a 9-byte frame: refused as truncated, not allocated.
+    let bytes = [0x33, 0xFF, 0xFF, 0xFF, 0xFF, 0x10, 0x00, 0x00, 0x00];
+    assert_eq!(frame::decode(&bytes), Err(Error::Truncated));
+    assert_eq!(frame::decode(&[0x99]), Err(Error::BadTag { byte: 0x99 }));
+    assert_eq!(frame::decode(&[]), Err(Error::Truncated));
+}
+
+#[test]
+fn bad_utf8_in_a_name_is_refused() {
+    let mut bytes = hex(GOLDEN_CALL);
+    bytes[10] = 0xFF; // first byte of "Call"
+    assert_eq!(frame::decode(&bytes), Err(Error::BadUtf8));
+}
+
+#[test]
+fn trailing_bytes_after_a_frame_are_refused() {
+    let mut bytes = hex(GOLDEN_OK);
+    bytes.push(0x0E);
+    assert_eq!(
+        frame::decode(&bytes),
+        Err(Error::TrailingBytes { count: 1 })
+    );
+}
+
+#[test]
+fn unknown_failure_tag_is_refused() {
+    let reason = hex("20 05 00 00 00 05 63 00 00 00"); // [u32 99]
+    let bytes = hand_frame("Reply", &[("seq", u64_item(1)), ("fail", reason)]);
+    assert_eq!(
+        frame::decode(&bytes),
+        Err(Error::UnknownFailureTag { tag: 99 })
+    );
+}
+
+#[test]
+fn neopack_encoder_errors_map_to_encode() {
+    let error = Error::from(neopack::Error::ScopeStillOpen);
+    assert_eq!(
+        error,
+        Error::Encode {
+            reason: "scope still open"
+        }
+    );
+}
+
+fn failure_strategy() -> impl Strategy<Value = Failure> {
+    let text = ".{0,24}";
+    prop_oneof![
+        text.prop_map(|message| Failure::AppTrapped { message }),
+        Just(Failure::OutOfFuel),
+        Just(Failure::OutOfMemory),
+        text.prop_map(|instance| Failure::InstanceNotFound { instance }),
+        text.prop_map(|method| Failure::MethodNotFound { method }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(expected, found)| Failure::BadArgumentCount { expected, found }),
+        (any::<u32>(), text)
+            .prop_map(|(index, message)| Failure::BadArgumentType { index, message }),
+        (any::<u32>(), text).prop_map(|(code, message)| Failure::DomainSpecific { code, message }),
+        text.prop_map(|message| Failure::ProtocolViolation { message }),
+        Just(Failure::Overloaded),
+        text.prop_map(|message| Failure::Internal { message }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn calls_round_trip(
+        seq in any::<u64>(),
+        target in ".{0,32}",
+        method in ".{0,48}",
+        args in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let bytes = CallEncoder::new(seq, &target, &method, &args).encode().unwrap();
+        let decoded = frame::decode(&bytes).unwrap();
+        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args };
+        prop_assert_eq!(decoded, Message::Call(expected));
+        prop_assert_eq!(frame::decode_seq(&bytes).unwrap(), Seq(seq));
+    }
+
+    #[test]
+    fn replies_round_trip(
+        seq in any::<u64>(),
+        results in proptest::collection::vec(any::<u8>(), 0..256),
+        failure in proptest::option::of(failure_strategy()),
+    ) {
+        let encoder = match &failure {
+            Some(failure) => ReplyEncoder::fail(seq, failure),
+            None => ReplyEncoder::ok(seq, &results),
+        };
+        let bytes = encoder.encode().unwrap();
+        let outcome = match failure {
+            Some(failure) => Err(failure),
+            None => Ok(&results[..]),
+        };
+        prop_assert_eq!(frame::decode(&bytes).unwrap(), Message::Reply(frame::Reply { seq: Seq(seq), outcome }));
+    }
+
+    #[test]
+    fn every_strict_prefix_fails(seq in any::<u64>(), target in ".{0,16}", failure in failure_strategy()) {
+        let call = CallEncoder::new(seq, &target, "i#f", &[0x0E]).encode().unwrap();
+        let reply = ReplyEncoder::fail(seq, &failure).encode().unwrap();
+        for bytes in [call, reply] {
+            for end in 0..bytes.len() {
+                prop_assert!(frame::decode(&bytes[..end]).is_err(), "prefix of {} bytes decoded", end);
+                prop_assert!(frame::decode_seq(&bytes[..end]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = frame::decode(&bytes);
+        let _ = frame::decode_seq(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(index in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = hex(GOLDEN_FAIL);
+        let at = index.index(bytes.len());
+        bytes[at] = byte;
+        let _ = frame::decode(&bytes);
+        let _ = frame::decode_seq(&bytes);
+    }
+}

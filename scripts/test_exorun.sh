@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The one test command (README). On a fresh machine it installs what is missing (through
+# scripts/build_apps.sh: Debian's rustc-web/rust-web-src for the guest fallback, the componentize
+# tool), builds the guest apps, then runs formatting, lints, every test and the layering check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+for tool in "cargo fmt" "cargo clippy"; do
+    if ! $tool --version >/dev/null 2>&1; then
+        echo "missing: '$tool' (install it with: rustup component add ${tool#cargo })" >&2
+        exit 1
+    fi
+done
+
+step "guest apps"
+bash scripts/build_apps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "layering"
+bash scripts/check_layers.sh
