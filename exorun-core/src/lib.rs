@@ -1,1 +1,5 @@
-//! The wasmtime layer: engine, per-store context, instance handles, the registry, the ledger, the `SystemComponent` trait and limits. Filled by issue 5.
+//! exorun-core: the wasmtime layer. Only this crate creates `Engine`s and `Store`s.
+//!
+//! - `fixtures`: where the built guest apps live, for tests and the demo.
+
+pub mod fixtures;

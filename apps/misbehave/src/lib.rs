@@ -1,0 +1,35 @@
+//! misbehave: traps, spins forever and eats memory on request; proves traps, deadlines and memory limits.
+wit_bindgen::generate!({ path: "../wit", world: "exorun:test/misbehave-app", generate_all });
+
+struct App;
+
+impl exports::exorun::test::misbehave::Guest for App {
+    fn trap() {
+        core::arch::wasm32::unreachable()
+    }
+
+    fn spin() {
+        let mut turns: u64 = 0;
+        loop {
+            turns = core::hint::black_box(turns.wrapping_add(1));
+        }
+    }
+
+    fn hog() -> u32 {
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        loop {
+            // Touch every chunk so the memory is really used, not optimised away.
+            chunks.push(vec![1u8; 1 << 20]);
+            let grown = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+            if grown == u32::MAX {
+                return core::hint::black_box(grown);
+            }
+        }
+    }
+
+    fn echo(n: u32) -> u32 {
+        n
+    }
+}
+
+export!(App);

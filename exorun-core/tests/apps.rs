@@ -1,0 +1,147 @@
+//! Inspection of every built guest app: its imports and exports must be exactly the WIT worlds
+//! in `apps/wit`, interface by interface and function by function, so a broken build script or
+//! a stray import (say, WASI pulled in by std) cannot pass silently. Imports list the functions
+//! an app calls: wit-component drops imported functions the code never uses.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use exorun_core::fixtures;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+type Interfaces = BTreeMap<String, BTreeSet<String>>;
+
+fn functions(engine: &wasmtime::Engine, item: &ComponentItem) -> BTreeSet<String> {
+    let ComponentItem::ComponentInstance(instance) = item else {
+        panic!("expected an instance, found {item:?}")
+    };
+    instance
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+fn inspect(app: &str) -> (Interfaces, Interfaces) {
+    let engine = wasmtime::Engine::default();
+    let path = fixtures::path(app).unwrap_or_else(|e| panic!("{e}"));
+    let component = Component::from_file(&engine, &path).unwrap();
+    let ty = component.component_type();
+    let imports = ty
+        .imports(&engine)
+        .map(|(n, i)| (n.to_owned(), functions(&engine, &i.ty)));
+    let exports = ty
+        .exports(&engine)
+        .map(|(n, i)| (n.to_owned(), functions(&engine, &i.ty)));
+    (imports.collect(), exports.collect())
+}
+
+fn world(entries: &[(&str, &[&str])]) -> Interfaces {
+    let entry = |(name, funcs): &(&str, &[&str])| {
+        (
+            (*name).to_owned(),
+            funcs.iter().map(|f| (*f).to_owned()).collect(),
+        )
+    };
+    entries.iter().map(entry).collect()
+}
+
+const MATH: (&str, &[&str]) = ("exorun:test/math", &["add"]);
+const RUNNABLE: (&str, &[&str]) = ("exorun:test/runnable", &["run"]);
+const COUNTERS: (&str, &[&str]) = (
+    "exorun:test/counters",
+    &["[constructor]counter", "[method]counter.next", "make"],
+);
+// wit-component keeps only the imported functions an app calls: the consumer never calls `make`.
+const COUNTERS_USED: (&str, &[&str]) = (
+    "exorun:test/counters",
+    &["[constructor]counter", "[method]counter.next"],
+);
+
+fn assert_world(app: &str, imports: &[(&str, &[&str])], exports: &[(&str, &[&str])]) {
+    let (found_imports, found_exports) = inspect(app);
+    assert_eq!(found_imports, world(imports), "imports of {app}");
+    assert_eq!(found_exports, world(exports), "exports of {app}");
+}
+
+#[test]
+fn math_apps_match_their_worlds() {
+    assert_world("math-provider", &[], &[MATH]);
+    assert_world("math-consumer", &[MATH], &[RUNNABLE]);
+    assert_world("relay", &[MATH], &[MATH]);
+}
+
+#[test]
+fn host_clients_match_their_worlds() {
+    assert_world(
+        "logger-client",
+        &[("exorun:host/logging", &["log"])],
+        &[RUNNABLE],
+    );
+    assert_world(
+        "kv-client",
+        &[("exorun:host/kv", &["get", "set"])],
+        &[RUNNABLE],
+    );
+}
+
+#[test]
+fn values_exports_every_echo() {
+    let echoes: &[&str] = &[
+        "echo-bytes",
+        "echo-everything",
+        "echo-extremes",
+        "echo-floats",
+        "echo-perms",
+        "echo-result",
+        "echo-shapes",
+        "echo-string",
+    ];
+    assert_world("values", &[], &[("exorun:test/values", echoes)]);
+}
+
+#[test]
+fn fs_reader_imports_only_the_wasi_it_uses() {
+    let imports: &[(&str, &[&str])] = &[
+        ("wasi:cli/environment@0.2.12", &["get-environment"]),
+        ("wasi:filesystem/preopens@0.2.12", &["get-directories"]),
+        (
+            "wasi:filesystem/types@0.2.12",
+            &["[method]descriptor.open-at", "[method]descriptor.read"],
+        ),
+    ];
+    let exports: &[(&str, &[&str])] =
+        &[("exorun:test/sandbox", &["get-env", "preopens", "read-file"])];
+    assert_world("fs-reader", imports, exports);
+}
+
+#[test]
+fn misbehave_and_reentrant_pair_match_their_worlds() {
+    assert_world(
+        "misbehave",
+        &[],
+        &[("exorun:test/misbehave", &["echo", "hog", "spin", "trap"])],
+    );
+    let ping: (&str, &[&str]) = ("exorun:test/ping-api", &["ping"]);
+    let pong: (&str, &[&str]) = ("exorun:test/pong-api", &["pong"]);
+    assert_world("ping", &[pong], &[ping]);
+    assert_world("pong", &[ping], &[pong]);
+}
+
+#[test]
+fn resource_apps_match_their_worlds() {
+    assert_world("counter-provider", &[], &[COUNTERS]);
+    assert_world("counter-consumer", &[COUNTERS_USED], &[RUNNABLE]);
+}
+
+#[test]
+fn a_missing_app_says_how_to_build_it() {
+    let error = fixtures::path("no-such-app").unwrap_err();
+    assert!(
+        error.to_string().contains("bash scripts/build_apps.sh"),
+        "{error}"
+    );
+}
