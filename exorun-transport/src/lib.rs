@@ -1,1 +1,16 @@
-//! Message transports (in-memory, TCP, Unix sockets), the correlating neorpc client and the serving loop. Filled by issue 4; no wasmtime here.
+//! exorun-transport: moving neorpc frames between runtimes. No wasmtime here.
+//!
+//! - `transport`: the `Transport` trait (whole messages in, whole messages out) and its `Error`.
+//! - `memory`: an in-memory duplex pair that can drop, delay or reorder messages for tests.
+//! - `stream`: length-prefixed framing of a byte stream; `net` puts it on TCP and Unix sockets,
+//!   with a listener and `tcp://` / `unix://` addresses.
+//! - `client`: one correlating client per connection: sequence numbers, pending replies,
+//!   timeouts, backpressure, failing everything at once when the peer goes away.
+//! - `serve`: the serving loop that hands call frames to a `Dispatcher` and writes replies.
+
+pub mod client;
+pub mod memory;
+pub mod net;
+pub mod serve;
+pub mod stream;
+pub mod transport;

@@ -1,0 +1,145 @@
+//! TCP and Unix-socket transports: addresses, connecting, and a listener that accepts
+//! connections as transports.
+//!
+//! Addresses are written `tcp://HOST:PORT` or `unix:///absolute/or/relative/path`. TCP sockets
+//! get `TCP_NODELAY`: calls are small request/response messages, and Nagle's algorithm would hold
+//! each one back waiting for the previous acknowledgement.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio::net::UnixListener;
+use tokio::net::UnixStream;
+
+use crate::stream;
+use crate::transport;
+
+/// Where a runtime listens or a peer is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// `tcp://HOST:PORT`
+    Tcp(String),
+    /// `unix://PATH`
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// Parses `tcp://HOST:PORT` or `unix://PATH`.
+    pub fn parse(text: &str) -> Result<Self, transport::Error> {
+        let bad = |reason| transport::Error::BadAddress {
+            address: text.to_owned(),
+            reason,
+        };
+        if let Some(host_port) = text.strip_prefix("tcp://") {
+            let Some((host, port)) = host_port.rsplit_once(':') else {
+                return Err(bad("a tcp address needs HOST:PORT"));
+            };
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad("a tcp address needs a host and a port from 0 to 65535"));
+            }
+            return Ok(Address::Tcp(host_port.to_owned()));
+        }
+        let Some(path) = text.strip_prefix("unix://") else {
+            return Err(bad("expected tcp://HOST:PORT or unix://PATH"));
+        };
+        if path.is_empty() {
+            return Err(bad("a unix address needs a path"));
+        }
+        Ok(Address::Unix(PathBuf::from(path)))
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(host_port) => write!(f, "tcp://{host_port}"),
+            Address::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+/// Connects to `address`, refusing incoming messages over `message_bytes_max`.
+pub async fn connect(
+    address: &Address,
+    message_bytes_max: u64,
+) -> Result<Arc<stream::Transport>, transport::Error> {
+    match address {
+        Address::Tcp(host_port) => Ok(Arc::new(tcp(
+            TcpStream::connect(host_port).await?,
+            message_bytes_max,
+        )?)),
+        Address::Unix(path) => Ok(Arc::new(unix(
+            UnixStream::connect(path).await?,
+            message_bytes_max,
+        ))),
+    }
+}
+
+/// Accepts connections on a TCP or Unix socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix-socket listener and the path it created.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `address` (`tcp://127.0.0.1:0` picks a free port).
+    pub async fn bind(address: &Address) -> Result<Self, transport::Error> {
+        match address {
+            Address::Tcp(host_port) => Ok(Listener::Tcp(TcpListener::bind(host_port).await?)),
+            Address::Unix(path) => Ok(Listener::Unix(UnixListener::bind(path)?, path.clone())),
+        }
+    }
+
+    /// The address peers can connect to (with the real port for `:0`).
+    pub fn local_address(&self) -> Result<Address, transport::Error> {
+        match self {
+            Listener::Tcp(listener) => Ok(Address::Tcp(listener.local_addr()?.to_string())),
+            Listener::Unix(_, path) => Ok(Address::Unix(path.clone())),
+        }
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(
+        &self,
+        message_bytes_max: u64,
+    ) -> Result<Arc<stream::Transport>, transport::Error> {
+        match self {
+            Listener::Tcp(listener) => Ok(Arc::new(tcp(
+                listener.accept().await?.0,
+                message_bytes_max,
+            )?)),
+            Listener::Unix(listener, _) => Ok(Arc::new(unix(
+                listener.accept().await?.0,
+                message_bytes_max,
+            ))),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn tcp(socket: TcpStream, message_bytes_max: u64) -> Result<stream::Transport, transport::Error> {
+    socket.set_nodelay(true)?;
+    let (reader, writer) = socket.into_split();
+    Ok(stream::Transport::new(
+        Box::new(reader),
+        Box::new(writer),
+        message_bytes_max,
+    ))
+}
+
+fn unix(socket: UnixStream, message_bytes_max: u64) -> stream::Transport {
+    let (reader, writer) = socket.into_split();
+    stream::Transport::new(Box::new(reader), Box::new(writer), message_bytes_max)
+}

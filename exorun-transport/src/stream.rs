@@ -1,0 +1,206 @@
+//! Length-prefixed framing of a byte stream into whole messages.
+//!
+//! Each message is a u32 little-endian byte count followed by that many bytes. The count is
+//! checked against the limit before anything is allocated for the body. Sends go through a
+//! bounded queue to one writer task that drains every queued message into a buffer and flushes
+//! once, so many concurrent calls share few syscalls; reads happen on the caller's task.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use tokio::io::AsyncRead;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWrite;
+use tokio::io::AsyncWriteExt;
+use tokio::io::BufWriter;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::transport;
+use crate::transport::BoxFuture;
+
+/// Bytes of the length prefix.
+const PREFIX_BYTES: usize = 4;
+/// Messages queued for the writer before `send` waits: enough for a full pipeline of calls.
+pub const OUTBOX_CAPACITY: usize = 1024;
+/// Write buffer size: a typical batch of small frames fits in one syscall.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A message transport over any split byte stream (TCP and Unix sockets use it).
+pub struct Transport {
+    reader: tokio::sync::Mutex<Reader>,
+    outbox: Mutex<Option<mpsc::Sender<Bytes>>>,
+    writer: JoinHandle<()>,
+    message_bytes_max: u64,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("stream::Transport")
+            .field("message_bytes_max", &self.message_bytes_max)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// Frames messages over `reader`/`writer`, refusing messages over `message_bytes_max`.
+    pub fn new(reader: Reader, writer: Writer, message_bytes_max: u64) -> Self {
+        let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
+        let writer = tokio::spawn(write_loop(queue, writer));
+        Self {
+            reader: tokio::sync::Mutex::new(reader),
+            outbox: Mutex::new(Some(outbox)),
+            writer,
+            message_bytes_max,
+        }
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Bytes>, transport::Error> {
+        let outbox = self
+            .outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        outbox.clone().ok_or(transport::Error::Closed)
+    }
+
+    async fn send_message(&self, message: &[u8]) -> Result<(), transport::Error> {
+        let message_bytes = u64::try_from(message.len()).unwrap_or(u64::MAX);
+        if message_bytes > self.message_bytes_max {
+            return Err(transport::Error::MessageTooLarge {
+                message_bytes,
+                max: self.message_bytes_max,
+            });
+        }
+        let sender = self.sender()?;
+        let bytes = Bytes::copy_from_slice(message);
+        sender
+            .send(bytes)
+            .await
+            .map_err(|_| transport::Error::Closed)
+    }
+
+    async fn recv_message(&self) -> Result<Option<Bytes>, transport::Error> {
+        let mut reader = self.reader.lock().await;
+        let mut prefix = [0u8; PREFIX_BYTES];
+        let got = read_full(&mut reader, &mut prefix).await?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < PREFIX_BYTES {
+            return Err(truncated(PREFIX_BYTES, got));
+        }
+        let message_bytes = u64::from(u32::from_le_bytes(prefix));
+        if message_bytes > self.message_bytes_max {
+            return Err(transport::Error::MessageTooLarge {
+                message_bytes,
+                max: self.message_bytes_max,
+            });
+        }
+        let length =
+            usize::try_from(message_bytes).map_err(|_| transport::Error::MessageTooLarge {
+                message_bytes,
+                max: self.message_bytes_max,
+            })?;
+        let mut body = BytesMut::zeroed(length);
+        let got = read_full(&mut reader, &mut body).await?;
+        if got < length {
+            return Err(truncated(length, got));
+        }
+        Ok(Some(body.freeze()))
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        // Dropping the queue's sender lets the writer flush what is queued and shut down; the
+        // writer is only aborted if it is stuck on a peer that stopped reading.
+        let mut outbox = self
+            .outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        outbox.take();
+        if self.writer.is_finished() {
+            return;
+        }
+        let writer = self.writer.abort_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            writer.abort();
+        });
+    }
+}
+
+impl transport::Transport for Transport {
+    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+        Box::pin(self.send_message(message))
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, transport::Error>> {
+        Box::pin(self.recv_message())
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut outbox = self
+                .outbox
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            outbox.take();
+        })
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+async fn read_full(reader: &mut Reader, buf: &mut [u8]) -> Result<usize, transport::Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let got = reader.read(&mut buf[filled..]).await?;
+        if got == 0 {
+            break;
+        }
+        filled += got;
+    }
+    Ok(filled)
+}
+
+fn truncated(expected: usize, got: usize) -> transport::Error {
+    transport::Error::Truncated {
+        expected: u64::try_from(expected).unwrap_or(u64::MAX),
+        got: u64::try_from(got).unwrap_or(u64::MAX),
+    }
+}
+
+/// Writes queued messages, flushing once per batch; ends (shutting the stream down) when every
+/// sender is gone, or on the first write error.
+async fn write_loop(mut queue: mpsc::Receiver<Bytes>, writer: Writer) {
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    while let Some(message) = queue.recv().await {
+        if let Err(error) = write_batch(&mut writer, &mut queue, message).await {
+            tracing::debug!(%error, "stream writer stopped");
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn write_batch(
+    writer: &mut BufWriter<Writer>,
+    queue: &mut mpsc::Receiver<Bytes>,
+    first: Bytes,
+) -> std::io::Result<()> {
+    write_message(writer, &first).await?;
+    while let Ok(next) = queue.try_recv() {
+        write_message(writer, &next).await?;
+    }
+    writer.flush().await
+}
+
+async fn write_message(writer: &mut BufWriter<Writer>, message: &[u8]) -> std::io::Result<()> {
+    let length = u32::try_from(message.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    writer.write_all(&length.to_le_bytes()).await?;
+    writer.write_all(message).await
+}

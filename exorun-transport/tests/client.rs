@@ -1,0 +1,477 @@
+//! Boundary tests of the client, the serving loop and the transports: correlation under
+//! shuffled replies, failure fidelity, timeouts, closes, hostile input and backpressure.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::client::WhenFull;
+use exorun_transport::memory;
+use exorun_transport::net;
+use exorun_transport::serve;
+use exorun_transport::transport;
+use exorun_transport::transport::BoxFuture;
+use exorun_transport::transport::Transport;
+use neorpc::error::Failure;
+use neorpc::frame;
+
+/// A deterministic shuffle (xorshift), so failures reproduce.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let j = usize::try_from(seed % (u64::try_from(i).unwrap() + 1)).unwrap();
+        items.swap(i, j);
+    }
+}
+
+/// Collects `count` calls, then answers them in a shuffled order, echoing each call's args.
+async fn shuffling_echo_server(transport: Arc<dyn Transport>, count: usize, seed: u64) {
+    let mut calls = Vec::new();
+    while calls.len() < count {
+        let Some(message) = transport.recv().await.unwrap() else {
+            return;
+        };
+        calls.push(message);
+    }
+    shuffle(&mut calls, seed);
+    for message in calls {
+        let frame::Message::Call(call) = frame::decode(&message).unwrap() else {
+            panic!("not a call")
+        };
+        let mut echo = call.target.as_bytes().to_vec();
+        echo.extend_from_slice(call.args);
+        let reply = frame::ReplyEncoder::ok(call.seq.0, &echo).encode().unwrap();
+        transport.send(&reply).await.unwrap();
+    }
+}
+
+/// Runs `count` concurrent calls; each must get back exactly its own target and args.
+async fn assert_correlation(client: Arc<Client>, count: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let client = Arc::clone(&client);
+        tasks.spawn(async move {
+            let args = format!("args-{i}");
+            let results = client
+                .call(&format!("t{i}"), "i#f", args.as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(
+                &results[..],
+                format!("t{i}args-{i}").as_bytes(),
+                "call {i} got another's reply"
+            );
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap();
+    }
+    assert_eq!(client.pending_len(), 0);
+    assert_eq!(client.unroutable_replies(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_shuffled_replies_reach_their_callers_in_memory() {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let server = tokio::spawn(shuffling_echo_server(Arc::new(far), 1000, 7));
+    assert_correlation(
+        Arc::new(Client::new(Arc::new(near), client::Config::default())),
+        1000,
+    )
+    .await;
+    server.await.unwrap();
+}
+
+async fn correlation_over(address: &str) {
+    let listener = net::Listener::bind(&net::Address::parse(address).unwrap())
+        .await
+        .unwrap();
+    let address = listener.local_address().unwrap();
+    let server = tokio::spawn(async move {
+        let transport = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
+        shuffling_echo_server(transport, 1000, 11).await;
+    });
+    let transport = net::connect(&address, transport::MESSAGE_BYTES_MAX)
+        .await
+        .unwrap();
+    assert_correlation(
+        Arc::new(Client::new(transport, client::Config::default())),
+        1000,
+    )
+    .await;
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_shuffled_replies_over_tcp() {
+    correlation_over("tcp://127.0.0.1:0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_shuffled_replies_over_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("exorun-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    correlation_over(&format!("unix://{}", dir.join("corr.sock").display())).await;
+}
+
+/// A dispatcher that answers by method name.
+struct Scripted;
+
+impl serve::Dispatcher for Scripted {
+    fn dispatch<'a>(
+        &'a self,
+        target: &'a str,
+        method: &'a str,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+        Box::pin(async move {
+            match method {
+                "echo" => Ok(args.to_vec()),
+                "deny" => Err(Failure::DomainSpecific {
+                    code: 403,
+                    message: format!("{target} says no"),
+                }),
+                "trap" => Err(Failure::AppTrapped {
+                    message: "unreachable".into(),
+                }),
+                _ => Err(Failure::MethodNotFound {
+                    method: method.to_owned(),
+                }),
+            }
+        })
+    }
+}
+
+fn served_pair() -> (
+    Arc<Client>,
+    tokio::task::JoinHandle<Result<serve::Stats, serve::Error>>,
+) {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let server = tokio::spawn(serve::serve(
+        Arc::new(far),
+        Arc::new(Scripted),
+        serve::CALLS_IN_FLIGHT_MAX,
+    ));
+    (
+        Arc::new(Client::new(Arc::new(near), client::Config::default())),
+        server,
+    )
+}
+
+#[tokio::test]
+async fn failure_reasons_arrive_intact() {
+    let (client, _server) = served_pair();
+    assert_eq!(&client.call("t", "echo", b"hi").await.unwrap()[..], b"hi");
+    let denied = client.call("vault", "deny", b"").await.unwrap_err();
+    assert_eq!(
+        denied,
+        client::Error::Remote(Failure::DomainSpecific {
+            code: 403,
+            message: "vault says no".into()
+        })
+    );
+    let trapped = client.call("t", "trap", b"").await.unwrap_err();
+    assert_eq!(
+        trapped,
+        client::Error::Remote(Failure::AppTrapped {
+            message: "unreachable".into()
+        })
+    );
+    let missing = client.call("t", "nope", b"").await.unwrap_err();
+    assert_eq!(
+        missing,
+        client::Error::Remote(Failure::MethodNotFound {
+            method: "nope".into()
+        })
+    );
+    assert_eq!(client.pending_len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_removes_the_entry_and_drops_the_late_reply() {
+    let (near, far) = memory::pair(16);
+    let client = Client::new(Arc::new(near), client::Config::default());
+    let slow = client
+        .call_with_timeout("t", "i#f", b"a", Duration::from_millis(50))
+        .await;
+    assert_eq!(slow, Err(client::Error::Timeout { timeout_ms: 50 }));
+    assert_eq!(client.pending_len(), 0);
+    // The server answers the timed-out call late, then serves a fresh one in order.
+    let late = far.recv().await.unwrap().unwrap();
+    let frame::Message::Call(call) = frame::decode(&late).unwrap() else {
+        panic!("not a call")
+    };
+    far.send(
+        &frame::ReplyEncoder::ok(call.seq.0, b"late")
+            .encode()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let server = tokio::spawn(async move { shuffling_echo_server(Arc::new(far), 1, 1).await });
+    assert_eq!(&client.call("t", "i#f", b"b").await.unwrap()[..], b"tb");
+    server.await.unwrap();
+    assert_eq!(
+        client.unroutable_replies(),
+        1,
+        "the late reply was counted and dropped"
+    );
+    assert_eq!(client.pending_len(), 0);
+}
+
+#[tokio::test]
+async fn dropped_server_fails_pending_calls_at_once_and_later_calls_immediately() {
+    let (near, far) = memory::pair(64);
+    let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = Arc::clone(&client);
+        calls.spawn(async move { client.call("t", "i#f", b"x").await });
+    }
+    for _ in 0..10 {
+        far.recv().await.unwrap().unwrap();
+    }
+    drop(far);
+    while let Some(outcome) = calls.join_next().await {
+        assert_eq!(outcome.unwrap(), Err(client::Error::PeerClosed));
+    }
+    assert_eq!(client.pending_len(), 0);
+    assert!(client.is_closed());
+    assert_eq!(
+        client.call("t", "i#f", b"y").await,
+        Err(client::Error::PeerClosed)
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_unknown_replies_are_counted_not_delivered() {
+    let (near, far) = memory::pair(16);
+    let client = Client::new(Arc::new(near), client::Config::default());
+    far.send(&[0xDE, 0xAD]).await.unwrap();
+    far.send(&frame::ReplyEncoder::ok(999, b"stray").encode().unwrap())
+        .await
+        .unwrap();
+    let server = tokio::spawn(async move { shuffling_echo_server(Arc::new(far), 1, 3).await });
+    assert_eq!(&client.call("t", "i#f", b"ok").await.unwrap()[..], b"tok");
+    server.await.unwrap();
+    assert_eq!(client.unroutable_replies(), 2);
+}
+
+#[tokio::test]
+async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
+    let (near, far) = memory::pair(16);
+    let server = tokio::spawn(serve::serve(Arc::new(far), Arc::new(Scripted), 4));
+    // A call frame with a readable seq but no method: a protocol-violation reply for seq 5.
+    let mut broken = frame::CallEncoder::new(5, "t", "echo", b"")
+        .encode()
+        .unwrap();
+    let method_entry = broken.windows(6).position(|w| w == b"method").unwrap();
+    broken[method_entry] = b'M';
+    near.send(&broken).await.unwrap();
+    let reply = near.recv().await.unwrap().unwrap();
+    let frame::Message::Reply(reply) = frame::decode(&reply).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.seq, frame::Seq(5));
+    let Err(Failure::ProtocolViolation { message }) = reply.outcome else {
+        panic!("{:?}", reply.outcome)
+    };
+    assert!(message.contains("method"), "{message}");
+    // An unknown kind is skipped, then garbage without a sequence number closes the connection.
+    let mut ping = frame::CallEncoder::new(6, "t", "echo", b"")
+        .encode()
+        .unwrap();
+    ping[10..14].copy_from_slice(b"Ping");
+    near.send(&ping).await.unwrap();
+    near.send(&[0xFF, 0x00]).await.unwrap();
+    let ended = server.await.unwrap();
+    assert_eq!(
+        ended,
+        Err(serve::Error::Malformed(neorpc::error::Error::BadTag {
+            byte: 0xFF
+        }))
+    );
+    assert_eq!(near.recv().await, Ok(None), "the server closed its side");
+}
+
+#[tokio::test]
+async fn oversized_length_prefix_is_refused_before_allocating() {
+    use tokio::io::AsyncWriteExt;
+    let listener = net::Listener::bind(&net::Address::parse("tcp://127.0.0.1:0").unwrap())
+        .await
+        .unwrap();
+    let net::Address::Tcp(host_port) = listener.local_address().unwrap() else {
+        panic!("tcp")
+    };
+    let mut raw = tokio::net::TcpStream::connect(host_port).await.unwrap();
+    let transport = listener.accept(1024).await.unwrap();
+    raw.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    let error = transport.recv().await.unwrap_err();
+    assert_eq!(
+        error,
+        transport::Error::MessageTooLarge {
+            message_bytes: u64::from(u32::MAX),
+            max: 1024
+        }
+    );
+    // A message cut short by the peer closing is truncated, not a hang.
+    let transport = {
+        let mut raw = tokio::net::TcpStream::connect(
+            listener
+                .local_address()
+                .unwrap()
+                .to_string()
+                .trim_start_matches("tcp://"),
+        )
+        .await
+        .unwrap();
+        let transport = listener.accept(1024).await.unwrap();
+        raw.write_all(&[10, 0, 0, 0, 1, 2, 3]).await.unwrap();
+        drop(raw);
+        transport
+    };
+    assert_eq!(
+        transport.recv().await,
+        Err(transport::Error::Truncated {
+            expected: 10,
+            got: 3
+        })
+    );
+    assert_eq!(
+        transport.send(&[0u8; 2048]).await,
+        Err(transport::Error::MessageTooLarge {
+            message_bytes: 2048,
+            max: 1024
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_waits_or_fails_as_configured() {
+    let config = client::Config {
+        calls_in_flight_max: 4,
+        when_full: WhenFull::Fail,
+        ..client::Config::default()
+    };
+    let (near, _far) = memory::pair(16);
+    let client = Client::new(Arc::new(near), config);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(client.begin().await.unwrap());
+    }
+    assert_eq!(
+        client.begin().await.err(),
+        Some(client::Error::Overloaded {
+            calls_in_flight_max: 4
+        })
+    );
+
+    let config = client::Config {
+        calls_in_flight_max: 4,
+        when_full: WhenFull::Wait,
+        ..client::Config::default()
+    };
+    let (near, _far) = memory::pair(16);
+    let client = Client::new(Arc::new(near), config);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(client.begin().await.unwrap());
+    }
+    let waited = client.begin_with_timeout(Duration::from_millis(20)).await;
+    assert_eq!(
+        waited.err(),
+        Some(client::Error::Timeout { timeout_ms: 20 })
+    );
+    held.pop();
+    let fifth = client
+        .begin_with_timeout(Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(client.pending_len(), 4);
+    drop(fifth);
+    drop(held);
+    assert_eq!(client.pending_len(), 0, "dropped calls leave no entries");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_faults_drop_delay_and_reorder() {
+    let faults = memory::Faults {
+        drop_every: Some(3),
+        delay: Some(Duration::from_millis(5)),
+        reorder: true,
+    };
+    let (near, far) = memory::pair_with_faults(16, faults, memory::Faults::default());
+    for byte in 1..=7u8 {
+        near.send(&[byte]).await.unwrap();
+    }
+    near.close().await;
+    let mut got = Vec::new();
+    while let Some(message) = far.recv().await.unwrap() {
+        got.push(message[0]);
+    }
+    // 3 and 6 dropped; the rest swapped in pairs: (1,2) -> 2,1; (4,5) -> 5,4; 7 held back.
+    assert_eq!(got, [2, 1, 5, 4]);
+    assert_eq!(near.send(&[9]).await, Err(transport::Error::Closed));
+}
+
+#[test]
+fn addresses_parse_or_say_why_not() {
+    assert_eq!(
+        net::Address::parse("tcp://127.0.0.1:80"),
+        Ok(net::Address::Tcp("127.0.0.1:80".into()))
+    );
+    assert_eq!(
+        net::Address::parse("unix:///tmp/x.sock"),
+        Ok(net::Address::Unix("/tmp/x.sock".into()))
+    );
+    let bad = net::Address::parse("tcp://nope").unwrap_err();
+    assert_eq!(
+        bad,
+        transport::Error::BadAddress {
+            address: "tcp://nope".into(),
+            reason: "a tcp address needs HOST:PORT"
+        }
+    );
+    assert!(matches!(
+        net::Address::parse("http://x:1"),
+        Err(transport::Error::BadAddress { .. })
+    ));
+    assert!(matches!(
+        net::Address::parse("tcp://h:99999"),
+        Err(transport::Error::BadAddress { .. })
+    ));
+}
+
+#[tokio::test]
+async fn io_errors_carry_their_kind() {
+    let missing = net::Address::parse("unix:///nonexistent-dir/exorun.sock").unwrap();
+    let error = net::connect(&missing, 1024).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            transport::Error::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        client::Error::from(transport::Error::Closed),
+        client::Error::PeerClosed
+    );
+    let frame_error = neorpc::error::Error::Truncated;
+    assert_eq!(
+        client::Error::from(frame_error.clone()),
+        client::Error::Frame(frame_error)
+    );
+    assert!(matches!(
+        client::Error::from(error),
+        client::Error::Transport(_)
+    ));
+}
