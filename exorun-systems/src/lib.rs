@@ -1,1 +1,9 @@
-//! System components (WASI, logging, key-value) that link native Rust into a guest. Filled by issue 5.
+//! exorun-systems: native providers of interfaces, each a `SystemComponent`.
+//!
+//! - `wasi`: WASI preview 2 (preopened directories, env, args, stdio).
+//! - `logging`: `exorun:host/logging`, to `tracing` and an optional readable sink.
+//! - `kv`: `exorun:host/kv` over a shared concurrent map (one store, many instances).
+
+pub mod kv;
+pub mod logging;
+pub mod wasi;

@@ -1,0 +1,112 @@
+//! Per-instance limits and the `ResourceLimiter` that enforces memory and table bounds.
+//!
+//! A guest that grows memory or a table past its limit traps with `Exceeded`, which
+//! `instance::Error` reports as `OutOfMemory`; a guest that burns its fuel for one call traps
+//! with wasmtime's `Trap::OutOfFuel`, reported as `OutOfFuel`.
+
+use std::time::Duration;
+
+/// Fuel one call may burn by default: about a second of straight-line guest work on the 2-core
+/// machines, far beyond any test app's real calls, yet a spinning guest stops promptly.
+pub const FUEL_PER_CALL: u64 = 2_000_000_000;
+/// Fuel between cooperative yields to the async executor, so a busy guest cannot starve other
+/// tasks on its thread (about a millisecond of guest work).
+pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+/// Linear memory one instance may hold by default: 64 MiB covers every test app many times over.
+pub const MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Table elements one instance may hold by default.
+pub const TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Longest a call waits for an instance that another call is using, before failing `Busy`.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Limits of one instance, set explicitly when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel each call starts with.
+    pub fuel_per_call: u64,
+    /// Largest total size of one linear memory, in bytes.
+    pub memory_bytes_max: usize,
+    /// Largest number of elements in one table.
+    pub table_elements_max: usize,
+    /// Longest wait for the instance's lock.
+    pub lock_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel_per_call: FUEL_PER_CALL,
+            memory_bytes_max: MEMORY_BYTES_MAX,
+            table_elements_max: TABLE_ELEMENTS_MAX,
+            lock_wait: LOCK_WAIT,
+        }
+    }
+}
+
+/// A guest asked for more than its limits allow; raised as a trap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Exceeded {
+    /// A memory grow past `memory_bytes_max`.
+    #[error("memory of {desired_bytes} bytes exceeds the limit of {max_bytes}")]
+    Memory {
+        desired_bytes: usize,
+        max_bytes: usize,
+    },
+    /// A table grow past `table_elements_max`.
+    #[error("table of {desired_elements} elements exceeds the limit of {max_elements}")]
+    Table {
+        desired_elements: usize,
+        max_elements: usize,
+    },
+}
+
+/// Enforces `Limits` on one store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limiter {
+    memory_bytes_max: usize,
+    table_elements_max: usize,
+}
+
+impl Limiter {
+    /// A limiter for `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            memory_bytes_max: limits.memory_bytes_max,
+            table_elements_max: limits.table_elements_max,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes_max {
+            let exceeded = Exceeded::Memory {
+                desired_bytes: desired,
+                max_bytes: self.memory_bytes_max,
+            };
+            return Err(wasmtime::Error::new(exceeded));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements_max {
+            let exceeded = Exceeded::Table {
+                desired_elements: desired,
+                max_elements: self.table_elements_max,
+            };
+            return Err(wasmtime::Error::new(exceeded));
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,59 @@
+//! The `SystemComponent` trait: native Rust that provides interfaces to guests, and
+//! `DomainError`, the error a host function raises to reject a call with a code.
+//!
+//! A system component `install`s host functions into a linker and `configure`s what each
+//! store's context needs (its state goes into user data, where its host functions find it).
+
+use wasmtime::component::Linker;
+
+use crate::context;
+use crate::context::ContextBuilder;
+use crate::context::ExorunCtx;
+
+/// A system component failed to install or configure itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The linker refused a definition (a duplicate, or a malformed name).
+    #[error("cannot define {interface}: {message}")]
+    Define { interface: String, message: String },
+    /// The context could not be staged.
+    #[error("context: {0}")]
+    Context(#[from] context::Error),
+}
+
+/// A native provider of one or more interfaces.
+#[allow(
+    clippy::module_name_repetitions,
+    reason = "the owner's API names this type; embedders import it by this name"
+)]
+pub trait SystemComponent: Send + Sync {
+    /// The interfaces this component provides, as fully qualified names
+    /// (`exorun:host/kv`, `wasi:filesystem/types@0.2.12`).
+    fn interfaces(&self) -> Vec<String>;
+
+    /// Defines this component's host functions in `linker`.
+    fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), Error>;
+
+    /// Stages what each store's context needs (user data, WASI settings).
+    fn configure(&self, builder: &mut ContextBuilder) -> Result<(), Error>;
+}
+
+/// A host function's deliberate rejection of a call: an application or authorization error
+/// with a stable numeric code. It traps the guest's call; a serving runtime reports it to a
+/// remote caller as `Failure::DomainSpecific { code, message }`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("domain error {code}: {message}")]
+pub struct DomainError {
+    /// What kind of rejection, for callers that handle it by code.
+    pub code: u32,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// Wraps a linker error for `interface` as a `system::Error`.
+pub fn define_error(interface: &str, error: &wasmtime::Error) -> Error {
+    Error::Define {
+        interface: interface.to_owned(),
+        message: error.to_string(),
+    }
+}
