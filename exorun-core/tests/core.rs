@@ -1,0 +1,499 @@
+//! Boundary tests of exorun-core: instance handles, limits, re-entrancy, the registry and the
+//! ledger, against the built guest apps.
+
+#![allow(clippy::unwrap_used)]
+// Test helpers: a failed unwrap is a failed test.
+// Concurrency tests nest spawn -> exec -> async by construction; flattening them hides the test.
+#![allow(clippy::excessive_nesting)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use exorun_core::context::ContextBuilder;
+use exorun_core::context::ExorunCtx;
+use exorun_core::fixtures;
+use exorun_core::instance;
+use exorun_core::instance::InstanceHandle;
+use exorun_core::ledger;
+use exorun_core::limits::Limits;
+use exorun_core::registry;
+use exorun_core::registry::Runtime;
+use wasmtime::component::Linker;
+use wasmtime::component::Val;
+
+fn add(runtime: &Runtime, app: &str) -> registry::AppId {
+    runtime
+        .add_app_file(app, &fixtures::path(app).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap()
+}
+
+async fn plain(runtime: &Runtime, app: &str, limits: Limits) -> InstanceHandle {
+    let id = add(runtime, app);
+    let linker = Linker::new(runtime.engine());
+    runtime
+        .instantiate(id, &linker, ContextBuilder::new(), limits, None)
+        .await
+        .unwrap()
+}
+
+async fn echo(handle: &InstanceHandle, n: u32) -> Result<Val, instance::Error> {
+    let mut results = [Val::Bool(false)];
+    handle
+        .call(
+            "exorun:test/misbehave",
+            "echo",
+            &[Val::U32(n)],
+            &mut results,
+        )
+        .await?;
+    Ok(results[0].clone())
+}
+
+async fn misbehave(handle: &InstanceHandle, function: &str) -> instance::Error {
+    let mut results: Vec<Val> = if function == "hog" {
+        vec![Val::U32(0)]
+    } else {
+        Vec::new()
+    };
+    handle
+        .call("exorun:test/misbehave", function, &[], &mut results)
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execs_never_overlap() {
+    let runtime = Runtime::new().unwrap();
+    let handle = plain(&runtime, "misbehave", Limits::default()).await;
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (handle, inside, most) = (handle.clone(), Arc::clone(&inside), Arc::clone(&most));
+        tasks.spawn(async move {
+            handle
+                .exec(move |_, _| {
+                    Box::pin(async move {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                })
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+    let started = Instant::now();
+    let slow = || {
+        handle.exec(|_, _| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            })
+        })
+    };
+    let (a, b) = tokio::join!(slow(), slow());
+    a.unwrap();
+    b.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "two 100 ms calls overlapped: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_or_erroring_closure_leaves_the_handle_usable() {
+    let runtime = Runtime::new().unwrap();
+    let handle = plain(&runtime, "misbehave", Limits::default()).await;
+    let panicking = handle.clone();
+    let joined = tokio::spawn(async move {
+        panicking
+            .exec::<(), _>(|_, _| Box::pin(async { panic!("closure panicked") }))
+            .await
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    let erroring = handle
+        .exec(|_, _| Box::pin(async { Err::<(), _>(wasmtime::format_err!("plain failure")) }))
+        .await;
+    assert!(
+        matches!(erroring, Err(instance::Error::Host { .. })),
+        "{erroring:?}"
+    );
+    assert_eq!(echo(&handle, 7).await.unwrap(), Val::U32(7));
+    assert_eq!(handle.failure().await, None);
+}
+
+#[tokio::test]
+async fn a_trap_is_reported_and_marks_the_instance_failed() {
+    let runtime = Runtime::new().unwrap();
+    let handle = plain(&runtime, "misbehave", Limits::default()).await;
+    let error = misbehave(&handle, "trap").await;
+    let instance::Error::Trapped { message } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(handle.failure().await.is_some());
+    let later = echo(&handle, 1).await.unwrap_err();
+    assert!(
+        matches!(later, instance::Error::Failed { instance, .. } if instance == handle.id()),
+        "{later:?}"
+    );
+}
+
+#[tokio::test]
+async fn spinning_runs_out_of_fuel_and_others_keep_working() {
+    let runtime = Runtime::new().unwrap();
+    let limits = Limits {
+        fuel_per_call: 20_000_000,
+        ..Limits::default()
+    };
+    let spinner = plain(&runtime, "misbehave", limits).await;
+    let neighbour = plain(&runtime, "misbehave", Limits::default()).await;
+    assert_eq!(
+        misbehave(&spinner, "spin").await,
+        instance::Error::OutOfFuel
+    );
+    assert_eq!(echo(&neighbour, 5).await.unwrap(), Val::U32(5));
+}
+
+#[tokio::test]
+async fn the_memory_hog_stops_at_its_limit() {
+    let runtime = Runtime::new().unwrap();
+    let limits = Limits {
+        memory_bytes_max: 16 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let hog = plain(&runtime, "misbehave", limits).await;
+    let error = misbehave(&hog, "hog").await;
+    let instance::Error::OutOfMemory { message } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        message.contains("exceeds the limit of 16777216"),
+        "{message}"
+    );
+    let neighbour = plain(&runtime, "misbehave", Limits::default()).await;
+    assert_eq!(echo(&neighbour, 9).await.unwrap(), Val::U32(9));
+}
+
+#[tokio::test]
+async fn missing_export_and_removed_instance_are_specific() {
+    let runtime = Runtime::new().unwrap();
+    let handle = plain(&runtime, "misbehave", Limits::default()).await;
+    let mut results = [];
+    let missing = handle
+        .call("exorun:test/misbehave", "nope", &[], &mut results)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing,
+        instance::Error::ExportNotFound {
+            interface: "exorun:test/misbehave".into(),
+            function: "nope".into()
+        }
+    );
+    runtime.remove_instance(handle.id()).unwrap();
+    assert_eq!(
+        echo(&handle, 1).await.unwrap_err(),
+        instance::Error::NotFound {
+            instance: handle.id()
+        }
+    );
+    assert!(matches!(
+        runtime.instance(handle.id()),
+        Err(registry::Error::NotFound { .. })
+    ));
+}
+
+/// pong's `ping` import calls whatever instance is put in `slot` later (a late-bound link).
+fn pong_linker(runtime: &Runtime, slot: Arc<OnceLock<InstanceHandle>>) -> Linker<ExorunCtx> {
+    let mut linker: Linker<ExorunCtx> = Linker::new(runtime.engine());
+    let mut api = linker.instance("exorun:test/ping-api").unwrap();
+    api.func_new_async("ping", move |_store, _ty, params, results| {
+        let target = slot.get().cloned();
+        Box::new(async move {
+            let target = target.ok_or_else(|| wasmtime::format_err!("ping not linked yet"))?;
+            let called = target
+                .call("exorun:test/ping-api", "ping", params, results)
+                .await;
+            called.map_err(wasmtime::Error::new)
+        })
+    })
+    .unwrap();
+    linker
+}
+
+/// Links ping -> pong -> ping: pong's `ping` import calls the ping instance, set after both exist.
+#[tokio::test]
+async fn reentrancy_is_reported_instead_of_deadlocking() {
+    let runtime = Runtime::new().unwrap();
+    let ping_slot: Arc<OnceLock<InstanceHandle>> = Arc::new(OnceLock::new());
+    let pong_linker = pong_linker(&runtime, Arc::clone(&ping_slot));
+    let pong_app = add(&runtime, "pong");
+    let pong = runtime
+        .instantiate(
+            pong_app,
+            &pong_linker,
+            ContextBuilder::new(),
+            Limits::default(),
+            Some("pong"),
+        )
+        .await
+        .unwrap();
+    let mut ping_linker: Linker<ExorunCtx> = Linker::new(runtime.engine());
+    let target = pong.clone();
+    ping_linker
+        .instance("exorun:test/pong-api")
+        .unwrap()
+        .func_new_async("pong", move |_store, _ty, params, results| {
+            let target = target.clone();
+            Box::new(async move {
+                target
+                    .call("exorun:test/pong-api", "pong", params, results)
+                    .await
+                    .map_err(wasmtime::Error::new)
+            })
+        })
+        .unwrap();
+    let ping_app = add(&runtime, "ping");
+    let ping = runtime
+        .instantiate(
+            ping_app,
+            &ping_linker,
+            ContextBuilder::new(),
+            Limits::default(),
+            Some("ping"),
+        )
+        .await
+        .unwrap();
+    ping_slot.set(ping.clone()).unwrap();
+    let mut results = [Val::U32(0)];
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        ping.call("exorun:test/ping-api", "ping", &[Val::U32(3)], &mut results),
+    )
+    .await;
+    let error = outcome
+        .expect("a re-entrant call must not hang")
+        .unwrap_err();
+    assert_eq!(
+        error,
+        instance::Error::Reentrant {
+            instance: ping.id()
+        }
+    );
+    // The re-entrant call trapped inside pong, so pong was unwound and is marked failed too.
+    assert!(pong.failure().await.is_some());
+}
+
+#[test]
+fn concurrent_registration_has_no_id_collisions() {
+    let runtime = Runtime::new().unwrap();
+    let ids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for thread in 0..8 {
+            let (runtime, ids) = (&runtime, &ids);
+            scope.spawn(move || {
+                let tokio = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                tokio.block_on(async {
+                    for round in 0..4 {
+                        let app = runtime
+                            .add_app(&format!("t{thread}-{round}"), b"(component)")
+                            .unwrap();
+                        let (near, _far) = exorun_transport::memory::pair(4);
+                        let client = exorun_transport::client::Client::new(
+                            Arc::new(near),
+                            Default::default(),
+                        );
+                        let peer = runtime.add_peer(Arc::new(client));
+                        let linker = Linker::new(runtime.engine());
+                        let name = format!("i{thread}-{round}");
+                        let instance = runtime
+                            .instantiate(
+                                app,
+                                &linker,
+                                ContextBuilder::new(),
+                                Limits::default(),
+                                Some(&name),
+                            )
+                            .await
+                            .unwrap();
+                        ids.lock().unwrap().extend([app.0, peer.0, instance.id().0]);
+                        assert_eq!(runtime.app(app).unwrap().id, app);
+                        runtime.peer(peer).unwrap();
+                        assert_eq!(runtime.instance_named(&name).unwrap().id(), instance.id());
+                    }
+                });
+            });
+        }
+    });
+    let ids = ids.into_inner().unwrap();
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!((ids.len(), unique.len()), (96, 96));
+    assert_eq!(runtime.counts(), (32, 32, 32));
+    assert!(matches!(
+        runtime.app(registry::AppId(999_999)),
+        Err(registry::Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        runtime.peer(registry::PeerId(999_999)),
+        Err(registry::Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        runtime.instance_named("nobody"),
+        Err(registry::Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn invalid_bytes_and_taken_names_are_refused() {
+    let runtime = Runtime::new().unwrap();
+    let error = runtime.add_app("junk", b"\0asm not really").unwrap_err();
+    assert!(
+        matches!(error, registry::Error::InvalidComponent { ref app, .. } if app == "junk"),
+        "{error:?}"
+    );
+    let app = runtime.add_app("empty", b"(component)").unwrap();
+    let linker = Linker::new(runtime.engine());
+    runtime
+        .instantiate(
+            app,
+            &linker,
+            ContextBuilder::new(),
+            Limits::default(),
+            Some("same"),
+        )
+        .await
+        .unwrap();
+    let taken = runtime
+        .instantiate(
+            app,
+            &linker,
+            ContextBuilder::new(),
+            Limits::default(),
+            Some("same"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, registry::Error::NameTaken { ref name } if name == "same"));
+    let needs_math = add(&runtime, "math-consumer");
+    let unlinked = runtime
+        .instantiate(
+            needs_math,
+            &linker,
+            ContextBuilder::new(),
+            Limits::default(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unlinked, registry::Error::Instantiate { .. }),
+        "{unlinked:?}"
+    );
+}
+
+fn ledger_of(runtime: &Runtime, app: &str) -> Arc<ledger::Ledger> {
+    runtime.app(add(runtime, app)).unwrap().ledger
+}
+
+#[test]
+fn ledger_checks_contracts_with_exact_errors() {
+    let runtime = Runtime::new().unwrap();
+    let consumer = ledger_of(&runtime, "math-consumer");
+    let provider = ledger_of(&runtime, "math-provider");
+    let wanted = &consumer.imports["exorun:test/math"];
+    assert_eq!(
+        ledger::check(wanted, provider.exports.get("exorun:test/math"), true),
+        []
+    );
+    assert_eq!(
+        ledger::check(
+            wanted,
+            ledger_of(&runtime, "relay").exports.get("exorun:test/math"),
+            false
+        ),
+        []
+    );
+
+    let values = ledger_of(&runtime, "values");
+    assert_eq!(
+        ledger::check(wanted, values.exports.get("exorun:test/math"), false),
+        [ledger::Error::InterfaceNotFound {
+            interface: "exorun:test/math".into()
+        }]
+    );
+
+    let mut empty = provider.exports["exorun:test/math"].clone();
+    empty.functions.clear();
+    assert_eq!(
+        ledger::check(wanted, Some(&empty), false),
+        [ledger::Error::MethodNotFound {
+            interface: "exorun:test/math".into(),
+            function: "add".into()
+        }]
+    );
+
+    let misbehave = ledger_of(&runtime, "misbehave");
+    let mut wrong = provider.exports["exorun:test/math"].clone();
+    wrong.functions.insert(
+        "add".into(),
+        misbehave.exports["exorun:test/misbehave"].functions["echo"].clone(),
+    );
+    assert_eq!(
+        ledger::check(wanted, Some(&wrong), false),
+        [ledger::Error::SignatureMismatch {
+            interface: "exorun:test/math".into(),
+            function: "add".into(),
+            expected: "func(a: u32, b: u32) -> u32".into(),
+            found: "func(n: u32) -> u32".into(),
+        }]
+    );
+
+    let counters = ledger_of(&runtime, "counter-consumer");
+    let counter_provider = ledger_of(&runtime, "counter-provider");
+    let problems = ledger::check(
+        &counters.imports["exorun:test/counters"],
+        counter_provider.exports.get("exorun:test/counters"),
+        true,
+    );
+    assert_eq!(
+        problems[0],
+        ledger::Error::UnsupportedAcrossRemote {
+            interface: "exorun:test/counters".into(),
+            function: "[constructor]counter".into(),
+            kind: "resource",
+        }
+    );
+}
+
+#[test]
+fn ledger_describes_rich_types() {
+    let runtime = Runtime::new().unwrap();
+    let values = ledger_of(&runtime, "values");
+    let echo = &values.exports["exorun:test/values"].functions["echo-result"];
+    assert_eq!(
+        ledger::describe_signature(echo),
+        "func(v: result<record { x: s32, y: s32, label: string }, enum { red, green, blue }>) -> result<record { x: s32, y: s32, label: string }, enum { red, green, blue }>"
+    );
+    let unlinked = ledger::Error::Unlinked {
+        interface: "exorun:host/kv".into(),
+    };
+    assert_eq!(unlinked.to_string(), "import exorun:host/kv is not linked");
+}

@@ -1,0 +1,31 @@
+//! Property test of the kv store's central invariant: a write within the limits is read back
+//! exactly (and seen through every clone); a write over a limit is refused and changes nothing.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use exorun_systems::kv;
+use proptest::prelude::*;
+
+proptest! {
+    #[test]
+    fn writes_within_limits_read_back_and_others_change_nothing(
+        writes in proptest::collection::vec((0usize..1100, 0usize..70_000), 1..12),
+    ) {
+        let store = kv::Store::new();
+        let shared = store.clone();
+        for (i, (key_bytes, value_bytes)) in writes.into_iter().enumerate() {
+            let key = format!("{i:04}").repeat(key_bytes / 4 + 1)[..key_bytes.max(4)].to_owned();
+            let value = "v".repeat(value_bytes);
+            let before = store.len();
+            let fits = key.len() <= kv::KEY_BYTES_MAX && value.len() <= kv::VALUE_BYTES_MAX;
+            let outcome = store.set(key.clone(), value.clone());
+            prop_assert_eq!(outcome.is_ok(), fits);
+            if fits {
+                prop_assert_eq!(shared.get(&key), Some(value));
+            } else {
+                prop_assert_eq!(store.len(), before);
+                prop_assert_eq!(shared.get(&key), None);
+            }
+        }
+    }
+}
