@@ -273,40 +273,7 @@ pub fn describe(ty: &Type) -> String {
         | Type::Borrow(_)
         | Type::Future(_)
         | Type::Stream(_)
-        | Type::ErrorContext => primitive(ty).to_owned(),
-    }
-}
-
-fn primitive(ty: &Type) -> &'static str {
-    match ty {
-        Type::Bool => "bool",
-        Type::S8 => "s8",
-        Type::U8 => "u8",
-        Type::S16 => "s16",
-        Type::U16 => "u16",
-        Type::S32 => "s32",
-        Type::U32 => "u32",
-        Type::S64 => "s64",
-        Type::U64 => "u64",
-        Type::Float32 => "f32",
-        Type::Float64 => "f64",
-        Type::Char => "char",
-        Type::String => "string",
-        Type::Own(_) => "own<resource>",
-        Type::Borrow(_) => "borrow<resource>",
-        Type::Future(_) => "future",
-        Type::Stream(_) => "stream",
-        Type::ErrorContext => "error-context",
-        Type::List(_)
-        | Type::FixedLengthList(_)
-        | Type::Map(_)
-        | Type::Option(_)
-        | Type::Result(_)
-        | Type::Tuple(_)
-        | Type::Record(_)
-        | Type::Variant(_)
-        | Type::Enum(_)
-        | Type::Flags(_) => "compound",
+        | Type::ErrorContext => neorpc::codec::type_kind(ty).to_owned(),
     }
 }
 
