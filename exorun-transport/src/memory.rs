@@ -31,7 +31,7 @@ pub struct Faults {
 /// One end of an in-memory pair.
 #[derive(Debug)]
 pub struct Transport {
-    outbox: Mutex<Option<mpsc::Sender<Bytes>>>,
+    outbox: transport::Outbox,
     inbox: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     faults: Faults,
     sent: AtomicU64,
@@ -52,7 +52,7 @@ pub fn pair_with_faults(capacity: usize, a_to_b: Faults, b_to_a: Faults) -> (Tra
 
 fn end(outbox: mpsc::Sender<Bytes>, inbox: mpsc::Receiver<Bytes>, faults: Faults) -> Transport {
     Transport {
-        outbox: Mutex::new(Some(outbox)),
+        outbox: transport::Outbox::new(outbox),
         inbox: tokio::sync::Mutex::new(inbox),
         faults,
         sent: AtomicU64::new(0),
@@ -61,14 +61,6 @@ fn end(outbox: mpsc::Sender<Bytes>, inbox: mpsc::Receiver<Bytes>, faults: Faults
 }
 
 impl Transport {
-    fn sender(&self) -> Result<mpsc::Sender<Bytes>, transport::Error> {
-        let outbox = self
-            .outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        outbox.clone().ok_or(transport::Error::Closed)
-    }
-
     /// Applies the reorder fault: returns the messages to deliver now, in order.
     fn reorder(&self, message: Bytes) -> Vec<Bytes> {
         if !self.faults.reorder {
@@ -88,7 +80,7 @@ impl Transport {
     }
 
     async fn deliver(&self, message: &[u8]) -> Result<(), transport::Error> {
-        let sender = self.sender()?;
+        let sender = self.outbox.sender()?;
         let number = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let dropped = self
             .faults
@@ -120,12 +112,6 @@ impl transport::Transport for Transport {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let mut outbox = self
-                .outbox
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            outbox.take();
-        })
+        Box::pin(async move { self.outbox.close() })
     }
 }

@@ -5,8 +5,6 @@
 //! bounded queue to one writer task that drains every queued message into a buffer and flushes
 //! once, so many concurrent calls share few syscalls; reads happen on the caller's task.
 
-use std::sync::Mutex;
-
 use bytes::Bytes;
 use bytes::BytesMut;
 use tokio::io::AsyncRead;
@@ -24,6 +22,8 @@ use crate::transport::BoxFuture;
 const PREFIX_BYTES: usize = 4;
 /// Messages queued for the writer before `send` waits: enough for a full pipeline of calls.
 pub const OUTBOX_CAPACITY: usize = 1024;
+/// How long a dropped transport's writer may keep flushing to a slow peer before it is stopped.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Write buffer size: a typical batch of small frames fits in one syscall.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -33,7 +33,7 @@ type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 /// A message transport over any split byte stream (TCP and Unix sockets use it).
 pub struct Transport {
     reader: tokio::sync::Mutex<Reader>,
-    outbox: Mutex<Option<mpsc::Sender<Bytes>>>,
+    outbox: transport::Outbox,
     writer: JoinHandle<()>,
     message_bytes_max: u64,
 }
@@ -53,18 +53,10 @@ impl Transport {
         let writer = tokio::spawn(write_loop(queue, writer));
         Self {
             reader: tokio::sync::Mutex::new(reader),
-            outbox: Mutex::new(Some(outbox)),
+            outbox: transport::Outbox::new(outbox),
             writer,
             message_bytes_max,
         }
-    }
-
-    fn sender(&self) -> Result<mpsc::Sender<Bytes>, transport::Error> {
-        let outbox = self
-            .outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        outbox.clone().ok_or(transport::Error::Closed)
     }
 
     async fn send_message(&self, message: &[u8]) -> Result<(), transport::Error> {
@@ -75,7 +67,7 @@ impl Transport {
                 max: self.message_bytes_max,
             });
         }
-        let sender = self.sender()?;
+        let sender = self.outbox.sender()?;
         let bytes = Bytes::copy_from_slice(message);
         sender
             .send(bytes)
@@ -116,19 +108,20 @@ impl Transport {
 
 impl Drop for Transport {
     fn drop(&mut self) {
-        // Dropping the queue's sender lets the writer flush what is queued and shut down; the
-        // writer is only aborted if it is stuck on a peer that stopped reading.
-        let mut outbox = self
-            .outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        outbox.take();
+        // Closing the queue lets the writer flush what is queued and shut the stream down on
+        // its own. It can only hang on a peer that stopped reading: give it a grace period when
+        // a runtime is there to time one, and stop it at once when none is (never panic here).
+        self.outbox.close();
         if self.writer.is_finished() {
             return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.writer.abort();
+            return;
+        };
         let writer = self.writer.abort_handle();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        runtime.spawn(async move {
+            tokio::time::sleep(WRITER_GRACE).await;
             writer.abort();
         });
     }
@@ -144,13 +137,7 @@ impl transport::Transport for Transport {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let mut outbox = self
-                .outbox
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            outbox.take();
-        })
+        Box::pin(async move { self.outbox.close() })
     }
 }
 

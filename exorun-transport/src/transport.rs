@@ -6,8 +6,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::PoisonError;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 /// Largest message a transport accepts by default: one neorpc frame at its largest.
 pub const MESSAGE_BYTES_MAX: u64 = neorpc::frame::FRAME_BYTES_MAX;
@@ -60,4 +63,27 @@ pub trait Transport: Send + Sync {
 
     /// Closes the sending side; the peer's `recv` then returns `None`. Idempotent.
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The sending half of a transport's message queue, closable through `&self`: every send
+/// clones the sender out, and `close` drops the stored one so the queue ends once in-flight
+/// sends finish.
+#[derive(Debug)]
+pub(crate) struct Outbox(Mutex<Option<mpsc::Sender<Bytes>>>);
+
+impl Outbox {
+    pub(crate) fn new(sender: mpsc::Sender<Bytes>) -> Self {
+        Self(Mutex::new(Some(sender)))
+    }
+
+    /// A sender for one message, or `Closed` after `close`.
+    pub(crate) fn sender(&self) -> Result<mpsc::Sender<Bytes>, Error> {
+        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or(Error::Closed)
+    }
+
+    /// Drops the stored sender. Idempotent.
+    pub(crate) fn close(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
 }

@@ -475,3 +475,27 @@ async fn io_errors_carry_their_kind() {
         client::Error::Transport(_)
     ));
 }
+
+#[test]
+fn dropping_a_stuck_stream_transport_outside_a_runtime_does_not_panic() {
+    use exorun_transport::stream;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (near, far) = tokio::io::duplex(16);
+    let transport = runtime.block_on(async move {
+        let (reader, writer) = tokio::io::split(near);
+        let transport = stream::Transport::new(Box::new(reader), Box::new(writer), 4096);
+        // The peer never reads, so the writer blocks on a full pipe and stays unfinished.
+        transport.send(&[7u8; 1024]).await.unwrap();
+        tokio::task::yield_now().await;
+        transport
+    });
+    let dropped = std::thread::spawn(move || drop(transport)).join();
+    assert!(
+        dropped.is_ok(),
+        "dropping the transport on a thread without a runtime panicked"
+    );
+    drop(far);
+}
