@@ -85,24 +85,6 @@ pub enum Error {
     Host { message: String },
 }
 
-impl Error {
-    /// Whether this error means the guest was unwound mid-call (so the instance is failed).
-    fn unwound_guest(&self) -> bool {
-        match self {
-            Error::Trapped { .. }
-            | Error::OutOfFuel
-            | Error::OutOfMemory { .. }
-            | Error::Domain(_)
-            | Error::Host { .. }
-            | Error::Reentrant { .. }
-            | Error::Busy { .. }
-            | Error::NotFound { .. }
-            | Error::Failed { .. } => true,
-            Error::ExportNotFound { .. } => false,
-        }
-    }
-}
-
 /// Classifies an error that came out of wasmtime (or a host function under it).
 pub fn classify(error: &wasmtime::Error) -> Error {
     if let Some(inner) = error.downcast_ref::<Error>() {
@@ -131,7 +113,7 @@ struct Slot {
     store: Store<ExorunCtx>,
     instance: Instance,
     failed: Option<String>,
-    funcs: HashMap<(String, String), Func>,
+    funcs: HashMap<String, HashMap<String, Func>>,
 }
 
 /// A cloneable handle to one running instance.
@@ -232,8 +214,9 @@ impl InstanceHandle {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
-        let func = self.func(interface, function).await?;
-        self.call_func(&func, params, results).await
+        let mut slot = self.lock().await?;
+        let func = resolve(&mut slot, interface, function)?;
+        self.call_locked(&mut slot, func, params, results).await
     }
 
     /// Calls a function resolved with `func`. Any failure marks the instance failed.
@@ -244,10 +227,21 @@ impl InstanceHandle {
         results: &mut [Val],
     ) -> Result<(), Error> {
         let mut slot = self.lock().await?;
-        refuel(&mut slot, &self.limits)?;
+        self.call_locked(&mut slot, *func, params, results).await
+    }
+
+    /// One call into the guest under an already held lock. Any failure marks the instance failed.
+    async fn call_locked(
+        &self,
+        slot: &mut Slot,
+        func: Func,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Error> {
+        refuel(slot, &self.limits)?;
         let call = func.call_async(&mut slot.store, params, results);
         let outcome = CALL_CHAIN.scope(self.chain(), call).await;
-        settle(&mut slot, true, outcome)
+        settle(slot, true, outcome)
     }
 
     /// The current call chain with this instance appended.
@@ -312,16 +306,22 @@ fn settle<T>(
         error,
         Error::Trapped { .. } | Error::OutOfFuel | Error::OutOfMemory { .. }
     );
-    if (entered_guest || is_trap) && error.unwound_guest() {
+    // Any error out of a call into the guest unwound it mid-way (wasmtime will not re-enter it);
+    // around other work only a trap means the guest was left in an unknown state.
+    if entered_guest || is_trap {
         slot.failed = Some(error.to_string());
     }
     Err(error)
 }
 
-/// Looks an export up once and caches it (bounded by the component's own export count).
+/// Looks an export up once and caches it (bounded by the component's own export count); a
+/// cached lookup allocates nothing.
 fn resolve(slot: &mut Slot, interface: &str, function: &str) -> Result<Func, Error> {
-    let key = (interface.to_owned(), function.to_owned());
-    if let Some(func) = slot.funcs.get(&key) {
+    let cached = slot
+        .funcs
+        .get(interface)
+        .and_then(|funcs| funcs.get(function));
+    if let Some(func) = cached {
         return Ok(*func);
     }
     let not_found = || Error::ExportNotFound {
@@ -344,6 +344,7 @@ fn resolve(slot: &mut Slot, interface: &str, function: &str) -> Result<Func, Err
         .instance
         .get_func(&mut slot.store, index)
         .ok_or_else(not_found)?;
-    slot.funcs.insert(key, func);
+    let funcs = slot.funcs.entry(interface.to_owned()).or_default();
+    funcs.insert(function.to_owned(), func);
     Ok(func)
 }

@@ -245,22 +245,20 @@ impl Runtime {
         id: InstanceId,
         name: Option<&str>,
     ) -> Result<InstanceHandle, Error> {
-        let failed = |source| Error::Instantiate {
+        let failed = |error: wasmtime::Error| Error::Instantiate {
             app: app.name.clone(),
-            source,
+            source: instance::classify(&error),
         };
         let mut store = Store::new(&self.engine, builder.build(&limits));
         store.limiter(|ctx| ctx.limiter());
-        store
-            .set_fuel(limits.fuel_per_call)
-            .map_err(|e| failed(instance::classify(&e)))?;
+        store.set_fuel(limits.fuel_per_call).map_err(failed)?;
         store
             .fuel_async_yield_interval(Some(limits::FUEL_YIELD_INTERVAL))
-            .map_err(|e| failed(instance::classify(&e)))?;
+            .map_err(failed)?;
         let instance = linker
             .instantiate_async(&mut store, &app.component)
             .await
-            .map_err(|e| failed(instance::classify(&e)))?;
+            .map_err(failed)?;
         Ok(InstanceHandle::new(id, name, limits, store, instance))
     }
 }

@@ -221,7 +221,7 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
             FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
             FIELD_TARGET => set_once(&mut target, FIELD_TARGET, value.str(FIELD_TARGET)?)?,
             FIELD_METHOD => set_once(&mut method, FIELD_METHOD, value.str(FIELD_METHOD)?)?,
-            FIELD_ARGS => set_once(&mut args, FIELD_ARGS, rest(&mut value)?)?,
+            FIELD_ARGS => set_once(&mut args, FIELD_ARGS, value.take_rest())?,
             _ => continue,
         }
         value.finish()?;
@@ -245,7 +245,7 @@ fn decode_reply<'a>(entries: &mut Cursor<'a>) -> Result<Reply<'a>, Error> {
         let (key, mut value) = entries.variant("map entry")?;
         match key {
             FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
-            FIELD_OK => set_once(&mut outcome, "ok|fail", Ok(rest(&mut value)?))?,
+            FIELD_OK => set_once(&mut outcome, "ok|fail", Ok(value.take_rest()))?,
             FIELD_FAIL => set_once(&mut outcome, "ok|fail", Err(decode_failure(&mut value)?))?,
             _ => continue,
         }
@@ -263,11 +263,6 @@ fn set_once<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<()
     }
     *slot = Some(value);
     Ok(())
-}
-
-/// The unread rest of an entry: an opaque slab, never parsed here.
-fn rest<'a>(value: &mut Cursor<'a>) -> Result<&'a [u8], Error> {
-    Ok(value.take_rest())
 }
 
 fn check_slab(slab: &[u8]) -> Result<(), Error> {
