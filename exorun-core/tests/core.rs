@@ -41,6 +41,18 @@ async fn plain(runtime: &Runtime, app: &str, limits: Limits) -> InstanceHandle {
         .unwrap()
 }
 
+/// Instantiates `app` with `linker`, an empty context and default limits.
+async fn start(
+    runtime: &Runtime,
+    app: registry::AppId,
+    linker: &Linker<ExorunCtx>,
+    name: Option<&str>,
+) -> Result<InstanceHandle, registry::Error> {
+    runtime
+        .instantiate(app, linker, ContextBuilder::new(), Limits::default(), name)
+        .await
+}
+
 async fn echo(handle: &InstanceHandle, n: u32) -> Result<Val, instance::Error> {
     let mut results = [Val::Bool(false)];
     handle
@@ -243,14 +255,7 @@ async fn reentrancy_is_reported_instead_of_deadlocking() {
     let ping_slot: Arc<OnceLock<InstanceHandle>> = Arc::new(OnceLock::new());
     let pong_linker = pong_linker(&runtime, Arc::clone(&ping_slot));
     let pong_app = add(&runtime, "pong");
-    let pong = runtime
-        .instantiate(
-            pong_app,
-            &pong_linker,
-            ContextBuilder::new(),
-            Limits::default(),
-            Some("pong"),
-        )
+    let pong = start(&runtime, pong_app, &pong_linker, Some("pong"))
         .await
         .unwrap();
     let mut ping_linker: Linker<ExorunCtx> = Linker::new(runtime.engine());
@@ -269,14 +274,7 @@ async fn reentrancy_is_reported_instead_of_deadlocking() {
         })
         .unwrap();
     let ping_app = add(&runtime, "ping");
-    let ping = runtime
-        .instantiate(
-            ping_app,
-            &ping_linker,
-            ContextBuilder::new(),
-            Limits::default(),
-            Some("ping"),
-        )
+    let ping = start(&runtime, ping_app, &ping_linker, Some("ping"))
         .await
         .unwrap();
     ping_slot.set(ping.clone()).unwrap();
@@ -324,16 +322,7 @@ fn concurrent_registration_has_no_id_collisions() {
                         let peer = runtime.add_peer(Arc::new(client));
                         let linker = Linker::new(runtime.engine());
                         let name = format!("i{thread}-{round}");
-                        let instance = runtime
-                            .instantiate(
-                                app,
-                                &linker,
-                                ContextBuilder::new(),
-                                Limits::default(),
-                                Some(&name),
-                            )
-                            .await
-                            .unwrap();
+                        let instance = start(runtime, app, &linker, Some(&name)).await.unwrap();
                         ids.lock().unwrap().extend([app.0, peer.0, instance.id().0]);
                         assert_eq!(runtime.app(app).unwrap().id, app);
                         runtime.peer(peer).unwrap();
@@ -371,36 +360,13 @@ async fn invalid_bytes_and_taken_names_are_refused() {
     );
     let app = runtime.add_app("empty", b"(component)").unwrap();
     let linker = Linker::new(runtime.engine());
-    runtime
-        .instantiate(
-            app,
-            &linker,
-            ContextBuilder::new(),
-            Limits::default(),
-            Some("same"),
-        )
-        .await
-        .unwrap();
-    let taken = runtime
-        .instantiate(
-            app,
-            &linker,
-            ContextBuilder::new(),
-            Limits::default(),
-            Some("same"),
-        )
+    start(&runtime, app, &linker, Some("same")).await.unwrap();
+    let taken = start(&runtime, app, &linker, Some("same"))
         .await
         .unwrap_err();
     assert!(matches!(taken, registry::Error::NameTaken { ref name } if name == "same"));
     let needs_math = add(&runtime, "math-consumer");
-    let unlinked = runtime
-        .instantiate(
-            needs_math,
-            &linker,
-            ContextBuilder::new(),
-            Limits::default(),
-            None,
-        )
+    let unlinked = start(&runtime, needs_math, &linker, None)
         .await
         .unwrap_err();
     assert!(

@@ -14,7 +14,8 @@ proptest! {
         let store = kv::Store::new();
         let shared = store.clone();
         for (i, (key_bytes, value_bytes)) in writes.into_iter().enumerate() {
-            let key = format!("{i:04}").repeat(key_bytes / 4 + 1)[..key_bytes.max(4)].to_owned();
+            // A unique prefix per write, padded to the drawn length (at least 4 bytes).
+            let key = format!("{i:04}{}", "k".repeat(key_bytes.saturating_sub(4)));
             let value = "v".repeat(value_bytes);
             let before = store.len();
             let fits = key.len() <= kv::KEY_BYTES_MAX && value.len() <= kv::VALUE_BYTES_MAX;

@@ -351,19 +351,25 @@ async fn oversized_length_prefix_is_refused_before_allocating() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn backpressure_waits_or_fails_as_configured() {
+/// A client at its in-flight limit of 4: the four held calls, and the idle far end.
+async fn full_client(when_full: WhenFull) -> (Client, Vec<client::PendingCall>, memory::Transport) {
     let config = client::Config {
         calls_in_flight_max: 4,
-        when_full: WhenFull::Fail,
+        when_full,
         ..client::Config::default()
     };
-    let (near, _far) = memory::pair(16);
+    let (near, far) = memory::pair(16);
     let client = Client::new(Arc::new(near), config);
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(client.begin().await.unwrap());
     }
+    (client, held, far)
+}
+
+#[tokio::test(start_paused = true)]
+async fn backpressure_waits_or_fails_as_configured() {
+    let (client, _held, _far) = full_client(WhenFull::Fail).await;
     assert_eq!(
         client.begin().await.err(),
         Some(client::Error::Overloaded {
@@ -371,17 +377,7 @@ async fn backpressure_waits_or_fails_as_configured() {
         })
     );
 
-    let config = client::Config {
-        calls_in_flight_max: 4,
-        when_full: WhenFull::Wait,
-        ..client::Config::default()
-    };
-    let (near, _far) = memory::pair(16);
-    let client = Client::new(Arc::new(near), config);
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(client.begin().await.unwrap());
-    }
+    let (client, mut held, _far) = full_client(WhenFull::Wait).await;
     let waited = client.begin_with_timeout(Duration::from_millis(20)).await;
     assert_eq!(
         waited.err(),
