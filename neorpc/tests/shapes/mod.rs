@@ -183,22 +183,11 @@ pub fn type_of(shape: Shape) -> Type {
 }
 
 pub fn shape_strategy() -> impl Strategy<Value = Shape> {
+    // Weighted as thirteen primitives, one enum and one flags.
     let leaf = prop_oneof![
-        Just(Shape::Bool),
-        Just(Shape::S8),
-        Just(Shape::U8),
-        Just(Shape::S16),
-        Just(Shape::U16),
-        Just(Shape::S32),
-        Just(Shape::U32),
-        Just(Shape::S64),
-        Just(Shape::U64),
-        Just(Shape::F32),
-        Just(Shape::F64),
-        Just(Shape::Char),
-        Just(Shape::String),
-        (1usize..5).prop_map(Shape::Enum),
-        (1usize..5).prop_map(Shape::Flags),
+        13 => primitive(),
+        1 => (1usize..5).prop_map(Shape::Enum),
+        1 => (1usize..5).prop_map(Shape::Flags),
     ];
     leaf.prop_recursive(4, 24, 4, |inner| {
         let boxed = inner.clone().prop_map(Box::new);
