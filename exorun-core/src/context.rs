@@ -12,6 +12,7 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::WasiCtxView;
 use wasmtime_wasi::WasiView;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::limits;
 
@@ -36,6 +37,44 @@ pub enum Access {
     ReadOnly,
     /// Also create, write and remove.
     ReadWrite,
+}
+
+/// Captured stdout and stderr of the guests given this capture: in memory, each stream bounded.
+/// A guest that writes past the bound sees its stream closed (a WASI `closed` error), not the
+/// host running out of memory. Clones share the same buffers.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl Capture {
+    /// Default bound of each captured stream.
+    pub const BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+
+    /// Empty buffers that each keep at most `bytes_max` bytes.
+    pub fn new(bytes_max: usize) -> Self {
+        Self {
+            stdout: MemoryOutputPipe::new(bytes_max),
+            stderr: MemoryOutputPipe::new(bytes_max),
+        }
+    }
+
+    /// What the guests wrote to stdout so far.
+    pub fn stdout(&self) -> Vec<u8> {
+        self.stdout.contents().to_vec()
+    }
+
+    /// What the guests wrote to stderr so far.
+    pub fn stderr(&self) -> Vec<u8> {
+        self.stderr.contents().to_vec()
+    }
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self::new(Self::BYTES_MAX_DEFAULT)
+    }
 }
 
 /// Stages a store's context.
@@ -107,6 +146,14 @@ impl ContextBuilder {
     /// Lets the guest write to the host's stdout and stderr.
     pub fn inherit_stdio(&mut self) -> &mut Self {
         self.wasi.inherit_stdout().inherit_stderr();
+        self
+    }
+
+    /// Sends the guest's stdout and stderr into `capture`.
+    pub fn capture_stdio(&mut self, capture: &Capture) -> &mut Self {
+        self.wasi
+            .stdout(capture.stdout.clone())
+            .stderr(capture.stderr.clone());
         self
     }
 

@@ -107,14 +107,23 @@ fn values_exports_every_echo() {
 fn fs_reader_imports_only_the_wasi_it_uses() {
     let imports: &[(&str, &[&str])] = &[
         ("wasi:cli/environment@0.2.12", &["get-environment"]),
+        ("wasi:cli/stderr@0.2.12", &["get-stderr"]),
+        ("wasi:cli/stdout@0.2.12", &["get-stdout"]),
         ("wasi:filesystem/preopens@0.2.12", &["get-directories"]),
         (
             "wasi:filesystem/types@0.2.12",
             &["[method]descriptor.open-at", "[method]descriptor.read"],
         ),
+        ("wasi:io/error@0.2.12", &[]),
+        (
+            "wasi:io/streams@0.2.12",
+            &["[method]output-stream.blocking-write-and-flush"],
+        ),
     ];
-    let exports: &[(&str, &[&str])] =
-        &[("exorun:test/sandbox", &["get-env", "preopens", "read-file"])];
+    let exports: &[(&str, &[&str])] = &[(
+        "exorun:test/sandbox",
+        &["get-env", "preopens", "read-file", "say"],
+    )];
     assert_world("fs-reader", imports, exports);
 }
 

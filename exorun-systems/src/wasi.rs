@@ -1,10 +1,12 @@
 //! WASI preview 2 as a system component: preopened directories (host path -> guest path,
-//! read-only or read-write), env vars, args, and stdout/stderr inherited or left closed.
+//! read-only or read-write), env vars, args, and stdout/stderr inherited, captured in memory
+//! (bounded) or discarded.
 //! A guest reading outside its preopens gets a WASI error code; it only ever sees guest paths.
 
 use std::path::PathBuf;
 
 use exorun_core::context::Access;
+use exorun_core::context::Capture;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::system;
@@ -34,7 +36,19 @@ pub struct Wasi {
     preopens: Vec<(PathBuf, String, Access)>,
     env: Vec<(String, String)>,
     args: Vec<String>,
-    inherit_stdio: bool,
+    stdio: Stdio,
+}
+
+/// Where the guest's stdout and stderr go.
+#[derive(Debug, Clone, Default)]
+enum Stdio {
+    /// Discarded.
+    #[default]
+    Closed,
+    /// The host's own stdout and stderr.
+    Inherit,
+    /// Bounded in-memory buffers the embedder reads.
+    Capture(Capture),
 }
 
 impl Wasi {
@@ -69,7 +83,14 @@ impl Wasi {
 
     /// Lets the guest write to the host's stdout and stderr.
     pub fn inherit_stdio(mut self) -> Self {
-        self.inherit_stdio = true;
+        self.stdio = Stdio::Inherit;
+        self
+    }
+
+    /// Captures the guest's stdout and stderr into `capture` (shared by every instance this
+    /// system is linked into).
+    pub fn capture_stdio(mut self, capture: &Capture) -> Self {
+        self.stdio = Stdio::Capture(capture.clone());
         self
     }
 }
@@ -94,8 +115,14 @@ impl SystemComponent for Wasi {
         for arg in &self.args {
             builder.arg(arg);
         }
-        if self.inherit_stdio {
-            builder.inherit_stdio();
+        match &self.stdio {
+            Stdio::Closed => {}
+            Stdio::Inherit => {
+                builder.inherit_stdio();
+            }
+            Stdio::Capture(capture) => {
+                builder.capture_stdio(capture);
+            }
         }
         Ok(())
     }

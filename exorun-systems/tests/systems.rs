@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
 use exorun_core::context::Access;
+use exorun_core::context::Capture;
 use exorun_core::context::ContextBuilder;
 use exorun_core::fixtures;
 use exorun_core::instance;
@@ -250,4 +251,37 @@ fn oversized_log_lines_are_domain_errors() {
         domain.to_string(),
         "domain error 1101: log message of 20000 bytes exceeds 16384"
     );
+}
+
+async fn say(handle: &InstanceHandle, out: &str, err: &str) -> Val {
+    let params = [Val::String(out.into()), Val::String(err.into())];
+    call_string(handle, "exorun:test/sandbox", "say", &params).await
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_captured_separately_and_bounded() {
+    let runtime = Runtime::new().unwrap();
+    let capture = Capture::new(16);
+    let wasi = Wasi::new().capture_stdio(&capture);
+    let handle = instantiate(&runtime, "fs-reader", &[&wasi]).await;
+    let said = say(&handle, "to stdout\n", "to stderr\n").await;
+    assert_eq!(said, Val::Result(Ok(None)));
+    assert_eq!(capture.stdout(), b"to stdout\n");
+    assert_eq!(capture.stderr(), b"to stderr\n");
+    let overflow = say(&handle, "0123456789", "").await;
+    assert_eq!(
+        result_text(overflow),
+        Err("closed".into()),
+        "writing past the bound closes the guest's stream"
+    );
+    assert_eq!(capture.stdout().len(), 16, "filled to the bound, no further");
+    assert!(capture.stdout().starts_with(b"to stdout\n"));
+}
+
+#[tokio::test]
+async fn without_capture_or_inherit_output_is_discarded() {
+    let runtime = Runtime::new().unwrap();
+    let handle = instantiate(&runtime, "fs-reader", &[&Wasi::new()]).await;
+    let said = say(&handle, "nobody hears this", "nor this").await;
+    assert_eq!(said, Val::Result(Ok(None)));
 }

@@ -43,6 +43,20 @@ impl exports::exorun::test::sandbox::Guest for App {
         let directories = preopens::get_directories();
         directories.into_iter().map(|(_, guest_path)| guest_path).collect()
     }
+
+    fn say(out: String, err: String) -> Result<(), String> {
+        let stdout = wasip2::cli::stdout::get_stdout();
+        stdout.blocking_write_and_flush(out.as_bytes()).map_err(stream)?;
+        let stderr = wasip2::cli::stderr::get_stderr();
+        stderr.blocking_write_and_flush(err.as_bytes()).map_err(stream)
+    }
+}
+
+fn stream(error: wasip2::io::streams::StreamError) -> String {
+    match error {
+        wasip2::io::streams::StreamError::Closed => "closed".to_string(),
+        wasip2::io::streams::StreamError::LastOperationFailed(_) => "failed".to_string(),
+    }
 }
 
 fn code(error: ErrorCode) -> String {
