@@ -3,6 +3,13 @@
 //! `DashMap`s (no global lock). Instances may have a unique human name so remote callers can
 //! address them. Unknown ids are `NotFound`; bytes that are not a valid component are
 //! `InvalidComponent`, never a panic.
+//!
+//! Pre-instantiation: `prepare` resolves an app's imports against a linker once (wasmtime's
+//! `InstancePre`: type checks and import lookups done); `instantiate_prepared` then only builds
+//! a store and runs the component's start code, so restarting a failed instance or running many
+//! copies of one composition skips the linking work. The `Prepared` value is the cache: it is
+//! tied to one linker, whose host functions may capture specific local or remote targets, so
+//! the registry cannot share one per app.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +21,7 @@ use dashmap::mapref::entry::Entry;
 use exorun_transport::client::Client;
 use wasmtime::Store;
 use wasmtime::component::Component;
+use wasmtime::component::InstancePre;
 use wasmtime::component::Linker;
 
 use crate::context::ContextBuilder;
@@ -70,6 +78,20 @@ pub struct App {
     pub component: Component,
     /// Its interfaces, functions and signatures.
     pub ledger: Arc<Ledger>,
+}
+
+/// An app with its imports resolved against one linker, ready to instantiate many times.
+#[derive(Clone)]
+pub struct Prepared {
+    app: App,
+    pre: InstancePre<ExorunCtx>,
+}
+
+impl Prepared {
+    /// The app this was prepared from.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
 }
 
 /// One exorun runtime: an engine and everything registered on it.
@@ -155,6 +177,18 @@ impl Runtime {
         Ok(Arc::clone(&peer))
     }
 
+    /// Resolves `app`'s imports against `linker` once, for any number of instances.
+    pub fn prepare(&self, app: AppId, linker: &Linker<ExorunCtx>) -> Result<Prepared, Error> {
+        let app = self.app(app)?;
+        let pre = linker
+            .instantiate_pre(&app.component)
+            .map_err(|error| Error::Instantiate {
+                app: app.name.clone(),
+                source: instance::classify(&error),
+            })?;
+        Ok(Prepared { app, pre })
+    }
+
     /// Instantiates `app` with `linker`, a context staged by `builder` and `limits`, and
     /// registers the instance (under `name`, if given).
     pub async fn instantiate(
@@ -165,12 +199,25 @@ impl Runtime {
         limits: limits::Limits,
         name: Option<&str>,
     ) -> Result<InstanceHandle, Error> {
-        let app = self.app(app)?;
+        let prepared = self.prepare(app, linker)?;
+        self.instantiate_prepared(&prepared, builder, limits, name)
+            .await
+    }
+
+    /// Instantiates a prepared app with a context staged by `builder` and `limits`, and
+    /// registers the instance (under `name`, if given).
+    pub async fn instantiate_prepared(
+        &self,
+        prepared: &Prepared,
+        builder: ContextBuilder,
+        limits: limits::Limits,
+        name: Option<&str>,
+    ) -> Result<InstanceHandle, Error> {
         let id = InstanceId(self.next());
         if let Some(name) = name {
             self.claim_name(name, id)?;
         }
-        let instantiated = self.create(&app, linker, builder, limits, id, name).await;
+        let instantiated = self.create(prepared, builder, limits, id, name).await;
         let handle = match instantiated {
             Ok(handle) => handle,
             Err(error) => {
@@ -238,15 +285,14 @@ impl Runtime {
 
     async fn create(
         &self,
-        app: &App,
-        linker: &Linker<ExorunCtx>,
+        prepared: &Prepared,
         builder: ContextBuilder,
         limits: limits::Limits,
         id: InstanceId,
         name: Option<&str>,
     ) -> Result<InstanceHandle, Error> {
         let failed = |error: wasmtime::Error| Error::Instantiate {
-            app: app.name.clone(),
+            app: prepared.app.name.clone(),
             source: instance::classify(&error),
         };
         let mut store = Store::new(&self.engine, builder.build(&limits));
@@ -255,8 +301,9 @@ impl Runtime {
         store
             .fuel_async_yield_interval(Some(limits::FUEL_YIELD_INTERVAL))
             .map_err(failed)?;
-        let instance = linker
-            .instantiate_async(&mut store, &app.component)
+        let instance = prepared
+            .pre
+            .instantiate_async(&mut store)
             .await
             .map_err(failed)?;
         Ok(InstanceHandle::new(id, name, limits, store, instance))

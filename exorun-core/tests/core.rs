@@ -463,3 +463,33 @@ fn ledger_describes_rich_types() {
     };
     assert_eq!(unlinked.to_string(), "import exorun:host/kv is not linked");
 }
+
+#[tokio::test]
+async fn one_prepared_app_restarts_a_failed_instance() {
+    let runtime = Runtime::new().unwrap();
+    let app = add(&runtime, "misbehave");
+    let linker = Linker::new(runtime.engine());
+    let prepared = runtime.prepare(app, &linker).unwrap();
+    assert_eq!(prepared.app().id, app);
+    let first = runtime
+        .instantiate_prepared(&prepared, ContextBuilder::new(), Limits::default(), None)
+        .await
+        .unwrap();
+    misbehave(&first, "trap").await;
+    assert!(matches!(
+        echo(&first, 1).await,
+        Err(instance::Error::Failed { .. })
+    ));
+    let second = runtime
+        .instantiate_prepared(&prepared, ContextBuilder::new(), Limits::default(), None)
+        .await
+        .unwrap();
+    assert_ne!(first.id(), second.id());
+    assert_eq!(echo(&second, 7).await.unwrap(), Val::U32(7));
+    let needs_math = add(&runtime, "math-consumer");
+    let unlinked = runtime.prepare(needs_math, &linker).err().unwrap();
+    assert!(
+        matches!(&unlinked, registry::Error::Instantiate { app, .. } if app == "math-consumer"),
+        "{unlinked:?}"
+    );
+}

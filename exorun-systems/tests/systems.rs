@@ -274,7 +274,11 @@ async fn stdout_and_stderr_are_captured_separately_and_bounded() {
         Err("closed".into()),
         "writing past the bound closes the guest's stream"
     );
-    assert_eq!(capture.stdout().len(), 16, "filled to the bound, no further");
+    assert_eq!(
+        capture.stdout().len(),
+        16,
+        "filled to the bound, no further"
+    );
     assert!(capture.stdout().starts_with(b"to stdout\n"));
 }
 
