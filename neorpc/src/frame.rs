@@ -103,16 +103,9 @@ impl<'a> CallEncoder<'a> {
     /// Encodes the frame into a new buffer.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         check_slab(self.args_payload)?;
-        let mut encoder = Encoder::new();
-        encoder.variant_begin(KIND_CALL)?;
-        encoder.map_begin()?;
-        entry_u64(&mut encoder, FIELD_SEQ, self.seq.0)?;
-        entry_str(&mut encoder, FIELD_TARGET, self.target)?;
-        entry_str(&mut encoder, FIELD_METHOD, self.method)?;
-        entry_raw(&mut encoder, FIELD_ARGS, self.args_payload)?;
-        encoder.map_end()?;
-        encoder.variant_end()?;
-        Ok(encoder.into_bytes()?)
+        encode_call_with(self.seq.0, self.target, self.method, |encoder| {
+            Ok(encoder.append_raw(self.args_payload)?)
+        })
     }
 }
 
@@ -149,7 +142,9 @@ impl<'a> ReplyEncoder<'a> {
         match self.outcome {
             Ok(results) => {
                 check_slab(results)?;
-                entry_raw(&mut encoder, FIELD_OK, results)?;
+                encoder.variant_begin(FIELD_OK)?;
+                encoder.append_raw(results)?;
+                encoder.variant_end()?;
             }
             Err(failure) => {
                 encoder.variant_begin(FIELD_FAIL)?;
@@ -161,6 +156,53 @@ impl<'a> ReplyEncoder<'a> {
         encoder.variant_end()?;
         Ok(encoder.into_bytes()?)
     }
+}
+
+/// Encodes a call frame whose argument slab `write_args` writes straight into the frame, so the
+/// arguments are encoded once with no intermediate buffer. `write_args` must write exactly one
+/// item (`codec::encode_into` does). The finished frame is checked against `FRAME_BYTES_MAX`.
+pub fn encode_call_with(
+    seq: u64,
+    target: &str,
+    method: &str,
+    write_args: impl FnOnce(&mut Encoder) -> Result<(), Error>,
+) -> Result<Vec<u8>, Error> {
+    let mut encoder = Encoder::new();
+    encoder.variant_begin(KIND_CALL)?;
+    encoder.map_begin()?;
+    entry_u64(&mut encoder, FIELD_SEQ, seq)?;
+    entry_str(&mut encoder, FIELD_TARGET, target)?;
+    entry_str(&mut encoder, FIELD_METHOD, method)?;
+    encoder.variant_begin(FIELD_ARGS)?;
+    write_args(&mut encoder)?;
+    encoder.variant_end()?;
+    encoder.map_end()?;
+    encoder.variant_end()?;
+    finish(encoder)
+}
+
+/// Encodes a successful reply whose result slab `write_results` writes straight into the frame
+/// (exactly one item). The finished frame is checked against `FRAME_BYTES_MAX`.
+pub fn encode_reply_ok_with(
+    seq: u64,
+    write_results: impl FnOnce(&mut Encoder) -> Result<(), Error>,
+) -> Result<Vec<u8>, Error> {
+    let mut encoder = Encoder::new();
+    encoder.variant_begin(KIND_REPLY)?;
+    encoder.map_begin()?;
+    entry_u64(&mut encoder, FIELD_SEQ, seq)?;
+    encoder.variant_begin(FIELD_OK)?;
+    write_results(&mut encoder)?;
+    encoder.variant_end()?;
+    encoder.map_end()?;
+    encoder.variant_end()?;
+    finish(encoder)
+}
+
+fn finish(encoder: Encoder) -> Result<Vec<u8>, Error> {
+    let bytes = encoder.into_bytes()?;
+    check_slab(&bytes)?;
+    Ok(bytes)
 }
 
 /// Decodes a frame no larger than `FRAME_BYTES_MAX`.
@@ -285,12 +327,6 @@ fn entry_u64(encoder: &mut Encoder, key: &str, value: u64) -> Result<(), Error> 
 fn entry_str(encoder: &mut Encoder, key: &str, value: &str) -> Result<(), Error> {
     encoder.variant_begin(key)?;
     encoder.str(value)?;
-    Ok(encoder.variant_end()?)
-}
-
-fn entry_raw(encoder: &mut Encoder, key: &str, slab: &[u8]) -> Result<(), Error> {
-    encoder.variant_begin(key)?;
-    encoder.append_raw(slab)?;
     Ok(encoder.variant_end()?)
 }
 

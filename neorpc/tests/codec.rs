@@ -32,6 +32,28 @@ proptest! {
     }
 
     #[test]
+    fn arguments_written_into_the_frame_match_a_separate_slab((shapes, vals) in shape_and_values()) {
+        let types = types_of(&shapes);
+        let slab = codec::encode(&vals).unwrap();
+        let framed = neorpc::frame::CallEncoder::new(7, "t", "i#f", &slab).encode().unwrap();
+        let direct = neorpc::frame::encode_call_with(7, "t", "i#f", |encoder| {
+            codec::encode_into(encoder, &vals, &Limits::default())
+        })
+        .unwrap();
+        prop_assert_eq!(&framed, &direct);
+        let neorpc::frame::Message::Call(call) = neorpc::frame::decode(&direct).unwrap() else {
+            panic!("not a call")
+        };
+        let decoded = codec::decode(call.args, &types, &Limits::default()).unwrap();
+        prop_assert!(all_same(&decoded, &vals));
+        let reply = neorpc::frame::encode_reply_ok_with(7, |encoder| {
+            codec::encode_into(encoder, &vals, &Limits::default())
+        })
+        .unwrap();
+        prop_assert_eq!(reply, neorpc::frame::ReplyEncoder::ok(7, &slab).encode().unwrap());
+    }
+
+    #[test]
     fn every_strict_prefix_fails((shapes, vals) in shape_and_values()) {
         let types = types_of(&shapes);
         let slab = codec::encode(&vals).unwrap();
