@@ -22,6 +22,7 @@ use wasmtime::component::Instance;
 use wasmtime::component::Val;
 
 use crate::context::ExorunCtx;
+use crate::ledger::Ledger;
 use crate::limits;
 use crate::system::DomainError;
 
@@ -125,6 +126,7 @@ struct Slot {
 pub struct InstanceHandle {
     id: InstanceId,
     name: Option<Arc<str>>,
+    ledger: Arc<Ledger>,
     limits: limits::Limits,
     removed: Arc<AtomicBool>,
     slot: Arc<tokio::sync::Mutex<Slot>>,
@@ -144,6 +146,7 @@ impl InstanceHandle {
     pub fn new(
         id: InstanceId,
         name: Option<&str>,
+        ledger: Arc<Ledger>,
         limits: limits::Limits,
         store: Store<ExorunCtx>,
         instance: Instance,
@@ -157,6 +160,7 @@ impl InstanceHandle {
         Self {
             id,
             name: name.map(Arc::from),
+            ledger,
             limits,
             removed: Arc::new(AtomicBool::new(false)),
             slot: Arc::new(tokio::sync::Mutex::new(slot)),
@@ -171,6 +175,11 @@ impl InstanceHandle {
     /// This instance's name, if it has one.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// The interfaces its app imports and exports (what a local link checks against).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Why the instance failed, if a call trapped.

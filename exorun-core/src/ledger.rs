@@ -3,9 +3,11 @@
 //!
 //! Checks run before anything is instantiated or sent: a provider must have the interface
 //! (`InterfaceNotFound`) and every function (`MethodNotFound`) with a structurally equal
-//! signature (`SignatureMismatch`, naming both); across a remote link no resource, future,
-//! stream or error context may appear in a signature (`UnsupportedAcrossRemote`). No interface
-//! is special-cased: `wasi:*` is checked like any other.
+//! signature (`SignatureMismatch`, naming both). Values cross a link as `Val`s (locally) or
+//! as bytes (remotely), so no resource, future, stream or error context may appear in a linked
+//! signature: a handle means nothing in another store (`UnsupportedAcrossStores`) or on another
+//! runtime (`UnsupportedAcrossRemote`). No interface is special-cased: `wasi:*` is checked like
+//! any other.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +36,15 @@ pub enum Error {
     /// A signature carries a value kind that cannot cross a remote link.
     #[error("{interface}#{function} passes a {kind}, which cannot cross a remote link")]
     UnsupportedAcrossRemote {
+        interface: String,
+        function: String,
+        kind: &'static str,
+    },
+    /// A signature carries a handle that cannot pass between two stores of one runtime.
+    #[error(
+        "{interface}#{function} passes a {kind}, which cannot cross a local link between stores"
+    )]
+    UnsupportedAcrossStores {
         interface: String,
         function: String,
         kind: &'static str,
@@ -87,9 +98,18 @@ impl Ledger {
     }
 }
 
-/// Checks that `provider` satisfies `import`; `remote` adds the across-the-wire rule.
-/// Returns every problem, not just the first.
-pub fn check(import: &Interface, provider: Option<&Interface>, remote: bool) -> Vec<Error> {
+/// How an import reaches its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Another instance in the same runtime (`Val`s pass between stores).
+    Local,
+    /// An instance on another runtime (values pass as bytes).
+    Remote,
+}
+
+/// Checks that `provider` satisfies `import` over `link`. Returns every problem, not just the
+/// first.
+pub fn check(import: &Interface, provider: Option<&Interface>, link: Link) -> Vec<Error> {
     let mut problems = Vec::new();
     let Some(provider) = provider else {
         problems.push(Error::InterfaceNotFound {
@@ -103,7 +123,7 @@ pub fn check(import: &Interface, provider: Option<&Interface>, remote: bool) -> 
             function,
             wanted,
             provider.functions.get(function),
-            remote,
+            link,
         ) {
             problems.push(problem);
         }
@@ -116,22 +136,28 @@ fn check_function(
     function: &str,
     wanted: &Signature,
     found: Option<&Signature>,
-    remote: bool,
+    link: Link,
 ) -> Option<Error> {
-    if remote {
-        let kind = wanted
-            .params
-            .iter()
-            .map(|(_, ty)| ty)
-            .chain(&wanted.results)
-            .find_map(remote_barrier);
-        if let Some(kind) = kind {
-            return Some(Error::UnsupportedAcrossRemote {
-                interface: interface.to_owned(),
-                function: function.to_owned(),
+    let barrier = wanted
+        .params
+        .iter()
+        .map(|(_, ty)| ty)
+        .chain(&wanted.results)
+        .find_map(remote_barrier);
+    if let Some(kind) = barrier {
+        let (interface, function) = (interface.to_owned(), function.to_owned());
+        return Some(match link {
+            Link::Local => Error::UnsupportedAcrossStores {
+                interface,
+                function,
                 kind,
-            });
-        }
+            },
+            Link::Remote => Error::UnsupportedAcrossRemote {
+                interface,
+                function,
+                kind,
+            },
+        });
     }
     let Some(found) = found else {
         return Some(Error::MethodNotFound {
@@ -156,7 +182,7 @@ fn check_function(
     })
 }
 
-/// The first kind in `ty` that cannot cross a remote link, if any.
+/// The first kind in `ty` that cannot cross a link (local or remote), if any.
 pub fn remote_barrier(ty: &Type) -> Option<&'static str> {
     match ty {
         Type::Own(_) | Type::Borrow(_) => Some("resource"),

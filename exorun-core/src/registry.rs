@@ -306,7 +306,10 @@ impl Runtime {
             .instantiate_async(&mut store)
             .await
             .map_err(failed)?;
-        Ok(InstanceHandle::new(id, name, limits, store, instance))
+        let ledger = Arc::clone(&prepared.app.ledger);
+        Ok(InstanceHandle::new(
+            id, name, ledger, limits, store, instance,
+        ))
     }
 }
 

@@ -386,21 +386,29 @@ fn ledger_checks_contracts_with_exact_errors() {
     let provider = ledger_of(&runtime, "math-provider");
     let wanted = &consumer.imports["exorun:test/math"];
     assert_eq!(
-        ledger::check(wanted, provider.exports.get("exorun:test/math"), true),
+        ledger::check(
+            wanted,
+            provider.exports.get("exorun:test/math"),
+            ledger::Link::Remote
+        ),
         []
     );
     assert_eq!(
         ledger::check(
             wanted,
             ledger_of(&runtime, "relay").exports.get("exorun:test/math"),
-            false
+            ledger::Link::Local
         ),
         []
     );
 
     let values = ledger_of(&runtime, "values");
     assert_eq!(
-        ledger::check(wanted, values.exports.get("exorun:test/math"), false),
+        ledger::check(
+            wanted,
+            values.exports.get("exorun:test/math"),
+            ledger::Link::Local
+        ),
         [ledger::Error::InterfaceNotFound {
             interface: "exorun:test/math".into()
         }]
@@ -409,7 +417,7 @@ fn ledger_checks_contracts_with_exact_errors() {
     let mut empty = provider.exports["exorun:test/math"].clone();
     empty.functions.clear();
     assert_eq!(
-        ledger::check(wanted, Some(&empty), false),
+        ledger::check(wanted, Some(&empty), ledger::Link::Local),
         [ledger::Error::MethodNotFound {
             interface: "exorun:test/math".into(),
             function: "add".into()
@@ -423,7 +431,7 @@ fn ledger_checks_contracts_with_exact_errors() {
         misbehave.exports["exorun:test/misbehave"].functions["echo"].clone(),
     );
     assert_eq!(
-        ledger::check(wanted, Some(&wrong), false),
+        ledger::check(wanted, Some(&wrong), ledger::Link::Remote),
         [ledger::Error::SignatureMismatch {
             interface: "exorun:test/math".into(),
             function: "add".into(),
@@ -437,11 +445,24 @@ fn ledger_checks_contracts_with_exact_errors() {
     let problems = ledger::check(
         &counters.imports["exorun:test/counters"],
         counter_provider.exports.get("exorun:test/counters"),
-        true,
+        ledger::Link::Remote,
     );
     assert_eq!(
         problems[0],
         ledger::Error::UnsupportedAcrossRemote {
+            interface: "exorun:test/counters".into(),
+            function: "[constructor]counter".into(),
+            kind: "resource",
+        }
+    );
+    let problems = ledger::check(
+        &counters.imports["exorun:test/counters"],
+        counter_provider.exports.get("exorun:test/counters"),
+        ledger::Link::Local,
+    );
+    assert_eq!(
+        problems[0],
+        ledger::Error::UnsupportedAcrossStores {
             interface: "exorun:test/counters".into(),
             function: "[constructor]counter".into(),
             kind: "resource",
