@@ -6,6 +6,10 @@
 //! a `ProtocolViolation` reply; a frame without a readable sequence number closes the
 //! connection, since nothing can be answered. When the transport ends, calls already running
 //! finish and their replies are attempted before the loop returns.
+//!
+//! `serve_until` also stops when its `stop` future completes (a graceful shutdown): it reads no
+//! further frames, lets the calls already running finish and send their replies, then closes
+//! the transport. A frame half-read at that moment was never a call in flight and gets no reply.
 
 use std::sync::Arc;
 
@@ -63,11 +67,33 @@ pub async fn serve(
     dispatcher: Arc<dyn Dispatcher>,
     calls_in_flight_max: usize,
 ) -> Result<Stats, Error> {
+    let never = std::future::pending::<()>();
+    serve_until(transport, dispatcher, calls_in_flight_max, never).await
+}
+
+/// `serve`, until `stop` completes too: then running calls finish and reply, and the transport
+/// closes.
+pub async fn serve_until(
+    transport: Arc<dyn Transport>,
+    dispatcher: Arc<dyn Dispatcher>,
+    calls_in_flight_max: usize,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<Stats, Error> {
     let slots = Arc::new(Semaphore::new(calls_in_flight_max));
     let mut running = JoinSet::new();
     let mut stats = Stats::default();
+    let mut stop = std::pin::pin!(stop);
+    let mut stopped = false;
     let ended = loop {
-        let message = match transport.recv().await {
+        let received = tokio::select! {
+            biased;
+            () = &mut stop => {
+                stopped = true;
+                break Ok(());
+            }
+            received = transport.recv() => received,
+        };
+        let message = match received {
             Ok(Some(message)) => message,
             Ok(None) => break Ok(()),
             Err(error) => break Err(Error::Transport(error)),
@@ -88,6 +114,9 @@ pub async fn serve(
         }
     };
     while running.join_next().await.is_some() {}
+    if stopped {
+        transport.close().await;
+    }
     ended.map(|()| stats)
 }
 

@@ -132,6 +132,10 @@ impl serve::Dispatcher for Scripted {
         Box::pin(async move {
             match method {
                 "echo" => Ok(args.to_vec()),
+                "slow" => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    Ok(args.to_vec())
+                }
                 "deny" => Err(Failure::DomainSpecific {
                     code: 403,
                     message: format!("{target} says no"),
@@ -190,6 +194,32 @@ async fn failure_reasons_arrive_intact() {
         })
     );
     assert_eq!(client.pending_len(), 0);
+}
+
+#[tokio::test]
+async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve_until(
+        Arc::new(far),
+        Arc::new(Scripted),
+        serve::CALLS_IN_FLIGHT_MAX,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
+    let in_flight = tokio::spawn({
+        let client = Arc::clone(&client);
+        async move { client.call("t", "slow", b"late").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    assert_eq!(&in_flight.await.unwrap().unwrap()[..], b"late");
+    let stats = server.await.unwrap().unwrap();
+    assert_eq!(stats.calls, 1);
+    let after = client.call("t", "echo", b"x").await.unwrap_err();
+    assert_eq!(after, client::Error::PeerClosed);
 }
 
 #[tokio::test(start_paused = true)]

@@ -74,6 +74,34 @@ pub fn decode(slab: &[u8], types: &[Type], limits: &Limits) -> Result<Vec<Val>, 
     Ok(vals)
 }
 
+/// Decodes an argument slab against parameter types, naming what is wrong: a top-level count
+/// other than `types.len()` is `CountMismatch` (read before any value is decoded), and a
+/// value that does not fit its type is `Argument { index, source }`.
+pub fn decode_args(slab: &[u8], types: &[Type], limits: &Limits) -> Result<Vec<Val>, Error> {
+    let mut cursor = Cursor::new(slab);
+    let mut body = cursor.container(Tag::List, "argument list")?;
+    cursor.finish()?;
+    let found = count_items(&mut body.clone())?;
+    if found != types.len() {
+        return Err(count_mismatch(types.len(), found));
+    }
+    let mut reader = Reader {
+        limits,
+        elements: 0,
+    };
+    let mut vals = Vec::with_capacity(types.len());
+    for (index, ty) in types.iter().enumerate() {
+        let val = reader
+            .value(&mut body, ty, 1)
+            .map_err(|error| Error::Argument {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                source: Box::new(error),
+            })?;
+        vals.push(val);
+    }
+    Ok(vals)
+}
+
 /// Decodes a slab into `out`, one slot per expected type (as wasmtime's results buffer wants).
 pub fn decode_into(
     slab: &[u8],

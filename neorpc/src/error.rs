@@ -57,6 +57,9 @@ pub enum Error {
     /// A failure reply with a reason tag this version does not know.
     #[error("unknown failure tag {tag}")]
     UnknownFailureTag { tag: u32 },
+    /// Argument `index` of an argument list did not decode against its parameter type.
+    #[error("argument {index}: {source}")]
+    Argument { index: u32, source: Box<Error> },
     /// The neopack encoder refused a write (a structural bug or a blob over 4 GiB).
     #[error("neopack refused the encoding: {reason}")]
     Encode { reason: &'static str },

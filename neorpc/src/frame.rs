@@ -7,13 +7,15 @@
 //! this version does not know fails with `Error::UnknownKind`, which a reader logs and skips.
 //! Entries a reader does not know are skipped, so later versions can add them.
 
-use neopack::Encoder;
 use neopack::Tag;
 
 use crate::cursor::Cursor;
 use crate::error::Error;
 use crate::error::Failure;
 use crate::error::failure_tag;
+
+/// The neopack encoder a slab writer (`encode_call_with`) writes into.
+pub use neopack::Encoder;
 
 /// Largest frame accepted by default, in bytes: 16 MiB holds a 64 KiB argument list many times
 /// over while bounding what one peer can make us hold per message.

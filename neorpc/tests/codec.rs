@@ -167,6 +167,34 @@ fn count_mismatch_names_both_counts() {
 }
 
 #[test]
+fn argument_errors_name_the_count_or_the_argument() {
+    let limits = Limits::default();
+    let types = types_of(&[Shape::U32, Shape::String, Shape::Bool]);
+    let three = [Val::U32(1), Val::String("x".into()), Val::Bool(true)];
+    let slab = codec::encode(&three).unwrap();
+    assert_eq!(codec::decode_args(&slab, &types, &limits).unwrap(), three);
+    let two = codec::encode(&three[..2]).unwrap();
+    assert_eq!(
+        codec::decode_args(&two, &types, &limits),
+        Err(Error::CountMismatch {
+            expected: 3,
+            found: 2
+        })
+    );
+    let wrong = codec::encode(&[Val::U32(1), Val::U32(2), Val::Bool(true)]).unwrap();
+    assert_eq!(
+        codec::decode_args(&wrong, &types, &limits),
+        Err(Error::Argument {
+            index: 1,
+            source: Box::new(Error::TypeMismatch {
+                expected: "string",
+                found: "u32"
+            })
+        })
+    );
+}
+
+#[test]
 fn unknown_case_and_flag_are_refused() {
     let limits = Limits::default();
     let variant = type_of(Shape::Variant(vec![None]));
