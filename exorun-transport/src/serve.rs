@@ -7,7 +7,7 @@
 //! connection, since nothing can be answered. When the transport ends, calls already running
 //! finish and their replies are attempted before the loop returns.
 //!
-//! `serve_until` also stops when its `stop` future completes (a graceful shutdown): it reads no
+//! `run_until` also stops when its `stop` future completes (a graceful shutdown): it reads no
 //! further frames, lets the calls already running finish and send their replies, then closes
 //! the transport. A frame half-read at that moment was never a call in flight and gets no reply.
 
@@ -68,12 +68,12 @@ pub async fn serve(
     calls_in_flight_max: usize,
 ) -> Result<Stats, Error> {
     let never = std::future::pending::<()>();
-    serve_until(transport, dispatcher, calls_in_flight_max, never).await
+    run_until(transport, dispatcher, calls_in_flight_max, never).await
 }
 
 /// `serve`, until `stop` completes too: then running calls finish and reply, and the transport
 /// closes.
-pub async fn serve_until(
+pub async fn run_until(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
     calls_in_flight_max: usize,

@@ -200,7 +200,7 @@ async fn failure_reasons_arrive_intact() {
 async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve_until(
+    let server = tokio::spawn(serve::run_until(
         Arc::new(far),
         Arc::new(Scripted),
         serve::CALLS_IN_FLIGHT_MAX,
