@@ -81,6 +81,14 @@ pub enum Error {
     /// A host function rejected the call with a domain code.
     #[error("{0}")]
     Domain(DomainError),
+    /// A call over a remote link failed: `error` says how (`client::Error::Remote` carries the
+    /// callee's failure reason, e.g. a domain code and message).
+    #[error("remote call {method} on `{target}`: {error}")]
+    Remote {
+        target: String,
+        method: String,
+        error: exorun_transport::client::Error,
+    },
     /// A host function or wasmtime failed for another reason.
     #[error("host error: {message}")]
     Host { message: String },

@@ -1,0 +1,155 @@
+//! Helpers shared by the exorun-bind suites: runtimes with apps, peers over memory and sockets,
+//! and a transport that counts what it is asked to send.
+
+#![allow(
+    dead_code,
+    reason = "each suite uses a different subset of the helpers"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use exorun_bind::builder::InstanceBuilder;
+use exorun_bind::builder::Linkable;
+use exorun_bind::server;
+use exorun_bind::server::Exports;
+use exorun_core::fixtures;
+use exorun_core::instance;
+use exorun_core::instance::InstanceHandle;
+use exorun_core::registry::AppId;
+use exorun_core::registry::Runtime;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::memory;
+use exorun_transport::net;
+use exorun_transport::serve as serve_loop;
+use exorun_transport::transport;
+use exorun_transport::transport::BoxFuture;
+use exorun_transport::transport::Transport;
+use wasmtime::component::Val;
+
+pub const MATH: &str = "exorun:test/math";
+pub const RUNNABLE: &str = "exorun:test/runnable";
+
+pub fn add(runtime: &Runtime, app: &str) -> AppId {
+    let path = fixtures::path(app).unwrap_or_else(|e| panic!("{e}"));
+    runtime.add_app_file(app, &path).unwrap()
+}
+
+/// Calls `exorun:test/runnable#run`.
+pub async fn run(handle: &InstanceHandle) -> Result<String, instance::Error> {
+    let mut results = [Val::Bool(false)];
+    handle.call(RUNNABLE, "run", &[], &mut results).await?;
+    let [Val::String(text)] = results else {
+        panic!("run returned {results:?}")
+    };
+    Ok(text)
+}
+
+/// Builds an instance of `app` with `links` and an optional name.
+pub async fn build(
+    runtime: &Arc<Runtime>,
+    app: &str,
+    links: Vec<(&str, Linkable)>,
+    name: Option<&str>,
+) -> InstanceHandle {
+    let mut builder = InstanceBuilder::new(runtime, add(runtime, app)).unwrap();
+    for (interface, linkable) in links {
+        builder = builder.link(interface, linkable);
+    }
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    builder.instantiate().await.unwrap()
+}
+
+/// A runtime hosting math-provider as `math`, exported.
+pub async fn math_host() -> Arc<Exports> {
+    let runtime = Runtime::new().unwrap();
+    build(&runtime, "math-provider", Vec::new(), Some("math")).await;
+    let exports = Exports::new(runtime);
+    exports.export("math").unwrap();
+    exports
+}
+
+/// A client whose calls `exports` serves over an in-memory pair.
+pub fn memory_peer(exports: &Arc<Exports>) -> Arc<Client> {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let dispatcher: Arc<dyn serve_loop::Dispatcher> = exports.clone();
+    tokio::spawn(serve_loop::serve(
+        Arc::new(far),
+        dispatcher,
+        serve_loop::CALLS_IN_FLIGHT_MAX,
+    ));
+    Arc::new(Client::new(Arc::new(near), client::Config::default()))
+}
+
+/// A server for `exports` on `address` (port 0 / a fresh path), its real address, and the
+/// sender that stops it.
+pub async fn socket_server(
+    exports: &Arc<Exports>,
+    address: &str,
+) -> (
+    net::Address,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = net::Listener::bind(&net::Address::parse(address).unwrap())
+        .await
+        .unwrap();
+    let bound = listener.local_address().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(Arc::clone(exports), listener, async move {
+        let _ = stopped.await;
+    }));
+    (bound, stop, server)
+}
+
+/// A client connected to `address`.
+pub async fn socket_peer(address: &net::Address) -> Arc<Client> {
+    let connection = net::connect(address, transport::MESSAGE_BYTES_MAX)
+        .await
+        .unwrap();
+    Arc::new(Client::new(connection, client::Config::default()))
+}
+
+/// Wraps a transport and counts the messages it is asked to send.
+pub struct Counting {
+    pub inner: memory::Transport,
+    pub sent: AtomicUsize,
+}
+
+impl Counting {
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+impl Transport for Counting {
+    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        self.inner.send(message)
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, transport::Error>> {
+        self.inner.recv()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+/// A client over a counting transport whose far end is returned unserved.
+pub fn counting_peer() -> (Arc<Client>, Arc<Counting>, memory::Transport) {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let counting = Arc::new(Counting {
+        inner: near,
+        sent: AtomicUsize::new(0),
+    });
+    let transport: Arc<dyn Transport> = counting.clone();
+    let client = Arc::new(Client::new(transport, client::Config::default()));
+    (client, counting, far)
+}
