@@ -118,7 +118,8 @@ async fn instance(runtime: &Arc<Runtime>, app: &str, link: Option<Linkable>) -> 
     builder.instantiate().await.expect("instance")
 }
 
-async fn tcp_math() -> Arc<Client> {
+/// A runtime serving math-provider as `math`.
+async fn math_exports() -> Arc<Exports> {
     let host = Runtime::new().expect("runtime");
     let path = fixtures::path("math-provider").expect("fixtures");
     let app = host.add_app_file("math-provider", &path).expect("app");
@@ -130,6 +131,22 @@ async fn tcp_math() -> Arc<Client> {
         .expect("named provider");
     let exports = Exports::new(Arc::clone(&host));
     exports.export("math").expect("export");
+    exports
+}
+
+async fn memory_math() -> Arc<Client> {
+    let (near, far) = exorun_transport::memory::pair(exorun_transport::memory::CAPACITY_DEFAULT);
+    let dispatcher: Arc<dyn exorun_transport::serve::Dispatcher> = math_exports().await;
+    tokio::spawn(exorun_transport::serve::serve(
+        Arc::new(far),
+        dispatcher,
+        exorun_transport::serve::CALLS_IN_FLIGHT_MAX,
+    ));
+    Arc::new(Client::new(Arc::new(near), client::Config::default()))
+}
+
+async fn tcp_math() -> Arc<Client> {
+    let exports = math_exports().await;
     let address = net::Address::parse("tcp://127.0.0.1:0").expect("address");
     let listener = net::Listener::bind(&address).await.expect("bind");
     let bound = listener.local_address().expect("address");
@@ -162,6 +179,28 @@ async fn run() -> Vec<(&'static str, f64)> {
         "relay->local",
         measure!(CALLS, add_via(&to_local, &mut results).await),
     ));
+    let client = memory_math().await;
+    let slab = neorpc::codec::encode(&[Val::U32(10), Val::U32(5)]).expect("slab");
+    rows.push((
+        "client->memory",
+        measure!(
+            REMOTE_CALLS,
+            client
+                .call("math", "exorun:test/math#add", &slab)
+                .await
+                .expect("call")
+        ),
+    ));
+    let remote = Linkable::Remote {
+        client: memory_math().await,
+        target: "math".to_owned(),
+    };
+    let to_memory = instance(&runtime, "relay", Some(remote)).await;
+    let mut results = [Val::U32(0)];
+    rows.push((
+        "relay->memory",
+        measure!(REMOTE_CALLS, add_via(&to_memory, &mut results).await),
+    ));
     let remote = Linkable::Remote {
         client: tcp_math().await,
         target: "math".to_owned(),
@@ -181,7 +220,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    let rows = tokio.block_on(run());
+    // On a worker thread, like any real caller: `block_on`'s own thread is not a worker, and
+    // waking it from a worker costs tens of microseconds per remote call.
+    let rows = tokio.block_on(tokio.spawn(run())).expect("bench task");
     let time = |name: &str| {
         rows.iter()
             .find(|(row, _)| *row == name)

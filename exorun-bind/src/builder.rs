@@ -211,12 +211,13 @@ impl InstanceBuilder {
     async fn linker(&mut self) -> Result<Linker<exorun_core::context::ExorunCtx>, binder::Error> {
         let mut linker = Linker::new(self.runtime.engine());
         linker.allow_shadowing(true);
-        let mut installed: Vec<*const ()> = Vec::new();
+        // Identities as addresses: raw pointers would make this future `!Send`.
+        let mut installed: Vec<usize> = Vec::new();
         for linkable in self.links.values() {
             let Linkable::System(system) = linkable else {
                 continue;
             };
-            let identity = Arc::as_ptr(system).cast::<()>();
+            let identity = Arc::as_ptr(system).cast::<()>().addr();
             if installed.contains(&identity) {
                 continue;
             }

@@ -52,6 +52,15 @@ async fn t1_t2_t3_runtime_apps_and_peers_register() {
 }
 
 #[tokio::test]
+async fn instantiation_can_run_on_any_worker() {
+    let runtime = Runtime::new().unwrap();
+    let app = add(&runtime, "math-provider");
+    let building = InstanceBuilder::new(&runtime, app).unwrap().instantiate();
+    let handle = tokio::spawn(building).await.unwrap().unwrap();
+    assert_eq!(runtime.instance(handle.id()).unwrap().id(), handle.id());
+}
+
+#[tokio::test]
 async fn t4_system_link_logs_through_the_logging_system() {
     let runtime = Runtime::new().unwrap();
     let sink = logging::Sink::default();

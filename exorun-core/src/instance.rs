@@ -276,13 +276,10 @@ impl InstanceHandle {
             return Err(Error::Reentrant { instance: self.id });
         }
         self.check_present()?;
-        let waited = tokio::time::timeout(self.limits.lock_wait, self.slot.lock()).await;
-        let Ok(slot) = waited else {
-            let waited_ms = u64::try_from(self.limits.lock_wait.as_millis()).unwrap_or(u64::MAX);
-            return Err(Error::Busy {
-                instance: self.id,
-                waited_ms,
-            });
+        // An idle instance is taken without arming a timer; only contention waits, bounded.
+        let slot = match self.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(_) => self.wait_for_lock().await?,
         };
         self.check_present()?;
         if let Some(reason) = &slot.failed {
@@ -292,6 +289,14 @@ impl InstanceHandle {
             });
         }
         Ok(slot)
+    }
+
+    async fn wait_for_lock(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>, Error> {
+        let waited = tokio::time::timeout(self.limits.lock_wait, self.slot.lock()).await;
+        waited.map_err(|_| Error::Busy {
+            instance: self.id,
+            waited_ms: u64::try_from(self.limits.lock_wait.as_millis()).unwrap_or(u64::MAX),
+        })
     }
 
     fn check_present(&self) -> Result<(), Error> {
