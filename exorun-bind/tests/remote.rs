@@ -1,0 +1,227 @@
+//! Failure fidelity across a remote link: every way a served call can fail arrives as its exact
+//! reason, both at the raw client and inside the calling guest's runtime.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::MATH;
+use common::build;
+use common::memory_peer;
+use common::run;
+use exorun_bind::builder::InstanceBuilder;
+use exorun_bind::builder::Linkable;
+use exorun_bind::server::Exports;
+use exorun_core::context::ContextBuilder;
+use exorun_core::context::ExorunCtx;
+use exorun_core::instance;
+use exorun_core::limits::Limits;
+use exorun_core::registry::Runtime;
+use exorun_core::system;
+use exorun_core::system::DomainError;
+use exorun_core::system::SystemComponent;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use neorpc::codec;
+use neorpc::error::Failure;
+use wasmtime::component::Linker;
+use wasmtime::component::Val;
+
+const MISBEHAVE: &str = "exorun:test/misbehave";
+
+/// A runtime serving one misbehave instance per name, with tight limits, all exported.
+async fn misbehave_host(names: &[&str]) -> Arc<Exports> {
+    let runtime = Runtime::new().unwrap();
+    let app = common::add(&runtime, "misbehave");
+    let limits = Limits {
+        fuel_per_call: 50_000_000,
+        memory_bytes_max: 8 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let exports = Exports::new(Arc::clone(&runtime));
+    for name in names {
+        InstanceBuilder::new(&runtime, app)
+            .unwrap()
+            .limits(limits)
+            .name(name)
+            .instantiate()
+            .await
+            .unwrap();
+        exports.export(name).unwrap();
+    }
+    exports
+}
+
+async fn call(client: &Client, target: &str, method: &str, args: &[Val]) -> client::Error {
+    let slab = codec::encode(args).unwrap();
+    client.call(target, method, &slab).await.unwrap_err()
+}
+
+fn remote(failure: Failure) -> client::Error {
+    client::Error::Remote(failure)
+}
+
+#[tokio::test]
+async fn trap_fuel_and_memory_arrive_as_their_reasons() {
+    let exports = misbehave_host(&["trap", "spin", "hog"]).await;
+    let client = memory_peer(&exports);
+    let trapped = call(&client, "trap", &format!("{MISBEHAVE}#trap"), &[]).await;
+    let client::Error::Remote(Failure::AppTrapped { message }) = &trapped else {
+        panic!("{trapped:?}")
+    };
+    assert!(message.contains("unreachable"), "{message}");
+    assert_eq!(
+        call(&client, "spin", &format!("{MISBEHAVE}#spin"), &[]).await,
+        remote(Failure::OutOfFuel)
+    );
+    assert_eq!(
+        call(&client, "hog", &format!("{MISBEHAVE}#hog"), &[]).await,
+        remote(Failure::OutOfMemory)
+    );
+    let again = call(
+        &client,
+        "trap",
+        &format!("{MISBEHAVE}#echo"),
+        &[Val::U32(1)],
+    )
+    .await;
+    let client::Error::Remote(Failure::AppTrapped { message }) = &again else {
+        panic!("{again:?}")
+    };
+    assert!(message.contains("failed earlier"), "{message}");
+}
+
+#[tokio::test]
+async fn unknown_targets_methods_and_bad_arguments_are_named() {
+    let exports = misbehave_host(&["m"]).await;
+    let client = memory_peer(&exports);
+    let echo = format!("{MISBEHAVE}#echo");
+    assert_eq!(
+        call(&client, "nobody", &echo, &[Val::U32(1)]).await,
+        remote(Failure::InstanceNotFound {
+            instance: "nobody".into()
+        })
+    );
+    for method in [
+        format!("{MISBEHAVE}#nope"),
+        "echo".to_owned(),
+        "x#echo".to_owned(),
+    ] {
+        assert_eq!(
+            call(&client, "m", &method, &[]).await,
+            remote(Failure::MethodNotFound { method })
+        );
+    }
+    assert_eq!(
+        call(&client, "m", &echo, &[]).await,
+        remote(Failure::BadArgumentCount {
+            expected: 1,
+            found: 0
+        })
+    );
+    assert_eq!(
+        call(&client, "m", &echo, &[Val::String("one".into())]).await,
+        remote(Failure::BadArgumentType {
+            index: 0,
+            message: "type mismatch: expected u32, found string".into()
+        })
+    );
+    let garbage = client.call("m", &echo, &[0xff, 0x00]).await.unwrap_err();
+    let client::Error::Remote(Failure::ProtocolViolation { .. }) = garbage else {
+        panic!("{garbage:?}")
+    };
+    let mut results = [Val::U32(0)];
+    let slab = codec::encode(&[Val::U32(41)]).unwrap();
+    let reply = client.call("m", &echo, &slab).await.unwrap();
+    let types = [wasmtime::component::Type::U32];
+    codec::decode_into(&reply, &types, &mut results, &codec::Limits::default()).unwrap();
+    assert_eq!(
+        results,
+        [Val::U32(41)],
+        "bad calls left the instance usable"
+    );
+}
+
+/// `exorun:test/math` as a host function that always refuses with a domain code.
+struct RefusingMath;
+
+const NO_ADDING: u32 = 42;
+
+impl SystemComponent for RefusingMath {
+    fn interfaces(&self) -> Vec<String> {
+        vec![MATH.to_owned()]
+    }
+
+    fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
+        let mut math = linker
+            .instance(MATH)
+            .map_err(|error| system::define_error(MATH, &error))?;
+        let refuse = |_: wasmtime::StoreContextMut<'_, ExorunCtx>, _: (u32, u32)| {
+            Err::<(u32,), _>(wasmtime::Error::new(DomainError {
+                code: NO_ADDING,
+                message: "no adding today".into(),
+            }))
+        };
+        math.func_wrap("add", refuse)
+            .map_err(|error| system::define_error(MATH, &error))
+    }
+
+    fn configure(&self, _: &mut ContextBuilder) -> Result<(), system::Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_domain_code_crosses_a_chain_to_the_calling_runtime() {
+    // Runtime B serves a relay whose math is a refusing system; runtime A's consumer calls it.
+    let host = Runtime::new().unwrap();
+    let refusing = Linkable::System(Arc::new(RefusingMath));
+    build(&host, "relay", vec![(MATH, refusing)], Some("relay")).await;
+    let exports = Exports::new(host);
+    exports.export("relay").unwrap();
+    let runtime = Runtime::new().unwrap();
+    let link = Linkable::Remote {
+        client: memory_peer(&exports),
+        target: "relay".into(),
+    };
+    let consumer = build(&runtime, "math-consumer", vec![(MATH, link)], None).await;
+    let error = run(&consumer).await.unwrap_err();
+    assert_eq!(
+        error,
+        instance::Error::Remote {
+            target: "relay".into(),
+            method: "exorun:test/math#add".into(),
+            error: remote(Failure::DomainSpecific {
+                code: NO_ADDING,
+                message: "no adding today".into()
+            }),
+        }
+    );
+    assert!(
+        consumer.failure().await.is_some(),
+        "the calling guest trapped"
+    );
+}
+
+#[tokio::test]
+async fn a_remote_target_without_the_method_fails_the_guest_with_method_not_found() {
+    let exports = misbehave_host(&["math"]).await;
+    let runtime = Runtime::new().unwrap();
+    let link = Linkable::Remote {
+        client: memory_peer(&exports),
+        target: "math".into(),
+    };
+    let consumer = build(&runtime, "math-consumer", vec![(MATH, link)], None).await;
+    assert_eq!(
+        run(&consumer).await.unwrap_err(),
+        instance::Error::Remote {
+            target: "math".into(),
+            method: "exorun:test/math#add".into(),
+            error: remote(Failure::MethodNotFound {
+                method: "exorun:test/math#add".into()
+            }),
+        }
+    );
+}
