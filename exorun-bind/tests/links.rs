@@ -379,3 +379,65 @@ async fn only_exported_instances_are_reachable() {
             .is_ok()
     );
 }
+
+const ENVIRONMENT: &str = "wasi:cli/environment@0.2.12";
+
+async fn greeting(reader: &exorun_core::instance::InstanceHandle) -> wasmtime::component::Val {
+    let mut results = [wasmtime::component::Val::Bool(false)];
+    let key = [wasmtime::component::Val::String("GREETING".into())];
+    reader
+        .call("exorun:test/sandbox", "get-env", &key, &mut results)
+        .await
+        .unwrap();
+    let [found] = results;
+    found
+}
+
+#[tokio::test]
+async fn a_wasi_interface_links_to_a_component_locally_and_remotely() {
+    use exorun_systems::wasi::Wasi;
+    let expected = wasmtime::component::Val::Option(Some(Box::new(
+        wasmtime::component::Val::String("from a component".into()),
+    )));
+    let runtime = Runtime::new().unwrap();
+    let wasi: Arc<dyn SystemComponent> = Arc::new(Wasi::new().env("GREETING", "from the host"));
+    let reader_app = add(&runtime, "fs-reader");
+
+    let system_only = InstanceBuilder::new(&runtime, reader_app)
+        .unwrap()
+        .system(&wasi)
+        .instantiate()
+        .await
+        .unwrap();
+    let from_host = wasmtime::component::Val::Option(Some(Box::new(
+        wasmtime::component::Val::String("from the host".into()),
+    )));
+    assert_eq!(greeting(&system_only).await, from_host);
+
+    let provider = build(&runtime, "env-provider", Vec::new(), Some("env")).await;
+    let local = InstanceBuilder::new(&runtime, reader_app)
+        .unwrap()
+        .link(ENVIRONMENT, Linkable::Local(provider))
+        .system(&wasi)
+        .instantiate()
+        .await
+        .unwrap();
+    assert_eq!(greeting(&local).await, expected);
+
+    let exports = Exports::new(Arc::clone(&runtime));
+    exports.export("env").unwrap();
+    let elsewhere = Runtime::new().unwrap();
+    let remote = Linkable::Remote {
+        client: memory_peer(&exports),
+        target: "env".into(),
+    };
+    let reader_app = add(&elsewhere, "fs-reader");
+    let remote = InstanceBuilder::new(&elsewhere, reader_app)
+        .unwrap()
+        .link(ENVIRONMENT, remote)
+        .system(&wasi)
+        .instantiate()
+        .await
+        .unwrap();
+    assert_eq!(greeting(&remote).await, expected);
+}

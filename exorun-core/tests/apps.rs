@@ -154,3 +154,12 @@ fn a_missing_app_says_how_to_build_it() {
         "{error}"
     );
 }
+
+#[test]
+fn env_provider_exports_a_wasi_interface_itself() {
+    let exports: &[(&str, &[&str])] = &[(
+        "wasi:cli/environment@0.2.12",
+        &["get-arguments", "get-environment", "initial-cwd"],
+    )];
+    assert_world("env-provider", &[], exports);
+}
