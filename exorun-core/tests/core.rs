@@ -439,7 +439,11 @@ fn ledger_checks_contracts_with_exact_errors() {
             found: "func(n: u32) -> u32".into(),
         }]
     );
+}
 
+#[test]
+fn ledger_refuses_handles_across_links() {
+    let runtime = Runtime::new().unwrap();
     let counters = ledger_of(&runtime, "counter-consumer");
     let counter_provider = ledger_of(&runtime, "counter-provider");
     let problems = ledger::check(
