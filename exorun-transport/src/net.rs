@@ -4,9 +4,19 @@
 //! Addresses are written `tcp://HOST:PORT` or `unix:///absolute/or/relative/path`. TCP sockets
 //! get `TCP_NODELAY`: calls are small request/response messages, and Nagle's algorithm would hold
 //! each one back waiting for the previous acknowledgement.
+//!
+//! `Lazy` connects on its first send instead of up front, so a composition can be checked and
+//! started without touching the network, and a peer that is not up yet is retried by the next
+//! call (a failed connect fails only the call that tried it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::sync::OnceCell;
 
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -15,6 +25,8 @@ use tokio::net::UnixStream;
 
 use crate::stream;
 use crate::transport;
+use crate::transport::BoxFuture;
+use crate::transport::Transport;
 
 /// Where a runtime listens or a peer is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +86,76 @@ pub async fn connect(
             UnixStream::connect(path).await?,
             message_bytes_max,
         ))),
+    }
+}
+
+/// A transport to `address` that connects on the first send; see the module doc.
+#[derive(Debug)]
+pub struct Lazy {
+    address: Address,
+    message_bytes_max: u64,
+    connection: OnceCell<Arc<stream::Transport>>,
+    connected: Notify,
+    closed: AtomicBool,
+}
+
+impl Lazy {
+    /// A transport that will connect to `address` when first used.
+    pub fn new(address: Address, message_bytes_max: u64) -> Self {
+        Self {
+            address,
+            message_bytes_max,
+            connection: OnceCell::new(),
+            connected: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a connection has been made.
+    pub fn is_connected(&self) -> bool {
+        self.connection.initialized()
+    }
+}
+
+impl Transport for Lazy {
+    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(transport::Error::Closed);
+            }
+            let connect = || connect(&self.address, self.message_bytes_max);
+            let connection = self.connection.get_or_try_init(connect).await?;
+            self.connected.notify_waiters();
+            connection.send(message).await
+        })
+    }
+
+    fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, transport::Error>> {
+        Box::pin(async move {
+            loop {
+                // Registered before the checks, so a connection made in between is not missed.
+                let notified = self.connected.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if self.closed.load(Ordering::Acquire) {
+                    return Ok(None);
+                }
+                if let Some(connection) = self.connection.get() {
+                    return connection.recv().await;
+                }
+                notified.await;
+            }
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            self.connected.notify_waiters();
+            if let Some(connection) = self.connection.get() {
+                connection.close().await;
+            }
+        })
     }
 }
 

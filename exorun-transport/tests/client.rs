@@ -525,3 +525,30 @@ fn dropping_a_stuck_stream_transport_outside_a_runtime_does_not_panic() {
     );
     drop(far);
 }
+
+#[tokio::test]
+async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal() {
+    let probe = net::Listener::bind(&net::Address::parse("tcp://127.0.0.1:0").unwrap())
+        .await
+        .unwrap();
+    let address = probe.local_address().unwrap();
+    drop(probe);
+    let lazy = Arc::new(net::Lazy::new(
+        address.clone(),
+        transport::MESSAGE_BYTES_MAX,
+    ));
+    let client = Client::new(lazy.clone(), client::Config::default());
+    assert!(!lazy.is_connected(), "creating the client touched nothing");
+    let refused = client.call("t", "echo", b"x").await.unwrap_err();
+    let client::Error::Transport(transport::Error::Io { kind, .. }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(kind, std::io::ErrorKind::ConnectionRefused);
+    let listener = net::Listener::bind(&address).await.unwrap();
+    tokio::spawn(async move {
+        let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
+        serve::serve(connection, Arc::new(Scripted), serve::CALLS_IN_FLIGHT_MAX).await
+    });
+    assert_eq!(&client.call("t", "echo", b"up").await.unwrap()[..], b"up");
+    assert!(lazy.is_connected());
+}
