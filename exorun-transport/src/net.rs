@@ -111,6 +111,23 @@ impl Lazy {
         }
     }
 
+    /// Waits for a connection (or `close`), then receives from it.
+    async fn recv_when_connected(&self) -> Result<Option<Bytes>, transport::Error> {
+        loop {
+            // Registered before the checks, so a connection made in between is not missed.
+            let notified = self.connected.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            if let Some(connection) = self.connection.get() {
+                return connection.recv().await;
+            }
+            notified.await;
+        }
+    }
+
     /// Whether a connection has been made.
     pub fn is_connected(&self) -> bool {
         self.connection.initialized()
@@ -131,21 +148,7 @@ impl Transport for Lazy {
     }
 
     fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, transport::Error>> {
-        Box::pin(async move {
-            loop {
-                // Registered before the checks, so a connection made in between is not missed.
-                let notified = self.connected.notified();
-                let mut notified = std::pin::pin!(notified);
-                notified.as_mut().enable();
-                if self.closed.load(Ordering::Acquire) {
-                    return Ok(None);
-                }
-                if let Some(connection) = self.connection.get() {
-                    return connection.recv().await;
-                }
-                notified.await;
-            }
-        })
+        Box::pin(self.recv_when_connected())
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
