@@ -1,0 +1,221 @@
+//! A running composition built from a validated manifest.
+//!
+//! Order: compile every app, turn every link into a `Linkable`, and ask each instance's builder
+//! for its problems; if there are any, report them all (with the manifest's path and each key)
+//! and stop. Only then instantiate, in manifest order. Local links name their target instance
+//! and resolve it at call time, so instances may link to each other in any order. Remote links
+//! connect on their first call (`net::Lazy`), so nothing touches the network before a guest
+//! calls out. Peers with the same address share one connection; kv stores with the same name
+//! are one store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use exorun_bind::builder;
+use exorun_bind::builder::InstanceBuilder;
+use exorun_bind::builder::Linkable;
+use exorun_bind::server::Exports;
+use exorun_core::context::Access;
+use exorun_core::instance::InstanceHandle;
+use exorun_core::ledger;
+use exorun_core::registry;
+use exorun_core::registry::AppId;
+use exorun_core::registry::Runtime;
+use exorun_core::system::SystemComponent;
+use exorun_systems::kv;
+use exorun_systems::logging::Logging;
+use exorun_systems::wasi::Wasi;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::net;
+use exorun_transport::transport;
+
+use crate::manifest;
+use crate::manifest::Link;
+use crate::manifest::Manifest;
+use crate::manifest::Problem;
+
+/// Why a composition did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifest, or what it names, is wrong.
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    /// The runtime could not be created.
+    #[error("{0}")]
+    Runtime(#[from] registry::Error),
+    /// An instance failed while starting (after every check passed).
+    #[error("{path}: instances.{instance}: {source}")]
+    Instantiate {
+        path: String,
+        instance: String,
+        source: builder::Error,
+    },
+}
+
+/// Every instance of a manifest, running.
+pub struct Composition {
+    /// Each instance by its manifest name.
+    pub instances: BTreeMap<String, InstanceHandle>,
+    /// The instances remote callers may reach.
+    pub exports: Arc<Exports>,
+}
+
+/// Shared providers: one logging system, one kv system per store name, one client per address.
+struct Providers {
+    logging: Arc<dyn SystemComponent>,
+    stores: BTreeMap<String, Arc<dyn SystemComponent>>,
+    clients: BTreeMap<String, Arc<Client>>,
+}
+
+impl Providers {
+    fn linkable(
+        &mut self,
+        link: &Link,
+        wasi: &Arc<dyn SystemComponent>,
+        app_of: impl Fn(&str) -> Option<AppId>,
+    ) -> Option<Linkable> {
+        let linkable = match link {
+            Link::Wasi => Linkable::System(Arc::clone(wasi)),
+            Link::Logging => Linkable::System(Arc::clone(&self.logging)),
+            Link::Kv { store } => {
+                let kv = self.stores.entry(store.clone()).or_insert_with(|| {
+                    let shared: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(kv::Store::new()));
+                    shared
+                });
+                Linkable::System(Arc::clone(kv))
+            }
+            Link::Local { instance } => Linkable::Named {
+                app: app_of(instance)?,
+                name: instance.clone(),
+            },
+            Link::Remote { address, target } => {
+                let client = self.clients.entry(address.to_string()).or_insert_with(|| {
+                    let lazy = net::Lazy::new(address.clone(), transport::MESSAGE_BYTES_MAX);
+                    Arc::new(Client::new(Arc::new(lazy), client::Config::default()))
+                });
+                Linkable::Remote {
+                    client: Arc::clone(client),
+                    target: target.clone(),
+                }
+            }
+        };
+        Some(linkable)
+    }
+}
+
+fn wasi_system(settings: &manifest::Wasi) -> Wasi {
+    let mut wasi = Wasi::new();
+    for (key, value) in &settings.env {
+        wasi = wasi.env(key, value);
+    }
+    for arg in &settings.args {
+        wasi = wasi.arg(arg);
+    }
+    for (host, guest, writable) in &settings.preopens {
+        let access = if *writable {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        wasi = wasi.preopen(host, guest, access);
+    }
+    if settings.inherit_stdio {
+        wasi = wasi.inherit_stdio();
+    }
+    wasi
+}
+
+/// The manifest key a ledger problem of instance `name` belongs to.
+fn problem_key(name: &str, problem: &ledger::Error) -> String {
+    let interface = match problem {
+        ledger::Error::Unlinked { .. } => return format!("instances.{name}.links"),
+        ledger::Error::InterfaceNotFound { interface }
+        | ledger::Error::MethodNotFound { interface, .. }
+        | ledger::Error::SignatureMismatch { interface, .. }
+        | ledger::Error::UnsupportedAcrossRemote { interface, .. }
+        | ledger::Error::UnsupportedAcrossStores { interface, .. }
+        | ledger::Error::NotImported { interface } => interface,
+    };
+    format!("instances.{name}.links.\"{interface}\"")
+}
+
+/// Checks everything the manifest names, then starts every instance.
+pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
+    let runtime = Runtime::new()?;
+    let mut problems = Vec::new();
+    let mut apps = BTreeMap::new();
+    for (name, path) in &manifest.apps {
+        match runtime.add_app_file(name, path) {
+            Ok(id) => {
+                apps.insert(name.clone(), id);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                problems.push((format!("apps.{name}"), Problem::Component { message }));
+            }
+        }
+    }
+    let app_of = |instance: &str| {
+        let app = &manifest.instances.get(instance)?.app;
+        apps.get(app).copied()
+    };
+    let mut providers = Providers {
+        logging: Arc::new(Logging::new()),
+        stores: BTreeMap::new(),
+        clients: BTreeMap::new(),
+    };
+    let mut builders = Vec::new();
+    for (name, instance) in &manifest.instances {
+        let Some(app) = apps.get(&instance.app) else {
+            continue; // an unknown or broken app is already reported
+        };
+        let wasi: Arc<dyn SystemComponent> = Arc::new(wasi_system(&instance.wasi));
+        let mut builder = InstanceBuilder::new(&runtime, *app)
+            .map_err(|source| instantiate_error(&manifest, name, source))?
+            .name(name)
+            .limits(instance.limits);
+        for (interface, link) in &instance.links {
+            if interface == manifest::WASI_WILDCARD {
+                continue;
+            }
+            let Some(linkable) = providers.linkable(link, &wasi, app_of) else {
+                continue; // the target's app is already reported
+            };
+            builder = builder.link(interface, linkable);
+        }
+        if instance.links.contains_key(manifest::WASI_WILDCARD) {
+            builder = builder.system(&wasi);
+        }
+        let found = builder.check();
+        problems.extend(
+            found
+                .into_iter()
+                .map(|problem| (problem_key(name, &problem), Problem::Contract(problem))),
+        );
+        builders.push((name.clone(), builder, instance.export));
+    }
+    if !problems.is_empty() {
+        let path = manifest.path.display().to_string();
+        return Err(manifest::Error::Invalid { path, problems }.into());
+    }
+    let exports = Exports::new(Arc::clone(&runtime));
+    let mut instances = BTreeMap::new();
+    for (name, builder, export) in builders {
+        let started = builder.instantiate().await;
+        let handle = started.map_err(|source| instantiate_error(&manifest, &name, source))?;
+        if export {
+            exports.export(&name)?;
+        }
+        instances.insert(name, handle);
+    }
+    Ok(Composition { instances, exports })
+}
+
+fn instantiate_error(manifest: &Manifest, instance: &str, source: builder::Error) -> Error {
+    Error::Instantiate {
+        path: manifest.path.display().to_string(),
+        instance: instance.to_owned(),
+        source,
+    }
+}

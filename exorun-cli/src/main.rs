@@ -1,0 +1,248 @@
+//! `exorun`: run, serve and inspect WebAssembly component compositions described by a TOML
+//! manifest (see `manifest.rs` for the format).
+//!
+//! Exit codes: 0 when everything asked for succeeded; 1 with a one-line cause per failure on
+//! stderr otherwise (2 for a command line clap cannot parse). Logs go to stderr through
+//! `tracing`, filtered by `RUST_LOG` (default `warn`); at `debug`, one line per remote call.
+
+mod compose;
+mod invoke;
+mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use clap::Subcommand;
+use exorun_bind::server;
+use exorun_core::ledger;
+use exorun_core::registry::Runtime;
+use exorun_transport::net;
+use tokio::task::JoinSet;
+
+use crate::invoke::Invocation;
+
+#[derive(Parser)]
+#[command(
+    name = "exorun",
+    version,
+    about = "Run WebAssembly component compositions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a composition and call one export (default: each instance's
+    /// `exorun:test/runnable#run`), printing results in WAVE text.
+    Run {
+        /// The composition's TOML manifest.
+        manifest: PathBuf,
+        /// The call to make, e.g. `calc.exorun:test/math#add(1, 2)`.
+        #[arg(long)]
+        invoke: Option<String>,
+        /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
+        #[arg(long = "peer", value_parser = parse_peer)]
+        peers: Vec<(String, String)>,
+    },
+    /// Host a composition and answer remote calls to its exported instances until Ctrl-C.
+    Serve {
+        /// The composition's TOML manifest.
+        manifest: PathBuf,
+        /// Where to listen: `tcp://HOST:PORT` or `unix://PATH` (repeatable).
+        #[arg(long, required = true)]
+        listen: Vec<String>,
+        /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
+        #[arg(long = "peer", value_parser = parse_peer)]
+        peers: Vec<(String, String)>,
+    },
+    /// Print a component's imports and exports: interfaces, functions and signatures.
+    Inspect {
+        /// The component file.
+        component: PathBuf,
+    },
+}
+
+fn parse_peer(text: &str) -> Result<(String, String), String> {
+    let (name, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=ADDRESS, got `{text}`"))?;
+    Ok((name.to_owned(), address.to_owned()))
+}
+
+/// A failed command: one or more one-line causes.
+struct Failed(Vec<String>);
+
+impl<E: std::fmt::Display> From<E> for Failed {
+    fn from(error: E) -> Self {
+        Failed(error.to_string().lines().map(str::to_owned).collect())
+    }
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(tokio) => tokio,
+        Err(error) => {
+            eprintln!("exorun: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Commands run on a worker thread, as every caller inside exorun does.
+    let outcome = tokio.block_on(async { tokio::spawn(command(cli.command)).await });
+    let failed = match outcome {
+        Ok(Ok(())) => return ExitCode::SUCCESS,
+        Ok(Err(Failed(lines))) => lines,
+        Err(panicked) => vec![format!("internal error: {panicked}")],
+    };
+    for line in failed {
+        eprintln!("exorun: {line}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn command(command: Command) -> Result<(), Failed> {
+    match command {
+        Command::Run {
+            manifest,
+            invoke,
+            peers,
+        } => run(&manifest, invoke.as_deref(), peers).await,
+        Command::Serve {
+            manifest,
+            listen,
+            peers,
+        } => serve(&manifest, &listen, peers).await,
+        Command::Inspect { component } => inspect(&component),
+    }
+}
+
+async fn run(
+    path: &Path,
+    invoke: Option<&str>,
+    peers: Vec<(String, String)>,
+) -> Result<(), Failed> {
+    let peers: BTreeMap<String, String> = peers.into_iter().collect();
+    let manifest = manifest::load(path, &peers)?;
+    let composition = compose::build(manifest).await?;
+    if let Some(text) = invoke {
+        let invocation = Invocation::parse(text)?;
+        let handle = composition
+            .instances
+            .get(&invocation.instance)
+            .ok_or_else(|| invoke::Error::UnknownInstance {
+                instance: invocation.instance.clone(),
+            })?;
+        println!("{}", invocation.call(handle).await?);
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for (name, handle) in &composition.instances {
+        let runnable = handle.ledger().exports.get("exorun:test/runnable");
+        if !runnable.is_some_and(|exported| exported.functions.contains_key("run")) {
+            continue;
+        }
+        ran += 1;
+        let invocation = Invocation {
+            instance: name.clone(),
+            interface: "exorun:test/runnable".to_owned(),
+            function: "run".to_owned(),
+            args: String::new(),
+        };
+        match invocation.call(handle).await {
+            Ok(shown) => println!("{name}: {shown}"),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    if ran == 0 {
+        failures.push("no instance exports exorun:test/runnable#run; use --invoke".to_owned());
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(Failed(failures))
+}
+
+async fn serve(path: &Path, listen: &[String], peers: Vec<(String, String)>) -> Result<(), Failed> {
+    let peers: BTreeMap<String, String> = peers.into_iter().collect();
+    let manifest = manifest::load(path, &peers)?;
+    let composition = compose::build(manifest).await?;
+    let names = composition.exports.names();
+    if names.is_empty() {
+        let path = path.display();
+        return Err(Failed(vec![format!(
+            "{path}: no instance has `export = true`; there is nothing to serve"
+        )]));
+    }
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let mut servers = JoinSet::new();
+    for address in listen {
+        let listener = net::Listener::bind(&net::Address::parse(address)?).await?;
+        println!("exorun: listening on {}", listener.local_address()?);
+        let mut stopped = stopped.clone();
+        let until = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        servers.spawn(server::serve(
+            Arc::clone(&composition.exports),
+            listener,
+            until,
+        ));
+    }
+    println!("exorun: serving {}", names.join(", "));
+    tracing::info!(exported = ?names, "serving");
+    signal().await?;
+    eprintln!("exorun: stopping: letting calls in flight finish");
+    let _ = stopping.send(true);
+    while servers.join_next().await.is_some() {}
+    eprintln!("exorun: stopped");
+    Ok(())
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn signal() -> Result<(), Failed> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn inspect(path: &Path) -> Result<(), Failed> {
+    let runtime = Runtime::new()?;
+    let name = path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
+    let app = runtime.app(runtime.add_app_file(&name, path)?)?;
+    for (heading, interfaces) in [
+        ("imports", &app.ledger.imports),
+        ("exports", &app.ledger.exports),
+    ] {
+        println!("{heading}:");
+        for (interface, contents) in interfaces {
+            println!("  {interface}");
+            for (function, signature) in &contents.functions {
+                println!("    {function}: {}", ledger::describe_signature(signature));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! The composition manifest: TOML read into typed, validated settings.
+//!
+//! ```toml
+//! [apps]                                    # name -> component path (relative to this file)
+//! consumer = "../fixtures/math-consumer.wasm"
+//!
+//! [peers]                                   # name -> address; `--peer NAME=ADDRESS` overrides
+//! provider = "tcp://127.0.0.1:47411"
+//!
+//! [instances.calc]
+//! app = "consumer"
+//! export = false                            # reachable by remote callers?
+//! limits = { fuel_per_call = 2000000000, memory_mib = 64 }
+//! wasi = { env = { KEY = "value" }, args = ["a"], stdio = "inherit", preopen = [
+//!     { host = "data", guest = "/data", writable = false } ] }
+//!
+//! [instances.calc.links]                    # one entry per import
+//! "exorun:test/math" = { remote = "provider", target = "math" }  # a peer name or an address
+//! "exorun:host/logging" = { system = "logging" }
+//! "exorun:host/kv" = { system = "kv", store = "shared" }         # stores are shared by name
+//! "exorun:test/other" = { local = "relay" }                      # another instance here
+//! "wasi:*" = { system = "wasi" }            # every WASI import not linked otherwise
+//! ```
+//!
+//! Every mistake is reported with the manifest's path and the offending key, all at once, and
+//! before anything is compiled, instantiated or connected.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+
+use exorun_core::limits::Limits;
+use exorun_transport::net::Address;
+use exorun_transport::transport;
+use serde::Deserialize;
+
+/// The key that links every WASI import not linked by its own key.
+pub const WASI_WILDCARD: &str = "wasi:*";
+
+/// What is wrong with a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Read { path: String, message: String },
+    /// The file is not valid TOML or does not have the manifest's shape.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// Keys whose values are wrong; each on its own line.
+    #[error("{}", lines(path, problems))]
+    Invalid {
+        path: String,
+        problems: Vec<(String, Problem)>,
+    },
+}
+
+fn lines(path: &str, problems: &[(String, Problem)]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(key, problem)| format!("{path}: {key}: {problem}"))
+        .collect();
+    lines.join("\n")
+}
+
+/// One wrong value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// An instance names an app the manifest does not list.
+    #[error("unknown app `{app}`")]
+    UnknownApp { app: String },
+    /// A local link names an instance the manifest does not list.
+    #[error("unknown instance `{instance}`")]
+    UnknownInstance { instance: String },
+    /// A system link names a system exorun does not have.
+    #[error("unknown system `{system}` (known: wasi, logging, kv)")]
+    UnknownSystem { system: String },
+    /// A link that is not exactly one of system, local and remote.
+    #[error("a link needs exactly one of `system`, `local` or `remote`")]
+    LinkKind,
+    /// A remote link without the instance to call on the peer.
+    #[error("a remote link needs `target`, the instance's name on the peer")]
+    MissingTarget,
+    /// `store` on a link other than the kv system.
+    #[error("`store` applies only to `system = \"kv\"`")]
+    StrayStore,
+    /// `wasi:*` linked to something other than the WASI system.
+    #[error("`wasi:*` can only be linked to `system = \"wasi\"`")]
+    WildcardNotWasi,
+    /// An address that does not parse.
+    #[error("{0}")]
+    BadAddress(transport::Error),
+    /// `stdio` other than `inherit` or `closed`.
+    #[error("stdio must be \"inherit\" or \"closed\", not `{stdio}`")]
+    BadStdio { stdio: String },
+    /// The component could not be read or compiled.
+    #[error("{message}")]
+    Component { message: String },
+    /// A link's contract does not hold (unlinked, missing, mismatched, a handle across it).
+    #[error("{0}")]
+    Contract(exorun_core::ledger::Error),
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// App names and component paths, resolved against the manifest's directory.
+    pub apps: BTreeMap<String, PathBuf>,
+    /// Instances by name.
+    pub instances: BTreeMap<String, Instance>,
+}
+
+/// One instance of an app.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The app it runs.
+    pub app: String,
+    /// Whether remote callers may reach it.
+    pub export: bool,
+    /// Its limits.
+    pub limits: Limits,
+    /// WASI settings, used when it links a WASI interface to the `wasi` system.
+    pub wasi: Wasi,
+    /// How each import is linked, by interface (or `wasi:*`).
+    pub links: BTreeMap<String, Link>,
+}
+
+/// WASI settings of one instance.
+#[derive(Debug, Clone, Default)]
+pub struct Wasi {
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Command-line arguments.
+    pub args: Vec<String>,
+    /// Host directories shown to the guest: host path (resolved), guest path, writable.
+    pub preopens: Vec<(PathBuf, String, bool)>,
+    /// Whether the guest's stdout/stderr reach the host's.
+    pub inherit_stdio: bool,
+}
+
+/// What provides one import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// The WASI system.
+    Wasi,
+    /// The logging system.
+    Logging,
+    /// The kv system over the store of this name.
+    Kv { store: String },
+    /// Another instance of this composition.
+    Local { instance: String },
+    /// An instance on another runtime.
+    Remote { address: Address, target: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    apps: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    peers: BTreeMap<String, String>,
+    #[serde(default)]
+    instances: BTreeMap<String, RawInstance>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    app: String,
+    #[serde(default)]
+    export: bool,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    wasi: RawWasi,
+    #[serde(default)]
+    links: BTreeMap<String, RawLink>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel_per_call: Option<u64>,
+    memory_mib: Option<usize>,
+    lock_wait_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWasi {
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    preopen: Vec<RawPreopen>,
+    stdio: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreopen {
+    host: PathBuf,
+    guest: String,
+    #[serde(default)]
+    writable: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    system: Option<String>,
+    store: Option<String>,
+    local: Option<String>,
+    remote: Option<String>,
+    target: Option<String>,
+}
+
+/// Reads and validates the manifest at `path`; `peers` overrides peer addresses by name.
+pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, Error> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
+        path: shown.clone(),
+        message: error.to_string(),
+    })?;
+    let mut raw: RawManifest = toml::from_str(&text).map_err(|error| Error::Syntax {
+        path: shown.clone(),
+        message: error.message().to_owned(),
+    })?;
+    raw.peers
+        .extend(peers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut problems = Vec::new();
+    let mut instances = BTreeMap::new();
+    for (name, instance) in &raw.instances {
+        let key = format!("instances.{name}");
+        let checked = check_instance(&raw, base, &key, instance, &mut problems);
+        instances.insert(name.clone(), checked);
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid {
+            path: shown,
+            problems,
+        });
+    }
+    let apps = raw
+        .apps
+        .iter()
+        .map(|(name, app)| (name.clone(), base.join(app)))
+        .collect();
+    Ok(Manifest {
+        path: path.to_owned(),
+        apps,
+        instances,
+    })
+}
+
+fn check_instance(
+    raw: &RawManifest,
+    base: &Path,
+    key: &str,
+    instance: &RawInstance,
+    problems: &mut Vec<(String, Problem)>,
+) -> Instance {
+    if !raw.apps.contains_key(&instance.app) {
+        let app = instance.app.clone();
+        problems.push((format!("{key}.app"), Problem::UnknownApp { app }));
+    }
+    let defaults = Limits::default();
+    let limits = Limits {
+        fuel_per_call: instance
+            .limits
+            .fuel_per_call
+            .unwrap_or(defaults.fuel_per_call),
+        memory_bytes_max: instance
+            .limits
+            .memory_mib
+            .map_or(defaults.memory_bytes_max, |mib| mib.saturating_mul(1 << 20)),
+        lock_wait: instance
+            .limits
+            .lock_wait_ms
+            .map_or(defaults.lock_wait, std::time::Duration::from_millis),
+        ..defaults
+    };
+    let mut links = BTreeMap::new();
+    for (interface, link) in &instance.links {
+        let link_key = format!("{key}.links.\"{interface}\"");
+        match check_link(raw, link) {
+            Ok(link) if interface == WASI_WILDCARD && link != Link::Wasi => {
+                problems.push((link_key, Problem::WildcardNotWasi));
+            }
+            Ok(link) => {
+                links.insert(interface.clone(), link);
+            }
+            Err(problem) => problems.push((link_key, problem)),
+        }
+    }
+    Instance {
+        app: instance.app.clone(),
+        export: instance.export,
+        limits,
+        wasi: check_wasi(base, key, &instance.wasi, problems),
+        links,
+    }
+}
+
+fn check_wasi(
+    base: &Path,
+    key: &str,
+    wasi: &RawWasi,
+    problems: &mut Vec<(String, Problem)>,
+) -> Wasi {
+    let inherit_stdio = match wasi.stdio.as_deref() {
+        None | Some("closed") => false,
+        Some("inherit") => true,
+        Some(other) => {
+            let stdio = other.to_owned();
+            problems.push((format!("{key}.wasi.stdio"), Problem::BadStdio { stdio }));
+            false
+        }
+    };
+    let preopens = wasi
+        .preopen
+        .iter()
+        .map(|preopen| {
+            (
+                base.join(&preopen.host),
+                preopen.guest.clone(),
+                preopen.writable,
+            )
+        })
+        .collect();
+    Wasi {
+        env: wasi.env.clone(),
+        args: wasi.args.clone(),
+        preopens,
+        inherit_stdio,
+    }
+}
+
+fn check_link(raw: &RawManifest, link: &RawLink) -> Result<Link, Problem> {
+    let kinds = [&link.system, &link.local, &link.remote];
+    if kinds.iter().filter(|kind| kind.is_some()).count() != 1 {
+        return Err(Problem::LinkKind);
+    }
+    let is_kv = link.system.as_deref() == Some("kv");
+    if link.store.is_some() && !is_kv {
+        return Err(Problem::StrayStore);
+    }
+    if let Some(system) = &link.system {
+        return match system.as_str() {
+            "wasi" => Ok(Link::Wasi),
+            "logging" => Ok(Link::Logging),
+            "kv" => Ok(Link::Kv {
+                store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
+            }),
+            other => Err(Problem::UnknownSystem {
+                system: other.to_owned(),
+            }),
+        };
+    }
+    if let Some(instance) = &link.local {
+        if !raw.instances.contains_key(instance) {
+            let instance = instance.clone();
+            return Err(Problem::UnknownInstance { instance });
+        }
+        return Ok(Link::Local {
+            instance: instance.clone(),
+        });
+    }
+    let remote = link.remote.as_deref().unwrap_or_default();
+    let address = raw.peers.get(remote).map_or(remote, String::as_str);
+    let address = Address::parse(address).map_err(Problem::BadAddress)?;
+    let target = link.target.clone().ok_or(Problem::MissingTarget)?;
+    Ok(Link::Remote { address, target })
+}
