@@ -112,3 +112,43 @@ pub fn show(results: &[Val]) -> String {
         .collect();
     texts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::Error;
+    use super::Invocation;
+
+    proptest! {
+        /// Any instance name without `.`, any interface (dots, slashes, `@` versions included),
+        /// any function name and any argument text come back out of the text they make.
+        #[test]
+        fn parse_recovers_every_part(
+            instance in "[a-z][a-z0-9-]{0,12}",
+            interface in "([a-z]+:[a-z]+/[a-z-]+(@[0-9]\\.[0-9]+\\.[0-9]+)?)?",
+            function in "[a-z][a-z0-9-]{0,12}",
+            args in "[ -~]{0,24}",
+        ) {
+            let method = if interface.is_empty() {
+                function.clone()
+            } else {
+                format!("{interface}#{function}")
+            };
+            let text = format!("{instance}.{method}({args})");
+            let parsed = Invocation::parse(&text).unwrap();
+            prop_assert_eq!(parsed, Invocation { instance, interface, function, args });
+        }
+    }
+
+    #[test]
+    fn malformed_invocations_name_the_expected_shape() {
+        for text in ["calc", "calc.run", ".x#run()", "calc.x#()", "calc.x#run("] {
+            let error = Invocation::parse(text).unwrap_err();
+            assert!(
+                matches!(&error, Error::Shape { text: shown } if shown == text),
+                "{error:?}"
+            );
+        }
+    }
+}

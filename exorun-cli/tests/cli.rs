@@ -1,0 +1,375 @@
+//! The real `exorun` binary: `run` on the examples, `serve` + `run` across two processes over
+//! TCP and a Unix socket, `inspect`, every kind of manifest mistake, and a clean stop on SIGINT
+//! with a call in flight.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Output;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use exorun_core::fixtures;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::net;
+use exorun_transport::transport;
+use neorpc::error::Failure;
+
+fn exorun() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_exorun"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run(args: &[&str]) -> Output {
+    exorun().args(args).output().unwrap()
+}
+
+/// A scratch directory with `name.toml` holding `body`, where `{fixtures}` is the fixtures dir.
+fn manifest(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("exorun-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    let fixtures = fixtures::dir().display().to_string();
+    std::fs::write(&path, body.replace("{fixtures}", &fixtures)).unwrap();
+    path
+}
+
+#[test]
+fn run_prints_each_runnable_instance_of_the_local_example() {
+    let local = examples().join("local.toml");
+    let output = run(&["run", local.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "calc: \"10 + 5 = 15\"\nlogger: \"Done\"\n"
+    );
+}
+
+#[test]
+fn invoke_takes_and_prints_wave_text() {
+    let local = examples().join("local.toml");
+    let local = local.to_str().unwrap();
+    let added = run(&[
+        "run",
+        local,
+        "--invoke",
+        "provider.exorun:test/math#add(40, 2)",
+    ]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert_eq!(text(&added.stdout), "42\n");
+    let read = "reader.exorun:test/sandbox#read-file(\"note.txt\")";
+    let read = run(&["run", local, "--invoke", read]);
+    assert_eq!(
+        text(&read.stdout),
+        "ok(\"a file the fs-reader instance may read\\n\")\n"
+    );
+    let bad = run(&["run", local, "--invoke", "provider.exorun:test/math#add(1)"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).starts_with("exorun: --invoke: arguments: "),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn inspect_prints_the_ledger_of_math_consumer() {
+    let component = fixtures::path("math-consumer").unwrap();
+    let output = run(&["inspect", component.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert_eq!(
+        text(&output.stdout),
+        "imports:\n  exorun:test/math\n    add: func(a: u32, b: u32) -> u32\n\
+         exports:\n  exorun:test/runnable\n    run: func() -> string\n"
+    );
+    let missing = run(&["inspect", "/nonexistent/x.wasm"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).starts_with("exorun: cannot read /nonexistent/x.wasm: "));
+}
+
+/// A running `exorun serve` and the address it reported.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(manifest: &Path, listen: &str) -> Self {
+        let mut child = exorun()
+            .args(["serve", manifest.to_str().unwrap(), "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().unwrap().unwrap();
+        let address = first
+            .strip_prefix("exorun: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        assert_eq!(lines.next().unwrap().unwrap(), "exorun: serving math");
+        Self { child, address }
+    }
+
+    /// Sends SIGINT and returns the exit status and stderr.
+    fn interrupt(self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(killed.success());
+        let output = self.child.wait_with_output().unwrap();
+        (output.status, text(&output.stderr))
+    }
+}
+
+fn serve_then_run(listen: &str) {
+    let server = Server::start(&examples().join("provider.toml"), listen);
+    let composition = examples().join("composition.toml");
+    let peer = format!("provider={}", server.address);
+    let output = run(&["run", composition.to_str().unwrap(), "--peer", &peer]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "kv-a: \"KV result: bar\"\nkv-b: \"KV result: bar\"\nlogger: \"Done\"\n\
+         relayed-calc: \"10 + 5 = 15\"\nremote-calc: \"10 + 5 = 15\"\n"
+    );
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.ends_with("exorun: stopped\n"), "{stderr}");
+}
+
+#[test]
+fn serve_and_run_across_two_processes_over_tcp() {
+    serve_then_run("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn serve_and_run_across_two_processes_over_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("exorun-cli-{}.sock", std::process::id()));
+    serve_then_run(&format!("unix://{}", path.display()));
+}
+
+#[test]
+fn an_unreachable_peer_fails_the_call_with_its_cause() {
+    let composition = examples().join("composition.toml");
+    let output = run(&[
+        "run",
+        composition.to_str().unwrap(),
+        "--peer",
+        "provider=tcp://127.0.0.1:1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "exorun: remote-calc.exorun:test/runnable#run: remote call exorun:test/math#add \
+             on `math`: transport: "
+        ),
+        "{stderr}"
+    );
+    assert!(
+        text(&output.stdout).contains("logger: \"Done\""),
+        "others still ran"
+    );
+}
+
+/// Runs `exorun run` on a manifest and returns its stderr, asserting exit code 1.
+fn refused(name: &str, body: &str) -> String {
+    let path = manifest(name, body);
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    assert!(output.stdout.is_empty(), "nothing ran");
+    text(&output.stderr).replace(&path.display().to_string(), "M")
+}
+
+#[test]
+fn every_manifest_mistake_names_the_file_and_the_key() {
+    let all_at_once = refused(
+        "mistakes",
+        r#"
+[apps]
+consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+far = "http://nowhere"
+[instances.a]
+app = "nope"
+[instances.b]
+app = "consumer"
+links = { "exorun:test/math" = { local = "ghost" } }
+[instances.c]
+app = "consumer"
+links = { "exorun:test/math" = { remote = "far", target = "math" } }
+[instances.d]
+app = "consumer"
+links = { "exorun:test/math" = { system = "clock" } }
+[instances.e]
+app = "consumer"
+links = { "exorun:test/math" = { remote = "tcp://h:1" } }
+[instances.f]
+app = "consumer"
+links = { "wasi:*" = { system = "logging" } }
+"#,
+    );
+    assert_eq!(
+        all_at_once,
+        "exorun: M: instances.a.app: unknown app `nope`\n\
+         exorun: M: instances.b.links.\"exorun:test/math\": unknown instance `ghost`\n\
+         exorun: M: instances.c.links.\"exorun:test/math\": bad address `http://nowhere`: \
+         expected tcp://HOST:PORT or unix://PATH\n\
+         exorun: M: instances.d.links.\"exorun:test/math\": unknown system `clock` (known: \
+         wasi, logging, kv)\n\
+         exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
+         instance's name on the peer\n\
+         exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
+         \"wasi\"`\n"
+    );
+}
+
+/// A provider of `exorun:test/math` whose `add` takes one parameter, as a binary component.
+fn odd_math() -> PathBuf {
+    let wat = r#"(component
+      (core module $m (func (export "add") (param i32) (result i32) local.get 0))
+      (core instance $i (instantiate $m))
+      (func $add (param "n" u32) (result u32) (canon lift (core func $i "add")))
+      (instance $math (export "add" (func $add)))
+      (export "exorun:test/math" (instance $math)))"#;
+    let path = std::env::temp_dir().join(format!("exorun-cli-{}-odd.wasm", std::process::id()));
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn contract_mistakes_are_found_before_anything_runs() {
+    let odd = odd_math();
+    let body = r#"
+[apps]
+consumer = "{fixtures}/math-consumer.wasm"
+odd = "ODD"
+counters = "{fixtures}/counter-consumer.wasm"
+broken = "{fixtures}/not-there.wasm"
+[instances.odd]
+app = "odd"
+[instances.unlinked]
+app = "consumer"
+[instances.mismatched]
+app = "consumer"
+links = { "exorun:test/math" = { local = "odd" } }
+[instances.handles]
+app = "counters"
+links = { "exorun:test/counters" = { remote = "tcp://127.0.0.1:1", target = "c" } }
+[instances.stray]
+app = "consumer"
+links = { "exorun:test/math" = { local = "odd" }, "exorun:test/extra" = { system = "kv" } }
+"#
+    .replace("ODD", odd.to_str().unwrap());
+    let stderr = refused("contracts", &body);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("exorun: M: apps.broken: cannot read "),
+        "{stderr}"
+    );
+    assert_eq!(
+        &lines[1..],
+        [
+            "exorun: M: instances.handles.links.\"exorun:test/counters\": \
+             exorun:test/counters#[constructor]counter passes a resource, which cannot cross a \
+             remote link",
+            "exorun: M: instances.handles.links.\"exorun:test/counters\": \
+             exorun:test/counters#[method]counter.next passes a resource, which cannot cross a \
+             remote link",
+            "exorun: M: instances.mismatched.links.\"exorun:test/math\": exorun:test/math#add: \
+             the import expects func(a: u32, b: u32) -> u32, the provider has func(n: u32) -> u32",
+            "exorun: M: instances.stray.links.\"exorun:test/math\": exorun:test/math#add: the \
+             import expects func(a: u32, b: u32) -> u32, the provider has func(n: u32) -> u32",
+            "exorun: M: instances.stray.links.\"exorun:test/extra\": exorun:test/extra is linked \
+             but the app does not import it",
+            "exorun: M: instances.unlinked.links: import exorun:test/math is not linked",
+        ]
+    );
+}
+
+#[test]
+fn unreadable_and_malformed_manifests_are_refused() {
+    let missing = run(&["run", "/nonexistent/manifest.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).starts_with("exorun: /nonexistent/manifest.toml: cannot read: "),
+        "{}",
+        text(&missing.stderr)
+    );
+    let typo = refused("typo", "[instances.a]\napp = \"x\"\nexprot = true\n");
+    assert!(
+        typo.starts_with("exorun: M: unknown field `exprot`"),
+        "{typo}"
+    );
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigint_with_a_call_in_flight() {
+    let path = manifest(
+        "slow",
+        r#"
+[apps]
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.math]
+app = "misbehave"
+export = true
+limits = { fuel_per_call = 1500000000 }
+"#,
+    );
+    let server = Server::start(&path, "tcp://127.0.0.1:0");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reply, stopped) = tokio.block_on(async {
+        let address = net::Address::parse(&server.address).unwrap();
+        let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
+            .await
+            .unwrap();
+        let client = Arc::new(Client::new(connection, client::Config::default()));
+        let slab = neorpc::codec::encode(&[]).unwrap();
+        let started = Instant::now();
+        let call = tokio::spawn(async move {
+            client
+                .call("math", "exorun:test/misbehave#spin", &slab)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let stopped = tokio::task::spawn_blocking(move || server.interrupt());
+        let reply = call.await.unwrap();
+        assert!(
+            started.elapsed() > Duration::from_millis(150),
+            "the call was in flight"
+        );
+        (reply, stopped.await.unwrap())
+    });
+    assert_eq!(
+        reply.unwrap_err(),
+        client::Error::Remote(Failure::OutOfFuel),
+        "the call in flight finished and was answered"
+    );
+    let (status, stderr) = stopped;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        "exorun: stopping: letting calls in flight finish\nexorun: stopped\n"
+    );
+}
