@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README). On a fresh machine it installs what is missing (through
 # scripts/build_apps.sh: Debian's rustc-web/rust-web-src for the guest fallback, the componentize
-# tool), builds the guest apps, then runs formatting, lints, every test and the layering check.
+# tool), builds the guest apps, then runs formatting, lints, every test, the layering check and
+# the demo, so the README's first command stays true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,6 @@ cargo test --workspace --locked
 
 step "layering"
 bash scripts/check_layers.sh
+
+step "demo (the README's first command)"
+bash scripts/demo.sh
