@@ -32,6 +32,7 @@ use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_transport::client::Client;
+use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
 use wasmtime::component::Func;
 use wasmtime::component::Linker;
@@ -95,26 +96,66 @@ pub async fn link_local_interface(
     let import = imported(ledger, interface)?;
     let provided = target.ledger().exports.get(interface);
     contract(import, provided, ledger::Link::Local)?;
-    let mut funcs: Vec<(&str, Func)> = Vec::with_capacity(import.functions.len());
+    let mut forwards: Vec<(&str, Arc<dyn Forward>)> = Vec::new();
     for function in import.functions.keys() {
-        let func = target.func(interface, function).await;
-        funcs.push((function, func.map_err(Error::Target)?));
+        let func = target
+            .func(interface, function)
+            .await
+            .map_err(Error::Target)?;
+        let target = target.clone();
+        forwards.push((function, Arc::new(LocalFunction { target, func })));
     }
+    define(linker, interface, forwards)
+}
+
+/// Where a linked function's calls go: the one thing that differs between local, named and
+/// remote links.
+trait Forward: Send + Sync + 'static {
+    /// Makes one call with the caller's arguments, filling its result slots.
+    fn forward<'a>(
+        &'a self,
+        params: &'a [Val],
+        results: &'a mut [Val],
+    ) -> BoxFuture<'a, Result<(), instance::Error>>;
+}
+
+/// Defines each function of `interface` as a host function that forwards its calls; an error
+/// traps the calling guest and keeps its `instance::Error` for the embedder.
+fn define<'f>(
+    linker: &mut Linker<ExorunCtx>,
+    interface: &str,
+    forwards: impl IntoIterator<Item = (&'f str, Arc<dyn Forward>)>,
+) -> Result<(), Error> {
     let mut scope = linker
         .instance(interface)
         .map_err(|error| define_error(interface, "", &error))?;
-    for (function, func) in funcs {
-        let target = target.clone();
+    for (function, forward) in forwards {
         let defined = scope.func_new_async(function, move |_store, _ty, params, results| {
-            let target = target.clone();
+            let forward = Arc::clone(&forward);
             Box::new(async move {
-                let called = target.call_func(&func, params, results).await;
+                let called = forward.forward(params, results).await;
                 called.map_err(wasmtime::Error::new)
             })
         });
         defined.map_err(|error| define_error(interface, function, &error))?;
     }
     Ok(())
+}
+
+/// One function linked to a local instance, its export resolved at link time.
+struct LocalFunction {
+    target: InstanceHandle,
+    func: Func,
+}
+
+impl Forward for LocalFunction {
+    fn forward<'a>(
+        &'a self,
+        params: &'a [Val],
+        results: &'a mut [Val],
+    ) -> BoxFuture<'a, Result<(), instance::Error>> {
+        Box::pin(self.target.call_func(&self.func, params, results))
+    }
 }
 
 /// Links the import `interface` to the instance registered as `name` in `runtime`, looked up
@@ -132,27 +173,17 @@ pub fn link_named_interface(
     let import = imported(ledger, interface)?;
     let provider = &runtime.app(app)?.ledger;
     contract(import, provider.exports.get(interface), ledger::Link::Local)?;
-    let mut scope = linker
-        .instance(interface)
-        .map_err(|error| define_error(interface, "", &error))?;
-    for function in import.functions.keys() {
-        let named = Arc::new(NamedFunction {
+    let forwards = import.functions.keys().map(|function| {
+        let named: Arc<dyn Forward> = Arc::new(NamedFunction {
             runtime: Arc::clone(runtime),
             provider: Arc::clone(provider),
             name: name.to_owned(),
             interface: interface.to_owned(),
             function: function.clone(),
         });
-        let defined = scope.func_new_async(function, move |_store, _ty, params, results| {
-            let named = Arc::clone(&named);
-            Box::new(async move {
-                let called = named.call(params, results).await;
-                called.map_err(wasmtime::Error::new)
-            })
-        });
-        defined.map_err(|error| define_error(interface, function, &error))?;
-    }
-    Ok(())
+        (function.as_str(), named)
+    });
+    define(linker, interface, forwards)
 }
 
 /// One function linked to a local instance by name.
@@ -162,6 +193,16 @@ struct NamedFunction {
     name: String,
     interface: String,
     function: String,
+}
+
+impl Forward for NamedFunction {
+    fn forward<'a>(
+        &'a self,
+        params: &'a [Val],
+        results: &'a mut [Val],
+    ) -> BoxFuture<'a, Result<(), instance::Error>> {
+        Box::pin(self.call(params, results))
+    }
 }
 
 impl NamedFunction {
@@ -190,6 +231,16 @@ struct RemoteFunction {
     target: String,
     method: String,
     results: Vec<Type>,
+}
+
+impl Forward for RemoteFunction {
+    fn forward<'a>(
+        &'a self,
+        params: &'a [Val],
+        results: &'a mut [Val],
+    ) -> BoxFuture<'a, Result<(), instance::Error>> {
+        Box::pin(self.call(params, results))
+    }
 }
 
 impl RemoteFunction {
@@ -230,26 +281,16 @@ pub fn link_remote_interface(
     // The remote side's exports are not known here; the import is its own contract, so this
     // checks what can cross the wire. The server checks arguments against its real signature.
     contract(import, Some(import), ledger::Link::Remote)?;
-    let mut scope = linker
-        .instance(interface)
-        .map_err(|error| define_error(interface, "", &error))?;
-    for (function, signature) in &import.functions {
-        let remote = Arc::new(RemoteFunction {
+    let forwards = import.functions.iter().map(|(function, signature)| {
+        let remote: Arc<dyn Forward> = Arc::new(RemoteFunction {
             client: Arc::clone(client),
             target: target.to_owned(),
             method: format!("{interface}#{function}"),
             results: signature.results.clone(),
         });
-        let defined = scope.func_new_async(function, move |_store, _ty, params, results| {
-            let remote = Arc::clone(&remote);
-            Box::new(async move {
-                let called = remote.call(params, results).await;
-                called.map_err(wasmtime::Error::new)
-            })
-        });
-        defined.map_err(|error| define_error(interface, function, &error))?;
-    }
-    Ok(())
+        (function.as_str(), remote)
+    });
+    define(linker, interface, forwards)
 }
 
 fn imported<'a>(ledger: &'a Ledger, interface: &str) -> Result<&'a Interface, Error> {
