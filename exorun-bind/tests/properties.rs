@@ -1,6 +1,7 @@
 //! The binding invariant: a call gives the same results whether it reaches the `values` app
-//! directly, through a local link's path, or across a remote link. Random values of every
-//! exported function's real parameter types (read from the app's ledger) are echoed all ways.
+//! directly, through values-relay linked locally, through values-relay linked remotely (from a
+//! second runtime), or from a raw neorpc client. Random values of every exported function's
+//! real parameter types (read from the app's ledger) are echoed all four ways.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
@@ -9,8 +10,9 @@ mod common;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
+use common::build;
 use common::memory_peer;
-use exorun_bind::builder::InstanceBuilder;
+use exorun_bind::builder::Linkable;
 use exorun_bind::server::Exports;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger::Interface;
@@ -26,6 +28,8 @@ const VALUES: &str = "exorun:test/values";
 struct World {
     tokio: tokio::runtime::Runtime,
     handle: InstanceHandle,
+    local_relay: InstanceHandle,
+    remote_relay: InstanceHandle,
     client: Arc<Client>,
     interface: Interface,
 }
@@ -38,23 +42,28 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .unwrap();
-        let (handle, client) = tokio.block_on(async {
+        let (handle, local_relay, remote_relay, client) = tokio.block_on(async {
             let runtime = Runtime::new().unwrap();
-            let app = common::add(&runtime, "values");
-            let handle = InstanceBuilder::new(&runtime, app)
-                .unwrap()
-                .name("values")
-                .instantiate()
-                .await
-                .unwrap();
+            let handle = build(&runtime, "values", Vec::new(), Some("values")).await;
+            let local = Linkable::Local(handle.clone());
+            let local_relay = build(&runtime, "values-relay", vec![(VALUES, local)], None).await;
             let exports = Exports::new(runtime);
             exports.export("values").unwrap();
-            (handle, memory_peer(&exports))
+            let remote = Linkable::Remote {
+                client: memory_peer(&exports),
+                target: "values".into(),
+            };
+            let elsewhere = Runtime::new().unwrap();
+            let remote_relay =
+                build(&elsewhere, "values-relay", vec![(VALUES, remote)], None).await;
+            (handle, local_relay, remote_relay, memory_peer(&exports))
         });
         let interface = handle.ledger().exports[VALUES].clone();
         World {
             tokio,
             handle,
+            local_relay,
+            remote_relay,
             client,
             interface,
         }
@@ -176,17 +185,16 @@ fn sample_compound(ty: &Type, rng: &mut Rng) -> Val {
     }
 }
 
-async fn local(world: &World, function: &str, args: &[Val], count: usize) -> Vec<Val> {
+async fn call(handle: &InstanceHandle, function: &str, args: &[Val], count: usize) -> Vec<Val> {
     let mut results = vec![Val::Bool(false); count];
-    world
-        .handle
+    handle
         .call(VALUES, function, args, &mut results)
         .await
         .unwrap();
     results
 }
 
-async fn remote(world: &World, function: &str, args: &[Val], types: &[Type]) -> Vec<Val> {
+async fn raw(world: &World, function: &str, args: &[Val], types: &[Type]) -> Vec<Val> {
     let slab = codec::encode(args).unwrap();
     let method = format!("{VALUES}#{function}");
     let reply = world.client.call("values", &method, &slab).await.unwrap();
@@ -203,14 +211,19 @@ proptest! {
         for (function, signature) in &world.interface.functions {
             let args: Vec<Val> = signature.params.iter().map(|(_, ty)| sample(ty, &mut rng)).collect();
             let count = signature.results.len();
-            let (here, there) = world.tokio.block_on(async {
-                let here = local(world, function, &args, count).await;
-                let there = remote(world, function, &args, &signature.results).await;
-                (here, there)
+            let [direct, local, remote, raw] = world.tokio.block_on(async {
+                [
+                    call(&world.handle, function, &args, count).await,
+                    call(&world.local_relay, function, &args, count).await,
+                    call(&world.remote_relay, function, &args, count).await,
+                    raw(world, function, &args, &signature.results).await,
+                ]
             });
-            prop_assert_eq!(&here, &there, "{}", function);
+            prop_assert_eq!(&direct, &local, "{} through a local link", function);
+            prop_assert_eq!(&direct, &remote, "{} through a remote link", function);
+            prop_assert_eq!(&direct, &raw, "{} from a raw client", function);
             if args.len() == 1 {
-                prop_assert_eq!(&here, &args, "{} echoes its argument", function);
+                prop_assert_eq!(&direct, &args, "{} echoes its argument", function);
             }
         }
     }

@@ -89,7 +89,7 @@ fn host_clients_match_their_worlds() {
 }
 
 #[test]
-fn values_exports_every_echo() {
+fn values_and_values_relay_carry_every_echo() {
     let echoes: &[&str] = &[
         "echo-bytes",
         "echo-everything",
@@ -101,6 +101,8 @@ fn values_exports_every_echo() {
         "echo-string",
     ];
     assert_world("values", &[], &[("exorun:test/values", echoes)]);
+    let values: &[(&str, &[&str])] = &[("exorun:test/values", echoes)];
+    assert_world("values-relay", values, values);
 }
 
 #[test]
