@@ -10,7 +10,8 @@
 //! - Remote: each function becomes a host function that encodes the arguments once, straight
 //!   into a call frame, sends it through the shared client, and decodes the reply against the
 //!   import's result types. A failure traps the calling guest with `instance::Error::Remote`,
-//!   which keeps the reason (for `DomainSpecific`, its code and message).
+//!   which keeps the reason (for `DomainSpecific`, its code and message). Each call carries
+//!   the caller's call chain, so the callee's runtime can refuse a re-entrant call.
 //!
 //! Every link is checked against the importing app's ledger first; no interface is special,
 //! `wasi:*` included. A link defined after another for the same interface replaces its
@@ -249,9 +250,10 @@ impl RemoteFunction {
         let write_args =
             |encoder: &mut neorpc::frame::Encoder| codec::encode_into(encoder, params, &limits);
         let timeout = self.client.timeout();
+        let chain = instance::current_chain();
         let called = self
             .client
-            .call_with(&self.target, &self.method, timeout, write_args)
+            .call_with(&self.target, &self.method, timeout, &chain, write_args)
             .await;
         let slab = called.map_err(|error| self.error(error))?;
         let decoded = codec::decode_into(&slab, &self.results, results, &limits);

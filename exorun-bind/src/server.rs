@@ -5,7 +5,9 @@
 //! names `interface#function` (`#function` for a root export). Arguments decode against the
 //! export's own parameter types; results encode into the reply. Each way a call can fail has
 //! its exact reason: unknown instance or method, wrong argument count or type, trap, fuel,
-//! memory, a domain code; a remote failure further down a chain passes through unchanged.
+//! memory, a domain code; a remote failure further down a chain passes through unchanged. A call
+//! runs inside the call chain it carried, so a call back into an instance already on it (A ->
+//! B -> A across runtimes) fails at once with `Reentrant` instead of waiting for its caller.
 //!
 //! `serve` accepts TCP or Unix connections for an `Exports` until its `stop` future completes,
 //! then stops accepting, lets every call in flight finish and reply, and closes.
@@ -23,6 +25,7 @@ use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
 use neorpc::error::Failure;
+use neorpc::frame;
 use tokio::task::JoinSet;
 use wasmtime::component::Type;
 use wasmtime::component::Val;
@@ -61,7 +64,8 @@ impl Exports {
         names
     }
 
-    async fn run(&self, target: &str, method: &str, args: &[u8]) -> Result<Vec<u8>, Failure> {
+    async fn run(&self, call: &frame::Call<'_>) -> Result<Vec<u8>, Failure> {
+        let (target, method) = (call.target, call.method);
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
         };
@@ -84,12 +88,20 @@ impl Exports {
             .ok_or_else(method_not_found)?;
         let types: Vec<Type> = signature.params.iter().map(|(_, ty)| ty.clone()).collect();
         let limits = codec::Limits::default();
-        let params = codec::decode_args(args, &types, &limits).map_err(bad_arguments)?;
+        let params = codec::decode_args(call.args, &types, &limits).map_err(bad_arguments)?;
         let mut results = vec![Val::Bool(false); signature.results.len()];
-        let called = handle
-            .call(interface, function, &params, &mut results)
-            .await;
-        called.map_err(|error| failure(&error))?;
+        let work = handle.call(interface, function, &params, &mut results);
+        let called = instance::within_chain(call.chain.clone(), work).await;
+        if let Err(error) = called {
+            // The target itself re-entered: name it as the caller addressed it.
+            if let instance::Error::Reentrant { instance } = &error
+                && *instance == handle.id()
+            {
+                let instance = target.to_owned();
+                return Err(Failure::Reentrant { instance });
+            }
+            return Err(failure(&error));
+        }
         codec::encode(&results).map_err(|error| Failure::Internal {
             message: format!("cannot encode the results: {error}"),
         })
@@ -99,11 +111,9 @@ impl Exports {
 impl serve_loop::Dispatcher for Exports {
     fn dispatch<'a>(
         &'a self,
-        target: &'a str,
-        method: &'a str,
-        args: &'a [u8],
+        call: &'a frame::Call<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
-        Box::pin(self.run(target, method, args))
+        Box::pin(self.run(call))
     }
 }
 
@@ -138,6 +148,9 @@ pub fn failure(error: &instance::Error) -> Failure {
             method: format!("{interface}#{function}"),
         },
         instance::Error::Busy { .. } => Failure::Overloaded,
+        instance::Error::Reentrant { instance } => Failure::Reentrant {
+            instance: instance.to_string(),
+        },
         instance::Error::OutOfFuel => Failure::OutOfFuel,
         instance::Error::OutOfMemory { .. } => Failure::OutOfMemory,
         instance::Error::Domain(domain) => Failure::DomainSpecific {
@@ -151,8 +164,7 @@ pub fn failure(error: &instance::Error) -> Failure {
         instance::Error::Remote { .. } => Failure::Internal {
             message: error.to_string(),
         },
-        instance::Error::Reentrant { .. }
-        | instance::Error::Failed { .. }
+        instance::Error::Failed { .. }
         | instance::Error::Trapped { .. }
         | instance::Error::Host { .. } => Failure::AppTrapped {
             message: error.to_string(),

@@ -225,3 +225,56 @@ async fn a_remote_target_without_the_method_fails_the_guest_with_method_not_foun
         }
     );
 }
+
+#[tokio::test]
+async fn a_cycle_across_two_runtimes_fails_as_reentrant_at_once() {
+    let (one, two) = (Runtime::new().unwrap(), Runtime::new().unwrap());
+    assert_ne!(one.id(), two.id());
+    let (exports_one, exports_two) = (
+        Exports::new(Arc::clone(&one)),
+        Exports::new(Arc::clone(&two)),
+    );
+    let to_pong = Linkable::Remote {
+        client: memory_peer(&exports_two),
+        target: "pong".into(),
+    };
+    let to_ping = Linkable::Remote {
+        client: memory_peer(&exports_one),
+        target: "ping".into(),
+    };
+    let ping = build(
+        &one,
+        "ping",
+        vec![("exorun:test/pong-api", to_pong)],
+        Some("ping"),
+    )
+    .await;
+    build(
+        &two,
+        "pong",
+        vec![("exorun:test/ping-api", to_ping)],
+        Some("pong"),
+    )
+    .await;
+    exports_one.export("ping").unwrap();
+    exports_two.export("pong").unwrap();
+    let started = std::time::Instant::now();
+    let mut results = [Val::U32(0)];
+    let called = ping
+        .call("exorun:test/ping-api", "ping", &[Val::U32(1)], &mut results)
+        .await;
+    assert_eq!(
+        called.unwrap_err(),
+        instance::Error::Remote {
+            target: "pong".into(),
+            method: "exorun:test/pong-api#pong".into(),
+            error: remote(Failure::Reentrant {
+                instance: "ping".into()
+            }),
+        }
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refused at once, not after the 30 s lock wait"
+    );
+}

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
 use exorun_transport::transport::BoxFuture;
+use neorpc::frame::Hop;
 use wasmtime::Store;
 use wasmtime::Trap;
 use wasmtime::component::Func;
@@ -27,8 +28,19 @@ use crate::limits;
 use crate::system::DomainError;
 
 tokio::task_local! {
-    /// The instances the current task's call chain is inside, outermost first.
-    static CALL_CHAIN: Vec<InstanceId>;
+    /// The instances the current task's call chain is inside, outermost first, across runtimes.
+    static CALL_CHAIN: Vec<Hop>;
+}
+
+/// The call chain of the current task, outermost first: what a remote link sends along with a
+/// call, so the callee's runtime can refuse a re-entrant call (`neorpc::frame::Hop`).
+pub fn current_chain() -> Vec<Hop> {
+    CALL_CHAIN.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Runs `work` (a call that arrived from another runtime) inside the call chain it carried.
+pub async fn within_chain<F: Future>(chain: Vec<Hop>, work: F) -> F::Output {
+    CALL_CHAIN.scope(chain, work).await
 }
 
 /// The id of a running instance, unique within its runtime.
@@ -133,6 +145,7 @@ struct Slot {
 #[derive(Clone)]
 pub struct InstanceHandle {
     id: InstanceId,
+    runtime: u64,
     name: Option<Arc<str>>,
     ledger: Arc<Ledger>,
     limits: limits::Limits,
@@ -150,8 +163,10 @@ impl std::fmt::Debug for InstanceHandle {
 }
 
 impl InstanceHandle {
-    /// Wraps a freshly instantiated store (the registry calls this).
+    /// Wraps a freshly instantiated store (the registry calls this). `runtime` is the id of the
+    /// runtime that owns it.
     pub fn new(
+        runtime: u64,
         id: InstanceId,
         name: Option<&str>,
         ledger: Arc<Ledger>,
@@ -167,6 +182,7 @@ impl InstanceHandle {
         };
         Self {
             id,
+            runtime,
             name: name.map(Arc::from),
             ledger,
             limits,
@@ -261,16 +277,25 @@ impl InstanceHandle {
         settle(slot, true, outcome)
     }
 
+    /// This instance as a hop of a call chain.
+    fn hop(&self) -> Hop {
+        Hop {
+            runtime: self.runtime,
+            instance: self.id.0,
+        }
+    }
+
     /// The current call chain with this instance appended.
-    fn chain(&self) -> Vec<InstanceId> {
-        let mut chain = CALL_CHAIN.try_with(Clone::clone).unwrap_or_default();
-        chain.push(self.id);
+    fn chain(&self) -> Vec<Hop> {
+        let mut chain = current_chain();
+        chain.push(self.hop());
         chain
     }
 
     async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>, Error> {
+        let hop = self.hop();
         let on_chain = CALL_CHAIN
-            .try_with(|chain| chain.contains(&self.id))
+            .try_with(|chain| chain.contains(&hop))
             .unwrap_or(false);
         if on_chain {
             return Err(Error::Reentrant { instance: self.id });

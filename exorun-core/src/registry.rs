@@ -96,6 +96,7 @@ impl Prepared {
 
 /// One exorun runtime: an engine and everything registered on it.
 pub struct Runtime {
+    id: u64,
     engine: wasmtime::Engine,
     next_id: AtomicU64,
     apps: DashMap<AppId, App>,
@@ -108,6 +109,7 @@ impl Runtime {
     /// A new runtime with its own engine.
     pub fn new() -> Result<Arc<Self>, Error> {
         Ok(Arc::new(Self {
+            id: runtime_id(),
             engine: engine::new()?,
             next_id: AtomicU64::new(1),
             apps: DashMap::new(),
@@ -115,6 +117,12 @@ impl Runtime {
             instances: DashMap::new(),
             names: DashMap::new(),
         }))
+    }
+
+    /// This runtime's id: distinct from every other runtime's in this process, and random
+    /// across processes, so call chains that cross runtimes name each instance.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The runtime's engine.
@@ -308,9 +316,27 @@ impl Runtime {
             .map_err(failed)?;
         let ledger = Arc::clone(&prepared.app.ledger);
         Ok(InstanceHandle::new(
-            id, name, ledger, limits, store, instance,
+            self.id, id, name, ledger, limits, store, instance,
         ))
     }
+}
+
+/// A fresh runtime id: a random per-process base plus a process-wide counter, so ids never repeat
+/// within a process and almost surely differ across processes.
+fn runtime_id() -> u64 {
+    use std::hash::BuildHasher;
+    use std::hash::Hasher;
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    let base = BASE.get_or_init(|| {
+        // `RandomState` is keyed from the OS's randomness; the pid and time only add to it.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        hasher.write_u128(since_epoch.map_or(0, |elapsed| elapsed.as_nanos()));
+        hasher.finish()
+    });
+    base.wrapping_add(CREATED.fetch_add(1, Ordering::Relaxed))
 }
 
 fn not_found(what: String) -> Error {

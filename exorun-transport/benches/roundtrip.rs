@@ -16,6 +16,7 @@ use exorun_transport::serve;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use neorpc::error::Failure;
+use neorpc::frame;
 
 /// Calls per configuration: enough for a stable p99, few enough to finish in seconds.
 const CALLS: usize = 40_000;
@@ -25,10 +26,9 @@ struct Echo;
 impl serve::Dispatcher for Echo {
     fn dispatch<'a>(
         &'a self,
-        _: &'a str,
-        _: &'a str,
-        args: &'a [u8],
+        call: &'a frame::Call<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+        let args = call.args;
         Box::pin(async move { Ok(args.to_vec()) })
     }
 }

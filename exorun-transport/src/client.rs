@@ -179,23 +179,26 @@ impl Client {
         timeout: Duration,
     ) -> Result<Bytes, Error> {
         let copy_slab = |encoder: &mut frame::Encoder| Ok(encoder.append_raw(args_payload)?);
-        self.call_with(target, method, timeout, copy_slab).await
+        self.call_with(target, method, timeout, &[], copy_slab)
+            .await
     }
 
     /// Calls `method` on `target`, with `write_args` writing the argument slab (one item)
     /// straight into the call frame: the arguments are encoded once, with no separate slab.
-    /// Logs one debug line per call (seq, target, method, duration).
+    /// `chain` is the calls this one is nested in (see `frame::Hop`). Logs one debug line per
+    /// call (seq, target, method, duration).
     pub async fn call_with(
         &self,
         target: &str,
         method: &str,
         timeout: Duration,
+        chain: &[frame::Hop],
         write_args: impl FnOnce(&mut frame::Encoder) -> Result<(), neorpc::error::Error>,
     ) -> Result<Bytes, Error> {
         let started = Instant::now();
         let pending = self.begin_with_timeout(timeout).await?;
         let seq = pending.seq();
-        let frame = frame::encode_call_with(seq, target, method, write_args)?;
+        let frame = frame::encode_call_with(seq, target, method, chain, write_args)?;
         let outcome = pending.send_and_wait(&frame).await;
         let duration_us = started.elapsed().as_micros();
         tracing::debug!(

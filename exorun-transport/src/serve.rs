@@ -29,14 +29,10 @@ pub const CALLS_IN_FLIGHT_MAX: usize = 256;
 
 /// Runs calls for the serving loop.
 pub trait Dispatcher: Send + Sync {
-    /// Runs `method` on `target` with an encoded argument slab; returns the result slab or why
-    /// the call failed.
-    fn dispatch<'a>(
-        &'a self,
-        target: &'a str,
-        method: &'a str,
-        args: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>>;
+    /// Runs `call.method` on `call.target` with its encoded argument slab (and the chain of
+    /// calls it is nested in); returns the result slab or why the call failed.
+    fn dispatch<'a>(&'a self, call: &'a frame::Call<'a>)
+    -> BoxFuture<'a, Result<Vec<u8>, Failure>>;
 }
 
 /// Why the serving loop stopped early.
@@ -173,9 +169,7 @@ async fn run_call(transport: &dyn Transport, dispatcher: &dyn Dispatcher, messag
     let Ok(frame::Message::Call(call)) = frame::decode(message) else {
         return;
     };
-    let outcome = dispatcher
-        .dispatch(call.target, call.method, call.args)
-        .await;
+    let outcome = dispatcher.dispatch(&call).await;
     let reply = match &outcome {
         Ok(results) => frame::ReplyEncoder::ok(call.seq.0, results),
         Err(failure) => frame::ReplyEncoder::fail(call.seq.0, failure),

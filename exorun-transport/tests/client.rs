@@ -125,10 +125,9 @@ struct Scripted;
 impl serve::Dispatcher for Scripted {
     fn dispatch<'a>(
         &'a self,
-        target: &'a str,
-        method: &'a str,
-        args: &'a [u8],
+        call: &'a frame::Call<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+        let (target, method, args) = (call.target, call.method, call.args);
         Box::pin(async move {
             match method {
                 "echo" => Ok(args.to_vec()),

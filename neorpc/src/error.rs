@@ -140,6 +140,9 @@ pub enum Failure {
     /// The server failed for a reason that is not the callee's fault.
     #[error("internal server error: {message}")]
     Internal { message: String },
+    /// The call would re-enter an instance already on its call chain (A -> B -> A).
+    #[error("re-entrant call into `{instance}`, which is already on the call chain")]
+    Reentrant { instance: String },
 }
 
 /// Stable wire tags of the failure reasons (SPEC.md, "Failure reasons").
@@ -166,6 +169,8 @@ pub mod failure_tag {
     pub const OVERLOADED: u32 = 10;
     /// `Failure::Internal`
     pub const INTERNAL: u32 = 11;
+    /// `Failure::Reentrant`
+    pub const REENTRANT: u32 = 12;
 }
 
 impl Failure {
@@ -183,6 +188,7 @@ impl Failure {
             Failure::ProtocolViolation { .. } => failure_tag::PROTOCOL_VIOLATION,
             Failure::Overloaded => failure_tag::OVERLOADED,
             Failure::Internal { .. } => failure_tag::INTERNAL,
+            Failure::Reentrant { .. } => failure_tag::REENTRANT,
         }
     }
 }

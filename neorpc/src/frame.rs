@@ -30,6 +30,21 @@ const FIELD_SEQ: &str = "seq";
 const FIELD_TARGET: &str = "target";
 const FIELD_METHOD: &str = "method";
 const FIELD_ARGS: &str = "args";
+const FIELD_CHAIN: &str = "chain";
+
+/// Most hops a call chain may carry: deeper chains are refused, on encode and on decode.
+pub const CHAIN_HOPS_MAX: usize = 64;
+
+/// One call on a chain of nested calls: the runtime and the instance it is running in. A call
+/// carries the chain that led to it, so a runtime can refuse a call into an instance that is
+/// already on it (A -> B -> A across runtimes) instead of waiting for its own caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hop {
+    /// The runtime's id, unique per runtime process-wide and random across processes.
+    pub runtime: u64,
+    /// The instance's id within that runtime.
+    pub instance: u64,
+}
 const FIELD_OK: &str = "ok";
 const FIELD_FAIL: &str = "fail";
 
@@ -44,6 +59,7 @@ pub struct CallEncoder<'a> {
     target: &'a str,
     method: &'a str,
     args_payload: &'a [u8],
+    chain: &'a [Hop],
 }
 
 /// Builds a reply frame: a result slab or a failure reason.
@@ -64,6 +80,8 @@ pub struct Call<'a> {
     pub method: &'a str,
     /// The argument slab, exactly as the caller encoded it.
     pub args: &'a [u8],
+    /// The calls this one is nested in, outermost first (empty when the frame has none).
+    pub chain: Vec<Hop>,
 }
 
 /// A decoded reply, borrowing from the frame bytes.
@@ -92,7 +110,15 @@ impl<'a> CallEncoder<'a> {
             target,
             method,
             args_payload,
+            chain: &[],
         }
+    }
+
+    /// Carries `chain`, the calls this one is nested in.
+    #[must_use]
+    pub fn chain(mut self, chain: &'a [Hop]) -> Self {
+        self.chain = chain;
+        self
     }
 
     /// Appends the frame to `out`.
@@ -105,9 +131,8 @@ impl<'a> CallEncoder<'a> {
     /// Encodes the frame into a new buffer.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         check_slab(self.args_payload)?;
-        encode_call_with(self.seq.0, self.target, self.method, |encoder| {
-            Ok(encoder.append_raw(self.args_payload)?)
-        })
+        let copy_slab = |encoder: &mut Encoder| Ok(encoder.append_raw(self.args_payload)?);
+        encode_call_with(self.seq.0, self.target, self.method, self.chain, copy_slab)
     }
 }
 
@@ -162,13 +187,18 @@ impl<'a> ReplyEncoder<'a> {
 
 /// Encodes a call frame whose argument slab `write_args` writes straight into the frame, so the
 /// arguments are encoded once with no intermediate buffer. `write_args` must write exactly one
-/// item (`codec::encode_into` does). The finished frame is checked against `FRAME_BYTES_MAX`.
+/// item (`codec::encode_into` does). A non-empty `chain` goes after the arguments (so the slab's
+/// offset does not depend on it). The finished frame is checked against `FRAME_BYTES_MAX`.
 pub fn encode_call_with(
     seq: u64,
     target: &str,
     method: &str,
+    chain: &[Hop],
     write_args: impl FnOnce(&mut Encoder) -> Result<(), Error>,
 ) -> Result<Vec<u8>, Error> {
+    if chain.len() > CHAIN_HOPS_MAX {
+        return Err(chain_too_long());
+    }
     let mut encoder = Encoder::new();
     encoder.variant_begin(KIND_CALL)?;
     encoder.map_begin()?;
@@ -178,6 +208,16 @@ pub fn encode_call_with(
     encoder.variant_begin(FIELD_ARGS)?;
     write_args(&mut encoder)?;
     encoder.variant_end()?;
+    if !chain.is_empty() {
+        encoder.variant_begin(FIELD_CHAIN)?;
+        encoder.list_begin()?;
+        for hop in chain {
+            encoder.u64(hop.runtime)?;
+            encoder.u64(hop.instance)?;
+        }
+        encoder.list_end()?;
+        encoder.variant_end()?;
+    }
     encoder.map_end()?;
     encoder.variant_end()?;
     finish(encoder)
@@ -259,6 +299,7 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
     let mut target = None;
     let mut method = None;
     let mut args = None;
+    let mut chain = None;
     while !entries.is_empty() {
         let (key, mut value) = entries.variant("map entry")?;
         match key {
@@ -266,6 +307,7 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
             FIELD_TARGET => set_once(&mut target, FIELD_TARGET, value.str(FIELD_TARGET)?)?,
             FIELD_METHOD => set_once(&mut method, FIELD_METHOD, value.str(FIELD_METHOD)?)?,
             FIELD_ARGS => set_once(&mut args, FIELD_ARGS, value.take_rest())?,
+            FIELD_CHAIN => set_once(&mut chain, FIELD_CHAIN, decode_chain(&mut value)?)?,
             _ => continue,
         }
         value.finish()?;
@@ -279,7 +321,29 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
             field: FIELD_METHOD,
         })?,
         args: args.ok_or(Error::MissingField { field: FIELD_ARGS })?,
+        chain: chain.unwrap_or_default(),
     })
+}
+
+/// A flat list of u64 pairs (runtime, instance), at most `CHAIN_HOPS_MAX` of them.
+fn decode_chain(value: &mut Cursor<'_>) -> Result<Vec<Hop>, Error> {
+    let mut list = value.container(Tag::List, FIELD_CHAIN)?;
+    let mut chain = Vec::new();
+    while !list.is_empty() {
+        if chain.len() == CHAIN_HOPS_MAX {
+            return Err(chain_too_long());
+        }
+        let runtime = list.u64("chain runtime")?;
+        let instance = list.u64("chain instance")?;
+        chain.push(Hop { runtime, instance });
+    }
+    Ok(chain)
+}
+
+fn chain_too_long() -> Error {
+    Error::TooManyElements {
+        elements_max: u64::try_from(CHAIN_HOPS_MAX).unwrap_or(u64::MAX),
+    }
 }
 
 fn decode_reply<'a>(entries: &mut Cursor<'a>) -> Result<Reply<'a>, Error> {
@@ -341,7 +405,9 @@ fn encode_failure(encoder: &mut Encoder, failure: &Failure) -> Result<(), Error>
         Failure::AppTrapped { message }
         | Failure::ProtocolViolation { message }
         | Failure::Internal { message } => encoder.str(message)?,
-        Failure::InstanceNotFound { instance } => encoder.str(instance)?,
+        Failure::InstanceNotFound { instance } | Failure::Reentrant { instance } => {
+            encoder.str(instance)?;
+        }
         Failure::MethodNotFound { method } => encoder.str(method)?,
         Failure::BadArgumentCount { expected, found } => {
             encoder.u32(*expected)?;
@@ -393,6 +459,9 @@ fn decode_failure(value: &mut Cursor<'_>) -> Result<Failure, Error> {
         failure_tag::OVERLOADED => Failure::Overloaded,
         failure_tag::INTERNAL => Failure::Internal {
             message: text(&mut fields)?,
+        },
+        failure_tag::REENTRANT => Failure::Reentrant {
+            instance: text(&mut fields)?,
         },
         unknown => return Err(Error::UnknownFailureTag { tag: unknown }),
     };

@@ -36,7 +36,7 @@ proptest! {
         let types = types_of(&shapes);
         let slab = codec::encode(&vals).unwrap();
         let framed = neorpc::frame::CallEncoder::new(7, "t", "i#f", &slab).encode().unwrap();
-        let direct = neorpc::frame::encode_call_with(7, "t", "i#f", |encoder| {
+        let direct = neorpc::frame::encode_call_with(7, "t", "i#f", &[], |encoder| {
             codec::encode_into(encoder, &vals, &Limits::default())
         })
         .unwrap();

@@ -289,6 +289,7 @@ fn failure_strategy() -> impl Strategy<Value = Failure> {
         text.prop_map(|message| Failure::ProtocolViolation { message }),
         Just(Failure::Overloaded),
         text.prop_map(|message| Failure::Internal { message }),
+        text.prop_map(|instance| Failure::Reentrant { instance }),
     ]
 }
 
@@ -299,10 +300,15 @@ proptest! {
         target in ".{0,32}",
         method in ".{0,48}",
         args in proptest::collection::vec(any::<u8>(), 0..256),
+        hops in proptest::collection::vec((any::<u64>(), any::<u64>()), 0..8),
     ) {
-        let bytes = CallEncoder::new(seq, &target, &method, &args).encode().unwrap();
+        let chain: Vec<frame::Hop> = hops
+            .into_iter()
+            .map(|(runtime, instance)| frame::Hop { runtime, instance })
+            .collect();
+        let bytes = CallEncoder::new(seq, &target, &method, &args).chain(&chain).encode().unwrap();
         let decoded = frame::decode(&bytes).unwrap();
-        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args };
+        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args, chain };
         prop_assert_eq!(decoded, Message::Call(expected));
         prop_assert_eq!(frame::decode_seq(&bytes).unwrap(), Seq(seq));
     }
@@ -351,4 +357,52 @@ proptest! {
         let _ = frame::decode(&bytes);
         let _ = frame::decode_seq(&bytes);
     }
+}
+
+#[test]
+fn a_chain_is_bounded_and_made_of_pairs() {
+    let hop = frame::Hop {
+        runtime: 1,
+        instance: 2,
+    };
+    let longest = vec![hop; frame::CHAIN_HOPS_MAX];
+    let bytes = CallEncoder::new(1, "t", "m", &[0x20, 0, 0, 0, 0])
+        .chain(&longest)
+        .encode()
+        .unwrap();
+    let Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(call.chain, longest);
+    let too_long = vec![hop; frame::CHAIN_HOPS_MAX + 1];
+    let refused = CallEncoder::new(1, "t", "m", &[]).chain(&too_long).encode();
+    assert_eq!(refused, Err(Error::TooManyElements { elements_max: 64 }));
+
+    // A hand-made chain of three u64s (an odd count) is refused on decode.
+    let mut encoder = neopack::Encoder::new();
+    encoder.variant_begin("Call").unwrap();
+    encoder.map_begin().unwrap();
+    encoder.variant_begin("seq").unwrap();
+    encoder.u64(1).unwrap();
+    encoder.variant_end().unwrap();
+    for (key, value) in [("target", "t"), ("method", "m")] {
+        encoder.variant_begin(key).unwrap();
+        encoder.str(value).unwrap();
+        encoder.variant_end().unwrap();
+    }
+    encoder.variant_begin("args").unwrap();
+    encoder.list_begin().unwrap();
+    encoder.list_end().unwrap();
+    encoder.variant_end().unwrap();
+    encoder.variant_begin("chain").unwrap();
+    encoder.list_begin().unwrap();
+    for value in [1u64, 2, 3] {
+        encoder.u64(value).unwrap();
+    }
+    encoder.list_end().unwrap();
+    encoder.variant_end().unwrap();
+    encoder.map_end().unwrap();
+    encoder.variant_end().unwrap();
+    let odd = encoder.into_bytes().unwrap();
+    assert_eq!(frame::decode(&odd), Err(Error::Truncated));
 }
