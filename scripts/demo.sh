@@ -28,9 +28,15 @@ fail() { printf 'demo: FAILED: %s\n' "$*" >&2; exit 1; }
 say "building the guest apps (installs the wasm toolchain on first use)"
 bash scripts/build_apps.sh
 
-say "building the exorun CLI"
-cargo build --locked -p exorun-cli
-EXORUN="$ROOT/target/debug/exorun"
+# EXORUN_BIN: a binary just built by the caller (the test script passes the one `cargo test`
+# built, whose feature set differs from a plain `cargo build` and would rebuild wasmtime).
+if [ -n "${EXORUN_BIN:-}" ]; then
+    EXORUN="$EXORUN_BIN"
+else
+    say "building the exorun CLI"
+    cargo build --locked -p exorun-cli
+    EXORUN="$ROOT/target/debug/exorun"
+fi
 
 say "inspecting math-consumer"
 "$EXORUN" inspect fixtures/math-consumer.wasm

@@ -32,4 +32,6 @@ step "layering"
 bash scripts/check_layers.sh
 
 step "demo (the README's first command)"
-bash scripts/demo.sh
+# The exorun binary `cargo test` just built for the CLI tests; building it again with plain
+# `cargo build` would use another feature set and recompile wasmtime.
+EXORUN_BIN="$PWD/target/debug/exorun" bash scripts/demo.sh
