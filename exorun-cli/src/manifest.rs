@@ -83,6 +83,9 @@ pub enum Problem {
     /// `store` on a link other than the kv system.
     #[error("`store` applies only to `system = \"kv\"`")]
     StrayStore,
+    /// WASI settings on an instance that links nothing to the WASI system (they would be lost).
+    #[error("WASI settings are given but no import is linked to `system = \"wasi\"`")]
+    UnusedWasi,
     /// `wasi:*` linked to something other than the WASI system.
     #[error("`wasi:*` can only be linked to `system = \"wasi\"`")]
     WildcardNotWasi,
@@ -297,11 +300,17 @@ fn check_instance(
             Err(problem) => problems.push((link_key, problem)),
         }
     }
+    let wasi = check_wasi(base, key, &instance.wasi, problems);
+    let configured = !(wasi.env.is_empty() && wasi.args.is_empty() && wasi.preopens.is_empty())
+        || instance.wasi.stdio.is_some();
+    if configured && !links.values().any(|link| *link == Link::Wasi) {
+        problems.push((format!("{key}.wasi"), Problem::UnusedWasi));
+    }
     Instance {
         app: instance.app.clone(),
         export: instance.export,
         limits,
-        wasi: check_wasi(base, key, &instance.wasi, problems),
+        wasi,
         links,
     }
 }

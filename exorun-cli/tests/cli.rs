@@ -225,6 +225,10 @@ links = { "exorun:test/math" = { remote = "tcp://h:1" } }
 [instances.f]
 app = "consumer"
 links = { "wasi:*" = { system = "logging" } }
+[instances.g]
+app = "consumer"
+wasi = { env = { GREETING = "lost" } }
+links = { "exorun:test/math" = { local = "b" } }
 "#,
     );
     assert_eq!(
@@ -238,7 +242,9 @@ links = { "wasi:*" = { system = "logging" } }
          exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
          instance's name on the peer\n\
          exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
-         \"wasi\"`\n"
+         \"wasi\"`\n\
+         exorun: M: instances.g.wasi: WASI settings are given but no import is linked to \
+         `system = \"wasi\"`\n"
     );
 }
 
