@@ -61,11 +61,12 @@ pub struct Composition {
     pub exports: Arc<Exports>,
 }
 
-/// Shared providers: one logging system, one kv system per store name, one client per address.
+/// Shared providers: one logging system, one kv system per store name, one client (connection)
+/// per address and timeout.
 struct Providers {
     logging: Arc<dyn SystemComponent>,
     stores: BTreeMap<String, Arc<dyn SystemComponent>>,
-    clients: BTreeMap<String, Arc<Client>>,
+    clients: BTreeMap<(String, std::time::Duration), Arc<Client>>,
 }
 
 impl Providers {
@@ -89,10 +90,19 @@ impl Providers {
                 app: app_of(instance)?,
                 name: instance.clone(),
             },
-            Link::Remote { address, target } => {
-                let client = self.clients.entry(address.to_string()).or_insert_with(|| {
+            Link::Remote {
+                address,
+                target,
+                timeout,
+            } => {
+                let key = (address.to_string(), *timeout);
+                let client = self.clients.entry(key).or_insert_with(|| {
                     let lazy = net::Lazy::new(address.clone(), transport::MESSAGE_BYTES_MAX);
-                    Arc::new(Client::new(Arc::new(lazy), client::Config::default()))
+                    let config = client::Config {
+                        timeout: *timeout,
+                        ..client::Config::default()
+                    };
+                    Arc::new(Client::new(Arc::new(lazy), config))
                 });
                 Linkable::Remote {
                     client: Arc::clone(client),

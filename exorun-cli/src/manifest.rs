@@ -5,7 +5,7 @@
 //! consumer = "../fixtures/math-consumer.wasm"
 //!
 //! [peers]                                   # name -> address; `--peer NAME=ADDRESS` overrides
-//! provider = "tcp://127.0.0.1:47411"
+//! provider = "tcp://127.0.0.1:47411"         # or { address = "...", timeout_ms = 5000 }
 //!
 //! [instances.calc]
 //! app = "consumer"
@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use exorun_core::limits::Limits;
 use exorun_transport::net::Address;
@@ -154,7 +155,12 @@ pub enum Link {
     /// Another instance of this composition.
     Local { instance: String },
     /// An instance on another runtime.
-    Remote { address: Address, target: String },
+    Remote {
+        address: Address,
+        target: String,
+        /// How long one call may wait for its reply.
+        timeout: Duration,
+    },
 }
 
 #[derive(Deserialize)]
@@ -163,7 +169,7 @@ struct RawManifest {
     #[serde(default)]
     apps: BTreeMap<String, PathBuf>,
     #[serde(default)]
-    peers: BTreeMap<String, String>,
+    peers: BTreeMap<String, RawPeer>,
     #[serde(default)]
     instances: BTreeMap<String, RawInstance>,
 }
@@ -211,6 +217,38 @@ struct RawPreopen {
     writable: bool,
 }
 
+/// A peer: its address, or a table with the address and call settings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPeer {
+    Address(String),
+    Settings {
+        address: String,
+        timeout_ms: Option<u64>,
+    },
+}
+
+impl RawPeer {
+    fn address(&self) -> &str {
+        match self {
+            RawPeer::Address(address) | RawPeer::Settings { address, .. } => address,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        match self {
+            RawPeer::Settings {
+                timeout_ms: Some(ms),
+                ..
+            } => Duration::from_millis(*ms),
+            RawPeer::Address(_)
+            | RawPeer::Settings {
+                timeout_ms: None, ..
+            } => exorun_transport::client::TIMEOUT_DEFAULT,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
@@ -232,8 +270,16 @@ pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, E
         path: shown.clone(),
         message: error.message().to_owned(),
     })?;
-    raw.peers
-        .extend(peers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for (name, address) in peers {
+        let overridden = match raw.peers.remove(name) {
+            Some(RawPeer::Settings { timeout_ms, .. }) => RawPeer::Settings {
+                address: address.clone(),
+                timeout_ms,
+            },
+            Some(RawPeer::Address(_)) | None => RawPeer::Address(address.clone()),
+        };
+        raw.peers.insert(name.clone(), overridden);
+    }
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let mut problems = Vec::new();
     let mut instances = BTreeMap::new();
@@ -380,8 +426,14 @@ fn check_link(raw: &RawManifest, link: &RawLink) -> Result<Link, Problem> {
         });
     }
     let remote = link.remote.as_deref().unwrap_or_default();
-    let address = raw.peers.get(remote).map_or(remote, String::as_str);
+    let peer = raw.peers.get(remote);
+    let address = peer.map_or(remote, RawPeer::address);
     let address = Address::parse(address).map_err(Problem::BadAddress)?;
     let target = link.target.clone().ok_or(Problem::MissingTarget)?;
-    Ok(Link::Remote { address, target })
+    let timeout = peer.map_or(exorun_transport::client::TIMEOUT_DEFAULT, RawPeer::timeout);
+    Ok(Link::Remote {
+        address,
+        target,
+        timeout,
+    })
 }

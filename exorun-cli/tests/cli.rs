@@ -379,3 +379,33 @@ limits = { fuel_per_call = 1500000000 }
         "exorun: stopping: letting calls in flight finish\nexorun: stopped\n"
     );
 }
+
+#[test]
+fn a_peer_that_never_answers_times_out_as_configured() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || silent.accept().map(|(connection, _)| connection));
+    let path = manifest(
+        "silent",
+        &r#"
+[apps]
+consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+quiet = { address = "ADDRESS", timeout_ms = 300 }
+[instances.calc]
+app = "consumer"
+links = { "exorun:test/math" = { remote = "quiet", target = "math" } }
+"#
+        .replace("ADDRESS", &address),
+    );
+    let started = Instant::now();
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "exorun: calc.exorun:test/runnable#run: remote call exorun:test/math#add on `math`: no \
+         reply within 300 ms\n"
+    );
+    drop(held.join().unwrap());
+}
