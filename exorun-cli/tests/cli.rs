@@ -112,7 +112,12 @@ struct Server {
 
 impl Server {
     fn start(manifest: &Path, listen: &str) -> Self {
+        Self::start_logging(manifest, listen, "warn")
+    }
+
+    fn start_logging(manifest: &Path, listen: &str, filter: &str) -> Self {
         let mut child = exorun()
+            .env("RUST_LOG", filter)
             .args(["serve", manifest.to_str().unwrap(), "--listen", listen])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -340,43 +345,64 @@ export = true
 limits = { fuel_per_call = 1500000000 }
 "#,
     );
-    let server = Server::start(&path, "tcp://127.0.0.1:0");
+    let mut server =
+        Server::start_logging(&path, "tcp://127.0.0.1:0", "exorun_transport::serve=debug");
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (reply, stopped) = tokio.block_on(async {
-        let address = net::Address::parse(&server.address).unwrap();
+    let address = net::Address::parse(&server.address).unwrap();
+    let client = tokio.block_on(async {
         let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
             .await
             .unwrap();
-        let client = Arc::new(Client::new(connection, client::Config::default()));
+        Arc::new(Client::new(connection, client::Config::default()))
+    });
+    let call = tokio.spawn({
+        let client = Arc::clone(&client);
         let slab = neorpc::codec::encode(&[]).unwrap();
-        let started = Instant::now();
-        let call = tokio::spawn(async move {
+        async move {
             client
                 .call("math", "exorun:test/misbehave#spin", &slab)
                 .await
-        });
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let stopped = tokio::task::spawn_blocking(move || server.interrupt());
-        let reply = call.await.unwrap();
-        assert!(
-            started.elapsed() > Duration::from_millis(150),
-            "the call was in flight"
-        );
-        (reply, stopped.await.unwrap())
+        }
     });
+    // The server logs each call as it arrives: interrupt only once the call is in flight.
+    let mut stderr = BufReader::new(server.child.stderr.take().unwrap()).lines();
+    let arrived = stderr
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|line| line.contains("call received"));
+    assert!(arrived.is_some(), "the server never logged the call");
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reply = tokio.block_on(call).unwrap();
     assert_eq!(
         reply.unwrap_err(),
         client::Error::Remote(Failure::OutOfFuel),
         "the call in flight finished and was answered"
     );
-    let (status, stderr) = stopped;
-    assert!(status.success(), "{stderr}");
+    let rest: Vec<String> = stderr.map(Result::unwrap).collect();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("call served")),
+        "{rest:?}"
+    );
     assert_eq!(
-        stderr,
-        "exorun: stopping: letting calls in flight finish\nexorun: stopped\n"
+        rest.iter()
+            .filter(|line| line.starts_with("exorun: "))
+            .collect::<Vec<_>>(),
+        [
+            "exorun: stopping: letting calls in flight finish",
+            "exorun: stopped"
+        ]
     );
 }
 

@@ -126,7 +126,10 @@ async fn handle(
     message: Bytes,
 ) -> Result<(), Error> {
     match frame::decode(&message) {
-        Ok(frame::Message::Call(_)) => {}
+        Ok(frame::Message::Call(call)) => {
+            let (seq, target, method) = (call.seq.0, call.target, call.method);
+            tracing::debug!(seq, target, method, "call received");
+        }
         Ok(frame::Message::Reply(reply)) => {
             stats.skipped += 1;
             tracing::warn!(seq = reply.seq.0, "skipped a reply sent to a server");
@@ -169,7 +172,12 @@ async fn run_call(transport: &dyn Transport, dispatcher: &dyn Dispatcher, messag
     let Ok(frame::Message::Call(call)) = frame::decode(message) else {
         return;
     };
+    let started = std::time::Instant::now();
     let outcome = dispatcher.dispatch(&call).await;
+    let duration_us = started.elapsed().as_micros();
+    let (seq, target, method) = (call.seq.0, call.target, call.method);
+    let ok = outcome.is_ok();
+    tracing::debug!(seq, target, method, duration_us, ok, "call served");
     let reply = match &outcome {
         Ok(results) => frame::ReplyEncoder::ok(call.seq.0, results),
         Err(failure) => frame::ReplyEncoder::fail(call.seq.0, failure),

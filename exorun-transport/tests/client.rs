@@ -131,10 +131,6 @@ impl serve::Dispatcher for Scripted {
         Box::pin(async move {
             match method {
                 "echo" => Ok(args.to_vec()),
-                "slow" => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    Ok(args.to_vec())
-                }
                 "deny" => Err(Failure::DomainSpecific {
                     code: 403,
                     message: format!("{target} says no"),
@@ -195,13 +191,38 @@ async fn failure_reasons_arrive_intact() {
     assert_eq!(client.pending_len(), 0);
 }
 
+/// A dispatcher that holds each call until released, and says when a call has arrived.
+struct Gate {
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl serve::Dispatcher for Gate {
+    fn dispatch<'a>(
+        &'a self,
+        call: &'a frame::Call<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+        Box::pin(async move {
+            let released = self.release.notified();
+            self.arrived.notify_one();
+            released.await;
+            Ok(call.args.to_vec())
+        })
+    }
+}
+
 #[tokio::test]
 async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(Gate {
+        arrived: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let dispatcher: Arc<dyn serve::Dispatcher> = gate.clone();
     let server = tokio::spawn(serve::run_until(
         Arc::new(far),
-        Arc::new(Scripted),
+        dispatcher,
         serve::CALLS_IN_FLIGHT_MAX,
         async move {
             let _ = stopped.await;
@@ -210,10 +231,16 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
     let in_flight = tokio::spawn({
         let client = Arc::clone(&client);
-        async move { client.call("t", "slow", b"late").await }
+        async move { client.call("t", "held", b"late").await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    gate.arrived.notified().await;
     stop.send(()).unwrap();
+    tokio::task::yield_now().await;
+    assert!(
+        !server.is_finished(),
+        "the server waits for the call in flight"
+    );
+    gate.release.notify_one();
     assert_eq!(&in_flight.await.unwrap().unwrap()[..], b"late");
     let stats = server.await.unwrap().unwrap();
     assert_eq!(stats.calls, 1);
