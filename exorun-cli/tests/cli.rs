@@ -234,6 +234,13 @@ links = { "wasi:*" = { system = "logging" } }
 app = "consumer"
 wasi = { env = { GREETING = "lost" } }
 links = { "exorun:test/math" = { local = "b" } }
+[instances.h]
+app = "consumer"
+wasi = { stdio = "loud" }
+links = { "exorun:test/math" = { local = "b", system = "kv" }, "wasi:*" = { system = "wasi" } }
+[instances.i]
+app = "consumer"
+links = { "exorun:test/math" = { system = "logging", store = "s" } }
 "#,
     );
     assert_eq!(
@@ -249,7 +256,12 @@ links = { "exorun:test/math" = { local = "b" } }
          exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
          \"wasi\"`\n\
          exorun: M: instances.g.wasi: WASI settings are given but no import is linked to \
-         `system = \"wasi\"`\n"
+         `system = \"wasi\"`\n\
+         exorun: M: instances.h.links.\"exorun:test/math\": a link needs exactly one of \
+         `system`, `local` or `remote`\n\
+         exorun: M: instances.h.wasi.stdio: stdio must be \"inherit\" or \"closed\", not `loud`\n\
+         exorun: M: instances.i.links.\"exorun:test/math\": `store` applies only to `system = \
+         \"kv\"`\n"
     );
 }
 
@@ -434,4 +446,57 @@ links = { "exorun:test/math" = { remote = "quiet", target = "math" } }
          reply within 300 ms\n"
     );
     drop(held.join().unwrap());
+}
+
+#[test]
+fn an_instance_that_fails_to_start_is_named_with_its_cause() {
+    let path = manifest(
+        "tiny",
+        r#"
+[apps]
+provider = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "provider"
+limits = { memory_mib = 0 }
+"#,
+    );
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr).replace(&path.display().to_string(), "M");
+    assert!(
+        stderr.starts_with(
+            "exorun: M: instances.math: cannot instantiate `provider`: the guest ran out of \
+             memory: memory of "
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("exceeds the limit of 0\n"), "{stderr}");
+}
+
+#[test]
+fn invoke_names_an_unknown_instance_or_function() {
+    let local = examples().join("local.toml");
+    let local = local.to_str().unwrap();
+    let nobody = run(&[
+        "run",
+        local,
+        "--invoke",
+        "nobody.exorun:test/math#add(1, 2)",
+    ]);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert_eq!(
+        text(&nobody.stderr),
+        "exorun: --invoke: no instance `nobody`\n"
+    );
+    let nothing = run(&[
+        "run",
+        local,
+        "--invoke",
+        "provider.exorun:test/math#sub(1, 2)",
+    ]);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert_eq!(
+        text(&nothing.stderr),
+        "exorun: --invoke: `provider` exports no exorun:test/math#sub\n"
+    );
 }
