@@ -1,55 +1,32 @@
 //! The real `exorun` binary: `run` on the examples, `serve` + `run` across two processes over
-//! TCP and a Unix socket, `inspect`, every kind of manifest mistake, and a clean stop on SIGINT
-//! with a call in flight.
+//! TCP and a Unix socket, `inspect`, timeouts, and a clean stop on SIGINT with a call in flight
+//! (manifest mistakes: manifest.rs).
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
 
 use std::io::BufRead;
 use std::io::BufReader;
 use std::path::Path;
-use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
-use std::process::Output;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::examples;
+use common::exorun;
+use common::manifest;
+use common::run;
+use common::text;
 use exorun_core::fixtures;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::net;
 use exorun_transport::transport;
 use neorpc::error::Failure;
-
-fn exorun() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_exorun"));
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run(args: &[&str]) -> Output {
-    exorun().args(args).output().unwrap()
-}
-
-/// A scratch directory with `name.toml` holding `body`, where `{fixtures}` is the fixtures dir.
-fn manifest(name: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("exorun-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
-    let fixtures = fixtures::dir().display().to_string();
-    std::fs::write(&path, body.replace("{fixtures}", &fixtures)).unwrap();
-    path
-}
 
 #[test]
 fn run_prints_each_runnable_instance_of_the_local_example() {
@@ -195,155 +172,6 @@ fn an_unreachable_peer_fails_the_call_with_its_cause() {
     );
 }
 
-/// Runs `exorun run` on a manifest and returns its stderr, asserting exit code 1.
-fn refused(name: &str, body: &str) -> String {
-    let path = manifest(name, body);
-    let output = run(&["run", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
-    assert!(output.stdout.is_empty(), "nothing ran");
-    text(&output.stderr).replace(&path.display().to_string(), "M")
-}
-
-#[test]
-fn every_manifest_mistake_names_the_file_and_the_key() {
-    let all_at_once = refused(
-        "mistakes",
-        r#"
-[apps]
-consumer = "{fixtures}/math-consumer.wasm"
-[peers]
-far = "http://nowhere"
-[instances.a]
-app = "nope"
-[instances.b]
-app = "consumer"
-links = { "exorun:test/math" = { local = "ghost" } }
-[instances.c]
-app = "consumer"
-links = { "exorun:test/math" = { remote = "far", target = "math" } }
-[instances.d]
-app = "consumer"
-links = { "exorun:test/math" = { system = "clock" } }
-[instances.e]
-app = "consumer"
-links = { "exorun:test/math" = { remote = "tcp://h:1" } }
-[instances.f]
-app = "consumer"
-links = { "wasi:*" = { system = "logging" } }
-[instances.g]
-app = "consumer"
-wasi = { env = { GREETING = "lost" } }
-links = { "exorun:test/math" = { local = "b" } }
-[instances.h]
-app = "consumer"
-wasi = { stdio = "loud" }
-links = { "exorun:test/math" = { local = "b", system = "kv" }, "wasi:*" = { system = "wasi" } }
-[instances.i]
-app = "consumer"
-links = { "exorun:test/math" = { system = "logging", store = "s" } }
-"#,
-    );
-    assert_eq!(
-        all_at_once,
-        "exorun: M: instances.a.app: unknown app `nope`\n\
-         exorun: M: instances.b.links.\"exorun:test/math\": unknown instance `ghost`\n\
-         exorun: M: instances.c.links.\"exorun:test/math\": bad address `http://nowhere`: \
-         expected tcp://HOST:PORT or unix://PATH\n\
-         exorun: M: instances.d.links.\"exorun:test/math\": unknown system `clock` (known: \
-         wasi, logging, kv)\n\
-         exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
-         instance's name on the peer\n\
-         exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
-         \"wasi\"`\n\
-         exorun: M: instances.g.wasi: WASI settings are given but no import is linked to \
-         `system = \"wasi\"`\n\
-         exorun: M: instances.h.links.\"exorun:test/math\": a link needs exactly one of \
-         `system`, `local` or `remote`\n\
-         exorun: M: instances.h.wasi.stdio: stdio must be \"inherit\" or \"closed\", not `loud`\n\
-         exorun: M: instances.i.links.\"exorun:test/math\": `store` applies only to `system = \
-         \"kv\"`\n"
-    );
-}
-
-/// A provider of `exorun:test/math` whose `add` takes one parameter, as a binary component.
-fn odd_math() -> PathBuf {
-    let wat = r#"(component
-      (core module $m (func (export "add") (param i32) (result i32) local.get 0))
-      (core instance $i (instantiate $m))
-      (func $add (param "n" u32) (result u32) (canon lift (core func $i "add")))
-      (instance $math (export "add" (func $add)))
-      (export "exorun:test/math" (instance $math)))"#;
-    let path = std::env::temp_dir().join(format!("exorun-cli-{}-odd.wasm", std::process::id()));
-    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
-    path
-}
-
-#[test]
-fn contract_mistakes_are_found_before_anything_runs() {
-    let odd = odd_math();
-    let body = r#"
-[apps]
-consumer = "{fixtures}/math-consumer.wasm"
-odd = "ODD"
-counters = "{fixtures}/counter-consumer.wasm"
-broken = "{fixtures}/not-there.wasm"
-[instances.odd]
-app = "odd"
-[instances.unlinked]
-app = "consumer"
-[instances.mismatched]
-app = "consumer"
-links = { "exorun:test/math" = { local = "odd" } }
-[instances.handles]
-app = "counters"
-links = { "exorun:test/counters" = { remote = "tcp://127.0.0.1:1", target = "c" } }
-[instances.stray]
-app = "consumer"
-links = { "exorun:test/math" = { local = "odd" }, "exorun:test/extra" = { system = "kv" } }
-"#
-    .replace("ODD", odd.to_str().unwrap());
-    let stderr = refused("contracts", &body);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert!(
-        lines[0].starts_with("exorun: M: apps.broken: cannot read "),
-        "{stderr}"
-    );
-    assert_eq!(
-        &lines[1..],
-        [
-            "exorun: M: instances.handles.links.\"exorun:test/counters\": \
-             exorun:test/counters#[constructor]counter passes a resource, which cannot cross a \
-             remote link",
-            "exorun: M: instances.handles.links.\"exorun:test/counters\": \
-             exorun:test/counters#[method]counter.next passes a resource, which cannot cross a \
-             remote link",
-            "exorun: M: instances.mismatched.links.\"exorun:test/math\": exorun:test/math#add: \
-             the import expects func(a: u32, b: u32) -> u32, the provider has func(n: u32) -> u32",
-            "exorun: M: instances.stray.links.\"exorun:test/math\": exorun:test/math#add: the \
-             import expects func(a: u32, b: u32) -> u32, the provider has func(n: u32) -> u32",
-            "exorun: M: instances.stray.links.\"exorun:test/extra\": exorun:test/extra is linked \
-             but the app does not import it",
-            "exorun: M: instances.unlinked.links: import exorun:test/math is not linked",
-        ]
-    );
-}
-
-#[test]
-fn unreadable_and_malformed_manifests_are_refused() {
-    let missing = run(&["run", "/nonexistent/manifest.toml"]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(
-        text(&missing.stderr).starts_with("exorun: /nonexistent/manifest.toml: cannot read: "),
-        "{}",
-        text(&missing.stderr)
-    );
-    let typo = refused("typo", "[instances.a]\napp = \"x\"\nexprot = true\n");
-    assert!(
-        typo.starts_with("exorun: M: unknown field `exprot`"),
-        "{typo}"
-    );
-}
-
 #[test]
 fn serve_stops_cleanly_on_sigint_with_a_call_in_flight() {
     let path = manifest(
@@ -446,31 +274,6 @@ links = { "exorun:test/math" = { remote = "quiet", target = "math" } }
          reply within 300 ms\n"
     );
     drop(held.join().unwrap());
-}
-
-#[test]
-fn an_instance_that_fails_to_start_is_named_with_its_cause() {
-    let path = manifest(
-        "tiny",
-        r#"
-[apps]
-provider = "{fixtures}/math-provider.wasm"
-[instances.math]
-app = "provider"
-limits = { memory_mib = 0 }
-"#,
-    );
-    let output = run(&["run", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr).replace(&path.display().to_string(), "M");
-    assert!(
-        stderr.starts_with(
-            "exorun: M: instances.math: cannot instantiate `provider`: the guest ran out of \
-             memory: memory of "
-        ),
-        "{stderr}"
-    );
-    assert!(stderr.ends_with("exceeds the limit of 0\n"), "{stderr}");
 }
 
 #[test]

@@ -1,0 +1,56 @@
+//! Helpers shared by the CLI suites: the real binary, the examples, scratch manifests.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+#![allow(
+    dead_code,
+    reason = "each suite uses a different subset of the helpers"
+)]
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+use std::process::Output;
+
+use exorun_core::fixtures;
+
+/// The real binary, logging at `warn`.
+pub fn exorun() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_exorun"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// The repository's `examples/` directory.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the binary to completion.
+pub fn run(args: &[&str]) -> Output {
+    exorun().args(args).output().unwrap()
+}
+
+/// A scratch directory with `name.toml` holding `body`, where `{fixtures}` is the fixtures dir.
+pub fn manifest(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("exorun-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    let fixtures = fixtures::dir().display().to_string();
+    std::fs::write(&path, body.replace("{fixtures}", &fixtures)).unwrap();
+    path
+}
+
+/// Runs `exorun run` on a manifest and returns its stderr (the manifest's path shown as `M`),
+/// asserting exit code 1 and that nothing ran.
+pub fn refused(name: &str, body: &str) -> String {
+    let path = manifest(name, body);
+    let output = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    assert!(output.stdout.is_empty(), "nothing ran");
+    text(&output.stderr).replace(&path.display().to_string(), "M")
+}

@@ -1,0 +1,211 @@
+//! Boundary tests of the serving loop: failure reasons arrive intact, malformed calls are
+//! answered or skipped, a graceful stop lets the call in flight finish, and a lazy transport
+//! reaches a server once it is up.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+use std::sync::Arc;
+
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::memory;
+use exorun_transport::net;
+use exorun_transport::serve;
+use exorun_transport::transport;
+use exorun_transport::transport::BoxFuture;
+use exorun_transport::transport::Transport;
+use neorpc::error::Failure;
+use neorpc::frame;
+
+/// A dispatcher that answers by method name.
+struct Scripted;
+
+impl serve::Dispatcher for Scripted {
+    fn dispatch<'a>(
+        &'a self,
+        call: &'a frame::Call<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+        let (target, method, args) = (call.target, call.method, call.args);
+        Box::pin(async move {
+            match method {
+                "echo" => Ok(args.to_vec()),
+                "deny" => Err(Failure::DomainSpecific {
+                    code: 403,
+                    message: format!("{target} says no"),
+                }),
+                "trap" => Err(Failure::AppTrapped {
+                    message: "unreachable".into(),
+                }),
+                _ => Err(Failure::MethodNotFound {
+                    method: method.to_owned(),
+                }),
+            }
+        })
+    }
+}
+
+fn served_pair() -> (
+    Arc<Client>,
+    tokio::task::JoinHandle<Result<serve::Stats, serve::Error>>,
+) {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let server = tokio::spawn(serve::serve(
+        Arc::new(far),
+        Arc::new(Scripted),
+        serve::CALLS_IN_FLIGHT_MAX,
+    ));
+    (
+        Arc::new(Client::new(Arc::new(near), client::Config::default())),
+        server,
+    )
+}
+
+#[tokio::test]
+async fn failure_reasons_arrive_intact() {
+    let (client, _server) = served_pair();
+    assert_eq!(&client.call("t", "echo", b"hi").await.unwrap()[..], b"hi");
+    let denied = client.call("vault", "deny", b"").await.unwrap_err();
+    assert_eq!(
+        denied,
+        client::Error::Remote(Failure::DomainSpecific {
+            code: 403,
+            message: "vault says no".into()
+        })
+    );
+    let trapped = client.call("t", "trap", b"").await.unwrap_err();
+    assert_eq!(
+        trapped,
+        client::Error::Remote(Failure::AppTrapped {
+            message: "unreachable".into()
+        })
+    );
+    let missing = client.call("t", "nope", b"").await.unwrap_err();
+    assert_eq!(
+        missing,
+        client::Error::Remote(Failure::MethodNotFound {
+            method: "nope".into()
+        })
+    );
+    assert_eq!(client.pending_len(), 0);
+}
+
+/// A dispatcher that holds each call until released, and says when a call has arrived.
+struct Gate {
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl serve::Dispatcher for Gate {
+    fn dispatch<'a>(
+        &'a self,
+        call: &'a frame::Call<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+        Box::pin(async move {
+            let released = self.release.notified();
+            self.arrived.notify_one();
+            released.await;
+            Ok(call.args.to_vec())
+        })
+    }
+}
+
+#[tokio::test]
+async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
+    let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(Gate {
+        arrived: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let dispatcher: Arc<dyn serve::Dispatcher> = gate.clone();
+    let server = tokio::spawn(serve::run_until(
+        Arc::new(far),
+        dispatcher,
+        serve::CALLS_IN_FLIGHT_MAX,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
+    let in_flight = tokio::spawn({
+        let client = Arc::clone(&client);
+        async move { client.call("t", "held", b"late").await }
+    });
+    gate.arrived.notified().await;
+    stop.send(()).unwrap();
+    tokio::task::yield_now().await;
+    assert!(
+        !server.is_finished(),
+        "the server waits for the call in flight"
+    );
+    gate.release.notify_one();
+    assert_eq!(&in_flight.await.unwrap().unwrap()[..], b"late");
+    let stats = server.await.unwrap().unwrap();
+    assert_eq!(stats.calls, 1);
+    let after = client.call("t", "echo", b"x").await.unwrap_err();
+    assert_eq!(after, client::Error::PeerClosed);
+}
+
+#[tokio::test]
+async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
+    let (near, far) = memory::pair(16);
+    let server = tokio::spawn(serve::serve(Arc::new(far), Arc::new(Scripted), 4));
+    // A call frame with a readable seq but no method: a protocol-violation reply for seq 5.
+    let mut broken = frame::CallEncoder::new(5, "t", "echo", b"")
+        .encode()
+        .unwrap();
+    let method_entry = broken.windows(6).position(|w| w == b"method").unwrap();
+    broken[method_entry] = b'M';
+    near.send(&broken).await.unwrap();
+    let reply = near.recv().await.unwrap().unwrap();
+    let frame::Message::Reply(reply) = frame::decode(&reply).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.seq, frame::Seq(5));
+    let Err(Failure::ProtocolViolation { message }) = reply.outcome else {
+        panic!("{:?}", reply.outcome)
+    };
+    assert!(message.contains("method"), "{message}");
+    // An unknown kind is skipped, then garbage without a sequence number closes the connection.
+    let mut ping = frame::CallEncoder::new(6, "t", "echo", b"")
+        .encode()
+        .unwrap();
+    ping[10..14].copy_from_slice(b"Ping");
+    near.send(&ping).await.unwrap();
+    near.send(&[0xFF, 0x00]).await.unwrap();
+    let ended = server.await.unwrap();
+    assert_eq!(
+        ended,
+        Err(serve::Error::Malformed(neorpc::error::Error::BadTag {
+            byte: 0xFF
+        }))
+    );
+    assert_eq!(near.recv().await, Ok(None), "the server closed its side");
+}
+
+#[tokio::test]
+async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal() {
+    let probe = net::Listener::bind(&net::Address::parse("tcp://127.0.0.1:0").unwrap())
+        .await
+        .unwrap();
+    let address = probe.local_address().unwrap();
+    drop(probe);
+    let lazy = Arc::new(net::Lazy::new(
+        address.clone(),
+        transport::MESSAGE_BYTES_MAX,
+    ));
+    let client = Client::new(lazy.clone(), client::Config::default());
+    assert!(!lazy.is_connected(), "creating the client touched nothing");
+    let refused = client.call("t", "echo", b"x").await.unwrap_err();
+    let client::Error::Transport(transport::Error::Io { kind, .. }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(kind, std::io::ErrorKind::ConnectionRefused);
+    let listener = net::Listener::bind(&address).await.unwrap();
+    tokio::spawn(async move {
+        let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
+        serve::serve(connection, Arc::new(Scripted), serve::CALLS_IN_FLIGHT_MAX).await
+    });
+    assert_eq!(&client.call("t", "echo", b"up").await.unwrap()[..], b"up");
+    assert!(lazy.is_connected());
+}
