@@ -66,6 +66,9 @@ fn lines(path: &str, problems: &[(String, Problem)]) -> String {
 /// One wrong value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
+    /// An instance name that `--invoke` and remote callers could not address.
+    #[error("instance names may not be empty or contain `.`, `#`, `(` or whitespace")]
+    BadInstanceName,
     /// An instance names an app the manifest does not list.
     #[error("unknown app `{app}`")]
     UnknownApp { app: String },
@@ -285,6 +288,10 @@ pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, E
     let mut instances = BTreeMap::new();
     for (name, instance) in &raw.instances {
         let key = format!("instances.{name}");
+        let unaddressable = |c: char| matches!(c, '.' | '#' | '(') || c.is_whitespace();
+        if name.is_empty() || name.contains(unaddressable) {
+            problems.push((key.clone(), Problem::BadInstanceName));
+        }
         let checked = check_instance(&raw, base, &key, instance, &mut problems);
         instances.insert(name.clone(), checked);
     }

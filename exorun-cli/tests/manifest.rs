@@ -49,6 +49,9 @@ links = { "exorun:test/math" = { local = "b", system = "kv" }, "wasi:*" = { syst
 [instances.i]
 app = "consumer"
 links = { "exorun:test/math" = { system = "logging", store = "s" } }
+[instances."j.k"]
+app = "consumer"
+links = { "exorun:test/math" = { local = "b" } }
 "#,
     );
     assert_eq!(
@@ -69,7 +72,9 @@ links = { "exorun:test/math" = { system = "logging", store = "s" } }
          `system`, `local` or `remote`\n\
          exorun: M: instances.h.wasi.stdio: stdio must be \"inherit\" or \"closed\", not `loud`\n\
          exorun: M: instances.i.links.\"exorun:test/math\": `store` applies only to `system = \
-         \"kv\"`\n"
+         \"kv\"`\n\
+         exorun: M: instances.j.k: instance names may not be empty or contain `.`, `#`, `(` or \
+         whitespace\n"
     );
 }
 
