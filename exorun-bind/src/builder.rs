@@ -178,8 +178,9 @@ impl InstanceBuilder {
             Linkable::Local(target) => local(target.ledger()),
             Linkable::Named { app, .. } => match self.runtime.app(*app) {
                 Ok(provider) => local(&provider.ledger),
-                Err(_) => vec![ledger::Error::InterfaceNotFound {
+                Err(_) => vec![ledger::Error::UnknownProvider {
                     interface: import.name.clone(),
+                    provider: format!("app #{}", app.0),
                 }],
             },
             Linkable::Remote { .. } => ledger::check(import, Some(import), ledger::Link::Remote),

@@ -145,6 +145,7 @@ fn problem_key(name: &str, problem: &ledger::Error) -> String {
         | ledger::Error::SignatureMismatch { interface, .. }
         | ledger::Error::UnsupportedAcrossRemote { interface, .. }
         | ledger::Error::UnsupportedAcrossStores { interface, .. }
+        | ledger::Error::UnknownProvider { interface, .. }
         | ledger::Error::NotImported { interface } => interface,
     };
     format!("instances.{name}.links.\"{interface}\"")

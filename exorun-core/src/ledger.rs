@@ -52,6 +52,9 @@ pub enum Error {
     /// An import that nothing provides.
     #[error("import {interface} is not linked")]
     Unlinked { interface: String },
+    /// The link names a provider (an app) that is not registered.
+    #[error("{interface} is linked to `{provider}`, which is not registered")]
+    UnknownProvider { interface: String, provider: String },
     /// A link for an interface the app does not import (a typo, or the wrong app).
     #[error("{interface} is linked but the app does not import it")]
     NotImported { interface: String },
