@@ -27,7 +27,6 @@ use neorpc::codec;
 use neorpc::error::Failure;
 use neorpc::frame;
 use tokio::task::JoinSet;
-use wasmtime::component::Type;
 use wasmtime::component::Val;
 
 /// The instances of a runtime that remote callers may reach.
@@ -86,9 +85,9 @@ impl Exports {
             .get(interface)
             .and_then(|exported| exported.functions.get(function))
             .ok_or_else(method_not_found)?;
-        let types: Vec<Type> = signature.params.iter().map(|(_, ty)| ty.clone()).collect();
+        let types = signature.params.iter().map(|(_, ty)| ty);
         let limits = codec::Limits::default();
-        let params = codec::decode_args(call.args, &types, &limits).map_err(bad_arguments)?;
+        let params = codec::decode_args(call.args, types, &limits).map_err(bad_arguments)?;
         let mut results = vec![Val::Bool(false); signature.results.len()];
         let work = handle.call(interface, function, &params, &mut results);
         let called = instance::within_chain(call.chain.clone(), work).await;
