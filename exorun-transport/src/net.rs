@@ -140,8 +140,12 @@ impl Transport for Lazy {
             if self.closed.load(Ordering::Acquire) {
                 return Err(transport::Error::Closed);
             }
+            if let Some(connection) = self.connection.get() {
+                return connection.send(message).await;
+            }
             let connect = || connect(&self.address, self.message_bytes_max);
             let connection = self.connection.get_or_try_init(connect).await?;
+            // Only the first sends get here; later ones take the branch above.
             self.connected.notify_waiters();
             connection.send(message).await
         })
