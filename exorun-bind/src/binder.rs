@@ -202,27 +202,23 @@ impl Forward for NamedFunction {
         params: &'a [Val],
         results: &'a mut [Val],
     ) -> BoxFuture<'a, Result<(), instance::Error>> {
-        Box::pin(self.call(params, results))
-    }
-}
-
-impl NamedFunction {
-    async fn call(&self, params: &[Val], results: &mut [Val]) -> Result<(), instance::Error> {
-        let found = self.runtime.instance_named(&self.name);
-        let target = found.map_err(|error| instance::Error::Host {
-            message: format!("local link `{}`: {error}", self.name),
-        })?;
-        if !std::ptr::eq(target.ledger(), self.provider.as_ref()) {
-            return Err(instance::Error::Host {
-                message: format!(
-                    "local link `{}`: the instance now registered under that name runs another app",
-                    self.name
-                ),
-            });
-        }
-        target
-            .call(&self.interface, &self.function, params, results)
-            .await
+        Box::pin(async move {
+            let found = self.runtime.instance_named(&self.name);
+            let target = found.map_err(|error| instance::Error::Host {
+                message: format!("local link `{}`: {error}", self.name),
+            })?;
+            if !std::ptr::eq(target.ledger(), self.provider.as_ref()) {
+                return Err(instance::Error::Host {
+                    message: format!(
+                        "local link `{}`: the instance now registered under that name runs another app",
+                        self.name
+                    ),
+                });
+            }
+            target
+                .call(&self.interface, &self.function, params, results)
+                .await
+        })
     }
 }
 
@@ -240,26 +236,24 @@ impl Forward for RemoteFunction {
         params: &'a [Val],
         results: &'a mut [Val],
     ) -> BoxFuture<'a, Result<(), instance::Error>> {
-        Box::pin(self.call(params, results))
+        Box::pin(async move {
+            let limits = codec::Limits::default();
+            let write_args =
+                |encoder: &mut neorpc::frame::Encoder| codec::encode_into(encoder, params, &limits);
+            let timeout = self.client.timeout();
+            let chain = instance::current_chain();
+            let called = self
+                .client
+                .call_with(&self.target, &self.method, timeout, &chain, write_args)
+                .await;
+            let slab = called.map_err(|error| self.error(error))?;
+            let decoded = codec::decode_into(&slab, &self.results, results, &limits);
+            decoded.map_err(|error| self.error(error.into()))
+        })
     }
 }
 
 impl RemoteFunction {
-    async fn call(&self, params: &[Val], results: &mut [Val]) -> Result<(), instance::Error> {
-        let limits = codec::Limits::default();
-        let write_args =
-            |encoder: &mut neorpc::frame::Encoder| codec::encode_into(encoder, params, &limits);
-        let timeout = self.client.timeout();
-        let chain = instance::current_chain();
-        let called = self
-            .client
-            .call_with(&self.target, &self.method, timeout, &chain, write_args)
-            .await;
-        let slab = called.map_err(|error| self.error(error))?;
-        let decoded = codec::decode_into(&slab, &self.results, results, &limits);
-        decoded.map_err(|error| self.error(error.into()))
-    }
-
     fn error(&self, error: exorun_transport::client::Error) -> instance::Error {
         instance::Error::Remote {
             target: self.target.clone(),
@@ -280,9 +274,9 @@ pub fn link_remote_interface(
     target: &str,
 ) -> Result<(), Error> {
     let import = imported(ledger, interface)?;
-    // The remote side's exports are not known here; the import is its own contract, so this
-    // checks what can cross the wire. The server checks arguments against its real signature.
-    contract(import, Some(import), ledger::Link::Remote)?;
+    // The remote side's exports are not known here, so this checks what can cross the wire;
+    // the server checks arguments against its real signature.
+    refuse(&import.name, ledger::crossing(import, ledger::Link::Remote))?;
     let forwards = import.functions.iter().map(|(function, signature)| {
         let remote: Arc<dyn Forward> = Arc::new(RemoteFunction {
             client: Arc::clone(client),
@@ -309,12 +303,15 @@ fn contract(
     provided: Option<&Interface>,
     link: ledger::Link,
 ) -> Result<(), Error> {
-    let problems = ledger::check(import, provided, link);
+    refuse(&import.name, ledger::check(import, provided, link))
+}
+
+fn refuse(interface: &str, problems: Vec<ledger::Error>) -> Result<(), Error> {
     if problems.is_empty() {
         return Ok(());
     }
     Err(Error::Contract {
-        interface: import.name.clone(),
+        interface: interface.to_owned(),
         problems,
     })
 }

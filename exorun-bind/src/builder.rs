@@ -183,7 +183,7 @@ impl InstanceBuilder {
                     provider: format!("app #{}", app.0),
                 }],
             },
-            Linkable::Remote { .. } => ledger::check(import, Some(import), ledger::Link::Remote),
+            Linkable::Remote { .. } => ledger::crossing(import, ledger::Link::Remote),
         }
     }
 

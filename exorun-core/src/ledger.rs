@@ -137,6 +137,38 @@ pub fn check(import: &Interface, provider: Option<&Interface>, link: Link) -> Ve
     problems
 }
 
+/// The handle-passing functions of `import`, which cannot cross `link`. This is all a remote
+/// link can check before a call: the peer's exports are not known here.
+pub fn crossing(import: &Interface, link: Link) -> Vec<Error> {
+    let barriers = import.functions.iter();
+    barriers
+        .filter_map(|(function, wanted)| barrier(&import.name, function, wanted, link))
+        .collect()
+}
+
+/// The first handle kind in `wanted`, as the error `link` gives it.
+fn barrier(interface: &str, function: &str, wanted: &Signature, link: Link) -> Option<Error> {
+    let kind = wanted
+        .params
+        .iter()
+        .map(|(_, ty)| ty)
+        .chain(&wanted.results)
+        .find_map(remote_barrier)?;
+    let (interface, function) = (interface.to_owned(), function.to_owned());
+    Some(match link {
+        Link::Local => Error::UnsupportedAcrossStores {
+            interface,
+            function,
+            kind,
+        },
+        Link::Remote => Error::UnsupportedAcrossRemote {
+            interface,
+            function,
+            kind,
+        },
+    })
+}
+
 fn check_function(
     interface: &str,
     function: &str,
@@ -144,26 +176,8 @@ fn check_function(
     found: Option<&Signature>,
     link: Link,
 ) -> Option<Error> {
-    let barrier = wanted
-        .params
-        .iter()
-        .map(|(_, ty)| ty)
-        .chain(&wanted.results)
-        .find_map(remote_barrier);
-    if let Some(kind) = barrier {
-        let (interface, function) = (interface.to_owned(), function.to_owned());
-        return Some(match link {
-            Link::Local => Error::UnsupportedAcrossStores {
-                interface,
-                function,
-                kind,
-            },
-            Link::Remote => Error::UnsupportedAcrossRemote {
-                interface,
-                function,
-                kind,
-            },
-        });
+    if let Some(problem) = barrier(interface, function, wanted, link) {
+        return Some(problem);
     }
     let Some(found) = found else {
         return Some(Error::MethodNotFound {
