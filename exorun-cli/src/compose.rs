@@ -155,18 +155,7 @@ fn problem_key(name: &str, problem: &ledger::Error) -> String {
 pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let runtime = Runtime::new()?;
     let mut problems = Vec::new();
-    let mut apps = BTreeMap::new();
-    for (name, path) in &manifest.apps {
-        match runtime.add_app_file(name, path) {
-            Ok(id) => {
-                apps.insert(name.clone(), id);
-            }
-            Err(error) => {
-                let message = error.to_string();
-                problems.push((format!("apps.{name}"), Problem::Component { message }));
-            }
-        }
-    }
+    let apps = compile_apps(&runtime, &manifest, &mut problems);
     let app_of = |instance: &str| {
         let app = &manifest.instances.get(instance)?.app;
         apps.get(app).copied()
@@ -181,29 +170,15 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let Some(app) = apps.get(&instance.app) else {
             continue; // an unknown or broken app is already reported
         };
-        let wasi: Arc<dyn SystemComponent> = Arc::new(wasi_system(&instance.wasi));
-        let mut builder = InstanceBuilder::new(&runtime, *app)
-            .map_err(|source| instantiate_error(&manifest, name, source))?
-            .name(name)
-            .limits(instance.limits);
-        for (interface, link) in &instance.links {
-            if interface == manifest::WASI_WILDCARD {
-                continue;
-            }
-            let Some(linkable) = providers.linkable(link, &wasi, app_of) else {
-                continue; // the target's app is already reported
-            };
-            builder = builder.link(interface, linkable);
-        }
-        if instance.links.contains_key(manifest::WASI_WILDCARD) {
-            builder = builder.system(&wasi);
-        }
+        let builder = InstanceBuilder::new(&runtime, *app)
+            .map_err(|source| instantiate_error(&manifest, name, source))?;
+        let builder = link_all(builder, name, instance, &mut providers, app_of);
         let found = builder.check();
-        problems.extend(
-            found
-                .into_iter()
-                .map(|problem| (problem_key(name, &problem), Problem::Contract(problem))),
-        );
+        let keyed = found.into_iter().map(|problem| {
+            let key = problem_key(name, &problem);
+            (key, Problem::Contract(problem))
+        });
+        problems.extend(keyed);
         builders.push((name.clone(), builder, instance.export));
     }
     if !problems.is_empty() {
@@ -221,6 +196,53 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         instances.insert(name, handle);
     }
     Ok(Composition { instances, exports })
+}
+
+/// Compiles every app; a broken one is a problem at its key.
+fn compile_apps(
+    runtime: &Runtime,
+    manifest: &Manifest,
+    problems: &mut Vec<(String, Problem)>,
+) -> BTreeMap<String, AppId> {
+    let mut apps = BTreeMap::new();
+    for (name, path) in &manifest.apps {
+        match runtime.add_app_file(name, path) {
+            Ok(id) => {
+                apps.insert(name.clone(), id);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                problems.push((format!("apps.{name}"), Problem::Component { message }));
+            }
+        }
+    }
+    apps
+}
+
+/// Names the instance, sets its limits and links each import as the manifest says (`wasi:*`
+/// last, so it fills only what is not linked otherwise).
+fn link_all(
+    mut builder: InstanceBuilder,
+    name: &str,
+    instance: &manifest::Instance,
+    providers: &mut Providers,
+    app_of: impl Fn(&str) -> Option<AppId> + Copy,
+) -> InstanceBuilder {
+    builder = builder.name(name).limits(instance.limits);
+    let wasi: Arc<dyn SystemComponent> = Arc::new(wasi_system(&instance.wasi));
+    for (interface, link) in &instance.links {
+        if interface == manifest::WASI_WILDCARD {
+            continue;
+        }
+        let Some(linkable) = providers.linkable(link, &wasi, app_of) else {
+            continue; // the target's app is already reported
+        };
+        builder = builder.link(interface, linkable);
+    }
+    if instance.links.contains_key(manifest::WASI_WILDCARD) {
+        builder = builder.system(&wasi);
+    }
+    builder
 }
 
 fn instantiate_error(manifest: &Manifest, instance: &str, source: builder::Error) -> Error {
