@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use bytes::Bytes;
+use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::memory;
@@ -15,7 +17,7 @@ use exorun_transport::net;
 use exorun_transport::serve;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use neorpc::frame;
 
 /// Calls per configuration: enough for a stable p99, few enough to finish in seconds.
@@ -24,18 +26,19 @@ const CALLS: usize = 40_000;
 struct Echo;
 
 impl serve::Dispatcher for Echo {
-    fn dispatch<'a>(
-        &'a self,
-        call: &'a frame::Call<'a>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
-        let args = call.args;
-        Box::pin(async move { Ok(args.to_vec()) })
+    fn dispatch(&self, call: frame::Call<'_>, _: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+        let reply = frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| {
+            Failure::Internal {
+                message: error.to_string(),
+            }
+        });
+        Box::pin(std::future::ready(reply))
     }
 }
 
 async fn memory_client() -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    tokio::spawn(serve::serve(
+    tokio::spawn(serve::connection(
         Arc::new(far),
         Arc::new(Echo),
         serve::CALLS_IN_FLIGHT_MAX,
@@ -44,7 +47,7 @@ async fn memory_client() -> Arc<Client> {
 }
 
 async fn tcp_client() -> Arc<Client> {
-    let address = net::Address::parse("tcp://127.0.0.1:0").expect("address");
+    let address = address::Address::parse("tcp://127.0.0.1:0").expect("address");
     let listener = net::Listener::bind(&address).await.expect("bind");
     let address = listener.local_address().expect("local address");
     tokio::spawn(async move {
@@ -52,7 +55,7 @@ async fn tcp_client() -> Arc<Client> {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        serve::serve(transport, Arc::new(Echo), serve::CALLS_IN_FLIGHT_MAX).await
+        serve::connection(transport, Arc::new(Echo), serve::CALLS_IN_FLIGHT_MAX).await
     });
     let transport = net::connect(&address, transport::MESSAGE_BYTES_MAX)
         .await
@@ -72,10 +75,9 @@ async fn measure(client: Arc<Client>, in_flight: usize) -> (Duration, Duration, 
             let mut latencies = Vec::with_capacity(per_worker);
             for _ in 0..per_worker {
                 let call_started = Instant::now();
-                client
-                    .call("calc", "exorun:test/math#add", &args)
-                    .await
-                    .expect("call");
+                let frame = frame::encode_call("calc", "exorun:test/math#add", &args, &[])
+                    .expect("frame");
+                client.call(frame).await.expect("call");
                 latencies.push(call_started.elapsed());
             }
             latencies

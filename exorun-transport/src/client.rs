@@ -1,10 +1,14 @@
 //! The correlating neorpc client: one per connection, shared by every caller of that peer.
 //!
-//! Each call gets the next sequence number and a pending entry (`DashMap<seq, oneshot>`). A pump
-//! task reads replies, routes each by `frame::decode_seq` to its caller, and counts (and logs)
-//! replies for unknown or finished sequence numbers instead of delivering them. A call ends in
-//! exactly one way: its reply, its timeout (the entry is removed, a late reply is dropped), the
-//! peer closing (every pending call fails at once, later calls fail immediately), or the caller
+//! A caller hands over a whole `frame::CallFrame` (arguments already written into it); the
+//! client stamps it with the next sequence number, registers a pending entry
+//! (`DashMap<seq, oneshot>`) and gives the frame's buffer to the transport without copying it.
+//! A pump task decodes each reply once, routes it by its sequence number to its caller, and
+//! counts (and logs) replies for unknown or finished sequence numbers instead of delivering
+//! them; a reply that does not decode but whose sequence number can be read fails that call at
+//! once with the decoding error (rather than leaving it to its timeout). A call ends in exactly
+//! one way: its reply, its timeout (the entry is removed, a late reply is dropped), the peer
+//! closing (every pending call fails at once, later calls fail immediately), or the caller
 //! dropping its future (a guard removes the entry). Calls in flight are bounded; when full a
 //! caller waits or gets `Error::Overloaded`, as configured.
 
@@ -17,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use neorpc::frame;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
@@ -78,19 +82,14 @@ pub enum Error {
     /// The connection is at its in-flight limit and the client is configured to fail.
     #[error("{calls_in_flight_max} calls already in flight")]
     Overloaded { calls_in_flight_max: usize },
-    /// The call or its reply frame could not be encoded or decoded.
-    #[error("frame: {0}")]
-    Frame(neorpc::error::Error),
+    /// The reply frame could not be decoded.
+    #[error("reply frame: {0}")]
+    Frame(neorpc::frame::Error),
     /// The transport failed while sending.
     #[error("transport: {0}")]
     Transport(transport::Error),
 }
 
-impl From<neorpc::error::Error> for Error {
-    fn from(error: neorpc::error::Error) -> Self {
-        Error::Frame(error)
-    }
-}
 
 impl From<transport::Error> for Error {
     fn from(error: transport::Error) -> Self {
@@ -99,7 +98,8 @@ impl From<transport::Error> for Error {
             other @ (transport::Error::MessageTooLarge { .. }
             | transport::Error::Truncated { .. }
             | transport::Error::Io { .. }
-            | transport::Error::BadAddress { .. }) => Error::Transport(other),
+            | transport::Error::BadAddress { .. }
+            | transport::Error::NotBuilt { .. }) => Error::Transport(other),
         }
     }
 }
@@ -130,17 +130,12 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// A registered call: its sequence number is allocated and its reply slot is waiting.
-///
-/// Build the frame with `frame::CallEncoder::new(call.seq(), ...)`, then `send` it. Dropping a
-/// `PendingCall` at any point removes its entry.
-pub struct PendingCall {
+/// A registered call: its sequence number is allocated and its reply slot is waiting. Dropping
+/// it at any point (the caller's future was dropped, or the call ended) removes its entry.
+struct Pending {
     shared: Arc<Shared>,
     seq: u64,
-    reply: Option<oneshot::Receiver<Result<Bytes, Error>>>,
     _slot: OwnedSemaphorePermit,
-    started: Instant,
-    deadline: Duration,
 }
 
 impl Client {
@@ -159,90 +154,51 @@ impl Client {
         Self { shared, pump }
     }
 
-    /// Calls `method` on `target` with an encoded argument slab; returns the result slab.
-    pub async fn call(
-        &self,
-        target: &str,
-        method: &str,
-        args_payload: &[u8],
-    ) -> Result<Bytes, Error> {
-        self.call_with_timeout(target, method, args_payload, self.shared.config.timeout)
-            .await
+    /// Sends `frame` with the client's default time limit; returns the reply's result slab.
+    pub async fn call(&self, frame: frame::CallFrame) -> Result<Bytes, Error> {
+        self.call_within(frame, self.shared.config.timeout).await
     }
 
-    /// `call` with its own time limit.
-    pub async fn call_with_timeout(
+    /// Sends `frame` (stamped here with the next sequence number) and waits at most `timeout`
+    /// (a wait for an in-flight slot included) for the reply's result slab.
+    pub async fn call_within(
         &self,
-        target: &str,
-        method: &str,
-        args_payload: &[u8],
+        mut frame: frame::CallFrame,
         timeout: Duration,
-    ) -> Result<Bytes, Error> {
-        let copy_slab = |encoder: &mut frame::Encoder| Ok(encoder.append_raw(args_payload)?);
-        self.call_with(target, method, timeout, &[], copy_slab)
-            .await
-    }
-
-    /// Calls `method` on `target`, with `write_args` writing the argument slab (one item)
-    /// straight into the call frame: the arguments are encoded once, with no separate slab.
-    /// `chain` is the calls this one is nested in (see `frame::Hop`). Logs one debug line per
-    /// call (seq, target, method, duration).
-    pub async fn call_with(
-        &self,
-        target: &str,
-        method: &str,
-        timeout: Duration,
-        chain: &[frame::Hop],
-        write_args: impl FnOnce(&mut frame::Encoder) -> Result<(), neorpc::error::Error>,
     ) -> Result<Bytes, Error> {
         let started = Instant::now();
-        let pending = self.begin_with_timeout(timeout).await?;
-        let seq = pending.seq();
-        let frame = frame::encode_call_with(seq, target, method, chain, write_args)?;
-        let outcome = pending.send_and_wait(&frame).await;
-        let duration_us = started.elapsed().as_micros();
-        tracing::debug!(
+        let slot = self.acquire_slot(timeout).await?;
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (sender, reply) = oneshot::channel();
+        self.shared.pending.insert(seq, sender);
+        let pending = Pending {
+            shared: Arc::clone(&self.shared),
             seq,
-            target,
-            method,
-            duration_us,
-            ok = outcome.is_ok(),
-            "remote call"
-        );
+            _slot: slot,
+        };
+        // Checked after inserting: `close_all` sets the flag before draining, so an entry
+        // inserted after the drain is seen here and fails instead of waiting forever.
+        if self.is_closed() {
+            return Err(Error::PeerClosed);
+        }
+        frame.set_seq(frame::Seq(seq));
+        self.shared
+            .transport
+            .send(Bytes::from(frame.into_bytes()))
+            .await?;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let outcome = match tokio::time::timeout(remaining, reply).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Error::PeerClosed),
+            Err(_) => Err(timeout_error(timeout)),
+        };
+        drop(pending);
         outcome
     }
 
     /// The timeout calls get unless they set their own.
     pub fn timeout(&self) -> Duration {
         self.shared.config.timeout
-    }
-
-    /// Allocates the next sequence number and registers its reply slot (default timeout).
-    pub async fn begin(&self) -> Result<PendingCall, Error> {
-        self.begin_with_timeout(self.shared.config.timeout).await
-    }
-
-    /// `begin` with its own time limit, counted from now (waiting for a slot included).
-    pub async fn begin_with_timeout(&self, timeout: Duration) -> Result<PendingCall, Error> {
-        let started = Instant::now();
-        let slot = self.acquire_slot(timeout).await?;
-        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = oneshot::channel();
-        self.shared.pending.insert(seq, sender);
-        let call = PendingCall {
-            shared: Arc::clone(&self.shared),
-            seq,
-            reply: Some(receiver),
-            _slot: slot,
-            started,
-            deadline: timeout,
-        };
-        // Checked after inserting: `close_all` sets the flag before draining, so an entry
-        // inserted after the drain is seen here and fails instead of waiting forever.
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::PeerClosed);
-        }
-        Ok(call)
     }
 
     /// Calls whose replies are still awaited.
@@ -293,28 +249,7 @@ impl Drop for Client {
     }
 }
 
-impl PendingCall {
-    /// This call's sequence number, for `frame::CallEncoder::new`.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Sends the call frame and waits for the reply's result slab.
-    pub async fn send_and_wait(mut self, frame: &[u8]) -> Result<Bytes, Error> {
-        self.shared.transport.send(frame).await?;
-        let Some(reply) = self.reply.take() else {
-            return Err(Error::PeerClosed);
-        };
-        let remaining = self.deadline.saturating_sub(self.started.elapsed());
-        match tokio::time::timeout(remaining, reply).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(Error::PeerClosed),
-            Err(_) => Err(timeout_error(self.deadline)),
-        }
-    }
-}
-
-impl Drop for PendingCall {
+impl Drop for Pending {
     fn drop(&mut self) {
         self.shared.pending.remove(&self.seq);
     }
@@ -330,7 +265,7 @@ fn timeout_error(timeout: Duration) -> Error {
 async fn pump(shared: Arc<Shared>) {
     loop {
         match shared.transport.recv().await {
-            Ok(Some(message)) => route(&shared, message),
+            Ok(Some(message)) => route(&shared, &message),
             Ok(None) => break,
             Err(error) => {
                 tracing::warn!(%error, "client transport failed");
@@ -341,14 +276,29 @@ async fn pump(shared: Arc<Shared>) {
     close_all(&shared);
 }
 
-/// Delivers one reply to its caller, or counts it as unroutable.
-fn route(shared: &Shared, message: Bytes) {
-    let seq = match frame::decode_seq(&message) {
-        Ok(seq) => seq.0,
-        Err(error) => {
+/// Decodes one reply and delivers it to its caller, or counts it as unroutable.
+fn route(shared: &Shared, message: &Bytes) {
+    let (seq, outcome) = match frame::decode(message) {
+        Ok(frame::Message::Reply(reply)) => {
+            let outcome = match reply.outcome {
+                Ok(results) => Ok(message.slice_ref(results)),
+                Err(failure) => Err(Error::Remote(failure)),
+            };
+            (reply.seq.0, outcome)
+        }
+        Ok(frame::Message::Call(call)) => {
             shared.unroutable_replies.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, "dropped a reply without a readable sequence number");
+            tracing::warn!(seq = call.seq.0, "dropped a call sent to a client");
             return;
+        }
+        Err(error) => {
+            // Only on this error path is the frame read a second time, for its seq alone.
+            let Ok(seq) = frame::decode_seq(message) else {
+                shared.unroutable_replies.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "dropped a reply without a readable sequence number");
+                return;
+            };
+            (seq.0, Err(Error::Frame(error)))
         }
     };
     let Some((_, sender)) = shared.pending.remove(&seq) else {
@@ -356,19 +306,7 @@ fn route(shared: &Shared, message: Bytes) {
         tracing::debug!(seq, "dropped a reply for an unknown or finished call");
         return;
     };
-    let _ = sender.send(outcome(&message));
-}
-
-fn outcome(message: &Bytes) -> Result<Bytes, Error> {
-    match frame::decode(message)? {
-        frame::Message::Reply(reply) => match reply.outcome {
-            Ok(results) => Ok(message.slice_ref(results)),
-            Err(failure) => Err(Error::Remote(failure)),
-        },
-        frame::Message::Call(_) => Err(Error::Remote(Failure::ProtocolViolation {
-            message: "the peer sent a call where a reply was expected".to_owned(),
-        })),
-    }
+    let _ = sender.send(outcome);
 }
 
 /// Marks the client closed and fails every pending call with `PeerClosed`.

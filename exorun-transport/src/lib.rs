@@ -2,14 +2,19 @@
 //!
 //! - `transport`: the `Transport` trait (whole messages in, whole messages out) and its `Error`.
 //! - `memory`: an in-memory duplex pair that can drop, delay or reorder messages for tests.
-//! - `stream`: length-prefixed framing of a byte stream; `net` puts it on TCP and Unix sockets,
-//!   with a listener and `tcp://` / `unix://` addresses.
+//! - `address`: `tcp://` and `unix://` addresses, parsed whichever transports are built.
+//! - `stream`: length-prefixed framing of a byte stream; `net` puts it on TCP and Unix sockets
+//!   (cargo features `tcp` and `unix`, both on by default), with a listener and `tcp://` /
+//!   `unix://` addresses.
 //! - `client`: one correlating client per connection: sequence numbers, pending replies,
 //!   timeouts, backpressure, failing everything at once when the peer goes away.
-//! - `serve`: the serving loop that hands call frames to a `Dispatcher` and writes replies.
+//! - `serve`: the serving loop that decodes each call frame once, hands it to a `Dispatcher`
+//!   and writes replies.
 
+pub mod address;
 pub mod client;
 pub mod memory;
+#[cfg(any(feature = "tcp", feature = "unix"))]
 pub mod net;
 pub mod serve;
 pub mod stream;

@@ -79,7 +79,7 @@ impl Transport {
         }
     }
 
-    async fn deliver(&self, message: &[u8]) -> Result<(), transport::Error> {
+    async fn deliver(&self, message: Bytes) -> Result<(), transport::Error> {
         let sender = self.outbox.sender()?;
         let number = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let dropped = self
@@ -92,7 +92,7 @@ impl Transport {
         if let Some(delay) = self.faults.delay {
             tokio::time::sleep(delay).await;
         }
-        for ready in self.reorder(Bytes::copy_from_slice(message)) {
+        for ready in self.reorder(message) {
             sender
                 .send(ready)
                 .await
@@ -103,7 +103,7 @@ impl Transport {
 }
 
 impl transport::Transport for Transport {
-    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), transport::Error>> {
         Box::pin(self.deliver(message))
     }
 

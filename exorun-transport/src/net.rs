@@ -1,76 +1,39 @@
-//! TCP and Unix-socket transports: addresses, connecting, and a listener that accepts
-//! connections as transports.
+//! TCP and Unix-socket transports: connecting to an `address::Address`, and a listener that
+//! accepts connections as transports.
 //!
-//! Addresses are written `tcp://HOST:PORT` or `unix:///absolute/or/relative/path`. TCP sockets
-//! get `TCP_NODELAY`: calls are small request/response messages, and Nagle's algorithm would hold
-//! each one back waiting for the previous acknowledgement.
+//! TCP sockets get `TCP_NODELAY`: calls are small request/response messages, and Nagle's algorithm would hold
+//! each one back waiting for the previous acknowledgement. Each socket kind sits behind a cargo
+//! feature (`tcp`, `unix`; both on by default; this module exists with either): addresses always
+//! parse, and connecting to or binding one whose feature is off fails with
+//! `transport::Error::NotBuilt`.
 //!
 //! `Lazy` connects on its first send instead of up front, so a composition can be checked and
 //! started without touching the network, and a peer that is not up yet is retried by the next
 //! call (a failed connect fails only the call that tried it).
 
+#[cfg(feature = "unix")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+#[cfg(feature = "tcp")]
+use tokio::net::TcpListener;
+#[cfg(feature = "tcp")]
+use tokio::net::TcpStream;
+#[cfg(feature = "unix")]
+use tokio::net::UnixListener;
+#[cfg(feature = "unix")]
+use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::sync::OnceCell;
 
-use tokio::net::TcpListener;
-use tokio::net::TcpStream;
-use tokio::net::UnixListener;
-use tokio::net::UnixStream;
-
+use crate::address::Address;
 use crate::stream;
 use crate::transport;
 use crate::transport::BoxFuture;
 use crate::transport::Transport;
-
-/// Where a runtime listens or a peer is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
-    /// `tcp://HOST:PORT`
-    Tcp(String),
-    /// `unix://PATH`
-    Unix(PathBuf),
-}
-
-impl Address {
-    /// Parses `tcp://HOST:PORT` or `unix://PATH`.
-    pub fn parse(text: &str) -> Result<Self, transport::Error> {
-        let bad = |reason| transport::Error::BadAddress {
-            address: text.to_owned(),
-            reason,
-        };
-        if let Some(host_port) = text.strip_prefix("tcp://") {
-            let Some((host, port)) = host_port.rsplit_once(':') else {
-                return Err(bad("a tcp address needs HOST:PORT"));
-            };
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(bad("a tcp address needs a host and a port from 0 to 65535"));
-            }
-            return Ok(Address::Tcp(host_port.to_owned()));
-        }
-        let Some(path) = text.strip_prefix("unix://") else {
-            return Err(bad("expected tcp://HOST:PORT or unix://PATH"));
-        };
-        if path.is_empty() {
-            return Err(bad("a unix address needs a path"));
-        }
-        Ok(Address::Unix(PathBuf::from(path)))
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Tcp(host_port) => write!(f, "tcp://{host_port}"),
-            Address::Unix(path) => write!(f, "unix://{}", path.display()),
-        }
-    }
-}
 
 /// Connects to `address`, refusing incoming messages over `message_bytes_max`.
 pub async fn connect(
@@ -78,14 +41,18 @@ pub async fn connect(
     message_bytes_max: u64,
 ) -> Result<Arc<stream::Transport>, transport::Error> {
     match address {
+        #[cfg(feature = "tcp")]
         Address::Tcp(host_port) => Ok(Arc::new(tcp(
             TcpStream::connect(host_port).await?,
             message_bytes_max,
         )?)),
+        #[cfg(feature = "unix")]
         Address::Unix(path) => Ok(Arc::new(unix(
             UnixStream::connect(path).await?,
             message_bytes_max,
         ))),
+        #[cfg(not(all(feature = "tcp", feature = "unix")))]
+        unbuilt => Err(not_built(unbuilt)),
     }
 }
 
@@ -135,7 +102,7 @@ impl Lazy {
 }
 
 impl Transport for Lazy {
-    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), transport::Error>> {
         Box::pin(async move {
             if self.closed.load(Ordering::Acquire) {
                 return Err(transport::Error::Closed);
@@ -170,8 +137,10 @@ impl Transport for Lazy {
 #[derive(Debug)]
 pub enum Listener {
     /// A TCP listener.
+    #[cfg(feature = "tcp")]
     Tcp(TcpListener),
     /// A Unix-socket listener and the path it created.
+    #[cfg(feature = "unix")]
     Unix(UnixListener, PathBuf),
 }
 
@@ -179,15 +148,21 @@ impl Listener {
     /// Binds `address` (`tcp://127.0.0.1:0` picks a free port).
     pub async fn bind(address: &Address) -> Result<Self, transport::Error> {
         match address {
+            #[cfg(feature = "tcp")]
             Address::Tcp(host_port) => Ok(Listener::Tcp(TcpListener::bind(host_port).await?)),
+            #[cfg(feature = "unix")]
             Address::Unix(path) => Ok(Listener::Unix(UnixListener::bind(path)?, path.clone())),
+            #[cfg(not(all(feature = "tcp", feature = "unix")))]
+            unbuilt => Err(not_built(unbuilt)),
         }
     }
 
     /// The address peers can connect to (with the real port for `:0`).
     pub fn local_address(&self) -> Result<Address, transport::Error> {
         match self {
+            #[cfg(feature = "tcp")]
             Listener::Tcp(listener) => Ok(Address::Tcp(listener.local_addr()?.to_string())),
+            #[cfg(feature = "unix")]
             Listener::Unix(_, path) => Ok(Address::Unix(path.clone())),
         }
     }
@@ -198,10 +173,12 @@ impl Listener {
         message_bytes_max: u64,
     ) -> Result<Arc<stream::Transport>, transport::Error> {
         match self {
+            #[cfg(feature = "tcp")]
             Listener::Tcp(listener) => Ok(Arc::new(tcp(
                 listener.accept().await?.0,
                 message_bytes_max,
             )?)),
+            #[cfg(feature = "unix")]
             Listener::Unix(listener, _) => Ok(Arc::new(unix(
                 listener.accept().await?.0,
                 message_bytes_max,
@@ -212,12 +189,30 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        #[cfg(feature = "unix")]
+        #[allow(
+            irrefutable_let_patterns,
+            reason = "a build with only the `unix` feature has no other kind of listener"
+        )]
         if let Listener::Unix(_, path) = self {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
+#[cfg(not(all(feature = "tcp", feature = "unix")))]
+fn not_built(address: &Address) -> transport::Error {
+    let feature = match address {
+        Address::Tcp(_) => "tcp",
+        Address::Unix(_) => "unix",
+    };
+    transport::Error::NotBuilt {
+        address: address.to_string(),
+        feature,
+    }
+}
+
+#[cfg(feature = "tcp")]
 fn tcp(socket: TcpStream, message_bytes_max: u64) -> Result<stream::Transport, transport::Error> {
     socket.set_nodelay(true)?;
     let (reader, writer) = socket.into_split();
@@ -228,6 +223,7 @@ fn tcp(socket: TcpStream, message_bytes_max: u64) -> Result<stream::Transport, t
     ))
 }
 
+#[cfg(feature = "unix")]
 fn unix(socket: UnixStream, message_bytes_max: u64) -> stream::Transport {
     let (reader, writer) = socket.into_split();
     stream::Transport::new(Box::new(reader), Box::new(writer), message_bytes_max)

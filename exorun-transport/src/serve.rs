@@ -1,5 +1,5 @@
-//! The serving loop: reads call frames from a transport, hands each to a `Dispatcher`, runs
-//! calls concurrently up to a bound, and writes each reply with its call's sequence number.
+//! The serving loop: reads call frames from a transport, decodes each once, hands it to a
+//! `Dispatcher`, runs calls concurrently up to a bound, and writes each reply.
 //!
 //! Bad input never panics the loop: a frame of an unknown kind is logged and skipped (room for
 //! later message kinds); any other malformed frame whose sequence number can still be read gets
@@ -7,14 +7,15 @@
 //! connection, since nothing can be answered. When the transport ends, calls already running
 //! finish and their replies are attempted before the loop returns.
 //!
-//! `run_until` also stops when its `stop` future completes (a graceful shutdown): it reads no
-//! further frames, lets the calls already running finish and send their replies, then closes
-//! the transport. A frame half-read at that moment was never a call in flight and gets no reply.
+//! `connection_until` also stops when its `stop` future completes (a graceful shutdown): it
+//! reads no further frames, lets the calls already running finish and send their replies, then
+//! closes the transport. A frame half-read at that moment was never a call in flight and gets
+//! no reply.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use neorpc::frame;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -27,12 +28,16 @@ use crate::transport::Transport;
 /// flooding peer is slowed by its own transport instead of growing our task set.
 pub const CALLS_IN_FLIGHT_MAX: usize = 256;
 
+/// What a started call ends with: its encoded reply frame, or the failure to reply with.
+pub type Outcome = Result<Vec<u8>, Failure>;
+
 /// Runs calls for the serving loop.
 pub trait Dispatcher: Send + Sync {
-    /// Runs `call.method` on `call.target` with its encoded argument slab (and the chain of
-    /// calls it is nested in); returns the result slab or why the call failed.
-    fn dispatch<'a>(&'a self, call: &'a frame::Call<'a>)
-    -> BoxFuture<'a, Result<Vec<u8>, Failure>>;
+    /// Starts `call`, decoded (once) from `frame`. Whatever the call needs after this returns it
+    /// takes out now (the argument slab without copying, as `frame.slice_ref(call.args)`); the
+    /// returned future runs the call and yields the whole reply frame (results written straight
+    /// into it with `frame::ReplyWriter`) or the failure to answer with.
+    fn dispatch(&self, call: frame::Call<'_>, frame: &Bytes) -> BoxFuture<'static, Outcome>;
 }
 
 /// Why the serving loop stopped early.
@@ -40,7 +45,7 @@ pub trait Dispatcher: Send + Sync {
 pub enum Error {
     /// A frame without a readable sequence number: the connection was closed.
     #[error("malformed frame without a sequence number: {0}")]
-    Malformed(neorpc::error::Error),
+    Malformed(frame::Error),
     /// The transport failed while receiving.
     #[error("transport: {0}")]
     Transport(transport::Error),
@@ -58,18 +63,18 @@ pub struct Stats {
 }
 
 /// Serves calls from `transport` until it closes; see the module doc for bad input.
-pub async fn serve(
+pub async fn connection(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
     calls_in_flight_max: usize,
 ) -> Result<Stats, Error> {
     let never = std::future::pending::<()>();
-    run_until(transport, dispatcher, calls_in_flight_max, never).await
+    connection_until(transport, dispatcher, calls_in_flight_max, never).await
 }
 
-/// `serve`, until `stop` completes too: then running calls finish and reply, and the transport
-/// closes.
-pub async fn run_until(
+/// `connection`, until `stop` completes too: then running calls finish and reply, and the
+/// transport closes.
+pub async fn connection_until(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
     calls_in_flight_max: usize,
@@ -95,15 +100,12 @@ pub async fn run_until(
             Err(error) => break Err(Error::Transport(error)),
         };
         while running.try_join_next().is_some() {}
-        let handled = handle(
-            &transport,
-            &dispatcher,
-            &slots,
-            &mut running,
-            &mut stats,
-            message,
-        )
-        .await;
+        let loop_state = Loop {
+            transport: &transport,
+            dispatcher: dispatcher.as_ref(),
+            slots: &slots,
+        };
+        let handled = loop_state.handle(&mut running, &mut stats, message).await;
         if let Err(error) = handled {
             transport.close().await;
             break Err(error);
@@ -116,84 +118,79 @@ pub async fn run_until(
     ended.map(|()| stats)
 }
 
-/// Classifies one incoming frame and starts, answers or skips it.
-async fn handle(
-    transport: &Arc<dyn Transport>,
-    dispatcher: &Arc<dyn Dispatcher>,
-    slots: &Arc<Semaphore>,
-    running: &mut JoinSet<()>,
-    stats: &mut Stats,
-    message: Bytes,
-) -> Result<(), Error> {
-    match frame::decode(&message) {
-        Ok(frame::Message::Call(call)) => {
-            let (seq, target, method) = (call.seq.0, call.target, call.method);
-            tracing::debug!(seq, target, method, "call received");
-        }
-        Ok(frame::Message::Reply(reply)) => {
-            stats.skipped += 1;
-            tracing::warn!(seq = reply.seq.0, "skipped a reply sent to a server");
-            return Ok(());
-        }
-        Err(neorpc::error::Error::UnknownKind { kind }) => {
-            stats.skipped += 1;
-            tracing::info!(kind, "skipped a frame of an unknown kind");
-            return Ok(());
-        }
-        Err(error) => {
-            let seq = frame::decode_seq(&message).map_err(|_| Error::Malformed(error.clone()))?;
-            stats.violations += 1;
-            let failure = Failure::ProtocolViolation {
-                message: error.to_string(),
-            };
-            send_reply(
-                transport.as_ref(),
-                frame::ReplyEncoder::fail(seq.0, &failure),
-            )
-            .await;
-            return Ok(());
-        }
+/// What handling one frame needs from its connection.
+struct Loop<'a> {
+    transport: &'a Arc<dyn Transport>,
+    dispatcher: &'a dyn Dispatcher,
+    slots: &'a Arc<Semaphore>,
+}
+
+impl Loop<'_> {
+    /// Decodes one incoming frame and starts, answers or skips it.
+    async fn handle(
+        &self,
+        running: &mut JoinSet<()>,
+        stats: &mut Stats,
+        message: Bytes,
+    ) -> Result<(), Error> {
+        let call = match frame::decode(&message) {
+            Ok(frame::Message::Call(call)) => call,
+            Ok(frame::Message::Reply(reply)) => {
+                stats.skipped += 1;
+                tracing::warn!(seq = reply.seq.0, "skipped a reply sent to a server");
+                return Ok(());
+            }
+            Err(frame::Error::UnknownKind { kind }) => {
+                stats.skipped += 1;
+                tracing::info!(kind, "skipped a frame of an unknown kind");
+                return Ok(());
+            }
+            Err(error) => {
+                let seq = frame::decode_seq(&message).map_err(|_| Error::Malformed(error.clone()))?;
+                stats.violations += 1;
+                let failure = Failure::ProtocolViolation {
+                    message: error.to_string(),
+                };
+                send_reply(self.transport.as_ref(), seq, Err(failure)).await;
+                return Ok(());
+            }
+        };
+        stats.calls += 1;
+        let slot = Arc::clone(self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Transport(transport::Error::Closed))?;
+        let (seq, target, method) = (call.seq, call.target, call.method);
+        tracing::debug!(seq = seq.0, target, method, "call received");
+        let started = std::time::Instant::now();
+        let work = self.dispatcher.dispatch(call, &message);
+        drop(message);
+        let transport = Arc::clone(self.transport);
+        running.spawn(async move {
+            let outcome = work.await;
+            let duration_us = started.elapsed().as_micros();
+            let ok = outcome.is_ok();
+            tracing::debug!(seq = seq.0, duration_us, ok, "call served");
+            send_reply(transport.as_ref(), seq, outcome).await;
+            drop(slot);
+        });
+        Ok(())
     }
-    stats.calls += 1;
-    let slot = Arc::clone(slots)
-        .acquire_owned()
-        .await
-        .map_err(|_| Error::Transport(transport::Error::Closed))?;
-    let transport = Arc::clone(transport);
-    let dispatcher = Arc::clone(dispatcher);
-    running.spawn(async move {
-        run_call(transport.as_ref(), dispatcher.as_ref(), &message).await;
-        drop(slot);
-    });
-    Ok(())
 }
 
-async fn run_call(transport: &dyn Transport, dispatcher: &dyn Dispatcher, message: &[u8]) {
-    let Ok(frame::Message::Call(call)) = frame::decode(message) else {
-        return;
+/// Sends a finished call's reply frame, or encodes and sends its failure.
+async fn send_reply(transport: &dyn Transport, seq: frame::Seq, outcome: Outcome) {
+    let bytes = match outcome {
+        Ok(reply) => reply,
+        Err(failure) => match frame::encode_reply(seq, Err(&failure)) {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::error!(%error, seq = seq.0, "could not encode a failure reply");
+                return;
+            }
+        },
     };
-    let started = std::time::Instant::now();
-    let outcome = dispatcher.dispatch(&call).await;
-    let duration_us = started.elapsed().as_micros();
-    let (seq, target, method) = (call.seq.0, call.target, call.method);
-    let ok = outcome.is_ok();
-    tracing::debug!(seq, target, method, duration_us, ok, "call served");
-    let reply = match &outcome {
-        Ok(results) => frame::ReplyEncoder::ok(call.seq.0, results),
-        Err(failure) => frame::ReplyEncoder::fail(call.seq.0, failure),
-    };
-    send_reply(transport, reply).await;
-}
-
-async fn send_reply(transport: &dyn Transport, reply: frame::ReplyEncoder<'_>) {
-    let bytes = match reply.encode() {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            tracing::error!(%error, "could not encode a reply");
-            return;
-        }
-    };
-    if let Err(error) = transport.send(&bytes).await {
+    if let Err(error) = transport.send(Bytes::from(bytes)).await {
         tracing::debug!(%error, "could not send a reply; the peer is gone");
     }
 }

@@ -59,7 +59,7 @@ impl Transport {
         }
     }
 
-    async fn send_message(&self, message: &[u8]) -> Result<(), transport::Error> {
+    async fn send_message(&self, message: Bytes) -> Result<(), transport::Error> {
         let message_bytes = u64::try_from(message.len()).unwrap_or(u64::MAX);
         if message_bytes > self.message_bytes_max {
             return Err(transport::Error::MessageTooLarge {
@@ -68,9 +68,8 @@ impl Transport {
             });
         }
         let sender = self.outbox.sender()?;
-        let bytes = Bytes::copy_from_slice(message);
         sender
-            .send(bytes)
+            .send(message)
             .await
             .map_err(|_| transport::Error::Closed)
     }
@@ -128,7 +127,7 @@ impl Drop for Transport {
 }
 
 impl transport::Transport for Transport {
-    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), transport::Error>> {
         Box::pin(self.send_message(message))
     }
 

@@ -1,8 +1,10 @@
 //! The `Transport` trait: an object-safe, async, whole-message pipe.
 //!
 //! A transport moves messages, not bytes: `send` takes one complete message and `recv` returns
-//! one complete message, or `None` once the peer has closed. Splitting a byte stream into
-//! messages (and refusing oversized ones before allocating) is the stream transports' job.
+//! one complete message, or `None` once the peer has closed. `send` takes the message as an
+//! owned `Bytes`, so a frame encoded into a `Vec` reaches the transport's queue without being
+//! copied again. Splitting a byte stream into messages (and refusing oversized ones before
+//! allocating) is the stream transports' job.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,6 +44,12 @@ pub enum Error {
         address: String,
         reason: &'static str,
     },
+    /// An address whose transport this build leaves out (a cargo feature of exorun-transport).
+    #[error("`{address}` needs exorun-transport's `{feature}` feature, which this build leaves out")]
+    NotBuilt {
+        address: String,
+        feature: &'static str,
+    },
 }
 
 impl From<std::io::Error> for Error {
@@ -56,7 +64,7 @@ impl From<std::io::Error> for Error {
 /// A bidirectional pipe of whole messages, shared by every task that talks to one peer.
 pub trait Transport: Send + Sync {
     /// Sends one whole message. Concurrent sends never interleave their bytes.
-    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), Error>>;
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), Error>>;
 
     /// Receives the next whole message, or `None` once the peer has closed.
     fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, Error>>;

@@ -3,9 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use common::call;
+use common::call_within;
+use common::reply_ok;
+use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::client::WhenFull;
@@ -42,8 +49,7 @@ async fn shuffling_echo_server(transport: Arc<dyn Transport>, count: usize, seed
         };
         let mut echo = call.target.as_bytes().to_vec();
         echo.extend_from_slice(call.args);
-        let reply = frame::ReplyEncoder::ok(call.seq.0, &echo).encode().unwrap();
-        transport.send(&reply).await.unwrap();
+        transport.send(reply_ok(call.seq, &echo)).await.unwrap();
     }
 }
 
@@ -54,8 +60,7 @@ async fn assert_correlation(client: Arc<Client>, count: usize) {
         let client = Arc::clone(&client);
         tasks.spawn(async move {
             let args = format!("args-{i}");
-            let results = client
-                .call(&format!("t{i}"), "i#f", args.as_bytes())
+            let results = call(&client, &format!("t{i}"), "i#f", args.as_bytes())
                 .await
                 .unwrap();
             assert_eq!(
@@ -85,7 +90,7 @@ async fn thousand_shuffled_replies_reach_their_callers_in_memory() {
 }
 
 async fn correlation_over(address: &str) {
-    let listener = net::Listener::bind(&net::Address::parse(address).unwrap())
+    let listener = net::Listener::bind(&address::Address::parse(address).unwrap())
         .await
         .unwrap();
     let address = listener.local_address().unwrap();
@@ -120,25 +125,18 @@ async fn thousand_shuffled_replies_over_unix_socket() {
 async fn timeout_removes_the_entry_and_drops_the_late_reply() {
     let (near, far) = memory::pair(16);
     let client = Client::new(Arc::new(near), client::Config::default());
-    let slow = client
-        .call_with_timeout("t", "i#f", b"a", Duration::from_millis(50))
+    let slow = call_within(&client, "t", "i#f", b"a", Duration::from_millis(50))
         .await;
     assert_eq!(slow, Err(client::Error::Timeout { timeout_ms: 50 }));
     assert_eq!(client.pending_len(), 0);
     // The server answers the timed-out call late, then serves a fresh one in order.
     let late = far.recv().await.unwrap().unwrap();
-    let frame::Message::Call(call) = frame::decode(&late).unwrap() else {
+    let frame::Message::Call(late_call) = frame::decode(&late).unwrap() else {
         panic!("not a call")
     };
-    far.send(
-        &frame::ReplyEncoder::ok(call.seq.0, b"late")
-            .encode()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    far.send(reply_ok(late_call.seq, b"late")).await.unwrap();
     let server = tokio::spawn(async move { shuffling_echo_server(Arc::new(far), 1, 1).await });
-    assert_eq!(&client.call("t", "i#f", b"b").await.unwrap()[..], b"tb");
+    assert_eq!(&call(&client, "t", "i#f", b"b").await.unwrap()[..], b"tb");
     server.await.unwrap();
     assert_eq!(
         client.unroutable_replies(),
@@ -155,7 +153,7 @@ async fn dropped_server_fails_pending_calls_at_once_and_later_calls_immediately(
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let client = Arc::clone(&client);
-        calls.spawn(async move { client.call("t", "i#f", b"x").await });
+        calls.spawn(async move { call(&client, "t", "i#f", b"x").await });
     }
     for _ in 0..10 {
         far.recv().await.unwrap().unwrap();
@@ -167,7 +165,7 @@ async fn dropped_server_fails_pending_calls_at_once_and_later_calls_immediately(
     assert_eq!(client.pending_len(), 0);
     assert!(client.is_closed());
     assert_eq!(
-        client.call("t", "i#f", b"y").await,
+        call(&client, "t", "i#f", b"y").await,
         Err(client::Error::PeerClosed)
     );
 }
@@ -176,12 +174,10 @@ async fn dropped_server_fails_pending_calls_at_once_and_later_calls_immediately(
 async fn garbage_and_unknown_replies_are_counted_not_delivered() {
     let (near, far) = memory::pair(16);
     let client = Client::new(Arc::new(near), client::Config::default());
-    far.send(&[0xDE, 0xAD]).await.unwrap();
-    far.send(&frame::ReplyEncoder::ok(999, b"stray").encode().unwrap())
-        .await
-        .unwrap();
+    far.send(Bytes::from_static(&[0xDE, 0xAD])).await.unwrap();
+    far.send(reply_ok(frame::Seq(999), b"stray")).await.unwrap();
     let server = tokio::spawn(async move { shuffling_echo_server(Arc::new(far), 1, 3).await });
-    assert_eq!(&client.call("t", "i#f", b"ok").await.unwrap()[..], b"tok");
+    assert_eq!(&call(&client, "t", "i#f", b"ok").await.unwrap()[..], b"tok");
     server.await.unwrap();
     assert_eq!(client.unroutable_replies(), 2);
 }
@@ -189,10 +185,10 @@ async fn garbage_and_unknown_replies_are_counted_not_delivered() {
 #[tokio::test]
 async fn oversized_length_prefix_is_refused_before_allocating() {
     use tokio::io::AsyncWriteExt;
-    let listener = net::Listener::bind(&net::Address::parse("tcp://127.0.0.1:0").unwrap())
+    let listener = net::Listener::bind(&address::Address::parse("tcp://127.0.0.1:0").unwrap())
         .await
         .unwrap();
-    let net::Address::Tcp(host_port) = listener.local_address().unwrap() else {
+    let address::Address::Tcp(host_port) = listener.local_address().unwrap() else {
         panic!("tcp")
     };
     let mut raw = tokio::net::TcpStream::connect(host_port).await.unwrap();
@@ -230,7 +226,7 @@ async fn oversized_length_prefix_is_refused_before_allocating() {
         })
     );
     assert_eq!(
-        transport.send(&[0u8; 2048]).await,
+        transport.send(Bytes::from(vec![0u8; 2048])).await,
         Err(transport::Error::MessageTooLarge {
             message_bytes: 2048,
             max: 1024
@@ -238,18 +234,29 @@ async fn oversized_length_prefix_is_refused_before_allocating() {
     );
 }
 
-/// A client at its in-flight limit of 4: the four held calls, and the idle far end.
-async fn full_client(when_full: WhenFull) -> (Client, Vec<client::PendingCall>, memory::Transport) {
+/// A client at its in-flight limit of 4: the four calls holding the slots (answered by no one),
+/// and the far end, which has received all four.
+async fn full_client(
+    when_full: WhenFull,
+) -> (
+    Arc<Client>,
+    tokio::task::JoinSet<Result<Bytes, client::Error>>,
+    memory::Transport,
+) {
     let config = client::Config {
         calls_in_flight_max: 4,
         when_full,
         ..client::Config::default()
     };
     let (near, far) = memory::pair(16);
-    let client = Client::new(Arc::new(near), config);
-    let mut held = Vec::new();
+    let client = Arc::new(Client::new(Arc::new(near), config));
+    let mut held = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        held.push(client.begin().await.unwrap());
+        let client = Arc::clone(&client);
+        held.spawn(async move { call(&client, "t", "i#f", b"held").await });
+    }
+    for _ in 0..4 {
+        far.recv().await.unwrap().unwrap();
     }
     (client, held, far)
 }
@@ -258,27 +265,61 @@ async fn full_client(when_full: WhenFull) -> (Client, Vec<client::PendingCall>, 
 async fn backpressure_waits_or_fails_as_configured() {
     let (client, _held, _far) = full_client(WhenFull::Fail).await;
     assert_eq!(
-        client.begin().await.err(),
-        Some(client::Error::Overloaded {
+        call(&client, "t", "i#f", b"fifth").await,
+        Err(client::Error::Overloaded {
             calls_in_flight_max: 4
         })
     );
 
-    let (client, mut held, _far) = full_client(WhenFull::Wait).await;
-    let waited = client.begin_with_timeout(Duration::from_millis(20)).await;
-    assert_eq!(
-        waited.err(),
-        Some(client::Error::Timeout { timeout_ms: 20 })
-    );
-    held.pop();
-    let fifth = client
-        .begin_with_timeout(Duration::from_millis(20))
-        .await
-        .unwrap();
-    assert_eq!(client.pending_len(), 4);
-    drop(fifth);
-    drop(held);
+    let (client, mut held, far) = full_client(WhenFull::Wait).await;
+    let waited = call_within(&client, "t", "i#f", b"fifth", Duration::from_millis(20)).await;
+    assert_eq!(waited, Err(client::Error::Timeout { timeout_ms: 20 }));
+    // Dropping one held call's future frees its slot: the next call goes out.
+    held.abort_all();
+    while held.join_next().await.is_some() {}
     assert_eq!(client.pending_len(), 0, "dropped calls leave no entries");
+    let sixth = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { call(&client, "t", "i#f", b"sixth").await })
+    };
+    let sent = far.recv().await.unwrap().unwrap();
+    let frame::Message::Call(sent) = frame::decode(&sent).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(sent.args, b"sixth");
+    far.send(reply_ok(sent.seq, b"done")).await.unwrap();
+    assert_eq!(&sixth.await.unwrap().unwrap()[..], b"done");
+    assert_eq!(client.pending_len(), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_reply_with_a_readable_seq_fails_its_call_at_once() {
+    let (near, far) = memory::pair(16);
+    let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
+    let waiting = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { call(&client, "t", "i#f", b"x").await })
+    };
+    let sent = far.recv().await.unwrap().unwrap();
+    let seq = frame::decode_seq(&sent).unwrap();
+    // A reply with its seq but neither `ok` nor `fail`: the caller learns why, not by timeout.
+    let mut encoder = frame::Encoder::new();
+    encoder.variant_begin("Reply").unwrap();
+    encoder.map_begin().unwrap();
+    encoder.variant_begin("seq").unwrap();
+    encoder.u64(seq.0).unwrap();
+    encoder.variant_end().unwrap();
+    encoder.map_end().unwrap();
+    encoder.variant_end().unwrap();
+    far.send(Bytes::from(encoder.into_bytes().unwrap())).await.unwrap();
+    assert_eq!(
+        waiting.await.unwrap(),
+        Err(client::Error::Frame(frame::Error::MissingField {
+            field: "ok|fail"
+        }))
+    );
+    assert_eq!(client.pending_len(), 0);
+    assert_eq!(client.unroutable_replies(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,7 +331,7 @@ async fn memory_faults_drop_delay_and_reorder() {
     };
     let (near, far) = memory::pair_with_faults(16, faults, memory::Faults::default());
     for byte in 1..=7u8 {
-        near.send(&[byte]).await.unwrap();
+        near.send(Bytes::from(vec![byte])).await.unwrap();
     }
     near.close().await;
     let mut got = Vec::new();
@@ -299,20 +340,23 @@ async fn memory_faults_drop_delay_and_reorder() {
     }
     // 3 and 6 dropped; the rest swapped in pairs: (1,2) -> 2,1; (4,5) -> 5,4; 7 held back.
     assert_eq!(got, [2, 1, 5, 4]);
-    assert_eq!(near.send(&[9]).await, Err(transport::Error::Closed));
+    assert_eq!(
+        near.send(Bytes::from_static(&[9])).await,
+        Err(transport::Error::Closed)
+    );
 }
 
 #[test]
 fn addresses_parse_or_say_why_not() {
     assert_eq!(
-        net::Address::parse("tcp://127.0.0.1:80"),
-        Ok(net::Address::Tcp("127.0.0.1:80".into()))
+        address::Address::parse("tcp://127.0.0.1:80"),
+        Ok(address::Address::Tcp("127.0.0.1:80".into()))
     );
     assert_eq!(
-        net::Address::parse("unix:///tmp/x.sock"),
-        Ok(net::Address::Unix("/tmp/x.sock".into()))
+        address::Address::parse("unix:///tmp/x.sock"),
+        Ok(address::Address::Unix("/tmp/x.sock".into()))
     );
-    let bad = net::Address::parse("tcp://nope").unwrap_err();
+    let bad = address::Address::parse("tcp://nope").unwrap_err();
     assert_eq!(
         bad,
         transport::Error::BadAddress {
@@ -321,18 +365,18 @@ fn addresses_parse_or_say_why_not() {
         }
     );
     assert!(matches!(
-        net::Address::parse("http://x:1"),
+        address::Address::parse("http://x:1"),
         Err(transport::Error::BadAddress { .. })
     ));
     assert!(matches!(
-        net::Address::parse("tcp://h:99999"),
+        address::Address::parse("tcp://h:99999"),
         Err(transport::Error::BadAddress { .. })
     ));
 }
 
 #[tokio::test]
 async fn io_errors_carry_their_kind() {
-    let missing = net::Address::parse("unix:///nonexistent-dir/exorun.sock").unwrap();
+    let missing = address::Address::parse("unix:///nonexistent-dir/exorun.sock").unwrap();
     let error = net::connect(&missing, 1024).await.unwrap_err();
     assert!(
         matches!(
@@ -347,11 +391,6 @@ async fn io_errors_carry_their_kind() {
     assert_eq!(
         client::Error::from(transport::Error::Closed),
         client::Error::PeerClosed
-    );
-    let frame_error = neorpc::error::Error::Truncated;
-    assert_eq!(
-        client::Error::from(frame_error.clone()),
-        client::Error::Frame(frame_error)
     );
     assert!(matches!(
         client::Error::from(error),
@@ -371,7 +410,7 @@ fn dropping_a_stuck_stream_transport_outside_a_runtime_does_not_panic() {
         let (reader, writer) = tokio::io::split(near);
         let transport = stream::Transport::new(Box::new(reader), Box::new(writer), 4096);
         // The peer never reads, so the writer blocks on a full pipe and stays unfinished.
-        transport.send(&[7u8; 1024]).await.unwrap();
+        transport.send(Bytes::from(vec![7u8; 1024])).await.unwrap();
         tokio::task::yield_now().await;
         transport
     });

@@ -3,9 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use common::call_within;
+use common::reply_ok;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::memory;
@@ -40,7 +45,7 @@ proptest! {
             for i in 0..24usize {
                 let client = Arc::clone(&client);
                 tasks.push(tokio::spawn(async move {
-                    client.call_with_timeout("t", "i#f", &[u8::try_from(i).unwrap()], Duration::from_secs(1)).await
+                    call_within(&client, "t", "i#f", &[u8::try_from(i).unwrap()], Duration::from_secs(1)).await
                 }));
             }
             let mut calls = Vec::new();
@@ -50,7 +55,7 @@ proptest! {
             for &index in &order {
                 let frame::Message::Call(call) = frame::decode(&calls[index]).unwrap() else { panic!("call") };
                 if !answered[usize::from(call.args[0])] { continue; }
-                far.send(&frame::ReplyEncoder::ok(call.seq.0, call.args).encode().unwrap()).await.unwrap();
+                far.send(reply_ok(call.seq, call.args)).await.unwrap();
             }
             for (i, task) in tasks.into_iter().enumerate() {
                 let outcome = task.await.unwrap();
@@ -79,7 +84,7 @@ proptest! {
             let sender = stream::Transport::new(Box::new(a_read), Box::new(a_write), 4096);
             let receiver = stream::Transport::new(Box::new(b_read), Box::new(b_write), 4096);
             for message in &messages {
-                sender.send(message).await.unwrap();
+                sender.send(Bytes::copy_from_slice(message)).await.unwrap();
             }
             sender.close().await;
             for message in &messages {

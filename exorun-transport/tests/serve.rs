@@ -4,8 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod common;
+
 use std::sync::Arc;
 
+use bytes::Bytes;
+use common::call;
+use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::memory;
@@ -14,33 +19,29 @@ use exorun_transport::serve;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use neorpc::frame;
 
 /// A dispatcher that answers by method name.
 struct Scripted;
 
 impl serve::Dispatcher for Scripted {
-    fn dispatch<'a>(
-        &'a self,
-        call: &'a frame::Call<'a>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
-        let (target, method, args) = (call.target, call.method, call.args);
-        Box::pin(async move {
-            match method {
-                "echo" => Ok(args.to_vec()),
-                "deny" => Err(Failure::DomainSpecific {
-                    code: 403,
-                    message: format!("{target} says no"),
-                }),
-                "trap" => Err(Failure::AppTrapped {
-                    message: "unreachable".into(),
-                }),
-                _ => Err(Failure::MethodNotFound {
-                    method: method.to_owned(),
-                }),
-            }
-        })
+    fn dispatch(&self, call: frame::Call<'_>, message: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+        let outcome = match call.method {
+            "echo" => Ok(frame::encode_reply(call.seq, Ok(call.args)).unwrap()),
+            "deny" => Err(Failure::DomainSpecific {
+                code: 403,
+                message: format!("{} says no", call.target),
+            }),
+            "trap" => Err(Failure::AppTrapped {
+                message: "unreachable".into(),
+            }),
+            method => Err(Failure::MethodNotFound {
+                method: method.to_owned(),
+            }),
+        };
+        let _ = message;
+        Box::pin(std::future::ready(outcome))
     }
 }
 
@@ -49,7 +50,7 @@ fn served_pair() -> (
     tokio::task::JoinHandle<Result<serve::Stats, serve::Error>>,
 ) {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    let server = tokio::spawn(serve::serve(
+    let server = tokio::spawn(serve::connection(
         Arc::new(far),
         Arc::new(Scripted),
         serve::CALLS_IN_FLIGHT_MAX,
@@ -63,8 +64,8 @@ fn served_pair() -> (
 #[tokio::test]
 async fn failure_reasons_arrive_intact() {
     let (client, _server) = served_pair();
-    assert_eq!(&client.call("t", "echo", b"hi").await.unwrap()[..], b"hi");
-    let denied = client.call("vault", "deny", b"").await.unwrap_err();
+    assert_eq!(&call(&client, "t", "echo", b"hi").await.unwrap()[..], b"hi");
+    let denied = call(&client, "vault", "deny", b"").await.unwrap_err();
     assert_eq!(
         denied,
         client::Error::Remote(Failure::DomainSpecific {
@@ -72,14 +73,14 @@ async fn failure_reasons_arrive_intact() {
             message: "vault says no".into()
         })
     );
-    let trapped = client.call("t", "trap", b"").await.unwrap_err();
+    let trapped = call(&client, "t", "trap", b"").await.unwrap_err();
     assert_eq!(
         trapped,
         client::Error::Remote(Failure::AppTrapped {
             message: "unreachable".into()
         })
     );
-    let missing = client.call("t", "nope", b"").await.unwrap_err();
+    let missing = call(&client, "t", "nope", b"").await.unwrap_err();
     assert_eq!(
         missing,
         client::Error::Remote(Failure::MethodNotFound {
@@ -90,21 +91,23 @@ async fn failure_reasons_arrive_intact() {
 }
 
 /// A dispatcher that holds each call until released, and says when a call has arrived.
-struct Gate {
+struct Gate(Arc<Signals>);
+
+struct Signals {
     arrived: tokio::sync::Notify,
     release: tokio::sync::Notify,
 }
 
 impl serve::Dispatcher for Gate {
-    fn dispatch<'a>(
-        &'a self,
-        call: &'a frame::Call<'a>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
+    fn dispatch(&self, call: frame::Call<'_>, message: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+        // The argument slab is kept without copying: a slice of the frame the loop decoded.
+        let (seq, args) = (call.seq, message.slice_ref(call.args));
+        let gate = Arc::clone(&self.0);
         Box::pin(async move {
-            let released = self.release.notified();
-            self.arrived.notify_one();
+            let released = gate.release.notified();
+            gate.arrived.notify_one();
             released.await;
-            Ok(call.args.to_vec())
+            Ok(frame::encode_reply(seq, Ok(&args)).unwrap())
         })
     }
 }
@@ -113,12 +116,12 @@ impl serve::Dispatcher for Gate {
 async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let gate = Arc::new(Gate {
+    let gate = Arc::new(Signals {
         arrived: tokio::sync::Notify::new(),
         release: tokio::sync::Notify::new(),
     });
-    let dispatcher: Arc<dyn serve::Dispatcher> = gate.clone();
-    let server = tokio::spawn(serve::run_until(
+    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Gate(Arc::clone(&gate)));
+    let server = tokio::spawn(serve::connection_until(
         Arc::new(far),
         dispatcher,
         serve::CALLS_IN_FLIGHT_MAX,
@@ -129,7 +132,7 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
     let in_flight = tokio::spawn({
         let client = Arc::clone(&client);
-        async move { client.call("t", "held", b"late").await }
+        async move { call(&client, "t", "held", b"late").await }
     });
     gate.arrived.notified().await;
     stop.send(()).unwrap();
@@ -142,21 +145,21 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     assert_eq!(&in_flight.await.unwrap().unwrap()[..], b"late");
     let stats = server.await.unwrap().unwrap();
     assert_eq!(stats.calls, 1);
-    let after = client.call("t", "echo", b"x").await.unwrap_err();
+    let after = call(&client, "t", "echo", b"x").await.unwrap_err();
     assert_eq!(after, client::Error::PeerClosed);
 }
 
 #[tokio::test]
 async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
     let (near, far) = memory::pair(16);
-    let server = tokio::spawn(serve::serve(Arc::new(far), Arc::new(Scripted), 4));
+    let server = tokio::spawn(serve::connection(Arc::new(far), Arc::new(Scripted), 4));
     // A call frame with a readable seq but no method: a protocol-violation reply for seq 5.
-    let mut broken = frame::CallEncoder::new(5, "t", "echo", b"")
-        .encode()
-        .unwrap();
+    let mut broken = frame::encode_call("t", "echo", &[0x0E], &[]).unwrap();
+    broken.set_seq(frame::Seq(5));
+    let mut broken = broken.into_bytes();
     let method_entry = broken.windows(6).position(|w| w == b"method").unwrap();
     broken[method_entry] = b'M';
-    near.send(&broken).await.unwrap();
+    near.send(Bytes::from(broken)).await.unwrap();
     let reply = near.recv().await.unwrap().unwrap();
     let frame::Message::Reply(reply) = frame::decode(&reply).unwrap() else {
         panic!("not a reply")
@@ -167,16 +170,16 @@ async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
     };
     assert!(message.contains("method"), "{message}");
     // An unknown kind is skipped, then garbage without a sequence number closes the connection.
-    let mut ping = frame::CallEncoder::new(6, "t", "echo", b"")
-        .encode()
-        .unwrap();
+    let mut ping = frame::encode_call("t", "echo", &[0x0E], &[])
+        .unwrap()
+        .into_bytes();
     ping[10..14].copy_from_slice(b"Ping");
-    near.send(&ping).await.unwrap();
-    near.send(&[0xFF, 0x00]).await.unwrap();
+    near.send(Bytes::from(ping)).await.unwrap();
+    near.send(Bytes::from_static(&[0xFF, 0x00])).await.unwrap();
     let ended = server.await.unwrap();
     assert_eq!(
         ended,
-        Err(serve::Error::Malformed(neorpc::error::Error::BadTag {
+        Err(serve::Error::Malformed(neorpc::frame::Error::BadTag {
             byte: 0xFF
         }))
     );
@@ -185,7 +188,7 @@ async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
 
 #[tokio::test]
 async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal() {
-    let probe = net::Listener::bind(&net::Address::parse("tcp://127.0.0.1:0").unwrap())
+    let probe = net::Listener::bind(&address::Address::parse("tcp://127.0.0.1:0").unwrap())
         .await
         .unwrap();
     let address = probe.local_address().unwrap();
@@ -196,7 +199,7 @@ async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal
     ));
     let client = Client::new(lazy.clone(), client::Config::default());
     assert!(!lazy.is_connected(), "creating the client touched nothing");
-    let refused = client.call("t", "echo", b"x").await.unwrap_err();
+    let refused = call(&client, "t", "echo", b"x").await.unwrap_err();
     let client::Error::Transport(transport::Error::Io { kind, .. }) = refused else {
         panic!("{refused:?}")
     };
@@ -204,8 +207,8 @@ async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal
     let listener = net::Listener::bind(&address).await.unwrap();
     tokio::spawn(async move {
         let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
-        serve::serve(connection, Arc::new(Scripted), serve::CALLS_IN_FLIGHT_MAX).await
+        serve::connection(connection, Arc::new(Scripted), serve::CALLS_IN_FLIGHT_MAX).await
     });
-    assert_eq!(&client.call("t", "echo", b"up").await.unwrap()[..], b"up");
+    assert_eq!(&call(&client, "t", "echo", b"up").await.unwrap()[..], b"up");
     assert!(lazy.is_connected());
 }

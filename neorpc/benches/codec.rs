@@ -41,10 +41,11 @@ fn param_types(name: &str) -> Vec<Type> {
 }
 
 fn round_trip(types: &[Type], vals: &[Val]) -> usize {
-    let args = codec::encode(vals).expect("encode");
-    let bytes = frame::CallEncoder::new(7, "provider", "exorun:test/math#add", &args)
-        .encode()
-        .expect("frame");
+    let mut writer = frame::CallWriter::new("provider", "exorun:test/math#add").expect("frame");
+    codec::encode_into(writer.args(), vals, &codec::Limits::default()).expect("encode");
+    let mut call = writer.finish(&[]).expect("frame");
+    call.set_seq(frame::Seq(7));
+    let bytes = call.into_bytes();
     let frame::Message::Call(call) = frame::decode(&bytes).expect("decode") else {
         panic!("not a call")
     };

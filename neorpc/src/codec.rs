@@ -10,7 +10,8 @@
 //!
 //! This file holds the public API and the names of kinds; its private parts `codec/encode.rs`
 //! (one function per value kind) and `codec/decode.rs` (one per type kind) do the work. The
-//! three together are still the only place that knows value kinds.
+//! three together are still the only place that knows value kinds. Every failure is one
+//! `Error` variant carrying the facts.
 
 mod decode;
 mod encode;
@@ -19,7 +20,7 @@ use neopack::Encoder;
 use wasmtime::component::Type;
 use wasmtime::component::Val;
 
-use crate::error::Error;
+use crate::cursor;
 
 /// Deepest nesting of values accepted by default. WIT types written by people rarely nest past
 /// a handful of levels; 32 leaves room while keeping the recursion (and its stack use) small.
@@ -29,6 +30,71 @@ pub const DEPTH_MAX: u32 = 32;
 /// counts one). A `Val` is about 40 bytes, so 1 Mi values bound a slab's decoded size near
 /// 40 MiB, while a 64 KiB `list<u8>` uses 1/16 of it.
 pub const ELEMENTS_MAX: u64 = 1 << 20;
+
+/// An encode or decode failure of a value slab.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The input ended in the middle of an item.
+    #[error("input ended in the middle of an item")]
+    Truncated,
+    /// A byte where a neopack tag belongs is not a known tag.
+    #[error("byte {byte:#04x} is not a neopack tag")]
+    BadTag { byte: u8 },
+    /// A string or char is not valid UTF-8 / not a Unicode scalar value.
+    #[error("string or char is not valid UTF-8")]
+    BadUtf8,
+    /// The item found is not of the kind the expected type requires.
+    #[error("type mismatch: expected {expected}, found {found}")]
+    TypeMismatch {
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// A variant, enum or flag name that the expected type does not declare.
+    #[error("`{case}` is not a case of the expected type")]
+    UnknownCase { case: String },
+    /// A value kind that cannot cross the wire (resources, futures, streams, error contexts).
+    #[error("{kind} values cannot cross the wire")]
+    UnsupportedType { kind: &'static str },
+    /// Values nested deeper than the configured limit.
+    #[error("values nested deeper than {depth_max}")]
+    DepthExceeded { depth_max: u32 },
+    /// More values in one slab than the configured limit, refused before allocating them.
+    #[error("more than {elements_max} values in one slab")]
+    TooManyElements { elements_max: u64 },
+    /// A record, tuple, fixed-length list or argument list with the wrong number of items.
+    #[error("expected {expected} items, found {found}")]
+    CountMismatch { expected: u64, found: u64 },
+    /// Bytes left over after a complete slab or item.
+    #[error("{count} bytes left over after a complete item")]
+    TrailingBytes { count: u64 },
+    /// Argument `index` of an argument list did not decode against its parameter type.
+    #[error("argument {index}: {source}")]
+    Argument { index: u32, source: Box<Error> },
+    /// The neopack encoder refused a write (a structural bug or a blob over 4 GiB).
+    #[error("neopack refused the encoding: {reason}")]
+    Encode { reason: &'static str },
+}
+
+impl From<cursor::Error> for Error {
+    fn from(error: cursor::Error) -> Self {
+        match error {
+            cursor::Error::Truncated => Error::Truncated,
+            cursor::Error::BadTag { byte } => Error::BadTag { byte },
+            cursor::Error::BadUtf8 => Error::BadUtf8,
+            cursor::Error::TypeMismatch { expected, found } => {
+                Error::TypeMismatch { expected, found }
+            }
+            cursor::Error::TrailingBytes { count } => Error::TrailingBytes { count },
+            cursor::Error::Encode { reason } => Error::Encode { reason },
+        }
+    }
+}
+
+impl From<neopack::Error> for Error {
+    fn from(error: neopack::Error) -> Self {
+        cursor::Error::from(error).into()
+    }
+}
 
 /// Bounds applied while encoding and decoding one slab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

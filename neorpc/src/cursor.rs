@@ -4,12 +4,55 @@
 //! and its list iterator ends quietly on a malformed element. Frames need both (the argument
 //! slab is returned as a borrowed slice; a bad list element must be an error), so this cursor
 //! runs each read through a fresh `Decoder` over the unread tail and advances by what it
-//! consumed. It knows neopack tags, never component value kinds. Failures are `Error`s.
+//! consumed. It knows neopack tags, never component value kinds. Its failures are `Error`s,
+//! which `frame::Error` and `codec::Error` take over variant by variant (same names, same
+//! facts), so each public error stays flat and exact.
 
 use neopack::Decoder;
 use neopack::Tag;
 
-use crate::error::Error;
+/// What reading or writing neopack items can fail with, before any layer gives it meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Error {
+    /// The input ended in the middle of an item.
+    Truncated,
+    /// A byte where a neopack tag belongs is not a known tag.
+    BadTag { byte: u8 },
+    /// A string or char is not valid UTF-8 / not a Unicode scalar value.
+    BadUtf8,
+    /// The item found is not of the kind required.
+    TypeMismatch {
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// Bytes left over after a complete item.
+    TrailingBytes { count: u64 },
+    /// The neopack encoder refused a write (a structural bug or a blob over 4 GiB).
+    Encode { reason: &'static str },
+}
+
+impl From<neopack::Error> for Error {
+    fn from(error: neopack::Error) -> Self {
+        match error {
+            neopack::Error::UnexpectedEnd => Error::Truncated,
+            neopack::Error::InvalidTag(byte) => Error::BadTag { byte },
+            neopack::Error::InvalidUtf8 => Error::BadUtf8,
+            neopack::Error::BlobTooLarge(_) => encode("blob over 4 GiB"),
+            neopack::Error::BufferFull => encode("buffer full"),
+            neopack::Error::ScopeMismatch { .. } => encode("scope mismatch"),
+            neopack::Error::ScopeUnderflow => encode("scope underflow"),
+            neopack::Error::ScopeStillOpen => encode("scope still open"),
+            neopack::Error::TooManyItems(_) => encode("more than one item where one belongs"),
+            neopack::Error::EmptyAdt(_) => encode("no item where one belongs"),
+            neopack::Error::InvalidMapEntry => encode("map entry not a variant"),
+            neopack::Error::Text(_) => encode("text format"),
+        }
+    }
+}
+
+fn encode(reason: &'static str) -> Error {
+    Error::Encode { reason }
+}
 
 /// Bytes of a container header: one tag byte and a u32 little-endian body length.
 const HEADER_BYTES: usize = 5;

@@ -1,25 +1,34 @@
 //! Call and reply envelopes (SPEC.md, "Frames").
 //!
 //! A frame is one neopack `Variant` named by its message kind (`Call`, `Reply`) whose payload is
-//! a `Map` of named entries. Argument and result slabs are opaque: the encoder appends them
-//! verbatim and the decoder returns them as borrowed slices without looking inside. Decoding is
-//! zero-copy and bounded by a frame size limit checked before anything is read. A frame of a kind
-//! this version does not know fails with `Error::UnknownKind`, which a reader logs and skips.
-//! Entries a reader does not know are skipped, so later versions can add them.
+//! a `Map` of named entries. Argument and result slabs are opaque here: a `CallWriter` or
+//! `ReplyWriter` hands the caller the encoder positioned where the slab goes, so a codec writes
+//! values straight into the frame (no separate slab, no copy), and the decoder returns slabs as
+//! borrowed slices without looking inside. A call frame's sequence number sits at a fixed offset
+//! and is stamped by whoever sends it (`CallFrame::set_seq`), so a frame is encoded before the
+//! connection it goes out on is known.
+//!
+//! Decoding is zero-copy and bounded by a frame size limit checked before anything is read. A
+//! frame of a kind this version does not know fails with `Error::UnknownKind`, which a reader
+//! logs and skips; entries a reader does not know are skipped, so later versions can add them.
+//! Every malformed, truncated or oversized input is one `Error` variant carrying the facts.
 
 use neopack::Tag;
 
+use crate::cursor;
 use crate::cursor::Cursor;
-use crate::error::Error;
-use crate::error::Failure;
-use crate::error::failure_tag;
+use crate::failure;
+use crate::failure::Failure;
 
-/// The neopack encoder a slab writer (`encode_call_with`) writes into.
+/// The neopack encoder a slab writer writes into.
 pub use neopack::Encoder;
 
 /// Largest frame accepted by default, in bytes: 16 MiB holds a 64 KiB argument list many times
 /// over while bounding what one peer can make us hold per message.
 pub const FRAME_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// Most hops a call chain may carry: deeper chains are refused, on encode and on decode.
+pub const CHAIN_HOPS_MAX: usize = 64;
 
 /// The message kind name of a call frame.
 pub const KIND_CALL: &str = "Call";
@@ -31,9 +40,77 @@ const FIELD_TARGET: &str = "target";
 const FIELD_METHOD: &str = "method";
 const FIELD_ARGS: &str = "args";
 const FIELD_CHAIN: &str = "chain";
+const FIELD_OK: &str = "ok";
+const FIELD_FAIL: &str = "fail";
 
-/// Most hops a call chain may carry: deeper chains are refused, on encode and on decode.
-pub const CHAIN_HOPS_MAX: usize = 64;
+/// Where a call frame's u64 sequence number sits (SPEC.md, "Frames"): 5 (frame header) + 9
+/// (`"Call"`) + 5 (map header) + 5 (`seq` entry header) + 8 (`"seq"`) + 1 (u64 tag).
+const CALL_SEQ_OFFSET: usize = 33;
+
+/// An encode or decode failure of a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The input ended in the middle of an item.
+    #[error("input ended in the middle of an item")]
+    Truncated,
+    /// A byte where a neopack tag belongs is not a known tag.
+    #[error("byte {byte:#04x} is not a neopack tag")]
+    BadTag { byte: u8 },
+    /// A string is not valid UTF-8.
+    #[error("string is not valid UTF-8")]
+    BadUtf8,
+    /// The item found is not of the kind the frame layout requires.
+    #[error("type mismatch: expected {expected}, found {found}")]
+    TypeMismatch {
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// A frame lacks a required map entry.
+    #[error("frame has no `{field}` entry")]
+    MissingField { field: &'static str },
+    /// A frame carries the same map entry twice.
+    #[error("frame has `{field}` twice")]
+    DuplicateField { field: &'static str },
+    /// A frame of a message kind this version does not know (readers log and skip it).
+    #[error("unknown message kind `{kind}`")]
+    UnknownKind { kind: String },
+    /// A frame larger than the limit, refused before it is read (or after it is written).
+    #[error("frame of {frame_bytes} bytes exceeds the limit of {max}")]
+    FrameTooLarge { frame_bytes: u64, max: u64 },
+    /// A call chain longer than `CHAIN_HOPS_MAX`.
+    #[error("call chain longer than {hops_max} hops")]
+    ChainTooLong { hops_max: u64 },
+    /// Bytes left over after a complete frame or entry.
+    #[error("{count} bytes left over after a complete item")]
+    TrailingBytes { count: u64 },
+    /// A failure reply with a reason tag this version does not know.
+    #[error("unknown failure tag {tag}")]
+    UnknownFailureTag { tag: u32 },
+    /// The neopack encoder refused a write (e.g. a slab writer wrote no item, or two).
+    #[error("neopack refused the encoding: {reason}")]
+    Encode { reason: &'static str },
+}
+
+impl From<cursor::Error> for Error {
+    fn from(error: cursor::Error) -> Self {
+        match error {
+            cursor::Error::Truncated => Error::Truncated,
+            cursor::Error::BadTag { byte } => Error::BadTag { byte },
+            cursor::Error::BadUtf8 => Error::BadUtf8,
+            cursor::Error::TypeMismatch { expected, found } => {
+                Error::TypeMismatch { expected, found }
+            }
+            cursor::Error::TrailingBytes { count } => Error::TrailingBytes { count },
+            cursor::Error::Encode { reason } => Error::Encode { reason },
+        }
+    }
+}
+
+impl From<neopack::Error> for Error {
+    fn from(error: neopack::Error) -> Self {
+        cursor::Error::from(error).into()
+    }
+}
 
 /// One call on a chain of nested calls: the runtime and the instance it is running in. A call
 /// carries the chain that led to it, so a runtime can refuse a call into an instance that is
@@ -45,29 +122,10 @@ pub struct Hop {
     /// The instance's id within that runtime.
     pub instance: u64,
 }
-const FIELD_OK: &str = "ok";
-const FIELD_FAIL: &str = "fail";
 
 /// A call's sequence number: unique per connection among calls in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Seq(pub u64);
-
-/// Builds a call frame around an already encoded argument slab.
-#[derive(Debug, Clone, Copy)]
-pub struct CallEncoder<'a> {
-    seq: Seq,
-    target: &'a str,
-    method: &'a str,
-    args_payload: &'a [u8],
-    chain: &'a [Hop],
-}
-
-/// Builds a reply frame: a result slab or a failure reason.
-#[derive(Debug, Clone, Copy)]
-pub struct ReplyEncoder<'a> {
-    seq: Seq,
-    outcome: Result<&'a [u8], &'a Failure>,
-}
 
 /// A decoded call, borrowing from the frame bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,148 +160,155 @@ pub enum Message<'a> {
     Reply(Reply<'a>),
 }
 
-impl<'a> CallEncoder<'a> {
-    /// A call of `method` on `target` carrying `args_payload` (an encoded slab) verbatim.
-    pub fn new(seq: u64, target: &'a str, method: &'a str, args_payload: &'a [u8]) -> Self {
-        Self {
-            seq: Seq(seq),
-            target,
-            method,
-            args_payload,
-            chain: &[],
-        }
-    }
+/// Writes a call frame: the header entries first, then the argument slab straight into
+/// `args()` (exactly one item; `codec::encode_into` writes one), then `finish`.
+pub struct CallWriter {
+    encoder: Encoder,
+}
 
-    /// Carries `chain`, the calls this one is nested in.
-    #[must_use]
-    pub fn chain(mut self, chain: &'a [Hop]) -> Self {
-        self.chain = chain;
-        self
-    }
+/// An encoded call frame whose sequence number is stamped when it is sent, so a frame can be
+/// built before the connection (and that connection's numbering) is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFrame {
+    bytes: Vec<u8>,
+}
 
-    /// Appends the frame to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        let bytes = self.encode()?;
-        out.extend_from_slice(&bytes);
-        Ok(())
-    }
+/// Writes a successful reply frame: the header first, then the result slab straight into
+/// `results()` (exactly one item), then `finish`.
+pub struct ReplyWriter {
+    encoder: Encoder,
+}
 
-    /// Encodes the frame into a new buffer.
-    pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        check_slab(self.args_payload)?;
-        let copy_slab = |encoder: &mut Encoder| Ok(encoder.append_raw(self.args_payload)?);
-        encode_call_with(self.seq.0, self.target, self.method, self.chain, copy_slab)
+impl std::fmt::Debug for CallWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallWriter")
     }
 }
 
-impl<'a> ReplyEncoder<'a> {
-    /// A successful reply carrying `results_payload` (an encoded slab) verbatim.
-    pub fn ok(seq: u64, results_payload: &'a [u8]) -> Self {
-        Self {
-            seq: Seq(seq),
-            outcome: Ok(results_payload),
+impl std::fmt::Debug for ReplyWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyWriter")
+    }
+}
+
+impl CallWriter {
+    /// Starts a call of `method` on `target` (its sequence number is set later).
+    pub fn new(target: &str, method: &str) -> Result<Self, Error> {
+        let mut encoder = Encoder::new();
+        encoder.variant_begin(KIND_CALL)?;
+        encoder.map_begin()?;
+        entry_u64(&mut encoder, FIELD_SEQ, 0)?;
+        entry_str(&mut encoder, FIELD_TARGET, target)?;
+        entry_str(&mut encoder, FIELD_METHOD, method)?;
+        encoder.variant_begin(FIELD_ARGS)?;
+        Ok(Self { encoder })
+    }
+
+    /// Where the argument slab goes: write exactly one item.
+    pub fn args(&mut self) -> &mut Encoder {
+        &mut self.encoder
+    }
+
+    /// Closes the slab, appends `chain` (the calls this one is nested in; written only when
+    /// non-empty, after the slab, so the slab's offset does not depend on it) and checks the
+    /// finished frame against `FRAME_BYTES_MAX`.
+    pub fn finish(mut self, chain: &[Hop]) -> Result<CallFrame, Error> {
+        if chain.len() > CHAIN_HOPS_MAX {
+            return Err(chain_too_long());
         }
-    }
-
-    /// A failure reply.
-    pub fn fail(seq: u64, failure: &'a Failure) -> Self {
-        Self {
-            seq: Seq(seq),
-            outcome: Err(failure),
+        self.encoder.variant_end()?;
+        if !chain.is_empty() {
+            encode_chain(&mut self.encoder, chain)?;
         }
+        self.encoder.map_end()?;
+        self.encoder.variant_end()?;
+        let bytes = self.encoder.into_bytes()?;
+        check_frame_size(&bytes)?;
+        Ok(CallFrame { bytes })
+    }
+}
+
+impl CallFrame {
+    /// Stamps the sequence number this frame is sent under.
+    pub fn set_seq(&mut self, seq: Seq) {
+        let field = CALL_SEQ_OFFSET..CALL_SEQ_OFFSET + 8;
+        self.bytes[field].copy_from_slice(&seq.0.to_le_bytes());
     }
 
-    /// Appends the frame to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        let bytes = self.encode()?;
-        out.extend_from_slice(&bytes);
-        Ok(())
+    /// The frame's bytes as they stand.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
-    /// Encodes the frame into a new buffer.
-    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+    /// The frame's bytes, for a transport to send without copying.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl ReplyWriter {
+    /// Starts a successful reply to `seq`.
+    pub fn new(seq: Seq) -> Result<Self, Error> {
         let mut encoder = Encoder::new();
         encoder.variant_begin(KIND_REPLY)?;
         encoder.map_begin()?;
-        entry_u64(&mut encoder, FIELD_SEQ, self.seq.0)?;
-        match self.outcome {
-            Ok(results) => {
-                check_slab(results)?;
-                encoder.variant_begin(FIELD_OK)?;
-                encoder.append_raw(results)?;
-                encoder.variant_end()?;
-            }
-            Err(failure) => {
-                encoder.variant_begin(FIELD_FAIL)?;
-                encode_failure(&mut encoder, failure)?;
-                encoder.variant_end()?;
-            }
-        }
-        encoder.map_end()?;
-        encoder.variant_end()?;
-        Ok(encoder.into_bytes()?)
+        entry_u64(&mut encoder, FIELD_SEQ, seq.0)?;
+        encoder.variant_begin(FIELD_OK)?;
+        Ok(Self { encoder })
+    }
+
+    /// Where the result slab goes: write exactly one item.
+    pub fn results(&mut self) -> &mut Encoder {
+        &mut self.encoder
+    }
+
+    /// Closes the frame and checks it against `FRAME_BYTES_MAX`.
+    pub fn finish(mut self) -> Result<Vec<u8>, Error> {
+        self.encoder.variant_end()?;
+        self.encoder.map_end()?;
+        self.encoder.variant_end()?;
+        let bytes = self.encoder.into_bytes()?;
+        check_frame_size(&bytes)?;
+        Ok(bytes)
     }
 }
 
-/// Encodes a call frame whose argument slab `write_args` writes straight into the frame, so the
-/// arguments are encoded once with no intermediate buffer. `write_args` must write exactly one
-/// item (`codec::encode_into` does). A non-empty `chain` goes after the arguments (so the slab's
-/// offset does not depend on it). The finished frame is checked against `FRAME_BYTES_MAX`.
-pub fn encode_call_with(
-    seq: u64,
+/// A call frame around an already encoded argument slab, copied in verbatim (for callers that
+/// hold a slab; a codec writes into a `CallWriter` instead).
+pub fn encode_call(
     target: &str,
     method: &str,
+    args_slab: &[u8],
     chain: &[Hop],
-    write_args: impl FnOnce(&mut Encoder) -> Result<(), Error>,
-) -> Result<Vec<u8>, Error> {
-    if chain.len() > CHAIN_HOPS_MAX {
-        return Err(chain_too_long());
-    }
-    let mut encoder = Encoder::new();
-    encoder.variant_begin(KIND_CALL)?;
-    encoder.map_begin()?;
-    entry_u64(&mut encoder, FIELD_SEQ, seq)?;
-    entry_str(&mut encoder, FIELD_TARGET, target)?;
-    entry_str(&mut encoder, FIELD_METHOD, method)?;
-    encoder.variant_begin(FIELD_ARGS)?;
-    write_args(&mut encoder)?;
-    encoder.variant_end()?;
-    if !chain.is_empty() {
-        encoder.variant_begin(FIELD_CHAIN)?;
-        encoder.list_begin()?;
-        for hop in chain {
-            encoder.u64(hop.runtime)?;
-            encoder.u64(hop.instance)?;
-        }
-        encoder.list_end()?;
-        encoder.variant_end()?;
-    }
-    encoder.map_end()?;
-    encoder.variant_end()?;
-    finish(encoder)
+) -> Result<CallFrame, Error> {
+    check_frame_size(args_slab)?;
+    let mut writer = CallWriter::new(target, method)?;
+    writer.args().append_raw(args_slab)?;
+    writer.finish(chain)
 }
 
-/// Encodes a successful reply whose result slab `write_results` writes straight into the frame
-/// (exactly one item). The finished frame is checked against `FRAME_BYTES_MAX`.
-pub fn encode_reply_ok_with(
-    seq: u64,
-    write_results: impl FnOnce(&mut Encoder) -> Result<(), Error>,
-) -> Result<Vec<u8>, Error> {
+/// A reply frame: the result slab copied in verbatim, or a failure reason.
+pub fn encode_reply(seq: Seq, outcome: Result<&[u8], &Failure>) -> Result<Vec<u8>, Error> {
+    let failure = match outcome {
+        Ok(results_slab) => {
+            check_frame_size(results_slab)?;
+            let mut writer = ReplyWriter::new(seq)?;
+            writer.results().append_raw(results_slab)?;
+            return writer.finish();
+        }
+        Err(failure) => failure,
+    };
     let mut encoder = Encoder::new();
     encoder.variant_begin(KIND_REPLY)?;
     encoder.map_begin()?;
-    entry_u64(&mut encoder, FIELD_SEQ, seq)?;
-    encoder.variant_begin(FIELD_OK)?;
-    write_results(&mut encoder)?;
+    entry_u64(&mut encoder, FIELD_SEQ, seq.0)?;
+    encoder.variant_begin(FIELD_FAIL)?;
+    failure::encode(&mut encoder, failure)?;
     encoder.variant_end()?;
     encoder.map_end()?;
     encoder.variant_end()?;
-    finish(encoder)
-}
-
-fn finish(encoder: Encoder) -> Result<Vec<u8>, Error> {
     let bytes = encoder.into_bytes()?;
-    check_slab(&bytes)?;
+    check_frame_size(&bytes)?;
     Ok(bytes)
 }
 
@@ -264,8 +329,8 @@ pub fn decode_with_limit(bytes: &[u8], frame_bytes_max: u64) -> Result<Message<'
     }
 }
 
-/// Reads only the sequence number of a frame of any kind, so a reply can be routed before (or
-/// without) decoding its payload.
+/// Reads only the sequence number of a frame of any kind, so a frame whose rest is malformed
+/// can still be answered (or routed) by its sequence number.
 pub fn decode_seq(bytes: &[u8]) -> Result<Seq, Error> {
     let (_kind, mut entries) = open_frame(bytes, FRAME_BYTES_MAX)?;
     while !entries.is_empty() {
@@ -313,16 +378,23 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
         value.finish()?;
     }
     Ok(Call {
-        seq: seq.ok_or(Error::MissingField { field: FIELD_SEQ })?,
-        target: target.ok_or(Error::MissingField {
-            field: FIELD_TARGET,
-        })?,
-        method: method.ok_or(Error::MissingField {
-            field: FIELD_METHOD,
-        })?,
-        args: args.ok_or(Error::MissingField { field: FIELD_ARGS })?,
+        seq: seq.ok_or(missing(FIELD_SEQ))?,
+        target: target.ok_or(missing(FIELD_TARGET))?,
+        method: method.ok_or(missing(FIELD_METHOD))?,
+        args: args.ok_or(missing(FIELD_ARGS))?,
         chain: chain.unwrap_or_default(),
     })
+}
+
+fn encode_chain(encoder: &mut Encoder, chain: &[Hop]) -> Result<(), Error> {
+    encoder.variant_begin(FIELD_CHAIN)?;
+    encoder.list_begin()?;
+    for hop in chain {
+        encoder.u64(hop.runtime)?;
+        encoder.u64(hop.instance)?;
+    }
+    encoder.list_end()?;
+    Ok(encoder.variant_end()?)
 }
 
 /// A flat list of u64 pairs (runtime, instance), at most `CHAIN_HOPS_MAX` of them.
@@ -341,8 +413,8 @@ fn decode_chain(value: &mut Cursor<'_>) -> Result<Vec<Hop>, Error> {
 }
 
 fn chain_too_long() -> Error {
-    Error::TooManyElements {
-        elements_max: u64::try_from(CHAIN_HOPS_MAX).unwrap_or(u64::MAX),
+    Error::ChainTooLong {
+        hops_max: u64::try_from(CHAIN_HOPS_MAX).unwrap_or(u64::MAX),
     }
 }
 
@@ -354,14 +426,14 @@ fn decode_reply<'a>(entries: &mut Cursor<'a>) -> Result<Reply<'a>, Error> {
         match key {
             FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
             FIELD_OK => set_once(&mut outcome, "ok|fail", Ok(value.take_rest()))?,
-            FIELD_FAIL => set_once(&mut outcome, "ok|fail", Err(decode_failure(&mut value)?))?,
+            FIELD_FAIL => set_once(&mut outcome, "ok|fail", Err(failure::decode(&mut value)?))?,
             _ => continue,
         }
         value.finish()?;
     }
     Ok(Reply {
-        seq: seq.ok_or(Error::MissingField { field: FIELD_SEQ })?,
-        outcome: outcome.ok_or(Error::MissingField { field: "ok|fail" })?,
+        seq: seq.ok_or(missing(FIELD_SEQ))?,
+        outcome: outcome.ok_or(missing("ok|fail"))?,
     })
 }
 
@@ -373,8 +445,13 @@ fn set_once<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<()
     Ok(())
 }
 
-fn check_slab(slab: &[u8]) -> Result<(), Error> {
-    let frame_bytes = u64::try_from(slab.len()).unwrap_or(u64::MAX);
+fn missing(field: &'static str) -> Error {
+    Error::MissingField { field }
+}
+
+/// Refuses a frame (or a slab that would make one) over `FRAME_BYTES_MAX`.
+fn check_frame_size(bytes: &[u8]) -> Result<(), Error> {
+    let frame_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if frame_bytes > FRAME_BYTES_MAX {
         return Err(Error::FrameTooLarge {
             frame_bytes,
@@ -394,77 +471,4 @@ fn entry_str(encoder: &mut Encoder, key: &str, value: &str) -> Result<(), Error>
     encoder.variant_begin(key)?;
     encoder.str(value)?;
     Ok(encoder.variant_end()?)
-}
-
-/// A failure is a list: the u32 reason tag, then that reason's fields in order.
-fn encode_failure(encoder: &mut Encoder, failure: &Failure) -> Result<(), Error> {
-    encoder.list_begin()?;
-    encoder.u32(failure.tag())?;
-    match failure {
-        Failure::OutOfFuel | Failure::OutOfMemory | Failure::Overloaded => {}
-        Failure::AppTrapped { message }
-        | Failure::ProtocolViolation { message }
-        | Failure::Internal { message } => encoder.str(message)?,
-        Failure::InstanceNotFound { instance } | Failure::Reentrant { instance } => {
-            encoder.str(instance)?;
-        }
-        Failure::MethodNotFound { method } => encoder.str(method)?,
-        Failure::BadArgumentCount { expected, found } => {
-            encoder.u32(*expected)?;
-            encoder.u32(*found)?;
-        }
-        Failure::BadArgumentType {
-            index: code,
-            message,
-        }
-        | Failure::DomainSpecific { code, message } => {
-            encoder.u32(*code)?;
-            encoder.str(message)?;
-        }
-    }
-    Ok(encoder.list_end()?)
-}
-
-fn decode_failure(value: &mut Cursor<'_>) -> Result<Failure, Error> {
-    let mut fields = value.container(Tag::List, "failure")?;
-    let tag = fields.u32("failure tag")?;
-    let text = |fields: &mut Cursor<'_>| fields.str("failure text").map(str::to_owned);
-    let failure = match tag {
-        failure_tag::APP_TRAPPED => Failure::AppTrapped {
-            message: text(&mut fields)?,
-        },
-        failure_tag::OUT_OF_FUEL => Failure::OutOfFuel,
-        failure_tag::OUT_OF_MEMORY => Failure::OutOfMemory,
-        failure_tag::INSTANCE_NOT_FOUND => Failure::InstanceNotFound {
-            instance: text(&mut fields)?,
-        },
-        failure_tag::METHOD_NOT_FOUND => Failure::MethodNotFound {
-            method: text(&mut fields)?,
-        },
-        failure_tag::BAD_ARGUMENT_COUNT => Failure::BadArgumentCount {
-            expected: fields.u32("expected count")?,
-            found: fields.u32("found count")?,
-        },
-        failure_tag::BAD_ARGUMENT_TYPE => Failure::BadArgumentType {
-            index: fields.u32("argument index")?,
-            message: text(&mut fields)?,
-        },
-        failure_tag::DOMAIN_SPECIFIC => Failure::DomainSpecific {
-            code: fields.u32("domain code")?,
-            message: text(&mut fields)?,
-        },
-        failure_tag::PROTOCOL_VIOLATION => Failure::ProtocolViolation {
-            message: text(&mut fields)?,
-        },
-        failure_tag::OVERLOADED => Failure::Overloaded,
-        failure_tag::INTERNAL => Failure::Internal {
-            message: text(&mut fields)?,
-        },
-        failure_tag::REENTRANT => Failure::Reentrant {
-            instance: text(&mut fields)?,
-        },
-        unknown => return Err(Error::UnknownFailureTag { tag: unknown }),
-    };
-    fields.finish()?;
-    Ok(failure)
 }

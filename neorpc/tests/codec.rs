@@ -8,7 +8,7 @@ mod shapes;
 
 use neorpc::codec;
 use neorpc::codec::Limits;
-use neorpc::error::Error;
+use neorpc::codec::Error;
 use proptest::prelude::*;
 use shapes::Shape;
 use shapes::all_same;
@@ -35,22 +35,20 @@ proptest! {
     fn arguments_written_into_the_frame_match_a_separate_slab((shapes, vals) in shape_and_values()) {
         let types = types_of(&shapes);
         let slab = codec::encode(&vals).unwrap();
-        let framed = neorpc::frame::CallEncoder::new(7, "t", "i#f", &slab).encode().unwrap();
-        let direct = neorpc::frame::encode_call_with(7, "t", "i#f", &[], |encoder| {
-            codec::encode_into(encoder, &vals, &Limits::default())
-        })
-        .unwrap();
+        let framed = neorpc::frame::encode_call("t", "i#f", &slab, &[]).unwrap();
+        let mut writer = neorpc::frame::CallWriter::new("t", "i#f").unwrap();
+        codec::encode_into(writer.args(), &vals, &Limits::default()).unwrap();
+        let direct = writer.finish(&[]).unwrap();
         prop_assert_eq!(&framed, &direct);
-        let neorpc::frame::Message::Call(call) = neorpc::frame::decode(&direct).unwrap() else {
+        let neorpc::frame::Message::Call(call) = neorpc::frame::decode(direct.as_bytes()).unwrap() else {
             panic!("not a call")
         };
         let decoded = codec::decode(call.args, &types, &Limits::default()).unwrap();
         prop_assert!(all_same(&decoded, &vals));
-        let reply = neorpc::frame::encode_reply_ok_with(7, |encoder| {
-            codec::encode_into(encoder, &vals, &Limits::default())
-        })
-        .unwrap();
-        prop_assert_eq!(reply, neorpc::frame::ReplyEncoder::ok(7, &slab).encode().unwrap());
+        let mut reply = neorpc::frame::ReplyWriter::new(neorpc::frame::Seq(7)).unwrap();
+        codec::encode_into(reply.results(), &vals, &Limits::default()).unwrap();
+        let reply = reply.finish().unwrap();
+        prop_assert_eq!(reply, neorpc::frame::encode_reply(neorpc::frame::Seq(7), Ok(&slab)).unwrap());
     }
 
     #[test]

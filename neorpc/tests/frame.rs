@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use neorpc::error::Error;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use neorpc::frame;
-use neorpc::frame::CallEncoder;
+use neorpc::frame::Error;
 use neorpc::frame::Message;
-use neorpc::frame::ReplyEncoder;
 use neorpc::frame::Seq;
 use proptest::prelude::*;
 
@@ -68,12 +66,17 @@ fn str_item(text: &str) -> Vec<u8> {
     out
 }
 
+/// A call frame around `args`, stamped with `seq`.
+fn call_bytes(seq: u64, target: &str, method: &str, args: &[u8], chain: &[frame::Hop]) -> Vec<u8> {
+    let mut call = frame::encode_call(target, method, args, chain).unwrap();
+    call.set_seq(Seq(seq));
+    call.into_bytes()
+}
+
 #[test]
 fn call_matches_spec_golden_bytes() {
     let args = hex(GOLDEN_ARGS);
-    let bytes = CallEncoder::new(1, "calc", "exorun:test/math#add", &args)
-        .encode()
-        .unwrap();
+    let bytes = call_bytes(1, "calc", "exorun:test/math#add", &args, &[]);
     assert_eq!(bytes, hex(GOLDEN_CALL));
     let Message::Call(call) = frame::decode(&bytes).unwrap() else {
         panic!("not a call")
@@ -87,13 +90,13 @@ fn call_matches_spec_golden_bytes() {
 #[test]
 fn replies_match_spec_golden_bytes() {
     let results = hex("20 05 00 00 00 05 0f 00 00 00");
-    let ok = ReplyEncoder::ok(1, &results).encode().unwrap();
+    let ok = frame::encode_reply(Seq(1), Ok(&results)).unwrap();
     assert_eq!(ok, hex(GOLDEN_OK));
     let failure = Failure::DomainSpecific {
         code: 403,
         message: "denied".into(),
     };
-    let fail = ReplyEncoder::fail(2, &failure).encode().unwrap();
+    let fail = frame::encode_reply(Seq(2), Err(&failure)).unwrap();
     assert_eq!(fail, hex(GOLDEN_FAIL));
     let Message::Reply(reply) = frame::decode(&fail).unwrap() else {
         panic!("not a reply")
@@ -106,9 +109,7 @@ fn replies_match_spec_golden_bytes() {
 fn args_slab_sits_verbatim_at_the_spec_offset() {
     let args = [0xCA, 0xFE, 0xBA, 0xBE];
     let (target, method) = ("provider", "exorun:test/math#add");
-    let bytes = CallEncoder::new(42, target, method, &args)
-        .encode()
-        .unwrap();
+    let bytes = call_bytes(42, target, method, &args, &[]);
     // SPEC.md: the slab starts at 97 + len(target) + len(method) and runs to the frame's end.
     let offset = 97 + target.len() + method.len();
     assert_eq!(&bytes[offset..], &args);
@@ -123,18 +124,67 @@ fn args_slab_sits_verbatim_at_the_spec_offset() {
 }
 
 #[test]
-fn encode_into_appends_to_the_callers_buffer() {
-    let mut out = vec![0xAA];
-    CallEncoder::new(1, "calc", "exorun:test/math#add", &hex(GOLDEN_ARGS))
-        .encode_into(&mut out)
-        .unwrap();
-    assert_eq!(out[0], 0xAA);
-    assert_eq!(&out[1..], &hex(GOLDEN_CALL)[..]);
-    let mut reply = Vec::new();
-    ReplyEncoder::ok(1, &hex("20 05 00 00 00 05 0f 00 00 00"))
-        .encode_into(&mut reply)
-        .unwrap();
-    assert_eq!(reply, hex(GOLDEN_OK));
+fn writers_put_slabs_straight_into_the_frame() {
+    let mut call = frame::CallWriter::new("calc", "exorun:test/math#add").unwrap();
+    let args = call.args();
+    args.list_begin().unwrap();
+    args.u32(10).unwrap();
+    args.u32(5).unwrap();
+    args.list_end().unwrap();
+    let mut call = call.finish(&[]).unwrap();
+    call.set_seq(Seq(1));
+    assert_eq!(call.as_bytes(), &hex(GOLDEN_CALL)[..]);
+    let mut reply = frame::ReplyWriter::new(Seq(1)).unwrap();
+    let results = reply.results();
+    results.list_begin().unwrap();
+    results.u32(15).unwrap();
+    results.list_end().unwrap();
+    assert_eq!(reply.finish().unwrap(), hex(GOLDEN_OK));
+}
+
+#[test]
+fn the_seq_is_stamped_in_place_and_can_be_restamped() {
+    let mut call = frame::encode_call("calc", "exorun:test/math#add", &hex(GOLDEN_ARGS), &[]).unwrap();
+    assert_eq!(frame::decode_seq(call.as_bytes()).unwrap(), Seq(0));
+    call.set_seq(Seq(u64::MAX));
+    assert_eq!(frame::decode_seq(call.as_bytes()).unwrap(), Seq(u64::MAX));
+    call.set_seq(Seq(1));
+    assert_eq!(call.into_bytes(), hex(GOLDEN_CALL));
+}
+
+#[test]
+fn a_slab_writer_must_write_exactly_one_item() {
+    let empty = frame::CallWriter::new("t", "m").unwrap().finish(&[]);
+    assert_eq!(
+        empty,
+        Err(Error::Encode {
+            reason: "no item where one belongs"
+        })
+    );
+    let mut two = frame::ReplyWriter::new(Seq(1)).unwrap();
+    two.results().unit().unwrap();
+    let second = two.results().unit().map_err(Error::from);
+    assert_eq!(
+        second,
+        Err(Error::Encode {
+            reason: "more than one item where one belongs"
+        })
+    );
+}
+
+#[test]
+fn oversized_slabs_are_refused_on_encode() {
+    let huge = vec![0u8; usize::try_from(frame::FRAME_BYTES_MAX).unwrap() + 1];
+    let too_large = Error::FrameTooLarge {
+        frame_bytes: frame::FRAME_BYTES_MAX + 1,
+        max: frame::FRAME_BYTES_MAX,
+    };
+    assert_eq!(frame::encode_call("t", "m", &huge, &[]).err(), Some(too_large.clone()));
+    assert_eq!(frame::encode_reply(Seq(1), Ok(&huge)).err(), Some(too_large));
+    // A slab that fits on its own but not with the frame's header around it.
+    let edge = vec![0x0E; usize::try_from(frame::FRAME_BYTES_MAX).unwrap()];
+    let refused = frame::encode_reply(Seq(1), Ok(&edge));
+    assert!(matches!(refused, Err(Error::FrameTooLarge { max: frame::FRAME_BYTES_MAX, .. })), "{refused:?}");
 }
 
 #[test]
@@ -306,7 +356,7 @@ proptest! {
             .into_iter()
             .map(|(runtime, instance)| frame::Hop { runtime, instance })
             .collect();
-        let bytes = CallEncoder::new(seq, &target, &method, &args).chain(&chain).encode().unwrap();
+        let bytes = call_bytes(seq, &target, &method, &args, &chain);
         let decoded = frame::decode(&bytes).unwrap();
         let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args, chain };
         prop_assert_eq!(decoded, Message::Call(expected));
@@ -319,11 +369,11 @@ proptest! {
         results in proptest::collection::vec(any::<u8>(), 0..256),
         failure in proptest::option::of(failure_strategy()),
     ) {
-        let encoder = match &failure {
-            Some(failure) => ReplyEncoder::fail(seq, failure),
-            None => ReplyEncoder::ok(seq, &results),
+        let written = match &failure {
+            Some(failure) => frame::encode_reply(Seq(seq), Err(failure)),
+            None => frame::encode_reply(Seq(seq), Ok(&results)),
         };
-        let bytes = encoder.encode().unwrap();
+        let bytes = written.unwrap();
         let outcome = match failure {
             Some(failure) => Err(failure),
             None => Ok(&results[..]),
@@ -333,8 +383,8 @@ proptest! {
 
     #[test]
     fn every_strict_prefix_fails(seq in any::<u64>(), target in ".{0,16}", failure in failure_strategy()) {
-        let call = CallEncoder::new(seq, &target, "i#f", &[0x0E]).encode().unwrap();
-        let reply = ReplyEncoder::fail(seq, &failure).encode().unwrap();
+        let call = call_bytes(seq, &target, "i#f", &[0x0E], &[]);
+        let reply = frame::encode_reply(Seq(seq), Err(&failure)).unwrap();
         for bytes in [call, reply] {
             for end in 0..bytes.len() {
                 prop_assert!(frame::decode(&bytes[..end]).is_err(), "prefix of {} bytes decoded", end);
@@ -366,17 +416,14 @@ fn a_chain_is_bounded_and_made_of_pairs() {
         instance: 2,
     };
     let longest = vec![hop; frame::CHAIN_HOPS_MAX];
-    let bytes = CallEncoder::new(1, "t", "m", &[0x20, 0, 0, 0, 0])
-        .chain(&longest)
-        .encode()
-        .unwrap();
+    let bytes = call_bytes(1, "t", "m", &[0x20, 0, 0, 0, 0], &longest);
     let Message::Call(call) = frame::decode(&bytes).unwrap() else {
         panic!("not a call")
     };
     assert_eq!(call.chain, longest);
     let too_long = vec![hop; frame::CHAIN_HOPS_MAX + 1];
-    let refused = CallEncoder::new(1, "t", "m", &[]).chain(&too_long).encode();
-    assert_eq!(refused, Err(Error::TooManyElements { elements_max: 64 }));
+    let refused = frame::encode_call("t", "m", &[0x0E], &too_long);
+    assert_eq!(refused, Err(Error::ChainTooLong { hops_max: 64 }));
 
     // A hand-made chain of three u64s (an odd count) is refused on decode.
     let mut encoder = neopack::Encoder::new();

@@ -11,7 +11,7 @@ use super::Limits;
 use super::type_kind;
 use crate::cursor::Cursor;
 use crate::cursor::tag_name;
-use crate::error::Error;
+use super::Error;
 
 /// Decodes a whole slab: its top-level count is checked against the types first, then each
 /// value is decoded and handed to `put` with its index; `wrap` adds the index to an error.
@@ -290,7 +290,7 @@ fn decode_bool(cursor: &mut Cursor<'_>) -> Result<bool, Error> {
             found: tag_name(tag),
         });
     }
-    cursor.read(Decoder::bool)
+    Ok(cursor.read(Decoder::bool)?)
 }
 
 fn scalar<'a, T>(
@@ -300,7 +300,7 @@ fn scalar<'a, T>(
     read: impl FnOnce(&mut Decoder<'a>) -> neopack::Result<T>,
 ) -> Result<T, Error> {
     cursor.expect(tag, expected)?;
-    cursor.read(read)
+    Ok(cursor.read(read)?)
 }
 
 fn decode_enum(cursor: &mut Cursor<'_>, cases: &types::Enum) -> Result<Val, Error> {

@@ -5,7 +5,7 @@ use wasmtime::component::Val;
 
 use super::Limits;
 use super::val_kind;
-use crate::error::Error;
+use super::Error;
 
 /// Writes one value at nesting `depth`.
 pub(super) fn value(

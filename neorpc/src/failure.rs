@@ -1,0 +1,180 @@
+//! `Failure`: why a remote call failed, as the serving side reports it in a failure reply.
+//!
+//! A failure is not a decoding problem: it is a well-formed reply saying the call itself did not
+//! produce results. Each reason has a stable numeric wire tag (`tag`, SPEC.md "Failure
+//! reasons"); tags are never reused, and a reader that meets a tag it does not know reports
+//! `frame::Error::UnknownFailureTag` instead of guessing. How a failure sits inside a reply
+//! frame (a list: the tag, then the reason's fields) is written and read here too.
+
+use neopack::Encoder;
+use neopack::Tag;
+
+use crate::cursor;
+use crate::cursor::Cursor;
+use crate::frame;
+
+/// Why a remote call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The callee trapped (unreachable, out-of-bounds, a host error raised as a trap, ...).
+    #[error("the callee trapped: {message}")]
+    AppTrapped { message: String },
+    /// The callee ran out of fuel or past its time deadline.
+    #[error("the callee ran out of fuel or time")]
+    OutOfFuel,
+    /// The callee tried to grow memory or tables past its limit.
+    #[error("the callee ran out of memory")]
+    OutOfMemory,
+    /// No instance is exported for remote calls under that name.
+    #[error("no instance `{instance}` is exported")]
+    InstanceNotFound { instance: String },
+    /// The instance exports no such `interface#function`.
+    #[error("no method `{method}`")]
+    MethodNotFound { method: String },
+    /// The call carried the wrong number of arguments.
+    #[error("expected {expected} arguments, got {found}")]
+    BadArgumentCount { expected: u32, found: u32 },
+    /// An argument did not decode against its parameter type.
+    #[error("argument {index} is malformed: {message}")]
+    BadArgumentType { index: u32, message: String },
+    /// An application or authorization rejection that the caller handles by code.
+    #[error("domain error {code}: {message}")]
+    DomainSpecific { code: u32, message: String },
+    /// The request frame itself was malformed.
+    #[error("protocol violation: {message}")]
+    ProtocolViolation { message: String },
+    /// The server is at a limit (calls waiting, bytes held); the call did not start.
+    #[error("the server is overloaded")]
+    Overloaded,
+    /// The server failed for a reason that is not the callee's fault.
+    #[error("internal server error: {message}")]
+    Internal { message: String },
+    /// The call would re-enter an instance already on its call chain (A -> B -> A).
+    #[error("re-entrant call into `{instance}`, which is already on the call chain")]
+    Reentrant { instance: String },
+}
+
+/// Stable wire tags of the failure reasons (SPEC.md, "Failure reasons").
+pub mod tag {
+    /// `Failure::AppTrapped`
+    pub const APP_TRAPPED: u32 = 1;
+    /// `Failure::OutOfFuel`
+    pub const OUT_OF_FUEL: u32 = 2;
+    /// `Failure::OutOfMemory`
+    pub const OUT_OF_MEMORY: u32 = 3;
+    /// `Failure::InstanceNotFound`
+    pub const INSTANCE_NOT_FOUND: u32 = 4;
+    /// `Failure::MethodNotFound`
+    pub const METHOD_NOT_FOUND: u32 = 5;
+    /// `Failure::BadArgumentCount`
+    pub const BAD_ARGUMENT_COUNT: u32 = 6;
+    /// `Failure::BadArgumentType`
+    pub const BAD_ARGUMENT_TYPE: u32 = 7;
+    /// `Failure::DomainSpecific`
+    pub const DOMAIN_SPECIFIC: u32 = 8;
+    /// `Failure::ProtocolViolation`
+    pub const PROTOCOL_VIOLATION: u32 = 9;
+    /// `Failure::Overloaded`
+    pub const OVERLOADED: u32 = 10;
+    /// `Failure::Internal`
+    pub const INTERNAL: u32 = 11;
+    /// `Failure::Reentrant`
+    pub const REENTRANT: u32 = 12;
+}
+
+impl Failure {
+    /// The stable wire tag of this reason.
+    pub fn tag(&self) -> u32 {
+        match self {
+            Failure::AppTrapped { .. } => tag::APP_TRAPPED,
+            Failure::OutOfFuel => tag::OUT_OF_FUEL,
+            Failure::OutOfMemory => tag::OUT_OF_MEMORY,
+            Failure::InstanceNotFound { .. } => tag::INSTANCE_NOT_FOUND,
+            Failure::MethodNotFound { .. } => tag::METHOD_NOT_FOUND,
+            Failure::BadArgumentCount { .. } => tag::BAD_ARGUMENT_COUNT,
+            Failure::BadArgumentType { .. } => tag::BAD_ARGUMENT_TYPE,
+            Failure::DomainSpecific { .. } => tag::DOMAIN_SPECIFIC,
+            Failure::ProtocolViolation { .. } => tag::PROTOCOL_VIOLATION,
+            Failure::Overloaded => tag::OVERLOADED,
+            Failure::Internal { .. } => tag::INTERNAL,
+            Failure::Reentrant { .. } => tag::REENTRANT,
+        }
+    }
+}
+
+/// Writes a failure as a list: the u32 reason tag, then that reason's fields in order.
+pub(crate) fn encode(encoder: &mut Encoder, failure: &Failure) -> Result<(), cursor::Error> {
+    encoder.list_begin()?;
+    encoder.u32(failure.tag())?;
+    match failure {
+        Failure::OutOfFuel | Failure::OutOfMemory | Failure::Overloaded => {}
+        Failure::AppTrapped { message }
+        | Failure::ProtocolViolation { message }
+        | Failure::Internal { message } => encoder.str(message)?,
+        Failure::InstanceNotFound { instance } | Failure::Reentrant { instance } => {
+            encoder.str(instance)?;
+        }
+        Failure::MethodNotFound { method } => encoder.str(method)?,
+        Failure::BadArgumentCount { expected, found } => {
+            encoder.u32(*expected)?;
+            encoder.u32(*found)?;
+        }
+        Failure::BadArgumentType {
+            index: number,
+            message,
+        }
+        | Failure::DomainSpecific {
+            code: number,
+            message,
+        } => {
+            encoder.u32(*number)?;
+            encoder.str(message)?;
+        }
+    }
+    Ok(encoder.list_end()?)
+}
+
+/// Reads a failure list; a tag this version does not know is `UnknownFailureTag`.
+pub(crate) fn decode(value: &mut Cursor<'_>) -> Result<Failure, frame::Error> {
+    let mut fields = value.container(Tag::List, "failure")?;
+    let tag = fields.u32("failure tag")?;
+    let text = |fields: &mut Cursor<'_>| fields.str("failure text").map(str::to_owned);
+    let failure = match tag {
+        tag::APP_TRAPPED => Failure::AppTrapped {
+            message: text(&mut fields)?,
+        },
+        tag::OUT_OF_FUEL => Failure::OutOfFuel,
+        tag::OUT_OF_MEMORY => Failure::OutOfMemory,
+        tag::INSTANCE_NOT_FOUND => Failure::InstanceNotFound {
+            instance: text(&mut fields)?,
+        },
+        tag::METHOD_NOT_FOUND => Failure::MethodNotFound {
+            method: text(&mut fields)?,
+        },
+        tag::BAD_ARGUMENT_COUNT => Failure::BadArgumentCount {
+            expected: fields.u32("expected count")?,
+            found: fields.u32("found count")?,
+        },
+        tag::BAD_ARGUMENT_TYPE => Failure::BadArgumentType {
+            index: fields.u32("argument index")?,
+            message: text(&mut fields)?,
+        },
+        tag::DOMAIN_SPECIFIC => Failure::DomainSpecific {
+            code: fields.u32("domain code")?,
+            message: text(&mut fields)?,
+        },
+        tag::PROTOCOL_VIOLATION => Failure::ProtocolViolation {
+            message: text(&mut fields)?,
+        },
+        tag::OVERLOADED => Failure::Overloaded,
+        tag::INTERNAL => Failure::Internal {
+            message: text(&mut fields)?,
+        },
+        tag::REENTRANT => Failure::Reentrant {
+            instance: text(&mut fields)?,
+        },
+        unknown => return Err(frame::Error::UnknownFailureTag { tag: unknown }),
+    };
+    fields.finish()?;
+    Ok(failure)
+}
