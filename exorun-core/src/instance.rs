@@ -1,47 +1,38 @@
 //! `InstanceHandle`: one running instance, its store behind an async mutex.
 //!
-//! Calls run one at a time on a store. Before taking the lock a call checks the task-local call
-//! chain: if this instance is already on it (A -> B -> A through links), the inner call fails
-//! with `Reentrant` instead of waiting for a lock its own caller holds; a host function returns
-//! that error, so it surfaces as a trap in the guest that made the call. Waiting for the lock is
-//! bounded (`Busy`). Each call gets fresh fuel. Errors are classified (`OutOfFuel`,
-//! `OutOfMemory`, `Trapped`, `Domain`, ...); after a call into the guest fails, wasmtime may
+//! Calls run one at a time on a store. Before taking the lock a call checks the call chain
+//! (`chain`): if this instance is already on it (A -> B -> A through links), the inner call
+//! fails with `Reentrant` instead of waiting for a lock its own caller holds. Waiting for the
+//! lock is bounded (`Busy`). Each call gets fresh fuel. Errors are classified (`OutOfFuel`,
+//! `OutOfMemory`, `Trapped`, `Rejected`, ...); an error that a host function raised and this
+//! crate does not interpret (a link's own failure, say) is kept as raised in `Raised`, so the
+//! layer that raised it reads it back exactly. After a call into the guest fails, wasmtime may
 //! have left the instance mid-way, so it is marked failed and later calls get `Failed` (make a
-//! new instance from its app to restart it). A panicking closure releases the lock.
+//! new instance from its app to restart it). A call that never returns to us (its future was
+//! dropped, or a host function under it panicked) releases the lock and leaves the instance
+//! failed too.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
-use exorun_transport::transport::BoxFuture;
-use neorpc::frame::Hop;
 use wasmtime::Store;
 use wasmtime::Trap;
+use wasmtime::WasmBacktrace;
 use wasmtime::component::Func;
 use wasmtime::component::Instance;
 use wasmtime::component::Val;
 
+use crate::chain;
 use crate::context::ExorunCtx;
 use crate::ledger::Ledger;
 use crate::limits;
-use crate::system::DomainError;
+use crate::registry::App;
+use crate::registry::Export;
+use crate::system::Rejection;
 
-tokio::task_local! {
-    /// The instances the current task's call chain is inside, outermost first, across runtimes.
-    static CALL_CHAIN: Vec<Hop>;
-}
-
-/// The call chain of the current task, outermost first: what a remote link sends along with a
-/// call, so the callee's runtime can refuse a re-entrant call (`neorpc::frame::Hop`).
-pub fn current_chain() -> Vec<Hop> {
-    CALL_CHAIN.try_with(Clone::clone).unwrap_or_default()
-}
-
-/// Runs `work` (a call that arrived from another runtime) inside the call chain it carried.
-pub async fn within_chain<F: Future>(chain: Vec<Hop>, work: F) -> F::Output {
-    CALL_CHAIN.scope(chain, work).await
-}
+/// Why an instance is failed when a call into it never returned (cancelled or panicked).
+const INTERRUPTED: &str = "a call was cancelled or panicked before it returned";
 
 /// The id of a running instance, unique within its runtime.
 #[allow(
@@ -90,24 +81,61 @@ pub enum Error {
     /// The guest grew memory or a table past its limit.
     #[error("the guest ran out of memory: {message}")]
     OutOfMemory { message: String },
-    /// A host function rejected the call with a domain code.
+    /// A host function refused the call with a code.
     #[error("{0}")]
-    Domain(DomainError),
-    /// A call over a remote link failed: `error` says how (`client::Error::Remote` carries the
-    /// callee's failure reason, e.g. a domain code and message).
-    #[error("remote call {method} on `{target}`: {error}")]
-    Remote {
-        target: String,
-        method: String,
-        error: exorun_transport::client::Error,
-    },
-    /// A host function or wasmtime failed for another reason.
+    Rejected(Rejection),
+    /// A host function (a system, or a link to another instance) failed with an error of its
+    /// own layer, kept as raised: `Raised::downcast_ref` reads it back.
+    #[error("{0}")]
+    Raised(Raised),
+    /// wasmtime failed around the call (not the guest, not a host function).
     #[error("host error: {message}")]
     Host { message: String },
 }
 
+/// An error raised by a host function, kept exactly as raised.
+///
+/// Equality compares the rendered text (the error chain), which is what a test can state.
+#[derive(Debug, Clone)]
+pub struct Raised(Arc<wasmtime::Error>);
+
+impl Raised {
+    /// The raised error (or one in its context chain) as an `E`, if it is one.
+    pub fn downcast_ref<E>(&self) -> Option<&E>
+    where
+        E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+    {
+        self.0.downcast_ref::<E>()
+    }
+}
+
+impl std::fmt::Display for Raised {
+    /// The error and its context chain, joined by `: `, without the wasm backtrace wasmtime
+    /// adds when the error unwinds through the guest (that is for debugging, not for callers).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backtrace = self
+            .0
+            .downcast_ref::<WasmBacktrace>()
+            .map(ToString::to_string);
+        let mut links = self.0.chain().map(ToString::to_string).peekable();
+        if links.peek() == backtrace.as_ref() {
+            links.next();
+        }
+        let text: Vec<String> = links.collect();
+        f.write_str(&text.join(": "))
+    }
+}
+
+impl PartialEq for Raised {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Raised {}
+
 /// Classifies an error that came out of wasmtime (or a host function under it).
-pub fn classify(error: &wasmtime::Error) -> Error {
+pub fn classify(error: wasmtime::Error) -> Error {
     if let Some(inner) = error.downcast_ref::<Error>() {
         return inner.clone();
     }
@@ -116,17 +144,15 @@ pub fn classify(error: &wasmtime::Error) -> Error {
             message: exceeded.to_string(),
         };
     }
-    if let Some(domain) = error.downcast_ref::<DomainError>() {
-        return Error::Domain(domain.clone());
+    if let Some(rejection) = error.downcast_ref::<Rejection>() {
+        return Error::Rejected(rejection.clone());
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Error::OutOfFuel,
         Some(trap) => Error::Trapped {
             message: trap.to_string(),
         },
-        None => Error::Host {
-            message: format!("{error:#}"),
-        },
+        None => Error::Raised(Raised(Arc::new(error))),
     }
 }
 
@@ -134,7 +160,6 @@ struct Slot {
     store: Store<ExorunCtx>,
     instance: Instance,
     failed: Option<String>,
-    funcs: HashMap<String, HashMap<String, Func>>,
 }
 
 /// A cloneable handle to one running instance.
@@ -147,7 +172,7 @@ pub struct InstanceHandle {
     id: InstanceId,
     runtime: u64,
     name: Option<Arc<str>>,
-    ledger: Arc<Ledger>,
+    app: App,
     limits: limits::Limits,
     removed: Arc<AtomicBool>,
     slot: Arc<tokio::sync::Mutex<Slot>>,
@@ -163,13 +188,13 @@ impl std::fmt::Debug for InstanceHandle {
 }
 
 impl InstanceHandle {
-    /// Wraps a freshly instantiated store (the registry calls this). `runtime` is the id of the
-    /// runtime that owns it.
-    pub fn new(
+    /// Wraps a freshly instantiated store of `app` (the registry calls this). `runtime` is the
+    /// id of the runtime that owns it.
+    pub(crate) fn new(
         runtime: u64,
         id: InstanceId,
         name: Option<&str>,
-        ledger: Arc<Ledger>,
+        app: App,
         limits: limits::Limits,
         store: Store<ExorunCtx>,
         instance: Instance,
@@ -178,13 +203,12 @@ impl InstanceHandle {
             store,
             instance,
             failed: None,
-            funcs: HashMap::new(),
         };
         Self {
             id,
             runtime,
             name: name.map(Arc::from),
-            ledger,
+            app,
             limits,
             removed: Arc::new(AtomicBool::new(false)),
             slot: Arc::new(tokio::sync::Mutex::new(slot)),
@@ -201,9 +225,14 @@ impl InstanceHandle {
         self.name.as_deref()
     }
 
+    /// The app it runs.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
     /// The interfaces its app imports and exports (what a local link checks against).
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        &self.app.ledger
     }
 
     /// Why the instance failed, if a call trapped.
@@ -216,27 +245,15 @@ impl InstanceHandle {
         self.removed.store(true, Ordering::Release);
     }
 
-    /// Runs `run` with exclusive access to the store, fresh fuel, and this instance on the call
-    /// chain. Only traps (not other errors of `run`) mark the instance failed.
-    pub async fn exec<T, F>(&self, run: F) -> Result<T, Error>
-    where
-        T: Send,
-        F: for<'a> FnOnce(&'a mut Store<ExorunCtx>, Instance) -> BoxFuture<'a, wasmtime::Result<T>>
-            + Send,
-    {
-        let mut slot = self.lock().await?;
-        refuel(&mut slot, &self.limits)?;
-        let instance = slot.instance;
-        let outcome = CALL_CHAIN
-            .scope(self.chain(), run(&mut slot.store, instance))
-            .await;
-        settle(&mut slot, false, outcome)
-    }
-
-    /// Resolves the exported function `interface#function` (`interface` empty for a root export).
-    pub async fn func(&self, interface: &str, function: &str) -> Result<Func, Error> {
-        let mut slot = self.lock().await?;
-        resolve(&mut slot, interface, function)
+    /// The exported function `interface#function` (`interface` empty for a root export),
+    /// resolved once so calls through it skip the lookup.
+    pub fn export(&self, interface: &str, function: &str) -> Result<Export, Error> {
+        self.app
+            .export(interface, function)
+            .ok_or_else(|| Error::ExportNotFound {
+                interface: interface.to_owned(),
+                function: function.to_owned(),
+            })
     }
 
     /// Calls the exported `interface#function` with `params`, filling `results`.
@@ -247,57 +264,40 @@ impl InstanceHandle {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
-        let mut slot = self.lock().await?;
-        let func = resolve(&mut slot, interface, function)?;
-        self.call_locked(&mut slot, func, params, results).await
+        self.check_present()?;
+        let export = self.export(interface, function)?;
+        self.call_export(export, params, results).await
     }
 
-    /// Calls a function resolved with `func`. Any failure marks the instance failed.
-    pub async fn call_func(
+    /// Calls a function resolved with `export`. Any failure marks the instance failed.
+    pub async fn call_export(
         &self,
-        func: &Func,
+        export: Export,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
         let mut slot = self.lock().await?;
-        self.call_locked(&mut slot, *func, params, results).await
-    }
-
-    /// One call into the guest under an already held lock. Any failure marks the instance failed.
-    async fn call_locked(
-        &self,
-        slot: &mut Slot,
-        func: Func,
-        params: &[Val],
-        results: &mut [Val],
-    ) -> Result<(), Error> {
-        refuel(slot, &self.limits)?;
+        let func = func(&mut slot, export)?;
+        refuel(&mut slot, &self.limits)?;
+        // Marked failed until the call returns: a call whose future is dropped (its caller gave
+        // up) or that panics leaves the guest mid-way, and nothing may enter it again.
+        slot.failed = Some(INTERRUPTED.to_owned());
         let call = func.call_async(&mut slot.store, params, results);
-        let outcome = CALL_CHAIN.scope(self.chain(), call).await;
-        settle(slot, true, outcome)
+        let outcome = chain::within(chain::extended(self.hop()), call).await;
+        slot.failed = None;
+        settle(&mut slot, outcome)
     }
 
     /// This instance as a hop of a call chain.
-    fn hop(&self) -> Hop {
-        Hop {
+    fn hop(&self) -> chain::Hop {
+        chain::Hop {
             runtime: self.runtime,
             instance: self.id.0,
         }
     }
 
-    /// The current call chain with this instance appended.
-    fn chain(&self) -> Vec<Hop> {
-        let mut chain = current_chain();
-        chain.push(self.hop());
-        chain
-    }
-
     async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>, Error> {
-        let hop = self.hop();
-        let on_chain = CALL_CHAIN
-            .try_with(|chain| chain.contains(&hop))
-            .unwrap_or(false);
-        if on_chain {
+        if chain::contains(self.hop()) {
             return Err(Error::Reentrant { instance: self.id });
         }
         self.check_present()?;
@@ -332,6 +332,14 @@ impl InstanceHandle {
     }
 }
 
+/// The function behind `export` in this slot's instance.
+fn func(slot: &mut Slot, export: Export) -> Result<Func, Error> {
+    let found = slot.instance.get_func(&mut slot.store, export.index());
+    found.ok_or_else(|| Error::Host {
+        message: "an export resolved for another app".to_owned(),
+    })
+}
+
 fn refuel(slot: &mut Slot, limits: &limits::Limits) -> Result<(), Error> {
     let fueled = slot.store.set_fuel(limits.fuel_per_call);
     fueled.map_err(|error| Error::Host {
@@ -339,59 +347,13 @@ fn refuel(slot: &mut Slot, limits: &limits::Limits) -> Result<(), Error> {
     })
 }
 
-/// Classifies a failed call and marks the instance failed if the guest was unwound.
-fn settle<T>(
-    slot: &mut Slot,
-    entered_guest: bool,
-    outcome: wasmtime::Result<T>,
-) -> Result<T, Error> {
+/// Classifies a failed call into the guest and marks the instance failed: any error out of a
+/// call into the guest unwound it mid-way, and wasmtime will not re-enter it.
+fn settle<T>(slot: &mut Slot, outcome: wasmtime::Result<T>) -> Result<T, Error> {
     let error = match outcome {
         Ok(value) => return Ok(value),
-        Err(error) => classify(&error),
+        Err(error) => classify(error),
     };
-    let is_trap = matches!(
-        error,
-        Error::Trapped { .. } | Error::OutOfFuel | Error::OutOfMemory { .. }
-    );
-    // Any error out of a call into the guest unwound it mid-way (wasmtime will not re-enter it);
-    // around other work only a trap means the guest was left in an unknown state.
-    if entered_guest || is_trap {
-        slot.failed = Some(error.to_string());
-    }
+    slot.failed = Some(error.to_string());
     Err(error)
-}
-
-/// Looks an export up once and caches it (bounded by the component's own export count); a
-/// cached lookup allocates nothing.
-fn resolve(slot: &mut Slot, interface: &str, function: &str) -> Result<Func, Error> {
-    let cached = slot
-        .funcs
-        .get(interface)
-        .and_then(|funcs| funcs.get(function));
-    if let Some(func) = cached {
-        return Ok(*func);
-    }
-    let not_found = || Error::ExportNotFound {
-        interface: interface.to_owned(),
-        function: function.to_owned(),
-    };
-    let parent = match interface {
-        "" => None,
-        name => Some(
-            slot.instance
-                .get_export_index(&mut slot.store, None, name)
-                .ok_or_else(not_found)?,
-        ),
-    };
-    let index = slot
-        .instance
-        .get_export_index(&mut slot.store, parent.as_ref(), function)
-        .ok_or_else(not_found)?;
-    let func = slot
-        .instance
-        .get_func(&mut slot.store, index)
-        .ok_or_else(not_found)?;
-    let funcs = slot.funcs.entry(interface.to_owned()).or_default();
-    funcs.insert(function.to_owned(), func);
-    Ok(func)
 }

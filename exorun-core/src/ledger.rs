@@ -49,15 +49,6 @@ pub enum Error {
         function: String,
         kind: &'static str,
     },
-    /// An import that nothing provides.
-    #[error("import {interface} is not linked")]
-    Unlinked { interface: String },
-    /// The link names a provider (an app) that is not registered.
-    #[error("{interface} is linked to `{provider}`, which is not registered")]
-    UnknownProvider { interface: String, provider: String },
-    /// A link for an interface the app does not import (a typo, or the wrong app).
-    #[error("{interface} is linked but the app does not import it")]
-    NotImported { interface: String },
 }
 
 /// One function's parameter and result types.
@@ -153,7 +144,7 @@ fn barrier(interface: &str, function: &str, wanted: &Signature, link: Link) -> O
         .iter()
         .map(|(_, ty)| ty)
         .chain(&wanted.results)
-        .find_map(remote_barrier)?;
+        .find_map(handle_kind)?;
     let (interface, function) = (interface.to_owned(), function.to_owned());
     Some(match link {
         Link::Local => Error::UnsupportedAcrossStores {
@@ -202,27 +193,28 @@ fn check_function(
     })
 }
 
-/// The first kind in `ty` that cannot cross a link (local or remote), if any.
-pub fn remote_barrier(ty: &Type) -> Option<&'static str> {
+/// The first handle kind in `ty` (resource, future, stream, error context), if any: none of them
+/// can cross a link, local (another store) or remote (another runtime).
+fn handle_kind(ty: &Type) -> Option<&'static str> {
     match ty {
         Type::Own(_) | Type::Borrow(_) => Some("resource"),
         Type::Future(_) => Some("future"),
         Type::Stream(_) => Some("stream"),
         Type::ErrorContext => Some("error-context"),
-        Type::List(list) => remote_barrier(&list.ty()),
-        Type::FixedLengthList(list) => remote_barrier(&list.ty()),
-        Type::Map(map) => remote_barrier(&map.key()).or_else(|| remote_barrier(&map.value())),
-        Type::Option(option) => remote_barrier(&option.ty()),
+        Type::List(list) => handle_kind(&list.ty()),
+        Type::FixedLengthList(list) => handle_kind(&list.ty()),
+        Type::Map(map) => handle_kind(&map.key()).or_else(|| handle_kind(&map.value())),
+        Type::Option(option) => handle_kind(&option.ty()),
         Type::Result(result) => result
             .ok()
             .iter()
             .chain(result.err().iter())
-            .find_map(remote_barrier),
-        Type::Record(record) => record.fields().find_map(|field| remote_barrier(&field.ty)),
-        Type::Tuple(tuple) => tuple.types().find_map(|ty| remote_barrier(&ty)),
+            .find_map(handle_kind),
+        Type::Record(record) => record.fields().find_map(|field| handle_kind(&field.ty)),
+        Type::Tuple(tuple) => tuple.types().find_map(|ty| handle_kind(&ty)),
         Type::Variant(variant) => variant
             .cases()
-            .find_map(|case| case.ty.as_ref().and_then(remote_barrier)),
+            .find_map(|case| case.ty.as_ref().and_then(handle_kind)),
         Type::Bool
         | Type::S8
         | Type::U8
@@ -302,24 +294,24 @@ pub fn describe(ty: &Type) -> String {
             "flags {{ {} }}",
             joined(flags.names().map(str::to_owned).collect())
         ),
-        Type::Bool
-        | Type::S8
-        | Type::U8
-        | Type::S16
-        | Type::U16
-        | Type::S32
-        | Type::U32
-        | Type::S64
-        | Type::U64
-        | Type::Float32
-        | Type::Float64
-        | Type::Char
-        | Type::String
-        | Type::Own(_)
-        | Type::Borrow(_)
-        | Type::Future(_)
-        | Type::Stream(_)
-        | Type::ErrorContext => neorpc::codec::type_kind(ty).to_owned(),
+        Type::Bool => "bool".to_owned(),
+        Type::S8 => "s8".to_owned(),
+        Type::U8 => "u8".to_owned(),
+        Type::S16 => "s16".to_owned(),
+        Type::U16 => "u16".to_owned(),
+        Type::S32 => "s32".to_owned(),
+        Type::U32 => "u32".to_owned(),
+        Type::S64 => "s64".to_owned(),
+        Type::U64 => "u64".to_owned(),
+        Type::Float32 => "f32".to_owned(),
+        Type::Float64 => "f64".to_owned(),
+        Type::Char => "char".to_owned(),
+        Type::String => "string".to_owned(),
+        Type::Own(_) => "own".to_owned(),
+        Type::Borrow(_) => "borrow".to_owned(),
+        Type::Future(_) => "future".to_owned(),
+        Type::Stream(_) => "stream".to_owned(),
+        Type::ErrorContext => "error-context".to_owned(),
     }
 }
 

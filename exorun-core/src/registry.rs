@@ -1,6 +1,6 @@
-//! The runtime registry: apps (compiled components and their ledgers), peers (shared clients
-//! from exorun-transport) and instances, each under a typed id from one atomic counter, in
-//! `DashMap`s (no global lock). Instances may have a unique human name so remote callers can
+//! The runtime registry: apps (compiled components, their ledgers and their exports resolved
+//! once) and instances, each under a typed id from one atomic counter, in `DashMap`s (no global
+//! lock). Instances may have a unique human name so remote callers can
 //! address them. Unknown ids are `NotFound`; bytes that are not a valid component are
 //! `InvalidComponent`, never a panic.
 //!
@@ -11,6 +11,7 @@
 //! tied to one linker, whose host functions may capture specific local or remote targets, so
 //! the registry cannot share one per app.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -18,9 +19,9 @@ use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use exorun_transport::client::Client;
 use wasmtime::Store;
 use wasmtime::component::Component;
+use wasmtime::component::ComponentExportIndex;
 use wasmtime::component::InstancePre;
 use wasmtime::component::Linker;
 
@@ -37,10 +38,6 @@ use crate::limits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppId(pub u64);
 
-/// The id of a registered peer connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub u64);
-
 /// What the registry can refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,7 +50,7 @@ pub enum Error {
     /// The component file could not be read.
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
-    /// No app, peer or instance has that id or name.
+    /// No app or instance has that id or name.
     #[error("{what} not found")]
     NotFound { what: String },
     /// Another instance already has that name.
@@ -78,6 +75,30 @@ pub struct App {
     pub component: Component,
     /// Its interfaces, functions and signatures.
     pub ledger: Arc<Ledger>,
+    /// Each exported interface function, resolved to an index once.
+    exports: Arc<BTreeMap<String, BTreeMap<String, Export>>>,
+}
+
+/// An exported function of an app, resolved once: valid in every instance of that app, and
+/// cheap to copy into a call.
+#[derive(Debug, Clone, Copy)]
+pub struct Export(ComponentExportIndex);
+
+impl Export {
+    pub(crate) fn index(self) -> ComponentExportIndex {
+        self.0
+    }
+}
+
+impl App {
+    /// The exported function `interface#function` (`interface` empty for a root export).
+    pub fn export(&self, interface: &str, function: &str) -> Option<Export> {
+        if interface.is_empty() {
+            let index = self.component.get_export_index(None, function)?;
+            return Some(Export(index));
+        }
+        self.exports.get(interface)?.get(function).copied()
+    }
 }
 
 /// An app with its imports resolved against one linker, ready to instantiate many times.
@@ -100,7 +121,6 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     next_id: AtomicU64,
     apps: DashMap<AppId, App>,
-    peers: DashMap<PeerId, Arc<Client>>,
     instances: DashMap<InstanceId, InstanceHandle>,
     names: DashMap<String, InstanceId>,
 }
@@ -113,7 +133,6 @@ impl Runtime {
             engine: engine::new()?,
             next_id: AtomicU64::new(1),
             apps: DashMap::new(),
-            peers: DashMap::new(),
             instances: DashMap::new(),
             names: DashMap::new(),
         }))
@@ -138,16 +157,16 @@ impl Runtime {
                 message: format!("{error:#}"),
             })?;
         let ledger = Arc::new(Ledger::of(&self.engine, &component));
+        let exports = Arc::new(resolve_exports(&component, &ledger));
         let id = AppId(self.next());
-        self.apps.insert(
+        let app = App {
             id,
-            App {
-                id,
-                name: name.to_owned(),
-                component,
-                ledger,
-            },
-        );
+            name: name.to_owned(),
+            component,
+            ledger,
+            exports,
+        };
+        self.apps.insert(id, app);
         Ok(id)
     }
 
@@ -169,22 +188,6 @@ impl Runtime {
         Ok(app.clone())
     }
 
-    /// Registers a connection to a peer runtime.
-    pub fn add_peer(&self, client: Arc<Client>) -> PeerId {
-        let id = PeerId(self.next());
-        self.peers.insert(id, client);
-        id
-    }
-
-    /// A registered peer's client.
-    pub fn peer(&self, id: PeerId) -> Result<Arc<Client>, Error> {
-        let peer = self
-            .peers
-            .get(&id)
-            .ok_or_else(|| not_found(format!("peer #{}", id.0)))?;
-        Ok(Arc::clone(&peer))
-    }
-
     /// Resolves `app`'s imports against `linker` once, for any number of instances.
     pub fn prepare(&self, app: AppId, linker: &Linker<ExorunCtx>) -> Result<Prepared, Error> {
         let app = self.app(app)?;
@@ -192,24 +195,9 @@ impl Runtime {
             .instantiate_pre(&app.component)
             .map_err(|error| Error::Instantiate {
                 app: app.name.clone(),
-                source: instance::classify(&error),
+                source: instance::classify(error),
             })?;
         Ok(Prepared { app, pre })
-    }
-
-    /// Instantiates `app` with `linker`, a context staged by `builder` and `limits`, and
-    /// registers the instance (under `name`, if given).
-    pub async fn instantiate(
-        &self,
-        app: AppId,
-        linker: &Linker<ExorunCtx>,
-        builder: ContextBuilder,
-        limits: limits::Limits,
-        name: Option<&str>,
-    ) -> Result<InstanceHandle, Error> {
-        let prepared = self.prepare(app, linker)?;
-        self.instantiate_prepared(&prepared, builder, limits, name)
-            .await
     }
 
     /// Instantiates a prepared app with a context staged by `builder` and `limits`, and
@@ -270,9 +258,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Numbers of registered apps, peers and instances.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        (self.apps.len(), self.peers.len(), self.instances.len())
+    /// Numbers of registered apps and running instances.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.apps.len(), self.instances.len())
     }
 
     fn next(&self) -> u64 {
@@ -301,7 +289,7 @@ impl Runtime {
     ) -> Result<InstanceHandle, Error> {
         let failed = |error: wasmtime::Error| Error::Instantiate {
             app: prepared.app.name.clone(),
-            source: instance::classify(&error),
+            source: instance::classify(error),
         };
         let mut store = Store::new(&self.engine, builder.build(&limits));
         store.limiter(|ctx| ctx.limiter());
@@ -314,11 +302,30 @@ impl Runtime {
             .instantiate_async(&mut store)
             .await
             .map_err(failed)?;
-        let ledger = Arc::clone(&prepared.app.ledger);
+        let app = prepared.app.clone();
         Ok(InstanceHandle::new(
-            self.id, id, name, ledger, limits, store, instance,
+            self.id, id, name, app, limits, store, instance,
         ))
     }
+}
+
+/// Each function of each exported interface in `ledger`, resolved to its index in `component`.
+fn resolve_exports(
+    component: &Component,
+    ledger: &Ledger,
+) -> BTreeMap<String, BTreeMap<String, Export>> {
+    let mut exports = BTreeMap::new();
+    for (name, interface) in &ledger.exports {
+        let Some(parent) = component.get_export_index(None, name) else {
+            continue;
+        };
+        let functions = interface.functions.keys().filter_map(|function| {
+            let index = component.get_export_index(Some(&parent), function)?;
+            Some((function.clone(), Export(index)))
+        });
+        exports.insert(name.clone(), functions.collect());
+    }
+    exports
 }
 
 /// A fresh runtime id: a random per-process base plus a process-wide counter, so ids never repeat

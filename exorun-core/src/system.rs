@@ -1,5 +1,5 @@
 //! The `SystemComponent` trait: native Rust that provides interfaces to guests, and
-//! `DomainError`, the error a host function raises to reject a call with a code.
+//! `Rejection`, what a host function raises to refuse a call with a code.
 //!
 //! A system component `install`s host functions into a linker and `configure`s what each
 //! store's context needs (its state goes into user data, where its host functions find it).
@@ -38,12 +38,13 @@ pub trait SystemComponent: Send + Sync {
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), Error>;
 }
 
-/// A host function's deliberate rejection of a call: an application or authorization error
-/// with a stable numeric code. It traps the guest's call; a serving runtime reports it to a
-/// remote caller as `Failure::DomainSpecific { code, message }`.
+/// A host function's deliberate refusal of a call: an application or authorization error with
+/// a stable numeric code. Raised as the host function's error, it traps the guest's call and
+/// reaches the embedder as `instance::Error::Rejected`; a serving runtime reports it to a
+/// remote caller with its code and message (neorpc's `DomainSpecific`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("domain error {code}: {message}")]
-pub struct DomainError {
+pub struct Rejection {
     /// What kind of rejection, for callers that handle it by code.
     pub code: u32,
     /// A human-readable explanation.

@@ -12,7 +12,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use std::time::Instant;
 
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
@@ -25,17 +24,18 @@ use exorun_core::registry::Runtime;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 
-fn add(runtime: &Runtime, app: &str) -> registry::AppId {
+fn add_app(runtime: &Runtime, app: &str) -> registry::AppId {
     runtime
         .add_app_file(app, &fixtures::path(app).unwrap_or_else(|e| panic!("{e}")))
         .unwrap()
 }
 
 async fn plain(runtime: &Runtime, app: &str, limits: Limits) -> InstanceHandle {
-    let id = add(runtime, app);
+    let id = add_app(runtime, app);
     let linker = Linker::new(runtime.engine());
+    let prepared = runtime.prepare(id, &linker).unwrap();
     runtime
-        .instantiate(id, &linker, ContextBuilder::new(), limits, None)
+        .instantiate_prepared(&prepared, ContextBuilder::new(), limits, None)
         .await
         .unwrap()
 }
@@ -47,9 +47,43 @@ async fn start(
     linker: &Linker<ExorunCtx>,
     name: Option<&str>,
 ) -> Result<InstanceHandle, registry::Error> {
+    let prepared = runtime.prepare(app, linker)?;
     runtime
-        .instantiate(app, linker, ContextBuilder::new(), Limits::default(), name)
+        .instantiate_prepared(&prepared, ContextBuilder::new(), Limits::default(), name)
         .await
+}
+
+/// A relay whose `math` import is the host function `add`, as the test writes it.
+async fn relay_over<F, Fut>(runtime: &Runtime, add: F) -> InstanceHandle
+where
+    F: Fn(u32, u32) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = wasmtime::Result<u32>> + Send + 'static,
+{
+    let add = Arc::new(add);
+    let mut linker: Linker<ExorunCtx> = Linker::new(runtime.engine());
+    let mut math = linker.instance("exorun:test/math").unwrap();
+    math.func_new_async("add", move |_store, _ty, params, results| {
+        let [Val::U32(a), Val::U32(b)] = params else {
+            panic!("add got {params:?}")
+        };
+        let sum = add(*a, *b);
+        Box::new(async move {
+            results[0] = Val::U32(sum.await?);
+            Ok(())
+        })
+    })
+    .unwrap();
+    let app = add_app(runtime, "relay");
+    start(runtime, app, &linker, None).await.unwrap()
+}
+
+async fn relay_add(handle: &InstanceHandle, a: u32, b: u32) -> Result<Val, instance::Error> {
+    let mut results = [Val::Bool(false)];
+    let params = [Val::U32(a), Val::U32(b)];
+    handle
+        .call("exorun:test/math", "add", &params, &mut results)
+        .await?;
+    Ok(results[0].clone())
 }
 
 async fn echo(handle: &InstanceHandle, n: u32) -> Result<Val, instance::Error> {
@@ -78,73 +112,122 @@ async fn misbehave(handle: &InstanceHandle, function: &str) -> instance::Error {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn execs_never_overlap() {
+async fn calls_on_one_instance_never_overlap() {
     let runtime = Runtime::new().unwrap();
-    let handle = plain(&runtime, "misbehave", Limits::default()).await;
     let inside = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
+    let (counting_inside, counting_most) = (Arc::clone(&inside), Arc::clone(&most));
+    let relay = relay_over(&runtime, move |a, b| {
+        let (inside, most) = (Arc::clone(&counting_inside), Arc::clone(&counting_most));
+        async move {
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            // Gives every other caller the chance to get in, if the lock let it.
+            tokio::task::yield_now().await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            Ok(a + b)
+        }
+    })
+    .await;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (handle, inside, most) = (handle.clone(), Arc::clone(&inside), Arc::clone(&most));
-        tasks.spawn(async move {
-            handle
-                .exec(move |_, _| {
-                    Box::pin(async move {
-                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                        Ok(())
-                    })
-                })
-                .await
-                .unwrap();
-        });
+    for i in 0..32 {
+        let relay = relay.clone();
+        tasks.spawn(async move { relay_add(&relay, i, 1).await });
     }
+    let mut sums = BTreeSet::new();
     while let Some(done) = tasks.join_next().await {
-        done.unwrap();
+        let Val::U32(sum) = done.unwrap().unwrap() else {
+            panic!("not a u32")
+        };
+        sums.insert(sum);
     }
-    assert_eq!(most.load(Ordering::SeqCst), 1);
-    let started = Instant::now();
-    let slow = || {
-        handle.exec(|_, _| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok(())
-            })
-        })
-    };
-    let (a, b) = tokio::join!(slow(), slow());
-    a.unwrap();
-    b.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(200),
-        "two 100 ms calls overlapped: {:?}",
-        started.elapsed()
+    assert_eq!(sums, (1..=32).collect::<BTreeSet<u32>>());
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two calls ran inside at once"
     );
 }
 
 #[tokio::test]
-async fn a_panicking_or_erroring_closure_leaves_the_handle_usable() {
+async fn a_call_that_panics_or_is_dropped_mid_way_releases_the_lock_and_fails_the_instance() {
     let runtime = Runtime::new().unwrap();
-    let handle = plain(&runtime, "misbehave", Limits::default()).await;
-    let panicking = handle.clone();
-    let joined = tokio::spawn(async move {
-        panicking
-            .exec::<(), _>(|_, _| Box::pin(async { panic!("closure panicked") }))
-            .await
+    let panicking = relay_over(&runtime, |_, _| async { panic!("host function panicked") }).await;
+    let joined = tokio::spawn({
+        let relay = panicking.clone();
+        async move { relay_add(&relay, 1, 2).await }
     })
     .await;
     assert!(joined.unwrap_err().is_panic());
-    let erroring = handle
-        .exec(|_, _| Box::pin(async { Err::<(), _>(wasmtime::format_err!("plain failure")) }))
-        .await;
-    assert!(
-        matches!(erroring, Err(instance::Error::Host { .. })),
-        "{erroring:?}"
+    let after = relay_add(&panicking, 1, 2).await.unwrap_err();
+    assert_eq!(
+        after,
+        instance::Error::Failed {
+            instance: panicking.id(),
+            reason: "a call was cancelled or panicked before it returned".into()
+        }
     );
-    assert_eq!(echo(&handle, 7).await.unwrap(), Val::U32(7));
-    assert_eq!(handle.failure().await, None);
+
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let signal = Arc::clone(&entered);
+    let stuck = relay_over(&runtime, move |_, _| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            std::future::pending::<()>().await;
+            Ok(0)
+        }
+    })
+    .await;
+    let call = tokio::spawn({
+        let relay = stuck.clone();
+        async move { relay_add(&relay, 1, 2).await }
+    });
+    entered.notified().await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let after = relay_add(&stuck, 1, 2).await.unwrap_err();
+    assert!(
+        matches!(after, instance::Error::Failed { instance, .. } if instance == stuck.id()),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_error_a_host_function_raises_is_kept_as_raised() {
+    #[derive(Debug, thiserror::Error, PartialEq)]
+    #[error("the link is down: {0}")]
+    struct LinkDown(u32);
+    let runtime = Runtime::new().unwrap();
+    let relay = relay_over(&runtime, |_, _| async {
+        Err(wasmtime::Error::new(LinkDown(7)).context("calling math"))
+    })
+    .await;
+    let error = relay_add(&relay, 1, 2).await.unwrap_err();
+    let instance::Error::Raised(raised) = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(raised.downcast_ref::<LinkDown>(), Some(&LinkDown(7)));
+    assert!(
+        raised
+            .to_string()
+            .starts_with("calling math: the link is down: 7"),
+        "{raised}"
+    );
+    let rejecting = relay_over(&runtime, |_, _| async {
+        Err(wasmtime::Error::new(exorun_core::system::Rejection {
+            code: 9,
+            message: "no".into(),
+        }))
+    })
+    .await;
+    assert_eq!(
+        relay_add(&rejecting, 1, 2).await.unwrap_err(),
+        instance::Error::Rejected(exorun_core::system::Rejection {
+            code: 9,
+            message: "no".into()
+        })
+    );
 }
 
 #[tokio::test]
@@ -253,7 +336,7 @@ async fn reentrancy_is_reported_instead_of_deadlocking() {
     let runtime = Runtime::new().unwrap();
     let ping_slot: Arc<OnceLock<InstanceHandle>> = Arc::new(OnceLock::new());
     let pong_linker = pong_linker(&runtime, Arc::clone(&ping_slot));
-    let pong_app = add(&runtime, "pong");
+    let pong_app = add_app(&runtime, "pong");
     let pong = start(&runtime, pong_app, &pong_linker, Some("pong"))
         .await
         .unwrap();
@@ -272,7 +355,7 @@ async fn reentrancy_is_reported_instead_of_deadlocking() {
             })
         })
         .unwrap();
-    let ping_app = add(&runtime, "ping");
+    let ping_app = add_app(&runtime, "ping");
     let ping = start(&runtime, ping_app, &ping_linker, Some("ping"))
         .await
         .unwrap();
@@ -313,18 +396,11 @@ fn concurrent_registration_has_no_id_collisions() {
                         let app = runtime
                             .add_app(&format!("t{thread}-{round}"), b"(component)")
                             .unwrap();
-                        let (near, _far) = exorun_transport::memory::pair(4);
-                        let client = exorun_transport::client::Client::new(
-                            Arc::new(near),
-                            Default::default(),
-                        );
-                        let peer = runtime.add_peer(Arc::new(client));
                         let linker = Linker::new(runtime.engine());
                         let name = format!("i{thread}-{round}");
                         let instance = start(runtime, app, &linker, Some(&name)).await.unwrap();
-                        ids.lock().unwrap().extend([app.0, peer.0, instance.id().0]);
+                        ids.lock().unwrap().extend([app.0, instance.id().0]);
                         assert_eq!(runtime.app(app).unwrap().id, app);
-                        runtime.peer(peer).unwrap();
                         assert_eq!(runtime.instance_named(&name).unwrap().id(), instance.id());
                     }
                 });
@@ -333,14 +409,10 @@ fn concurrent_registration_has_no_id_collisions() {
     });
     let ids = ids.into_inner().unwrap();
     let unique: BTreeSet<u64> = ids.iter().copied().collect();
-    assert_eq!((ids.len(), unique.len()), (96, 96));
-    assert_eq!(runtime.counts(), (32, 32, 32));
+    assert_eq!((ids.len(), unique.len()), (64, 64));
+    assert_eq!(runtime.counts(), (32, 32));
     assert!(matches!(
         runtime.app(registry::AppId(999_999)),
-        Err(registry::Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        runtime.peer(registry::PeerId(999_999)),
         Err(registry::Error::NotFound { .. })
     ));
     assert!(matches!(
@@ -364,7 +436,7 @@ async fn invalid_bytes_and_taken_names_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(taken, registry::Error::NameTaken { ref name } if name == "same"));
-    let needs_math = add(&runtime, "math-consumer");
+    let needs_math = add_app(&runtime, "math-consumer");
     let unlinked = start(&runtime, needs_math, &linker, None)
         .await
         .unwrap_err();
@@ -377,7 +449,7 @@ async fn invalid_bytes_and_taken_names_are_refused() {
 #[tokio::test]
 async fn one_prepared_app_restarts_a_failed_instance() {
     let runtime = Runtime::new().unwrap();
-    let app = add(&runtime, "misbehave");
+    let app = add_app(&runtime, "misbehave");
     let linker = Linker::new(runtime.engine());
     let prepared = runtime.prepare(app, &linker).unwrap();
     assert_eq!(prepared.app().id, app);
@@ -396,7 +468,7 @@ async fn one_prepared_app_restarts_a_failed_instance() {
         .unwrap();
     assert_ne!(first.id(), second.id());
     assert_eq!(echo(&second, 7).await.unwrap(), Val::U32(7));
-    let needs_math = add(&runtime, "math-consumer");
+    let needs_math = add_app(&runtime, "math-consumer");
     let unlinked = runtime.prepare(needs_math, &linker).err().unwrap();
     assert!(
         matches!(&unlinked, registry::Error::Instantiate { app, .. } if app == "math-consumer"),

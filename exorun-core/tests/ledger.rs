@@ -119,8 +119,13 @@ fn ledger_describes_rich_types() {
         ledger::describe_signature(echo),
         "func(v: result<record { x: s32, y: s32, label: string }, enum { red, green, blue }>) -> result<record { x: s32, y: s32, label: string }, enum { red, green, blue }>"
     );
-    let unlinked = ledger::Error::Unlinked {
-        interface: "exorun:host/kv".into(),
-    };
-    assert_eq!(unlinked.to_string(), "import exorun:host/kv is not linked");
+    let everything = &values.exports["exorun:test/values"].functions["echo-everything"];
+    let described = ledger::describe_signature(everything);
+    let scalars = "v-bool: bool, v-s8: s8, v-u8: u8, v-s16: s16, v-u16: u16, v-s32: s32, \
+        v-u32: u32, v-s64: s64, v-u64: u64, v-f32: f32, v-f64: f64, v-char: char, v-string: string";
+    assert!(described.contains(scalars), "{described}");
+    assert!(described.contains("bytes: list<u8>"), "{described}");
+    let counters = ledger_of(&runtime, "counter-provider");
+    let make = &counters.exports["exorun:test/counters"].functions["make"];
+    assert_eq!(ledger::describe_signature(make), "func(start: u32) -> own");
 }

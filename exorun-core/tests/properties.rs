@@ -75,7 +75,7 @@ async fn apply(runtime: &Runtime, prepared: &registry::Prepared, model: &mut Mod
 }
 
 async fn check(runtime: &Runtime, model: &Model) {
-    assert_eq!(runtime.counts().2, model.live.len());
+    assert_eq!(runtime.counts().1, model.live.len());
     let mut by_name = HashMap::new();
     for (handle, name) in &model.live {
         assert_eq!(runtime.instance(handle.id()).unwrap().id(), handle.id());
@@ -93,7 +93,7 @@ async fn check(runtime: &Runtime, model: &Model) {
             let found = runtime.instance_named(name).ok().map(|h| h.id());
             assert_eq!(found, by_name.get(name).copied(), "a stale name routes");
         }
-        let refused = handle.func("", "anything").await.unwrap_err();
+        let refused = handle.call("", "anything", &[], &mut []).await.unwrap_err();
         assert_eq!(
             refused,
             instance::Error::NotFound {

@@ -1,6 +1,6 @@
 //! `exorun:host/kv`: `get`/`set` over a shared concurrent map. One `Store` can be installed into
 //! several instances (they see each other's writes). Keys, values and the number of entries are
-//! bounded; a write over a limit is rejected with a `DomainError` (a trap in the guest).
+//! bounded; a write over a limit is rejected with a `Rejection` (a trap in the guest).
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::system;
-use exorun_core::system::DomainError;
+use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
@@ -153,7 +153,7 @@ fn set(
 ) -> wasmtime::Result<()> {
     let stored = store_of(&ctx)?.set(key, value);
     stored.map_err(|error| {
-        wasmtime::Error::new(DomainError {
+        wasmtime::Error::new(Rejection {
             code: error.code(),
             message: error.to_string(),
         })

@@ -1,6 +1,6 @@
 //! `exorun:host/logging`: `log(level, msg)` goes to `tracing` and, if configured, to a `Sink`
 //! that a test or embedder can read. Levels and messages have size limits; an oversized one is
-//! rejected with a `DomainError` (a trap in the guest).
+//! rejected with a `Rejection` (a trap in the guest).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::system;
-use exorun_core::system::DomainError;
+use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
@@ -132,7 +132,7 @@ fn check(field: &'static str, text: &str, max: usize) -> wasmtime::Result<()> {
         bytes: text.len(),
         max,
     };
-    Err(wasmtime::Error::new(DomainError {
+    Err(wasmtime::Error::new(Rejection {
         code: CODE_TOO_LARGE,
         message: error.to_string(),
     }))

@@ -11,7 +11,7 @@ use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
 use exorun_core::registry::Runtime;
-use exorun_core::system::DomainError;
+use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_systems::logging;
@@ -33,7 +33,12 @@ async fn instantiate(
         system.configure(&mut builder).unwrap();
     }
     runtime
-        .instantiate(id, &linker, builder, Limits::default(), None)
+        .instantiate_prepared(
+            &runtime.prepare(id, &linker).unwrap(),
+            builder,
+            Limits::default(),
+            None,
+        )
         .await
         .unwrap()
 }
@@ -130,7 +135,12 @@ async fn an_unconfigured_kv_is_a_host_error_not_a_panic() {
     let mut linker = Linker::new(runtime.engine());
     kv::Kv::new(kv::Store::new()).install(&mut linker).unwrap();
     let handle = runtime
-        .instantiate(id, &linker, ContextBuilder::new(), Limits::default(), None)
+        .instantiate_prepared(
+            &runtime.prepare(id, &linker).unwrap(),
+            ContextBuilder::new(),
+            Limits::default(),
+            None,
+        )
         .await
         .unwrap();
     let mut results = [Val::Bool(false)];
@@ -139,7 +149,7 @@ async fn an_unconfigured_kv_is_a_host_error_not_a_panic() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, instance::Error::Host { message } if message.contains("kv store not configured")),
+        matches!(&error, instance::Error::Raised(raised) if raised.to_string().contains("kv store not configured")),
         "{error:?}"
     );
 }
@@ -243,7 +253,7 @@ fn oversized_log_lines_are_domain_errors() {
         bytes: 20_000,
         max: logging::MESSAGE_BYTES_MAX,
     };
-    let domain = DomainError {
+    let domain = Rejection {
         code: logging::CODE_TOO_LARGE,
         message: error.to_string(),
     };

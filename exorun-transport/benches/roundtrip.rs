@@ -27,11 +27,10 @@ struct Echo;
 
 impl serve::Dispatcher for Echo {
     fn dispatch(&self, call: frame::Call<'_>, _: &Bytes) -> BoxFuture<'static, serve::Outcome> {
-        let reply = frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| {
-            Failure::Internal {
+        let reply =
+            frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
                 message: error.to_string(),
-            }
-        });
+            });
         Box::pin(std::future::ready(reply))
     }
 }
@@ -75,8 +74,8 @@ async fn measure(client: Arc<Client>, in_flight: usize) -> (Duration, Duration, 
             let mut latencies = Vec::with_capacity(per_worker);
             for _ in 0..per_worker {
                 let call_started = Instant::now();
-                let frame = frame::encode_call("calc", "exorun:test/math#add", &args, &[])
-                    .expect("frame");
+                let frame =
+                    frame::encode_call("calc", "exorun:test/math#add", &args, &[]).expect("frame");
                 client.call(frame).await.expect("call");
                 latencies.push(call_started.elapsed());
             }

@@ -90,7 +90,6 @@ pub enum Error {
     Transport(transport::Error),
 }
 
-
 impl From<transport::Error> for Error {
     fn from(error: transport::Error) -> Self {
         match error {

@@ -146,7 +146,8 @@ impl Loop<'_> {
                 return Ok(());
             }
             Err(error) => {
-                let seq = frame::decode_seq(&message).map_err(|_| Error::Malformed(error.clone()))?;
+                let seq =
+                    frame::decode_seq(&message).map_err(|_| Error::Malformed(error.clone()))?;
                 stats.violations += 1;
                 let failure = Failure::ProtocolViolation {
                     message: error.to_string(),

@@ -45,7 +45,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// An address whose transport this build leaves out (a cargo feature of exorun-transport).
-    #[error("`{address}` needs exorun-transport's `{feature}` feature, which this build leaves out")]
+    #[error(
+        "`{address}` needs exorun-transport's `{feature}` feature, which this build leaves out"
+    )]
     NotBuilt {
         address: String,
         feature: &'static str,

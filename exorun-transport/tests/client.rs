@@ -125,8 +125,7 @@ async fn thousand_shuffled_replies_over_unix_socket() {
 async fn timeout_removes_the_entry_and_drops_the_late_reply() {
     let (near, far) = memory::pair(16);
     let client = Client::new(Arc::new(near), client::Config::default());
-    let slow = call_within(&client, "t", "i#f", b"a", Duration::from_millis(50))
-        .await;
+    let slow = call_within(&client, "t", "i#f", b"a", Duration::from_millis(50)).await;
     assert_eq!(slow, Err(client::Error::Timeout { timeout_ms: 50 }));
     assert_eq!(client.pending_len(), 0);
     // The server answers the timed-out call late, then serves a fresh one in order.
@@ -311,7 +310,9 @@ async fn a_malformed_reply_with_a_readable_seq_fails_its_call_at_once() {
     encoder.variant_end().unwrap();
     encoder.map_end().unwrap();
     encoder.variant_end().unwrap();
-    far.send(Bytes::from(encoder.into_bytes().unwrap())).await.unwrap();
+    far.send(Bytes::from(encoder.into_bytes().unwrap()))
+        .await
+        .unwrap();
     assert_eq!(
         waiting.await.unwrap(),
         Err(client::Error::Frame(frame::Error::MissingField {

@@ -26,7 +26,11 @@ use neorpc::frame;
 struct Scripted;
 
 impl serve::Dispatcher for Scripted {
-    fn dispatch(&self, call: frame::Call<'_>, message: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        message: &Bytes,
+    ) -> BoxFuture<'static, serve::Outcome> {
         let outcome = match call.method {
             "echo" => Ok(frame::encode_reply(call.seq, Ok(call.args)).unwrap()),
             "deny" => Err(Failure::DomainSpecific {
@@ -99,7 +103,11 @@ struct Signals {
 }
 
 impl serve::Dispatcher for Gate {
-    fn dispatch(&self, call: frame::Call<'_>, message: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        message: &Bytes,
+    ) -> BoxFuture<'static, serve::Outcome> {
         // The argument slab is kept without copying: a slice of the frame the loop decoded.
         let (seq, args) = (call.seq, message.slice_ref(call.args));
         let gate = Arc::clone(&self.0);

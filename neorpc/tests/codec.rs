@@ -7,8 +7,8 @@
 mod shapes;
 
 use neorpc::codec;
-use neorpc::codec::Limits;
 use neorpc::codec::Error;
+use neorpc::codec::Limits;
 use proptest::prelude::*;
 use shapes::Shape;
 use shapes::all_same;

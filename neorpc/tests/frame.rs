@@ -144,7 +144,8 @@ fn writers_put_slabs_straight_into_the_frame() {
 
 #[test]
 fn the_seq_is_stamped_in_place_and_can_be_restamped() {
-    let mut call = frame::encode_call("calc", "exorun:test/math#add", &hex(GOLDEN_ARGS), &[]).unwrap();
+    let mut call =
+        frame::encode_call("calc", "exorun:test/math#add", &hex(GOLDEN_ARGS), &[]).unwrap();
     assert_eq!(frame::decode_seq(call.as_bytes()).unwrap(), Seq(0));
     call.set_seq(Seq(u64::MAX));
     assert_eq!(frame::decode_seq(call.as_bytes()).unwrap(), Seq(u64::MAX));
@@ -179,12 +180,27 @@ fn oversized_slabs_are_refused_on_encode() {
         frame_bytes: frame::FRAME_BYTES_MAX + 1,
         max: frame::FRAME_BYTES_MAX,
     };
-    assert_eq!(frame::encode_call("t", "m", &huge, &[]).err(), Some(too_large.clone()));
-    assert_eq!(frame::encode_reply(Seq(1), Ok(&huge)).err(), Some(too_large));
+    assert_eq!(
+        frame::encode_call("t", "m", &huge, &[]).err(),
+        Some(too_large.clone())
+    );
+    assert_eq!(
+        frame::encode_reply(Seq(1), Ok(&huge)).err(),
+        Some(too_large)
+    );
     // A slab that fits on its own but not with the frame's header around it.
     let edge = vec![0x0E; usize::try_from(frame::FRAME_BYTES_MAX).unwrap()];
     let refused = frame::encode_reply(Seq(1), Ok(&edge));
-    assert!(matches!(refused, Err(Error::FrameTooLarge { max: frame::FRAME_BYTES_MAX, .. })), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Err(Error::FrameTooLarge {
+                max: frame::FRAME_BYTES_MAX,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -7,11 +7,11 @@ use wasmtime::component::Type;
 use wasmtime::component::Val;
 use wasmtime::component::types;
 
+use super::Error;
 use super::Limits;
 use super::type_kind;
 use crate::cursor::Cursor;
 use crate::cursor::tag_name;
-use super::Error;
 
 /// Decodes a whole slab: its top-level count is checked against the types first, then each
 /// value is decoded and handed to `put` with its index; `wrap` adds the index to an error.

@@ -3,9 +3,9 @@
 use neopack::Encoder;
 use wasmtime::component::Val;
 
+use super::Error;
 use super::Limits;
 use super::val_kind;
-use super::Error;
 
 /// Writes one value at nesting `depth`.
 pub(super) fn value(
