@@ -56,7 +56,7 @@ done
 cat "$WORK/server.out"
 
 say "running: exorun run examples/composition.toml --peer provider=$ADDRESS"
-RUST_LOG="${RUST_LOG:-exorun::guest=info,exorun_transport::client=debug}" \
+RUST_LOG="${RUST_LOG:-exorun::guest=info,exorun_bind::remote=debug}" \
     "$EXORUN" run examples/composition.toml --peer "provider=$ADDRESS" | tee "$WORK/run.out"
 
 say "stopping the server (SIGINT)"

@@ -137,7 +137,7 @@ async fn math_exports() -> Arc<Exports> {
 async fn memory_math() -> Arc<Client> {
     let (near, far) = exorun_transport::memory::pair(exorun_transport::memory::CAPACITY_DEFAULT);
     let dispatcher: Arc<dyn exorun_transport::serve::Dispatcher> = math_exports().await;
-    tokio::spawn(exorun_transport::serve::serve(
+    tokio::spawn(exorun_transport::serve::connection(
         Arc::new(far),
         dispatcher,
         exorun_transport::serve::CALLS_IN_FLIGHT_MAX,
@@ -147,7 +147,7 @@ async fn memory_math() -> Arc<Client> {
 
 async fn tcp_math() -> Arc<Client> {
     let exports = math_exports().await;
-    let address = net::Address::parse("tcp://127.0.0.1:0").expect("address");
+    let address = exorun_transport::address::Address::parse("tcp://127.0.0.1:0").expect("address");
     let listener = net::Listener::bind(&address).await.expect("bind");
     let bound = listener.local_address().expect("address");
     tokio::spawn(server::serve(exports, listener, std::future::pending()));
@@ -183,13 +183,11 @@ async fn run() -> Vec<(&'static str, f64)> {
     let slab = neorpc::codec::encode(&[Val::U32(10), Val::U32(5)]).expect("slab");
     rows.push((
         "client->memory",
-        measure!(
-            REMOTE_CALLS,
-            client
-                .call("math", "exorun:test/math#add", &slab)
-                .await
-                .expect("call")
-        ),
+        measure!(REMOTE_CALLS, {
+            let frame = neorpc::frame::encode_call("math", "exorun:test/math#add", &slab, &[])
+                .expect("frame");
+            client.call(frame).await.expect("call")
+        }),
     ));
     let remote = Linkable::Remote {
         client: memory_math().await,

@@ -1,11 +1,12 @@
 //! `InstanceBuilder`: one app, a provider for each import, context settings and limits.
 //!
-//! `instantiate` first checks everything with the ledger and refuses with every problem listed
-//! (an unlinked import, a link for an interface the app does not import, a system that lacks
-//! the interface, a missing function, a mismatched signature, a handle across a local or remote
-//! link). Only then does it build the linker (systems first, then local and remote links, which
-//! may take over interfaces a system also installs), stage the context, instantiate and
-//! register. Nothing runs and nothing is sent before the checks pass.
+//! `checked` (and so `instantiate`) first checks everything, with the ledger for contracts, and
+//! refuses with every problem listed (an unlinked import, a link for an interface the app does
+//! not import, a system that lacks the interface, a missing function, a mismatched signature, a
+//! handle across a local or remote link). A `Checked` builder then builds the linker (systems
+//! first, then local and remote links, which may take over interfaces a system also installs)
+//! without checking again, stages the context, instantiates and registers. Nothing runs and
+//! nothing is sent before the checks pass.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,13 +28,10 @@ use crate::binder;
 /// Why an instance was not built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The ledger found problems; all of them are listed, in interface order.
+    /// The checks found problems; all of them are listed, in interface order.
     #[error("`{app}` cannot be linked: {}", list(problems))]
-    Refused {
-        app: String,
-        problems: Vec<ledger::Error>,
-    },
-    /// A link could not be defined after the checks passed (e.g. a local target failed).
+    Refused { app: String, problems: Vec<Problem> },
+    /// A link could not be defined after the checks passed.
     #[error("`{app}`: {source}")]
     Link {
         app: String,
@@ -44,7 +42,27 @@ pub enum Error {
     Registry(#[from] registry::Error),
 }
 
-fn list(problems: &[ledger::Error]) -> String {
+/// One problem with the links as they stand, found before anything is linked or run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// An import that nothing provides.
+    #[error("import {interface} is not linked")]
+    Unlinked { interface: String },
+    /// A link for an interface the app does not import (a typo, or the wrong app).
+    #[error("{interface} is linked but the app does not import it")]
+    NotImported { interface: String },
+    /// A named link's app is not registered.
+    #[error("{interface} is linked to `{provider}`, which is not registered")]
+    UnknownProvider { interface: String, provider: String },
+    /// The system linked to the interface does not provide it.
+    #[error("the system linked to {interface} does not provide it")]
+    NotProvided { interface: String },
+    /// The provider does not meet the import's contract (the ledger's finding).
+    #[error("{0}")]
+    Contract(ledger::Error),
+}
+
+fn list(problems: &[Problem]) -> String {
     let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
     texts.join("; ")
 }
@@ -71,6 +89,27 @@ impl std::fmt::Debug for Linkable {
             Linkable::Named { name, .. } => write!(f, "Named({name})"),
             Linkable::Remote { target, .. } => write!(f, "Remote({target})"),
         }
+    }
+}
+
+/// A builder whose links all passed the checks.
+pub struct Checked(InstanceBuilder);
+
+impl Checked {
+    /// Links, instantiates and registers the instance.
+    pub async fn instantiate(self) -> Result<InstanceHandle, Error> {
+        let mut builder = self.0;
+        let linker = builder.linker().map_err(|source| Error::Link {
+            app: builder.app.name.clone(),
+            source: Box::new(source),
+        })?;
+        let runtime = &builder.runtime;
+        let prepared = runtime.prepare(builder.app.id, &linker)?;
+        let name = builder.name.as_deref();
+        let handle = runtime
+            .instantiate_prepared(&prepared, builder.context, builder.limits, name)
+            .await?;
+        Ok(handle)
     }
 }
 
@@ -136,15 +175,28 @@ impl InstanceBuilder {
         &mut self.context
     }
 
-    /// Every problem the ledger finds with the links as they stand; empty when all hold.
-    pub fn check(&self) -> Vec<ledger::Error> {
+    /// Checks every link and returns the builder ready to instantiate, or every problem.
+    pub fn checked(self) -> Result<Checked, Error> {
+        let problems = self.problems();
+        if !problems.is_empty() {
+            let app = self.app.name.clone();
+            return Err(Error::Refused { app, problems });
+        }
+        Ok(Checked(self))
+    }
+
+    /// Checks, links, instantiates and registers the instance.
+    pub async fn instantiate(self) -> Result<InstanceHandle, Error> {
+        self.checked()?.instantiate().await
+    }
+
+    fn problems(&self) -> Vec<Problem> {
         let ledger = &self.app.ledger;
         let mut problems = Vec::new();
         for (interface, import) in &ledger.imports {
             let Some(linkable) = self.links.get(interface) else {
-                problems.push(ledger::Error::Unlinked {
-                    interface: interface.clone(),
-                });
+                let interface = interface.clone();
+                problems.push(Problem::Unlinked { interface });
                 continue;
             };
             problems.extend(self.check_link(import, linkable));
@@ -153,7 +205,7 @@ impl InstanceBuilder {
             .links
             .keys()
             .filter(|interface| !ledger.imports.contains_key(*interface));
-        problems.extend(stray.map(|interface| ledger::Error::NotImported {
+        problems.extend(stray.map(|interface| Problem::NotImported {
             interface: interface.clone(),
         }));
         problems
@@ -161,55 +213,36 @@ impl InstanceBuilder {
 
     /// The problems of one link: a system must name the interface; a local target must export
     /// it with equal signatures and no handles; a remote link must carry no handles.
-    fn check_link(&self, import: &ledger::Interface, linkable: &Linkable) -> Vec<ledger::Error> {
+    fn check_link(&self, import: &ledger::Interface, linkable: &Linkable) -> Vec<Problem> {
+        let contract = |found: Vec<ledger::Error>| found.into_iter().map(Problem::Contract);
         let local = |provider: &ledger::Ledger| {
             let provided = provider.exports.get(&import.name);
-            ledger::check(import, provided, ledger::Link::Local)
+            contract(ledger::check(import, provided, ledger::Link::Local)).collect()
         };
         match linkable {
             Linkable::System(system) => {
                 if system.interfaces().contains(&import.name) {
                     return Vec::new();
                 }
-                vec![ledger::Error::InterfaceNotFound {
-                    interface: import.name.clone(),
-                }]
+                let interface = import.name.clone();
+                vec![Problem::NotProvided { interface }]
             }
             Linkable::Local(target) => local(target.ledger()),
             Linkable::Named { app, .. } => match self.runtime.app(*app) {
                 Ok(provider) => local(&provider.ledger),
-                Err(_) => vec![ledger::Error::UnknownProvider {
+                Err(_) => vec![Problem::UnknownProvider {
                     interface: import.name.clone(),
                     provider: format!("app #{}", app.0),
                 }],
             },
-            Linkable::Remote { .. } => ledger::crossing(import, ledger::Link::Remote),
+            Linkable::Remote { .. } => {
+                contract(ledger::crossing(import, ledger::Link::Remote)).collect()
+            }
         }
-    }
-
-    /// Checks, links, instantiates and registers the instance.
-    pub async fn instantiate(mut self) -> Result<InstanceHandle, Error> {
-        let problems = self.check();
-        if !problems.is_empty() {
-            return Err(Error::Refused {
-                app: self.app.name.clone(),
-                problems,
-            });
-        }
-        let linker = self.linker().await.map_err(|source| Error::Link {
-            app: self.app.name.clone(),
-            source: Box::new(source),
-        })?;
-        let prepared = self.runtime.prepare(self.app.id, &linker)?;
-        let handle = self
-            .runtime
-            .instantiate_prepared(&prepared, self.context, self.limits, self.name.as_deref())
-            .await?;
-        Ok(handle)
     }
 
     /// Systems first (each installed and configured once), then local and remote links.
-    async fn linker(&mut self) -> Result<Linker<exorun_core::context::ExorunCtx>, binder::Error> {
+    fn linker(&mut self) -> Result<Linker<exorun_core::context::ExorunCtx>, binder::Error> {
         let mut linker = Linker::new(self.runtime.engine());
         linker.allow_shadowing(true);
         // Identities as addresses: raw pointers would make this future `!Send`.
@@ -225,26 +258,20 @@ impl InstanceBuilder {
             installed.push(identity);
             binder::link_system(&mut linker, &mut self.context, system.as_ref())?;
         }
-        let ledger = &self.app.ledger;
+        let ledger = Arc::clone(&self.app.ledger);
         for (interface, linkable) in &self.links {
+            // Checked: every link is for an import of the app.
+            let Some(import) = ledger.imports.get(interface) else {
+                continue;
+            };
             match linkable {
                 Linkable::System(_) => {}
-                Linkable::Local(target) => {
-                    binder::link_local_interface(&mut linker, ledger, interface, target).await?;
-                }
+                Linkable::Local(target) => binder::link_local(&mut linker, import, target)?,
                 Linkable::Named { app, name } => {
-                    let runtime = &self.runtime;
-                    binder::link_named_interface(
-                        &mut linker,
-                        ledger,
-                        interface,
-                        runtime,
-                        *app,
-                        name,
-                    )?;
+                    binder::link_named(&mut linker, import, &self.runtime, *app, name)?;
                 }
                 Linkable::Remote { client, target } => {
-                    binder::link_remote_interface(&mut linker, ledger, interface, client, target)?;
+                    binder::link_remote(&mut linker, import, client, target)?;
                 }
             }
         }

@@ -1,14 +1,16 @@
-//! exorun-bind: where an app's imports meet their providers.
+//! exorun-bind: where an app's imports meet their providers, and where the wasm stack
+//! (exorun-core, exorun-systems) meets the wire stack (neorpc, exorun-transport).
 //!
-//! - `binder`: the three kinds of link. `link_system` lets a `SystemComponent` install itself;
-//!   `link_local_interface` forwards each function to another instance in this runtime, passing
-//!   `Val`s straight between the two stores; `link_remote_interface` sends each call through a
-//!   shared neorpc client to an instance on another runtime.
-//! - `builder`: `InstanceBuilder`, which checks every contract with the ledger (listing every
-//!   problem at once) before it links, instantiates and registers anything.
+//! - `builder`: `InstanceBuilder`, which checks every link (the ledger for contracts, listing
+//!   every problem at once) before it links, instantiates and registers anything.
+//! - `binder`: the three kinds of link the builder defines: system, local (by handle or by
+//!   name) and remote.
+//! - `remote`: remote links over a shared neorpc client, and the conversion of call chains
+//!   between exorun-core and the wire.
 //! - `server`: `Exports`, the dispatcher that lets remote callers reach the instances explicitly
-//!   exported, and `serve`, which accepts TCP or Unix connections for it.
+//!   exported, and `serve`, which accepts connections for it.
 
 pub mod binder;
 pub mod builder;
+pub mod remote;
 pub mod server;

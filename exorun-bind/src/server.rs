@@ -2,37 +2,59 @@
 //!
 //! `Exports` is the neorpc dispatcher over one runtime: a call's `target` names an instance
 //! that was explicitly exported (nothing else is reachable, registered or not) and its `method`
-//! names `interface#function` (`#function` for a root export). Arguments decode against the
-//! export's own parameter types; results encode into the reply. Each way a call can fail has
-//! its exact reason: unknown instance or method, wrong argument count or type, trap, fuel,
-//! memory, a domain code; a remote failure further down a chain passes through unchanged. A call
-//! runs inside the call chain it carried, so a call back into an instance already on it (A ->
-//! B -> A across runtimes) fails at once with `Reentrant` instead of waiting for its caller.
+//! names `interface#function` (`#function` for a root export). Both are resolved as the call
+//! arrives, from the one decode the serving loop made; the call's future keeps the argument
+//! slab as a slice of the frame, decodes it against the export's own parameter types when it
+//! runs, and writes the results straight into the reply frame. Each way a call can fail has its
+//! exact reason: unknown instance or method, wrong argument count or type, trap, fuel, memory, a
+//! rejection's code; a remote failure further down a chain (a relay's own remote import) passes
+//! through unchanged, and a named link that finds no instance says so. A call runs inside the
+//! call chain it carried, so a call back into an instance already on it (A -> B -> A across
+//! runtimes) fails at once with `Reentrant` instead of waiting for its caller.
 //!
-//! `serve` accepts TCP or Unix connections for an `Exports` until its `stop` future completes,
-//! then stops accepting, lets every call in flight finish and reply, and closes.
+//! `serve` accepts connections for an `Exports` until its `stop` future completes, then stops
+//! accepting, lets every call in flight finish and reply, and closes.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use dashmap::DashSet;
+use exorun_core::chain;
 use exorun_core::instance;
+use exorun_core::instance::InstanceHandle;
 use exorun_core::registry;
+use exorun_core::registry::Export;
 use exorun_core::registry::Runtime;
 use exorun_transport::client;
 use exorun_transport::net::Listener;
-use exorun_transport::serve as serve_loop;
+use exorun_transport::serve;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use neorpc::frame;
 use tokio::task::JoinSet;
 use wasmtime::component::Val;
+
+use crate::binder;
+use crate::remote;
+
+/// Pause after a failed accept, so a shortage of file descriptors does not spin the loop.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The instances of a runtime that remote callers may reach.
 pub struct Exports {
     runtime: Arc<Runtime>,
     exported: DashSet<String>,
+}
+
+/// A call resolved to its instance and function, waiting to run.
+struct Job {
+    seq: frame::Seq,
+    handle: InstanceHandle,
+    export: Export,
+    args: Bytes,
+    chain: Vec<chain::Hop>,
 }
 
 impl Exports {
@@ -51,11 +73,6 @@ impl Exports {
         Ok(())
     }
 
-    /// Makes `name` unreachable again; calls in flight finish.
-    pub fn unexport(&self, name: &str) {
-        self.exported.remove(name);
-    }
-
     /// The exported names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.exported.iter().map(|name| name.clone()).collect();
@@ -63,7 +80,8 @@ impl Exports {
         names
     }
 
-    async fn run(&self, call: &frame::Call<'_>) -> Result<Vec<u8>, Failure> {
+    /// Resolves a call's target and method, or says which one is unknown.
+    fn resolve(&self, call: &frame::Call<'_>, frame: &Bytes) -> Result<Job, Failure> {
         let (target, method) = (call.target, call.method);
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
@@ -79,51 +97,75 @@ impl Exports {
             method: method.to_owned(),
         };
         let (interface, function) = method.split_once('#').ok_or_else(method_not_found)?;
-        let signature = handle
-            .ledger()
-            .exports
-            .get(interface)
-            .and_then(|exported| exported.functions.get(function))
-            .ok_or_else(method_not_found)?;
-        let types = signature.params.iter().map(|(_, ty)| ty);
-        let limits = codec::Limits::default();
-        let params = codec::decode_args(call.args, types, &limits).map_err(bad_arguments)?;
-        let mut results = vec![Val::Bool(false); signature.results.len()];
-        let work = handle.call(interface, function, &params, &mut results);
-        let called = instance::within_chain(call.chain.clone(), work).await;
-        if let Err(error) = called {
-            // The target itself re-entered: name it as the caller addressed it.
-            if let instance::Error::Reentrant { instance } = &error
-                && *instance == handle.id()
-            {
-                let instance = target.to_owned();
-                return Err(Failure::Reentrant { instance });
-            }
-            return Err(failure(&error));
-        }
-        codec::encode(&results).map_err(|error| Failure::Internal {
-            message: format!("cannot encode the results: {error}"),
+        let export = handle.app().export(interface, function);
+        let export = export.ok_or_else(method_not_found)?;
+        Ok(Job {
+            seq: call.seq,
+            handle,
+            export,
+            args: frame.slice_ref(call.args),
+            chain: remote::from_wire(&call.chain),
         })
     }
 }
 
-impl serve_loop::Dispatcher for Exports {
-    fn dispatch<'a>(
-        &'a self,
-        call: &'a frame::Call<'a>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, Failure>> {
-        Box::pin(self.run(call))
+impl serve::Dispatcher for Exports {
+    fn dispatch(&self, call: frame::Call<'_>, frame: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+        match self.resolve(&call, frame) {
+            Ok(job) => Box::pin(job.run()),
+            Err(failure) => Box::pin(std::future::ready(Err(failure))),
+        }
     }
 }
 
-fn bad_arguments(error: neorpc::error::Error) -> Failure {
-    if let neorpc::error::Error::CountMismatch { expected, found } = error {
+impl Job {
+    /// Decodes the arguments, runs the call inside its chain and writes the reply frame.
+    async fn run(mut self) -> serve::Outcome {
+        let chain = std::mem::take(&mut self.chain);
+        let signature = self.export.signature();
+        let types = signature.params.iter().map(|(_, ty)| ty);
+        let limits = codec::Limits::default();
+        let params = codec::decode_args(&self.args, types, &limits).map_err(bad_arguments)?;
+        let mut results = vec![Val::Bool(false); signature.results.len()];
+        let work = self.handle.call_export(&self.export, &params, &mut results);
+        if let Err(error) = chain::within(chain, work).await {
+            return Err(self.failure(&error));
+        }
+        let mut reply = frame::ReplyWriter::new(self.seq).map_err(internal)?;
+        codec::encode_into(reply.results(), &results, &limits).map_err(|error| {
+            Failure::Internal {
+                message: format!("cannot encode the results: {error}"),
+            }
+        })?;
+        reply.finish().map_err(internal)
+    }
+
+    /// The failure reason for this call's error; the target itself re-entered is named as the
+    /// caller addressed it.
+    fn failure(&self, error: &instance::Error) -> Failure {
+        let itself = matches!(error, instance::Error::Reentrant { instance } if *instance == self.handle.id());
+        if let (true, Some(name)) = (itself, self.handle.name()) {
+            let instance = name.to_owned();
+            return Failure::Reentrant { instance };
+        }
+        failure(error)
+    }
+}
+
+fn internal(error: frame::Error) -> Failure {
+    Failure::Internal {
+        message: format!("cannot build the reply: {error}"),
+    }
+}
+
+fn bad_arguments(error: codec::Error) -> Failure {
+    if let codec::Error::CountMismatch { expected, found } = error {
         return Failure::BadArgumentCount {
             expected: u32::try_from(expected).unwrap_or(u32::MAX),
             found: u32::try_from(found).unwrap_or(u32::MAX),
         };
     }
-    if let neorpc::error::Error::Argument { index, source } = &error {
+    if let codec::Error::Argument { index, source } = &error {
         return Failure::BadArgumentType {
             index: *index,
             message: source.to_string(),
@@ -134,7 +176,8 @@ fn bad_arguments(error: neorpc::error::Error) -> Failure {
     }
 }
 
-/// The failure reason a remote caller sees for an instance error.
+/// The failure reason a remote caller sees for an instance error. A remote failure that a
+/// linked import raised is passed on as it came (the same value, not re-classified).
 pub fn failure(error: &instance::Error) -> Failure {
     match error {
         instance::Error::NotFound { instance } => Failure::InstanceNotFound {
@@ -152,17 +195,11 @@ pub fn failure(error: &instance::Error) -> Failure {
         },
         instance::Error::OutOfFuel => Failure::OutOfFuel,
         instance::Error::OutOfMemory { .. } => Failure::OutOfMemory,
-        instance::Error::Domain(domain) => Failure::DomainSpecific {
-            code: domain.code,
-            message: domain.message.clone(),
+        instance::Error::Rejected(rejection) => Failure::DomainSpecific {
+            code: rejection.code,
+            message: rejection.message.clone(),
         },
-        instance::Error::Remote {
-            error: client::Error::Remote(failure),
-            ..
-        } => failure.clone(),
-        instance::Error::Remote { .. } => Failure::Internal {
-            message: error.to_string(),
-        },
+        instance::Error::Raised(raised) => raised_failure(raised),
         instance::Error::Failed { .. }
         | instance::Error::Trapped { .. }
         | instance::Error::Host { .. } => Failure::AppTrapped {
@@ -171,8 +208,32 @@ pub fn failure(error: &instance::Error) -> Failure {
     }
 }
 
-/// Pause after a failed accept, so a shortage of file descriptors does not spin the loop.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
+/// What a host function raised, as a remote caller sees it: a remote failure as it came, a link
+/// that could not reach its provider as an internal failure, a missing named instance as
+/// not found, anything else as a trap (the guest was unwound by it).
+fn raised_failure(raised: &instance::Raised) -> Failure {
+    let message = || raised.to_string();
+    if let Some(client_error) = remote::client_error(raised) {
+        return match client_error {
+            client::Error::Remote(failure) => failure.clone(),
+            client::Error::Timeout { .. }
+            | client::Error::PeerClosed
+            | client::Error::Overloaded { .. }
+            | client::Error::Frame(_)
+            | client::Error::Transport(_) => Failure::Internal { message: message() },
+        };
+    }
+    if raised.downcast_ref::<remote::Error>().is_some() {
+        return Failure::Internal { message: message() };
+    }
+    match raised.downcast_ref::<binder::Unresolved>() {
+        Some(binder::Unresolved::Missing { name }) => Failure::InstanceNotFound {
+            instance: name.clone(),
+        },
+        Some(binder::Unresolved::OtherApp { .. }) => Failure::Internal { message: message() },
+        None => Failure::AppTrapped { message: message() },
+    }
+}
 
 /// Accepts connections on `listener` and serves `exports` on each until `stop` completes; then
 /// stops accepting, lets calls in flight finish and reply, closes every connection and returns.
@@ -202,18 +263,14 @@ pub async fn serve(
             }
         };
         let mut stopped = stopped.clone();
-        let dispatcher: Arc<dyn serve_loop::Dispatcher> = exports.clone();
+        let dispatcher: Arc<dyn serve::Dispatcher> = exports.clone();
         connections.spawn(async move {
             let until = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
-            let served = serve_loop::run_until(
-                connection,
-                dispatcher,
-                serve_loop::CALLS_IN_FLIGHT_MAX,
-                until,
-            )
-            .await;
+            let served =
+                serve::connection_until(connection, dispatcher, serve::CALLS_IN_FLIGHT_MAX, until)
+                    .await;
             if let Err(error) = served {
                 tracing::info!(%error, "connection ended");
             }

@@ -197,7 +197,9 @@ async fn call(handle: &InstanceHandle, function: &str, args: &[Val], count: usiz
 async fn raw(world: &World, function: &str, args: &[Val], types: &[Type]) -> Vec<Val> {
     let slab = codec::encode(args).unwrap();
     let method = format!("{VALUES}#{function}");
-    let reply = world.client.call("values", &method, &slab).await.unwrap();
+    let reply = common::call_slab(&world.client, "values", &method, &slab)
+        .await
+        .unwrap();
     codec::decode(&reply, types, &codec::Limits::default()).unwrap()
 }
 

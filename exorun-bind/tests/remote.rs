@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 
 use common::MATH;
+use common::assert_remote;
 use common::build;
+use common::call_slab;
 use common::memory_peer;
 use common::run;
 use exorun_bind::builder::InstanceBuilder;
@@ -16,16 +18,15 @@ use exorun_bind::builder::Linkable;
 use exorun_bind::server::Exports;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
-use exorun_core::instance;
 use exorun_core::limits::Limits;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
-use exorun_core::system::DomainError;
+use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use neorpc::codec;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 
@@ -56,7 +57,7 @@ async fn misbehave_host(names: &[&str]) -> Arc<Exports> {
 
 async fn call(client: &Client, target: &str, method: &str, args: &[Val]) -> client::Error {
     let slab = codec::encode(args).unwrap();
-    client.call(target, method, &slab).await.unwrap_err()
+    call_slab(client, target, method, &slab).await.unwrap_err()
 }
 
 fn remote(failure: Failure) -> client::Error {
@@ -128,13 +129,15 @@ async fn unknown_targets_methods_and_bad_arguments_are_named() {
             message: "type mismatch: expected u32, found string".into()
         })
     );
-    let garbage = client.call("m", &echo, &[0xff, 0x00]).await.unwrap_err();
+    let garbage = call_slab(&client, "m", &echo, &[0xff, 0x00])
+        .await
+        .unwrap_err();
     let client::Error::Remote(Failure::ProtocolViolation { .. }) = garbage else {
         panic!("{garbage:?}")
     };
     let mut results = [Val::U32(0)];
     let slab = codec::encode(&[Val::U32(41)]).unwrap();
-    let reply = client.call("m", &echo, &slab).await.unwrap();
+    let reply = call_slab(&client, "m", &echo, &slab).await.unwrap();
     let types = [wasmtime::component::Type::U32];
     codec::decode_into(&reply, &types, &mut results, &codec::Limits::default()).unwrap();
     assert_eq!(
@@ -159,7 +162,7 @@ impl SystemComponent for RefusingMath {
             .instance(MATH)
             .map_err(|error| system::define_error(MATH, &error))?;
         let refuse = |_: wasmtime::StoreContextMut<'_, ExorunCtx>, _: (u32, u32)| {
-            Err::<(u32,), _>(wasmtime::Error::new(DomainError {
+            Err::<(u32,), _>(wasmtime::Error::new(Rejection {
                 code: NO_ADDING,
                 message: "no adding today".into(),
             }))
@@ -188,16 +191,14 @@ async fn a_domain_code_crosses_a_chain_to_the_calling_runtime() {
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, link)], None).await;
     let error = run(&consumer).await.unwrap_err();
-    assert_eq!(
-        error,
-        instance::Error::Remote {
-            target: "relay".into(),
-            method: "exorun:test/math#add".into(),
-            error: remote(Failure::DomainSpecific {
-                code: NO_ADDING,
-                message: "no adding today".into()
-            }),
-        }
+    assert_remote(
+        &error,
+        "relay",
+        "exorun:test/math#add",
+        &remote(Failure::DomainSpecific {
+            code: NO_ADDING,
+            message: "no adding today".into(),
+        }),
     );
     assert!(
         consumer.failure().await.is_some(),
@@ -214,15 +215,13 @@ async fn a_remote_target_without_the_method_fails_the_guest_with_method_not_foun
         target: "math".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, link)], None).await;
-    assert_eq!(
-        run(&consumer).await.unwrap_err(),
-        instance::Error::Remote {
-            target: "math".into(),
+    assert_remote(
+        &run(&consumer).await.unwrap_err(),
+        "math",
+        "exorun:test/math#add",
+        &remote(Failure::MethodNotFound {
             method: "exorun:test/math#add".into(),
-            error: remote(Failure::MethodNotFound {
-                method: "exorun:test/math#add".into()
-            }),
-        }
+        }),
     );
 }
 
@@ -263,15 +262,13 @@ async fn a_cycle_across_two_runtimes_fails_as_reentrant_at_once() {
     let called = ping
         .call("exorun:test/ping-api", "ping", &[Val::U32(1)], &mut results)
         .await;
-    assert_eq!(
-        called.unwrap_err(),
-        instance::Error::Remote {
-            target: "pong".into(),
-            method: "exorun:test/pong-api#pong".into(),
-            error: remote(Failure::Reentrant {
-                instance: "ping".into()
-            }),
-        }
+    assert_remote(
+        &called.unwrap_err(),
+        "pong",
+        "exorun:test/pong-api#pong",
+        &remote(Failure::Reentrant {
+            instance: "ping".into(),
+        }),
     );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),

@@ -86,7 +86,7 @@ impl Providers {
                 });
                 Linkable::System(Arc::clone(kv))
             }
-            Link::Local { instance } => Linkable::Named {
+            Link::Named { instance } => Linkable::Named {
                 app: app_of(instance)?,
                 name: instance.clone(),
             },
@@ -136,17 +136,20 @@ fn wasi_system(settings: &manifest::Wasi) -> Wasi {
     wasi
 }
 
-/// The manifest key a ledger problem of instance `name` belongs to.
-fn problem_key(name: &str, problem: &ledger::Error) -> String {
+/// The manifest key a link problem of instance `name` belongs to.
+fn problem_key(name: &str, problem: &builder::Problem) -> String {
     let interface = match problem {
-        ledger::Error::Unlinked { .. } => return format!("instances.{name}.links"),
-        ledger::Error::InterfaceNotFound { interface }
-        | ledger::Error::MethodNotFound { interface, .. }
-        | ledger::Error::SignatureMismatch { interface, .. }
-        | ledger::Error::UnsupportedAcrossRemote { interface, .. }
-        | ledger::Error::UnsupportedAcrossStores { interface, .. }
-        | ledger::Error::UnknownProvider { interface, .. }
-        | ledger::Error::NotImported { interface } => interface,
+        builder::Problem::Unlinked { .. } => return format!("instances.{name}.links"),
+        builder::Problem::NotImported { interface }
+        | builder::Problem::UnknownProvider { interface, .. }
+        | builder::Problem::NotProvided { interface }
+        | builder::Problem::Contract(
+            ledger::Error::InterfaceNotFound { interface }
+            | ledger::Error::MethodNotFound { interface, .. }
+            | ledger::Error::SignatureMismatch { interface, .. }
+            | ledger::Error::UnsupportedAcrossRemote { interface, .. }
+            | ledger::Error::UnsupportedAcrossStores { interface, .. },
+        ) => interface,
     };
     format!("instances.{name}.links.\"{interface}\"")
 }
@@ -173,13 +176,19 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let builder = InstanceBuilder::new(&runtime, *app)
             .map_err(|source| instantiate_error(&manifest, name, source))?;
         let builder = link_all(builder, name, instance, &mut providers, app_of);
-        let found = builder.check();
+        let found = match builder.checked() {
+            Ok(checked) => {
+                builders.push((name.clone(), checked, instance.export));
+                continue;
+            }
+            Err(builder::Error::Refused { problems, .. }) => problems,
+            Err(error) => return Err(instantiate_error(&manifest, name, error)),
+        };
         let keyed = found.into_iter().map(|problem| {
             let key = problem_key(name, &problem);
-            (key, Problem::Contract(problem))
+            (key, Problem::Link(problem))
         });
         problems.extend(keyed);
-        builders.push((name.clone(), builder, instance.export));
     }
     if !problems.is_empty() {
         let path = manifest.path.display().to_string();

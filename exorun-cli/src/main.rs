@@ -20,6 +20,7 @@ use clap::Subcommand;
 use exorun_bind::server;
 use exorun_core::ledger;
 use exorun_core::registry::Runtime;
+use exorun_transport::address;
 use exorun_transport::net;
 use tokio::task::JoinSet;
 
@@ -193,7 +194,7 @@ async fn serve(path: &Path, listen: &[String], peers: Vec<(String, String)>) -> 
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let mut servers = JoinSet::new();
     for address in listen {
-        let listener = net::Listener::bind(&net::Address::parse(address)?).await?;
+        let listener = net::Listener::bind(&address::Address::parse(address)?).await?;
         println!("exorun: listening on {}", listener.local_address()?);
         let mut stopped = stopped.clone();
         let until = async move {

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use exorun_core::limits::Limits;
-use exorun_transport::net::Address;
+use exorun_transport::address::Address;
 use exorun_transport::transport;
 use serde::Deserialize;
 
@@ -102,9 +102,9 @@ pub enum Problem {
     /// The component could not be read or compiled.
     #[error("{message}")]
     Component { message: String },
-    /// A link's contract does not hold (unlinked, missing, mismatched, a handle across it).
+    /// A link does not hold (unlinked, stray, missing, mismatched, a handle across it).
     #[error("{0}")]
-    Contract(exorun_core::ledger::Error),
+    Link(exorun_bind::builder::Problem),
 }
 
 /// A validated manifest.
@@ -155,8 +155,8 @@ pub enum Link {
     Logging,
     /// The kv system over the store of this name.
     Kv { store: String },
-    /// Another instance of this composition.
-    Local { instance: String },
+    /// Another instance of this composition, by name (looked up at each call).
+    Named { instance: String },
     /// An instance on another runtime.
     Remote {
         address: Address,
@@ -428,7 +428,7 @@ fn check_link(raw: &RawManifest, link: &RawLink) -> Result<Link, Problem> {
             let instance = instance.clone();
             return Err(Problem::UnknownInstance { instance });
         }
-        return Ok(Link::Local {
+        return Ok(Link::Named {
             instance: instance.clone(),
         });
     }

@@ -26,7 +26,7 @@ use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::net;
 use exorun_transport::transport;
-use neorpc::error::Failure;
+use neorpc::failure::Failure;
 
 #[test]
 fn run_prints_each_runnable_instance_of_the_local_example() {
@@ -191,7 +191,7 @@ limits = { fuel_per_call = 1500000000 }
         .enable_all()
         .build()
         .unwrap();
-    let address = net::Address::parse(&server.address).unwrap();
+    let address = exorun_transport::address::Address::parse(&server.address).unwrap();
     let client = tokio.block_on(async {
         let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
             .await
@@ -201,11 +201,8 @@ limits = { fuel_per_call = 1500000000 }
     let call = tokio.spawn({
         let client = Arc::clone(&client);
         let slab = neorpc::codec::encode(&[]).unwrap();
-        async move {
-            client
-                .call("math", "exorun:test/misbehave#spin", &slab)
-                .await
-        }
+        let frame = neorpc::frame::encode_call("math", "exorun:test/misbehave#spin", &slab, &[]);
+        async move { client.call(frame.unwrap()).await }
     });
     // The server logs each call as it arrives: interrupt only once the call is in flight.
     let mut stderr = BufReader::new(server.child.stderr.take().unwrap()).lines();

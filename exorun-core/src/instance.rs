@@ -246,8 +246,9 @@ impl InstanceHandle {
     }
 
     /// The exported function `interface#function` (`interface` empty for a root export),
-    /// resolved once so calls through it skip the lookup.
+    /// resolved once so calls through it skip the lookup. A removed instance exports nothing.
     pub fn export(&self, interface: &str, function: &str) -> Result<Export, Error> {
+        self.check_present()?;
         self.app
             .export(interface, function)
             .ok_or_else(|| Error::ExportNotFound {
@@ -264,15 +265,14 @@ impl InstanceHandle {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
-        self.check_present()?;
         let export = self.export(interface, function)?;
-        self.call_export(export, params, results).await
+        self.call_export(&export, params, results).await
     }
 
     /// Calls a function resolved with `export`. Any failure marks the instance failed.
     pub async fn call_export(
         &self,
-        export: Export,
+        export: &Export,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
@@ -333,7 +333,7 @@ impl InstanceHandle {
 }
 
 /// The function behind `export` in this slot's instance.
-fn func(slot: &mut Slot, export: Export) -> Result<Func, Error> {
+fn func(slot: &mut Slot, export: &Export) -> Result<Func, Error> {
     let found = slot.instance.get_func(&mut slot.store, export.index());
     found.ok_or_else(|| Error::Host {
         message: "an export resolved for another app".to_owned(),

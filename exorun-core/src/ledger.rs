@@ -338,7 +338,8 @@ fn interface(
     ))
 }
 
-fn signature(func: &ComponentFunc) -> Signature {
+/// The signature of a component function type.
+pub fn signature(func: &ComponentFunc) -> Signature {
     Signature {
         params: func
             .params()

@@ -24,6 +24,7 @@ use wasmtime::component::Component;
 use wasmtime::component::ComponentExportIndex;
 use wasmtime::component::InstancePre;
 use wasmtime::component::Linker;
+use wasmtime::component::types::ComponentItem;
 
 use crate::context::ContextBuilder;
 use crate::context::ExorunCtx;
@@ -31,7 +32,9 @@ use crate::engine;
 use crate::instance;
 use crate::instance::InstanceHandle;
 use crate::instance::InstanceId;
+use crate::ledger;
 use crate::ledger::Ledger;
+use crate::ledger::Signature;
 use crate::limits;
 
 /// The id of a registered app.
@@ -79,14 +82,22 @@ pub struct App {
     exports: Arc<BTreeMap<String, BTreeMap<String, Export>>>,
 }
 
-/// An exported function of an app, resolved once: valid in every instance of that app, and
-/// cheap to copy into a call.
-#[derive(Debug, Clone, Copy)]
-pub struct Export(ComponentExportIndex);
+/// An exported function of an app, resolved once: valid in every instance of that app, with
+/// its signature, and cheap to clone into a call.
+#[derive(Debug, Clone)]
+pub struct Export {
+    index: ComponentExportIndex,
+    signature: Arc<Signature>,
+}
 
 impl Export {
-    pub(crate) fn index(self) -> ComponentExportIndex {
-        self.0
+    /// The function's parameter and result types.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    pub(crate) fn index(&self) -> ComponentExportIndex {
+        self.index
     }
 }
 
@@ -94,11 +105,24 @@ impl App {
     /// The exported function `interface#function` (`interface` empty for a root export).
     pub fn export(&self, interface: &str, function: &str) -> Option<Export> {
         if interface.is_empty() {
-            let index = self.component.get_export_index(None, function)?;
-            return Some(Export(index));
+            return root_export(&self.component, function);
         }
-        self.exports.get(interface)?.get(function).copied()
+        self.exports.get(interface)?.get(function).cloned()
     }
+}
+
+/// A function exported at the component's root (not inside an interface), looked up by name.
+fn root_export(component: &Component, function: &str) -> Option<Export> {
+    let index = component.get_export_index(None, function)?;
+    let ty = component.component_type();
+    let (_, item) = ty
+        .exports(component.engine())
+        .find(|(name, _)| *name == function)?;
+    let ComponentItem::ComponentFunc(func) = item.ty else {
+        return None;
+    };
+    let signature = Arc::new(ledger::signature(&func));
+    Some(Export { index, signature })
 }
 
 /// An app with its imports resolved against one linker, ready to instantiate many times.
@@ -319,10 +343,14 @@ fn resolve_exports(
         let Some(parent) = component.get_export_index(None, name) else {
             continue;
         };
-        let functions = interface.functions.keys().filter_map(|function| {
-            let index = component.get_export_index(Some(&parent), function)?;
-            Some((function.clone(), Export(index)))
-        });
+        let functions = interface
+            .functions
+            .iter()
+            .filter_map(|(function, signature)| {
+                let index = component.get_export_index(Some(&parent), function)?;
+                let signature = Arc::new(signature.clone());
+                Some((function.clone(), Export { index, signature }))
+            });
         exports.insert(name.clone(), functions.collect());
     }
     exports

@@ -1,6 +1,6 @@
 //! The correlating neorpc client: one per connection, shared by every caller of that peer.
 //!
-//! A caller hands over a whole `frame::CallFrame` (arguments already written into it); the
+//! A caller hands over a whole `frame::OutboundCall` (arguments already written into it); the
 //! client stamps it with the next sequence number, registers a pending entry
 //! (`DashMap<seq, oneshot>`) and gives the frame's buffer to the transport without copying it.
 //! A pump task decodes each reply once, routes it by its sequence number to its caller, and
@@ -154,7 +154,7 @@ impl Client {
     }
 
     /// Sends `frame` with the client's default time limit; returns the reply's result slab.
-    pub async fn call(&self, frame: frame::CallFrame) -> Result<Bytes, Error> {
+    pub async fn call(&self, frame: frame::OutboundCall) -> Result<Bytes, Error> {
         self.call_within(frame, self.shared.config.timeout).await
     }
 
@@ -162,7 +162,7 @@ impl Client {
     /// (a wait for an in-flight slot included) for the reply's result slab.
     pub async fn call_within(
         &self,
-        mut frame: frame::CallFrame,
+        mut frame: frame::OutboundCall,
         timeout: Duration,
     ) -> Result<Bytes, Error> {
         let started = Instant::now();

@@ -5,7 +5,7 @@
 //! `ReplyWriter` hands the caller the encoder positioned where the slab goes, so a codec writes
 //! values straight into the frame (no separate slab, no copy), and the decoder returns slabs as
 //! borrowed slices without looking inside. A call frame's sequence number sits at a fixed offset
-//! and is stamped by whoever sends it (`CallFrame::set_seq`), so a frame is encoded before the
+//! and is stamped by whoever sends it (`OutboundCall::set_seq`), so a frame is encoded before the
 //! connection it goes out on is known.
 //!
 //! Decoding is zero-copy and bounded by a frame size limit checked before anything is read. A
@@ -169,7 +169,7 @@ pub struct CallWriter {
 /// An encoded call frame whose sequence number is stamped when it is sent, so a frame can be
 /// built before the connection (and that connection's numbering) is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallFrame {
+pub struct OutboundCall {
     bytes: Vec<u8>,
 }
 
@@ -212,7 +212,7 @@ impl CallWriter {
     /// Closes the slab, appends `chain` (the calls this one is nested in; written only when
     /// non-empty, after the slab, so the slab's offset does not depend on it) and checks the
     /// finished frame against `FRAME_BYTES_MAX`.
-    pub fn finish(mut self, chain: &[Hop]) -> Result<CallFrame, Error> {
+    pub fn finish(mut self, chain: &[Hop]) -> Result<OutboundCall, Error> {
         if chain.len() > CHAIN_HOPS_MAX {
             return Err(chain_too_long());
         }
@@ -224,11 +224,11 @@ impl CallWriter {
         self.encoder.variant_end()?;
         let bytes = self.encoder.into_bytes()?;
         check_frame_size(&bytes)?;
-        Ok(CallFrame { bytes })
+        Ok(OutboundCall { bytes })
     }
 }
 
-impl CallFrame {
+impl OutboundCall {
     /// Stamps the sequence number this frame is sent under.
     pub fn set_seq(&mut self, seq: Seq) {
         let field = CALL_SEQ_OFFSET..CALL_SEQ_OFFSET + 8;
@@ -280,7 +280,7 @@ pub fn encode_call(
     method: &str,
     args_slab: &[u8],
     chain: &[Hop],
-) -> Result<CallFrame, Error> {
+) -> Result<OutboundCall, Error> {
     check_frame_size(args_slab)?;
     let mut writer = CallWriter::new(target, method)?;
     writer.args().append_raw(args_slab)?;

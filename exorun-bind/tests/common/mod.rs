@@ -20,11 +20,12 @@ use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::registry::AppId;
 use exorun_core::registry::Runtime;
+use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::memory;
 use exorun_transport::net;
-use exorun_transport::serve as serve_loop;
+use exorun_transport::serve;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
@@ -77,11 +78,11 @@ pub async fn math_host() -> Arc<Exports> {
 /// A client whose calls `exports` serves over an in-memory pair.
 pub fn memory_peer(exports: &Arc<Exports>) -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    let dispatcher: Arc<dyn serve_loop::Dispatcher> = exports.clone();
-    tokio::spawn(serve_loop::serve(
+    let dispatcher: Arc<dyn serve::Dispatcher> = exports.clone();
+    tokio::spawn(serve::connection(
         Arc::new(far),
         dispatcher,
-        serve_loop::CALLS_IN_FLIGHT_MAX,
+        serve::CALLS_IN_FLIGHT_MAX,
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -92,11 +93,11 @@ pub async fn socket_server(
     exports: &Arc<Exports>,
     address: &str,
 ) -> (
-    net::Address,
+    address::Address,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let listener = net::Listener::bind(&net::Address::parse(address).unwrap())
+    let listener = net::Listener::bind(&address::Address::parse(address).unwrap())
         .await
         .unwrap();
     let bound = listener.local_address().unwrap();
@@ -108,7 +109,7 @@ pub async fn socket_server(
 }
 
 /// A client connected to `address`.
-pub async fn socket_peer(address: &net::Address) -> Arc<Client> {
+pub async fn socket_peer(address: &address::Address) -> Arc<Client> {
     let connection = net::connect(address, transport::MESSAGE_BYTES_MAX)
         .await
         .unwrap();
@@ -128,7 +129,7 @@ impl Counting {
 }
 
 impl Transport for Counting {
-    fn send<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), transport::Error>> {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), transport::Error>> {
         self.sent.fetch_add(1, Ordering::SeqCst);
         self.inner.send(message)
     }
@@ -152,4 +153,36 @@ pub fn counting_peer() -> (Arc<Client>, Arc<Counting>, memory::Transport) {
     let transport: Arc<dyn Transport> = counting.clone();
     let client = Arc::new(Client::new(transport, client::Config::default()));
     (client, counting, far)
+}
+
+/// A raw neorpc call of `method` on `target` with an encoded argument slab.
+pub async fn call_slab(
+    client: &Client,
+    target: &str,
+    method: &str,
+    slab: &[u8],
+) -> Result<Bytes, client::Error> {
+    let frame = neorpc::frame::encode_call(target, method, slab, &[]).unwrap();
+    client.call(frame).await
+}
+
+/// The client error a remote link raised into `error`, if it is one.
+pub fn remote_error(error: &instance::Error) -> Option<&client::Error> {
+    let instance::Error::Raised(raised) = error else {
+        return None;
+    };
+    exorun_bind::remote::client_error(raised)
+}
+
+/// Asserts that `error` is what a remote link raised for a call of `method` on `target`:
+/// exactly `expected`, with where the call went as context.
+pub fn assert_remote(
+    error: &instance::Error,
+    target: &str,
+    method: &str,
+    expected: &client::Error,
+) {
+    assert_eq!(remote_error(error), Some(expected), "{error:?}");
+    let context = format!("remote call {method} on `{target}`: ");
+    assert!(error.to_string().starts_with(&context), "{error}");
 }
