@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README). On a fresh machine it installs what is missing (through
 # scripts/build_apps.sh: Debian's rustc-web/rust-web-src for the guest fallback, the componentize
-# tool), builds the guest apps, then runs formatting, lints, every test, the layering check and
-# the demo, so the README's first command stays true.
+# tool), builds the guest apps, then runs formatting, lints, every test, the layering check, the
+# docs, packaging and downstream checks, and the demo, so the README's first command stays true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,16 @@ cargo test --workspace --locked
 
 step "layering"
 bash scripts/check_layers.sh
+
+step "docs (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "packaging (every crate packages on its own)"
+# --allow-dirty: this checks the manifests, not whether the working tree is committed.
+cargo package --workspace --no-verify --offline --allow-dirty --locked
+
+step "downstream (each stack builds alone, pulling in nothing of the other)"
+bash scripts/check_downstream.sh
 
 step "demo (the README's first command)"
 # The exorun binary `cargo test` just built for the CLI tests; building it again with plain

@@ -44,8 +44,13 @@ pub enum Error {
     /// reports a wasmtime refusal nothing here expects (the unit test below produces one).
     #[error("cannot define {interface}#{function}: {message}")]
     Define {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
         interface: String,
+
+        /// The function, by its name within the interface.
         function: String,
+
+        /// What happened, in words.
         message: String,
     },
     /// A local target does not export a function the import needs.
@@ -61,10 +66,16 @@ pub enum Error {
 pub enum Unresolved {
     /// No instance is registered under the name.
     #[error("no instance named `{name}` is running")]
-    Missing { name: String },
+    Missing {
+        /// The name concerned.
+        name: String,
+    },
     /// The instance under the name runs another app than the link was checked against.
     #[error("the instance named `{name}` runs another app than the link expects")]
-    OtherApp { name: String },
+    OtherApp {
+        /// The name concerned.
+        name: String,
+    },
 }
 
 /// Installs `system` into `linker` and stages its context in `context`.

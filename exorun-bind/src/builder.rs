@@ -30,11 +30,19 @@ use crate::binder;
 pub enum Error {
     /// The checks found problems; all of them are listed, in interface order.
     #[error("`{app}` cannot be linked: {}", list(problems))]
-    Refused { app: String, problems: Vec<Problem> },
+    Refused {
+        /// The app, by its registered name.
+        app: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
     /// A link could not be defined after the checks passed.
     #[error("`{app}`: {source}")]
     Link {
+        /// The app, by its registered name.
         app: String,
+
+        /// The underlying error.
         source: Box<binder::Error>,
     },
     /// The registry refused (unknown app, name taken, instantiation failed).
@@ -47,16 +55,30 @@ pub enum Error {
 pub enum Problem {
     /// An import that nothing provides.
     #[error("import {interface} is not linked")]
-    Unlinked { interface: String },
+    Unlinked {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+    },
     /// A link for an interface the app does not import (a typo, or the wrong app).
     #[error("{interface} is linked but the app does not import it")]
-    NotImported { interface: String },
+    NotImported {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+    },
     /// A named link's app is not registered.
     #[error("{interface} is linked to `{provider}`, which is not registered")]
-    UnknownProvider { interface: String, provider: String },
+    UnknownProvider {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+        /// The provider, as the link names it.
+        provider: String,
+    },
     /// The system linked to the interface does not provide it.
     #[error("the system linked to {interface} does not provide it")]
-    NotProvided { interface: String },
+    NotProvided {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+    },
     /// The provider does not meet the import's contract (the ledger's finding).
     #[error("{0}")]
     Contract(ledger::Error),
@@ -76,9 +98,19 @@ pub enum Linkable {
     Local(InstanceHandle),
     /// The instance of this runtime registered as `name`, running `app`, looked up at each call
     /// (links may form cycles; a restarted instance is picked up).
-    Named { app: AppId, name: String },
+    Named {
+        /// The app, by its registered name.
+        app: AppId,
+        /// The name concerned.
+        name: String,
+    },
     /// An instance on another runtime, by name, through a shared client.
-    Remote { client: Arc<Client>, target: String },
+    Remote {
+        /// The shared client of the connection to that runtime.
+        client: Arc<Client>,
+        /// The instance's name on that runtime.
+        target: String,
+    },
 }
 
 impl std::fmt::Debug for Linkable {

@@ -1,5 +1,6 @@
-//! exorun-bind: where an app's imports meet their providers, and where the wasm stack
-//! (exorun-core, exorun-systems) meets the wire stack (neorpc, exorun-transport).
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
 //!
 //! - `builder`: `InstanceBuilder`, which checks every link (the ledger for contracts, listing
 //!   every problem at once) before it links, instantiates and registers anything.

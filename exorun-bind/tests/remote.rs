@@ -275,3 +275,54 @@ async fn a_cycle_across_two_runtimes_fails_as_reentrant_at_once() {
         "refused at once, not after the 30 s lock wait"
     );
 }
+
+#[tokio::test]
+async fn a_named_link_with_nothing_to_call_reaches_a_remote_caller_as_not_found() {
+    let host = Runtime::new().unwrap();
+    let provider = common::add(&host, "math-provider");
+    let named = Linkable::Named {
+        app: provider,
+        name: "absent".into(),
+    };
+    build(&host, "math-consumer", vec![(MATH, named)], Some("calc")).await;
+    let exports = Exports::new(host);
+    exports.export("calc").unwrap();
+    let client = memory_peer(&exports);
+    let runnable = "exorun:test/runnable#run";
+    assert_eq!(
+        call(&client, "calc", runnable, &[]).await,
+        remote(Failure::InstanceNotFound {
+            instance: "absent".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_relay_whose_remote_import_is_down_answers_internal_with_the_cause() {
+    let (near, far) = exorun_transport::memory::pair(4);
+    drop(far);
+    let gone = Arc::new(Client::new(Arc::new(near), client::Config::default()));
+    let host = Runtime::new().unwrap();
+    let link = Linkable::Remote {
+        client: gone,
+        target: "math".into(),
+    };
+    build(&host, "relay", vec![(MATH, link)], Some("relay")).await;
+    let exports = Exports::new(host);
+    exports.export("relay").unwrap();
+    let client = memory_peer(&exports);
+    let failed = call(
+        &client,
+        "relay",
+        "exorun:test/math#add",
+        &[Val::U32(1), Val::U32(2)],
+    )
+    .await;
+    assert_eq!(
+        failed,
+        remote(Failure::Internal {
+            message: "remote call exorun:test/math#add on `math`: the peer closed the connection"
+                .into()
+        })
+    );
+}

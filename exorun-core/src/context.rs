@@ -24,8 +24,13 @@ pub enum Error {
     /// A preopened directory could not be opened on the host.
     #[error("cannot preopen {host_path} as {guest_path}: {message}")]
     Preopen {
+        /// The directory on the host.
         host_path: String,
+
+        /// The path the guest sees it at.
         guest_path: String,
+
+        /// What happened, in words.
         message: String,
     },
 }

@@ -6,7 +6,10 @@
 pub enum Error {
     /// wasmtime refused the configuration.
     #[error("engine configuration refused: {message}")]
-    Config { message: String },
+    Config {
+        /// What happened, in words.
+        message: String,
+    },
 }
 
 /// A new engine with exorun's configuration.

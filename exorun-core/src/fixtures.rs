@@ -15,7 +15,12 @@ pub enum Error {
     #[error(
         "guest app `{app}` not found at {path}: build the apps with `bash scripts/build_apps.sh`"
     )]
-    NotBuilt { app: String, path: PathBuf },
+    NotBuilt {
+        /// The app, by its registered name.
+        app: String,
+        /// The file's path.
+        path: PathBuf,
+    },
 }
 
 /// The fixtures directory: `$EXORUN_FIXTURES`, or `fixtures/` at the workspace root.

@@ -53,34 +53,57 @@ impl std::fmt::Display for InstanceId {
 pub enum Error {
     /// The instance was removed from its runtime.
     #[error("{instance} not found (removed)")]
-    NotFound { instance: InstanceId },
+    NotFound {
+        /// The instance concerned.
+        instance: InstanceId,
+    },
     /// The instance exports no such function.
     #[error("no export {interface}#{function}")]
-    ExportNotFound { interface: String, function: String },
+    ExportNotFound {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+        /// The function, by its name within the interface.
+        function: String,
+    },
     /// The instance is already on this call chain (A -> B -> A).
     #[error("re-entrant call into {instance}, which is already on the call chain")]
-    Reentrant { instance: InstanceId },
+    Reentrant {
+        /// The instance concerned.
+        instance: InstanceId,
+    },
     /// Another call held the instance for longer than the lock wait.
     #[error("{instance} stayed busy for {waited_ms} ms")]
     Busy {
+        /// The instance concerned.
         instance: InstanceId,
+
+        /// How long the call waited, in milliseconds.
         waited_ms: u64,
     },
     /// An earlier call trapped; the instance must be recreated from its app.
     #[error("{instance} failed earlier: {reason}")]
     Failed {
+        /// The instance concerned.
         instance: InstanceId,
+
+        /// Why, in words.
         reason: String,
     },
     /// The guest trapped.
     #[error("the guest trapped: {message}")]
-    Trapped { message: String },
+    Trapped {
+        /// What happened, in words.
+        message: String,
+    },
     /// The call used up its fuel.
     #[error("the guest ran out of fuel")]
     OutOfFuel,
     /// The guest grew memory or a table past its limit.
     #[error("the guest ran out of memory: {message}")]
-    OutOfMemory { message: String },
+    OutOfMemory {
+        /// What happened, in words.
+        message: String,
+    },
     /// A host function refused the call with a code.
     #[error("{0}")]
     Rejected(Rejection),
@@ -90,7 +113,10 @@ pub enum Error {
     Raised(Raised),
     /// wasmtime failed around the call (not the guest, not a host function).
     #[error("host error: {message}")]
-    Host { message: String },
+    Host {
+        /// What happened, in words.
+        message: String,
+    },
 }
 
 /// An error raised by a host function, kept exactly as raised.

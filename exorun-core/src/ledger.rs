@@ -21,23 +21,43 @@ use wasmtime::component::types::ComponentItem;
 pub enum Error {
     /// The provider does not have the interface.
     #[error("the provider has no interface {interface}")]
-    InterfaceNotFound { interface: String },
+    InterfaceNotFound {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+    },
     /// The provider's interface lacks a function the import needs.
     #[error("the provider's {interface} has no function {function}")]
-    MethodNotFound { interface: String, function: String },
+    MethodNotFound {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+        /// The function, by its name within the interface.
+        function: String,
+    },
     /// The two sides disagree on a function's signature.
     #[error("{interface}#{function}: the import expects {expected}, the provider has {found}")]
     SignatureMismatch {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
         interface: String,
+
+        /// The function, by its name within the interface.
         function: String,
+
+        /// What was expected.
         expected: String,
+
+        /// What was found instead.
         found: String,
     },
     /// A signature carries a value kind that cannot cross a remote link.
     #[error("{interface}#{function} passes a {kind}, which cannot cross a remote link")]
     UnsupportedAcrossRemote {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
         interface: String,
+
+        /// The function, by its name within the interface.
         function: String,
+
+        /// The kind of value.
         kind: &'static str,
     },
     /// A signature carries a handle that cannot pass between two stores of one runtime.
@@ -45,8 +65,13 @@ pub enum Error {
         "{interface}#{function} passes a {kind}, which cannot cross a local link between stores"
     )]
     UnsupportedAcrossStores {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
         interface: String,
+
+        /// The function, by its name within the interface.
         function: String,
+
+        /// The kind of value.
         kind: &'static str,
     },
 }

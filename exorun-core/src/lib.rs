@@ -1,5 +1,6 @@
-//! exorun-core: the wasmtime layer. Only this crate creates `Engine`s and `Store`s; it knows
-//! nothing of wire formats or transports.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
 //!
 //! - `limits`: per-instance fuel, memory and table limits, and the limiter that enforces them.
 //! - `engine`: the one engine configuration every runtime uses.

@@ -49,13 +49,19 @@ pub enum Exceeded {
     /// A memory grow past `memory_bytes_max`.
     #[error("memory of {desired_bytes} bytes exceeds the limit of {max_bytes}")]
     Memory {
+        /// The size asked for, in bytes.
         desired_bytes: usize,
+
+        /// The limit, in bytes.
         max_bytes: usize,
     },
     /// A table grow past `table_elements_max`.
     #[error("table of {desired_elements} elements exceeds the limit of {max_elements}")]
     Table {
+        /// The size asked for, in elements.
         desired_elements: usize,
+
+        /// The limit, in elements.
         max_elements: usize,
     },
 }

@@ -49,20 +49,39 @@ pub enum Error {
     Engine(#[from] engine::Error),
     /// The bytes are not a valid component.
     #[error("app `{app}` is not a valid component: {message}")]
-    InvalidComponent { app: String, message: String },
+    InvalidComponent {
+        /// The app, by its registered name.
+        app: String,
+        /// What happened, in words.
+        message: String,
+    },
     /// The component file could not be read.
     #[error("cannot read {path}: {message}")]
-    Read { path: String, message: String },
+    Read {
+        /// The file's path.
+        path: String,
+        /// What happened, in words.
+        message: String,
+    },
     /// No app or instance has that id or name.
     #[error("{what} not found")]
-    NotFound { what: String },
+    NotFound {
+        /// What was looked up.
+        what: String,
+    },
     /// Another instance already has that name.
     #[error("an instance named `{name}` already exists")]
-    NameTaken { name: String },
+    NameTaken {
+        /// The name concerned.
+        name: String,
+    },
     /// Instantiation failed (a missing import, a trap in a start function, a limit).
     #[error("cannot instantiate `{app}`: {source}")]
     Instantiate {
+        /// The app, by its registered name.
         app: String,
+
+        /// The underlying error.
         source: instance::Error,
     },
 }

@@ -15,7 +15,12 @@ use crate::context::ExorunCtx;
 pub enum Error {
     /// The linker refused a definition (a duplicate, or a malformed name).
     #[error("cannot define {interface}: {message}")]
-    Define { interface: String, message: String },
+    Define {
+        /// The interface, fully qualified (e.g. `exorun:test/math`).
+        interface: String,
+        /// What happened, in words.
+        message: String,
+    },
     /// The context could not be staged.
     #[error("context: {0}")]
     Context(#[from] context::Error),

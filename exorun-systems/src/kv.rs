@@ -33,13 +33,26 @@ pub const CODE_FULL: u32 = 1003;
 pub enum Error {
     /// The key is over `KEY_BYTES_MAX`.
     #[error("key of {bytes} bytes exceeds {max}")]
-    KeyTooLarge { bytes: usize, max: usize },
+    KeyTooLarge {
+        /// The size, in bytes.
+        bytes: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// The value is over `VALUE_BYTES_MAX`.
     #[error("value of {bytes} bytes exceeds {max}")]
-    ValueTooLarge { bytes: usize, max: usize },
+    ValueTooLarge {
+        /// The size, in bytes.
+        bytes: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// The store holds `ENTRIES_MAX` entries already.
     #[error("store is full at {entries_max} entries")]
-    Full { entries_max: usize },
+    Full {
+        /// The limit.
+        entries_max: usize,
+    },
 }
 
 impl Error {

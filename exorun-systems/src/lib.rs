@@ -1,4 +1,6 @@
-//! exorun-systems: native providers of interfaces, each a `SystemComponent`.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
 //!
 //! - `wasi`: WASI preview 2 (preopened directories, env, args, stdio).
 //! - `logging`: `exorun:host/logging`, to `tracing` and an optional readable sink.

@@ -30,8 +30,13 @@ pub enum Error {
     /// The level or message is over its size limit.
     #[error("log {field} of {bytes} bytes exceeds {max}")]
     TooLarge {
+        /// The entry's key.
         field: &'static str,
+
+        /// The size, in bytes.
         bytes: usize,
+
+        /// The limit, in bytes.
         max: usize,
     },
 }

@@ -75,13 +75,19 @@ pub enum Error {
     Remote(Failure),
     /// No reply within the call's time limit.
     #[error("no reply within {timeout_ms} ms")]
-    Timeout { timeout_ms: u64 },
+    Timeout {
+        /// The time limit, in milliseconds.
+        timeout_ms: u64,
+    },
     /// The connection closed before the reply arrived, or was already closed.
     #[error("the peer closed the connection")]
     PeerClosed,
     /// The connection is at its in-flight limit and the client is configured to fail.
     #[error("{calls_in_flight_max} calls already in flight")]
-    Overloaded { calls_in_flight_max: usize },
+    Overloaded {
+        /// The limit.
+        calls_in_flight_max: usize,
+    },
     /// The reply frame could not be decoded.
     #[error("reply frame: {0}")]
     Frame(neorpc::frame::Error),

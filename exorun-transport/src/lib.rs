@@ -1,4 +1,6 @@
-//! exorun-transport: moving neorpc frames between runtimes. No wasmtime here.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
 //!
 //! - `transport`: the `Transport` trait (whole messages in, whole messages out) and its `Error`.
 //! - `memory`: an in-memory duplex pair that can drop, delay or reorder messages for tests.

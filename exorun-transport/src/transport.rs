@@ -28,20 +28,36 @@ pub enum Error {
     Closed,
     /// A message over the size limit, refused before its body was read or allocated.
     #[error("message of {message_bytes} bytes exceeds the limit of {max}")]
-    MessageTooLarge { message_bytes: u64, max: u64 },
+    MessageTooLarge {
+        /// The message's size, in bytes.
+        message_bytes: u64,
+        /// The limit, in bytes.
+        max: u64,
+    },
     /// The stream ended in the middle of a message.
     #[error("stream ended after {got} of {expected} bytes of a message")]
-    Truncated { expected: u64, got: u64 },
+    Truncated {
+        /// What was expected.
+        expected: u64,
+        /// How many bytes arrived before the stream ended.
+        got: u64,
+    },
     /// An operating-system I/O error.
     #[error("i/o error ({kind:?}): {message}")]
     Io {
+        /// The kind of value.
         kind: std::io::ErrorKind,
+
+        /// What happened, in words.
         message: String,
     },
     /// An address that is not `tcp://HOST:PORT` or `unix://PATH`.
     #[error("bad address `{address}`: {reason}")]
     BadAddress {
+        /// The address as written.
         address: String,
+
+        /// Why, in words.
         reason: &'static str,
     },
     /// An address whose transport this build leaves out (a cargo feature of exorun-transport).
@@ -49,7 +65,10 @@ pub enum Error {
         "`{address}` needs exorun-transport's `{feature}` feature, which this build leaves out"
     )]
     NotBuilt {
+        /// The address as written.
         address: String,
+
+        /// The cargo feature that provides it.
         feature: &'static str,
     },
 }

@@ -4,6 +4,11 @@
 //! Run: `cargo bench -p neorpc --bench codec`. Criterion prints time per iteration and
 //! throughput (bytes of frame per second); BENCHMARKS.md records the numbers.
 
+#![allow(
+    missing_docs,
+    reason = "criterion's macros define undocumented items; a bench has no API"
+)]
+
 use criterion::Criterion;
 use criterion::Throughput;
 use criterion::criterion_group;

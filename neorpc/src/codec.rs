@@ -39,40 +39,74 @@ pub enum Error {
     Truncated,
     /// A byte where a neopack tag belongs is not a known tag.
     #[error("byte {byte:#04x} is not a neopack tag")]
-    BadTag { byte: u8 },
+    BadTag {
+        /// The byte read.
+        byte: u8,
+    },
     /// A string or char is not valid UTF-8 / not a Unicode scalar value.
     #[error("string or char is not valid UTF-8")]
     BadUtf8,
     /// The item found is not of the kind the expected type requires.
     #[error("type mismatch: expected {expected}, found {found}")]
     TypeMismatch {
+        /// What was expected.
         expected: &'static str,
+
+        /// What was found instead.
         found: &'static str,
     },
     /// A variant, enum or flag name that the expected type does not declare.
     #[error("`{case}` is not a case of the expected type")]
-    UnknownCase { case: String },
+    UnknownCase {
+        /// The name found.
+        case: String,
+    },
     /// A value kind that cannot cross the wire (resources, futures, streams, error contexts).
     #[error("{kind} values cannot cross the wire")]
-    UnsupportedType { kind: &'static str },
+    UnsupportedType {
+        /// The kind of value.
+        kind: &'static str,
+    },
     /// Values nested deeper than the configured limit.
     #[error("values nested deeper than {depth_max}")]
-    DepthExceeded { depth_max: u32 },
+    DepthExceeded {
+        /// The limit.
+        depth_max: u32,
+    },
     /// More values in one slab than the configured limit, refused before allocating them.
     #[error("more than {elements_max} values in one slab")]
-    TooManyElements { elements_max: u64 },
+    TooManyElements {
+        /// The limit.
+        elements_max: u64,
+    },
     /// A record, tuple, fixed-length list or argument list with the wrong number of items.
     #[error("expected {expected} items, found {found}")]
-    CountMismatch { expected: u64, found: u64 },
+    CountMismatch {
+        /// What was expected.
+        expected: u64,
+        /// What was found instead.
+        found: u64,
+    },
     /// Bytes left over after a complete slab or item.
     #[error("{count} bytes left over after a complete item")]
-    TrailingBytes { count: u64 },
+    TrailingBytes {
+        /// How many bytes are left over.
+        count: u64,
+    },
     /// Argument `index` of an argument list did not decode against its parameter type.
     #[error("argument {index}: {source}")]
-    Argument { index: u32, source: Box<Error> },
+    Argument {
+        /// The argument's position, from 0.
+        index: u32,
+        /// The underlying error.
+        source: Box<Error>,
+    },
     /// The neopack encoder refused a write (a structural bug or a blob over 4 GiB).
     #[error("neopack refused the encoding: {reason}")]
-    Encode { reason: &'static str },
+    Encode {
+        /// Why, in words.
+        reason: &'static str,
+    },
 }
 
 impl From<cursor::Error> for Error {

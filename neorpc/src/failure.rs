@@ -18,7 +18,10 @@ use crate::frame;
 pub enum Failure {
     /// The callee trapped (unreachable, out-of-bounds, a host error raised as a trap, ...).
     #[error("the callee trapped: {message}")]
-    AppTrapped { message: String },
+    AppTrapped {
+        /// What happened, in words.
+        message: String,
+    },
     /// The callee ran out of fuel or past its time deadline.
     #[error("the callee ran out of fuel or time")]
     OutOfFuel,
@@ -27,31 +30,61 @@ pub enum Failure {
     OutOfMemory,
     /// No instance is exported for remote calls under that name.
     #[error("no instance `{instance}` is exported")]
-    InstanceNotFound { instance: String },
+    InstanceNotFound {
+        /// The instance concerned.
+        instance: String,
+    },
     /// The instance exports no such `interface#function`.
     #[error("no method `{method}`")]
-    MethodNotFound { method: String },
+    MethodNotFound {
+        /// `interface#function`.
+        method: String,
+    },
     /// The call carried the wrong number of arguments.
     #[error("expected {expected} arguments, got {found}")]
-    BadArgumentCount { expected: u32, found: u32 },
+    BadArgumentCount {
+        /// What was expected.
+        expected: u32,
+        /// What was found instead.
+        found: u32,
+    },
     /// An argument did not decode against its parameter type.
     #[error("argument {index} is malformed: {message}")]
-    BadArgumentType { index: u32, message: String },
+    BadArgumentType {
+        /// The argument's position, from 0.
+        index: u32,
+        /// What happened, in words.
+        message: String,
+    },
     /// An application or authorization rejection that the caller handles by code.
     #[error("domain error {code}: {message}")]
-    DomainSpecific { code: u32, message: String },
+    DomainSpecific {
+        /// The rejection's code.
+        code: u32,
+        /// What happened, in words.
+        message: String,
+    },
     /// The request frame itself was malformed.
     #[error("protocol violation: {message}")]
-    ProtocolViolation { message: String },
+    ProtocolViolation {
+        /// What happened, in words.
+        message: String,
+    },
     /// The server is at a limit (calls waiting, bytes held); the call did not start.
     #[error("the server is overloaded")]
     Overloaded,
     /// The server failed for a reason that is not the callee's fault.
     #[error("internal server error: {message}")]
-    Internal { message: String },
+    Internal {
+        /// What happened, in words.
+        message: String,
+    },
     /// The call would re-enter an instance already on its call chain (A -> B -> A).
     #[error("re-entrant call into `{instance}`, which is already on the call chain")]
-    Reentrant { instance: String },
+    Reentrant {
+        /// The instance concerned.
+        instance: String,
+    },
 }
 
 /// Stable wire tags of the failure reasons (SPEC.md, "Failure reasons").

@@ -55,40 +55,72 @@ pub enum Error {
     Truncated,
     /// A byte where a neopack tag belongs is not a known tag.
     #[error("byte {byte:#04x} is not a neopack tag")]
-    BadTag { byte: u8 },
+    BadTag {
+        /// The byte read.
+        byte: u8,
+    },
     /// A string is not valid UTF-8.
     #[error("string is not valid UTF-8")]
     BadUtf8,
     /// The item found is not of the kind the frame layout requires.
     #[error("type mismatch: expected {expected}, found {found}")]
     TypeMismatch {
+        /// What was expected.
         expected: &'static str,
+
+        /// What was found instead.
         found: &'static str,
     },
     /// A frame lacks a required map entry.
     #[error("frame has no `{field}` entry")]
-    MissingField { field: &'static str },
+    MissingField {
+        /// The entry's key.
+        field: &'static str,
+    },
     /// A frame carries the same map entry twice.
     #[error("frame has `{field}` twice")]
-    DuplicateField { field: &'static str },
+    DuplicateField {
+        /// The entry's key.
+        field: &'static str,
+    },
     /// A frame of a message kind this version does not know (readers log and skip it).
     #[error("unknown message kind `{kind}`")]
-    UnknownKind { kind: String },
+    UnknownKind {
+        /// The kind of value.
+        kind: String,
+    },
     /// A frame larger than the limit, refused before it is read (or after it is written).
     #[error("frame of {frame_bytes} bytes exceeds the limit of {max}")]
-    FrameTooLarge { frame_bytes: u64, max: u64 },
+    FrameTooLarge {
+        /// The frame's size, in bytes.
+        frame_bytes: u64,
+        /// The limit, in bytes.
+        max: u64,
+    },
     /// A call chain longer than `CHAIN_HOPS_MAX`.
     #[error("call chain longer than {hops_max} hops")]
-    ChainTooLong { hops_max: u64 },
+    ChainTooLong {
+        /// The limit.
+        hops_max: u64,
+    },
     /// Bytes left over after a complete frame or entry.
     #[error("{count} bytes left over after a complete item")]
-    TrailingBytes { count: u64 },
+    TrailingBytes {
+        /// How many bytes are left over.
+        count: u64,
+    },
     /// A failure reply with a reason tag this version does not know.
     #[error("unknown failure tag {tag}")]
-    UnknownFailureTag { tag: u32 },
+    UnknownFailureTag {
+        /// The tag read.
+        tag: u32,
+    },
     /// The neopack encoder refused a write (e.g. a slab writer wrote no item, or two).
     #[error("neopack refused the encoding: {reason}")]
-    Encode { reason: &'static str },
+    Encode {
+        /// Why, in words.
+        reason: &'static str,
+    },
 }
 
 impl From<cursor::Error> for Error {

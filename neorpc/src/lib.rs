@@ -1,4 +1,6 @@
-//! neorpc: the exorun wire protocol.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Modules
 //!
 //! - `frame`: call and reply envelopes around opaque argument/result slabs, with its `Error`.
 //!   Pure framing: no wasmtime, no tokio, no I/O.
