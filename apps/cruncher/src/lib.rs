@@ -1,0 +1,19 @@
+//! cruncher: `crunch(rounds)` mixes a 64-bit state for that many rounds; CPU work, no imports.
+wit_bindgen::generate!({ path: "../wit", world: "exorun:test/cruncher", generate_all });
+
+struct App;
+
+impl exports::exorun::test::crunch::Guest for App {
+    fn crunch(rounds: u32) -> u64 {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for round in 0..rounds {
+            // xorshift-multiply: cheap, data-dependent, not foldable by the compiler.
+            state ^= state >> 33;
+            state = state.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+            state ^= u64::from(round);
+        }
+        state
+    }
+}
+
+export!(App);
