@@ -159,11 +159,23 @@ fn two_processes(runtime: &tokio::runtime::Runtime) {
             _ => unix("floor.sock"),
         };
         let floor = std_ping_pong(&floor_address);
+        let tokio_address = match kind {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            _ => unix("tokio.sock"),
+        };
+        let raw = runtime.block_on(async {
+            tokio::spawn(tokio_ping_pong(tokio_address))
+                .await
+                .expect("worker")
+        });
         let exorun_us = exorun.as_secs_f64() * 1e6;
         let floor_us = floor.as_secs_f64() * 1e6;
+        let raw_us = raw.as_secs_f64() * 1e6;
         println!("{:<28} {exorun_us:>14.1}", format!("exorun {kind}"));
+        println!("{:<28} {raw_us:>14.1}", format!("raw tokio {kind}"));
         println!("{:<28} {floor_us:>14.1}", format!("std blocking {kind} (floor)"));
-        println!("{:<28} {:>14.2}", format!("ratio {kind}"), exorun_us / floor_us);
+        println!("{:<28} {:>14.2}", format!("ratio {kind} exorun/floor"), exorun_us / floor_us);
+        println!("{:<28} {:>14.2}", format!("ratio {kind} raw tokio/floor"), raw_us / floor_us);
     }
     let _ = std::fs::remove_dir_all(&socket_dir);
 }
@@ -214,6 +226,73 @@ fn round_trip(stream: &mut dyn ReadWrite, ping: &mut [u8; PING_BYTES]) {
     stream.read_exact(ping).expect("pong");
 }
 
+/// Mean time of one 32-byte round trip between two tokio runtimes (2 workers each, as exorun
+/// runs), with no exorun code on either side: the cost of the async model itself.
+async fn tokio_ping_pong(address: String) -> Duration {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let (mut child, bound) = start_server("tokio-echo", &address);
+    let mut stream = tokio_connect(&bound).await;
+    let mut ping = [7u8; PING_BYTES];
+    let mut started = Instant::now();
+    for round in 0..SEQUENTIAL + 1000 {
+        if round == 1000 {
+            started = Instant::now();
+        }
+        stream.write_all(&ping).await.expect("ping");
+        stream.read_exact(&mut ping).await.expect("pong");
+    }
+    let elapsed = started.elapsed();
+    drop(stream);
+    child.wait().expect("tokio echo server exits at the end of the stream");
+    elapsed / u32::try_from(SEQUENTIAL).expect("fits")
+}
+
+/// An async byte stream of either kind.
+trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+async fn tokio_connect(address: &str) -> Box<dyn AsyncStream> {
+    if let Some(host_port) = address.strip_prefix("tcp://") {
+        let stream = tokio::net::TcpStream::connect(host_port).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        return Box::new(stream);
+    }
+    let path = address.strip_prefix("unix://").expect("a unix address");
+    Box::new(tokio::net::UnixStream::connect(path).await.expect("connect"))
+}
+
+fn tokio_echo(address: &str) {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut stream: Box<dyn AsyncStream> = match address.strip_prefix("tcp://") {
+            Some(host_port) => {
+                let listener = tokio::net::TcpListener::bind(host_port).await.expect("bind");
+                println!("tcp://{}", listener.local_addr().expect("bound address"));
+                let (stream, _) = listener.accept().await.expect("accept");
+                stream.set_nodelay(true).expect("nodelay");
+                Box::new(stream)
+            }
+            None => {
+                let path = address.strip_prefix("unix://").expect("a unix address");
+                let listener = tokio::net::UnixListener::bind(path).expect("bind");
+                println!("{address}");
+                Box::new(listener.accept().await.expect("accept").0)
+            }
+        };
+        let mut ping = [0u8; PING_BYTES];
+        while stream.read_exact(&mut ping).await.is_ok() {
+            stream.write_all(&ping).await.expect("pong");
+        }
+    });
+}
+
 /// A blocking byte stream of either kind.
 trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
@@ -253,6 +332,7 @@ fn serve_as(role: &str) {
     match role {
         "exorun-echo" => exorun_echo(&address),
         "std-echo" => std_echo(&address),
+        "tokio-echo" => tokio_echo(&address),
         other => panic!("unknown role {other}"),
     }
 }

@@ -1,10 +1,18 @@
 //! Length-prefixed framing of a byte stream into whole messages.
 //!
 //! Each message is a u32 little-endian byte count followed by that many bytes. The count is
-//! checked against the limit before anything is allocated for the body. Sends go through a
-//! bounded queue to one writer task that drains every queued message into a buffer and flushes
-//! once, so many concurrent calls share few syscalls; reads happen on the caller's task.
+//! checked against the limit as soon as it arrives, and a message's buffer grows with the bytes
+//! that really arrived, never up front from the count. Sends go through a bounded queue to one
+//! writer task that drains every queued message into a buffer and flushes once, so many
+//! concurrent calls share few syscalls.
+//!
+//! Reads happen on the caller's task, into one read buffer per connection: a single read takes
+//! whatever the socket holds (several small messages, or the next piece of a large one), so a
+//! small message costs one read syscall, and because that read comes back partial, tokio knows
+//! the socket is drained and waits for readiness without another read that would only say
+//! `EAGAIN`. Bytes read stay in the buffer when a `recv` is cancelled, so `recv` is cancel-safe.
 
+use bytes::Buf;
 use bytes::Bytes;
 use bytes::BytesMut;
 use tokio::io::AsyncRead;
@@ -26,13 +34,20 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Write buffer size: a typical batch of small frames fits in one syscall.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Room a read asks for: what one syscall may take from the socket at most.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Below this much free room the read buffer grows (or reclaims its consumed front) first.
+const READ_ROOM_MIN_BYTES: usize = 4 * 1024;
+/// Messages up to this size are copied out of the read buffer, so it keeps reusing one
+/// allocation; larger ones are split off without a copy (they dominate their allocation).
+const COPY_OUT_BYTES_MAX: usize = 4 * 1024;
 
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// A message transport over any split byte stream (TCP and Unix sockets use it).
 pub struct Transport {
-    reader: tokio::sync::Mutex<Reader>,
+    inbound: tokio::sync::Mutex<Inbound>,
     outbox: transport::Outbox,
     writer: JoinHandle<()>,
     message_bytes_max: u64,
@@ -52,7 +67,10 @@ impl Transport {
         let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
         let writer = tokio::spawn(write_loop(queue, writer));
         Self {
-            reader: tokio::sync::Mutex::new(reader),
+            inbound: tokio::sync::Mutex::new(Inbound {
+                reader,
+                buffer: BytesMut::new(),
+            }),
             outbox: transport::Outbox::new(outbox),
             writer,
             message_bytes_max,
@@ -75,33 +93,85 @@ impl Transport {
     }
 
     async fn recv_message(&self) -> Result<Option<Bytes>, transport::Error> {
-        let mut reader = self.reader.lock().await;
-        let mut prefix = [0u8; PREFIX_BYTES];
-        let got = read_full(&mut reader, &mut prefix).await?;
-        if got == 0 {
+        let mut inbound = self.inbound.lock().await;
+        inbound.recv(self.message_bytes_max).await
+    }
+}
+
+/// The reading side: the stream and the bytes read from it but not yet handed out.
+struct Inbound {
+    reader: Reader,
+    buffer: BytesMut,
+}
+
+impl Inbound {
+    /// The next whole message, reading as needed; `None` at a clean end of stream.
+    async fn recv(&mut self, message_bytes_max: u64) -> Result<Option<Bytes>, transport::Error> {
+        loop {
+            if let Some(message) = self.take(message_bytes_max)? {
+                return Ok(Some(message));
+            }
+            if self.buffer.capacity() - self.buffer.len() < READ_ROOM_MIN_BYTES {
+                self.buffer.reserve(READ_CHUNK_BYTES);
+            }
+            let got = self.reader.read_buf(&mut self.buffer).await?;
+            if got == 0 {
+                return self.ended();
+            }
+        }
+    }
+
+    /// Splits the first message off the buffer if all of it is there; refuses an oversized
+    /// one as soon as its length prefix is.
+    fn take(&mut self, message_bytes_max: u64) -> Result<Option<Bytes>, transport::Error> {
+        let Some(length) = self.length(message_bytes_max)? else {
+            return Ok(None);
+        };
+        let whole = self.buffer.len() - PREFIX_BYTES >= length;
+        if !whole {
             return Ok(None);
         }
-        if got < PREFIX_BYTES {
-            return Err(truncated(PREFIX_BYTES, got));
+        self.buffer.advance(PREFIX_BYTES);
+        if length <= COPY_OUT_BYTES_MAX {
+            let message = Bytes::copy_from_slice(&self.buffer[..length]);
+            self.buffer.advance(length);
+            return Ok(Some(message));
         }
-        let message_bytes = u64::from(u32::from_le_bytes(prefix));
-        if message_bytes > self.message_bytes_max {
-            return Err(transport::Error::MessageTooLarge {
-                message_bytes,
-                max: self.message_bytes_max,
-            });
+        Ok(Some(self.buffer.split_to(length).freeze()))
+    }
+
+    /// The length of the first message, once its prefix is in the buffer.
+    fn length(&self, message_bytes_max: u64) -> Result<Option<usize>, transport::Error> {
+        let Some(prefix) = self.buffer.get(..PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        let mut bytes = [0u8; PREFIX_BYTES];
+        bytes.copy_from_slice(prefix);
+        let message_bytes = u64::from(u32::from_le_bytes(bytes));
+        let too_large = transport::Error::MessageTooLarge {
+            message_bytes,
+            max: message_bytes_max,
+        };
+        if message_bytes > message_bytes_max {
+            return Err(too_large);
         }
-        let length =
-            usize::try_from(message_bytes).map_err(|_| transport::Error::MessageTooLarge {
-                message_bytes,
-                max: self.message_bytes_max,
-            })?;
-        let mut body = BytesMut::zeroed(length);
-        let got = read_full(&mut reader, &mut body).await?;
-        if got < length {
-            return Err(truncated(length, got));
+        let length = usize::try_from(message_bytes).map_err(|_| too_large)?;
+        Ok(Some(length))
+    }
+
+    /// The stream ended: cleanly between messages, or in the middle of one.
+    fn ended(&self) -> Result<Option<Bytes>, transport::Error> {
+        let held = self.buffer.len();
+        if held == 0 {
+            return Ok(None);
         }
-        Ok(Some(body.freeze()))
+        if held < PREFIX_BYTES {
+            return Err(truncated(PREFIX_BYTES, held));
+        }
+        let mut bytes = [0u8; PREFIX_BYTES];
+        bytes.copy_from_slice(&self.buffer[..PREFIX_BYTES]);
+        let length = usize::try_from(u32::from_le_bytes(bytes)).unwrap_or(usize::MAX);
+        Err(truncated(length, held - PREFIX_BYTES))
     }
 }
 
@@ -138,19 +208,6 @@ impl transport::Transport for Transport {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.outbox.close() })
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
-async fn read_full(reader: &mut Reader, buf: &mut [u8]) -> Result<usize, transport::Error> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let got = reader.read(&mut buf[filled..]).await?;
-        if got == 0 {
-            break;
-        }
-        filled += got;
-    }
-    Ok(filled)
 }
 
 fn truncated(expected: usize, got: usize) -> transport::Error {

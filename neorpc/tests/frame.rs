@@ -151,6 +151,8 @@ fn the_seq_is_stamped_in_place_and_can_be_restamped() {
     assert_eq!(frame::decode_seq(call.as_bytes()).unwrap(), Seq(u64::MAX));
     call.set_seq(Seq(1));
     assert_eq!(call.into_bytes(), hex(GOLDEN_CALL));
+    // SPEC.md: the seq's 8 value bytes sit at offset 33 of a call frame.
+    assert_eq!(&hex(GOLDEN_CALL)[33..41], &1u64.to_le_bytes());
 }
 
 #[test]
