@@ -2,7 +2,8 @@
 //! checks every contract with the ledger first; these functions only define, so nothing is
 //! checked twice on the way.
 //!
-//! - System: the `SystemComponent` installs its host functions and stages its context.
+//! - System: the `SystemComponent` installs its host functions (it stages each new instance's
+//!   context through the builder's `Spec::configure`).
 //! - Local: each function becomes a host function that calls the target instance's export
 //!   (resolved once, here) through its `InstanceHandle` with the caller's `Val`s as they are (no
 //!   serialization), so the target's serialization, limits, trap handling and re-entrancy
@@ -20,7 +21,6 @@
 
 use std::sync::Arc;
 
-use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
@@ -78,14 +78,13 @@ pub enum Unresolved {
     },
 }
 
-/// Installs `system` into `linker` and stages its context in `context`.
+/// Installs `system`'s host functions into `linker` (each new context is configured by the
+/// builder's `Spec::configure`).
 pub(crate) fn link_system(
     linker: &mut Linker<ExorunCtx>,
-    context: &mut ContextBuilder,
     system: &dyn SystemComponent,
 ) -> Result<(), Error> {
     system.install(linker)?;
-    system.configure(context)?;
     Ok(())
 }
 

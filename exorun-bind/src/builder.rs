@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use exorun_core::context::ContextBuilder;
+use exorun_core::context::ExorunCtx;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger;
 use exorun_core::limits::Limits;
@@ -19,6 +20,10 @@ use exorun_core::registry;
 use exorun_core::registry::App;
 use exorun_core::registry::AppId;
 use exorun_core::registry::Runtime;
+use exorun_core::supervision::Configure;
+use exorun_core::supervision::Replicas;
+use exorun_core::supervision::Restart;
+use exorun_core::supervision::Spec;
 use exorun_core::system::SystemComponent;
 use exorun_transport::client::Client;
 use wasmtime::component::Linker;
@@ -99,9 +104,9 @@ pub enum Linkable {
     /// The instance of this runtime registered as `name`, running `app`, looked up at each call
     /// (links may form cycles; a restarted instance is picked up).
     Named {
-        /// The app, by its registered name.
+        /// The app the instance under the name must run (its contract is checked).
         app: AppId,
-        /// The name concerned.
+        /// The instance's registered name.
         name: String,
     },
     /// An instance on another runtime, by name, through a shared client.
@@ -128,24 +133,54 @@ impl std::fmt::Debug for Linkable {
 pub struct Checked(InstanceBuilder);
 
 impl Checked {
-    /// Links, instantiates and registers the instance.
+    /// Links, instantiates and registers the instance (its replicas, supervised).
     pub async fn instantiate(self) -> Result<InstanceHandle, Error> {
-        let mut builder = self.0;
-        let linker = builder.linker().map_err(|source| Error::Link {
-            app: builder.app.name.clone(),
+        let builder = self.0;
+        let app = builder.app.name.clone();
+        let link_error = |source| Error::Link {
+            app: app.clone(),
             source: Box::new(source),
-        })?;
+        };
+        let (linker, systems) = builder.linker().map_err(link_error)?;
+        let configure = configure(systems, builder.settings);
+        // Staged once now so a system that cannot configure is named here, with its cause,
+        // rather than as a failed instantiation.
+        configure(&mut ContextBuilder::new())
+            .map_err(|error| link_error(binder::Error::System(error)))?;
         let runtime = &builder.runtime;
         let prepared = runtime.prepare(builder.app.id, &linker)?;
-        let name = builder.name.as_deref();
-        let handle = runtime
-            .instantiate_prepared(&prepared, builder.context, builder.limits, name)
-            .await?;
-        Ok(handle)
+        let spec = Spec {
+            name: builder.name,
+            limits: builder.limits,
+            replicas: builder.replicas,
+            restart: builder.restart,
+            configure,
+        };
+        Ok(runtime.start(&prepared, spec).await?)
     }
 }
 
-/// Builds one instance of one app.
+/// The systems an instance links, each once, in the order they were installed.
+type Systems = Vec<Arc<dyn SystemComponent>>;
+
+/// A setting of each new instance's context, made by the embedder.
+type Setting = Arc<dyn Fn(&mut ContextBuilder) + Send + Sync>;
+
+/// Each new context: every system configures it, then the embedder's settings apply.
+fn configure(systems: Systems, settings: Vec<Setting>) -> Configure {
+    Arc::new(move |context: &mut ContextBuilder| {
+        for system in &systems {
+            system.configure(context)?;
+        }
+        for setting in &settings {
+            setting(context);
+        }
+        Ok(())
+    })
+}
+
+/// Builds one instance of one app: its links, context settings, limits, replicas and restart
+/// policy.
 #[allow(
     clippy::module_name_repetitions,
     reason = "the owner's API names this type; embedders import it by this name"
@@ -154,21 +189,26 @@ pub struct InstanceBuilder {
     runtime: Arc<Runtime>,
     app: App,
     links: BTreeMap<String, Linkable>,
-    context: ContextBuilder,
+    settings: Vec<Setting>,
     limits: Limits,
     name: Option<String>,
+    replicas: Replicas,
+    restart: Restart,
 }
 
 impl InstanceBuilder {
-    /// A builder for `app`, with an empty context and default limits.
+    /// A builder for `app`, with an empty context, default limits, one replica and
+    /// `Restart::Always` with the default back-off.
     pub fn new(runtime: &Arc<Runtime>, app: AppId) -> Result<Self, Error> {
         Ok(Self {
             runtime: Arc::clone(runtime),
             app: runtime.app(app)?,
             links: BTreeMap::new(),
-            context: ContextBuilder::new(),
+            settings: Vec::new(),
             limits: Limits::default(),
             name: None,
+            replicas: Replicas::ONE,
+            restart: Restart::default(),
         })
     }
 
@@ -202,9 +242,27 @@ impl InstanceBuilder {
         self
     }
 
-    /// The context being staged (WASI settings, user data), for settings no system makes.
-    pub fn context(&mut self) -> &mut ContextBuilder {
-        &mut self.context
+    /// Adds a setting of each new instance's context (WASI settings, user data) that no system
+    /// makes; it runs for every instance made, restarts included, after the systems configure.
+    pub fn configure(
+        mut self,
+        setting: impl Fn(&mut ContextBuilder) + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.push(Arc::new(setting));
+        self
+    }
+
+    /// Runs this many instances behind the name, or a fresh one per call (for apps without
+    /// state worth keeping; a stateful app keeps one).
+    pub fn replicas(mut self, replicas: Replicas) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// What happens to a replica whose call failed.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
     }
 
     /// Checks every link and returns the builder ready to instantiate, or every problem.
@@ -273,22 +331,24 @@ impl InstanceBuilder {
         }
     }
 
-    /// Systems first (each installed and configured once), then local and remote links.
-    fn linker(&mut self) -> Result<Linker<exorun_core::context::ExorunCtx>, binder::Error> {
+    /// Systems first (each installed once; returned in order, to configure every new context),
+    /// then local and remote links.
+    fn linker(&self) -> Result<(Linker<ExorunCtx>, Systems), binder::Error> {
         let mut linker = Linker::new(self.runtime.engine());
         linker.allow_shadowing(true);
-        // Identities as addresses: raw pointers would make this future `!Send`.
-        let mut installed: Vec<usize> = Vec::new();
+        let mut systems: Systems = Vec::new();
         for linkable in self.links.values() {
             let Linkable::System(system) = linkable else {
                 continue;
             };
-            let identity = Arc::as_ptr(system).cast::<()>().addr();
-            if installed.contains(&identity) {
+            if systems
+                .iter()
+                .any(|installed| Arc::ptr_eq(installed, system))
+            {
                 continue;
             }
-            installed.push(identity);
-            binder::link_system(&mut linker, &mut self.context, system.as_ref())?;
+            binder::link_system(&mut linker, system.as_ref())?;
+            systems.push(Arc::clone(system));
         }
         let ledger = Arc::clone(&self.app.ledger);
         for (interface, linkable) in &self.links {
@@ -307,6 +367,6 @@ impl InstanceBuilder {
                 }
             }
         }
-        Ok(linker)
+        Ok((linker, systems))
     }
 }

@@ -55,6 +55,7 @@ struct Job {
     export: Export,
     args: Bytes,
     chain: Vec<chain::Hop>,
+    caller: serve::Caller,
 }
 
 impl Exports {
@@ -81,7 +82,12 @@ impl Exports {
     }
 
     /// Resolves a call's target and method, or says which one is unknown.
-    fn resolve(&self, call: &frame::Call<'_>, frame: &Bytes) -> Result<Job, Failure> {
+    fn resolve(
+        &self,
+        call: &frame::Call<'_>,
+        frame: &Bytes,
+        caller: &serve::Caller,
+    ) -> Result<Job, Failure> {
         let (target, method) = (call.target, call.method);
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
@@ -105,13 +111,19 @@ impl Exports {
             export,
             args: frame.slice_ref(call.args),
             chain: remote::from_wire(&call.chain),
+            caller: caller.clone(),
         })
     }
 }
 
 impl serve::Dispatcher for Exports {
-    fn dispatch(&self, call: frame::Call<'_>, frame: &Bytes) -> BoxFuture<'static, serve::Outcome> {
-        match self.resolve(&call, frame) {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        frame: &Bytes,
+        caller: &serve::Caller,
+    ) -> BoxFuture<'static, serve::Outcome> {
+        match self.resolve(&call, frame, caller) {
             Ok(job) => Box::pin(job.run()),
             Err(failure) => Box::pin(std::future::ready(Err(failure))),
         }
@@ -119,17 +131,32 @@ impl serve::Dispatcher for Exports {
 }
 
 impl Job {
-    /// Decodes the arguments, runs the call inside its chain and writes the reply frame.
+    /// Waits for an instance (its argument slab counted as waiting bytes), then, if the caller
+    /// is still there, decodes the arguments, runs the call inside its chain and writes the
+    /// reply frame.
     async fn run(mut self) -> serve::Outcome {
         let chain = std::mem::take(&mut self.chain);
+        chain::within(chain, self.lease_and_call()).await
+    }
+
+    async fn lease_and_call(self) -> serve::Outcome {
+        let weight = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
+        let lease = self.handle.lease(weight).await;
+        let lease = lease.map_err(|error| self.failure(&error))?;
+        if self.caller.is_gone() {
+            return Err(Failure::Internal {
+                message: "the caller went away before the call started".to_owned(),
+            });
+        }
         let signature = self.export.signature();
         let types = signature.params.iter().map(|(_, ty)| ty);
         let limits = codec::Limits::default();
         let params = codec::decode_args(&self.args, types, &limits).map_err(bad_arguments)?;
+        drop(self.args);
         let mut results = vec![Val::Bool(false); signature.results.len()];
-        let work = self.handle.call_export(&self.export, &params, &mut results);
-        if let Err(error) = chain::within(chain, work).await {
-            return Err(self.failure(&error));
+        let called = lease.call(&self.export, &params, &mut results).await;
+        if let Err(error) = called {
+            return Err(failure_of(&self.handle, &error));
         }
         let mut reply = frame::ReplyWriter::new(self.seq).map_err(internal)?;
         codec::encode_into(reply.results(), &results, &limits).map_err(|error| {
@@ -140,16 +167,21 @@ impl Job {
         reply.finish().map_err(internal)
     }
 
-    /// The failure reason for this call's error; the target itself re-entered is named as the
-    /// caller addressed it.
     fn failure(&self, error: &instance::Error) -> Failure {
-        let itself = matches!(error, instance::Error::Reentrant { instance } if *instance == self.handle.id());
-        if let (true, Some(name)) = (itself, self.handle.name()) {
-            let instance = name.to_owned();
-            return Failure::Reentrant { instance };
-        }
-        failure(error)
+        failure_of(&self.handle, error)
     }
+}
+
+/// The failure reason for an error of a call on `handle`; the target itself re-entered is
+/// named as the caller addressed it.
+fn failure_of(handle: &InstanceHandle, error: &instance::Error) -> Failure {
+    let itself =
+        matches!(error, instance::Error::Reentrant { instance } if *instance == handle.id());
+    if let (true, Some(name)) = (itself, handle.name()) {
+        let instance = name.to_owned();
+        return Failure::Reentrant { instance };
+    }
+    failure(error)
 }
 
 fn internal(error: frame::Error) -> Failure {
@@ -189,7 +221,11 @@ pub fn failure(error: &instance::Error) -> Failure {
         } => Failure::MethodNotFound {
             method: format!("{interface}#{function}"),
         },
-        instance::Error::Busy { .. } => Failure::Overloaded,
+        instance::Error::Busy { .. }
+        | instance::Error::TooManyWaiting { .. }
+        | instance::Error::TooManyBytesWaiting { .. } => Failure::Overloaded,
+        // During a back-off the caller gets the failure that caused it.
+        instance::Error::BackingOff { cause, .. } => failure(cause),
         instance::Error::Reentrant { instance } => Failure::Reentrant {
             instance: instance.to_string(),
         },
@@ -201,6 +237,7 @@ pub fn failure(error: &instance::Error) -> Failure {
         },
         instance::Error::Raised(raised) => raised_failure(raised),
         instance::Error::Failed { .. }
+        | instance::Error::Interrupted
         | instance::Error::Trapped { .. }
         | instance::Error::Host { .. } => Failure::AppTrapped {
             message: error.to_string(),

@@ -1,38 +1,50 @@
-//! `InstanceHandle`: one running instance, its store behind an async mutex.
+//! `InstanceHandle`: a named instance of an app, as one replica, several, or a fresh one per
+//! call (`supervision::Replicas`), each replica running one call at a time.
 //!
-//! Calls run one at a time on a store. Before taking the lock a call checks the call chain
-//! (`chain`): if this instance is already on it (A -> B -> A through links), the inner call
-//! fails with `Reentrant` instead of waiting for a lock its own caller holds. Waiting for the
-//! lock is bounded (`Busy`). Each call gets fresh fuel. Errors are classified (`OutOfFuel`,
-//! `OutOfMemory`, `Trapped`, `Rejected`, ...); an error that a host function raised and this
-//! crate does not interpret (a link's own failure, say) is kept as raised in `Raised`, so the
-//! layer that raised it reads it back exactly. After a call into the guest fails, wasmtime may
-//! have left the instance mid-way, so it is marked failed and later calls get `Failed` (make a
-//! new instance from its app to restart it). A call that never returns to us (its future was
-//! dropped, or a host function under it panicked) releases the lock and leaves the instance
-//! failed too.
+//! A call first takes a replica (`lease`): it checks the call chain (`chain`), and if this
+//! instance is already on it (A -> B -> A through links) fails with `Reentrant` instead of
+//! waiting for a replica its own caller holds. Waiting is bounded three ways: in time (the lock
+//! wait, then `Busy`), in calls and in the bytes the waiting calls hold (then `TooManyWaiting` or
+//! `TooManyBytesWaiting`, at once). Each call gets fresh fuel. Errors are classified
+//! (`OutOfFuel`, `OutOfMemory`, `Trapped`, `Rejected`, ...); an error that a host function
+//! raised and this crate does not interpret (a link's own failure, say) is kept as raised in
+//! `Raised`, so the layer that raised it reads it back exactly.
+//!
+//! After a call into the guest fails (or never returns to us: its future was dropped, or a
+//! host function under it panicked), wasmtime may have left the instance mid-way, so the
+//! replica is failed and its store dropped. Under `Restart::Always` the next call that picks it
+//! makes a fresh instance from the prepared app (its state is lost), logged at info and counted
+//! (`restarts`); a replica failing again right after is restarted only after a back-off, and a
+//! call reaching it meanwhile gets `BackingOff` with the cause at once. Under `Restart::Never`
+//! later calls get `Failed`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 
-use wasmtime::Store;
+use tokio::sync::OwnedMutexGuard;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use wasmtime::Trap;
 use wasmtime::WasmBacktrace;
-use wasmtime::component::Func;
-use wasmtime::component::Instance;
 use wasmtime::component::Val;
 
 use crate::chain;
-use crate::context::ExorunCtx;
 use crate::ledger::Ledger;
 use crate::limits;
+use crate::pool::Factory;
+use crate::pool::Pool;
+use crate::pool::Running;
+use crate::pool::Slot;
+use crate::pool::State;
 use crate::registry::App;
 use crate::registry::Export;
+use crate::supervision::Replicas;
+use crate::supervision::Restart;
 use crate::system::Rejection;
-
-/// Why an instance is failed when a call into it never returned (cancelled or panicked).
-const INTERRUPTED: &str = "a call was cancelled or panicked before it returned";
 
 /// The id of a running instance, unique within its runtime.
 #[allow(
@@ -71,7 +83,7 @@ pub enum Error {
         /// The instance concerned.
         instance: InstanceId,
     },
-    /// Another call held the instance for longer than the lock wait.
+    /// Every replica stayed busy for longer than the lock wait.
     #[error("{instance} stayed busy for {waited_ms} ms")]
     Busy {
         /// The instance concerned.
@@ -80,7 +92,37 @@ pub enum Error {
         /// How long the call waited, in milliseconds.
         waited_ms: u64,
     },
-    /// An earlier call trapped; the instance must be recreated from its app.
+    /// As many calls as the limit already wait for the instance; this one was refused at once.
+    #[error("{instance} already has {calls_waiting_max} calls waiting")]
+    TooManyWaiting {
+        /// The instance concerned.
+        instance: InstanceId,
+        /// The limit.
+        calls_waiting_max: usize,
+    },
+    /// The calls waiting for the instance would hold more argument bytes than the limit.
+    #[error("{instance}: calls waiting would hold more than {bytes_waiting_max} bytes")]
+    TooManyBytesWaiting {
+        /// The instance concerned.
+        instance: InstanceId,
+        /// The limit, in bytes.
+        bytes_waiting_max: u64,
+    },
+    /// A replica failed and is waiting out its back-off before a restart; `cause` is why.
+    #[error("{instance} is restarting in {retry_in_ms} ms after: {cause}")]
+    BackingOff {
+        /// The instance concerned.
+        instance: InstanceId,
+        /// How long until the replica may be restarted, in milliseconds.
+        retry_in_ms: u64,
+        /// The failure that caused the restart.
+        cause: Box<Error>,
+    },
+    /// A call never returned to us (its future was dropped, or a host function panicked),
+    /// leaving the guest mid-way: the cause of a replica's restart or failure.
+    #[error("a call was cancelled or panicked before it returned")]
+    Interrupted,
+    /// An earlier call failed and the restart policy is `Never`.
     #[error("{instance} failed earlier: {reason}")]
     Failed {
         /// The instance concerned.
@@ -182,100 +224,173 @@ pub fn classify(error: wasmtime::Error) -> Error {
     }
 }
 
-struct Slot {
-    store: Store<ExorunCtx>,
-    instance: Instance,
-    failed: Option<String>,
+/// The instances behind a handle, and what it knows about them.
+pub(crate) struct Parts {
+    pub(crate) id: InstanceId,
+    pub(crate) runtime: u64,
+    pub(crate) name: Option<String>,
+    pub(crate) app: App,
+    pub(crate) replicas: Replicas,
+    pub(crate) restart: Restart,
+    pub(crate) factory: Factory,
+    pub(crate) pool: Pool,
 }
 
-/// A cloneable handle to one running instance.
+struct Inner {
+    id: InstanceId,
+    runtime: u64,
+    name: Option<Arc<str>>,
+    app: App,
+    limits: limits::Limits,
+    replicas: Replicas,
+    restart: Restart,
+    factory: Factory,
+    pool: Pool,
+    /// Replicas not taken (or per-call instances allowed to start).
+    permits: Arc<Semaphore>,
+    removed: AtomicBool,
+    waiting_calls: AtomicUsize,
+    waiting_bytes: AtomicU64,
+    restarts: AtomicU64,
+}
+
+/// A cloneable handle to one named instance (its replicas and their supervision).
 #[allow(
     clippy::module_name_repetitions,
     reason = "the owner's API names this type; embedders import it by this name"
 )]
 #[derive(Clone)]
 pub struct InstanceHandle {
-    id: InstanceId,
-    runtime: u64,
-    name: Option<Arc<str>>,
-    app: App,
-    limits: limits::Limits,
-    removed: Arc<AtomicBool>,
-    slot: Arc<tokio::sync::Mutex<Slot>>,
+    inner: Arc<Inner>,
+}
+
+/// One instance taken for one call: a replica (released when the lease drops) or a fresh
+/// per-call instance (dropped with it).
+pub struct Lease {
+    // Field order is drop order: the replica is unlocked before its permit is returned, so a
+    // caller holding a permit always finds an unlocked replica.
+    held: Held,
+    handle: InstanceHandle,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Held {
+    Replica(OwnedMutexGuard<Slot>),
+    Fresh(Box<Running>),
+}
+
+/// Counts a call waiting for a replica, and uncounts it however the wait ends.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    bytes: u64,
 }
 
 impl std::fmt::Debug for InstanceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstanceHandle")
-            .field("id", &self.id)
-            .field("name", &self.name)
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
             .finish()
     }
 }
 
 impl InstanceHandle {
-    /// Wraps a freshly instantiated store of `app` (the registry calls this). `runtime` is the
-    /// id of the runtime that owns it.
-    pub(crate) fn new(
-        runtime: u64,
-        id: InstanceId,
-        name: Option<&str>,
-        app: App,
-        limits: limits::Limits,
-        store: Store<ExorunCtx>,
-        instance: Instance,
-    ) -> Self {
-        let slot = Slot {
-            store,
-            instance,
-            failed: None,
+    /// Wraps the instances made for one registration (the registry calls this).
+    pub(crate) fn new(parts: Parts) -> Self {
+        let limits = parts.factory.limits;
+        let permits = match (&parts.pool, parts.replicas) {
+            (_, Replicas::PerCall { concurrency }) => concurrency.get(),
+            (Pool::Replicas(slots), Replicas::Fixed(_)) => slots.len(),
+            (Pool::PerCall, Replicas::Fixed(replicas)) => replicas.get(),
+        };
+        let inner = Inner {
+            id: parts.id,
+            runtime: parts.runtime,
+            name: parts.name.as_deref().map(Arc::from),
+            app: parts.app,
+            limits,
+            replicas: parts.replicas,
+            restart: parts.restart,
+            factory: parts.factory,
+            pool: parts.pool,
+            permits: Arc::new(Semaphore::new(permits)),
+            removed: AtomicBool::new(false),
+            waiting_calls: AtomicUsize::new(0),
+            waiting_bytes: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         };
         Self {
-            id,
-            runtime,
-            name: name.map(Arc::from),
-            app,
-            limits,
-            removed: Arc::new(AtomicBool::new(false)),
-            slot: Arc::new(tokio::sync::Mutex::new(slot)),
+            inner: Arc::new(inner),
         }
     }
 
     /// This instance's id.
     pub fn id(&self) -> InstanceId {
-        self.id
+        self.inner.id
     }
 
     /// This instance's name, if it has one.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.inner.name.as_deref()
     }
 
     /// The app it runs.
     pub fn app(&self) -> &App {
-        &self.app
+        &self.inner.app
     }
 
     /// The interfaces its app imports and exports (what a local link checks against).
     pub fn ledger(&self) -> &Ledger {
-        &self.app.ledger
+        &self.inner.app.ledger
     }
 
-    /// Why the instance failed, if a call trapped.
+    /// How many instances serve it.
+    pub fn replicas(&self) -> Replicas {
+        self.inner.replicas
+    }
+
+    /// How many times a failed replica was replaced by a fresh instance.
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Calls waiting for a replica now, and the argument bytes they hold (never above the
+    /// limits' `calls_waiting_max` and `bytes_waiting_max`).
+    pub fn waiting(&self) -> (usize, u64) {
+        let calls = self.inner.waiting_calls.load(Ordering::Acquire);
+        (calls, self.inner.waiting_bytes.load(Ordering::Acquire))
+    }
+
+    /// Why a replica is failed now (waiting for a restart, or for good), if one is and no
+    /// call holds it.
     pub async fn failure(&self) -> Option<String> {
-        self.slot.lock().await.failed.clone()
+        let Pool::Replicas(slots) = &self.inner.pool else {
+            return None;
+        };
+        for slot in slots {
+            let Ok(mut slot) = slot.try_lock() else {
+                continue;
+            };
+            slot.settle_interrupted(&self.inner.restart);
+            if let State::Failed { cause, .. } = &slot.state {
+                return Some(cause.to_string());
+            }
+        }
+        None
     }
 
     /// Stops the instance: later calls fail with `NotFound`; calls in flight finish.
     pub fn remove(&self) {
-        self.removed.store(true, Ordering::Release);
+        self.inner.removed.store(true, Ordering::Release);
+        self.inner.permits.close();
     }
 
     /// The exported function `interface#function` (`interface` empty for a root export),
     /// resolved once so calls through it skip the lookup. A removed instance exports nothing.
     pub fn export(&self, interface: &str, function: &str) -> Result<Export, Error> {
         self.check_present()?;
-        self.app
+        self.inner
+            .app
             .export(interface, function)
             .ok_or_else(|| Error::ExportNotFound {
                 interface: interface.to_owned(),
@@ -295,91 +410,238 @@ impl InstanceHandle {
         self.call_export(&export, params, results).await
     }
 
-    /// Calls a function resolved with `export`. Any failure marks the instance failed.
+    /// Calls a function resolved with `export` on a replica, as `lease` finds one.
     pub async fn call_export(
         &self,
         export: &Export,
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
-        let mut slot = self.lock().await?;
-        let func = func(&mut slot, export)?;
-        refuel(&mut slot, &self.limits)?;
-        // Marked failed until the call returns: a call whose future is dropped (its caller gave
-        // up) or that panics leaves the guest mid-way, and nothing may enter it again.
-        slot.failed = Some(INTERRUPTED.to_owned());
-        let call = func.call_async(&mut slot.store, params, results);
-        let outcome = chain::within(chain::extended(self.hop()), call).await;
-        slot.failed = None;
-        settle(&mut slot, outcome)
+        self.lease(0).await?.call(export, params, results).await
+    }
+
+    /// Takes a replica for one call (waiting for one within the limits), or makes a fresh
+    /// per-call instance. `bytes` is what the caller holds for the call while it waits (a
+    /// server's argument slab), counted against `bytes_waiting_max`; decode the arguments once
+    /// the lease is had.
+    pub async fn lease(&self, bytes: u64) -> Result<Lease, Error> {
+        if chain::contains(self.hop()) {
+            return Err(Error::Reentrant {
+                instance: self.id(),
+            });
+        }
+        self.check_present()?;
+        let permit = self.permit(bytes).await?;
+        self.check_present()?;
+        let held = match &self.inner.pool {
+            Pool::PerCall => Held::Fresh(Box::new(self.inner.factory.make().await?)),
+            Pool::Replicas(slots) => Held::Replica(self.ready_slot(slots).await?),
+        };
+        Ok(Lease {
+            held,
+            handle: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// A permit to take a replica: at once if one is free, else after waiting in line.
+    async fn permit(&self, bytes: u64) -> Result<OwnedSemaphorePermit, Error> {
+        let permits = &self.inner.permits;
+        if let Ok(permit) = Arc::clone(permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        let _waiting = self.wait_in_line(bytes)?;
+        let lock_wait = self.inner.limits.lock_wait;
+        let acquired = tokio::time::timeout(lock_wait, Arc::clone(permits).acquire_owned()).await;
+        let Ok(acquired) = acquired else {
+            let waited_ms = u64::try_from(lock_wait.as_millis()).unwrap_or(u64::MAX);
+            let instance = self.id();
+            return Err(Error::Busy {
+                instance,
+                waited_ms,
+            });
+        };
+        // The semaphore closes only when the instance is removed.
+        acquired.map_err(|_| Error::NotFound {
+            instance: self.id(),
+        })
+    }
+
+    /// Counts this call among the waiting ones, or refuses it if that would pass a limit (the
+    /// counters never go past their limits, not even for a moment).
+    fn wait_in_line(&self, bytes: u64) -> Result<Waiting<'_>, Error> {
+        let inner = &*self.inner;
+        let (calls_max, bytes_max) = (
+            inner.limits.calls_waiting_max,
+            inner.limits.bytes_waiting_max,
+        );
+        let counted =
+            inner
+                .waiting_calls
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |calls| {
+                    (calls < calls_max).then_some(calls + 1)
+                });
+        if counted.is_err() {
+            return Err(Error::TooManyWaiting {
+                instance: inner.id,
+                calls_waiting_max: calls_max,
+            });
+        }
+        let weighed =
+            inner
+                .waiting_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                    held.checked_add(bytes).filter(|total| *total <= bytes_max)
+                });
+        if weighed.is_err() {
+            inner.waiting_calls.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::TooManyBytesWaiting {
+                instance: inner.id,
+                bytes_waiting_max: bytes_max,
+            });
+        }
+        Ok(Waiting { inner, bytes })
+    }
+
+    /// A ready replica: a running one, else a failed one restarted (when its policy and
+    /// back-off allow), else the failure that keeps it down.
+    async fn ready_slot(
+        &self,
+        slots: &[Arc<tokio::sync::Mutex<Slot>>],
+    ) -> Result<OwnedMutexGuard<Slot>, Error> {
+        let inner = &*self.inner;
+        let Some(mut slot) = Pool::pick(slots, &inner.restart) else {
+            return Err(Error::Host {
+                message: "no replica was free although a permit was held".to_owned(),
+            });
+        };
+        let State::Failed { cause, retry_at } = &slot.state else {
+            return Ok(slot);
+        };
+        if inner.restart == Restart::Never {
+            let reason = cause.to_string();
+            return Err(Error::Failed {
+                instance: inner.id,
+                reason,
+            });
+        }
+        let now = Instant::now();
+        if now < *retry_at {
+            let retry_in = retry_at.saturating_duration_since(now);
+            return Err(Error::BackingOff {
+                instance: inner.id,
+                retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                cause: Box::new(cause.clone()),
+            });
+        }
+        let cause = cause.to_string();
+        match inner.factory.make().await {
+            Ok(running) => {
+                let restarts = inner.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                let (instance, replica) = (inner.id.to_string(), slot.index);
+                let name = inner.name.as_deref().unwrap_or_default();
+                tracing::info!(
+                    instance,
+                    name,
+                    replica,
+                    restarts,
+                    cause,
+                    "restarted a failed instance"
+                );
+                slot.state = State::Running {
+                    running,
+                    in_call: false,
+                };
+                Ok(slot)
+            }
+            Err(error) => {
+                slot.fail(error.clone(), &inner.restart);
+                Err(error)
+            }
+        }
     }
 
     /// This instance as a hop of a call chain.
     fn hop(&self) -> chain::Hop {
         chain::Hop {
-            runtime: self.runtime,
-            instance: self.id.0,
+            runtime: self.inner.runtime,
+            instance: self.inner.id.0,
         }
-    }
-
-    async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>, Error> {
-        if chain::contains(self.hop()) {
-            return Err(Error::Reentrant { instance: self.id });
-        }
-        self.check_present()?;
-        // An idle instance is taken without arming a timer; only contention waits, bounded.
-        let slot = match self.slot.try_lock() {
-            Ok(slot) => slot,
-            Err(_) => self.wait_for_lock().await?,
-        };
-        self.check_present()?;
-        if let Some(reason) = &slot.failed {
-            return Err(Error::Failed {
-                instance: self.id,
-                reason: reason.clone(),
-            });
-        }
-        Ok(slot)
-    }
-
-    async fn wait_for_lock(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>, Error> {
-        let waited = tokio::time::timeout(self.limits.lock_wait, self.slot.lock()).await;
-        waited.map_err(|_| Error::Busy {
-            instance: self.id,
-            waited_ms: u64::try_from(self.limits.lock_wait.as_millis()).unwrap_or(u64::MAX),
-        })
     }
 
     fn check_present(&self) -> Result<(), Error> {
-        if self.removed.load(Ordering::Acquire) {
-            return Err(Error::NotFound { instance: self.id });
+        if self.inner.removed.load(Ordering::Acquire) {
+            return Err(Error::NotFound {
+                instance: self.id(),
+            });
         }
         Ok(())
     }
 }
 
-/// The function behind `export` in this slot's instance.
-fn func(slot: &mut Slot, export: &Export) -> Result<Func, Error> {
-    let found = slot.instance.get_func(&mut slot.store, export.index());
-    found.ok_or_else(|| Error::Host {
-        message: "an export resolved for another app".to_owned(),
-    })
+impl Lease {
+    /// Calls `export` on the instance taken, with fresh fuel and this instance on the call
+    /// chain. A failure fails the replica (see the module doc).
+    pub async fn call(
+        mut self,
+        export: &Export,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Error> {
+        let inner = Arc::clone(&self.handle.inner);
+        let hop = self.handle.hop();
+        let slot = match &mut self.held {
+            Held::Fresh(running) => {
+                return run(running, &inner, hop, export, params, results).await;
+            }
+            Held::Replica(slot) => slot,
+        };
+        let State::Running { running, in_call } = &mut slot.state else {
+            return Err(Error::Host {
+                message: "a lease on a replica that is not running".to_owned(),
+            });
+        };
+        *in_call = true;
+        let outcome = run(running, &inner, hop, export, params, results).await;
+        let Err(error) = outcome else {
+            *in_call = false;
+            slot.streak = 0;
+            return Ok(());
+        };
+        slot.fail(error.clone(), &inner.restart);
+        Err(error)
+    }
 }
 
-fn refuel(slot: &mut Slot, limits: &limits::Limits) -> Result<(), Error> {
-    let fueled = slot.store.set_fuel(limits.fuel_per_call);
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.inner.waiting_calls.fetch_sub(1, Ordering::AcqRel);
+        self.inner
+            .waiting_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// One call into the guest of `running`.
+async fn run(
+    running: &mut Running,
+    inner: &Inner,
+    hop: chain::Hop,
+    export: &Export,
+    params: &[Val],
+    results: &mut [Val],
+) -> Result<(), Error> {
+    let (store, instance) = running;
+    let func = instance.get_func(&mut *store, export.index());
+    let func = func.ok_or_else(|| Error::Host {
+        message: "an export resolved for another app".to_owned(),
+    })?;
+    let fueled = store.set_fuel(inner.limits.fuel_per_call);
     fueled.map_err(|error| Error::Host {
         message: error.to_string(),
-    })
-}
-
-/// Classifies a failed call into the guest and marks the instance failed: any error out of a
-/// call into the guest unwound it mid-way, and wasmtime will not re-enter it.
-fn settle<T>(slot: &mut Slot, outcome: wasmtime::Result<T>) -> Result<T, Error> {
-    let error = match outcome {
-        Ok(value) => return Ok(value),
-        Err(error) => classify(error),
-    };
-    slot.failed = Some(error.to_string());
-    Err(error)
+    })?;
+    let call = func.call_async(&mut *store, params, results);
+    chain::within(chain::extended(hop), call)
+        .await
+        .map_err(classify)
 }

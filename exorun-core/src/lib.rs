@@ -7,8 +7,10 @@
 //! - `context`: `ContextBuilder` and the per-store `ExorunCtx` (WASI, resource table, user data).
 //! - `system`: the `SystemComponent` trait for native providers, and `Rejection`.
 //! - `chain`: the call chain of nested calls, for re-entrancy detection across links.
-//! - `instance`: `InstanceHandle`, one running instance behind an async mutex, with
-//!   re-entrancy detection and error classification.
+//! - `instance`: `InstanceHandle`, a named instance as one or more replicas (or one per call),
+//!   each running one call at a time, with bounded waiting, re-entrancy detection, error
+//!   classification, and failed replicas replaced.
+//! - `supervision`: replicas, restart policy and back-off, and how each new context is staged.
 //! - `registry`: the `Runtime`: apps and instances under typed ids.
 //! - `ledger`: interfaces, functions and signatures of a component, and contract checks.
 //! - `fixtures`: where the built guest apps live, for tests and the demo.
@@ -20,5 +22,7 @@ pub mod fixtures;
 pub mod instance;
 pub mod ledger;
 pub mod limits;
+mod pool;
 pub mod registry;
+pub mod supervision;
 pub mod system;

@@ -18,6 +18,15 @@ pub const MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
 /// Longest a call waits for an instance that another call is using, before failing `Busy`.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// Most calls waiting for one instance (or pool) at once; one more is refused `Overloaded` at
+/// once. 64 waiting calls keep a busy instance fed many calls deep, while a flood of callers is
+/// told no in microseconds instead of after the lock wait.
+pub const CALLS_WAITING_MAX: usize = 64;
+/// Most bytes of arguments that calls waiting for one instance (or pool) may hold, as their
+/// callers weigh them (a server counts each waiting call's argument slab): 64 MiB lets the 64
+/// waiting calls carry 1 MiB each while bounding a pipelining peer far below the frame limit
+/// times the calls in flight.
+pub const BYTES_WAITING_MAX: u64 = 64 * 1024 * 1024;
 
 /// Limits of one instance, set explicitly when it is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +39,10 @@ pub struct Limits {
     pub table_elements_max: usize,
     /// Longest wait for the instance's lock.
     pub lock_wait: Duration,
+    /// Most calls waiting for the instance (or pool) at once.
+    pub calls_waiting_max: usize,
+    /// Most argument bytes the waiting calls may hold together.
+    pub bytes_waiting_max: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +52,8 @@ impl Default for Limits {
             memory_bytes_max: MEMORY_BYTES_MAX,
             table_elements_max: TABLE_ELEMENTS_MAX,
             lock_wait: LOCK_WAIT,
+            calls_waiting_max: CALLS_WAITING_MAX,
+            bytes_waiting_max: BYTES_WAITING_MAX,
         }
     }
 }

@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime::component::ComponentExportIndex;
 use wasmtime::component::InstancePre;
@@ -36,6 +35,12 @@ use crate::ledger;
 use crate::ledger::Ledger;
 use crate::ledger::Signature;
 use crate::limits;
+use crate::pool::Factory;
+use crate::pool::Pool;
+use crate::pool::Slot;
+use crate::supervision::Replicas;
+use crate::supervision::Restart;
+use crate::supervision::Spec;
 
 /// The id of a registered app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -243,8 +248,36 @@ impl Runtime {
         Ok(Prepared { app, pre })
     }
 
-    /// Instantiates a prepared app with a context staged by `builder` and `limits`, and
-    /// registers the instance (under `name`, if given).
+    /// Starts a supervised instance of a prepared app as `spec` says: its replicas are made
+    /// now (for per-call instances, one is made and dropped, so start code that fails is
+    /// reported here), each with a context `spec.configure` stages; failed replicas are
+    /// replaced as `spec.restart` says. Registered under `spec.name`, if given.
+    pub async fn start(&self, prepared: &Prepared, spec: Spec) -> Result<InstanceHandle, Error> {
+        let factory = Factory {
+            engine: self.engine.clone(),
+            pre: prepared.pre.clone(),
+            limits: spec.limits,
+            configure: Some(spec.configure),
+        };
+        let name = spec.name.as_deref();
+        let (replicas, restart) = (spec.replicas, spec.restart);
+        let made = async {
+            let pool = match replicas {
+                Replicas::Fixed(count) => Pool::Replicas(make_slots(&factory, count.get()).await?),
+                Replicas::PerCall { .. } => {
+                    factory.make().await?;
+                    Pool::PerCall
+                }
+            };
+            Ok((pool, factory))
+        };
+        self.register(prepared, name, replicas, restart, made).await
+    }
+
+    /// Instantiates a prepared app once with the context `builder` stages and `limits`, and
+    /// registers it (under `name`, if given). That context cannot be staged again, so the
+    /// instance is never restarted: after a failed call it stays `Failed` (use `start` with a
+    /// `Spec` for a supervised instance).
     pub async fn instantiate_prepared(
         &self,
         prepared: &Prepared,
@@ -252,20 +285,55 @@ impl Runtime {
         limits: limits::Limits,
         name: Option<&str>,
     ) -> Result<InstanceHandle, Error> {
+        let factory = Factory {
+            engine: self.engine.clone(),
+            pre: prepared.pre.clone(),
+            limits,
+            configure: None,
+        };
+        let made = async {
+            let running = factory.make_with(builder).await?;
+            let slot = Arc::new(tokio::sync::Mutex::new(Slot::running(0, running)));
+            Ok((Pool::Replicas(vec![slot]), factory))
+        };
+        self.register(prepared, name, Replicas::ONE, Restart::Never, made)
+            .await
+    }
+
+    /// Claims the name, makes the instances, and registers the handle (freeing the name if
+    /// making failed).
+    async fn register(
+        &self,
+        prepared: &Prepared,
+        name: Option<&str>,
+        replicas: Replicas,
+        restart: Restart,
+        made: impl Future<Output = Result<(Pool, Factory), instance::Error>>,
+    ) -> Result<InstanceHandle, Error> {
         let id = InstanceId(self.next());
         if let Some(name) = name {
             self.claim_name(name, id)?;
         }
-        let instantiated = self.create(prepared, builder, limits, id, name).await;
-        let handle = match instantiated {
-            Ok(handle) => handle,
-            Err(error) => {
+        let (pool, factory) = match made.await {
+            Ok(made) => made,
+            Err(source) => {
                 if let Some(name) = name {
                     self.names.remove(name);
                 }
-                return Err(error);
+                let app = prepared.app.name.clone();
+                return Err(Error::Instantiate { app, source });
             }
         };
+        let handle = InstanceHandle::new(instance::Parts {
+            id,
+            runtime: self.id,
+            name: name.map(str::to_owned),
+            app: prepared.app.clone(),
+            replicas,
+            restart,
+            factory,
+            pool,
+        });
         self.instances.insert(id, handle.clone());
         Ok(handle)
     }
@@ -321,35 +389,21 @@ impl Runtime {
             }
         }
     }
+}
 
-    async fn create(
-        &self,
-        prepared: &Prepared,
-        builder: ContextBuilder,
-        limits: limits::Limits,
-        id: InstanceId,
-        name: Option<&str>,
-    ) -> Result<InstanceHandle, Error> {
-        let failed = |error: wasmtime::Error| Error::Instantiate {
-            app: prepared.app.name.clone(),
-            source: instance::classify(error),
-        };
-        let mut store = Store::new(&self.engine, builder.build(&limits));
-        store.limiter(|ctx| ctx.limiter());
-        store.set_fuel(limits.fuel_per_call).map_err(failed)?;
-        store
-            .fuel_async_yield_interval(Some(limits::FUEL_YIELD_INTERVAL))
-            .map_err(failed)?;
-        let instance = prepared
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(failed)?;
-        let app = prepared.app.clone();
-        Ok(InstanceHandle::new(
-            self.id, id, name, app, limits, store, instance,
-        ))
+/// `count` fresh replicas.
+async fn make_slots(
+    factory: &Factory,
+    count: usize,
+) -> Result<Vec<Arc<tokio::sync::Mutex<Slot>>>, instance::Error> {
+    let mut slots = Vec::with_capacity(count);
+    for index in 0..count {
+        let running = factory.make().await?;
+        slots.push(Arc::new(tokio::sync::Mutex::new(Slot::running(
+            index, running,
+        ))));
     }
+    Ok(slots)
 }
 
 /// Each function of each exported interface in `ledger`, resolved to its index in `component`.

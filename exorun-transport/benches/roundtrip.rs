@@ -35,7 +35,12 @@ const ROLE_ENV: &str = "EXORUN_BENCH_ROLE";
 struct Echo;
 
 impl serve::Dispatcher for Echo {
-    fn dispatch(&self, call: frame::Call<'_>, _: &Bytes) -> BoxFuture<'static, serve::Outcome> {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        _: &Bytes,
+        _: &serve::Caller,
+    ) -> BoxFuture<'static, serve::Outcome> {
         let reply =
             frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
                 message: error.to_string(),
@@ -173,9 +178,20 @@ fn two_processes(runtime: &tokio::runtime::Runtime) {
         let raw_us = raw.as_secs_f64() * 1e6;
         println!("{:<28} {exorun_us:>14.1}", format!("exorun {kind}"));
         println!("{:<28} {raw_us:>14.1}", format!("raw tokio {kind}"));
-        println!("{:<28} {floor_us:>14.1}", format!("std blocking {kind} (floor)"));
-        println!("{:<28} {:>14.2}", format!("ratio {kind} exorun/floor"), exorun_us / floor_us);
-        println!("{:<28} {:>14.2}", format!("ratio {kind} raw tokio/floor"), raw_us / floor_us);
+        println!(
+            "{:<28} {floor_us:>14.1}",
+            format!("std blocking {kind} (floor)")
+        );
+        println!(
+            "{:<28} {:>14.2}",
+            format!("ratio {kind} exorun/floor"),
+            exorun_us / floor_us
+        );
+        println!(
+            "{:<28} {:>14.2}",
+            format!("ratio {kind} raw tokio/floor"),
+            raw_us / floor_us
+        );
     }
     let _ = std::fs::remove_dir_all(&socket_dir);
 }
@@ -199,7 +215,9 @@ async fn exorun_sequential(address: String) -> Duration {
     }
     let elapsed = started.elapsed();
     client.close().await;
-    child.wait().expect("server exits when the connection closes");
+    child
+        .wait()
+        .expect("server exits when the connection closes");
     elapsed / u32::try_from(SEQUENTIAL).expect("fits")
 }
 
@@ -217,7 +235,9 @@ fn std_ping_pong(address: &str) -> Duration {
     }
     let elapsed = started.elapsed();
     drop(stream);
-    child.wait().expect("floor server exits at the end of the stream");
+    child
+        .wait()
+        .expect("floor server exits at the end of the stream");
     elapsed / u32::try_from(SEQUENTIAL).expect("fits")
 }
 
@@ -244,7 +264,9 @@ async fn tokio_ping_pong(address: String) -> Duration {
     }
     let elapsed = started.elapsed();
     drop(stream);
-    child.wait().expect("tokio echo server exits at the end of the stream");
+    child
+        .wait()
+        .expect("tokio echo server exits at the end of the stream");
     elapsed / u32::try_from(SEQUENTIAL).expect("fits")
 }
 
@@ -254,12 +276,18 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream
 
 async fn tokio_connect(address: &str) -> Box<dyn AsyncStream> {
     if let Some(host_port) = address.strip_prefix("tcp://") {
-        let stream = tokio::net::TcpStream::connect(host_port).await.expect("connect");
+        let stream = tokio::net::TcpStream::connect(host_port)
+            .await
+            .expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         return Box::new(stream);
     }
     let path = address.strip_prefix("unix://").expect("a unix address");
-    Box::new(tokio::net::UnixStream::connect(path).await.expect("connect"))
+    Box::new(
+        tokio::net::UnixStream::connect(path)
+            .await
+            .expect("connect"),
+    )
 }
 
 fn tokio_echo(address: &str) {
@@ -273,7 +301,9 @@ fn tokio_echo(address: &str) {
     runtime.block_on(async {
         let mut stream: Box<dyn AsyncStream> = match address.strip_prefix("tcp://") {
             Some(host_port) => {
-                let listener = tokio::net::TcpListener::bind(host_port).await.expect("bind");
+                let listener = tokio::net::TcpListener::bind(host_port)
+                    .await
+                    .expect("bind");
                 println!("tcp://{}", listener.local_addr().expect("bound address"));
                 let (stream, _) = listener.accept().await.expect("accept");
                 stream.set_nodelay(true).expect("nodelay");

@@ -13,6 +13,8 @@
 //! no reply.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use neorpc::failure::Failure;
@@ -33,11 +35,35 @@ pub type Outcome = Result<Vec<u8>, Failure>;
 
 /// Runs calls for the serving loop.
 pub trait Dispatcher: Send + Sync {
-    /// Starts `call`, decoded (once) from `frame`. Whatever the call needs after this returns it
-    /// takes out now (the argument slab without copying, as `frame.slice_ref(call.args)`); the
-    /// returned future runs the call and yields the whole reply frame (results written straight
-    /// into it with `frame::ReplyWriter`) or the failure to answer with.
-    fn dispatch(&self, call: frame::Call<'_>, frame: &Bytes) -> BoxFuture<'static, Outcome>;
+    /// Starts `call`, decoded (once) from `frame`, for `caller`. Whatever the call needs after
+    /// this returns it takes out now (the argument slab without copying, as
+    /// `frame.slice_ref(call.args)`); the returned future runs the call and yields the whole
+    /// reply frame (results written straight into it with `frame::ReplyWriter`) or the failure
+    /// to answer with. A call still waiting to start when `caller.is_gone()` should not start.
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        frame: &Bytes,
+        caller: &Caller,
+    ) -> BoxFuture<'static, Outcome>;
+}
+
+/// Who a call came from, as the serving loop knows it: for now, whether its connection is
+/// still there to take the reply.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    gone: Arc<AtomicBool>,
+}
+
+impl Caller {
+    /// Whether the connection the call came on has ended (its reply can no longer arrive).
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    fn leave(&self) {
+        self.gone.store(true, Ordering::Release);
+    }
 }
 
 /// Why the serving loop stopped early.
@@ -81,6 +107,7 @@ pub async fn connection_until(
     stop: impl Future<Output = ()> + Send,
 ) -> Result<Stats, Error> {
     let slots = Arc::new(Semaphore::new(calls_in_flight_max));
+    let caller = Caller::default();
     let mut running = JoinSet::new();
     let mut stats = Stats::default();
     let mut stop = std::pin::pin!(stop);
@@ -104,6 +131,7 @@ pub async fn connection_until(
             transport: &transport,
             dispatcher: dispatcher.as_ref(),
             slots: &slots,
+            caller: &caller,
         };
         let handled = loop_state.handle(&mut running, &mut stats, message).await;
         if let Err(error) = handled {
@@ -111,6 +139,10 @@ pub async fn connection_until(
             break Err(error);
         }
     };
+    if !stopped {
+        // The connection ended: calls still waiting to start will not.
+        caller.leave();
+    }
     while running.join_next().await.is_some() {}
     if stopped {
         transport.close().await;
@@ -123,6 +155,7 @@ struct Loop<'a> {
     transport: &'a Arc<dyn Transport>,
     dispatcher: &'a dyn Dispatcher,
     slots: &'a Arc<Semaphore>,
+    caller: &'a Caller,
 }
 
 impl Loop<'_> {
@@ -164,7 +197,7 @@ impl Loop<'_> {
         let (seq, target, method) = (call.seq, call.target, call.method);
         tracing::debug!(seq = seq.0, target, method, "call received");
         let started = std::time::Instant::now();
-        let work = self.dispatcher.dispatch(call, &message);
+        let work = self.dispatcher.dispatch(call, &message, self.caller);
         drop(message);
         let transport = Arc::clone(self.transport);
         running.spawn(async move {

@@ -30,6 +30,7 @@ impl serve::Dispatcher for Scripted {
         &self,
         call: frame::Call<'_>,
         message: &Bytes,
+        _: &serve::Caller,
     ) -> BoxFuture<'static, serve::Outcome> {
         let outcome = match call.method {
             "echo" => Ok(frame::encode_reply(call.seq, Ok(call.args)).unwrap()),
@@ -107,6 +108,7 @@ impl serve::Dispatcher for Gate {
         &self,
         call: frame::Call<'_>,
         message: &Bytes,
+        _: &serve::Caller,
     ) -> BoxFuture<'static, serve::Outcome> {
         // The argument slab is kept without copying: a slice of the frame the loop decoded.
         let (seq, args) = (call.seq, message.slice_ref(call.args));

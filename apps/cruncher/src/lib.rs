@@ -1,5 +1,12 @@
-//! cruncher: `crunch(rounds)` mixes a 64-bit state for that many rounds; CPU work, no imports.
+//! cruncher: `crunch(rounds)` mixes a 64-bit state for that many rounds (CPU work, no imports);
+//! `tally()` counts its calls in this instance (state that a fresh instance does not have).
 wit_bindgen::generate!({ path: "../wit", world: "exorun:test/cruncher", generate_all });
+
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::Ordering;
+
+/// This instance's calls of `tally`.
+static TALLY: AtomicU32 = AtomicU32::new(0);
 
 struct App;
 
@@ -13,6 +20,10 @@ impl exports::exorun::test::crunch::Guest for App {
             state ^= u64::from(round);
         }
         state
+    }
+
+    fn tally() -> u32 {
+        TALLY.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
