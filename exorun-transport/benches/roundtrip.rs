@@ -358,7 +358,7 @@ fn start_server(role: &str, address: &str) -> (std::process::Child, String) {
 /// The second process: serves one connection at the address given as its last argument,
 /// after printing the address it really listens on.
 fn serve_as(role: &str) {
-    let address = std::env::args().last().expect("an address argument");
+    let address = std::env::args().next_back().expect("an address argument");
     match role {
         "exorun-echo" => exorun_echo(&address),
         "std-echo" => std_echo(&address),
