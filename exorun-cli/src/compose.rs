@@ -237,7 +237,11 @@ fn link_all(
     providers: &mut Providers,
     app_of: impl Fn(&str) -> Option<AppId> + Copy,
 ) -> InstanceBuilder {
-    builder = builder.name(name).limits(instance.limits);
+    builder = builder
+        .name(name)
+        .limits(instance.limits)
+        .replicas(instance.replicas)
+        .restart(instance.restart);
     let wasi: Arc<dyn SystemComponent> = Arc::new(wasi_system(&instance.wasi));
     for (interface, link) in &instance.links {
         if interface == manifest::WASI_WILDCARD {

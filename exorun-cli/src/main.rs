@@ -76,6 +76,9 @@ fn parse_peer(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), address.to_owned()))
 }
 
+/// What is logged when `RUST_LOG` is not set: warnings, and restarts of failed instances.
+const LOG_DEFAULT: &str = "warn,exorun_core::instance=info";
+
 /// A failed command: one or more one-line causes.
 struct Failed(Vec<String>);
 
@@ -86,8 +89,9 @@ impl<E: std::fmt::Display> From<E> for Failed {
 }
 
 fn main() -> ExitCode {
+    // Restarts of failed instances are worth seeing without asking: they are logged at info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_DEFAULT));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -10,7 +10,10 @@
 //! [instances.calc]
 //! app = "consumer"
 //! export = false                            # reachable by remote callers?
-//! limits = { fuel_per_call = 2000000000, memory_mib = 64 }
+//! limits = { fuel_per_call = 2000000000, memory_mib = 64, lock_wait_ms = 30000,
+//!            calls_waiting_max = 64, bytes_waiting_mib = 64 }
+//! replicas = 1                              # N instances behind the name, or "per-call"
+//! restart = "always"                        # or "never": a failed instance stays failed
 //! wasi = { env = { KEY = "value" }, args = ["a"], stdio = "inherit", preopen = [
 //!     { host = "data", guest = "/data", writable = false } ] }
 //!
@@ -30,7 +33,11 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::num::NonZeroUsize;
+
 use exorun_core::limits::Limits;
+use exorun_core::supervision::Replicas;
+use exorun_core::supervision::Restart;
 use exorun_transport::address::Address;
 use exorun_transport::transport;
 use serde::Deserialize;
@@ -96,6 +103,15 @@ pub enum Problem {
     /// An address that does not parse.
     #[error("{0}")]
     BadAddress(transport::Error),
+    /// `replicas` that is neither a count from 1 up nor `"per-call"`.
+    #[error("replicas must be a count from 1 up or \"per-call\"")]
+    BadReplicas,
+    /// `restart` other than `always` or `never`.
+    #[error("restart must be \"always\" or \"never\", not `{restart}`")]
+    BadRestart {
+        /// The value given.
+        restart: String,
+    },
     /// `stdio` other than `inherit` or `closed`.
     #[error("stdio must be \"inherit\" or \"closed\", not `{stdio}`")]
     BadStdio { stdio: String },
@@ -127,6 +143,10 @@ pub struct Instance {
     pub export: bool,
     /// Its limits.
     pub limits: Limits,
+    /// How many instances serve it.
+    pub replicas: Replicas,
+    /// What happens to an instance whose call failed.
+    pub restart: Restart,
     /// WASI settings, used when it links a WASI interface to the `wasi` system.
     pub wasi: Wasi,
     /// How each import is linked, by interface (or `wasi:*`).
@@ -185,10 +205,20 @@ struct RawInstance {
     export: bool,
     #[serde(default)]
     limits: RawLimits,
+    replicas: Option<RawReplicas>,
+    restart: Option<String>,
     #[serde(default)]
     wasi: RawWasi,
     #[serde(default)]
     links: BTreeMap<String, RawLink>,
+}
+
+/// `replicas = N` or `replicas = "per-call"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawReplicas {
+    Count(i64),
+    Mode(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -197,6 +227,8 @@ struct RawLimits {
     fuel_per_call: Option<u64>,
     memory_mib: Option<usize>,
     lock_wait_ms: Option<u64>,
+    calls_waiting_max: Option<usize>,
+    bytes_waiting_mib: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -338,7 +370,30 @@ fn check_instance(
             .limits
             .lock_wait_ms
             .map_or(defaults.lock_wait, std::time::Duration::from_millis),
+        calls_waiting_max: instance
+            .limits
+            .calls_waiting_max
+            .unwrap_or(defaults.calls_waiting_max),
+        bytes_waiting_max: instance
+            .limits
+            .bytes_waiting_mib
+            .map_or(defaults.bytes_waiting_max, |mib| {
+                mib.saturating_mul(1 << 20)
+            }),
         ..defaults
+    };
+    let replicas = check_replicas(instance.replicas.as_ref()).unwrap_or_else(|problem| {
+        problems.push((format!("{key}.replicas"), problem));
+        Replicas::ONE
+    });
+    let restart = match instance.restart.as_deref() {
+        None | Some("always") => Restart::default(),
+        Some("never") => Restart::Never,
+        Some(other) => {
+            let restart = other.to_owned();
+            problems.push((format!("{key}.restart"), Problem::BadRestart { restart }));
+            Restart::default()
+        }
     };
     let mut links = BTreeMap::new();
     for (interface, link) in &instance.links {
@@ -363,8 +418,29 @@ fn check_instance(
         app: instance.app.clone(),
         export: instance.export,
         limits,
+        replicas,
+        restart,
         wasi,
         links,
+    }
+}
+
+/// A count from 1 up, or `"per-call"` (as many at once as the machine has cores).
+fn check_replicas(raw: Option<&RawReplicas>) -> Result<Replicas, Problem> {
+    let Some(raw) = raw else {
+        return Ok(Replicas::ONE);
+    };
+    match raw {
+        RawReplicas::Count(count) => usize::try_from(*count)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .map(Replicas::Fixed)
+            .ok_or(Problem::BadReplicas),
+        RawReplicas::Mode(mode) if mode == "per-call" => {
+            let concurrency = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+            Ok(Replicas::PerCall { concurrency })
+        }
+        RawReplicas::Mode(_) => Err(Problem::BadReplicas),
     }
 }
 

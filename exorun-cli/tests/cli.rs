@@ -8,16 +8,13 @@ mod common;
 
 use std::io::BufRead;
 use std::io::BufReader;
-use std::path::Path;
-use std::process::Child;
 use std::process::Command;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::Server;
 use common::examples;
-use common::exorun;
 use common::manifest;
 use common::run;
 use common::text;
@@ -79,46 +76,6 @@ fn inspect_prints_the_ledger_of_math_consumer() {
     let missing = run(&["inspect", "/nonexistent/x.wasm"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).starts_with("exorun: cannot read /nonexistent/x.wasm: "));
-}
-
-/// A running `exorun serve` and the address it reported.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(manifest: &Path, listen: &str) -> Self {
-        Self::start_logging(manifest, listen, "warn")
-    }
-
-    fn start_logging(manifest: &Path, listen: &str, filter: &str) -> Self {
-        let mut child = exorun()
-            .env("RUST_LOG", filter)
-            .args(["serve", manifest.to_str().unwrap(), "--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().unwrap().unwrap();
-        let address = first
-            .strip_prefix("exorun: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_owned();
-        assert_eq!(lines.next().unwrap().unwrap(), "exorun: serving math");
-        Self { child, address }
-    }
-
-    /// Sends SIGINT and returns the exit status and stderr.
-    fn interrupt(self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        assert!(killed.success());
-        let output = self.child.wait_with_output().unwrap();
-        (output.status, text(&output.stderr))
-    }
 }
 
 fn serve_then_run(listen: &str) {

@@ -52,6 +52,15 @@ links = { "exorun:test/math" = { system = "logging", store = "s" } }
 [instances."j.k"]
 app = "consumer"
 links = { "exorun:test/math" = { local = "b" } }
+[instances.l]
+app = "consumer"
+replicas = 0
+restart = "sometimes"
+links = { "exorun:test/math" = { local = "b" } }
+[instances.m]
+app = "consumer"
+replicas = "lots"
+links = { "exorun:test/math" = { local = "b" } }
 "#,
     );
     assert_eq!(
@@ -74,7 +83,11 @@ links = { "exorun:test/math" = { local = "b" } }
          exorun: M: instances.i.links.\"exorun:test/math\": `store` applies only to `system = \
          \"kv\"`\n\
          exorun: M: instances.j.k: instance names may not be empty or contain `.`, `#`, `(` or \
-         whitespace\n"
+         whitespace\n\
+         exorun: M: instances.l.replicas: replicas must be a count from 1 up or \"per-call\"\n\
+         exorun: M: instances.l.restart: restart must be \"always\" or \"never\", not \
+         `sometimes`\n\
+         exorun: M: instances.m.replicas: replicas must be a count from 1 up or \"per-call\"\n"
     );
 }
 

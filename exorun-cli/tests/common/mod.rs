@@ -6,10 +6,14 @@
     reason = "each suite uses a different subset of the helpers"
 )]
 
+use std::io::BufRead;
+use std::io::BufReader;
 use std::path::Path;
 use std::path::PathBuf;
+use std::process::Child;
 use std::process::Command;
 use std::process::Output;
+use std::process::Stdio;
 
 use exorun_core::fixtures;
 
@@ -53,4 +57,49 @@ pub fn refused(name: &str, body: &str) -> String {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
     assert!(output.stdout.is_empty(), "nothing ran");
     text(&output.stderr).replace(&path.display().to_string(), "M")
+}
+
+/// A running `exorun serve` and the address it reported.
+pub struct Server {
+    /// The server process.
+    pub child: Child,
+    /// The address it listens on.
+    pub address: String,
+}
+
+impl Server {
+    /// Starts `exorun serve MANIFEST --listen LISTEN` and waits for its address.
+    pub fn start(manifest: &Path, listen: &str) -> Self {
+        Self::start_logging(manifest, listen, "warn")
+    }
+
+    /// `start`, logging at `filter`.
+    pub fn start_logging(manifest: &Path, listen: &str, filter: &str) -> Self {
+        let mut child = exorun()
+            .env("RUST_LOG", filter)
+            .args(["serve", manifest.to_str().unwrap(), "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().unwrap().unwrap();
+        let address = first
+            .strip_prefix("exorun: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        let serving = lines.next().unwrap().unwrap();
+        assert!(serving.starts_with("exorun: serving "), "{serving}");
+        Self { child, address }
+    }
+
+    /// Sends SIGINT and returns the exit status and stderr.
+    pub fn interrupt(self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(killed.success());
+        let output = self.child.wait_with_output().unwrap();
+        (output.status, text(&output.stderr))
+    }
 }
