@@ -356,45 +356,15 @@ fn check_instance(
         let app = instance.app.clone();
         problems.push((format!("{key}.app"), Problem::UnknownApp { app }));
     }
-    let defaults = Limits::default();
-    let limits = Limits {
-        fuel_per_call: instance
-            .limits
-            .fuel_per_call
-            .unwrap_or(defaults.fuel_per_call),
-        memory_bytes_max: instance
-            .limits
-            .memory_mib
-            .map_or(defaults.memory_bytes_max, |mib| mib.saturating_mul(1 << 20)),
-        lock_wait: instance
-            .limits
-            .lock_wait_ms
-            .map_or(defaults.lock_wait, std::time::Duration::from_millis),
-        calls_waiting_max: instance
-            .limits
-            .calls_waiting_max
-            .unwrap_or(defaults.calls_waiting_max),
-        bytes_waiting_max: instance
-            .limits
-            .bytes_waiting_mib
-            .map_or(defaults.bytes_waiting_max, |mib| {
-                mib.saturating_mul(1 << 20)
-            }),
-        ..defaults
-    };
+    let limits = limits(&instance.limits);
     let replicas = check_replicas(instance.replicas.as_ref()).unwrap_or_else(|problem| {
         problems.push((format!("{key}.replicas"), problem));
         Replicas::ONE
     });
-    let restart = match instance.restart.as_deref() {
-        None | Some("always") => Restart::default(),
-        Some("never") => Restart::Never,
-        Some(other) => {
-            let restart = other.to_owned();
-            problems.push((format!("{key}.restart"), Problem::BadRestart { restart }));
-            Restart::default()
-        }
-    };
+    let restart = check_restart(instance.restart.as_deref()).unwrap_or_else(|problem| {
+        problems.push((format!("{key}.restart"), problem));
+        Restart::default()
+    });
     let mut links = BTreeMap::new();
     for (interface, link) in &instance.links {
         let link_key = format!("{key}.links.\"{interface}\"");
@@ -422,6 +392,38 @@ fn check_instance(
         restart,
         wasi,
         links,
+    }
+}
+
+/// The limits an instance's `limits` table gives, defaults for the rest.
+fn limits(raw: &RawLimits) -> Limits {
+    let defaults = Limits::default();
+    Limits {
+        fuel_per_call: raw.fuel_per_call.unwrap_or(defaults.fuel_per_call),
+        memory_bytes_max: raw
+            .memory_mib
+            .map_or(defaults.memory_bytes_max, |mib| mib.saturating_mul(1 << 20)),
+        lock_wait: raw
+            .lock_wait_ms
+            .map_or(defaults.lock_wait, std::time::Duration::from_millis),
+        calls_waiting_max: raw.calls_waiting_max.unwrap_or(defaults.calls_waiting_max),
+        bytes_waiting_max: raw
+            .bytes_waiting_mib
+            .map_or(defaults.bytes_waiting_max, |mib| {
+                mib.saturating_mul(1 << 20)
+            }),
+        ..defaults
+    }
+}
+
+/// `always` (the default) or `never`.
+fn check_restart(raw: Option<&str>) -> Result<Restart, Problem> {
+    match raw {
+        None | Some("always") => Ok(Restart::default()),
+        Some("never") => Ok(Restart::Never),
+        Some(other) => Err(Problem::BadRestart {
+            restart: other.to_owned(),
+        }),
     }
 }
 

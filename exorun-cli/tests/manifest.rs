@@ -52,15 +52,6 @@ links = { "exorun:test/math" = { system = "logging", store = "s" } }
 [instances."j.k"]
 app = "consumer"
 links = { "exorun:test/math" = { local = "b" } }
-[instances.l]
-app = "consumer"
-replicas = 0
-restart = "sometimes"
-links = { "exorun:test/math" = { local = "b" } }
-[instances.m]
-app = "consumer"
-replicas = "lots"
-links = { "exorun:test/math" = { local = "b" } }
 "#,
     );
     assert_eq!(
@@ -83,8 +74,29 @@ links = { "exorun:test/math" = { local = "b" } }
          exorun: M: instances.i.links.\"exorun:test/math\": `store` applies only to `system = \
          \"kv\"`\n\
          exorun: M: instances.j.k: instance names may not be empty or contain `.`, `#`, `(` or \
-         whitespace\n\
-         exorun: M: instances.l.replicas: replicas must be a count from 1 up or \"per-call\"\n\
+         whitespace\n"
+    );
+}
+
+#[test]
+fn supervision_mistakes_name_their_keys() {
+    let all_at_once = refused(
+        "supervision",
+        r#"
+[apps]
+provider = "{fixtures}/math-provider.wasm"
+[instances.l]
+app = "provider"
+replicas = 0
+restart = "sometimes"
+[instances.m]
+app = "provider"
+replicas = "lots"
+"#,
+    );
+    assert_eq!(
+        all_at_once,
+        "exorun: M: instances.l.replicas: replicas must be a count from 1 up or \"per-call\"\n\
          exorun: M: instances.l.restart: restart must be \"always\" or \"never\", not \
          `sometimes`\n\
          exorun: M: instances.m.replicas: replicas must be a count from 1 up or \"per-call\"\n"

@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::Server;
 use common::manifest;
 use exorun_transport::address::Address;
