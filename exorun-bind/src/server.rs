@@ -184,7 +184,15 @@ fn failure_of(handle: &InstanceHandle, error: &instance::Error) -> Failure {
     failure(error)
 }
 
+/// A reply frame that could not be finished: over the frame limit (named with its size and
+/// the limit), or refused by the encoder.
 fn internal(error: frame::Error) -> Failure {
+    if let frame::Error::FrameTooLarge { frame_bytes, max } = error {
+        return Failure::ReplyTooLarge {
+            reply_bytes: frame_bytes,
+            max,
+        };
+    }
     Failure::Internal {
         message: format!("cannot build the reply: {error}"),
     }

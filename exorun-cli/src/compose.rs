@@ -157,7 +157,14 @@ fn problem_key(name: &str, problem: &builder::Problem) -> String {
 /// Checks everything the manifest names, then starts every instance.
 pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let runtime = Runtime::new()?;
-    let mut problems = Vec::new();
+    let mut problems = manifest.problems.clone();
+    // An instance with a problem of its own already is not linked too (that would only
+    // report its broken links a second time).
+    let troubled: Vec<String> = problems
+        .iter()
+        .filter_map(|(key, _)| key.strip_prefix("instances."))
+        .map(str::to_owned)
+        .collect();
     let apps = compile_apps(&runtime, &manifest, &mut problems);
     let app_of = |instance: &str| {
         let app = &manifest.instances.get(instance)?.app;
@@ -173,6 +180,10 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let Some(app) = apps.get(&instance.app) else {
             continue; // an unknown or broken app is already reported
         };
+        let own_key = |key: &String| key == name || key.starts_with(&format!("{name}."));
+        if troubled.iter().any(own_key) {
+            continue;
+        }
         let builder = InstanceBuilder::new(&runtime, *app)
             .map_err(|source| instantiate_error(&manifest, name, source))?;
         let builder = link_all(builder, name, instance, &mut providers, app_of);
@@ -214,14 +225,19 @@ fn compile_apps(
     problems: &mut Vec<(String, Problem)>,
 ) -> BTreeMap<String, AppId> {
     let mut apps = BTreeMap::new();
+    let reported: Vec<String> = problems.iter().map(|(key, _)| key.clone()).collect();
     for (name, path) in &manifest.apps {
+        let key = format!("apps.{name}");
+        if reported.contains(&key) {
+            continue; // its file is already reported missing or unusable
+        }
         match runtime.add_app_file(name, path) {
             Ok(id) => {
                 apps.insert(name.clone(), id);
             }
             Err(error) => {
                 let message = error.to_string();
-                problems.push((format!("apps.{name}"), Problem::Component { message }));
+                problems.push((key, Problem::Component { message }));
             }
         }
     }

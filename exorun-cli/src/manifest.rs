@@ -123,11 +123,14 @@ pub enum Problem {
     Link(exorun_bind::builder::Problem),
 }
 
-/// A validated manifest.
+/// A parsed manifest and the problems found in it so far (a composition is built only when
+/// none are left, after compiling and linking add theirs, so all are reported at once).
 #[derive(Debug, Clone)]
 pub struct Manifest {
     /// Where it was read from.
     pub path: PathBuf,
+    /// Keys whose values are wrong, with what is wrong.
+    pub problems: Vec<(String, Problem)>,
     /// App names and component paths, resolved against the manifest's directory.
     pub apps: BTreeMap<String, PathBuf>,
     /// Instances by name.
@@ -294,7 +297,12 @@ struct RawLink {
     target: Option<String>,
 }
 
-/// Reads and validates the manifest at `path`; `peers` overrides peer addresses by name.
+/// Largest component file a manifest may name, as exorun-core reads by default.
+pub const COMPONENT_BYTES_MAX: u64 = exorun_core::registry::COMPONENT_BYTES_MAX;
+
+/// Reads and checks the manifest at `path`; `peers` overrides peer addresses by name. A file
+/// that cannot be read or parsed is an `Err`; every other problem is listed in
+/// `Manifest::problems`, to be reported with those that compiling and linking find.
 pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, Error> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
@@ -327,19 +335,21 @@ pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, E
         let checked = check_instance(&raw, base, &key, instance, &mut problems);
         instances.insert(name.clone(), checked);
     }
-    if !problems.is_empty() {
-        return Err(Error::Invalid {
-            path: shown,
-            problems,
-        });
-    }
-    let apps = raw
+    let apps: BTreeMap<String, PathBuf> = raw
         .apps
         .iter()
         .map(|(name, app)| (name.clone(), base.join(app)))
         .collect();
+    for (name, app) in &apps {
+        let checked = exorun_core::registry::check_component_file(app, COMPONENT_BYTES_MAX);
+        if let Err(error) = checked {
+            let message = error.to_string();
+            problems.push((format!("apps.{name}"), Problem::Component { message }));
+        }
+    }
     Ok(Manifest {
         path: path.to_owned(),
+        problems,
         apps,
         instances,
     })

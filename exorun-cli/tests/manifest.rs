@@ -206,3 +206,37 @@ limits = { memory_mib = 0 }
     );
     assert!(stderr.ends_with("exceeds the limit of 0\n"), "{stderr}");
 }
+
+#[test]
+fn unusable_component_files_are_reported_with_every_other_mistake() {
+    let fifo = std::env::temp_dir().join(format!("exorun-cli-{}-fifo.wasm", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let body = r#"
+[apps]
+zero = "/dev/zero"
+pipe = "FIFO"
+gone = "{fixtures}/not-there.wasm"
+[instances.a]
+app = "nope"
+"#
+    .replace("FIFO", fifo.to_str().unwrap());
+    let all_at_once = refused("files", &body);
+    let missing = fixtures_path("not-there.wasm");
+    assert_eq!(
+        all_at_once,
+        format!(
+            "exorun: M: instances.a.app: unknown app `nope`\n\
+             exorun: M: apps.gone: cannot read {missing}: No such file or directory (os error 2)\n\
+             exorun: M: apps.pipe: {} is not a regular file\n\
+             exorun: M: apps.zero: /dev/zero is not a regular file\n",
+            fifo.display()
+        )
+    );
+    std::fs::remove_file(&fifo).unwrap();
+}
+
+fn fixtures_path(file: &str) -> String {
+    exorun_core::fixtures::dir().join(file).display().to_string()
+}

@@ -42,6 +42,10 @@ use crate::supervision::Replicas;
 use crate::supervision::Restart;
 use crate::supervision::Spec;
 
+/// Largest component file read by default: 256 MiB is many times any real component (the test
+/// apps are 17-60 KB; big ones are a few MiB) and bounds what a wrong path can make us hold.
+pub const COMPONENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
 /// The id of a registered app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppId(pub u64);
@@ -59,6 +63,22 @@ pub enum Error {
         app: String,
         /// What happened, in words.
         message: String,
+    },
+    /// The path is not a regular file (a directory, a device such as `/dev/zero`, a FIFO).
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The file's path.
+        path: String,
+    },
+    /// The component file is larger than the limit.
+    #[error("{path} is {file_bytes} bytes, over the limit of {max}")]
+    TooLarge {
+        /// The file's path.
+        path: String,
+        /// Its size (or what was read before the limit), in bytes.
+        file_bytes: u64,
+        /// The limit, in bytes.
+        max: u64,
     },
     /// The component file could not be read.
     #[error("cannot read {path}: {message}")]
@@ -218,12 +238,10 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Reads, compiles and registers a component file.
+    /// Reads, compiles and registers a component file (a regular file of at most
+    /// `COMPONENT_BYTES_MAX`; see `read_component`).
     pub fn add_app_file(&self, name: &str, path: &Path) -> Result<AppId, Error> {
-        let bytes = std::fs::read(path).map_err(|error| Error::Read {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })?;
+        let bytes = read_component(path, COMPONENT_BYTES_MAX)?;
         self.add_app(name, &bytes)
     }
 
@@ -389,6 +407,61 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Checks, without reading it, that `path` is a regular file of at most `bytes_max` bytes;
+/// returns its size.
+pub fn check_component_file(path: &Path, bytes_max: u64) -> Result<u64, Error> {
+    let metadata = std::fs::metadata(path).map_err(|error| Error::Read {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })?;
+    if !metadata.is_file() {
+        return Err(Error::NotAFile {
+            path: path.display().to_string(),
+        });
+    }
+    if metadata.len() > bytes_max {
+        return Err(Error::TooLarge {
+            path: path.display().to_string(),
+            file_bytes: metadata.len(),
+            max: bytes_max,
+        });
+    }
+    Ok(metadata.len())
+}
+
+/// Reads a component file: only a regular file (a device or FIFO could feed or block us
+/// forever), of at most `bytes_max` bytes, checked before reading and again while reading (the
+/// file may grow in between).
+pub fn read_component(path: &Path, bytes_max: u64) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let read_error = |error: std::io::Error| Error::Read {
+        path: shown(),
+        message: error.to_string(),
+    };
+    let file_bytes = check_component_file(path, bytes_max)?;
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    // The same check on what was opened, in case the path changed in between.
+    if !file.metadata().map_err(read_error)?.is_file() {
+        return Err(Error::NotAFile { path: shown() });
+    }
+    let too_large = |file_bytes| Error::TooLarge {
+        path: shown(),
+        file_bytes,
+        max: bytes_max,
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(file_bytes).unwrap_or(0));
+    let limit = bytes_max.saturating_add(1);
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > bytes_max {
+        return Err(too_large(read));
+    }
+    Ok(bytes)
 }
 
 /// `count` fresh replicas.

@@ -72,6 +72,16 @@ fn math_apps_match_their_worlds() {
     assert_world("math-provider", &[], &[MATH]);
     assert_world("math-consumer", &[MATH], &[RUNNABLE]);
     assert_world("relay", &[MATH], &[MATH]);
+    assert_world(
+        "math-loop",
+        &[MATH],
+        &[("exorun:test/looper", &["add-many"])],
+    );
+    assert_world(
+        "cruncher",
+        &[],
+        &[("exorun:test/crunch", &["crunch", "tally"])],
+    );
 }
 
 #[test]

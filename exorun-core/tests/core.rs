@@ -475,3 +475,27 @@ async fn one_prepared_app_restarts_a_failed_instance() {
         "{unlinked:?}"
     );
 }
+
+#[test]
+fn component_files_are_read_only_from_regular_files_within_the_limit() {
+    let app = fixtures::path("math-provider").unwrap();
+    let size = std::fs::metadata(&app).unwrap().len();
+    assert_eq!(
+        registry::read_component(&app, size).unwrap().len(),
+        usize::try_from(size).unwrap()
+    );
+    assert!(matches!(
+        registry::read_component(&app, size - 1),
+        Err(registry::Error::TooLarge { file_bytes, max, .. }) if file_bytes == size && max == size - 1
+    ));
+    for not_a_file in ["/dev/zero", "/tmp"] {
+        let refused = registry::read_component(std::path::Path::new(not_a_file), u64::MAX);
+        assert!(
+            matches!(&refused, Err(registry::Error::NotAFile { path }) if path == not_a_file),
+            "{refused:?}"
+        );
+    }
+    let runtime = Runtime::new().unwrap();
+    let refused = runtime.add_app_file("zero", std::path::Path::new("/dev/zero"));
+    assert!(matches!(refused, Err(registry::Error::NotAFile { .. })));
+}

@@ -212,7 +212,9 @@ impl Loop<'_> {
     }
 }
 
-/// Sends a finished call's reply frame, or encodes and sends its failure.
+/// Sends a finished call's reply frame, or encodes and sends its failure; a failure that cannot
+/// be encoded (a message past the frame limit) is answered as an internal failure that can, so
+/// every call gets a reply.
 async fn send_reply(transport: &dyn Transport, seq: frame::Seq, outcome: Outcome) {
     let bytes = match outcome {
         Ok(reply) => reply,
@@ -220,7 +222,13 @@ async fn send_reply(transport: &dyn Transport, seq: frame::Seq, outcome: Outcome
             Ok(reply) => reply,
             Err(error) => {
                 tracing::error!(%error, seq = seq.0, "could not encode a failure reply");
-                return;
+                let fallback = Failure::Internal {
+                    message: format!("the failure could not be encoded: {error}"),
+                };
+                let Ok(reply) = frame::encode_reply(seq, Err(&fallback)) else {
+                    return;
+                };
+                reply
             }
         },
     };

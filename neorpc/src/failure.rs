@@ -79,6 +79,14 @@ pub enum Failure {
         /// What happened, in words.
         message: String,
     },
+    /// The call ran, but its results would make a reply frame over the frame limit.
+    #[error("the reply of {reply_bytes} bytes exceeds the frame limit of {max}")]
+    ReplyTooLarge {
+        /// The reply frame's size, in bytes.
+        reply_bytes: u64,
+        /// The limit, in bytes.
+        max: u64,
+    },
     /// The call would re-enter an instance already on its call chain (A -> B -> A).
     #[error("re-entrant call into `{instance}`, which is already on the call chain")]
     Reentrant {
@@ -113,6 +121,8 @@ pub mod tag {
     pub const INTERNAL: u32 = 11;
     /// `Failure::Reentrant`
     pub const REENTRANT: u32 = 12;
+    /// `Failure::ReplyTooLarge`
+    pub const REPLY_TOO_LARGE: u32 = 13;
 }
 
 impl Failure {
@@ -131,6 +141,7 @@ impl Failure {
             Failure::Overloaded => tag::OVERLOADED,
             Failure::Internal { .. } => tag::INTERNAL,
             Failure::Reentrant { .. } => tag::REENTRANT,
+            Failure::ReplyTooLarge { .. } => tag::REPLY_TOO_LARGE,
         }
     }
 }
@@ -151,6 +162,10 @@ pub(crate) fn encode(encoder: &mut Encoder, failure: &Failure) -> Result<(), cur
         Failure::BadArgumentCount { expected, found } => {
             encoder.u32(*expected)?;
             encoder.u32(*found)?;
+        }
+        Failure::ReplyTooLarge { reply_bytes, max } => {
+            encoder.u64(*reply_bytes)?;
+            encoder.u64(*max)?;
         }
         Failure::BadArgumentType {
             index: number,
@@ -205,6 +220,10 @@ pub(crate) fn decode(value: &mut Cursor<'_>) -> Result<Failure, frame::Error> {
         },
         tag::REENTRANT => Failure::Reentrant {
             instance: text(&mut fields)?,
+        },
+        tag::REPLY_TOO_LARGE => Failure::ReplyTooLarge {
+            reply_bytes: fields.u64("reply size")?,
+            max: fields.u64("frame limit")?,
         },
         unknown => return Err(frame::Error::UnknownFailureTag { tag: unknown }),
     };

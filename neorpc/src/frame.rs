@@ -362,8 +362,18 @@ pub fn decode_with_limit(bytes: &[u8], frame_bytes_max: u64) -> Result<Message<'
 }
 
 /// Reads only the sequence number of a frame of any kind, so a frame whose rest is malformed
-/// can still be answered (or routed) by its sequence number.
+/// can still be answered (or routed) by its sequence number: from a well-formed frame's `seq`
+/// entry wherever it is, or else from a frame that starts as writers write one (kind, then
+/// `seq` first) however broken the bytes after the seq are (lengths that run past the end, a
+/// garbled entry, trailing bytes).
 pub fn decode_seq(bytes: &[u8]) -> Result<Seq, Error> {
+    match scan_seq(bytes) {
+        Ok(seq) => Ok(seq),
+        Err(error) => leading_seq(bytes).ok_or(error),
+    }
+}
+
+fn scan_seq(bytes: &[u8]) -> Result<Seq, Error> {
     let (_kind, mut entries) = open_frame(bytes, FRAME_BYTES_MAX)?;
     while !entries.is_empty() {
         let (key, mut value) = entries.variant("map entry")?;
@@ -372,6 +382,50 @@ pub fn decode_seq(bytes: &[u8]) -> Result<Seq, Error> {
         }
     }
     Err(Error::MissingField { field: FIELD_SEQ })
+}
+
+/// The seq of a frame that begins `variant(kind) { map { variant("seq") { u64 ...`, read
+/// from the leading bytes alone: container lengths are not held against the rest.
+fn leading_seq(bytes: &[u8]) -> Option<Seq> {
+    const VARIANT: u8 = 0x33;
+    const MAP: u8 = 0x21;
+    let mut lead = Leading { bytes, at: 0 };
+    lead.tag(VARIANT)?;
+    lead.take(4)?;
+    lead.string()?;
+    lead.tag(MAP)?;
+    lead.take(4)?;
+    lead.tag(VARIANT)?;
+    lead.take(4)?;
+    (lead.string()? == FIELD_SEQ.as_bytes()).then_some(())?;
+    lead.tag(0x06)?;
+    let value = lead.take(8)?.try_into().ok()?;
+    Some(Seq(u64::from_le_bytes(value)))
+}
+
+/// Reads the leading bytes of a frame one raw piece at a time.
+struct Leading<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Leading<'a> {
+    fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+        let piece = self.bytes.get(self.at..self.at.checked_add(count)?)?;
+        self.at += count;
+        Some(piece)
+    }
+
+    fn tag(&mut self, tag: u8) -> Option<()> {
+        (self.take(1)? == [tag]).then_some(())
+    }
+
+    /// A string item's bytes (its UTF-8 is not checked: only its length and place matter).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.tag(0x10)?;
+        let length = u32::from_le_bytes(self.take(4)?.try_into().ok()?);
+        self.take(usize::try_from(length).ok()?)
+    }
 }
 
 /// Checks the size, reads the kind and enters the entry map.

@@ -219,6 +219,20 @@ fn decode_seq_reads_any_kind() {
 }
 
 #[test]
+fn a_readable_seq_followed_by_broken_bytes_is_still_read() {
+    let mut truncated = hex(GOLDEN_CALL);
+    truncated.truncate(60);
+    assert_eq!(frame::decode(&truncated), Err(Error::Truncated));
+    assert_eq!(frame::decode_seq(&truncated), Ok(Seq(1)));
+    let mut garbled = hex(GOLDEN_CALL);
+    garbled[50..].fill(0xFF);
+    assert!(frame::decode(&garbled).is_err());
+    assert_eq!(frame::decode_seq(&garbled), Ok(Seq(1)));
+    // Before the seq is complete, nothing can be named.
+    assert!(frame::decode_seq(&hex(GOLDEN_CALL)[..40]).is_err());
+}
+
+#[test]
 fn unknown_kind_is_a_specific_error() {
     let ping = hand_frame("Ping", &[("seq", u64_item(3))]);
     assert_eq!(
@@ -358,6 +372,8 @@ fn failure_strategy() -> impl Strategy<Value = Failure> {
         Just(Failure::Overloaded),
         text.prop_map(|message| Failure::Internal { message }),
         text.prop_map(|instance| Failure::Reentrant { instance }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(reply_bytes, max)| Failure::ReplyTooLarge { reply_bytes, max }),
     ]
 }
 
@@ -403,10 +419,18 @@ proptest! {
     fn every_strict_prefix_fails(seq in any::<u64>(), target in ".{0,16}", failure in failure_strategy()) {
         let call = call_bytes(seq, &target, "i#f", &[0x0E], &[]);
         let reply = frame::encode_reply(Seq(seq), Err(&failure)).unwrap();
-        for bytes in [call, reply] {
+        // The seq's value ends at byte 41 of a call frame and 42 of a reply ("Reply" is one
+        // byte longer than "Call"): a prefix that holds it still names its seq, a shorter one
+        // does not.
+        for (bytes, seq_end) in [(call, 41), (reply, 42)] {
             for end in 0..bytes.len() {
                 prop_assert!(frame::decode(&bytes[..end]).is_err(), "prefix of {} bytes decoded", end);
-                prop_assert!(frame::decode_seq(&bytes[..end]).is_err());
+                let seq_read = frame::decode_seq(&bytes[..end]);
+                if end < seq_end {
+                    prop_assert!(seq_read.is_err(), "prefix of {} bytes named a seq", end);
+                } else {
+                    prop_assert_eq!(seq_read, Ok(Seq(seq)));
+                }
             }
         }
     }
