@@ -196,3 +196,40 @@ async fn a_relay_whose_remote_import_failed_answers_once_its_peer_is_up() {
     assert_eq!(results, [Val::U32(42)]);
     assert_eq!(relay.restarts(), 1);
 }
+
+#[tokio::test]
+async fn a_reply_too_large_for_a_frame_is_answered_with_both_sizes() {
+    let runtime = Runtime::new().unwrap();
+    let limits = Limits {
+        memory_bytes_max: 64 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let app = common::add(&runtime, "cruncher");
+    InstanceBuilder::new(&runtime, app)
+        .unwrap()
+        .limits(limits)
+        .name("spiller")
+        .instantiate()
+        .await
+        .unwrap();
+    let exports = Exports::new(Arc::clone(&runtime));
+    exports.export("spiller").unwrap();
+    let client = memory_peer(&exports);
+    let bytes = 17 * 1024 * 1024;
+    let slab = codec::encode(&[Val::U32(bytes)]).unwrap();
+    let refused = call_slab(&client, "spiller", "exorun:test/crunch#spill", &slab)
+        .await
+        .unwrap_err();
+    let client::Error::Remote(Failure::ReplyTooLarge { reply_bytes, max }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(max, neorpc::frame::FRAME_BYTES_MAX);
+    assert!(reply_bytes > u64::from(bytes), "{reply_bytes}");
+    // A reply that fits still comes back whole.
+    let slab = codec::encode(&[Val::U32(1024)]).unwrap();
+    let reply = call_slab(&client, "spiller", "exorun:test/crunch#spill", &slab)
+        .await
+        .unwrap();
+    // The result slab: a list holding one 1024-byte string.
+    assert_eq!(reply.len(), 5 + 5 + 1024);
+}

@@ -211,7 +211,10 @@ limits = { memory_mib = 0 }
 fn unusable_component_files_are_reported_with_every_other_mistake() {
     let fifo = std::env::temp_dir().join(format!("exorun-cli-{}-fifo.wasm", std::process::id()));
     let _ = std::fs::remove_file(&fifo);
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let body = r#"
 [apps]
@@ -238,5 +241,8 @@ app = "nope"
 }
 
 fn fixtures_path(file: &str) -> String {
-    exorun_core::fixtures::dir().join(file).display().to_string()
+    exorun_core::fixtures::dir()
+        .join(file)
+        .display()
+        .to_string()
 }

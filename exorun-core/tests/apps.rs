@@ -80,7 +80,7 @@ fn math_apps_match_their_worlds() {
     assert_world(
         "cruncher",
         &[],
-        &[("exorun:test/crunch", &["crunch", "tally"])],
+        &[("exorun:test/crunch", &["crunch", "spill", "tally"])],
     );
 }
 

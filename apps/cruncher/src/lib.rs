@@ -1,5 +1,6 @@
 //! cruncher: `crunch(rounds)` mixes a 64-bit state for that many rounds (CPU work, no imports);
-//! `tally()` counts its calls in this instance (state that a fresh instance does not have).
+//! `tally()` counts its calls in this instance (state that a fresh instance does not have);
+//! `spill(n)` returns n bytes (a reply much larger than its call).
 wit_bindgen::generate!({ path: "../wit", world: "exorun:test/cruncher", generate_all });
 
 use core::sync::atomic::AtomicU32;
@@ -24,6 +25,10 @@ impl exports::exorun::test::crunch::Guest for App {
 
     fn tally() -> u32 {
         TALLY.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn spill(bytes: u32) -> String {
+        "Z".repeat(usize::try_from(bytes).unwrap_or(0))
     }
 }
 
