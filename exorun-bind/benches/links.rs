@@ -140,7 +140,7 @@ async fn memory_math() -> Arc<Client> {
     tokio::spawn(exorun_transport::serve::connection(
         Arc::new(far),
         dispatcher,
-        exorun_transport::serve::CALLS_IN_FLIGHT_MAX,
+        exorun_transport::serve::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -150,7 +150,12 @@ async fn tcp_math() -> Arc<Client> {
     let address = exorun_transport::address::Address::parse("tcp://127.0.0.1:0").expect("address");
     let listener = net::Listener::bind(&address).await.expect("bind");
     let bound = listener.local_address().expect("address");
-    tokio::spawn(server::serve(exports, listener, std::future::pending()));
+    tokio::spawn(server::serve(
+        exports,
+        vec![listener],
+        server::Config::default(),
+        std::future::pending(),
+    ));
     let connection = net::connect(&bound, transport::MESSAGE_BYTES_MAX)
         .await
         .expect("connect");

@@ -12,10 +12,14 @@
 //! call chain it carried, so a call back into an instance already on it (A -> B -> A across
 //! runtimes) fails at once with `Reentrant` instead of waiting for its caller.
 //!
-//! `serve` accepts connections for an `Exports` until its `stop` future completes, then stops
-//! accepting, lets every call in flight finish and reply, and closes.
+//! `serve` accepts connections for an `Exports` as its `Config` says, until its `stop` future
+//! completes: at most `connections_max` connections (kept under the descriptor limit; one more
+//! is closed at once, with a log line at most once a second), each held to the frame deadline,
+//! the idle timeout and a byte budget all connections share. Then it stops accepting, lets
+//! calls in flight finish and reply for at most the drain timeout, and closes every connection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashSet;
@@ -25,9 +29,13 @@ use exorun_core::instance::InstanceHandle;
 use exorun_core::registry;
 use exorun_core::registry::Export;
 use exorun_core::registry::Runtime;
+use exorun_transport::budget;
+use exorun_transport::budget::Budget;
 use exorun_transport::client;
+use exorun_transport::net;
 use exorun_transport::net::Listener;
 use exorun_transport::serve;
+use exorun_transport::stream;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
@@ -40,7 +48,7 @@ use crate::binder;
 use crate::remote;
 
 /// Pause after a failed accept, so a shortage of file descriptors does not spin the loop.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The instances of a runtime that remote callers may reach.
 pub struct Exports {
@@ -280,48 +288,208 @@ fn raised_failure(raised: &instance::Raised) -> Failure {
     }
 }
 
-/// Accepts connections on `listener` and serves `exports` on each until `stop` completes; then
-/// stops accepting, lets calls in flight finish and reply, closes every connection and returns.
+/// Most connections served at once by default (when the descriptor limit allows): thousands of
+/// callers, well under the usual 65,536 descriptors, each connection holding at most its read
+/// buffer and its calls' frames within the byte budget.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Descriptors kept out of the connection cap for everything else a runtime opens (listeners,
+/// component files, outgoing links, WASI preopens).
+const DESCRIPTORS_RESERVED: u64 = 64;
+/// How long a stopping server lets calls in flight finish by default, before it closes what is
+/// left: 10 s covers real calls, and a peer that never reads its replies cannot hold a stop
+/// for longer.
+pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// At most one log line per this long for a repeated refusal or accept failure (with how many
+/// were not logged), so a flood cannot flood the log.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// What a server holds its peers to.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most connections served at once; one more is accepted and closed at once. Kept under
+    /// the process's descriptor limit less a reserve.
+    pub connections_max: usize,
+    /// How every connection reads: largest frame, frame deadline, and the byte budget that all
+    /// connections share (partly read frames and calls waiting to run).
+    pub stream: stream::Config,
+    /// Each connection's serving loop: calls in flight and idle timeout.
+    pub serve: serve::Config,
+    /// How long a stop waits for calls in flight before it closes what is left.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            stream: stream::Config {
+                message_bytes_max: transport::MESSAGE_BYTES_MAX,
+                frame_deadline: Some(stream::FRAME_DEADLINE_DEFAULT),
+                budget: Some(Budget::new(budget::BUDGET_BYTES_DEFAULT)),
+            },
+            serve: serve::Config::default(),
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+/// How a server's stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Connections still open when the drain timeout passed, closed with their calls.
+    pub cut: usize,
+}
+
+/// The connection cap `config` asks for, under the process's descriptor limit.
+pub fn connection_cap(config: &Config) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let Some(limit) = limit else {
+        return config.connections_max;
+    };
+    let usable = usize::try_from(limit.saturating_sub(DESCRIPTORS_RESERVED)).unwrap_or(usize::MAX);
+    config.connections_max.min(usable.max(1))
+}
+
+/// Accepts connections on `listeners` and serves `exports` on each, as `config` says (the cap
+/// and the budget count all of them together), until `stop` completes; then stops accepting,
+/// lets calls in flight finish and reply for at most the drain timeout, closes every connection
+/// (cutting what is left) and returns how it went.
 pub async fn serve(
     exports: Arc<Exports>,
-    listener: Listener,
+    listeners: Vec<Listener>,
+    config: Config,
     stop: impl Future<Output = ()> + Send,
-) {
+) -> Stopped {
+    let cap = connection_cap(&config);
+    let (sockets, mut accepted) = tokio::sync::mpsc::channel(listeners.len().max(1));
+    let mut accepting = JoinSet::new();
+    for listener in listeners {
+        accepting.spawn(accept_into(listener, sockets.clone()));
+    }
+    drop(sockets);
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     let mut stop = std::pin::pin!(stop);
+    let mut refusals = RateLimited::default();
     loop {
-        let connection = tokio::select! {
+        let socket = tokio::select! {
             biased;
             () = &mut stop => break,
-            connection = listener.accept(transport::MESSAGE_BYTES_MAX) => connection,
+            socket = accepted.recv() => socket,
+        };
+        let Some(socket) = socket else {
+            break; // every listener failed for good
         };
         while connections.try_join_next().is_some() {}
-        let connection = match connection {
-            Ok(connection) => connection,
+        if connections.len() >= cap {
+            drop(socket);
+            refusals.note(|skipped| {
+                tracing::warn!(cap, skipped, "refused a connection: at the connection cap");
+            });
+            continue;
+        }
+        let transport = match socket.into_transport(config.stream.clone()) {
+            Ok(transport) => transport,
             Err(error) => {
-                // Accept errors concern one connection or a passing shortage (aborted
-                // handshakes, too many open files): back off briefly and keep listening.
-                tracing::warn!(%error, "accept failed; still listening");
+                tracing::debug!(%error, "could not set up an accepted connection");
+                continue;
+            }
+        };
+        let dispatcher: Arc<dyn serve::Dispatcher> = exports.clone();
+        connections.spawn(connection(
+            transport,
+            dispatcher,
+            config.serve,
+            stopped.clone(),
+        ));
+    }
+    accepting.abort_all();
+    while accepting.join_next().await.is_some() {}
+    let _ = stopping.send(true);
+    drain(connections, config.drain_timeout).await
+}
+
+/// Accepts on one listener and hands each socket to the serving loop, until it is dropped.
+async fn accept_into(listener: Listener, sockets: tokio::sync::mpsc::Sender<net::Accepted>) {
+    let mut failures = RateLimited::default();
+    loop {
+        let socket = match listener.accept_socket().await {
+            Ok(socket) => socket,
+            Err(error) => {
+                // One connection's failure or a passing shortage (aborted handshakes, too many
+                // open files): back off briefly and keep listening.
+                failures.note(|skipped| {
+                    tracing::warn!(%error, skipped, "accept failed; still listening");
+                });
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let mut stopped = stopped.clone();
-        let dispatcher: Arc<dyn serve::Dispatcher> = exports.clone();
-        connections.spawn(async move {
-            let until = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            let served =
-                serve::connection_until(connection, dispatcher, serve::CALLS_IN_FLIGHT_MAX, until)
-                    .await;
-            if let Err(error) = served {
-                tracing::info!(%error, "connection ended");
-            }
-        });
+        if sockets.send(socket).await.is_err() {
+            return;
+        }
     }
-    drop(listener);
-    let _ = stopping.send(true);
+}
+
+/// Serves one connection until it ends or the server stops.
+async fn connection(
+    transport: Arc<dyn transport::Transport>,
+    dispatcher: Arc<dyn serve::Dispatcher>,
+    config: serve::Config,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let until = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let served = serve::connection_until(transport, dispatcher, config, until).await;
+    match served {
+        Ok(_) => {}
+        Err(
+            error @ (serve::Error::Idle { .. }
+            | serve::Error::Transport(transport::Error::FrameDeadline { .. })),
+        ) => {
+            tracing::debug!(%error, "closed a connection");
+        }
+        Err(error) => tracing::info!(%error, "connection ended"),
+    }
+}
+
+/// Waits for the connections to finish their calls, at most `timeout`; then cuts the rest.
+async fn drain(mut connections: JoinSet<()>, timeout: Duration) -> Stopped {
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(timeout, finished).await.is_ok() {
+        return Stopped { cut: 0 };
+    }
+    let cut = connections.len();
+    tracing::warn!(
+        cut,
+        timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        "drain timeout: closing the connections still open"
+    );
+    connections.abort_all();
     while connections.join_next().await.is_some() {}
+    Stopped { cut }
+}
+
+/// Logs a repeated event at most once per `LOG_EVERY`, counting the ones not logged.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<tokio::time::Instant>,
+    skipped: u64,
+}
+
+impl RateLimited {
+    fn note(&mut self, log: impl FnOnce(u64)) {
+        let now = tokio::time::Instant::now();
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= LOG_EVERY);
+        if !due {
+            self.skipped += 1;
+            return;
+        }
+        log(self.skipped);
+        self.last = Some(now);
+        self.skipped = 0;
+    }
 }

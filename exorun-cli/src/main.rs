@@ -1,8 +1,10 @@
 //! `exorun`: run, serve and inspect WebAssembly component compositions described by a TOML
 //! manifest (see `manifest.rs` for the format).
 //!
-//! Exit codes: 0 when everything asked for succeeded; 1 with a one-line cause per failure on
-//! stderr otherwise (2 for a command line clap cannot parse). Logs go to stderr through
+//! Exit codes: 0 when everything asked for succeeded (for `serve`, a stop that let every call
+//! in flight finish); 1 with a one-line cause per failure on stderr otherwise (a stop whose
+//! drain timeout closed connections with calls in flight included); 2 for a command line clap
+//! cannot parse; 130 when a second Ctrl-C or SIGTERM cut a stop short. Logs go to stderr through
 //! `tracing`, filtered by `RUST_LOG` (default `warn`); at `debug`, one line per remote call.
 
 mod compose;
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
@@ -21,8 +24,8 @@ use exorun_bind::server;
 use exorun_core::ledger;
 use exorun_core::registry::Runtime;
 use exorun_transport::address;
+use exorun_transport::budget;
 use exorun_transport::net;
-use tokio::task::JoinSet;
 
 use crate::invoke::Invocation;
 
@@ -61,6 +64,8 @@ enum Command {
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
+        #[command(flatten)]
+        limits: ServeLimits,
     },
     /// Print a component's imports and exports: interfaces, functions and signatures.
     Inspect {
@@ -69,12 +74,68 @@ enum Command {
     },
 }
 
+/// What `exorun serve` holds its peers to (README, "Limits and hostile inputs").
+#[derive(clap::Args)]
+struct ServeLimits {
+    /// Most connections at once (also kept under the descriptor limit); one more is closed.
+    #[arg(long, default_value_t = server::CONNECTIONS_MAX_DEFAULT)]
+    max_connections: usize,
+    /// How long calls in flight may finish after Ctrl-C or SIGTERM (`500ms`, `10s`, `2m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// How long a frame may take to arrive once its first byte has.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    frame_deadline: Duration,
+    /// How long a connection with no call in flight may stay silent.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Bytes all connections may hold together in partly read frames and calls waiting to
+    /// run, in MiB.
+    #[arg(long, default_value_t = 256)]
+    budget_mib: u64,
+}
+
+impl ServeLimits {
+    fn config(&self) -> server::Config {
+        let mut config = server::Config {
+            connections_max: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            ..server::Config::default()
+        };
+        config.stream.frame_deadline = Some(self.frame_deadline);
+        config.stream.budget = Some(budget::Budget::new(self.budget_mib.saturating_mul(1 << 20)));
+        config.serve.idle_timeout = Some(self.idle_timeout);
+        config
+    }
+}
+
+/// `500ms`, `10s` or `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a number and a unit (ms, s, m), got `{text}`"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!("expected a unit of ms, s or m, got `{text}`")),
+    }
+}
+
 fn parse_peer(text: &str) -> Result<(String, String), String> {
     let (name, address) = text
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=ADDRESS, got `{text}`"))?;
     Ok((name.to_owned(), address.to_owned()))
 }
+
+/// The exit code of a stop forced by a second Ctrl-C or SIGTERM (128 + SIGINT's number, as
+/// shells report an interrupted command).
+const EXIT_FORCED: i32 = 130;
 
 /// What is logged when `RUST_LOG` is not set: warnings, and restarts of failed instances.
 const LOG_DEFAULT: &str = "warn,exorun_core::instance=info";
@@ -132,7 +193,8 @@ async fn command(command: Command) -> Result<(), Failed> {
             manifest,
             listen,
             peers,
-        } => serve(&manifest, &listen, peers).await,
+            limits,
+        } => serve(&manifest, &listen, peers, limits.config()).await,
         Command::Inspect { component } => inspect(&component),
     }
 }
@@ -184,7 +246,12 @@ async fn run(
     Err(Failed(failures))
 }
 
-async fn serve(path: &Path, listen: &[String], peers: Vec<(String, String)>) -> Result<(), Failed> {
+async fn serve(
+    path: &Path,
+    listen: &[String],
+    peers: Vec<(String, String)>,
+    config: server::Config,
+) -> Result<(), Failed> {
     let peers: BTreeMap<String, String> = peers.into_iter().collect();
     let manifest = manifest::load(path, &peers)?;
     let composition = compose::build(manifest).await?;
@@ -195,27 +262,41 @@ async fn serve(path: &Path, listen: &[String], peers: Vec<(String, String)>) -> 
             "{path}: no instance has `export = true`; there is nothing to serve"
         )]));
     }
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let mut servers = JoinSet::new();
+    let mut listeners = Vec::new();
     for address in listen {
         let listener = net::Listener::bind(&address::Address::parse(address)?).await?;
         println!("exorun: listening on {}", listener.local_address()?);
-        let mut stopped = stopped.clone();
-        let until = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        servers.spawn(server::serve(
-            Arc::clone(&composition.exports),
-            listener,
-            until,
-        ));
+        listeners.push(listener);
     }
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let until = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let drain = config.drain_timeout;
+    let exports = Arc::clone(&composition.exports);
+    let server = tokio::spawn(server::serve(exports, listeners, config, until));
     println!("exorun: serving {}", names.join(", "));
     tracing::info!(exported = ?names, "serving");
     signal().await?;
-    eprintln!("exorun: stopping: letting calls in flight finish");
+    let drain_ms = drain.as_millis();
+    eprintln!("exorun: stopping: letting calls in flight finish (at most {drain_ms} ms)");
     let _ = stopping.send(true);
-    while servers.join_next().await.is_some() {}
+    // A second signal does not wait for anything.
+    tokio::spawn(async {
+        if signal().await.is_ok() {
+            eprintln!("exorun: second signal: exiting now");
+            std::process::exit(EXIT_FORCED);
+        }
+    });
+    let stopped = server
+        .await
+        .map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
+    if stopped.cut > 0 {
+        return Err(Failed(vec![format!(
+            "drain timeout: closed {} connections with calls still in flight",
+            stopped.cut
+        )]));
+    }
     eprintln!("exorun: stopped");
     Ok(())
 }

@@ -194,7 +194,7 @@ limits = { fuel_per_call = 1500000000 }
             .filter(|line| line.starts_with("exorun: "))
             .collect::<Vec<_>>(),
         [
-            "exorun: stopping: letting calls in flight finish",
+            "exorun: stopping: letting calls in flight finish (at most 10000 ms)",
             "exorun: stopped"
         ]
     );

@@ -54,7 +54,7 @@ async fn memory_client() -> Arc<Client> {
     tokio::spawn(serve::connection(
         Arc::new(far),
         Arc::new(Echo),
-        serve::CALLS_IN_FLIGHT_MAX,
+        serve::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -68,7 +68,7 @@ async fn tcp_client() -> Arc<Client> {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        serve::connection(transport, Arc::new(Echo), serve::CALLS_IN_FLIGHT_MAX).await
+        serve::connection(transport, Arc::new(Echo), serve::Config::default()).await
     });
     let transport = net::connect(&address, transport::MESSAGE_BYTES_MAX)
         .await
@@ -381,7 +381,7 @@ fn exorun_echo(address: &str) {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        let _ = serve::connection(connection, Arc::new(Echo), serve::CALLS_IN_FLIGHT_MAX).await;
+        let _ = serve::connection(connection, Arc::new(Echo), serve::Config::default()).await;
     });
 }
 

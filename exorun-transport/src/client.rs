@@ -104,7 +104,9 @@ impl From<transport::Error> for Error {
             | transport::Error::Truncated { .. }
             | transport::Error::Io { .. }
             | transport::Error::BadAddress { .. }
-            | transport::Error::NotBuilt { .. }) => Error::Transport(other),
+            | transport::Error::NotBuilt { .. }
+            | transport::Error::FrameDeadline { .. }
+            | transport::Error::Budget(_)) => Error::Transport(other),
         }
     }
 }

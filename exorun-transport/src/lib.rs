@@ -4,6 +4,7 @@
 //!
 //! - `transport`: the `Transport` trait (whole messages in, whole messages out) and its `Error`.
 //! - `memory`: an in-memory duplex pair that can drop, delay or reorder messages for tests.
+//! - `budget`: a byte budget shared by a server's connections.
 //! - `address`: `tcp://` and `unix://` addresses, parsed whichever transports are built.
 //! - `stream`: length-prefixed framing of a byte stream; `net` puts it on TCP and Unix sockets
 //!   (cargo features `tcp` and `unix`, both on by default), with a listener and `tcp://` /
@@ -14,6 +15,7 @@
 //!   and writes replies.
 
 pub mod address;
+pub mod budget;
 pub mod client;
 pub mod memory;
 #[cfg(any(feature = "tcp", feature = "unix"))]

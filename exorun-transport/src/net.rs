@@ -44,12 +44,12 @@ pub async fn connect(
         #[cfg(feature = "tcp")]
         Address::Tcp(host_port) => Ok(Arc::new(tcp(
             TcpStream::connect(host_port).await?,
-            message_bytes_max,
+            stream::Config::new(message_bytes_max),
         )?)),
         #[cfg(feature = "unix")]
         Address::Unix(path) => Ok(Arc::new(unix(
             UnixStream::connect(path).await?,
-            message_bytes_max,
+            stream::Config::new(message_bytes_max),
         ))),
         #[cfg(not(all(feature = "tcp", feature = "unix")))]
         unbuilt => Err(not_built(unbuilt)),
@@ -167,22 +167,51 @@ impl Listener {
         }
     }
 
-    /// Waits for the next connection.
+    /// Waits for the next connection and makes it a transport with a client's settings
+    /// (messages up to `message_bytes_max`, no deadline, no budget).
     pub async fn accept(
         &self,
         message_bytes_max: u64,
     ) -> Result<Arc<stream::Transport>, transport::Error> {
+        let accepted = self.accept_socket().await?;
+        accepted.into_transport(stream::Config::new(message_bytes_max))
+    }
+
+    /// Waits for the next connection, as a socket: a server that is at its connection cap
+    /// drops it (closing it at once, which costs nothing more), any other makes it a
+    /// transport.
+    pub async fn accept_socket(&self) -> Result<Accepted, transport::Error> {
         match self {
             #[cfg(feature = "tcp")]
-            Listener::Tcp(listener) => Ok(Arc::new(tcp(
-                listener.accept().await?.0,
-                message_bytes_max,
-            )?)),
+            Listener::Tcp(listener) => Ok(Accepted::Tcp(listener.accept().await?.0)),
             #[cfg(feature = "unix")]
-            Listener::Unix(listener, _) => Ok(Arc::new(unix(
-                listener.accept().await?.0,
-                message_bytes_max,
-            ))),
+            Listener::Unix(listener, _) => Ok(Accepted::Unix(listener.accept().await?.0)),
+        }
+    }
+}
+
+/// An accepted connection, not yet a transport; dropping it closes it.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A TCP connection.
+    #[cfg(feature = "tcp")]
+    Tcp(TcpStream),
+    /// A Unix-socket connection.
+    #[cfg(feature = "unix")]
+    Unix(UnixStream),
+}
+
+impl Accepted {
+    /// The connection as a transport that reads as `config` says.
+    pub fn into_transport(
+        self,
+        config: stream::Config,
+    ) -> Result<Arc<stream::Transport>, transport::Error> {
+        match self {
+            #[cfg(feature = "tcp")]
+            Accepted::Tcp(socket) => Ok(Arc::new(tcp(socket, config)?)),
+            #[cfg(feature = "unix")]
+            Accepted::Unix(socket) => Ok(Arc::new(unix(socket, config))),
         }
     }
 }
@@ -213,18 +242,18 @@ fn not_built(address: &Address) -> transport::Error {
 }
 
 #[cfg(feature = "tcp")]
-fn tcp(socket: TcpStream, message_bytes_max: u64) -> Result<stream::Transport, transport::Error> {
+fn tcp(socket: TcpStream, config: stream::Config) -> Result<stream::Transport, transport::Error> {
     socket.set_nodelay(true)?;
     let (reader, writer) = socket.into_split();
     Ok(stream::Transport::new(
         Box::new(reader),
         Box::new(writer),
-        message_bytes_max,
+        config,
     ))
 }
 
 #[cfg(feature = "unix")]
-fn unix(socket: UnixStream, message_bytes_max: u64) -> stream::Transport {
+fn unix(socket: UnixStream, config: stream::Config) -> stream::Transport {
     let (reader, writer) = socket.into_split();
-    stream::Transport::new(Box::new(reader), Box::new(writer), message_bytes_max)
+    stream::Transport::new(Box::new(reader), Box::new(writer), config)
 }

@@ -7,6 +7,10 @@
 //! connection, since nothing can be answered. When the transport ends, calls already running
 //! finish and their replies are attempted before the loop returns.
 //!
+//! A connection with no call in flight that stays silent for the idle timeout is closed
+//! (`Error::Idle`); a frame that does not arrive whole within its deadline closes it too (the
+//! transport's `FrameDeadline`).
+//!
 //! `connection_until` also stops when its `stop` future completes (a graceful shutdown): it
 //! reads no further frames, lets the calls already running finish and send their replies, then
 //! closes the transport. A frame half-read at that moment was never a call in flight and gets
@@ -15,6 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use neorpc::failure::Failure;
@@ -29,6 +34,29 @@ use crate::transport::Transport;
 /// Default bound on calls running at once per connection; past it the loop stops reading, so a
 /// flooding peer is slowed by its own transport instead of growing our task set.
 pub const CALLS_IN_FLIGHT_MAX: usize = 256;
+/// How long a connection with no call in flight may stay silent by default before it is
+/// closed: 10 minutes is generous to peers that hold a connection for occasional calls (and
+/// heartbeats, far more frequent, keep healthy peers alive), while a crowd of silent
+/// connections is eventually let go.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(600);
+
+/// A serving loop's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Most calls running at once on the connection.
+    pub calls_in_flight_max: usize,
+    /// Longest silence of a connection with no call in flight (`None`: no bound).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            calls_in_flight_max: CALLS_IN_FLIGHT_MAX,
+            idle_timeout: Some(IDLE_TIMEOUT_DEFAULT),
+        }
+    }
+}
 
 /// What a started call ends with: its encoded reply frame, or the failure to reply with.
 pub type Outcome = Result<Vec<u8>, Failure>;
@@ -72,9 +100,15 @@ pub enum Error {
     /// A frame without a readable sequence number: the connection was closed.
     #[error("malformed frame without a sequence number: {0}")]
     Malformed(frame::Error),
-    /// The transport failed while receiving.
+    /// The transport failed while receiving (a frame past its deadline included).
     #[error("transport: {0}")]
     Transport(transport::Error),
+    /// The connection had no call in flight and said nothing for the idle timeout.
+    #[error("idle for {idle_ms} ms with no call in flight")]
+    Idle {
+        /// The idle timeout, in milliseconds.
+        idle_ms: u64,
+    },
 }
 
 /// What one connection's loop did.
@@ -92,10 +126,10 @@ pub struct Stats {
 pub async fn connection(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
-    calls_in_flight_max: usize,
+    config: Config,
 ) -> Result<Stats, Error> {
     let never = std::future::pending::<()>();
-    connection_until(transport, dispatcher, calls_in_flight_max, never).await
+    connection_until(transport, dispatcher, config, never).await
 }
 
 /// `connection`, until `stop` completes too: then running calls finish and reply, and the
@@ -103,30 +137,40 @@ pub async fn connection(
 pub async fn connection_until(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
-    calls_in_flight_max: usize,
+    config: Config,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<Stats, Error> {
-    let slots = Arc::new(Semaphore::new(calls_in_flight_max));
+    let slots = Arc::new(Semaphore::new(config.calls_in_flight_max));
     let caller = Caller::default();
     let mut running = JoinSet::new();
     let mut stats = Stats::default();
     let mut stop = std::pin::pin!(stop);
     let mut stopped = false;
     let ended = loop {
+        while running.try_join_next().is_some() {}
+        let idle = config.idle_timeout.filter(|_| running.is_empty());
         let received = tokio::select! {
             biased;
             () = &mut stop => {
                 stopped = true;
                 break Ok(());
             }
-            received = transport.recv() => received,
+            // A call ending may leave none in flight: look again, so the idle clock starts.
+            Some(_) = running.join_next(), if !running.is_empty() => continue,
+            received = recv_within(transport.as_ref(), idle) => received,
+        };
+        let Some(received) = received else {
+            let idle_ms = idle.map_or(0, |idle| {
+                u64::try_from(idle.as_millis()).unwrap_or(u64::MAX)
+            });
+            transport.close().await;
+            break Err(Error::Idle { idle_ms });
         };
         let message = match received {
             Ok(Some(message)) => message,
             Ok(None) => break Ok(()),
             Err(error) => break Err(Error::Transport(error)),
         };
-        while running.try_join_next().is_some() {}
         let loop_state = Loop {
             transport: &transport,
             dispatcher: dispatcher.as_ref(),
@@ -148,6 +192,18 @@ pub async fn connection_until(
         transport.close().await;
     }
     ended.map(|()| stats)
+}
+
+/// The next message, or `None` if `idle` passes first (a transport's `recv` is cancel-safe,
+/// so nothing is lost when it does).
+async fn recv_within(
+    transport: &dyn Transport,
+    idle: Option<Duration>,
+) -> Option<Result<Option<Bytes>, transport::Error>> {
+    let Some(idle) = idle else {
+        return Some(transport.recv().await);
+    };
+    tokio::time::timeout(idle, transport.recv()).await.ok()
 }
 
 /// What handling one frame needs from its connection.

@@ -11,20 +11,29 @@
 //! small message costs one read syscall, and because that read comes back partial, tokio knows
 //! the socket is drained and waits for readiness without another read that would only say
 //! `EAGAIN`. Bytes read stay in the buffer when a `recv` is cancelled, so `recv` is cancel-safe.
+//!
+//! A server's transports (`Config`) charge every buffer to a shared `budget::Budget` before
+//! allocating it and hold each frame to a deadline from its first byte: a peer that starts a
+//! frame and stalls holds its bytes no longer than that, and when the budget is spent the
+//! connection is simply not read until bytes come back.
 
-use bytes::Buf;
+mod inbound;
+
+use std::time::Duration;
+
 use bytes::Bytes;
-use bytes::BytesMut;
 use tokio::io::AsyncRead;
-use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::io::BufWriter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::budget;
 use crate::transport;
 use crate::transport::BoxFuture;
+
+use self::inbound::Inbound;
 
 /// Bytes of the length prefix.
 const PREFIX_BYTES: usize = 4;
@@ -34,16 +43,38 @@ pub const OUTBOX_CAPACITY: usize = 1024;
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Write buffer size: a typical batch of small frames fits in one syscall.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
-/// Room a read asks for: what one syscall may take from the socket at most.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Below this much free room the read buffer grows (or reclaims its consumed front) first.
-const READ_ROOM_MIN_BYTES: usize = 4 * 1024;
-/// Messages up to this size are copied out of the read buffer, so it keeps reusing one
-/// allocation; larger ones are split off without a copy (they dominate their allocation).
-const COPY_OUT_BYTES_MAX: usize = 4 * 1024;
 
-type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The reading half of a byte stream.
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// How long a frame may take to arrive once its first byte has, by default: 10 s is ample for
+/// 16 MiB on any link a call should use, and bounds how long a stalled peer holds its bytes.
+pub const FRAME_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
+
+/// How a stream transport reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest message accepted; a longer one is refused as its length prefix arrives.
+    pub message_bytes_max: u64,
+    /// How long a message may take to arrive once its first byte has (`None`: no bound, as a
+    /// client reading its own replies may choose).
+    pub frame_deadline: Option<Duration>,
+    /// The budget this connection's buffers and messages are charged to (a server's, shared by
+    /// all its connections; `None` charges nothing).
+    pub budget: Option<budget::Budget>,
+}
+
+impl Config {
+    /// Messages up to `message_bytes_max`, no deadline, no budget (a client's transport).
+    pub fn new(message_bytes_max: u64) -> Self {
+        Self {
+            message_bytes_max,
+            frame_deadline: None,
+            budget: None,
+        }
+    }
+}
 
 /// A message transport over any split byte stream (TCP and Unix sockets use it).
 pub struct Transport {
@@ -62,15 +93,13 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Frames messages over `reader`/`writer`, refusing messages over `message_bytes_max`.
-    pub fn new(reader: Reader, writer: Writer, message_bytes_max: u64) -> Self {
+    /// Frames messages over `reader`/`writer` as `config` says.
+    pub fn new(reader: Reader, writer: Writer, config: Config) -> Self {
         let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
         let writer = tokio::spawn(write_loop(queue, writer));
+        let message_bytes_max = config.message_bytes_max;
         Self {
-            inbound: tokio::sync::Mutex::new(Inbound {
-                reader,
-                buffer: BytesMut::new(),
-            }),
+            inbound: tokio::sync::Mutex::new(Inbound::new(reader, config)),
             outbox: transport::Outbox::new(outbox),
             writer,
             message_bytes_max,
@@ -93,85 +122,7 @@ impl Transport {
     }
 
     async fn recv_message(&self) -> Result<Option<Bytes>, transport::Error> {
-        let mut inbound = self.inbound.lock().await;
-        inbound.recv(self.message_bytes_max).await
-    }
-}
-
-/// The reading side: the stream and the bytes read from it but not yet handed out.
-struct Inbound {
-    reader: Reader,
-    buffer: BytesMut,
-}
-
-impl Inbound {
-    /// The next whole message, reading as needed; `None` at a clean end of stream.
-    async fn recv(&mut self, message_bytes_max: u64) -> Result<Option<Bytes>, transport::Error> {
-        loop {
-            if let Some(message) = self.take(message_bytes_max)? {
-                return Ok(Some(message));
-            }
-            if self.buffer.capacity() - self.buffer.len() < READ_ROOM_MIN_BYTES {
-                self.buffer.reserve(READ_CHUNK_BYTES);
-            }
-            let got = self.reader.read_buf(&mut self.buffer).await?;
-            if got == 0 {
-                return self.ended();
-            }
-        }
-    }
-
-    /// Splits the first message off the buffer if all of it is there; refuses an oversized
-    /// one as soon as its length prefix is.
-    fn take(&mut self, message_bytes_max: u64) -> Result<Option<Bytes>, transport::Error> {
-        let Some(length) = self.length(message_bytes_max)? else {
-            return Ok(None);
-        };
-        let whole = self.buffer.len() - PREFIX_BYTES >= length;
-        if !whole {
-            return Ok(None);
-        }
-        self.buffer.advance(PREFIX_BYTES);
-        if length <= COPY_OUT_BYTES_MAX {
-            let message = Bytes::copy_from_slice(&self.buffer[..length]);
-            self.buffer.advance(length);
-            return Ok(Some(message));
-        }
-        Ok(Some(self.buffer.split_to(length).freeze()))
-    }
-
-    /// The length of the first message, once its prefix is in the buffer.
-    fn length(&self, message_bytes_max: u64) -> Result<Option<usize>, transport::Error> {
-        let Some(prefix) = self.buffer.get(..PREFIX_BYTES) else {
-            return Ok(None);
-        };
-        let mut bytes = [0u8; PREFIX_BYTES];
-        bytes.copy_from_slice(prefix);
-        let message_bytes = u64::from(u32::from_le_bytes(bytes));
-        let too_large = transport::Error::MessageTooLarge {
-            message_bytes,
-            max: message_bytes_max,
-        };
-        if message_bytes > message_bytes_max {
-            return Err(too_large);
-        }
-        let length = usize::try_from(message_bytes).map_err(|_| too_large)?;
-        Ok(Some(length))
-    }
-
-    /// The stream ended: cleanly between messages, or in the middle of one.
-    fn ended(&self) -> Result<Option<Bytes>, transport::Error> {
-        let held = self.buffer.len();
-        if held == 0 {
-            return Ok(None);
-        }
-        if held < PREFIX_BYTES {
-            return Err(truncated(PREFIX_BYTES, held));
-        }
-        let mut bytes = [0u8; PREFIX_BYTES];
-        bytes.copy_from_slice(&self.buffer[..PREFIX_BYTES]);
-        let length = usize::try_from(u32::from_le_bytes(bytes)).unwrap_or(usize::MAX);
-        Err(truncated(length, held - PREFIX_BYTES))
+        self.inbound.lock().await.recv().await
     }
 }
 
@@ -207,13 +158,6 @@ impl transport::Transport for Transport {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.outbox.close() })
-    }
-}
-
-fn truncated(expected: usize, got: usize) -> transport::Error {
-    transport::Error::Truncated {
-        expected: u64::try_from(expected).unwrap_or(u64::MAX),
-        got: u64::try_from(got).unwrap_or(u64::MAX),
     }
 }
 

@@ -60,6 +60,15 @@ pub enum Error {
         /// Why, in words.
         reason: &'static str,
     },
+    /// A frame did not arrive whole within its deadline (counted from its first byte).
+    #[error("a frame did not arrive whole within {deadline_ms} ms")]
+    FrameDeadline {
+        /// The deadline, in milliseconds.
+        deadline_ms: u64,
+    },
+    /// A message could never be held within the byte budget.
+    #[error("budget: {0}")]
+    Budget(#[from] crate::budget::Error),
     /// An address whose transport this build leaves out (a cargo feature of exorun-transport).
     #[error(
         "`{address}` needs exorun-transport's `{feature}` feature, which this build leaves out"
@@ -87,7 +96,9 @@ pub trait Transport: Send + Sync {
     /// Sends one whole message. Concurrent sends never interleave their bytes.
     fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), Error>>;
 
-    /// Receives the next whole message, or `None` once the peer has closed.
+    /// Receives the next whole message, or `None` once the peer has closed. Cancel-safe: a
+    /// `recv` dropped before it returns loses nothing (the next one gets the message), so
+    /// callers may race it against timeouts.
     fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, Error>>;
 
     /// Closes the sending side; the peer's `recv` then returns `None`. Idempotent.

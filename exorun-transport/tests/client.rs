@@ -409,7 +409,11 @@ fn dropping_a_stuck_stream_transport_outside_a_runtime_does_not_panic() {
     let (near, far) = tokio::io::duplex(16);
     let transport = runtime.block_on(async move {
         let (reader, writer) = tokio::io::split(near);
-        let transport = stream::Transport::new(Box::new(reader), Box::new(writer), 4096);
+        let transport = stream::Transport::new(
+            Box::new(reader),
+            Box::new(writer),
+            stream::Config::new(4096),
+        );
         // The peer never reads, so the writer blocks on a full pipe and stays unfinished.
         transport.send(Bytes::from(vec![7u8; 1024])).await.unwrap();
         tokio::task::yield_now().await;

@@ -20,6 +20,16 @@ use exorun_transport::transport::Transport;
 use neorpc::frame;
 use proptest::prelude::*;
 
+/// Messages of every size class the reader treats apart: small ones copied out of the read
+/// buffer, and large ones (past 4 KiB) assembled in their own growing buffer, past 64 KiB too.
+fn message_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => proptest::collection::vec(any::<u8>(), 0..300),
+        1 => proptest::collection::vec(any::<u8>(), 4000..5000),
+        1 => proptest::collection::vec(any::<u8>(), 60_000..140_000),
+    ]
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -74,15 +84,15 @@ proptest! {
     /// cut anywhere inside a message yields `Truncated`, never a hang or a panic.
     #[test]
     fn stream_framing_round_trips_and_truncates_cleanly(
-        messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8),
+        messages in proptest::collection::vec(message_strategy(), 1..8),
         cut in any::<prop::sample::Index>(),
     ) {
         paused_runtime().block_on(async move {
             let (a, b) = tokio::io::duplex(1 << 16);
             let (a_read, a_write) = tokio::io::split(a);
             let (b_read, b_write) = tokio::io::split(b);
-            let sender = stream::Transport::new(Box::new(a_read), Box::new(a_write), 4096);
-            let receiver = stream::Transport::new(Box::new(b_read), Box::new(b_write), 4096);
+            let sender = stream::Transport::new(Box::new(a_read), Box::new(a_write), stream::Config::new(200_000));
+            let receiver = stream::Transport::new(Box::new(b_read), Box::new(b_write), stream::Config::new(200_000));
             for message in &messages {
                 sender.send(Bytes::copy_from_slice(message)).await.unwrap();
             }
@@ -100,7 +110,7 @@ proptest! {
             }
             let end = cut.index(wire.len());
             let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(std::io::Cursor::new(wire[..end].to_vec()));
-            let cut_stream = stream::Transport::new(reader, Box::new(tokio::io::sink()), 4096);
+            let cut_stream = stream::Transport::new(reader, Box::new(tokio::io::sink()), stream::Config::new(200_000));
             loop {
                 match cut_stream.recv().await {
                     Ok(Some(_)) => continue,

@@ -58,7 +58,7 @@ fn served_pair() -> (
     let server = tokio::spawn(serve::connection(
         Arc::new(far),
         Arc::new(Scripted),
-        serve::CALLS_IN_FLIGHT_MAX,
+        serve::Config::default(),
     ));
     (
         Arc::new(Client::new(Arc::new(near), client::Config::default())),
@@ -134,7 +134,7 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
     let server = tokio::spawn(serve::connection_until(
         Arc::new(far),
         dispatcher,
-        serve::CALLS_IN_FLIGHT_MAX,
+        serve::Config::default(),
         async move {
             let _ = stopped.await;
         },
@@ -162,7 +162,11 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
 #[tokio::test]
 async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
     let (near, far) = memory::pair(16);
-    let server = tokio::spawn(serve::connection(Arc::new(far), Arc::new(Scripted), 4));
+    let server = tokio::spawn(serve::connection(
+        Arc::new(far),
+        Arc::new(Scripted),
+        serve::Config::default(),
+    ));
     // A call frame with a readable seq but no method: a protocol-violation reply for seq 5.
     let mut broken = frame::encode_call("t", "echo", &[0x0E], &[]).unwrap();
     broken.set_seq(frame::Seq(5));
@@ -217,7 +221,7 @@ async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal
     let listener = net::Listener::bind(&address).await.unwrap();
     tokio::spawn(async move {
         let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
-        serve::connection(connection, Arc::new(Scripted), serve::CALLS_IN_FLIGHT_MAX).await
+        serve::connection(connection, Arc::new(Scripted), serve::Config::default()).await
     });
     assert_eq!(&call(&client, "t", "echo", b"up").await.unwrap()[..], b"up");
     assert!(lazy.is_connected());

@@ -82,7 +82,7 @@ pub fn memory_peer(exports: &Arc<Exports>) -> Arc<Client> {
     tokio::spawn(serve::connection(
         Arc::new(far),
         dispatcher,
-        serve::CALLS_IN_FLIGHT_MAX,
+        serve::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -95,17 +95,31 @@ pub async fn socket_server(
 ) -> (
     address::Address,
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<server::Stopped>,
+) {
+    socket_server_with(exports, address, server::Config::default()).await
+}
+
+/// `socket_server` with its own limits.
+pub async fn socket_server_with(
+    exports: &Arc<Exports>,
+    address: &str,
+    config: server::Config,
+) -> (
+    address::Address,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<server::Stopped>,
 ) {
     let listener = net::Listener::bind(&address::Address::parse(address).unwrap())
         .await
         .unwrap();
     let bound = listener.local_address().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(Arc::clone(exports), listener, async move {
+    let stopping = async move {
         let _ = stopped.await;
-    }));
-    (bound, stop, server)
+    };
+    let server = server::serve(Arc::clone(exports), vec![listener], config, stopping);
+    (bound, stop, tokio::spawn(server))
 }
 
 /// A client connected to `address`.

@@ -1,0 +1,240 @@
+//! The bounds a server's transports and serving loop hold a peer to, at the boundary: the byte
+//! budget is never exceeded and stops reading when spent, a frame must arrive within its
+//! deadline, a silent connection is closed after the idle timeout (tokio's paused clock; no
+//! sleeping).
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exorun_transport::budget;
+use exorun_transport::budget::Budget;
+use exorun_transport::memory;
+use exorun_transport::serve;
+use exorun_transport::stream;
+use exorun_transport::transport;
+use exorun_transport::transport::BoxFuture;
+use exorun_transport::transport::Transport;
+use neorpc::frame;
+use tokio::io::AsyncWriteExt;
+
+const KIB: u64 = 1024;
+
+/// A budgeted server-side stream transport over an in-memory pipe, and the raw peer end.
+fn budgeted(
+    budget: &Budget,
+    deadline: Option<Duration>,
+) -> (stream::Transport, tokio::io::DuplexStream) {
+    let (near, far) = tokio::io::duplex(1 << 20);
+    let (reader, writer) = tokio::io::split(near);
+    let config = stream::Config {
+        message_bytes_max: 16 * 1024 * 1024,
+        frame_deadline: deadline,
+        budget: Some(budget.clone()),
+    };
+    (
+        stream::Transport::new(Box::new(reader), Box::new(writer), config),
+        far,
+    )
+}
+
+fn prefixed(body: &[u8]) -> Vec<u8> {
+    let mut bytes = u32::try_from(body.len()).unwrap().to_le_bytes().to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_are_charged_while_they_live_and_the_budget_never_passes_its_bound() {
+    let budget = Budget::new(256 * KIB);
+    let (transport, mut peer) = budgeted(&budget, None);
+    let small = vec![1u8; 100];
+    let large = vec![2u8; 100 * 1024];
+    peer.write_all(&prefixed(&small)).await.unwrap();
+    peer.write_all(&prefixed(&large)).await.unwrap();
+    let first = transport.recv().await.unwrap().unwrap();
+    assert_eq!(&first[..], &small[..]);
+    let second = transport.recv().await.unwrap().unwrap();
+    assert_eq!(&second[..], &large[..]);
+    // The read buffer (16 KiB) and both messages are paid for while they live.
+    assert_eq!(budget.held(), 16 * KIB + 100 + 100 * KIB);
+    let slice = second.slice(10..20);
+    drop(second);
+    assert_eq!(
+        budget.held(),
+        16 * KIB + 100 + 100 * KIB,
+        "a slice keeps its message paid for"
+    );
+    drop((first, slice));
+    assert_eq!(budget.held(), 16 * KIB);
+    drop(transport);
+    assert_eq!(budget.held(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_stops_reading_instead_of_allocating() {
+    let budget = Budget::new(128 * KIB);
+    // Other connections hold 100 KiB of it.
+    let others = budget.charge(100 * KIB).await.unwrap();
+    let (transport, mut peer) = budgeted(&budget, None);
+    let transport = Arc::new(transport);
+    let message = vec![3u8; 60 * 1024];
+    peer.write_all(&prefixed(&message)).await.unwrap();
+    let reading = {
+        let transport = Arc::clone(&transport);
+        tokio::spawn(async move { transport.recv().await })
+    };
+    // The reader gets its read buffer (16 KiB), then waits for the 60 KiB the message needs.
+    while budget.held() < 116 * KIB {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        assert!(budget.held() <= 128 * KIB);
+    }
+    assert!(
+        !reading.is_finished(),
+        "the reader waits instead of allocating"
+    );
+    // (A waiting charge already sets aside what is free, so the whole budget may show held.)
+    assert!(budget.held() <= 128 * KIB);
+    drop(others);
+    let received = reading.await.unwrap().unwrap().unwrap();
+    assert_eq!(&received[..], &message[..]);
+    assert_eq!(budget.held(), 16 * KIB + 60 * KIB);
+    drop(received);
+    drop(transport);
+    assert_eq!(budget.held(), 0, "everything held was given back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_larger_than_the_whole_budget_is_refused() {
+    let budget = Budget::new(64 * KIB);
+    let (transport, mut peer) = budgeted(&budget, None);
+    peer.write_all(&prefixed(&vec![4u8; 100 * 1024]))
+        .await
+        .unwrap();
+    let refused = transport.recv().await;
+    assert_eq!(
+        refused,
+        Err(transport::Error::Budget(budget::Error::LargerThanBudget {
+            bytes: 100 * KIB,
+            budget_bytes: 64 * KIB
+        }))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_that_stalls_past_its_deadline_closes_the_connection() {
+    let budget = Budget::new(256 * KIB);
+    let deadline = Duration::from_secs(10);
+    let (transport, mut peer) = budgeted(&budget, Some(deadline));
+    // A whole message first: no deadline runs between frames.
+    peer.write_all(&prefixed(b"whole")).await.unwrap();
+    assert_eq!(&transport.recv().await.unwrap().unwrap()[..], b"whole");
+    let started = tokio::time::Instant::now();
+    peer.write_all(&(1000u32).to_le_bytes()).await.unwrap();
+    peer.write_all(&[5u8; 10]).await.unwrap();
+    let stalled = transport.recv().await;
+    assert_eq!(
+        stalled,
+        Err(transport::Error::FrameDeadline {
+            deadline_ms: 10_000
+        })
+    );
+    assert_eq!(
+        started.elapsed(),
+        deadline,
+        "measured from the frame's first byte"
+    );
+}
+
+/// Answers every call with its own argument slab.
+struct Echo;
+
+impl serve::Dispatcher for Echo {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        _: &Bytes,
+        _: &serve::Caller,
+    ) -> BoxFuture<'static, serve::Outcome> {
+        let reply = frame::encode_reply(call.seq, Ok(call.args)).unwrap();
+        Box::pin(std::future::ready(Ok(reply)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_timeout() {
+    let (near, far) = memory::pair(16);
+    let config = serve::Config {
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..serve::Config::default()
+    };
+    let started = tokio::time::Instant::now();
+    let server = tokio::spawn(serve::connection(Arc::new(far), Arc::new(Echo), config));
+    // A call resets nothing by itself, but the connection lives while it talks.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let call = frame::encode_call("t", "m", &[0x0E], &[]).unwrap();
+    near.send(Bytes::from(call.into_bytes())).await.unwrap();
+    assert!(near.recv().await.unwrap().is_some());
+    let ended = server.await.unwrap();
+    assert_eq!(ended, Err(serve::Error::Idle { idle_ms: 60_000 }));
+    assert_eq!(started.elapsed(), Duration::from_secs(59 + 60));
+    assert_eq!(near.recv().await, Ok(None), "the server closed its side");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Whatever the messages and the budget, what a budgeted transport holds (its read buffer
+    /// and the messages it handed out that are still alive) never passes the budget, every
+    /// message arrives whole, and everything is given back.
+    #[test]
+    fn a_budget_is_never_exceeded_and_always_given_back(
+        sizes in proptest::collection::vec(0usize..90_000, 1..12),
+        extra_kib in 0u64..256,
+        keep in proptest::collection::vec(proptest::prelude::any::<bool>(), 12),
+    ) {
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        tokio.block_on(async move {
+            let largest = u64::try_from(*sizes.iter().max().unwrap()).unwrap();
+            let budget_bytes = 16 * KIB + largest + extra_kib * KIB;
+            let budget = Budget::new(budget_bytes);
+            let (transport, mut peer) = budgeted(&budget, Some(Duration::from_secs(10)));
+            let writing = tokio::spawn({
+                let sizes = sizes.clone();
+                async move {
+                    for (index, size) in sizes.iter().enumerate() {
+                        let byte = u8::try_from(index).unwrap();
+                        peer.write_all(&prefixed(&vec![byte; *size])).await.unwrap();
+                    }
+                    peer
+                }
+            });
+            let mut kept = Vec::new();
+            for (index, size) in sizes.iter().enumerate() {
+                // A kept message stays paid for; one the budget cannot also hold is dropped.
+                while kept.iter().map(|m: &Bytes| u64::try_from(m.len()).unwrap()).sum::<u64>()
+                    + 16 * KIB + u64::try_from(*size).unwrap() > budget_bytes
+                {
+                    kept.remove(0);
+                }
+                let message = transport.recv().await.unwrap().unwrap();
+                assert!(budget.held() <= budget_bytes);
+                assert_eq!(message.len(), *size);
+                assert!(message.iter().all(|byte| usize::from(*byte) == index));
+                if keep[index] {
+                    kept.push(message);
+                }
+            }
+            let peer = writing.await.unwrap();
+            drop((kept, transport, peer));
+            assert_eq!(budget.held(), 0);
+        });
+    }
+}
