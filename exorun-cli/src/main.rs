@@ -275,18 +275,23 @@ async fn serve(
     let drain = config.drain_timeout;
     let exports = Arc::clone(&composition.exports);
     let server = tokio::spawn(server::serve(exports, listeners, config, until));
+    // Registered before anything is announced, so no signal can come before its listener.
+    let mut signals = Signals::new()?;
     println!("exorun: serving {}", names.join(", "));
     tracing::info!(exported = ?names, "serving");
-    signal().await?;
+    signals.next().await;
     let drain_ms = drain.as_millis();
     eprintln!("exorun: stopping: letting calls in flight finish (at most {drain_ms} ms)");
     let _ = stopping.send(true);
     // A second signal does not wait for anything.
-    tokio::spawn(async {
-        if signal().await.is_ok() {
-            eprintln!("exorun: second signal: exiting now");
-            std::process::exit(EXIT_FORCED);
-        }
+    tokio::spawn(async move {
+        signals.next().await;
+        // Not `eprintln!`: a closed stderr must not stop the exit with a panic.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"exorun: second signal: exiting now\n",
+        );
+        std::process::exit(EXIT_FORCED);
     });
     let stopped = server
         .await
@@ -301,14 +306,28 @@ async fn serve(
     Ok(())
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM.
-async fn signal() -> Result<(), Failed> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted?,
-        _ = terminate.recv() => {}
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, Failed> {
+        use tokio::signal::unix::SignalKind;
+        Ok(Self {
+            interrupt: tokio::signal::unix::signal(SignalKind::interrupt())?,
+            terminate: tokio::signal::unix::signal(SignalKind::terminate())?,
+        })
     }
-    Ok(())
+
+    /// Waits for the next of either.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 fn inspect(path: &Path) -> Result<(), Failed> {

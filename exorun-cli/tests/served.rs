@@ -5,8 +5,12 @@
 
 mod common;
 
+use std::time::Duration;
+use std::time::Instant;
+
 use common::Server;
 use common::manifest;
+use common::text;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
@@ -69,4 +73,103 @@ export = true
     });
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
+}
+
+/// A peer that pipelines calls and never reads a reply, until the server stops taking its
+/// calls (a chunk of calls that makes no progress for 2 s): the server's writes to it block.
+async fn stuck_peer(address: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let host_port = address.trim_start_matches("tcp://").parse().unwrap();
+    let mut flood = socket.connect(host_port).await.unwrap();
+    let slab = neorpc::codec::encode(&[Val::U32(1)]).unwrap();
+    let mut chunk = Vec::new();
+    for seq in 0..1000u64 {
+        let mut call =
+            neorpc::frame::encode_call("math", "exorun:test/misbehave#echo", &slab, &[]).unwrap();
+        call.set_seq(neorpc::frame::Seq(seq));
+        let bytes = call.into_bytes();
+        chunk.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_le_bytes());
+        chunk.extend_from_slice(&bytes);
+    }
+    for _ in 0..1000 {
+        let wrote = tokio::time::timeout(Duration::from_secs(2), flood.write_all(&chunk)).await;
+        if wrote.is_err() {
+            return flood;
+        }
+    }
+    panic!("the server kept reading calls it could not answer");
+}
+
+fn serve_misbehave(name: &str, drain: &str) -> Server {
+    let path = manifest(
+        name,
+        r#"
+[apps]
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.math]
+app = "misbehave"
+export = true
+"#,
+    );
+    Server::start_with(
+        &path,
+        &["--listen", "tcp://127.0.0.1:0", "--drain-timeout", drain],
+    )
+}
+
+/// Waits for the server to exit, at most `within`.
+fn exit_within(server: Server, within: Duration) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(server.child.wait_with_output());
+    });
+    let output = receiver
+        .recv_timeout(within)
+        .expect("the server exited in time");
+    (output.unwrap(), started.elapsed())
+}
+
+#[test]
+fn a_stop_with_a_peer_that_never_reads_ends_at_the_drain_timeout() {
+    let server = serve_misbehave("drain", "500ms");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let flood = tokio.block_on(stuck_peer(&server.address));
+    server.signal("-TERM");
+    let (output, took) = exit_within(server, Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr
+            .ends_with("exorun: drain timeout: closed 1 connections with calls still in flight\n"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(flood);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = serve_misbehave("twice", "60s");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let flood = tokio.block_on(stuck_peer(&server.address));
+    server.signal("-TERM");
+    let stderr_says_stopping = server.wait_for_stderr("exorun: stopping");
+    assert!(stderr_says_stopping, "the first signal started the stop");
+    server.signal("-INT");
+    let (output, took) = exit_within(server, Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    assert!(
+        took < Duration::from_secs(5),
+        "not the 60 s drain: {took:?}"
+    );
+    drop(flood);
 }

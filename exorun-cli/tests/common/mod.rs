@@ -75,9 +75,20 @@ impl Server {
 
     /// `start`, logging at `filter`.
     pub fn start_logging(manifest: &Path, listen: &str, filter: &str) -> Self {
+        Self::start_args(manifest, &["--listen", listen], filter)
+    }
+
+    /// Starts `exorun serve MANIFEST ARGS...` (logging at `warn`).
+    pub fn start_with(manifest: &Path, args: &[&str]) -> Self {
+        Self::start_args(manifest, args, "warn")
+    }
+
+    fn start_args(manifest: &Path, args: &[&str], filter: &str) -> Self {
         let mut child = exorun()
             .env("RUST_LOG", filter)
-            .args(["serve", manifest.to_str().unwrap(), "--listen", listen])
+            .arg("serve")
+            .arg(manifest)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -92,6 +103,28 @@ impl Server {
         let serving = lines.next().unwrap().unwrap();
         assert!(serving.starts_with("exorun: serving "), "{serving}");
         Self { child, address }
+    }
+
+    /// Sends `signal` (`-INT`, `-TERM`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    /// Reads the server's stderr until a line starts with `start`; `false` if it ends first.
+    /// (This takes the stderr pipe: `wait_with_output` then shows no stderr.)
+    pub fn wait_for_stderr(&mut self, start: &str) -> bool {
+        let Some(stderr) = self.child.stderr.take() else {
+            return false;
+        };
+        let mut lines = BufReader::new(stderr).lines();
+        let found = lines
+            .by_ref()
+            .any(|line| line.is_ok_and(|line| line.starts_with(start)));
+        // The rest is drained, so the server never writes to a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        found
     }
 
     /// Sends SIGINT and returns the exit status and stderr.
