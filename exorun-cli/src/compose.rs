@@ -47,8 +47,13 @@ pub enum Error {
     /// An instance failed while starting (after every check passed).
     #[error("{path}: instances.{instance}: {source}")]
     Instantiate {
+        /// The manifest's path (or the file's, for `Read`).
         path: String,
+
+        /// The instance, by its manifest name.
         instance: String,
+
+        /// The underlying error.
         source: builder::Error,
     },
 }

@@ -12,26 +12,47 @@ use wasmtime::component::wasm_wave;
 pub enum Error {
     /// The text is not `INSTANCE.INTERFACE#FUNCTION(ARGS)`.
     #[error("--invoke `{text}`: expected INSTANCE.INTERFACE#FUNCTION(ARGS)")]
-    Shape { text: String },
+    Shape {
+        /// The text given.
+        text: String,
+    },
     /// The composition has no such instance.
     #[error("--invoke: no instance `{instance}`")]
-    UnknownInstance { instance: String },
+    UnknownInstance {
+        /// The instance, by its manifest name.
+        instance: String,
+    },
     /// The instance's app does not export the function.
     #[error("--invoke: `{instance}` exports no {interface}#{function}")]
     UnknownFunction {
+        /// The instance, by its manifest name.
         instance: String,
+
+        /// The interface, fully qualified.
         interface: String,
+
+        /// The function.
         function: String,
     },
     /// The arguments do not parse against the function's parameter types.
     #[error("--invoke: arguments: {message}")]
-    Arguments { message: String },
+    Arguments {
+        /// What happened, in words.
+        message: String,
+    },
     /// The call failed.
     #[error("{instance}.{interface}#{function}: {source}")]
     Call {
+        /// The instance, by its manifest name.
         instance: String,
+
+        /// The interface, fully qualified.
         interface: String,
+
+        /// The function.
         function: String,
+
+        /// The underlying error.
         source: Box<instance::Error>,
     },
 }

@@ -7,10 +7,6 @@
 //! cannot parse; 130 when a second Ctrl-C or SIGTERM cut a stop short. Logs go to stderr through
 //! `tracing`, filtered by `RUST_LOG` (default `warn`); at `debug`, one line per remote call.
 
-mod compose;
-mod invoke;
-mod manifest;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
@@ -27,7 +23,10 @@ use exorun_transport::address;
 use exorun_transport::budget;
 use exorun_transport::net;
 
-use crate::invoke::Invocation;
+use exorun_cli::compose;
+use exorun_cli::invoke;
+use exorun_cli::invoke::Invocation;
+use exorun_cli::manifest;
 
 #[derive(Parser)]
 #[command(

@@ -50,14 +50,27 @@ pub const WASI_WILDCARD: &str = "wasi:*";
 pub enum Error {
     /// The file could not be read.
     #[error("{path}: cannot read: {message}")]
-    Read { path: String, message: String },
+    Read {
+        /// The manifest's path (or the file's, for `Read`).
+        path: String,
+        /// What happened, in words.
+        message: String,
+    },
     /// The file is not valid TOML or does not have the manifest's shape.
     #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
+    Syntax {
+        /// The manifest's path (or the file's, for `Read`).
+        path: String,
+        /// What happened, in words.
+        message: String,
+    },
     /// Keys whose values are wrong; each on its own line.
     #[error("{}", lines(path, problems))]
     Invalid {
+        /// The manifest's path (or the file's, for `Read`).
         path: String,
+
+        /// Each wrong key and what is wrong with it.
         problems: Vec<(String, Problem)>,
     },
 }
@@ -78,13 +91,22 @@ pub enum Problem {
     BadInstanceName,
     /// An instance names an app the manifest does not list.
     #[error("unknown app `{app}`")]
-    UnknownApp { app: String },
+    UnknownApp {
+        /// The app named.
+        app: String,
+    },
     /// A local link names an instance the manifest does not list.
     #[error("unknown instance `{instance}`")]
-    UnknownInstance { instance: String },
+    UnknownInstance {
+        /// The instance, by its manifest name.
+        instance: String,
+    },
     /// A system link names a system exorun does not have.
     #[error("unknown system `{system}` (known: wasi, logging, kv)")]
-    UnknownSystem { system: String },
+    UnknownSystem {
+        /// The system named.
+        system: String,
+    },
     /// A link that is not exactly one of system, local and remote.
     #[error("a link needs exactly one of `system`, `local` or `remote`")]
     LinkKind,
@@ -114,10 +136,16 @@ pub enum Problem {
     },
     /// `stdio` other than `inherit` or `closed`.
     #[error("stdio must be \"inherit\" or \"closed\", not `{stdio}`")]
-    BadStdio { stdio: String },
+    BadStdio {
+        /// The value given.
+        stdio: String,
+    },
     /// The component could not be read or compiled.
     #[error("{message}")]
-    Component { message: String },
+    Component {
+        /// What happened, in words.
+        message: String,
+    },
     /// A link does not hold (unlinked, stray, missing, mismatched, a handle across it).
     #[error("{0}")]
     Link(exorun_bind::builder::Problem),
@@ -177,12 +205,21 @@ pub enum Link {
     /// The logging system.
     Logging,
     /// The kv system over the store of this name.
-    Kv { store: String },
+    Kv {
+        /// The store's name (stores with one name are one store).
+        store: String,
+    },
     /// Another instance of this composition, by name (looked up at each call).
-    Named { instance: String },
+    Named {
+        /// The instance, by its manifest name.
+        instance: String,
+    },
     /// An instance on another runtime.
     Remote {
+        /// The peer's address.
         address: Address,
+
+        /// The instance's name on the peer.
         target: String,
         /// How long one call may wait for its reply.
         timeout: Duration,
@@ -304,12 +341,18 @@ pub const COMPONENT_BYTES_MAX: u64 = exorun_core::registry::COMPONENT_BYTES_MAX;
 /// that cannot be read or parsed is an `Err`; every other problem is listed in
 /// `Manifest::problems`, to be reported with those that compiling and linking find.
 pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, Error> {
-    let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
-        path: shown.clone(),
+        path: path.display().to_string(),
         message: error.to_string(),
     })?;
-    let mut raw: RawManifest = toml::from_str(&text).map_err(|error| Error::Syntax {
+    parse(path, &text, peers)
+}
+
+/// Checks manifest `text` as if read from `path` (relative paths in it are resolved against
+/// `path`'s directory; the app files are looked at, not read); see `load`.
+pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Result<Manifest, Error> {
+    let shown = path.display().to_string();
+    let mut raw: RawManifest = toml::from_str(text).map_err(|error| Error::Syntax {
         path: shown.clone(),
         message: error.message().to_owned(),
     })?;
