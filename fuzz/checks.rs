@@ -35,8 +35,17 @@ pub fn frame(data: &[u8]) {
             let outcome = reply.outcome.as_ref().map(|slab| &slab[..]);
             frame::encode_reply(reply.seq, outcome).expect("a decoded reply encodes again")
         }
+        frame::Message::Ping(ping) => frame::encode_ping(*ping).expect("a ping encodes"),
+        frame::Message::Pong(pong) => frame::encode_pong(*pong).expect("a pong encodes"),
+        frame::Message::GoAway { last_seq } => {
+            frame::encode_go_away(*last_seq).expect("a go-away encodes")
+        }
     };
-    assert_eq!(frame::decode(&again), Ok(message), "a re-encoded frame decodes to itself");
+    assert_eq!(
+        frame::decode(&again),
+        Ok(message),
+        "a re-encoded frame decodes to itself"
+    );
 }
 
 /// The parameter types of every `exorun:test/values` function (every WIT value kind), from
@@ -56,12 +65,14 @@ fn value_types() -> &'static [Vec<Type>] {
         else {
             panic!("values is not an instance");
         };
-        let functions = instance.exports(&engine).filter_map(|(_, item)| match item.ty {
-            wasmtime::component::types::ComponentItem::ComponentFunc(func) => {
-                Some(func.params().map(|(_, ty)| ty).collect::<Vec<Type>>())
-            }
-            _ => None,
-        });
+        let functions = instance
+            .exports(&engine)
+            .filter_map(|(_, item)| match item.ty {
+                wasmtime::component::types::ComponentItem::ComponentFunc(func) => {
+                    Some(func.params().map(|(_, ty)| ty).collect::<Vec<Type>>())
+                }
+                _ => None,
+            });
         functions.collect()
     })
 }
@@ -101,8 +112,11 @@ pub fn stream(data: &[u8]) {
     tokio.block_on(async {
         let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> =
             Box::new(std::io::Cursor::new(wire.to_vec()));
-        let transport =
-            stream::Transport::new(reader, Box::new(tokio::io::sink()), stream::Config::new(limit));
+        let transport = stream::Transport::new(
+            reader,
+            Box::new(tokio::io::sink()),
+            stream::Config::new(limit),
+        );
         for message in messages {
             let received = transport.recv().await;
             assert_eq!(received, Ok(Some(Bytes::from(message))));
@@ -124,7 +138,10 @@ fn expected_framing(
         }
         let Some((prefix, body)) = rest.split_at_checked(4) else {
             let got = u64::try_from(rest.len()).expect("small");
-            return (messages, Err(transport::Error::Truncated { expected: 4, got }));
+            return (
+                messages,
+                Err(transport::Error::Truncated { expected: 4, got }),
+            );
         };
         let length = u64::from(u32::from_le_bytes(prefix.try_into().expect("four bytes")));
         if length > limit {

@@ -30,7 +30,7 @@ use exorun_core::registry::Export;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
-use exorun_transport::client::Client;
+use exorun_transport::client::Caller;
 use exorun_transport::transport::BoxFuture;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
@@ -131,7 +131,7 @@ pub(crate) fn link_named(
 pub(crate) fn link_remote(
     linker: &mut Linker<ExorunCtx>,
     import: &Interface,
-    client: &Arc<Client>,
+    client: &Arc<dyn Caller>,
     target: &str,
 ) -> Result<(), Error> {
     let forwards = import.functions.iter().map(|(function, signature)| {

@@ -25,7 +25,7 @@ use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
 use exorun_core::supervision::Spec;
 use exorun_core::system::SystemComponent;
-use exorun_transport::client::Client;
+use exorun_transport::client::Caller;
 use wasmtime::component::Linker;
 
 use crate::binder;
@@ -109,10 +109,11 @@ pub enum Linkable {
         /// The instance's registered name.
         name: String,
     },
-    /// An instance on another runtime, by name, through a shared client.
+    /// An instance on another runtime, by name, through a shared caller: a `peer::Peer` (which
+    /// reconnects and fails over) or one connection's `Client`.
     Remote {
-        /// The shared client of the connection to that runtime.
-        client: Arc<Client>,
+        /// The shared caller of that runtime.
+        client: Arc<dyn Caller>,
         /// The instance's name on that runtime.
         target: String,
     },

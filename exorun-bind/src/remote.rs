@@ -2,7 +2,8 @@
 //!
 //! Each call writes its arguments once, straight into a call frame (`frame::CallWriter` and
 //! `codec::encode_into`), with the caller's call chain converted to the wire's hops, hands the
-//! frame to the shared client, and decodes the reply's result slab into wasmtime's result slots
+//! frame to the shared `client::Caller` (one connection's `Client`, or a `peer::Peer` that
+//! reconnects and fails over), and decodes the reply's result slab into wasmtime's result slots
 //! against the import's own types. A failure is raised as the `client::Error` itself (with the
 //! target and method as context), so a serving runtime that runs this guest passes a remote
 //! `Failure` on to its own caller unchanged (`server::failure`), and an embedder reads it with
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use exorun_core::chain;
 use exorun_core::ledger::Signature;
 use exorun_transport::client;
-use exorun_transport::client::Client;
+use exorun_transport::client::Caller;
 use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
 use neorpc::frame;
@@ -57,7 +58,7 @@ pub(crate) fn from_wire(chain: &[frame::Hop]) -> Vec<chain::Hop> {
 
 /// One remotely linked function: where calls go and how results decode.
 pub(crate) struct Function {
-    client: Arc<Client>,
+    client: Arc<dyn Caller>,
     target: String,
     method: String,
     results: Vec<Type>,
@@ -65,7 +66,7 @@ pub(crate) struct Function {
 
 impl Function {
     pub(crate) fn new(
-        client: &Arc<Client>,
+        client: &Arc<dyn Caller>,
         target: &str,
         interface: &str,
         function: &str,
@@ -85,7 +86,7 @@ impl Function {
         let frame = self
             .frame(params, &limits)
             .map_err(|error| self.raise(error))?;
-        let called = self.client.call(frame).await;
+        let called = self.client.call_within(frame, self.client.timeout()).await;
         let slab = called.map_err(|error| self.raise(error))?;
         let decoded = codec::decode_into(&slab, &self.results, results, &limits);
         decoded.map_err(|error| self.raise(Error::Results(error)))

@@ -271,6 +271,8 @@ fn raised_failure(raised: &instance::Raised) -> Failure {
             client::Error::Remote(failure) => failure.clone(),
             client::Error::Timeout { .. }
             | client::Error::PeerClosed
+            | client::Error::Unresponsive { .. }
+            | client::Error::Unread(_)
             | client::Error::Overloaded { .. }
             | client::Error::Frame(_)
             | client::Error::Transport(_) => Failure::Internal { message: message() },

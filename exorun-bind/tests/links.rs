@@ -141,7 +141,7 @@ async fn remote_over_socket(address: &str) {
     let runtime = Runtime::new().unwrap();
     let client = socket_peer(&bound).await;
     let remote = Linkable::Remote {
-        client: Arc::clone(&client),
+        client: client.clone(),
         target: "math".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, remote)], None).await;
@@ -227,7 +227,7 @@ async fn the_builder_lists_every_problem_and_sends_nothing() {
     let runtime = Runtime::new().unwrap();
     let (client, counting, _far) = counting_peer();
     let remote = |target: &str| Linkable::Remote {
-        client: Arc::clone(&client),
+        client: client.clone(),
         target: target.into(),
     };
 

@@ -25,8 +25,8 @@ use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_transport::address::Address;
 use exorun_transport::client;
-use exorun_transport::client::Client;
 use exorun_transport::net;
+use exorun_transport::peer;
 use exorun_transport::transport;
 use neorpc::codec;
 use neorpc::failure::Failure;
@@ -155,11 +155,15 @@ async fn a_relay_whose_remote_import_failed_answers_once_its_peer_is_up() {
         .unwrap();
     let address = probe.local_address().unwrap();
     drop(probe);
-    let lazy = Arc::new(net::Lazy::new(
-        address.clone(),
-        transport::MESSAGE_BYTES_MAX,
+    let sockets = net::Sockets {
+        message_bytes_max: transport::MESSAGE_BYTES_MAX,
+    };
+    let to_provider = Arc::new(peer::Peer::new(
+        "provider",
+        vec![address.clone()],
+        Arc::new(sockets),
+        peer::Config::default(),
     ));
-    let to_provider = Arc::new(Client::new(lazy, client::Config::default()));
     let runtime = Runtime::new().unwrap();
     let link = Linkable::Remote {
         client: to_provider,

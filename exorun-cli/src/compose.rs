@@ -4,9 +4,9 @@
 //! for its problems; if there are any, report them all (with the manifest's path and each key)
 //! and stop. Only then instantiate, in manifest order. Local links name their target instance
 //! and resolve it at call time, so instances may link to each other in any order. Remote links
-//! connect on their first call (`net::Lazy`), so nothing touches the network before a guest
-//! calls out. Peers with the same address share one connection; kv stores with the same name
-//! are one store.
+//! go through one `peer::Peer` per manifest peer, which connects on the first call (nothing
+//! touches the network before a guest calls out), reconnects and fails over; kv stores with the
+//! same name are one store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,9 +25,9 @@ use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_systems::logging::Logging;
 use exorun_systems::wasi::Wasi;
-use exorun_transport::client;
-use exorun_transport::client::Client;
+use exorun_transport::client::Caller;
 use exorun_transport::net;
+use exorun_transport::peer::Peer;
 use exorun_transport::transport;
 
 use crate::manifest;
@@ -66,15 +66,16 @@ pub struct Composition {
     pub exports: Arc<Exports>,
 }
 
-/// Shared providers: one logging system, one kv system per store name, one client (connection)
-/// per address and timeout.
-struct Providers {
+/// Shared providers: one logging system, one kv system per store name, one peer (one
+/// connection kept up, with failover) per peer of the manifest.
+struct Providers<'m> {
     logging: Arc<dyn SystemComponent>,
     stores: BTreeMap<String, Arc<dyn SystemComponent>>,
-    clients: BTreeMap<(String, std::time::Duration), Arc<Client>>,
+    peers: BTreeMap<String, Arc<Peer>>,
+    manifest: &'m Manifest,
 }
 
-impl Providers {
+impl Providers<'_> {
     fn linkable(
         &mut self,
         link: &Link,
@@ -95,22 +96,18 @@ impl Providers {
                 app: app_of(instance)?,
                 name: instance.clone(),
             },
-            Link::Remote {
-                address,
-                target,
-                timeout,
-            } => {
-                let key = (address.to_string(), *timeout);
-                let client = self.clients.entry(key).or_insert_with(|| {
-                    let lazy = net::Lazy::new(address.clone(), transport::MESSAGE_BYTES_MAX);
-                    let config = client::Config {
-                        timeout: *timeout,
-                        ..client::Config::default()
+            Link::Remote { peer, target } => {
+                let spec = self.manifest.peers.get(peer)?;
+                let shared = self.peers.entry(peer.clone()).or_insert_with(|| {
+                    let sockets = net::Sockets {
+                        message_bytes_max: transport::MESSAGE_BYTES_MAX,
                     };
-                    Arc::new(Client::new(Arc::new(lazy), config))
+                    let addresses = spec.addresses.clone();
+                    Arc::new(Peer::new(peer, addresses, Arc::new(sockets), spec.config))
                 });
+                let client: Arc<dyn Caller> = shared.clone();
                 Linkable::Remote {
-                    client: Arc::clone(client),
+                    client,
                     target: target.clone(),
                 }
             }
@@ -178,7 +175,8 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
         stores: BTreeMap::new(),
-        clients: BTreeMap::new(),
+        peers: BTreeMap::new(),
+        manifest: &manifest,
     };
     let mut builders = Vec::new();
     for (name, instance) in &manifest.instances {

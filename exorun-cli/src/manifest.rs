@@ -5,7 +5,9 @@
 //! consumer = "../fixtures/math-consumer.wasm"
 //!
 //! [peers]                                   # name -> address; `--peer NAME=ADDRESS` overrides
-//! provider = "tcp://127.0.0.1:47411"         # or { address = "...", timeout_ms = 5000 }
+//! provider = "tcp://127.0.0.1:47411"         # or a table:
+//! backup = { addresses = ["tcp://a:1", "unix:///b"], timeout_ms = 5000, heartbeat_ms = 10000,
+//!            backoff_max_ms = 5000, when_down = "fail" }   # or "wait"; heartbeat_ms = 0: none
 //!
 //! [instances.calc]
 //! app = "consumer"
@@ -39,6 +41,7 @@ use exorun_core::limits::Limits;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
 use exorun_transport::address::Address;
+use exorun_transport::peer;
 use exorun_transport::transport;
 use serde::Deserialize;
 
@@ -134,6 +137,21 @@ pub enum Problem {
         /// The value given.
         restart: String,
     },
+    /// A remote link to a peer whose own settings are wrong (reported at its key).
+    #[error("the peer `{peer}` is not usable (see peers.{peer})")]
+    BrokenPeer {
+        /// The peer's name.
+        peer: String,
+    },
+    /// A peer with neither `address` nor `addresses`, both, or an empty list.
+    #[error("a peer needs `address` or a non-empty `addresses`, not both")]
+    PeerAddresses,
+    /// `when_down` other than `fail` or `wait`.
+    #[error("when_down must be \"fail\" or \"wait\", not `{when_down}`")]
+    BadWhenDown {
+        /// The value given.
+        when_down: String,
+    },
     /// `stdio` other than `inherit` or `closed`.
     #[error("stdio must be \"inherit\" or \"closed\", not `{stdio}`")]
     BadStdio {
@@ -159,6 +177,8 @@ pub struct Manifest {
     pub path: PathBuf,
     /// Keys whose values are wrong, with what is wrong.
     pub problems: Vec<(String, Problem)>,
+    /// The peers remote links reach, by name (or by the address a link gave inline).
+    pub peers: BTreeMap<String, Peer>,
     /// App names and component paths, resolved against the manifest's directory.
     pub apps: BTreeMap<String, PathBuf>,
     /// Instances by name.
@@ -216,14 +236,20 @@ pub enum Link {
     },
     /// An instance on another runtime.
     Remote {
-        /// The peer's address.
-        address: Address,
-
+        /// The peer, by its key in `Manifest::peers` (a name, or the address a link gave).
+        peer: String,
         /// The instance's name on the peer.
         target: String,
-        /// How long one call may wait for its reply.
-        timeout: Duration,
     },
+}
+
+/// A peer: where it is reached (in order: failover) and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its addresses, tried in order.
+    pub addresses: Vec<Address>,
+    /// Call timeout, heartbeat, back-off, and what a call does while it is down.
+    pub config: peer::Config,
 }
 
 #[derive(Deserialize)]
@@ -292,34 +318,33 @@ struct RawPreopen {
     writable: bool,
 }
 
-/// A peer: its address, or a table with the address and call settings.
+/// A peer: its address, or a table with its addresses and settings.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawPeer {
     Address(String),
-    Settings {
-        address: String,
-        timeout_ms: Option<u64>,
-    },
+    Settings(RawPeerSettings),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPeerSettings {
+    address: Option<String>,
+    addresses: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    when_down: Option<String>,
 }
 
 impl RawPeer {
-    fn address(&self) -> &str {
+    fn settings(self) -> RawPeerSettings {
         match self {
-            RawPeer::Address(address) | RawPeer::Settings { address, .. } => address,
-        }
-    }
-
-    fn timeout(&self) -> Duration {
-        match self {
-            RawPeer::Settings {
-                timeout_ms: Some(ms),
-                ..
-            } => Duration::from_millis(*ms),
-            RawPeer::Address(_)
-            | RawPeer::Settings {
-                timeout_ms: None, ..
-            } => exorun_transport::client::TIMEOUT_DEFAULT,
+            RawPeer::Address(address) => RawPeerSettings {
+                address: Some(address),
+                ..RawPeerSettings::default()
+            },
+            RawPeer::Settings(settings) => settings,
         }
     }
 }
@@ -357,17 +382,29 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
         message: error.message().to_owned(),
     })?;
     for (name, address) in peers {
-        let overridden = match raw.peers.remove(name) {
-            Some(RawPeer::Settings { timeout_ms, .. }) => RawPeer::Settings {
-                address: address.clone(),
-                timeout_ms,
-            },
-            Some(RawPeer::Address(_)) | None => RawPeer::Address(address.clone()),
-        };
-        raw.peers.insert(name.clone(), overridden);
+        let mut settings = raw
+            .peers
+            .remove(name)
+            .map(RawPeer::settings)
+            .unwrap_or_default();
+        settings.address = Some(address.clone());
+        settings.addresses = None;
+        raw.peers.insert(name.clone(), RawPeer::Settings(settings));
     }
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let mut problems = Vec::new();
+    let mut checked_peers = BTreeMap::new();
+    for (name, peer) in std::mem::take(&mut raw.peers) {
+        match check_peer(peer.settings()) {
+            Ok(peer) => {
+                checked_peers.insert(name, Some(peer));
+            }
+            Err(problem) => {
+                problems.push((format!("peers.{name}"), problem));
+                checked_peers.insert(name, None);
+            }
+        }
+    }
     let mut instances = BTreeMap::new();
     for (name, instance) in &raw.instances {
         let key = format!("instances.{name}");
@@ -375,7 +412,14 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
         if name.is_empty() || name.contains(unaddressable) {
             problems.push((key.clone(), Problem::BadInstanceName));
         }
-        let checked = check_instance(&raw, base, &key, instance, &mut problems);
+        let checked = check_instance(
+            &raw,
+            &mut checked_peers,
+            base,
+            &key,
+            instance,
+            &mut problems,
+        );
         instances.insert(name.clone(), checked);
     }
     let apps: BTreeMap<String, PathBuf> = raw
@@ -393,6 +437,10 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
     Ok(Manifest {
         path: path.to_owned(),
         problems,
+        peers: checked_peers
+            .into_iter()
+            .filter_map(|(name, peer)| Some((name, peer?)))
+            .collect(),
         apps,
         instances,
     })
@@ -400,6 +448,7 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
 
 fn check_instance(
     raw: &RawManifest,
+    peers: &mut BTreeMap<String, Option<Peer>>,
     base: &Path,
     key: &str,
     instance: &RawInstance,
@@ -421,7 +470,7 @@ fn check_instance(
     let mut links = BTreeMap::new();
     for (interface, link) in &instance.links {
         let link_key = format!("{key}.links.\"{interface}\"");
-        match check_link(raw, link) {
+        match check_link(raw, peers, link) {
             Ok(link) if interface == WASI_WILDCARD && link != Link::Wasi => {
                 problems.push((link_key, Problem::WildcardNotWasi));
             }
@@ -533,7 +582,11 @@ fn check_wasi(
     }
 }
 
-fn check_link(raw: &RawManifest, link: &RawLink) -> Result<Link, Problem> {
+fn check_link(
+    raw: &RawManifest,
+    peers: &mut BTreeMap<String, Option<Peer>>,
+    link: &RawLink,
+) -> Result<Link, Problem> {
     let kinds = [&link.system, &link.local, &link.remote];
     if kinds.iter().filter(|kind| kind.is_some()).count() != 1 {
         return Err(Problem::LinkKind);
@@ -564,14 +617,54 @@ fn check_link(raw: &RawManifest, link: &RawLink) -> Result<Link, Problem> {
         });
     }
     let remote = link.remote.as_deref().unwrap_or_default();
-    let peer = raw.peers.get(remote);
-    let address = peer.map_or(remote, RawPeer::address);
-    let address = Address::parse(address).map_err(Problem::BadAddress)?;
+    if let Some(None) = peers.get(remote) {
+        let peer = remote.to_owned();
+        return Err(Problem::BrokenPeer { peer });
+    }
+    if !peers.contains_key(remote) {
+        // Not a peer's name: an address given inline, a peer of its own with the defaults.
+        let address = Address::parse(remote).map_err(Problem::BadAddress)?;
+        let peer = Peer {
+            addresses: vec![address],
+            config: peer::Config::default(),
+        };
+        peers.insert(remote.to_owned(), Some(peer));
+    }
     let target = link.target.clone().ok_or(Problem::MissingTarget)?;
-    let timeout = peer.map_or(exorun_transport::client::TIMEOUT_DEFAULT, RawPeer::timeout);
     Ok(Link::Remote {
-        address,
+        peer: remote.to_owned(),
         target,
-        timeout,
     })
+}
+
+/// A peer's addresses (one of `address` and `addresses`) and settings.
+fn check_peer(settings: RawPeerSettings) -> Result<Peer, Problem> {
+    let written = match (settings.address, settings.addresses) {
+        (Some(address), None) => vec![address],
+        (None, Some(addresses)) if !addresses.is_empty() => addresses,
+        _ => return Err(Problem::PeerAddresses),
+    };
+    let mut addresses = Vec::new();
+    for address in &written {
+        addresses.push(Address::parse(address).map_err(Problem::BadAddress)?);
+    }
+    let mut config = peer::Config::default();
+    if let Some(ms) = settings.timeout_ms {
+        config.client.timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = settings.heartbeat_ms {
+        config.client.heartbeat = (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    if let Some(ms) = settings.backoff_max_ms {
+        config.backoff_max = Duration::from_millis(ms);
+    }
+    config.when_down = match settings.when_down.as_deref() {
+        None | Some("fail") => peer::WhenDown::Fail,
+        Some("wait") => peer::WhenDown::Wait,
+        Some(other) => {
+            let when_down = other.to_owned();
+            return Err(Problem::BadWhenDown { when_down });
+        }
+    };
+    Ok(Peer { addresses, config })
 }

@@ -56,10 +56,12 @@ links = { "exorun:test/math" = { local = "b" } }
     );
     assert_eq!(
         all_at_once,
-        "exorun: M: instances.a.app: unknown app `nope`\n\
+        "exorun: M: peers.far: bad address `http://nowhere`: expected tcp://HOST:PORT or \
+         unix://PATH\n\
+         exorun: M: instances.a.app: unknown app `nope`\n\
          exorun: M: instances.b.links.\"exorun:test/math\": unknown instance `ghost`\n\
-         exorun: M: instances.c.links.\"exorun:test/math\": bad address `http://nowhere`: \
-         expected tcp://HOST:PORT or unix://PATH\n\
+         exorun: M: instances.c.links.\"exorun:test/math\": the peer `far` is not usable (see \
+         peers.far)\n\
          exorun: M: instances.d.links.\"exorun:test/math\": unknown system `clock` (known: \
          wasi, logging, kv)\n\
          exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
@@ -79,12 +81,17 @@ links = { "exorun:test/math" = { local = "b" } }
 }
 
 #[test]
-fn supervision_mistakes_name_their_keys() {
+fn peer_and_supervision_mistakes_name_their_keys() {
     let all_at_once = refused(
         "supervision",
         r#"
 [apps]
 provider = "{fixtures}/math-provider.wasm"
+[peers]
+both = { address = "tcp://a:1", addresses = ["tcp://b:2"] }
+none = { timeout_ms = 5 }
+empty = { addresses = [] }
+moody = { address = "tcp://a:1", when_down = "sulk" }
 [instances.l]
 app = "provider"
 replicas = 0
@@ -96,7 +103,11 @@ replicas = "lots"
     );
     assert_eq!(
         all_at_once,
-        "exorun: M: instances.l.replicas: replicas must be a count from 1 up or \"per-call\"\n\
+        "exorun: M: peers.both: a peer needs `address` or a non-empty `addresses`, not both\n\
+         exorun: M: peers.empty: a peer needs `address` or a non-empty `addresses`, not both\n\
+         exorun: M: peers.moody: when_down must be \"fail\" or \"wait\", not `sulk`\n\
+         exorun: M: peers.none: a peer needs `address` or a non-empty `addresses`, not both\n\
+         exorun: M: instances.l.replicas: replicas must be a count from 1 up or \"per-call\"\n\
          exorun: M: instances.l.restart: restart must be \"always\" or \"never\", not \
          `sometimes`\n\
          exorun: M: instances.m.replicas: replicas must be a count from 1 up or \"per-call\"\n"

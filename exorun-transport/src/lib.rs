@@ -11,6 +11,8 @@
 //!   `unix://` addresses.
 //! - `client`: one correlating client per connection: sequence numbers, pending replies,
 //!   timeouts, backpressure, failing everything at once when the peer goes away.
+//! - `peer`: a named peer with failover addresses that keeps a connection up: reconnection
+//!   with back-off, heartbeats, go-away.
 //! - `serve`: the serving loop that decodes each call frame once, hands it to a `Dispatcher`
 //!   and writes replies.
 
@@ -20,6 +22,7 @@ pub mod client;
 pub mod memory;
 #[cfg(any(feature = "tcp", feature = "unix"))]
 pub mod net;
+pub mod peer;
 pub mod serve;
 pub mod stream;
 pub mod transport;

@@ -7,17 +7,13 @@
 //! parse, and connecting to or binding one whose feature is off fails with
 //! `transport::Error::NotBuilt`.
 //!
-//! `Lazy` connects on its first send instead of up front, so a composition can be checked and
-//! started without touching the network, and a peer that is not up yet is retried by the next
-//! call (a failed connect fails only the call that tried it).
+//! `Sockets` is the `peer::Connector` for these addresses: a `peer::Peer` over it connects on
+//! the first call, reconnects, and fails over between addresses.
 
 #[cfg(feature = "unix")]
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 #[cfg(feature = "tcp")]
 use tokio::net::TcpListener;
 #[cfg(feature = "tcp")]
@@ -26,10 +22,9 @@ use tokio::net::TcpStream;
 use tokio::net::UnixListener;
 #[cfg(feature = "unix")]
 use tokio::net::UnixStream;
-use tokio::sync::Notify;
-use tokio::sync::OnceCell;
 
 use crate::address::Address;
+use crate::peer;
 use crate::stream;
 use crate::transport;
 use crate::transport::BoxFuture;
@@ -56,79 +51,21 @@ pub async fn connect(
     }
 }
 
-/// A transport to `address` that connects on the first send; see the module doc.
-#[derive(Debug)]
-pub struct Lazy {
-    address: Address,
-    message_bytes_max: u64,
-    connection: OnceCell<Arc<stream::Transport>>,
-    connected: Notify,
-    closed: AtomicBool,
+/// Connects peers over sockets (`peer::Connector` for `tcp://` and `unix://` addresses).
+#[derive(Debug, Clone, Copy)]
+pub struct Sockets {
+    /// Largest message accepted on each connection.
+    pub message_bytes_max: u64,
 }
 
-impl Lazy {
-    /// A transport that will connect to `address` when first used.
-    pub fn new(address: Address, message_bytes_max: u64) -> Self {
-        Self {
-            address,
-            message_bytes_max,
-            connection: OnceCell::new(),
-            connected: Notify::new(),
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    /// Waits for a connection (or `close`), then receives from it.
-    async fn recv_when_connected(&self) -> Result<Option<Bytes>, transport::Error> {
-        loop {
-            // Registered before the checks, so a connection made in between is not missed.
-            let notified = self.connected.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.closed.load(Ordering::Acquire) {
-                return Ok(None);
-            }
-            if let Some(connection) = self.connection.get() {
-                return connection.recv().await;
-            }
-            notified.await;
-        }
-    }
-
-    /// Whether a connection has been made.
-    pub fn is_connected(&self) -> bool {
-        self.connection.initialized()
-    }
-}
-
-impl Transport for Lazy {
-    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), transport::Error>> {
+impl peer::Connector for Sockets {
+    fn connect<'a>(
+        &'a self,
+        address: &'a Address,
+    ) -> BoxFuture<'a, Result<Arc<dyn Transport>, transport::Error>> {
         Box::pin(async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(transport::Error::Closed);
-            }
-            if let Some(connection) = self.connection.get() {
-                return connection.send(message).await;
-            }
-            let connect = || connect(&self.address, self.message_bytes_max);
-            let connection = self.connection.get_or_try_init(connect).await?;
-            // Only the first sends get here; later ones take the branch above.
-            self.connected.notify_waiters();
-            connection.send(message).await
-        })
-    }
-
-    fn recv(&self) -> BoxFuture<'_, Result<Option<Bytes>, transport::Error>> {
-        Box::pin(self.recv_when_connected())
-    }
-
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.closed.store(true, Ordering::Release);
-            self.connected.notify_waiters();
-            if let Some(connection) = self.connection.get() {
-                connection.close().await;
-            }
+            let connected: Arc<dyn Transport> = connect(address, self.message_bytes_max).await?;
+            Ok(connected)
         })
     }
 }

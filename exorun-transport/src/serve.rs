@@ -11,10 +11,12 @@
 //! (`Error::Idle`); a frame that does not arrive whole within its deadline closes it too (the
 //! transport's `FrameDeadline`).
 //!
+//! A `Ping` is answered with a `Pong` (and, like any frame, counts as traffic).
+//!
 //! `connection_until` also stops when its `stop` future completes (a graceful shutdown): it
-//! reads no further frames, lets the calls already running finish and send their replies, then
-//! closes the transport. A frame half-read at that moment was never a call in flight and gets
-//! no reply.
+//! sends a `GoAway` naming the last call it read, reads no further frames, lets the calls
+//! already running finish and send their replies, then closes the transport. Calls the peer
+//! sent after that one were not read; the go-away tells it so, and it sends them elsewhere.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -120,6 +122,10 @@ pub struct Stats {
     pub violations: u64,
     /// Frames of unknown kinds (or stray replies) skipped.
     pub skipped: u64,
+    /// Pings answered.
+    pub pings: u64,
+    /// The highest seq of a call read (what a go-away names).
+    pub last_seq: u64,
 }
 
 /// Serves calls from `transport` until it closes; see the module doc for bad input.
@@ -153,6 +159,7 @@ pub async fn connection_until(
             biased;
             () = &mut stop => {
                 stopped = true;
+                go_away(transport.as_ref(), stats.last_seq).await;
                 break Ok(());
             }
             // A call ending may leave none in flight: look again, so the idle clock starts.
@@ -194,6 +201,16 @@ pub async fn connection_until(
     ended.map(|()| stats)
 }
 
+/// Tells the peer that no call after `last_seq` will be read (so it sends them elsewhere).
+async fn go_away(transport: &dyn Transport, last_seq: u64) {
+    let Ok(notice) = frame::encode_go_away(frame::Seq(last_seq)) else {
+        return;
+    };
+    if let Err(error) = transport.send(Bytes::from(notice)).await {
+        tracing::debug!(%error, "could not send a go-away; the peer is gone");
+    }
+}
+
 /// The next message, or `None` if `idle` passes first (a transport's `recv` is cancel-safe,
 /// so nothing is lost when it does).
 async fn recv_within(
@@ -224,9 +241,20 @@ impl Loop<'_> {
     ) -> Result<(), Error> {
         let call = match frame::decode(&message) {
             Ok(frame::Message::Call(call)) => call,
+            Ok(frame::Message::Ping(seq)) => {
+                stats.pings += 1;
+                if let Ok(pong) = frame::encode_pong(seq) {
+                    let _ = self.transport.send(Bytes::from(pong)).await;
+                }
+                return Ok(());
+            }
             Ok(frame::Message::Reply(reply)) => {
                 stats.skipped += 1;
                 tracing::warn!(seq = reply.seq.0, "skipped a reply sent to a server");
+                return Ok(());
+            }
+            Ok(frame::Message::Pong(_) | frame::Message::GoAway { .. }) => {
+                stats.skipped += 1;
                 return Ok(());
             }
             Err(frame::Error::UnknownKind { kind }) => {
@@ -246,6 +274,7 @@ impl Loop<'_> {
             }
         };
         stats.calls += 1;
+        stats.last_seq = stats.last_seq.max(call.seq.0);
         let slot = Arc::clone(self.slots)
             .acquire_owned()
             .await

@@ -1,6 +1,5 @@
 //! Boundary tests of the serving loop: failure reasons arrive intact, malformed calls are
-//! answered or skipped, a graceful stop lets the call in flight finish, and a lazy transport
-//! reaches a server once it is up.
+//! answered or skipped, a graceful stop lets the call in flight finish (peers: peers.rs).
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
@@ -10,13 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::call;
-use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::memory;
-use exorun_transport::net;
 use exorun_transport::serve;
-use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::failure::Failure;
@@ -187,7 +183,7 @@ async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
     let mut ping = frame::encode_call("t", "echo", &[0x0E], &[])
         .unwrap()
         .into_bytes();
-    ping[10..14].copy_from_slice(b"Ping");
+    ping[10..14].copy_from_slice(b"Xall");
     near.send(Bytes::from(ping)).await.unwrap();
     near.send(Bytes::from_static(&[0xFF, 0x00])).await.unwrap();
     let ended = server.await.unwrap();
@@ -198,31 +194,4 @@ async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
         }))
     );
     assert_eq!(near.recv().await, Ok(None), "the server closed its side");
-}
-
-#[tokio::test]
-async fn a_lazy_transport_connects_on_the_first_call_and_retries_after_a_refusal() {
-    let probe = net::Listener::bind(&address::Address::parse("tcp://127.0.0.1:0").unwrap())
-        .await
-        .unwrap();
-    let address = probe.local_address().unwrap();
-    drop(probe);
-    let lazy = Arc::new(net::Lazy::new(
-        address.clone(),
-        transport::MESSAGE_BYTES_MAX,
-    ));
-    let client = Client::new(lazy.clone(), client::Config::default());
-    assert!(!lazy.is_connected(), "creating the client touched nothing");
-    let refused = call(&client, "t", "echo", b"x").await.unwrap_err();
-    let client::Error::Transport(transport::Error::Io { kind, .. }) = refused else {
-        panic!("{refused:?}")
-    };
-    assert_eq!(kind, std::io::ErrorKind::ConnectionRefused);
-    let listener = net::Listener::bind(&address).await.unwrap();
-    tokio::spawn(async move {
-        let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
-        serve::connection(connection, Arc::new(Scripted), serve::Config::default()).await
-    });
-    assert_eq!(&call(&client, "t", "echo", b"up").await.unwrap()[..], b"up");
-    assert!(lazy.is_connected());
 }

@@ -1,4 +1,4 @@
-//! Call and reply envelopes (SPEC.md, "Frames").
+//! Call and reply envelopes, heartbeats and go-away notices (SPEC.md, "Frames").
 //!
 //! A frame is one neopack `Variant` named by its message kind (`Call`, `Reply`) whose payload is
 //! a `Map` of named entries. Argument and result slabs are opaque here: a `CallWriter` or
@@ -34,12 +34,19 @@ pub const CHAIN_HOPS_MAX: usize = 64;
 pub const KIND_CALL: &str = "Call";
 /// The message kind name of a reply frame.
 pub const KIND_REPLY: &str = "Reply";
+/// The message kind name of a heartbeat a peer sends on a quiet connection.
+pub const KIND_PING: &str = "Ping";
+/// The message kind name of the answer to a `Ping`.
+pub const KIND_PONG: &str = "Pong";
+/// The message kind name of a server's notice that it reads no further calls on a connection.
+pub const KIND_GO_AWAY: &str = "GoAway";
 
 const FIELD_SEQ: &str = "seq";
 const FIELD_TARGET: &str = "target";
 const FIELD_METHOD: &str = "method";
 const FIELD_ARGS: &str = "args";
 const FIELD_CHAIN: &str = "chain";
+const FIELD_LAST_SEQ: &str = "last_seq";
 const FIELD_OK: &str = "ok";
 const FIELD_FAIL: &str = "fail";
 
@@ -190,6 +197,17 @@ pub enum Message<'a> {
     Call(Call<'a>),
     /// The answer to a call.
     Reply(Reply<'a>),
+    /// A heartbeat: the peer answers with a `Pong` of the same seq.
+    Ping(Seq),
+    /// The answer to the `Ping` of this seq.
+    Pong(Seq),
+    /// The server reads no further calls on this connection: every call it read has a seq of
+    /// at most `last_seq` (0 if it read none) and will be answered; a call with a higher seq
+    /// was not read and may be sent again elsewhere.
+    GoAway {
+        /// The highest seq of a call the server read on this connection.
+        last_seq: Seq,
+    },
 }
 
 /// Writes a call frame: the header entries first, then the argument slab straight into
@@ -276,6 +294,19 @@ impl OutboundCall {
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
+
+    /// A call frame sent before (bytes as they went out, seq stamped), to send again under
+    /// another seq: it must decode as a call.
+    pub fn from_sent(bytes: &[u8]) -> Result<Self, Error> {
+        let Message::Call(_) = decode(bytes)? else {
+            return Err(Error::UnknownKind {
+                kind: "a frame that is not a call".to_owned(),
+            });
+        };
+        Ok(Self {
+            bytes: bytes.to_vec(),
+        })
+    }
 }
 
 impl ReplyWriter {
@@ -344,6 +375,32 @@ pub fn encode_reply(seq: Seq, outcome: Result<&[u8], &Failure>) -> Result<Vec<u8
     Ok(bytes)
 }
 
+/// A `Ping` frame.
+pub fn encode_ping(seq: Seq) -> Result<Vec<u8>, Error> {
+    encode_one_entry(KIND_PING, FIELD_SEQ, seq.0)
+}
+
+/// A `Pong` frame answering the `Ping` of `seq`.
+pub fn encode_pong(seq: Seq) -> Result<Vec<u8>, Error> {
+    encode_one_entry(KIND_PONG, FIELD_SEQ, seq.0)
+}
+
+/// A `GoAway` frame: no call with a seq above `last_seq` will be read.
+pub fn encode_go_away(last_seq: Seq) -> Result<Vec<u8>, Error> {
+    encode_one_entry(KIND_GO_AWAY, FIELD_LAST_SEQ, last_seq.0)
+}
+
+/// A frame of `kind` whose map holds one u64 entry.
+fn encode_one_entry(kind: &str, key: &str, value: u64) -> Result<Vec<u8>, Error> {
+    let mut encoder = Encoder::new();
+    encoder.variant_begin(kind)?;
+    encoder.map_begin()?;
+    entry_u64(&mut encoder, key, value)?;
+    encoder.map_end()?;
+    encoder.variant_end()?;
+    Ok(encoder.into_bytes()?)
+}
+
 /// Decodes a frame no larger than `FRAME_BYTES_MAX`.
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, Error> {
     decode_with_limit(bytes, FRAME_BYTES_MAX)
@@ -355,6 +412,18 @@ pub fn decode_with_limit(bytes: &[u8], frame_bytes_max: u64) -> Result<Message<'
     match kind {
         KIND_CALL => Ok(Message::Call(decode_call(&mut entries)?)),
         KIND_REPLY => Ok(Message::Reply(decode_reply(&mut entries)?)),
+        KIND_PING => Ok(Message::Ping(Seq(decode_one_entry(
+            &mut entries,
+            FIELD_SEQ,
+        )?))),
+        KIND_PONG => Ok(Message::Pong(Seq(decode_one_entry(
+            &mut entries,
+            FIELD_SEQ,
+        )?))),
+        KIND_GO_AWAY => {
+            let last_seq = Seq(decode_one_entry(&mut entries, FIELD_LAST_SEQ)?);
+            Ok(Message::GoAway { last_seq })
+        }
         other => Err(Error::UnknownKind {
             kind: other.to_owned(),
         }),
@@ -443,6 +512,20 @@ fn open_frame(bytes: &[u8], frame_bytes_max: u64) -> Result<(&str, Cursor<'_>), 
     let entries = payload.container(Tag::Map, "frame entries")?;
     payload.finish()?;
     Ok((kind, entries))
+}
+
+/// The one required u64 entry `field` of a frame (other entries skipped, as always).
+fn decode_one_entry(entries: &mut Cursor<'_>, field: &'static str) -> Result<u64, Error> {
+    let mut found = None;
+    while !entries.is_empty() {
+        let (key, mut value) = entries.variant("map entry")?;
+        if key != field {
+            continue;
+        }
+        set_once(&mut found, field, value.u64(field)?)?;
+        value.finish()?;
+    }
+    found.ok_or(missing(field))
 }
 
 fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {

@@ -232,13 +232,40 @@ fn a_readable_seq_followed_by_broken_bytes_is_still_read() {
     assert!(frame::decode_seq(&hex(GOLDEN_CALL)[..40]).is_err());
 }
 
+/// SPEC.md examples 4-6: a `Ping` and its `Pong` for seq 1, and a `GoAway` after seq 7.
+const GOLDEN_PING: &str = "33 24 00 00 00 10 04 00 00 00 50 69 6e 67 21 16 00 00 00 33 11 00 00 \
+    00 10 03 00 00 00 73 65 71 06 01 00 00 00 00 00 00 00";
+const GOLDEN_PONG: &str = "33 24 00 00 00 10 04 00 00 00 50 6f 6e 67 21 16 00 00 00 33 11 00 00 \
+    00 10 03 00 00 00 73 65 71 06 01 00 00 00 00 00 00 00";
+const GOLDEN_GO_AWAY: &str = "33 2b 00 00 00 10 06 00 00 00 47 6f 41 77 61 79 21 1b 00 00 00 33 \
+    16 00 00 00 10 08 00 00 00 6c 61 73 74 5f 73 65 71 06 07 00 00 00 00 00 00 00";
+
+#[test]
+fn heartbeats_and_go_away_match_spec_golden_bytes() {
+    assert_eq!(frame::encode_ping(Seq(1)).unwrap(), hex(GOLDEN_PING));
+    assert_eq!(frame::encode_pong(Seq(1)).unwrap(), hex(GOLDEN_PONG));
+    assert_eq!(frame::encode_go_away(Seq(7)).unwrap(), hex(GOLDEN_GO_AWAY));
+    assert_eq!(frame::decode(&hex(GOLDEN_PING)), Ok(Message::Ping(Seq(1))));
+    assert_eq!(frame::decode(&hex(GOLDEN_PONG)), Ok(Message::Pong(Seq(1))));
+    assert_eq!(
+        frame::decode(&hex(GOLDEN_GO_AWAY)),
+        Ok(Message::GoAway { last_seq: Seq(7) })
+    );
+    assert_eq!(frame::decode_seq(&hex(GOLDEN_PING)), Ok(Seq(1)));
+    let no_last = hand_frame("GoAway", &[("seq", u64_item(3))]);
+    assert_eq!(
+        frame::decode(&no_last),
+        Err(Error::MissingField { field: "last_seq" })
+    );
+}
+
 #[test]
 fn unknown_kind_is_a_specific_error() {
-    let ping = hand_frame("Ping", &[("seq", u64_item(3))]);
+    let cancel = hand_frame("Cancel", &[("seq", u64_item(3))]);
     assert_eq!(
-        frame::decode(&ping),
+        frame::decode(&cancel),
         Err(Error::UnknownKind {
-            kind: "Ping".into()
+            kind: "Cancel".into()
         })
     );
 }
