@@ -65,14 +65,12 @@ fn value_types() -> &'static [Vec<Type>] {
         else {
             panic!("values is not an instance");
         };
-        let functions = instance
-            .exports(&engine)
-            .filter_map(|(_, item)| match item.ty {
-                wasmtime::component::types::ComponentItem::ComponentFunc(func) => {
-                    Some(func.params().map(|(_, ty)| ty).collect::<Vec<Type>>())
-                }
-                _ => None,
-            });
+        let functions = instance.exports(&engine).filter_map(|(_, item)| {
+            let wasmtime::component::types::ComponentItem::ComponentFunc(func) = item.ty else {
+                return None;
+            };
+            Some(func.params().map(|(_, ty)| ty).collect::<Vec<Type>>())
+        });
         functions.collect()
     })
 }
