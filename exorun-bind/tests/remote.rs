@@ -323,7 +323,8 @@ async fn a_relay_whose_remote_import_is_down_answers_internal_with_the_cause() {
     assert_eq!(
         failed,
         remote(Failure::Internal {
-            message: "remote call exorun:test/math#add on `math`: the peer closed the connection"
+            message: "remote call exorun:test/math#add on `math`: the connection ended before the \
+                      server read the call"
                 .into()
         })
     );

@@ -103,9 +103,10 @@ pub enum Error {
         /// How long it was silent, in milliseconds.
         silent_ms: u64,
     },
-    /// The server went away (or was going away) before it read this call, which therefore did
-    /// not run; here is its frame, to send on another connection.
-    #[error("the server went away before reading the call")]
+    /// The call did not run: the server went away before reading it (a go-away), or the
+    /// connection had ended before it was sent. Here is its frame, to send on another
+    /// connection.
+    #[error("the connection ended before the server read the call")]
     Unread(Bytes),
     /// The connection is at its in-flight limit and the client is configured to fail.
     #[error("{calls_in_flight_max} calls already in flight")]
@@ -235,7 +236,12 @@ impl Client {
         timeout: Duration,
     ) -> Result<Bytes, Error> {
         let started = Instant::now();
-        let slot = self.acquire_slot(timeout).await?;
+        let slot = match self.acquire_slot(timeout).await {
+            Ok(slot) => slot,
+            // Never sent here: the server did not read it, and it may go elsewhere.
+            Err(Error::PeerClosed) => return Err(Error::Unread(Bytes::from(frame.into_bytes()))),
+            Err(error) => return Err(error),
+        };
         let sent = self.send(frame, slot).await?;
         let (pending, reply) = sent;
         let remaining = timeout.saturating_sub(started.elapsed());
@@ -274,11 +280,17 @@ impl Client {
             _slot: slot,
         };
         // Checked after inserting: `close_all` sets the flag before draining, so an entry
-        // inserted after the drain is seen here and fails instead of waiting forever.
+        // inserted after the drain is seen here and fails instead of waiting forever. Either
+        // way the frame was not sent: it comes back unread.
         if self.is_closed() {
-            return Err(self.ended());
+            return Err(Error::Unread(bytes));
         }
-        self.shared.transport.send(bytes).await?;
+        let queued = self.shared.transport.send(bytes.clone()).await;
+        match queued {
+            Ok(()) => {}
+            Err(transport::Error::Closed) => return Err(Error::Unread(bytes)),
+            Err(error) => return Err(error.into()),
+        }
         drop(next_seq);
         Ok((pending, receiver))
     }
@@ -408,7 +420,7 @@ async fn route(shared: &Shared, message: &Bytes) {
             };
             (reply.seq.0, outcome)
         }
-        Ok(frame::Message::GoAway { last_seq }) => return go_away(shared, last_seq),
+        Ok(frame::Message::GoAway { last_seq }) => return go_away(shared, last_seq).await,
         Ok(frame::Message::Ping(seq)) => return answer_ping(shared, seq).await,
         Ok(frame::Message::Pong(_)) => return,
         Ok(frame::Message::Call(call)) => {
@@ -435,8 +447,10 @@ async fn route(shared: &Shared, message: &Bytes) {
 }
 
 /// The server reads nothing after `last_seq`: no new call goes out here, and each call above
-/// it goes back to its caller, unread, with its frame.
-fn go_away(shared: &Shared, last_seq: frame::Seq) {
+/// it goes back to its caller, unread, with its frame. Under the lock that stamps and queues
+/// calls, so each call is either queued before this and found here, or sees the draining flag.
+async fn go_away(shared: &Shared, last_seq: frame::Seq) {
+    let _order = shared.order.lock().await;
     shared.draining.store(true, Ordering::Release);
     let unread: Vec<u64> = shared
         .pending

@@ -163,10 +163,15 @@ async fn dropped_server_fails_pending_calls_at_once_and_later_calls_immediately(
     }
     assert_eq!(client.pending_len(), 0);
     assert!(client.is_closed());
-    assert_eq!(
-        call(&client, "t", "i#f", b"y").await,
-        Err(client::Error::PeerClosed)
-    );
+    // A later call is never sent: it comes back unread, its frame whole, for a peer to resend.
+    let later = call(&client, "t", "i#f", b"y").await;
+    let Err(client::Error::Unread(frame)) = later else {
+        panic!("{later:?}")
+    };
+    let neorpc::frame::Message::Call(unsent) = neorpc::frame::decode(&frame).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(unsent.args, b"y");
 }
 
 #[tokio::test]
