@@ -173,3 +173,97 @@ fn a_second_signal_exits_at_once() {
     );
     drop(flood);
 }
+
+/// `add(40, 2)` on `target` at `address`, over a fresh connection.
+fn add_through(
+    tokio: &tokio::runtime::Runtime,
+    address: &str,
+    target: &str,
+) -> Result<Vec<Val>, client::Error> {
+    tokio.block_on(async {
+        let address = Address::parse(address).unwrap();
+        let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
+            .await
+            .unwrap();
+        let client = Client::new(connection, client::Config::default());
+        let slab = neorpc::codec::encode(&[Val::U32(40), Val::U32(2)]).unwrap();
+        let frame = neorpc::frame::encode_call(target, "exorun:test/math#add", &slab, &[]).unwrap();
+        let reply = client.call(frame).await?;
+        let types = [Type::U32];
+        Ok(neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap())
+    })
+}
+
+#[test]
+fn a_relay_heals_after_its_provider_is_killed_and_restarted_on_the_same_address() {
+    let provider = manifest(
+        "heal-provider",
+        r#"
+[apps]
+math-provider = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math-provider"
+export = true
+"#,
+    );
+    let first = Server::start(&provider, "tcp://127.0.0.1:0");
+    let provider_address = first.address.clone();
+    let relay = manifest(
+        "heal-relay",
+        &r#"
+[apps]
+relay = "{fixtures}/relay.wasm"
+[peers]
+provider = { address = "ADDRESS", backoff_max_ms = 200 }
+[instances.relay]
+app = "relay"
+export = true
+links = { "exorun:test/math" = { remote = "provider", target = "math" } }
+"#
+        .replace("ADDRESS", &provider_address),
+    );
+    let relay_server = Server::start(&relay, "tcp://127.0.0.1:0");
+    let relay_pid = relay_server.child.id();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        add_through(&tokio, &relay_server.address, "relay").unwrap(),
+        [Val::U32(42)]
+    );
+
+    // The provider dies without a word, and comes back on the same address.
+    first.signal("-KILL");
+    let (_, _) = exit_within(first, Duration::from_secs(10));
+    let down = add_through(&tokio, &relay_server.address, "relay");
+    assert!(
+        down.is_err(),
+        "a call through the relay fails while the provider is down"
+    );
+    let second = Server::start(&provider, &provider_address);
+    assert_eq!(second.address, provider_address);
+    let started = Instant::now();
+    let healed = loop {
+        match add_through(&tokio, &relay_server.address, "relay") {
+            Ok(results) => break results,
+            Err(error) => {
+                // Within the back-off bound (200 ms pauses) plus a restart of the relay.
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "still failing: {error}"
+                );
+            }
+        }
+    };
+    assert_eq!(healed, [Val::U32(42)]);
+    assert_eq!(
+        relay_server.child.id(),
+        relay_pid,
+        "the relay's runtime was never restarted"
+    );
+    let (status, stderr) = relay_server.interrupt();
+    assert!(status.success(), "{stderr}");
+    let (status, stderr) = second.interrupt();
+    assert!(status.success(), "{stderr}");
+}
