@@ -14,8 +14,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -78,6 +81,142 @@ async fn add(peer: &Peer, n: u32) -> Result<Vec<Val>, client::Error> {
     Ok(neorpc::codec::decode(&reply, &[Type::U32], &neorpc::codec::Limits::default()).unwrap())
 }
 
+/// What the restarting thread did, and the server it left running.
+struct Restarts {
+    server: Server,
+    graceful: u32,
+    killed: u32,
+    down: Duration,
+}
+
+/// Restarts `server` every `RESTART_EVERY` on `address` until `stop`, SIGTERM and SIGKILL in
+/// turn.
+fn restart_until(first: Server, path: &Path, address: &str, stop: &AtomicBool) -> Restarts {
+    let mut restarts = Restarts {
+        server: first,
+        graceful: 0,
+        killed: 0,
+        down: Duration::ZERO,
+    };
+    let mut next = Instant::now() + RESTART_EVERY;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let graceful = (restarts.graceful + restarts.killed).is_multiple_of(2);
+        let signal = if graceful { "-TERM" } else { "-KILL" };
+        let went = Instant::now();
+        restarts.server.signal(signal);
+        let _ = restarts.server.child.wait().unwrap();
+        restarts.server = Server::start(path, address);
+        restarts.down += went.elapsed();
+        restarts.graceful += u32::from(graceful);
+        restarts.killed += u32::from(!graceful);
+        next += RESTART_EVERY;
+    }
+    restarts
+}
+
+/// Makes `seconds * rate` calls at `rate` a second through `peer`, each tallied as it ends,
+/// then waits for the stragglers within their limit; returns how many were made.
+async fn drive(peer: &Arc<Peer>, seconds: u64, rate: u64, tally: &Arc<Mutex<Tally>>) -> u64 {
+    let mut calls = tokio::task::JoinSet::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / u32::try_from(rate).unwrap());
+    let total = seconds * rate;
+    for n in 0..total {
+        ticks.tick().await;
+        let peer = Arc::clone(peer);
+        let tally = Arc::clone(tally);
+        let n = u32::try_from(n).unwrap();
+        calls.spawn(async move {
+            let began = Instant::now();
+            let result = add(&peer, n).await;
+            tally.lock().unwrap().record(n, result, began.elapsed());
+        });
+        // Reap the finished ones so the set stays small.
+        while calls.try_join_next().is_some() {}
+    }
+    // Every call ends within its own limit; one still running after it (plus slack) is lost.
+    let grace = tokio::time::sleep(CALL_TIMEOUT + Duration::from_secs(5));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            joined = calls.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+            }
+            () = &mut grace => break,
+        }
+    }
+    calls.abort_all();
+    total
+}
+
+impl Tally {
+    /// Counts how call `n` ended.
+    fn record(&mut self, n: u32, result: Result<Vec<Val>, client::Error>, took: Duration) {
+        let Ok(values) = result else {
+            let reason = result.err().map(|error| reason(&error)).unwrap_or_default();
+            *self.failed.entry(reason).or_default() += 1;
+            return;
+        };
+        if values != [Val::U32(n + 1)] {
+            self.wrong += 1;
+            return;
+        }
+        self.ok += 1;
+        self.micros
+            .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Prints the tally of `sent` calls; returns how many were lost.
+    fn report(&mut self, sent: u64) -> u64 {
+        let failed: u64 = self.failed.values().sum();
+        let lost = sent - self.ok - self.wrong - failed;
+        self.micros.sort_unstable();
+        println!(
+            "soak: ok {} / failed {failed} / lost {lost} / wrong {}",
+            self.ok, self.wrong
+        );
+        for (reason, count) in &self.failed {
+            println!("soak:   failed {reason}: {count}");
+        }
+        println!(
+            "soak: latency of ok calls p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            permille(&self.micros, 500),
+            permille(&self.micros, 990),
+            permille(&self.micros, 999),
+            self.micros.last().copied().unwrap_or(0)
+        );
+        lost
+    }
+}
+
+/// The peer the soak calls through: waits for a restarting server within each call's limit.
+fn soak_peer(address: &str) -> Peer {
+    let config = peer::Config {
+        client: client::Config {
+            timeout: CALL_TIMEOUT,
+            heartbeat: Some(Duration::from_secs(1)),
+            ..client::Config::default()
+        },
+        backoff_max: Duration::from_millis(200),
+        when_down: peer::WhenDown::Wait,
+        ..peer::Config::default()
+    };
+    let connector = Arc::new(net::Sockets {
+        message_bytes_max: transport::MESSAGE_BYTES_MAX,
+    });
+    Peer::new(
+        "soak",
+        vec![Address::parse(address).unwrap()],
+        connector,
+        config,
+    )
+}
+
 fn main() {
     let seconds = env_number("SOAK_SECS", 60);
     let rate = env_number("SOAK_RATE", 1000).max(1);
@@ -97,135 +236,34 @@ export = true
         .enable_all()
         .build()
         .unwrap();
-    let config = peer::Config {
-        client: client::Config {
-            timeout: CALL_TIMEOUT,
-            heartbeat: Some(Duration::from_secs(1)),
-            ..client::Config::default()
-        },
-        backoff_max: Duration::from_millis(200),
-        when_down: peer::WhenDown::Wait,
-        ..peer::Config::default()
-    };
-    let connector = Arc::new(net::Sockets {
-        message_bytes_max: transport::MESSAGE_BYTES_MAX,
-    });
-    let peer = Arc::new(Peer::new(
-        "soak",
-        vec![Address::parse(&address).unwrap()],
-        connector,
-        config,
-    ));
+    let peer = Arc::new(soak_peer(&address));
 
     // The restarts run on their own thread: starting a server blocks on its first lines.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let restarter = {
         let stop = Arc::clone(&stop);
         let path = path.clone();
         let address = address.clone();
-        std::thread::spawn(move || {
-            let mut server = first;
-            let mut restarts = (0_u32, 0_u32);
-            let mut down = Duration::ZERO;
-            let mut next = Instant::now() + RESTART_EVERY;
-            loop {
-                while Instant::now() < next {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        return (server, restarts, down);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let graceful = (restarts.0 + restarts.1).is_multiple_of(2);
-                let went = Instant::now();
-                server.signal(if graceful { "-TERM" } else { "-KILL" });
-                let _ = server.child.wait().unwrap();
-                server = Server::start(&path, &address);
-                down += went.elapsed();
-                if graceful {
-                    restarts.0 += 1;
-                } else {
-                    restarts.1 += 1;
-                }
-                next += RESTART_EVERY;
-            }
-        })
+        std::thread::spawn(move || restart_until(first, &path, &address, &stop))
     };
-
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
-    let sent = tokio.block_on(async {
-        let mut calls = tokio::task::JoinSet::new();
-        let mut ticks = tokio::time::interval(Duration::from_secs(1) / u32::try_from(rate).unwrap());
-        let total = seconds * rate;
-        for n in 0..total {
-            ticks.tick().await;
-            let peer = Arc::clone(&peer);
-            let tally = Arc::clone(&tally);
-            let n = u32::try_from(n).unwrap();
-            calls.spawn(async move {
-                let began = Instant::now();
-                let result = add(&peer, n).await;
-                let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let mut tally = tally.lock().unwrap();
-                match result {
-                    Ok(values) if values == [Val::U32(n + 1)] => {
-                        tally.ok += 1;
-                        tally.micros.push(took);
-                    }
-                    Ok(_) => tally.wrong += 1,
-                    Err(error) => *tally.failed.entry(reason(&error)).or_default() += 1,
-                }
-            });
-            // Reap the finished ones so the set stays small.
-            while calls.try_join_next().is_some() {}
-        }
-        // Every call ends within its own limit; what is still running after it (plus slack) is
-        // lost.
-        let grace = tokio::time::sleep(CALL_TIMEOUT + Duration::from_secs(5));
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                joined = calls.join_next() => {
-                    if joined.is_none() {
-                        break;
-                    }
-                }
-                () = &mut grace => break,
-            }
-        }
-        calls.abort_all();
-        total
-    });
+    let sent = tokio.block_on(drive(&peer, seconds, rate, &tally));
     let elapsed = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (server, (graceful, killed), down) = restarter.join().unwrap();
-    let (status, stderr) = server.interrupt();
-    assert!(status.success(), "{stderr}");
-
-    let mut tally = tally.lock().unwrap();
-    let failed: u64 = tally.failed.values().sum();
-    let lost = sent - tally.ok - tally.wrong - failed;
-    tally.micros.sort_unstable();
+    stop.store(true, Ordering::Relaxed);
+    let restarts = restarter.join().unwrap();
     println!(
-        "soak: {sent} calls at {rate}/s over {:.1} s; server restarted {} times ({graceful} SIGTERM, {killed} SIGKILL), down {:.0} ms in all",
+        "soak: {sent} calls at {rate}/s over {:.1} s; server restarted {} times ({} SIGTERM, {} SIGKILL), down {:.0} ms in all",
         elapsed.as_secs_f64(),
-        graceful + killed,
-        down.as_secs_f64() * 1000.0
+        restarts.graceful + restarts.killed,
+        restarts.graceful,
+        restarts.killed,
+        restarts.down.as_secs_f64() * 1000.0
     );
-    println!(
-        "soak: ok {} / failed {failed} / lost {lost} / wrong {}",
-        tally.ok, tally.wrong
-    );
-    for (reason, count) in &tally.failed {
-        println!("soak:   failed {reason}: {count}");
-    }
-    println!(
-        "soak: latency of ok calls p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-        permille(&tally.micros, 500),
-        permille(&tally.micros, 990),
-        permille(&tally.micros, 999),
-        tally.micros.last().copied().unwrap_or(0)
-    );
+    let mut tally = tally.lock().unwrap();
+    let lost = tally.report(sent);
+    let (status, stderr) = restarts.server.interrupt();
+    assert!(status.success(), "{stderr}");
     assert_eq!(lost, 0, "every call ends in exactly one way");
     assert_eq!(tally.wrong, 0, "every result is the right one");
 }
