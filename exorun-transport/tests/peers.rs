@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::Echo;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -38,40 +40,6 @@ enum Mode {
     Refuse,
     /// Connects, then never answers anything (a vanished host).
     Blackhole,
-}
-
-/// Answers every call with its own arguments, counting what it served and holding a call
-/// whose method is `hold` until released.
-struct Echo {
-    served: Arc<AtomicUsize>,
-    release: Arc<Notify>,
-    arrived: Arc<Notify>,
-}
-
-impl serve::Dispatcher for Echo {
-    fn dispatch(
-        &self,
-        call: frame::Call<'_>,
-        message: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
-        let (seq, args) = (call.seq, message.slice_ref(call.args));
-        let hold = call.method == "hold";
-        let (served, release, arrived) = (
-            Arc::clone(&self.served),
-            Arc::clone(&self.release),
-            Arc::clone(&self.arrived),
-        );
-        Box::pin(async move {
-            if hold {
-                let released = release.notified();
-                arrived.notify_waiters();
-                released.await;
-            }
-            served.fetch_add(1, Ordering::SeqCst);
-            Ok(frame::encode_reply(seq, Ok(&args)).unwrap())
-        })
-    }
 }
 
 /// A connector to in-memory servers, one per connection, under the test's command.

@@ -5,12 +5,18 @@
     reason = "each suite uses a different subset of the helpers"
 )]
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use exorun_transport::client;
 use exorun_transport::client::Client;
+use exorun_transport::serve;
+use exorun_transport::transport::BoxFuture;
 use neorpc::frame;
+use tokio::sync::Notify;
 
 /// Calls `method` on `target` with `args` as the slab, with the client's default timeout.
 pub async fn call(
@@ -39,3 +45,42 @@ pub async fn call_within(
 pub fn reply_ok(seq: frame::Seq, results: &[u8]) -> Bytes {
     Bytes::from(frame::encode_reply(seq, Ok(results)).expect("a small reply frame"))
 }
+
+/// Answers every call with its own arguments, counting what it served and holding a call
+/// whose method is `hold` until released.
+#[derive(Default)]
+pub struct Echo {
+    /// Calls served.
+    pub served: Arc<AtomicUsize>,
+    /// Releases the calls held (`notify_waiters`).
+    pub release: Arc<Notify>,
+    /// Notified when a held call has arrived.
+    pub arrived: Arc<Notify>,
+}
+
+impl serve::Dispatcher for Echo {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        message: &Bytes,
+        _: &serve::Caller,
+    ) -> BoxFuture<'static, serve::Outcome> {
+        let (seq, args) = (call.seq, message.slice_ref(call.args));
+        let hold = call.method == "hold";
+        let (served, release, arrived) = (
+            Arc::clone(&self.served),
+            Arc::clone(&self.release),
+            Arc::clone(&self.arrived),
+        );
+        Box::pin(async move {
+            if hold {
+                let released = release.notified();
+                arrived.notify_waiters();
+                released.await;
+            }
+            served.fetch_add(1, Ordering::SeqCst);
+            Ok(frame::encode_reply(seq, Ok(&args)).unwrap())
+        })
+    }
+}
+
