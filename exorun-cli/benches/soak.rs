@@ -44,6 +44,8 @@ struct Tally {
     ok: u64,
     wrong: u64,
     failed: BTreeMap<String, u64>,
+    /// When each failed call ended.
+    failed_at: Vec<Instant>,
     micros: Vec<u64>,
 }
 
@@ -87,6 +89,8 @@ struct Restarts {
     graceful: u32,
     killed: u32,
     down: Duration,
+    /// When each restart began, and whether it was graceful.
+    began: Vec<(Instant, bool)>,
 }
 
 /// Restarts `server` every `RESTART_EVERY` on `address` until `stop`, SIGTERM and SIGKILL in
@@ -97,6 +101,7 @@ fn restart_until(first: Server, path: &Path, address: &str, stop: &AtomicBool) -
         graceful: 0,
         killed: 0,
         down: Duration::ZERO,
+        began: Vec::new(),
     };
     let mut next = Instant::now() + RESTART_EVERY;
     while !stop.load(Ordering::Relaxed) {
@@ -107,6 +112,7 @@ fn restart_until(first: Server, path: &Path, address: &str, stop: &AtomicBool) -
         let graceful = (restarts.graceful + restarts.killed).is_multiple_of(2);
         let signal = if graceful { "-TERM" } else { "-KILL" };
         let went = Instant::now();
+        restarts.began.push((went, graceful));
         restarts.server.signal(signal);
         let _ = restarts.server.child.wait().unwrap();
         restarts.server = Server::start(path, address);
@@ -160,6 +166,7 @@ impl Tally {
         let Ok(values) = result else {
             let reason = result.err().map(|error| reason(&error)).unwrap_or_default();
             *self.failed.entry(reason).or_default() += 1;
+            self.failed_at.push(Instant::now());
             return;
         };
         if values != [Val::U32(n + 1)] {
@@ -171,8 +178,9 @@ impl Tally {
             .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
-    /// Prints the tally of `sent` calls; returns how many were lost.
-    fn report(&mut self, sent: u64) -> u64 {
+    /// Prints the tally of `sent` calls, failures by the kind of the restart before them;
+    /// returns how many were lost.
+    fn report(&mut self, sent: u64, restarts: &[(Instant, bool)]) -> u64 {
         let failed: u64 = self.failed.values().sum();
         let lost = sent - self.ok - self.wrong - failed;
         self.micros.sort_unstable();
@@ -183,6 +191,18 @@ impl Tally {
         for (reason, count) in &self.failed {
             println!("soak:   failed {reason}: {count}");
         }
+        let (mut after_term, mut after_kill, mut before) = (0, 0, 0);
+        for ended in &self.failed_at {
+            let last = restarts.iter().rev().find(|(at, _)| at <= ended);
+            match last {
+                Some((_, true)) => after_term += 1,
+                Some((_, false)) => after_kill += 1,
+                None => before += 1,
+            }
+        }
+        println!(
+            "soak:   failed after a SIGTERM {after_term}, after a SIGKILL {after_kill}, before any restart {before}"
+        );
         println!(
             "soak: latency of ok calls p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
             permille(&self.micros, 500),
@@ -261,7 +281,7 @@ export = true
         restarts.down.as_secs_f64() * 1000.0
     );
     let mut tally = tally.lock().unwrap();
-    let lost = tally.report(sent);
+    let lost = tally.report(sent, &restarts.began);
     let (status, stderr) = restarts.server.interrupt();
     assert!(status.success(), "{stderr}");
     assert_eq!(lost, 0, "every call ends in exactly one way");

@@ -13,7 +13,7 @@
 //! app = "consumer"
 //! export = false                            # reachable by remote callers?
 //! limits = { fuel_per_call = 2000000000, memory_mib = 64, lock_wait_ms = 30000,
-//!            calls_waiting_max = 64, bytes_waiting_mib = 64 }
+//!            calls_waiting_max = 1024, bytes_waiting_mib = 64 }
 //! replicas = 1                              # N instances behind the name, or "per-call"
 //! restart = "always"                        # or "never": a failed instance stays failed
 //! wasi = { env = { KEY = "value" }, args = ["a"], stdio = "inherit", preopen = [

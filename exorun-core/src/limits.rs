@@ -19,12 +19,15 @@ pub const TABLE_ELEMENTS_MAX: usize = 100_000;
 /// Longest a call waits for an instance that another call is using, before failing `Busy`.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Most calls waiting for one instance (or pool) at once; one more is refused `Overloaded` at
-/// once. 64 waiting calls keep a busy instance fed many calls deep, while a flood of callers is
-/// told no in microseconds instead of after the lock wait.
-pub const CALLS_WAITING_MAX: usize = 64;
+/// once. 1,024 waiting calls ride out a burst, such as the calls that queued in a peer while
+/// it reconnected to a restarted server (the soak bench: about 100 at 1,000 calls a second, 64
+/// refused more than half of them), or a server's 256 calls in flight on four connections,
+/// while a flood of callers is still told no in microseconds instead of after the lock wait;
+/// their memory is bounded by `BYTES_WAITING_MAX` whatever their number.
+pub const CALLS_WAITING_MAX: usize = 1024;
 /// Most bytes of arguments that calls waiting for one instance (or pool) may hold, as their
-/// callers weigh them (a server counts each waiting call's argument slab): 64 MiB lets the 64
-/// waiting calls carry 1 MiB each while bounding a pipelining peer far below the frame limit
+/// callers weigh them (a server counts each waiting call's argument slab): 64 MiB lets the
+/// 1,024 waiting calls carry 64 KiB each (or 64 of them 1 MiB) while bounding a pipelining peer far below the frame limit
 /// times the calls in flight.
 pub const BYTES_WAITING_MAX: u64 = 64 * 1024 * 1024;
 
