@@ -2,7 +2,8 @@
 //! refuses or blackholes connections on command, and a `peer::Peer` on `net::Sockets` calling
 //! through it. Every wait is on an event (a call arriving, a connect failing), never a sleep.
 
-#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+// Test helpers: a failed unwrap is a failed test.
 // A proxy and its pumps nest loops and selects by construction.
 #![allow(clippy::excessive_nesting)]
 
@@ -46,10 +47,7 @@ async fn echo_server(echo: Echo) -> String {
     let echo = Arc::new(echo);
     tokio::spawn(async move {
         loop {
-            let connection = listener
-                .accept(transport::MESSAGE_BYTES_MAX)
-                .await
-                .unwrap();
+            let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
             let connection: Arc<dyn Transport> = connection;
             let dispatcher: Arc<dyn serve::Dispatcher> = echo.clone();
             tokio::spawn(serve::connection(
@@ -336,7 +334,8 @@ async fn a_blackholed_connection_is_declared_dead_and_the_next_call_reconnects()
 async fn a_closed_first_address_fails_over_to_the_second() {
     let proxy = Proxy::start(echo_server(Echo::default()).await).await;
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let closed_address = Address::parse(&format!("tcp://{}", closed.local_addr().unwrap())).unwrap();
+    let closed_address =
+        Address::parse(&format!("tcp://{}", closed.local_addr().unwrap())).unwrap();
     drop(closed);
     let connector = watched();
     let peer = peer_through(

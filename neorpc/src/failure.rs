@@ -93,6 +93,15 @@ pub enum Failure {
         /// The instance concerned.
         instance: String,
     },
+    /// The caller (as its connection authenticated it, or anonymous) may not call this
+    /// interface of this instance; the call did not start and its arguments were not read.
+    #[error("this caller may not call `{interface}` on `{instance}`")]
+    PermissionDenied {
+        /// The instance concerned.
+        instance: String,
+        /// The interface of the method called.
+        interface: String,
+    },
 }
 
 /// Stable wire tags of the failure reasons (SPEC.md, "Failure reasons").
@@ -123,6 +132,8 @@ pub mod tag {
     pub const REENTRANT: u32 = 12;
     /// `Failure::ReplyTooLarge`
     pub const REPLY_TOO_LARGE: u32 = 13;
+    /// `Failure::PermissionDenied`
+    pub const PERMISSION_DENIED: u32 = 14;
 }
 
 impl Failure {
@@ -142,6 +153,7 @@ impl Failure {
             Failure::Internal { .. } => tag::INTERNAL,
             Failure::Reentrant { .. } => tag::REENTRANT,
             Failure::ReplyTooLarge { .. } => tag::REPLY_TOO_LARGE,
+            Failure::PermissionDenied { .. } => tag::PERMISSION_DENIED,
         }
     }
 }
@@ -159,6 +171,13 @@ pub(crate) fn encode(encoder: &mut Encoder, failure: &Failure) -> Result<(), cur
             encoder.str(instance)?;
         }
         Failure::MethodNotFound { method } => encoder.str(method)?,
+        Failure::PermissionDenied {
+            instance,
+            interface,
+        } => {
+            encoder.str(instance)?;
+            encoder.str(interface)?;
+        }
         Failure::BadArgumentCount { expected, found } => {
             encoder.u32(*expected)?;
             encoder.u32(*found)?;
@@ -224,6 +243,10 @@ pub(crate) fn decode(value: &mut Cursor<'_>) -> Result<Failure, frame::Error> {
         tag::REPLY_TOO_LARGE => Failure::ReplyTooLarge {
             reply_bytes: fields.u64("reply size")?,
             max: fields.u64("frame limit")?,
+        },
+        tag::PERMISSION_DENIED => Failure::PermissionDenied {
+            instance: text(&mut fields)?,
+            interface: text(&mut fields)?,
         },
         unknown => return Err(frame::Error::UnknownFailureTag { tag: unknown }),
     };

@@ -362,6 +362,24 @@ fn trailing_bytes_after_a_frame_are_refused() {
 }
 
 #[test]
+fn permission_denied_is_tag_14_with_instance_then_interface() {
+    // SPEC.md "Failure reasons": [u32 14, "calc", "exorun:test/math"].
+    let reason = hex("20 23 00 00 00 05 0e 00 00 00 10 04 00 00 00 63 61 6c 63 \
+        10 10 00 00 00 65 78 6f 72 75 6e 3a 74 65 73 74 2f 6d 61 74 68");
+    let bytes = hand_frame("Reply", &[("seq", u64_item(3)), ("fail", reason)]);
+    let failure = Failure::PermissionDenied {
+        instance: "calc".into(),
+        interface: "exorun:test/math".into(),
+    };
+    assert_eq!(failure.tag(), 14);
+    assert_eq!(frame::encode_reply(Seq(3), Err(&failure)).unwrap(), bytes);
+    let Message::Reply(reply) = frame::decode(&bytes).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.outcome, Err(failure));
+}
+
+#[test]
 fn unknown_failure_tag_is_refused() {
     let reason = hex("20 05 00 00 00 05 63 00 00 00"); // [u32 99]
     let bytes = hand_frame("Reply", &[("seq", u64_item(1)), ("fail", reason)]);
@@ -401,6 +419,10 @@ fn failure_strategy() -> impl Strategy<Value = Failure> {
         text.prop_map(|instance| Failure::Reentrant { instance }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(reply_bytes, max)| Failure::ReplyTooLarge { reply_bytes, max }),
+        (text, text).prop_map(|(instance, interface)| Failure::PermissionDenied {
+            instance,
+            interface
+        }),
     ]
 }
 

@@ -83,4 +83,3 @@ impl serve::Dispatcher for Echo {
         })
     }
 }
-
