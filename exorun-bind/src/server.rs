@@ -2,27 +2,35 @@
 //!
 //! `Exports` is the neorpc dispatcher over one runtime: a call's `target` names an instance
 //! that was explicitly exported (nothing else is reachable, registered or not) and its `method`
-//! names `interface#function` (`#function` for a root export). Both are resolved as the call
-//! arrives, from the one decode the serving loop made; the call's future keeps the argument
+//! names `interface#function` (`#function` for a root export). An export may name who may call
+//! it (`Allow::Keys`: node keys, each to all or some interfaces); a caller not allowed, or an
+//! anonymous one on a plaintext connection, is answered `PermissionDenied` before anything is
+//! decoded. Both are resolved as the call arrives, from the one decode the serving loop made; the call's future keeps the argument
 //! slab as a slice of the frame, decodes it against the export's own parameter types when it
 //! runs, and writes the results straight into the reply frame. Each way a call can fail has its
 //! exact reason: unknown instance or method, wrong argument count or type, trap, fuel, memory, a
 //! rejection's code; a remote failure further down a chain (a relay's own remote import) passes
 //! through unchanged, and a named link that finds no instance says so. A call runs inside the
 //! call chain it carried, so a call back into an instance already on it (A -> B -> A across
-//! runtimes) fails at once with `Reentrant` instead of waiting for its caller.
+//! runtimes) fails at once with `Reentrant` instead of waiting for its caller, and as its
+//! caller's principal (`exorun_core::caller`: the node key its connection authenticated with),
+//! so host functions on its path can see who calls.
 //!
 //! `serve` accepts connections for an `Exports` as its `Config` says, until its `stop` future
 //! completes: at most `connections_max` connections (kept under the descriptor limit; one more
-//! is closed at once, with a log line at most once a second), each held to the frame deadline,
+//! is closed at once, before any handshake, with a log line at most once a second), each held
+//! to the frame deadline (its TLS or QUIC handshake included),
 //! the idle timeout and a byte budget all connections share. Then it stops accepting, lets
 //! calls in flight finish and reply for at most the drain timeout, and closes every connection.
 
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashSet;
+use dashmap::DashMap;
+use exorun_core::caller;
 use exorun_core::chain;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
@@ -32,6 +40,7 @@ use exorun_core::registry::Runtime;
 use exorun_transport::budget;
 use exorun_transport::budget::Budget;
 use exorun_transport::client;
+use exorun_transport::identity::PublicKey;
 use exorun_transport::net;
 use exorun_transport::net::Listener;
 use exorun_transport::serve;
@@ -50,10 +59,36 @@ use crate::remote;
 /// Pause after a failed accept, so a shortage of file descriptors does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
-/// The instances of a runtime that remote callers may reach.
+/// Who may call an export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Allow {
+    /// Any caller that can connect, authenticated or not.
+    #[default]
+    Anyone,
+    /// Only callers authenticated with one of these node keys, each to the interfaces listed
+    /// (`None`: every interface).
+    Keys(BTreeMap<PublicKey, Option<BTreeSet<String>>>),
+}
+
+impl Allow {
+    /// Whether a caller authenticated as `key` (`None`: anonymous) may call `interface`.
+    pub fn permits(&self, key: Option<&PublicKey>, interface: &str) -> bool {
+        let Allow::Keys(keys) = self else {
+            return true;
+        };
+        let Some(interfaces) = key.and_then(|key| keys.get(key)) else {
+            return false;
+        };
+        interfaces
+            .as_ref()
+            .is_none_or(|interfaces| interfaces.contains(interface))
+    }
+}
+
+/// The instances of a runtime that remote callers may reach, and who may reach each.
 pub struct Exports {
     runtime: Arc<Runtime>,
-    exported: DashSet<String>,
+    exported: DashMap<String, Allow>,
 }
 
 /// A call resolved to its instance and function, waiting to run.
@@ -71,20 +106,42 @@ impl Exports {
     pub fn new(runtime: Arc<Runtime>) -> Arc<Self> {
         Arc::new(Self {
             runtime,
-            exported: DashSet::new(),
+            exported: DashMap::new(),
         })
     }
 
-    /// Makes the instance registered as `name` reachable by remote callers.
+    /// Makes the instance registered as `name` reachable by any remote caller.
     pub fn export(&self, name: &str) -> Result<(), registry::Error> {
+        self.export_allowing(name, Allow::Anyone)
+    }
+
+    /// Makes the instance registered as `name` reachable by the callers `allow` names.
+    pub fn export_allowing(&self, name: &str, allow: Allow) -> Result<(), registry::Error> {
         self.runtime.instance_named(name)?;
-        self.exported.insert(name.to_owned());
+        self.exported.insert(name.to_owned(), allow);
         Ok(())
     }
 
     /// The exported names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.exported.iter().map(|name| name.clone()).collect();
+        let mut names: Vec<String> = self
+            .exported
+            .iter()
+            .map(|entry| entry.key().clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The exported names that only some keys may call (so they are reachable only over
+    /// authenticated connections), sorted.
+    pub fn restricted(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .exported
+            .iter()
+            .filter(|entry| matches!(entry.value(), Allow::Keys(_)))
+            .map(|entry| entry.key().clone())
+            .collect();
         names.sort();
         names
     }
@@ -100,17 +157,23 @@ impl Exports {
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
         };
-        if !self.exported.contains(target) {
+        let Some(allow) = self.exported.get(target).map(|entry| entry.value().clone()) else {
             return Err(instance_not_found());
+        };
+        let method_not_found = || Failure::MethodNotFound {
+            method: method.to_owned(),
+        };
+        let (interface, function) = method.split_once('#').ok_or_else(method_not_found)?;
+        if !allow.permits(caller.key(), interface) {
+            return Err(Failure::PermissionDenied {
+                instance: target.to_owned(),
+                interface: interface.to_owned(),
+            });
         }
         let handle = self
             .runtime
             .instance_named(target)
             .map_err(|_| instance_not_found())?;
-        let method_not_found = || Failure::MethodNotFound {
-            method: method.to_owned(),
-        };
-        let (interface, function) = method.split_once('#').ok_or_else(method_not_found)?;
         let export = handle.app().export(interface, function);
         let export = export.ok_or_else(method_not_found)?;
         Ok(Job {
@@ -144,7 +207,8 @@ impl Job {
     /// reply frame.
     async fn run(mut self) -> serve::Outcome {
         let chain = std::mem::take(&mut self.chain);
-        chain::within(chain, self.lease_and_call()).await
+        let principal = self.caller.key().map(ToString::to_string);
+        caller::within(principal, chain::within(chain, self.lease_and_call())).await
     }
 
     async fn lease_and_call(self) -> serve::Outcome {
@@ -390,18 +454,11 @@ pub async fn serve(
             });
             continue;
         }
-        let transport = match socket.into_transport(config.stream.clone()) {
-            Ok(transport) => transport,
-            Err(error) => {
-                tracing::debug!(%error, "could not set up an accepted connection");
-                continue;
-            }
-        };
         let dispatcher: Arc<dyn serve::Dispatcher> = exports.clone();
         connections.spawn(connection(
-            transport,
+            socket,
             dispatcher,
-            config.serve,
+            (config.stream.clone(), config.serve),
             stopped.clone(),
         ));
     }
@@ -433,17 +490,30 @@ async fn accept_into(listener: Listener, sockets: tokio::sync::mpsc::Sender<net:
     }
 }
 
-/// Serves one connection until it ends or the server stops.
+/// Opens one accepted connection (its handshake within the frame deadline) and serves it
+/// until it ends or the server stops.
 async fn connection(
-    transport: Arc<dyn transport::Transport>,
+    socket: net::Accepted,
     dispatcher: Arc<dyn serve::Dispatcher>,
-    config: serve::Config,
+    (stream, config): (stream::Config, serve::Config),
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    let opened = tokio::select! {
+        opened = socket.open(stream) => opened,
+        _ = stopped.wait_for(|stop| *stop) => return,
+    };
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::debug!(%error, "could not open an accepted connection");
+            return;
+        }
+    };
     let until = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let served = serve::connection_until(transport, dispatcher, config, until).await;
+    let transport: Arc<dyn transport::Transport> = opened.transport;
+    let served = serve::connection_from(transport, dispatcher, config, opened.peer, until).await;
     match served {
         Ok(_) => {}
         Err(

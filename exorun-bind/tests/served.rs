@@ -155,9 +155,7 @@ async fn a_relay_whose_remote_import_failed_answers_once_its_peer_is_up() {
         .unwrap();
     let address = probe.local_address().unwrap();
     drop(probe);
-    let sockets = net::Sockets {
-        message_bytes_max: transport::MESSAGE_BYTES_MAX,
-    };
+    let sockets = net::Sockets::new(transport::MESSAGE_BYTES_MAX);
     let to_provider = Arc::new(peer::Peer::new(
         "provider",
         vec![address.clone()],

@@ -226,9 +226,7 @@ fn soak_peer(address: &str) -> Peer {
         when_down: peer::WhenDown::Wait,
         ..peer::Config::default()
     };
-    let connector = Arc::new(net::Sockets {
-        message_bytes_max: transport::MESSAGE_BYTES_MAX,
-    });
+    let connector = Arc::new(net::Sockets::new(transport::MESSAGE_BYTES_MAX));
     Peer::new(
         "soak",
         vec![Address::parse(address).unwrap()],

@@ -26,8 +26,10 @@ use exorun_systems::kv;
 use exorun_systems::logging::Logging;
 use exorun_systems::wasi::Wasi;
 use exorun_transport::client::Caller;
+use exorun_transport::identity::NodeKey;
 use exorun_transport::net;
 use exorun_transport::peer::Peer;
+use exorun_transport::tls::Secure;
 use exorun_transport::transport;
 
 use crate::manifest;
@@ -64,6 +66,8 @@ pub struct Composition {
     pub instances: BTreeMap<String, InstanceHandle>,
     /// The instances remote callers may reach.
     pub exports: Arc<Exports>,
+    /// This runtime's node key, if the manifest (or `--key`) named one.
+    pub key: Option<Arc<NodeKey>>,
 }
 
 /// Shared providers: one logging system, one kv system per store name, one peer (one
@@ -72,6 +76,7 @@ struct Providers<'m> {
     logging: Arc<dyn SystemComponent>,
     stores: BTreeMap<String, Arc<dyn SystemComponent>>,
     peers: BTreeMap<String, Arc<Peer>>,
+    key: Option<Arc<NodeKey>>,
     manifest: &'m Manifest,
 }
 
@@ -98,9 +103,12 @@ impl Providers<'_> {
             },
             Link::Remote { peer, target } => {
                 let spec = self.manifest.peers.get(peer)?;
+                let key = self.key.clone();
                 let shared = self.peers.entry(peer.clone()).or_insert_with(|| {
-                    let sockets = net::Sockets {
-                        message_bytes_max: transport::MESSAGE_BYTES_MAX,
+                    let max = transport::MESSAGE_BYTES_MAX;
+                    let sockets = match (spec.pin, key) {
+                        (Some(pin), Some(key)) => net::Sockets::secure(max, Secure { key, pin }),
+                        _ => net::Sockets::new(max),
                     };
                     let addresses = spec.addresses.clone();
                     Arc::new(Peer::new(peer, addresses, Arc::new(sockets), spec.config))
@@ -167,6 +175,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         .filter_map(|(key, _)| key.strip_prefix("instances."))
         .map(str::to_owned)
         .collect();
+    let key = node_key(&manifest, &mut problems);
     let apps = compile_apps(&runtime, &manifest, &mut problems);
     let app_of = |instance: &str| {
         let app = &manifest.instances.get(instance)?.app;
@@ -176,6 +185,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         logging: Arc::new(Logging::new()),
         stores: BTreeMap::new(),
         peers: BTreeMap::new(),
+        key: key.clone(),
         manifest: &manifest,
     };
     let mut builders = Vec::new();
@@ -192,7 +202,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let builder = link_all(builder, name, instance, &mut providers, app_of);
         let found = match builder.checked() {
             Ok(checked) => {
-                builders.push((name.clone(), checked, instance.export));
+                builders.push((name.clone(), checked, instance.export.clone()));
                 continue;
             }
             Err(builder::Error::Refused { problems, .. }) => problems,
@@ -213,12 +223,36 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     for (name, builder, export) in builders {
         let started = builder.instantiate().await;
         let handle = started.map_err(|source| instantiate_error(&manifest, &name, source))?;
-        if export {
-            exports.export(&name)?;
+        if let Some(allow) = export {
+            exports.export_allowing(&name, allow)?;
         }
         instances.insert(name, handle);
     }
-    Ok(Composition { instances, exports })
+    Ok(Composition {
+        instances,
+        exports,
+        key,
+    })
+}
+
+/// Reads the node key the manifest (or `--key`) names; a secure peer without one, or a key
+/// file that cannot be used, is a problem.
+fn node_key(manifest: &Manifest, problems: &mut Vec<(String, Problem)>) -> Option<Arc<NodeKey>> {
+    let Some(path) = &manifest.key else {
+        for (name, peer) in &manifest.peers {
+            if peer.pin.is_some() {
+                problems.push((format!("peers.{name}"), Problem::NoNodeKey));
+            }
+        }
+        return None;
+    };
+    match NodeKey::read(path) {
+        Ok(key) => Some(Arc::new(key)),
+        Err(error) => {
+            problems.push(("key".to_owned(), Problem::Key(error)));
+            None
+        }
+    }
 }
 
 /// Compiles every app; a broken one is a problem at its key.

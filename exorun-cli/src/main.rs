@@ -19,8 +19,9 @@ use clap::Subcommand;
 use exorun_bind::server;
 use exorun_core::ledger;
 use exorun_core::registry::Runtime;
-use exorun_transport::address;
+use exorun_transport::address::Address;
 use exorun_transport::budget;
+use exorun_transport::identity::NodeKey;
 use exorun_transport::net;
 
 use exorun_cli::compose;
@@ -52,19 +53,40 @@ enum Command {
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
+        /// This runtime's node key file (overrides the manifest's `key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Host a composition and answer remote calls to its exported instances until Ctrl-C.
     Serve {
         /// The composition's TOML manifest.
         manifest: PathBuf,
-        /// Where to listen: `tcp://HOST:PORT` or `unix://PATH` (repeatable).
+        /// Where to listen: `tls://HOST:PORT`, `quic://HOST:PORT`, `tcp://HOST:PORT` or
+        /// `unix://PATH` (repeatable).
         #[arg(long, required = true)]
         listen: Vec<String>,
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
+        /// This runtime's node key file (overrides the manifest's `key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Allows plaintext `tcp://` on an address that is not loopback.
+        #[arg(long)]
+        insecure: bool,
         #[command(flatten)]
         limits: ServeLimits,
+    },
+    /// Write a new node key (ed25519, mode 0600) and print its public key.
+    Keygen {
+        /// Where to write it (an existing file is left alone).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a node key file.
+    Key {
+        /// The node key file.
+        path: PathBuf,
     },
     /// Print a component's imports and exports: interfaces, functions and signatures.
     Inspect {
@@ -187,24 +209,55 @@ async fn command(command: Command) -> Result<(), Failed> {
             manifest,
             invoke,
             peers,
-        } => run(&manifest, invoke.as_deref(), peers).await,
+            key,
+        } => {
+            let manifest = load(&manifest, peers, key)?;
+            run(manifest, invoke.as_deref()).await
+        }
         Command::Serve {
             manifest,
             listen,
             peers,
+            key,
+            insecure,
             limits,
-        } => serve(&manifest, &listen, peers, limits.config()).await,
+        } => {
+            let manifest = load(&manifest, peers, key)?;
+            let listening = Listening {
+                addresses: &listen,
+                insecure,
+            };
+            serve(manifest, &listening, limits.config()).await
+        }
         Command::Inspect { component } => inspect(&component),
+        Command::Keygen { out } => {
+            let key = NodeKey::generate()?;
+            key.write_new(&out)?;
+            println!("{}", key.public());
+            Ok(())
+        }
+        Command::Key { path } => {
+            println!("{}", NodeKey::read(&path)?.public());
+            Ok(())
+        }
     }
 }
 
-async fn run(
+/// Reads the manifest at `path`, with peer addresses and the node key overridden.
+fn load(
     path: &Path,
-    invoke: Option<&str>,
     peers: Vec<(String, String)>,
-) -> Result<(), Failed> {
+    key: Option<PathBuf>,
+) -> Result<manifest::Manifest, Failed> {
     let peers: BTreeMap<String, String> = peers.into_iter().collect();
-    let manifest = manifest::load(path, &peers)?;
+    let mut manifest = manifest::load(path, &peers)?;
+    if key.is_some() {
+        manifest.key = key;
+    }
+    Ok(manifest)
+}
+
+async fn run(manifest: manifest::Manifest, invoke: Option<&str>) -> Result<(), Failed> {
     let composition = compose::build(manifest).await?;
     if let Some(text) = invoke {
         let invocation = Invocation::parse(text)?;
@@ -245,14 +298,98 @@ async fn run(
     Err(Failed(failures))
 }
 
+/// Where `serve` listens, and whether plaintext may leave loopback.
+struct Listening<'a> {
+    addresses: &'a [String],
+    insecure: bool,
+}
+
+impl Listening<'_> {
+    /// Parses every address and refuses what would be unsafe or could not work: plaintext
+    /// TCP off loopback without `--insecure`, a secure listener without a node key, a
+    /// plaintext listener for exports restricted by keys. All problems at once.
+    fn check(
+        &self,
+        path: &Path,
+        key: Option<&Arc<NodeKey>>,
+        restricted: &[String],
+    ) -> Result<Vec<Address>, Failed> {
+        let mut problems = Vec::new();
+        let mut addresses = Vec::new();
+        for text in self.addresses {
+            match self.check_one(text, path, key, restricted) {
+                Ok(address) => addresses.push(address),
+                Err(found) => problems.extend(found),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Failed(problems));
+        }
+        Ok(addresses)
+    }
+
+    /// One `--listen` address, or its problems.
+    fn check_one(
+        &self,
+        text: &str,
+        path: &Path,
+        key: Option<&Arc<NodeKey>>,
+        restricted: &[String],
+    ) -> Result<Address, Vec<String>> {
+        let address =
+            Address::parse(text).map_err(|error| vec![format!("--listen {text}: {error}")])?;
+        let mut problems = Vec::new();
+        if let Address::Tcp(host_port) = &address
+            && !self.insecure
+            && !is_loopback(host_port)
+        {
+            problems.push(format!(
+                "--listen {text}: plaintext tcp:// off loopback lets anyone on the network \
+                 call and read every call; use tls:// or quic:// with --key, or pass --insecure"
+            ));
+        }
+        let secure = manifest::is_secure(&address);
+        if secure && key.is_none() {
+            problems.push(format!(
+                "--listen {text}: a secure listener needs this runtime's node key: --key \
+                 PATH, or `key = PATH` in the manifest"
+            ));
+        }
+        if !secure {
+            let problem = manifest::Problem::AllowOnPlaintext {
+                listener: text.to_owned(),
+            };
+            let shown = path.display();
+            let restricted = restricted.iter();
+            problems.extend(
+                restricted.map(|name| format!("{shown}: instances.{name}.export: {problem}")),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(address)
+    }
+}
+
+/// Whether `host_port`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
+fn is_loopback(host_port: &str) -> bool {
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn serve(
-    path: &Path,
-    listen: &[String],
-    peers: Vec<(String, String)>,
+    manifest: manifest::Manifest,
+    listening: &Listening<'_>,
     config: server::Config,
 ) -> Result<(), Failed> {
-    let peers: BTreeMap<String, String> = peers.into_iter().collect();
-    let manifest = manifest::load(path, &peers)?;
+    let path = manifest.path.clone();
     let composition = compose::build(manifest).await?;
     let names = composition.exports.names();
     if names.is_empty() {
@@ -261,9 +398,14 @@ async fn serve(
             "{path}: no instance has `export = true`; there is nothing to serve"
         )]));
     }
+    let restricted = composition.exports.restricted();
+    let addresses = listening.check(&path, composition.key.as_ref(), &restricted)?;
     let mut listeners = Vec::new();
-    for address in listen {
-        let listener = net::Listener::bind(&address::Address::parse(address)?).await?;
+    for address in &addresses {
+        let listener = match &composition.key {
+            Some(key) => net::Listener::bind_secure(address, key).await?,
+            None => net::Listener::bind(address).await?,
+        };
         println!("exorun: listening on {}", listener.local_address()?);
         listeners.push(listener);
     }

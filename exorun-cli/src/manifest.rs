@@ -1,6 +1,8 @@
 //! The composition manifest: TOML read into typed, validated settings.
 //!
 //! ```toml
+//! key = "node.key"                          # this runtime's node key (`exorun keygen`), for
+//!                                           # tls:// and quic://; `--key PATH` overrides
 //! [apps]                                    # name -> component path (relative to this file)
 //! consumer = "../fixtures/math-consumer.wasm"
 //!
@@ -8,10 +10,13 @@
 //! provider = "tcp://127.0.0.1:47411"         # or a table:
 //! backup = { addresses = ["tcp://a:1", "unix:///b"], timeout_ms = 5000, heartbeat_ms = 10000,
 //!            backoff_max_ms = 5000, when_down = "fail" }   # or "wait"; heartbeat_ms = 0: none
+//! secure = { address = "tls://10.0.0.7:47411", key = "ed25519:<64 hex digits>" }  # pinned
 //!
 //! [instances.calc]
 //! app = "consumer"
-//! export = false                            # reachable by remote callers?
+//! export = false                            # reachable by remote callers? or who may call:
+//!                                           # { allow = ["ed25519:…"] } or, per interface,
+//!                                           # { allow = { "ed25519:…" = ["exorun:test/math"] } }
 //! limits = { fuel_per_call = 2000000000, memory_mib = 64, lock_wait_ms = 30000,
 //!            calls_waiting_max = 1024, bytes_waiting_mib = 64 }
 //! replicas = 1                              # N instances behind the name, or "per-call"
@@ -37,10 +42,13 @@ use std::time::Duration;
 
 use std::num::NonZeroUsize;
 
+use exorun_bind::server::Allow;
 use exorun_core::limits::Limits;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
 use exorun_transport::address::Address;
+use exorun_transport::identity;
+use exorun_transport::identity::PublicKey;
 use exorun_transport::peer;
 use exorun_transport::transport;
 use serde::Deserialize;
@@ -146,6 +154,34 @@ pub enum Problem {
     /// A peer with neither `address` nor `addresses`, both, or an empty list.
     #[error("a peer needs `address` or a non-empty `addresses`, not both")]
     PeerAddresses,
+    /// A public key that does not parse, or a key file that cannot be used.
+    #[error("{0}")]
+    Key(identity::Error),
+    /// A peer with a `tls://` or `quic://` address and no `key` to pin.
+    #[error("a tls:// or quic:// peer needs `key`, the public key it must present (`exorun key`)")]
+    PeerNeedsKey,
+    /// A pinned key with a plaintext address, which could check no key.
+    #[error("`{address}` is plaintext and cannot check the pinned key; use tls:// or quic://")]
+    KeyOnPlaintext {
+        /// The plaintext address.
+        address: String,
+    },
+    /// A secure peer, but no node key for this runtime.
+    #[error(
+        "a secure peer needs this runtime's node key: `key = PATH` at the top of the manifest, or --key PATH"
+    )]
+    NoNodeKey,
+    /// An allow list that names no key (no one could call the export).
+    #[error("an allow list needs at least one key; to reach no one, use `export = false`")]
+    EmptyAllow,
+    /// An export restricted by keys served on a plaintext listener, whose callers have none.
+    #[error(
+        "an allow list needs secure listeners (tls://, quic://), but `{listener}` is plaintext"
+    )]
+    AllowOnPlaintext {
+        /// The plaintext listener.
+        listener: String,
+    },
     /// `when_down` other than `fail` or `wait`.
     #[error("when_down must be \"fail\" or \"wait\", not `{when_down}`")]
     BadWhenDown {
@@ -175,6 +211,8 @@ pub enum Problem {
 pub struct Manifest {
     /// Where it was read from.
     pub path: PathBuf,
+    /// This runtime's node key file (resolved against the manifest's directory), if named.
+    pub key: Option<PathBuf>,
     /// Keys whose values are wrong, with what is wrong.
     pub problems: Vec<(String, Problem)>,
     /// The peers remote links reach, by name (or by the address a link gave inline).
@@ -190,8 +228,8 @@ pub struct Manifest {
 pub struct Instance {
     /// The app it runs.
     pub app: String,
-    /// Whether remote callers may reach it.
-    pub export: bool,
+    /// Whether remote callers may reach it (`None`: no), and which ones.
+    pub export: Option<Allow>,
     /// Its limits.
     pub limits: Limits,
     /// How many instances serve it.
@@ -250,11 +288,14 @@ pub struct Peer {
     pub addresses: Vec<Address>,
     /// Call timeout, heartbeat, back-off, and what a call does while it is down.
     pub config: peer::Config,
+    /// The key it must present (its addresses are then all secure).
+    pub pin: Option<PublicKey>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
+    key: Option<PathBuf>,
     #[serde(default)]
     apps: BTreeMap<String, PathBuf>,
     #[serde(default)]
@@ -268,7 +309,7 @@ struct RawManifest {
 struct RawInstance {
     app: String,
     #[serde(default)]
-    export: bool,
+    export: RawExport,
     #[serde(default)]
     limits: RawLimits,
     replicas: Option<RawReplicas>,
@@ -277,6 +318,28 @@ struct RawInstance {
     wasi: RawWasi,
     #[serde(default)]
     links: BTreeMap<String, RawLink>,
+}
+
+/// `export = true | false` or `export = { allow = ... }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawExport {
+    Flag(bool),
+    Allow { allow: RawAllow },
+}
+
+impl Default for RawExport {
+    fn default() -> Self {
+        RawExport::Flag(false)
+    }
+}
+
+/// `allow = ["ed25519:…", …]` (every interface) or `allow = { "ed25519:…" = [interfaces] }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAllow {
+    Keys(Vec<String>),
+    PerKey(BTreeMap<String, Vec<String>>),
 }
 
 /// `replicas = N` or `replicas = "per-call"`.
@@ -335,6 +398,7 @@ struct RawPeerSettings {
     heartbeat_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
     when_down: Option<String>,
+    key: Option<String>,
 }
 
 impl RawPeer {
@@ -436,6 +500,7 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
     }
     Ok(Manifest {
         path: path.to_owned(),
+        key: raw.key.as_ref().map(|key| base.join(key)),
         problems,
         peers: checked_peers
             .into_iter()
@@ -480,6 +545,10 @@ fn check_instance(
             Err(problem) => problems.push((link_key, problem)),
         }
     }
+    let export = check_export(&instance.export).unwrap_or_else(|problem| {
+        problems.push((format!("{key}.export"), problem));
+        None
+    });
     let wasi = check_wasi(base, key, &instance.wasi, problems);
     let configured = !(wasi.env.is_empty() && wasi.args.is_empty() && wasi.preopens.is_empty())
         || instance.wasi.stdio.is_some();
@@ -488,13 +557,38 @@ fn check_instance(
     }
     Instance {
         app: instance.app.clone(),
-        export: instance.export,
+        export,
         limits,
         replicas,
         restart,
         wasi,
         links,
     }
+}
+
+/// Whether an instance is exported, and to whom.
+fn check_export(raw: &RawExport) -> Result<Option<Allow>, Problem> {
+    let allow = match raw {
+        RawExport::Flag(exported) => return Ok(exported.then_some(Allow::Anyone)),
+        RawExport::Allow { allow } => allow,
+    };
+    let entries: Vec<(&String, Option<&Vec<String>>)> = match allow {
+        RawAllow::Keys(keys) => keys.iter().map(|key| (key, None)).collect(),
+        RawAllow::PerKey(keys) => keys
+            .iter()
+            .map(|(key, interfaces)| (key, Some(interfaces)))
+            .collect(),
+    };
+    if entries.is_empty() {
+        return Err(Problem::EmptyAllow);
+    }
+    let mut keys = BTreeMap::new();
+    for (key, interfaces) in entries {
+        let key = PublicKey::parse(key).map_err(Problem::Key)?;
+        let interfaces = interfaces.map(|interfaces| interfaces.iter().cloned().collect());
+        keys.insert(key, interfaces);
+    }
+    Ok(Some(Allow::Keys(keys)))
 }
 
 /// The limits an instance's `limits` table gives, defaults for the rest.
@@ -624,9 +718,13 @@ fn check_link(
     if !peers.contains_key(remote) {
         // Not a peer's name: an address given inline, a peer of its own with the defaults.
         let address = Address::parse(remote).map_err(Problem::BadAddress)?;
+        if is_secure(&address) {
+            return Err(Problem::PeerNeedsKey);
+        }
         let peer = Peer {
             addresses: vec![address],
             config: peer::Config::default(),
+            pin: None,
         };
         peers.insert(remote.to_owned(), Some(peer));
     }
@@ -648,6 +746,17 @@ fn check_peer(settings: RawPeerSettings) -> Result<Peer, Problem> {
     for address in &written {
         addresses.push(Address::parse(address).map_err(Problem::BadAddress)?);
     }
+    let pin = settings.key.as_deref().map(PublicKey::parse).transpose();
+    let pin = pin.map_err(Problem::Key)?;
+    let plaintext = addresses.iter().find(|address| !is_secure(address));
+    match (pin, plaintext) {
+        (Some(_), Some(address)) => {
+            let address = address.to_string();
+            return Err(Problem::KeyOnPlaintext { address });
+        }
+        (None, _) if addresses.iter().any(is_secure) => return Err(Problem::PeerNeedsKey),
+        _ => {}
+    }
     let mut config = peer::Config::default();
     if let Some(ms) = settings.timeout_ms {
         config.client.timeout = Duration::from_millis(ms);
@@ -666,5 +775,14 @@ fn check_peer(settings: RawPeerSettings) -> Result<Peer, Problem> {
             return Err(Problem::BadWhenDown { when_down });
         }
     };
-    Ok(Peer { addresses, config })
+    Ok(Peer {
+        addresses,
+        config,
+        pin,
+    })
+}
+
+/// Whether `address` is authenticated and encrypted (`tls://`, `quic://`).
+pub fn is_secure(address: &Address) -> bool {
+    matches!(address, Address::Tls(_) | Address::Quic(_))
 }

@@ -1,10 +1,14 @@
-//! Addresses: where a runtime listens or a peer is reached, written `tcp://HOST:PORT` or
-//! `unix:///absolute/or/relative/path`. Parsing is pure and always built, whichever transports
+//! Addresses: where a runtime listens or a peer is reached, written `tcp://HOST:PORT`,
+//! `unix:///absolute/or/relative/path`, `tls://HOST:PORT` (TLS 1.3 over TCP) or
+//! `quic://HOST:PORT` (QUIC over UDP). Parsing is pure and always built, whichever transports
 //! this build has; a malformed address is `transport::Error::BadAddress` naming the reason.
 
 use std::path::PathBuf;
 
 use crate::transport;
+
+/// Makes an address of one kind from its `HOST:PORT`.
+type MakeAddress = fn(String) -> Address;
 
 /// Where a runtime listens or a peer is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,26 +17,42 @@ pub enum Address {
     Tcp(String),
     /// `unix://PATH`
     Unix(PathBuf),
+    /// `tls://HOST:PORT`: TLS 1.3 over TCP, authenticated by node keys.
+    Tls(String),
+    /// `quic://HOST:PORT`: QUIC over UDP, authenticated by node keys.
+    Quic(String),
 }
 
 impl Address {
-    /// Parses `tcp://HOST:PORT` or `unix://PATH`.
+    /// Parses `tcp://HOST:PORT`, `unix://PATH`, `tls://HOST:PORT` or `quic://HOST:PORT`.
     pub fn parse(text: &str) -> Result<Self, transport::Error> {
         let bad = |reason| transport::Error::BadAddress {
             address: text.to_owned(),
             reason,
         };
-        if let Some(host_port) = text.strip_prefix("tcp://") {
+        let schemes: [(&str, MakeAddress); 3] = [
+            ("tcp://", Address::Tcp),
+            ("tls://", Address::Tls),
+            ("quic://", Address::Quic),
+        ];
+        for (scheme, make) in schemes {
+            let Some(host_port) = text.strip_prefix(scheme) else {
+                continue;
+            };
             let Some((host, port)) = host_port.rsplit_once(':') else {
-                return Err(bad("a tcp address needs HOST:PORT"));
+                return Err(bad("a network address needs HOST:PORT"));
             };
             if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(bad("a tcp address needs a host and a port from 0 to 65535"));
+                return Err(bad(
+                    "a network address needs a host and a port from 0 to 65535",
+                ));
             }
-            return Ok(Address::Tcp(host_port.to_owned()));
+            return Ok(make(host_port.to_owned()));
         }
         let Some(path) = text.strip_prefix("unix://") else {
-            return Err(bad("expected tcp://HOST:PORT or unix://PATH"));
+            return Err(bad(
+                "expected tcp://HOST:PORT, unix://PATH, tls://HOST:PORT or quic://HOST:PORT",
+            ));
         };
         if path.is_empty() {
             return Err(bad("a unix address needs a path"));
@@ -46,6 +66,8 @@ impl std::fmt::Display for Address {
         match self {
             Address::Tcp(host_port) => write!(f, "tcp://{host_port}"),
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
+            Address::Tls(host_port) => write!(f, "tls://{host_port}"),
+            Address::Quic(host_port) => write!(f, "quic://{host_port}"),
         }
     }
 }

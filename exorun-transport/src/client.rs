@@ -131,6 +131,9 @@ impl From<transport::Error> for Error {
             | transport::Error::Io { .. }
             | transport::Error::BadAddress { .. }
             | transport::Error::NotBuilt { .. }
+            | transport::Error::WrongKey { .. }
+            | transport::Error::Handshake { .. }
+            | transport::Error::Identity { .. }
             | transport::Error::FrameDeadline { .. }
             | transport::Error::Budget(_)) => Error::Transport(other),
         }

@@ -9,6 +9,10 @@
 //! - `stream`: length-prefixed framing of a byte stream; `net` puts it on TCP and Unix sockets
 //!   (cargo features `tcp` and `unix`, both on by default), with a listener and `tcp://` /
 //!   `unix://` addresses.
+//! - `identity`: node public keys (`ed25519:HEX`, always built) and, with feature `tls`, node
+//!   keys: generated, read from and written to PEM files of mode 0600.
+//! - `tls` (feature `tls`) and `quic` (feature `quic`): TLS 1.3 and QUIC with node keys as raw
+//!   public keys, pinned by the caller, reported to the server.
 //! - `client`: one correlating client per connection: sequence numbers, pending replies,
 //!   timeouts, backpressure, failing everything at once when the peer goes away.
 //! - `peer`: a named peer with failover addresses that keeps a connection up: reconnection
@@ -19,10 +23,15 @@
 pub mod address;
 pub mod budget;
 pub mod client;
+pub mod identity;
 pub mod memory;
 #[cfg(any(feature = "tcp", feature = "unix"))]
 pub mod net;
 pub mod peer;
+#[cfg(feature = "quic")]
+pub mod quic;
 pub mod serve;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;

@@ -1,11 +1,14 @@
-//! TCP and Unix-socket transports: connecting to an `address::Address`, and a listener that
-//! accepts connections as transports.
+//! Socket transports: connecting to an `address::Address`, and a listener that accepts
+//! connections as transports. `tcp://` and `unix://` are plaintext; `tls://` (TLS 1.3 over
+//! TCP) and `quic://` (QUIC over UDP) are authenticated and encrypted with node keys (see
+//! `tls`), so connecting needs this node's key and the key pinned for the peer (`Secure`), and
+//! listening needs this node's key.
 //!
-//! TCP sockets get `TCP_NODELAY`: calls are small request/response messages, and Nagle's algorithm would hold
-//! each one back waiting for the previous acknowledgement. Each socket kind sits behind a cargo
-//! feature (`tcp`, `unix`; both on by default; this module exists with either): addresses always
-//! parse, and connecting to or binding one whose feature is off fails with
-//! `transport::Error::NotBuilt`.
+//! TCP sockets get `TCP_NODELAY`: calls are small request/response messages, and Nagle's
+//! algorithm would hold each one back waiting for the previous acknowledgement. Each kind sits
+//! behind a cargo feature (`tcp`, `unix`, both on by default; `tls`, `quic`; this module exists
+//! with `tcp` or `unix`): addresses always parse, and connecting to or binding one whose
+//! feature is off fails with `transport::Error::NotBuilt`.
 //!
 //! `Sockets` is the `peer::Connector` for these addresses: a `peer::Peer` over it connects on
 //! the first call, reconnects, and fails over between addresses.
@@ -24,38 +27,121 @@ use tokio::net::UnixListener;
 use tokio::net::UnixStream;
 
 use crate::address::Address;
+#[cfg(feature = "tls")]
+use crate::identity::NodeKey;
+use crate::identity::PublicKey;
 use crate::peer;
+#[cfg(feature = "quic")]
+use crate::quic;
 use crate::stream;
+#[cfg(feature = "tls")]
+use crate::tls;
+#[cfg(feature = "tls")]
+use crate::tls::Secure;
 use crate::transport;
 use crate::transport::BoxFuture;
 use crate::transport::Transport;
 
-/// Connects to `address`, refusing incoming messages over `message_bytes_max`.
+/// Connects to a plaintext `address` (`tcp://`, `unix://`), refusing incoming messages over
+/// `message_bytes_max`. A secure address needs `connect_secure`.
+#[allow(
+    unreachable_patterns,
+    reason = "the catch-all arm is for builds that leave a kind out"
+)]
 pub async fn connect(
     address: &Address,
     message_bytes_max: u64,
 ) -> Result<Arc<stream::Transport>, transport::Error> {
+    let config = stream::Config::new(message_bytes_max);
     match address {
         #[cfg(feature = "tcp")]
-        Address::Tcp(host_port) => Ok(Arc::new(tcp(
-            TcpStream::connect(host_port).await?,
-            stream::Config::new(message_bytes_max),
-        )?)),
+        Address::Tcp(host_port) => Ok(Arc::new(tcp(TcpStream::connect(host_port).await?, config)?)),
         #[cfg(feature = "unix")]
-        Address::Unix(path) => Ok(Arc::new(unix(
-            UnixStream::connect(path).await?,
-            stream::Config::new(message_bytes_max),
-        ))),
-        #[cfg(not(all(feature = "tcp", feature = "unix")))]
+        Address::Unix(path) => Ok(Arc::new(unix(UnixStream::connect(path).await?, config))),
+        Address::Tls(_) | Address::Quic(_) => Err(transport::Error::Identity {
+            address: address.to_string(),
+            reason: "a secure address needs this node's key and the peer's pinned key",
+        }),
         unbuilt => Err(not_built(unbuilt)),
     }
 }
 
-/// Connects peers over sockets (`peer::Connector` for `tcp://` and `unix://` addresses).
-#[derive(Debug, Clone, Copy)]
+/// Connects to a secure `address` (`tls://`, `quic://`) as `secure.key`, accepting only a
+/// peer that presents `secure.pin`; a plaintext address is refused (it could check no key).
+#[cfg(feature = "tls")]
+#[allow(
+    unreachable_patterns,
+    reason = "the catch-all arm is for builds that leave a kind out"
+)]
+pub async fn connect_secure(
+    address: &Address,
+    secure: &Secure,
+    message_bytes_max: u64,
+) -> Result<Arc<stream::Transport>, transport::Error> {
+    let config = stream::Config::new(message_bytes_max);
+    match address {
+        Address::Tls(host_port) => tls_connect(address, host_port, secure, config).await,
+        #[cfg(feature = "quic")]
+        Address::Quic(host_port) => quic::connect(address, host_port, secure, config).await,
+        Address::Tcp(_) | Address::Unix(_) => Err(transport::Error::Identity {
+            address: address.to_string(),
+            reason: "a plaintext address cannot check a pinned key; use tls:// or quic://",
+        }),
+        unbuilt => Err(not_built(unbuilt)),
+    }
+}
+
+#[cfg(feature = "tls")]
+async fn tls_connect(
+    address: &Address,
+    host_port: &str,
+    secure: &Secure,
+    config: stream::Config,
+) -> Result<Arc<stream::Transport>, transport::Error> {
+    let (client, presented) = tls::client_config(secure)?;
+    let socket = TcpStream::connect(host_port).await?;
+    socket.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connected = connector
+        .connect(tls::server_name(host_port), socket)
+        .await
+        .map_err(|error| tls::handshake_error(&address.to_string(), secure, &presented, &error))?;
+    let (reader, writer) = tokio::io::split(connected);
+    Ok(Arc::new(stream::Transport::new(
+        Box::new(reader),
+        Box::new(writer),
+        config,
+    )))
+}
+
+/// Connects peers over sockets (`peer::Connector` for every address kind this build has).
+#[derive(Debug, Clone)]
 pub struct Sockets {
-    /// Largest message accepted on each connection.
-    pub message_bytes_max: u64,
+    message_bytes_max: u64,
+    #[cfg(feature = "tls")]
+    secure: Option<Secure>,
+}
+
+impl Sockets {
+    /// Plaintext connections (`tcp://`, `unix://`) accepting messages up to
+    /// `message_bytes_max`.
+    pub fn new(message_bytes_max: u64) -> Self {
+        Self {
+            message_bytes_max,
+            #[cfg(feature = "tls")]
+            secure: None,
+        }
+    }
+
+    /// Secure connections (`tls://`, `quic://`) as `secure.key` to a peer that must present
+    /// `secure.pin`; a plaintext address is then refused.
+    #[cfg(feature = "tls")]
+    pub fn secure(message_bytes_max: u64, secure: Secure) -> Self {
+        Self {
+            message_bytes_max,
+            secure: Some(secure),
+        }
+    }
 }
 
 impl peer::Connector for Sockets {
@@ -64,13 +150,19 @@ impl peer::Connector for Sockets {
         address: &'a Address,
     ) -> BoxFuture<'a, Result<Arc<dyn Transport>, transport::Error>> {
         Box::pin(async move {
+            #[cfg(feature = "tls")]
+            if let Some(secure) = &self.secure {
+                let connected: Arc<dyn Transport> =
+                    connect_secure(address, secure, self.message_bytes_max).await?;
+                return Ok(connected);
+            }
             let connected: Arc<dyn Transport> = connect(address, self.message_bytes_max).await?;
             Ok(connected)
         })
     }
 }
 
-/// Accepts connections on a TCP or Unix socket.
+/// Accepts connections on a socket.
 #[derive(Debug)]
 pub enum Listener {
     /// A TCP listener.
@@ -79,17 +171,51 @@ pub enum Listener {
     /// A Unix-socket listener and the path it created.
     #[cfg(feature = "unix")]
     Unix(UnixListener, PathBuf),
+    /// A TLS listener: TCP, and the TLS configuration holding this node's key.
+    #[cfg(feature = "tls")]
+    Tls(TcpListener, Arc<rustls::ServerConfig>),
+    /// A QUIC endpoint holding this node's key.
+    #[cfg(feature = "quic")]
+    Quic(quinn::Endpoint),
 }
 
 impl Listener {
-    /// Binds `address` (`tcp://127.0.0.1:0` picks a free port).
+    /// Binds a plaintext `address` (`tcp://127.0.0.1:0` picks a free port). A secure address
+    /// needs `bind_secure`.
+    #[allow(
+        unreachable_patterns,
+        reason = "the catch-all arm is for builds that leave a kind out"
+    )]
     pub async fn bind(address: &Address) -> Result<Self, transport::Error> {
         match address {
             #[cfg(feature = "tcp")]
             Address::Tcp(host_port) => Ok(Listener::Tcp(TcpListener::bind(host_port).await?)),
             #[cfg(feature = "unix")]
             Address::Unix(path) => Ok(Listener::Unix(UnixListener::bind(path)?, path.clone())),
-            #[cfg(not(all(feature = "tcp", feature = "unix")))]
+            Address::Tls(_) | Address::Quic(_) => Err(transport::Error::Identity {
+                address: address.to_string(),
+                reason: "listening on a secure address needs this node's key",
+            }),
+            unbuilt => Err(not_built(unbuilt)),
+        }
+    }
+
+    /// Binds `address`, a secure one presenting `key` to every caller (a plaintext one has
+    /// no use for the key and binds as `bind` does).
+    #[cfg(feature = "tls")]
+    #[allow(
+        unreachable_patterns,
+        reason = "the catch-all arm is for builds that leave a kind out"
+    )]
+    pub async fn bind_secure(address: &Address, key: &NodeKey) -> Result<Self, transport::Error> {
+        match address {
+            Address::Tls(host_port) => {
+                let config = Arc::new(tls::server_config(key)?);
+                Ok(Listener::Tls(TcpListener::bind(host_port).await?, config))
+            }
+            #[cfg(feature = "quic")]
+            Address::Quic(host_port) => Ok(Listener::Quic(quic::bind(host_port, key).await?)),
+            Address::Tcp(_) | Address::Unix(_) => Self::bind(address).await,
             unbuilt => Err(not_built(unbuilt)),
         }
     }
@@ -101,33 +227,65 @@ impl Listener {
             Listener::Tcp(listener) => Ok(Address::Tcp(listener.local_addr()?.to_string())),
             #[cfg(feature = "unix")]
             Listener::Unix(_, path) => Ok(Address::Unix(path.clone())),
+            #[cfg(feature = "tls")]
+            Listener::Tls(listener, _) => Ok(Address::Tls(listener.local_addr()?.to_string())),
+            #[cfg(feature = "quic")]
+            Listener::Quic(endpoint) => Ok(Address::Quic(endpoint.local_addr()?.to_string())),
         }
     }
 
-    /// Waits for the next connection and makes it a transport with a client's settings
-    /// (messages up to `message_bytes_max`, no deadline, no budget).
+    /// Whether connections to it are authenticated and encrypted (`tls://`, `quic://`).
+    pub fn is_secure(&self) -> bool {
+        match self {
+            #[cfg(feature = "tcp")]
+            Listener::Tcp(_) => false,
+            #[cfg(feature = "unix")]
+            Listener::Unix(..) => false,
+            #[cfg(feature = "tls")]
+            Listener::Tls(..) => true,
+            #[cfg(feature = "quic")]
+            Listener::Quic(_) => true,
+        }
+    }
+
+    /// Waits for the next connection and opens it with a client's settings (messages up to
+    /// `message_bytes_max`, no deadline, no budget).
     pub async fn accept(
         &self,
         message_bytes_max: u64,
     ) -> Result<Arc<stream::Transport>, transport::Error> {
         let accepted = self.accept_socket().await?;
-        accepted.into_transport(stream::Config::new(message_bytes_max))
+        let opened = accepted
+            .open(stream::Config::new(message_bytes_max))
+            .await?;
+        Ok(opened.transport)
     }
 
-    /// Waits for the next connection, as a socket: a server that is at its connection cap
-    /// drops it (closing it at once, which costs nothing more), any other makes it a
-    /// transport.
+    /// Waits for the next connection, not yet opened: a server that is at its connection cap
+    /// drops it (closing it at once, before any handshake), any other opens it.
     pub async fn accept_socket(&self) -> Result<Accepted, transport::Error> {
         match self {
             #[cfg(feature = "tcp")]
             Listener::Tcp(listener) => Ok(Accepted::Tcp(listener.accept().await?.0)),
             #[cfg(feature = "unix")]
             Listener::Unix(listener, _) => Ok(Accepted::Unix(listener.accept().await?.0)),
+            #[cfg(feature = "tls")]
+            Listener::Tls(listener, config) => Ok(Accepted::Tls(
+                listener.accept().await?.0,
+                Arc::clone(config),
+            )),
+            #[cfg(feature = "quic")]
+            Listener::Quic(endpoint) => {
+                let Some(incoming) = endpoint.accept().await else {
+                    return Err(transport::Error::Closed);
+                };
+                Ok(Accepted::Quic(Box::new(incoming)))
+            }
         }
     }
 }
 
-/// An accepted connection, not yet a transport; dropping it closes it.
+/// An accepted connection, not yet opened (no handshake made); dropping it closes it.
 #[derive(Debug)]
 pub enum Accepted {
     /// A TCP connection.
@@ -136,21 +294,93 @@ pub enum Accepted {
     /// A Unix-socket connection.
     #[cfg(feature = "unix")]
     Unix(UnixStream),
+    /// A TCP connection to a TLS listener, before its handshake.
+    #[cfg(feature = "tls")]
+    Tls(TcpStream, Arc<rustls::ServerConfig>),
+    /// A QUIC connection attempt, before its handshake.
+    #[cfg(feature = "quic")]
+    Quic(Box<quinn::Incoming>),
+}
+
+/// An opened connection: its transport, and the key its caller authenticated with (secure
+/// listeners only).
+#[derive(Debug)]
+pub struct Opened {
+    /// The connection as a transport.
+    pub transport: Arc<stream::Transport>,
+    /// The caller's node key, as its handshake proved it; `None` on a plaintext listener.
+    pub peer: Option<PublicKey>,
 }
 
 impl Accepted {
-    /// The connection as a transport that reads as `config` says.
-    pub fn into_transport(
-        self,
-        config: stream::Config,
-    ) -> Result<Arc<stream::Transport>, transport::Error> {
+    /// Makes the handshake, if any (within `config.frame_deadline`, when set), and opens the
+    /// connection as a transport that reads as `config` says.
+    pub async fn open(self, config: stream::Config) -> Result<Opened, transport::Error> {
+        let plain = |transport| Opened {
+            transport: Arc::new(transport),
+            peer: None,
+        };
         match self {
             #[cfg(feature = "tcp")]
-            Accepted::Tcp(socket) => Ok(Arc::new(tcp(socket, config)?)),
+            Accepted::Tcp(socket) => Ok(plain(tcp(socket, config)?)),
             #[cfg(feature = "unix")]
-            Accepted::Unix(socket) => Ok(Arc::new(unix(socket, config))),
+            Accepted::Unix(socket) => Ok(plain(unix(socket, config))),
+            #[cfg(feature = "tls")]
+            Accepted::Tls(socket, server) => tls_accept(socket, server, config).await,
+            #[cfg(feature = "quic")]
+            Accepted::Quic(incoming) => quic::accept(*incoming, config).await,
         }
     }
+}
+
+#[cfg(feature = "tls")]
+async fn tls_accept(
+    socket: TcpStream,
+    server: Arc<rustls::ServerConfig>,
+    config: stream::Config,
+) -> Result<Opened, transport::Error> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    socket.set_nodelay(true)?;
+    let address = socket
+        .peer_addr()
+        .map_or_else(|_| "a caller".to_owned(), |peer| format!("tls://{peer}"));
+    let handshake = acceptor.accept(socket);
+    let accepted = within_deadline(config.frame_deadline, handshake, &address).await?;
+    let accepted = accepted.map_err(|error| transport::Error::Handshake {
+        address: address.clone(),
+        reason: error.to_string(),
+    })?;
+    let peer = tls::peer_key(accepted.get_ref().1.peer_certificates());
+    let (reader, writer) = tokio::io::split(accepted);
+    Ok(Opened {
+        transport: Arc::new(stream::Transport::new(
+            Box::new(reader),
+            Box::new(writer),
+            config,
+        )),
+        peer,
+    })
+}
+
+/// `future`, bounded by `deadline` if there is one (a handshake a caller is slow to finish).
+#[cfg(feature = "tls")]
+pub(crate) async fn within_deadline<T>(
+    deadline: Option<std::time::Duration>,
+    future: impl Future<Output = T>,
+    address: &str,
+) -> Result<T, transport::Error> {
+    let Some(deadline) = deadline else {
+        return Ok(future.await);
+    };
+    tokio::time::timeout(deadline, future)
+        .await
+        .map_err(|_| transport::Error::Handshake {
+            address: address.to_owned(),
+            reason: format!(
+                "not finished within {} ms",
+                u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)
+            ),
+        })
 }
 
 impl Drop for Listener {
@@ -166,11 +396,13 @@ impl Drop for Listener {
     }
 }
 
-#[cfg(not(all(feature = "tcp", feature = "unix")))]
+/// `address` needs a feature this build leaves out.
 fn not_built(address: &Address) -> transport::Error {
     let feature = match address {
         Address::Tcp(_) => "tcp",
         Address::Unix(_) => "unix",
+        Address::Tls(_) => "tls",
+        Address::Quic(_) => "quic",
     };
     transport::Error::NotBuilt {
         address: address.to_string(),

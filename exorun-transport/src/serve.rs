@@ -29,6 +29,7 @@ use neorpc::frame;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::identity::PublicKey;
 use crate::transport;
 use crate::transport::BoxFuture;
 use crate::transport::Transport;
@@ -78,14 +79,30 @@ pub trait Dispatcher: Send + Sync {
     ) -> BoxFuture<'static, Outcome>;
 }
 
-/// Who a call came from, as the serving loop knows it: for now, whether its connection is
-/// still there to take the reply.
+/// Who a call came from, as the serving loop knows it: the node key its connection
+/// authenticated with (secure listeners only), and whether that connection is still there to
+/// take the reply.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
+    key: Option<PublicKey>,
     gone: Arc<AtomicBool>,
 }
 
 impl Caller {
+    /// A caller whose connection authenticated as `key` (`None`: a plaintext connection,
+    /// an anonymous caller).
+    pub fn new(key: Option<PublicKey>) -> Self {
+        Self {
+            key,
+            gone: Arc::default(),
+        }
+    }
+
+    /// The node key the caller's connection proved it holds; `None` for a plaintext one.
+    pub fn key(&self) -> Option<&PublicKey> {
+        self.key.as_ref()
+    }
+
     /// Whether the connection the call came on has ended (its reply can no longer arrive).
     pub fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
@@ -146,8 +163,20 @@ pub async fn connection_until(
     config: Config,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<Stats, Error> {
+    connection_from(transport, dispatcher, config, None, stop).await
+}
+
+/// `connection_until` for a caller whose connection authenticated as `key`: every call it
+/// makes reaches the dispatcher with that key (`Caller::key`).
+pub async fn connection_from(
+    transport: Arc<dyn Transport>,
+    dispatcher: Arc<dyn Dispatcher>,
+    config: Config,
+    key: Option<PublicKey>,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<Stats, Error> {
     let slots = Arc::new(Semaphore::new(config.calls_in_flight_max));
-    let caller = Caller::default();
+    let caller = Caller::new(key);
     let mut running = JoinSet::new();
     let mut stats = Stats::default();
     let mut stop = std::pin::pin!(stop);

@@ -69,6 +69,34 @@ pub enum Error {
     /// A message could never be held within the byte budget.
     #[error("budget: {0}")]
     Budget(#[from] crate::budget::Error),
+    /// A secure peer presented another key than the one pinned for it (a wrong address, a
+    /// relay in the middle, or a peer that changed its key).
+    #[error("{address} presented the key {presented}, not the pinned {pinned}")]
+    WrongKey {
+        /// The address connected to.
+        address: String,
+        /// The key pinned for it.
+        pinned: String,
+        /// The key it presented.
+        presented: String,
+    },
+    /// A TLS or QUIC handshake failed for another reason (the peer refused our key, spoke
+    /// another protocol, took too long).
+    #[error("handshake with {address} failed: {reason}")]
+    Handshake {
+        /// The address concerned.
+        address: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An address used without the keys it needs, or with keys it cannot check.
+    #[error("`{address}`: {reason}")]
+    Identity {
+        /// The address as written.
+        address: String,
+        /// Why, in words.
+        reason: &'static str,
+    },
     /// An address whose transport this build leaves out (a cargo feature of exorun-transport).
     #[error(
         "`{address}` needs exorun-transport's `{feature}` feature, which this build leaves out"

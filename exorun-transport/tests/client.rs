@@ -367,9 +367,23 @@ fn addresses_parse_or_say_why_not() {
         bad,
         transport::Error::BadAddress {
             address: "tcp://nope".into(),
-            reason: "a tcp address needs HOST:PORT"
+            reason: "a network address needs HOST:PORT"
         }
     );
+    assert_eq!(
+        address::Address::parse("tls://node.example:47411"),
+        Ok(address::Address::Tls("node.example:47411".into()))
+    );
+    assert_eq!(
+        address::Address::parse("quic://[::1]:47411"),
+        Ok(address::Address::Quic("[::1]:47411".into()))
+    );
+    for text in ["tls://node.example", "quic://:1"] {
+        assert!(matches!(
+            address::Address::parse(text),
+            Err(transport::Error::BadAddress { .. })
+        ));
+    }
     assert!(matches!(
         address::Address::parse("http://x:1"),
         Err(transport::Error::BadAddress { .. })

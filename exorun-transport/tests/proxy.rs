@@ -211,9 +211,7 @@ impl peer::Connector for Watched {
 
 fn watched() -> Arc<Watched> {
     Arc::new(Watched {
-        sockets: net::Sockets {
-            message_bytes_max: transport::MESSAGE_BYTES_MAX,
-        },
+        sockets: net::Sockets::new(transport::MESSAGE_BYTES_MAX),
         failed: Arc::new(Notify::new()),
         failures: AtomicUsize::new(0),
     })
