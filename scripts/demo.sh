@@ -4,20 +4,25 @@
 # Builds what it needs (the guest apps and their toolchain, the exorun CLI), starts
 # `exorun serve` hosting math-provider on loopback, then `exorun run`s a composition in which
 # math-consumer reaches math-provider remotely, a relay links locally and remotely,
-# logger-client uses the logging system and two kv-clients share one kv store. Prints every
-# result, stops the server with Ctrl-C (SIGINT) and exits non-zero if any expected line is
-# missing or the server did not stop cleanly.
+# logger-client uses the logging system and two kv-clients share one kv store. Then a secure
+# link: two node keys from `exorun keygen`, a second server on tls:// whose export allows only
+# the caller's key, and a caller that pins the server's key. Prints every result, stops the
+# servers with Ctrl-C (SIGINT) and exits non-zero if any expected line is missing or a server
+# did not stop cleanly.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="$(mktemp -d)"
 SERVER_PID=""
+SECURE_PID=""
 
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-    fi
+    for pid in "$SERVER_PID" "$SECURE_PID"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -67,14 +72,59 @@ SERVER_PID=""
 cat "$WORK/server.err"
 [ "$STATUS" -eq 0 ] || fail "the server exited with status $STATUS"
 
+say "secure link: node keys, tls:// pinned by the caller, an allow list on the server"
+"$EXORUN" keygen --out "$WORK/provider.key" >"$WORK/provider.pub"
+"$EXORUN" keygen --out "$WORK/consumer.key" >"$WORK/consumer.pub"
+PROVIDER_KEY="$(cat "$WORK/provider.pub")"
+CONSUMER_KEY="$(cat "$WORK/consumer.pub")"
+printf 'provider %s\nconsumer %s\n' "$PROVIDER_KEY" "$CONSUMER_KEY"
+cat >"$WORK/secure-provider.toml" <<EOF
+key = "provider.key"
+[apps]
+math-provider = "$ROOT/fixtures/math-provider.wasm"
+[instances.math]
+app = "math-provider"
+export = { allow = ["$CONSUMER_KEY"] }   # only the consumer's key may call it
+EOF
+"$EXORUN" serve "$WORK/secure-provider.toml" --listen tls://127.0.0.1:0 \
+    >"$WORK/secure.out" 2>"$WORK/secure.err" &
+SECURE_PID=$!
+TLS_ADDRESS=""
+for _ in $(seq 1 300); do
+    TLS_ADDRESS="$(grep -o 'tls://[0-9.]*:[0-9]*' "$WORK/secure.out" 2>/dev/null | head -n 1 || true)"
+    [ -n "$TLS_ADDRESS" ] && break
+    kill -0 "$SECURE_PID" 2>/dev/null || { cat "$WORK/secure.err" >&2; fail "the secure server exited early"; }
+    sleep 0.1
+done
+[ -n "$TLS_ADDRESS" ] || fail "the secure server did not report its address within 30 s"
+cat "$WORK/secure.out"
+cat >"$WORK/secure-composition.toml" <<EOF
+key = "consumer.key"
+[apps]
+math-consumer = "$ROOT/fixtures/math-consumer.wasm"
+[peers]
+provider = { address = "$TLS_ADDRESS", key = "$PROVIDER_KEY" }   # the key it must present
+[instances.secure-calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "provider", target = "math" } }
+EOF
+say "running: exorun run secure-composition.toml (over $TLS_ADDRESS)"
+"$EXORUN" run "$WORK/secure-composition.toml" | tee -a "$WORK/run.out"
+kill -INT "$SECURE_PID"
+STATUS=0
+wait "$SECURE_PID" || STATUS=$?
+SECURE_PID=""
+[ "$STATUS" -eq 0 ] || { cat "$WORK/secure.err" >&2; fail "the secure server exited with status $STATUS"; }
+
 say "checking the results"
 for expected in \
     'remote-calc: "10 + 5 = 15"' \
     'relayed-calc: "10 + 5 = 15"' \
     'logger: "Done"' \
     'kv-a: "KV result: bar"' \
-    'kv-b: "KV result: bar"'; do
+    'kv-b: "KV result: bar"' \
+    'secure-calc: "10 + 5 = 15"'; do
     grep -qxF "$expected" "$WORK/run.out" || fail "missing line: $expected"
     printf 'ok  %s\n' "$expected"
 done
-printf '\ndemo: all links worked: system (logging, kv), local (relay), remote (TCP)\n'
+printf '\ndemo: all links worked: system (logging, kv), local (relay), remote (TCP, and TLS with node keys)\n'
