@@ -126,8 +126,12 @@ async fn add_on(
 }
 
 fn only(key: PublicKey, interfaces: Option<&[&str]>) -> Allow {
-    let interfaces =
-        interfaces.map(|names| names.iter().map(|name| (*name).to_owned()).collect::<BTreeSet<_>>());
+    let interfaces = interfaces.map(|names| {
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<BTreeSet<_>>()
+    });
     Allow::Keys(BTreeMap::from([(key, interfaces)]))
 }
 
@@ -158,7 +162,10 @@ async fn an_allow_list_without_the_interface_denies_it() {
     let address = served(&server_key, &friend.public(), allow).await;
     let denied = add_on(&address, &friend, server_key.public(), "math").await;
     assert!(
-        matches!(denied, Err(client::Error::Remote(Failure::PermissionDenied { .. }))),
+        matches!(
+            denied,
+            Err(client::Error::Remote(Failure::PermissionDenied { .. }))
+        ),
         "{denied:?}"
     );
 }
@@ -190,7 +197,10 @@ fn allow_lists_permit_exactly_what_they_name() {
     assert!(per_interface.permits(Some(&friend), MATH));
     assert!(!per_interface.permits(Some(&friend), "exorun:test/other"));
     assert!(!per_interface.permits(Some(&stranger), MATH));
-    assert!(!per_interface.permits(None, MATH), "anonymous callers have no key");
+    assert!(
+        !per_interface.permits(None, MATH),
+        "anonymous callers have no key"
+    );
     let every_interface = only(friend, None);
     assert!(every_interface.permits(Some(&friend), "exorun:test/other"));
     assert!(Allow::Anyone.permits(None, MATH));

@@ -52,7 +52,12 @@ export = { allow = { "ALLOWED" = ["exorun:test/math"] } }
 }
 
 /// A consumer whose `calc` calls `math` on the peer at `address`, pinned to `pin`.
-fn consumer_manifest(name: &str, key: Option<&std::path::Path>, address: &str, pin: &str) -> PathBuf {
+fn consumer_manifest(
+    name: &str,
+    key: Option<&std::path::Path>,
+    address: &str,
+    pin: &str,
+) -> PathBuf {
     let key_line = key.map_or_else(String::new, |key| format!("key = \"{}\"", key.display()));
     manifest(
         name,
@@ -165,7 +170,11 @@ fn keygen_writes_a_private_key_whose_public_key_reads_back() {
     assert!(shown.status.success(), "{}", text(&shown.stderr));
     assert_eq!(text(&shown.stdout).trim(), public);
     let again = run(&["keygen", "--out", path.to_str().unwrap()]);
-    assert_eq!(again.status.code(), Some(1), "an existing key is never overwritten");
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing key is never overwritten"
+    );
 }
 
 #[test]
