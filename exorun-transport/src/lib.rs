@@ -13,6 +13,7 @@
 //!   keys: generated, read from and written to PEM files of mode 0600.
 //! - `tls` (feature `tls`) and `quic` (feature `quic`): TLS 1.3 and QUIC with node keys as raw
 //!   public keys, pinned by the caller, reported to the server.
+//! - `nats` (feature `nats`): exports by name across many hosts, as NATS requests in a lattice.
 //! - `client`: one correlating client per connection: sequence numbers, pending replies,
 //!   timeouts, backpressure, failing everything at once when the peer goes away.
 //! - `peer`: a named peer with failover addresses that keeps a connection up: reconnection
@@ -25,6 +26,8 @@ pub mod budget;
 pub mod client;
 pub mod identity;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(any(feature = "tcp", feature = "unix"))]
 pub mod net;
 pub mod peer;

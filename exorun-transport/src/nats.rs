@@ -1,0 +1,508 @@
+//! Exports by name across many hosts, on NATS (feature `nats`, the official `async-nats`
+//! client).
+//!
+//! A **lattice** is a namespace of exports shared by every runtime attached to the same NATS
+//! system under the same lattice name (`LATTICE_DEFAULT` when none is given). A serving
+//! runtime subscribes each export to `subject(lattice, export)` in a queue group of the same
+//! name, so NATS hands each call to one of the runtimes serving that export, wherever they
+//! are; a caller sends each call as a NATS request to the subject of the call frame's target,
+//! and the reply is the reply frame. The frame layout does not change: a request's payload is
+//! exactly the neorpc call frame, a reply's exactly the reply frame.
+//!
+//! Subjects are `exorun.<lattice>.<export>`, each name escaped into one subject token: ASCII
+//! letters, digits, `-` and `_` stand for themselves, every other byte of its UTF-8 is `~`
+//! and two lowercase hex digits (so `.`, `*`, `>` and whitespace can never split a token or act
+//! as a wildcard), and the empty name is `~`. Escaping is injective, so no export can capture
+//! another's subject.
+//!
+//! Limits: a frame over the NATS server's `max_payload` (read at connect, 1 MiB by default)
+//! is refused before it is sent (`transport::Error::MessageTooLarge`, both sizes); a reply
+//! over it is answered `ReplyTooLarge`. A serving runtime runs at most `calls_in_flight_max`
+//! calls at once and its connection buffers at most `SUBSCRIPTION_CAPACITY` messages; past
+//! that NATS drops messages for it (a slow consumer), and their callers time out. "No
+//! responders" (nothing in the lattice serves the target) fails a call at once as
+//! `InstanceNotFound`, never as a timeout. Reconnection is the client's own: calls in flight
+//! while the NATS connection is down time out, later ones go through once it is back. A
+//! serving runtime that stops drains its subscriptions first (NATS stops routing to it, the
+//! other members of the queue group take the new calls), then finishes and answers what it
+//! had already received.
+//!
+//! Credentials (user and password or a token in the URL, an nkey seed file, TLS) go to
+//! `async-nats` and are never logged: an address shows only its host and port.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use neorpc::failure::Failure;
+use neorpc::frame;
+use tokio::sync::OnceCell;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::client;
+use crate::serve;
+use crate::transport;
+use crate::transport::BoxFuture;
+
+/// The lattice used when none is named.
+pub const LATTICE_DEFAULT: &str = "default";
+/// Messages a serving connection buffers before NATS counts it a slow consumer and drops
+/// messages for it: with the 1 MiB default payload limit, at most 1 GiB in the worst case,
+/// far less for real calls, while a burst of small calls waits instead of being dropped.
+pub const SUBSCRIPTION_CAPACITY: usize = 1024;
+/// Longest a connect to the NATS server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The subject token of `name`: see the module doc.
+pub fn token(name: &str) -> String {
+    if name.is_empty() {
+        return "~".to_owned();
+    }
+    let mut token = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            token.push(char::from(byte));
+        } else {
+            token.push_str(&format!("~{byte:02x}"));
+        }
+    }
+    token
+}
+
+/// The subject (and queue group) of `export` in `lattice`.
+pub fn subject(lattice: &str, export: &str) -> String {
+    format!("exorun.{}.{}", token(lattice), token(export))
+}
+
+/// How to reach and authenticate to a NATS system. Secrets are kept out of `Debug`.
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// Server URLs, tried by the client in turn (`nats://[user:pass@|token@]host:port`).
+    pub urls: Vec<String>,
+    /// An nkey seed (the contents of a seed file), if the server wants one.
+    pub nkey_seed: Option<String>,
+    /// Whether TLS is required towards the NATS server (with the system's roots).
+    pub require_tls: bool,
+    /// A root certificate file (PEM) to trust for the NATS server's TLS, besides the system's.
+    pub root_certificates: Option<std::path::PathBuf>,
+    /// The connection's name, as the NATS server shows it.
+    pub name: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<String> = self.urls.iter().map(|url| shown(url)).collect();
+        f.debug_struct("Settings")
+            .field("urls", &hosts)
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "(secret)"))
+            .field("require_tls", &self.require_tls)
+            .field("root_certificates", &self.root_certificates)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// `url` without its credentials: `nats://host:port`.
+pub fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("nats", url));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
+/// What a URL's userinfo carries: `user:password@` or `token@`.
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+fn credentials(url: &str) -> Option<Credentials> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let credentials = match userinfo.split_once(':') {
+        Some((user, password)) => Credentials::UserPassword(user.to_owned(), password.to_owned()),
+        None => Credentials::Token(userinfo.to_owned()),
+    };
+    Some(credentials)
+}
+
+fn nats_error(settings: &Settings, what: &str, error: &dyn std::fmt::Display) -> transport::Error {
+    let hosts: Vec<String> = settings.urls.iter().map(|url| shown(url)).collect();
+    transport::Error::Io {
+        kind: std::io::ErrorKind::ConnectionRefused,
+        message: format!("NATS {what} ({}): {error}", hosts.join(", ")),
+    }
+}
+
+/// Connects to the NATS system `settings` names.
+pub async fn connect(
+    settings: &Settings,
+    subscription_capacity: usize,
+) -> Result<async_nats::Client, transport::Error> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(&settings.name)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .subscription_capacity(subscription_capacity)
+        .require_tls(settings.require_tls);
+    if let Some(seed) = &settings.nkey_seed {
+        options = options.nkey(seed.clone());
+    }
+    if let Some(roots) = &settings.root_certificates {
+        options = options.add_root_certificates(roots.clone());
+    }
+    // Credentials in a URL are applied here (async-nats reads them only from its options).
+    match settings.urls.iter().find_map(|url| credentials(url)) {
+        Some(Credentials::UserPassword(user, password)) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(Credentials::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    let urls: Vec<async_nats::ServerAddr> = settings
+        .urls
+        .iter()
+        .map(|url| shown(url).parse::<async_nats::ServerAddr>())
+        .collect::<Result<_, _>>()
+        .map_err(|error| nats_error(settings, "address", &error))?;
+    options
+        .connect(urls)
+        .await
+        .map_err(|error| nats_error(settings, "connect", &error))
+}
+
+/// Calls exports by name anywhere in a lattice (`client::Caller`): connects on the first
+/// call, and again after a failed attempt.
+pub struct Lattice {
+    settings: Settings,
+    lattice: String,
+    timeout: Duration,
+    connection: OnceCell<async_nats::Client>,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Lattice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lattice")
+            .field("settings", &self.settings)
+            .field("lattice", &self.lattice)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lattice {
+    /// Calls into `lattice` through the NATS system `settings` names, each within `timeout`.
+    pub fn new(settings: Settings, lattice: &str, timeout: Duration) -> Self {
+        Self {
+            settings,
+            lattice: lattice.to_owned(),
+            timeout,
+            connection: OnceCell::new(),
+            seq: AtomicU64::new(1),
+        }
+    }
+
+    async fn connection(&self) -> Result<&async_nats::Client, client::Error> {
+        let connected = self
+            .connection
+            .get_or_try_init(|| connect(&self.settings, SUBSCRIPTION_CAPACITY))
+            .await;
+        connected.map_err(client::Error::Transport)
+    }
+
+    /// Sends `frame` to its target's subject and waits at most `timeout` for the reply.
+    pub async fn call_within(
+        &self,
+        mut frame: frame::OutboundCall,
+        timeout: Duration,
+    ) -> Result<Bytes, client::Error> {
+        let connection = self.connection().await?;
+        frame.set_seq(frame::Seq(self.seq.fetch_add(1, Ordering::Relaxed)));
+        let bytes = Bytes::from(frame.into_bytes());
+        let frame::Message::Call(call) = frame::decode(&bytes).map_err(client::Error::Frame)?
+        else {
+            return Err(not_a(&bytes, "call"));
+        };
+        let target = call.target.to_owned();
+        let max = connection.server_info().max_payload;
+        if bytes.len() > max {
+            return Err(client::Error::Transport(
+                transport::Error::MessageTooLarge {
+                    message_bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+                    max: u64::try_from(max).unwrap_or(u64::MAX),
+                },
+            ));
+        }
+        let request = async_nats::Request::new()
+            .payload(bytes)
+            .timeout(Some(timeout));
+        let subject = subject(&self.lattice, &target);
+        let answered = connection.send_request(subject, request).await;
+        let reply = answered.map_err(|error| request_error(&error, &target, timeout))?;
+        reply_slab(reply.payload)
+    }
+}
+
+/// A frame that decoded as another kind than `expected`.
+fn not_a(bytes: &[u8], expected: &str) -> client::Error {
+    let kind = format!("expected a {expected} frame of {} bytes", bytes.len());
+    client::Error::Frame(frame::Error::UnknownKind { kind })
+}
+
+fn request_error(
+    error: &async_nats::RequestError,
+    target: &str,
+    timeout: Duration,
+) -> client::Error {
+    match error.kind() {
+        async_nats::RequestErrorKind::TimedOut => client::Error::Timeout {
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+        async_nats::RequestErrorKind::NoResponders => {
+            client::Error::Remote(Failure::InstanceNotFound {
+                instance: target.to_owned(),
+            })
+        }
+        async_nats::RequestErrorKind::Other => client::Error::Transport(transport::Error::Io {
+            kind: std::io::ErrorKind::BrokenPipe,
+            message: format!("NATS request: {error}"),
+        }),
+    }
+}
+
+/// The result slab of a reply frame, or the failure it carries.
+fn reply_slab(payload: Bytes) -> Result<Bytes, client::Error> {
+    let message = frame::decode(&payload).map_err(client::Error::Frame)?;
+    let frame::Message::Reply(reply) = message else {
+        return Err(not_a(&payload, "reply"));
+    };
+    match reply.outcome {
+        Ok(slab) => Ok(payload.slice_ref(slab)),
+        Err(failure) => Err(client::Error::Remote(failure)),
+    }
+}
+
+impl client::Caller for Lattice {
+    fn call_within(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, client::Error>> {
+        Box::pin(Lattice::call_within(self, frame, timeout))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// What a NATS serving loop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Calls answered.
+    pub calls: u64,
+    /// Messages that were no call frame and had no readable seq (dropped).
+    pub dropped: u64,
+}
+
+/// A serving runtime's subscriptions: each export of a lattice, in its queue group.
+pub struct Subscribed {
+    connection: async_nats::Client,
+    subscriptions: Vec<async_nats::Subscriber>,
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribed")
+            .field("subscriptions", &self.subscriptions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Subscribes `exports` of `lattice` on `connection`, each in its queue group; when this
+/// returns the NATS server has them (a flush made the round trip), so calls reach them.
+pub async fn subscribe(
+    connection: async_nats::Client,
+    lattice: &str,
+    exports: &[String],
+) -> Result<Subscribed, transport::Error> {
+    let mut subscriptions = Vec::new();
+    for export in exports {
+        let subject = subject(lattice, export);
+        let subscribed = connection
+            .queue_subscribe(subject.clone(), subject.clone())
+            .await
+            .map_err(|error| transport::Error::Io {
+                kind: std::io::ErrorKind::Other,
+                message: format!("NATS subscribe to {subject}: {error}"),
+            })?;
+        subscriptions.push(subscribed);
+    }
+    connection
+        .flush()
+        .await
+        .map_err(|error| transport::Error::Io {
+            kind: std::io::ErrorKind::BrokenPipe,
+            message: format!("NATS flush: {error}"),
+        })?;
+    Ok(Subscribed {
+        connection,
+        subscriptions,
+    })
+}
+
+impl Subscribed {
+    /// Answers calls through `dispatcher`, at most `calls_in_flight_max` at once, until
+    /// `stop` completes (or the connection ends for good); then drains the subscriptions (NATS
+    /// routes new calls to the other runtimes), answers every call already received, and
+    /// flushes.
+    pub async fn serve(
+        mut self,
+        dispatcher: Arc<dyn serve::Dispatcher>,
+        calls_in_flight_max: usize,
+        stop: impl Future<Output = ()> + Send,
+    ) -> Served {
+        let slots = Arc::new(Semaphore::new(calls_in_flight_max));
+        let mut running = JoinSet::new();
+        let mut served = Served::default();
+        let mut incoming = futures_util::stream::select_all(self.subscriptions.iter_mut());
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            while let Some(answered) = running.try_join_next() {
+                served.count(answered);
+            }
+            let slot = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+            };
+            let Ok(slot) = slot else {
+                break;
+            };
+            let message = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                message = incoming.next() => message,
+            };
+            let Some(message) = message else {
+                break; // every subscription ended (the connection closed for good)
+            };
+            let (connection, dispatcher) = (self.connection.clone(), Arc::clone(&dispatcher));
+            running.spawn(async move {
+                let answered = answer(&connection, dispatcher.as_ref(), message).await;
+                drop(slot);
+                answered
+            });
+        }
+        drop(incoming);
+        // Drain: unsubscribe at the server, then answer what was already delivered.
+        for subscription in &mut self.subscriptions {
+            let _ = subscription.drain().await;
+        }
+        let mut rest = futures_util::stream::select_all(self.subscriptions.iter_mut());
+        while let Some(message) = rest.next().await {
+            let (connection, dispatcher) = (self.connection.clone(), Arc::clone(&dispatcher));
+            running.spawn(async move { answer(&connection, dispatcher.as_ref(), message).await });
+        }
+        while let Some(answered) = running.join_next().await {
+            served.count(answered);
+        }
+        let _ = self.connection.flush().await;
+        served
+    }
+}
+
+impl Served {
+    fn count(&mut self, answered: Result<bool, tokio::task::JoinError>) {
+        match answered {
+            Ok(true) => self.calls += 1,
+            Ok(false) | Err(_) => self.dropped += 1,
+        }
+    }
+}
+
+/// Runs one call and publishes its reply; `false` if the message was no call at all.
+async fn answer(
+    connection: &async_nats::Client,
+    dispatcher: &dyn serve::Dispatcher,
+    message: async_nats::Message,
+) -> bool {
+    let Some(reply_to) = message.reply else {
+        return false; // a publish, not a request: nobody to answer
+    };
+    let payload = message.payload;
+    let outcome = match frame::decode(&payload) {
+        Ok(frame::Message::Call(call)) => {
+            let seq = call.seq;
+            let caller = serve::Caller::new(None);
+            (seq, dispatcher.dispatch(call, &payload, &caller).await)
+        }
+        Ok(_) | Err(_) => {
+            let Ok(seq) = frame::decode_seq(&payload) else {
+                return false;
+            };
+            let violation = Failure::ProtocolViolation {
+                message: "a NATS request must carry one neorpc call frame".to_owned(),
+            };
+            (seq, Err(violation))
+        }
+    };
+    let (seq, outcome) = outcome;
+    let max = connection.server_info().max_payload;
+    let reply = match outcome {
+        Ok(reply) if reply.len() <= max => reply,
+        Ok(reply) => failure_reply(
+            seq,
+            &Failure::ReplyTooLarge {
+                reply_bytes: u64::try_from(reply.len()).unwrap_or(u64::MAX),
+                max: u64::try_from(max).unwrap_or(u64::MAX),
+            },
+        ),
+        Err(failure) => failure_reply(seq, &failure),
+    };
+    if let Err(error) = connection.publish(reply_to, Bytes::from(reply)).await {
+        tracing::debug!(%error, "could not publish a reply; the caller will time out");
+    }
+    true
+}
+
+fn failure_reply(seq: frame::Seq, failure: &Failure) -> Vec<u8> {
+    frame::encode_reply(seq, Err(failure)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_escape_into_single_tokens_that_never_collide() {
+        assert_eq!(token("math"), "math");
+        assert_eq!(token("a.b"), "a~2eb");
+        assert_eq!(token("*"), "~2a");
+        assert_eq!(token(">"), "~3e");
+        assert_eq!(token("~2e"), "~7e2e");
+        assert_eq!(token(""), "~");
+        assert_eq!(token("é"), "~c3~a9");
+        assert_eq!(subject("prod", "math"), "exorun.prod.math");
+        assert_ne!(subject("a.b", "c"), subject("a", "b.c"));
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(shown("nats://user:secret@host:4222"), "nats://host:4222");
+        assert_eq!(shown("nats://s3cr3t@host:4222"), "nats://host:4222");
+        assert_eq!(shown("nats://host:4222"), "nats://host:4222");
+        let settings = Settings {
+            urls: vec!["nats://u:p@h:1".to_owned()],
+            nkey_seed: Some("SUSECRET".to_owned()),
+            ..Settings::default()
+        };
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("SUSECRET") && !debug.contains("u:p"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! Lattices on a real nats-server (random loopback port): calls by export name as NATS
+//! requests, queue groups sharing calls, "no responders" answered at once, the server's
+//! payload limit, lattices kept apart, a drain that answers what it received, and
+//! credentials that never show. (Needs the `nats` feature; the workspace build has it.)
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+#[path = "common/nats_server.rs"]
+mod nats_server;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use bytes::Bytes;
+use exorun_transport::client;
+use exorun_transport::nats;
+use exorun_transport::nats::Lattice;
+use exorun_transport::serve;
+use exorun_transport::transport;
+use exorun_transport::transport::BoxFuture;
+use nats_server::NatsServer;
+use neorpc::failure::Failure;
+use neorpc::frame;
+use proptest::prelude::*;
+use tokio::sync::Notify;
+
+/// Echoes the argument slab (`big` answers a reply of the size its slab names), counting
+/// calls, holding calls to `hold` until released.
+#[derive(Default)]
+struct Echo {
+    served: AtomicUsize,
+    arrived: Notify,
+    release: Notify,
+}
+
+/// `Echo` as a dispatcher.
+struct Echoing(Arc<Echo>);
+
+impl serve::Dispatcher for Echoing {
+    fn dispatch(
+        &self,
+        call: frame::Call<'_>,
+        _: &Bytes,
+        _: &serve::Caller,
+    ) -> BoxFuture<'static, serve::Outcome> {
+        let (seq, args, method) = (call.seq, call.args.to_vec(), call.method.to_owned());
+        let echo = Arc::clone(&self.0);
+        Box::pin(async move {
+            if method == "hold" {
+                let released = echo.release.notified();
+                echo.arrived.notify_one();
+                released.await;
+            }
+            echo.served.fetch_add(1, Ordering::SeqCst);
+            let results = if method == "big" {
+                vec![0_u8; usize::from(args[0]) * 1024]
+            } else {
+                args
+            };
+            Ok(frame::encode_reply(seq, Ok(&results)).unwrap())
+        })
+    }
+}
+
+fn settings(url: &str) -> nats::Settings {
+    nats::Settings {
+        urls: vec![url.to_owned()],
+        name: "exorun-test".to_owned(),
+        ..nats::Settings::default()
+    }
+}
+
+/// Serves `echo` as `exports` of `lattice` until `stop` is notified; subscribed on return.
+async fn serving(
+    url: &str,
+    lattice: &str,
+    exports: &[&str],
+    echo: &Arc<Echo>,
+    stop: &Arc<Notify>,
+) -> tokio::task::JoinHandle<nats::Served> {
+    let connection = nats::connect(&settings(url), nats::SUBSCRIPTION_CAPACITY)
+        .await
+        .unwrap();
+    let exports: Vec<String> = exports.iter().map(|name| (*name).to_owned()).collect();
+    let subscribed = nats::subscribe(connection, lattice, &exports)
+        .await
+        .unwrap();
+    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move { subscribed.serve(dispatcher, 256, stop.notified()).await })
+}
+
+async fn call(
+    lattice: &Lattice,
+    target: &str,
+    method: &str,
+    args: &[u8],
+) -> Result<Bytes, client::Error> {
+    let frame = frame::encode_call(target, method, args, &[]).unwrap();
+    lattice.call_within(frame, Duration::from_secs(5)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_reaches_its_export_by_name() {
+    let server = NatsServer::start(&[]);
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let served = serving(&server.url, "t", &["echo"], &echo, &stop).await;
+    let lattice = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
+    assert_eq!(
+        &call(&lattice, "echo", "any", b"slab").await.unwrap()[..],
+        b"slab"
+    );
+    stop.notify_one();
+    let served = served.await.unwrap();
+    assert_eq!(served.calls, 1, "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_responders_is_instance_not_found_at_once() {
+    let server = NatsServer::start(&[]);
+    let lattice = Lattice::new(settings(&server.url), "t", Duration::from_secs(30));
+    let started = Instant::now();
+    let missing = call(&lattice, "nobody", "any", b"").await;
+    assert_eq!(
+        missing,
+        Err(client::Error::Remote(Failure::InstanceNotFound {
+            instance: "nobody".into()
+        }))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not the 30 s timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lattices_are_kept_apart() {
+    let server = NatsServer::start(&[]);
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let _served = serving(&server.url, "blue", &["echo"], &echo, &stop).await;
+    let blue = Lattice::new(settings(&server.url), "blue", Duration::from_secs(5));
+    assert_eq!(&call(&blue, "echo", "any", b"b").await.unwrap()[..], b"b");
+    let green = Lattice::new(settings(&server.url), "green", Duration::from_secs(5));
+    assert!(matches!(
+        call(&green, "echo", "any", b"").await,
+        Err(client::Error::Remote(Failure::InstanceNotFound { .. }))
+    ));
+    stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_the_payload_limit_are_refused_naming_both_sizes() {
+    let config = std::env::temp_dir().join(format!("exorun-nats-{}.conf", std::process::id()));
+    std::fs::write(&config, "max_payload: 4096\n").unwrap();
+    let server = NatsServer::start(&["-c", config.to_str().unwrap()]);
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let _served = serving(&server.url, "t", &["echo"], &echo, &stop).await;
+    let lattice = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
+    let refused = call(&lattice, "echo", "any", &[0; 5000]).await;
+    let Err(client::Error::Transport(transport::Error::MessageTooLarge { message_bytes, max })) =
+        refused
+    else {
+        panic!("not refused for its size: {refused:?}");
+    };
+    assert!(message_bytes > 5000, "{message_bytes}");
+    assert_eq!(max, 4096);
+    // A reply over the limit: the call ran, and its caller is told why it gets no results.
+    let too_large = call(&lattice, "echo", "big", &[8]).await;
+    let Err(client::Error::Remote(Failure::ReplyTooLarge { reply_bytes, max })) = too_large else {
+        panic!("not ReplyTooLarge: {too_large:?}");
+    };
+    assert!(reply_bytes > 8 * 1024, "{reply_bytes}");
+    assert_eq!(max, 4096);
+    stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_group_shares_calls_and_a_drained_member_answers_what_it_received() {
+    let server = NatsServer::start(&[]);
+    let (first, second) = (Arc::new(Echo::default()), Arc::new(Echo::default()));
+    let (stop_first, stop_second) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let first_served = serving(&server.url, "t", &["echo"], &first, &stop_first).await;
+    let _second_served = serving(&server.url, "t", &["echo"], &second, &stop_second).await;
+    let lattice = Arc::new(Lattice::new(
+        settings(&server.url),
+        "t",
+        Duration::from_secs(5),
+    ));
+    for _ in 0..400 {
+        call(&lattice, "echo", "any", b"x").await.unwrap();
+    }
+    let (a, b) = (
+        first.served.load(Ordering::SeqCst),
+        second.served.load(Ordering::SeqCst),
+    );
+    assert!(a >= 80 && b >= 80, "both members take calls: {a} / {b}");
+
+    // Hold calls until one lands on the first member, then stop it: it still answers it.
+    let mut holding = Vec::new();
+    let landed = first.arrived.notified();
+    tokio::pin!(landed);
+    loop {
+        let lattice = Arc::clone(&lattice);
+        holding.push(tokio::spawn(async move {
+            call(&lattice, "echo", "hold", b"h").await
+        }));
+        tokio::select! {
+            () = &mut landed => break,
+            () = second.arrived.notified() => {}
+        }
+    }
+    stop_first.notify_one();
+    // Its subscription is drained: new calls all go to the second member.
+    let before = second.served.load(Ordering::SeqCst);
+    first.release.notify_waiters();
+    second.release.notify_waiters();
+    let drained = first_served.await.unwrap();
+    for held in holding {
+        assert_eq!(
+            &held.await.unwrap().unwrap()[..],
+            b"h",
+            "a held call was answered"
+        );
+    }
+    for _ in 0..50 {
+        call(&lattice, "echo", "any", b"x").await.unwrap();
+    }
+    assert!(second.served.load(Ordering::SeqCst) >= before + 50);
+    assert!(drained.calls >= 1, "{drained:?}");
+    stop_second.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_required_and_never_shown() {
+    let server = NatsServer::start(&["--user", "exorun", "--pass", "s3cr3t-pass"]);
+    let port = server.url.rsplit_once(':').unwrap().1;
+    let without = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
+    let refused = call(&without, "echo", "any", b"").await;
+    let Err(client::Error::Transport(error)) = &refused else {
+        panic!("connected without credentials: {refused:?}");
+    };
+    assert!(error.to_string().contains("NATS connect"), "{error}");
+    let url = format!("nats://exorun:s3cr3t-pass@127.0.0.1:{port}");
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let _served = serving(&url, "t", &["echo"], &echo, &stop).await;
+    let with = Lattice::new(settings(&url), "t", Duration::from_secs(5));
+    assert!(!format!("{with:?}").contains("s3cr3t"), "{with:?}");
+    let wrong = format!("nats://exorun:wrong-pass@127.0.0.1:{port}");
+    let denied = call(
+        &Lattice::new(settings(&wrong), "t", Duration::from_secs(5)),
+        "echo",
+        "any",
+        b"",
+    )
+    .await;
+    let shown = format!("{denied:?}");
+    assert!(denied.is_err() && !shown.contains("wrong-pass"), "{shown}");
+    stop.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_seed_authenticates_and_stays_secret() {
+    let user = nkeys::KeyPair::new_user();
+    let config = std::env::temp_dir().join(format!("exorun-nkey-{}.conf", std::process::id()));
+    let authorization = format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    );
+    std::fs::write(&config, authorization).unwrap();
+    let server = NatsServer::start(&["-c", config.to_str().unwrap()]);
+    let seed = user.seed().unwrap();
+    let keyed = nats::Settings {
+        nkey_seed: Some(seed.clone()),
+        ..settings(&server.url)
+    };
+    assert!(!format!("{keyed:?}").contains(&seed));
+    let connection = nats::connect(&keyed, nats::SUBSCRIPTION_CAPACITY)
+        .await
+        .unwrap();
+    let subscribed = nats::subscribe(connection, "t", &["echo".to_owned()])
+        .await
+        .unwrap();
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(&echo)));
+    let stopping = Arc::clone(&stop);
+    let _served =
+        tokio::spawn(async move { subscribed.serve(dispatcher, 256, stopping.notified()).await });
+    let lattice = Lattice::new(keyed, "t", Duration::from_secs(5));
+    assert_eq!(
+        &call(&lattice, "echo", "any", b"k").await.unwrap()[..],
+        b"k"
+    );
+    let anonymous = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
+    assert!(call(&anonymous, "echo", "any", b"").await.is_err());
+    stop.notify_one();
+}
+
+proptest! {
+    #[test]
+    fn subjects_are_single_tokens_and_never_collide(
+        a in ("\\PC{0,12}", "\\PC{0,12}"),
+        b in ("\\PC{0,12}", "\\PC{0,12}"),
+    ) {
+        let (subject_a, subject_b) = (nats::subject(&a.0, &a.1), nats::subject(&b.0, &b.1));
+        prop_assert_eq!(subject_a.split('.').count(), 3);
+        prop_assert!(!subject_a.contains(['*', '>', ' ', '\t']));
+        prop_assert_eq!(subject_a == subject_b, a == b);
+    }
+}
