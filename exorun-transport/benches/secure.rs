@@ -59,24 +59,29 @@ async fn echo_server(address: &str, key: &NodeKey) -> Address {
     tokio::spawn(async move {
         loop {
             let accepted = listener.accept_socket().await.expect("accept");
-            tokio::spawn(async move {
-                // The connect rows close without a call: over QUIC, before opening the stream.
-                let config = stream::Config::new(transport::MESSAGE_BYTES_MAX);
-                let Ok(opened) = accepted.open(config).await else {
-                    return;
-                };
-                let served: Arc<dyn Transport> = opened.transport;
-                let _ = serve::connection(served, Arc::new(Echo), serve::Config::default()).await;
-            });
+            tokio::spawn(serve_one(accepted));
         }
     });
     bound
 }
 
+/// Opens one connection and serves `Echo` on it.
+async fn serve_one(accepted: net::Accepted) {
+    // The connect rows close without a call: over QUIC, before opening the stream.
+    let config = stream::Config::new(transport::MESSAGE_BYTES_MAX);
+    let Ok(opened) = accepted.open(config).await else {
+        return;
+    };
+    let served: Arc<dyn Transport> = opened.transport;
+    let _ = serve::connection(served, Arc::new(Echo), serve::Config::default()).await;
+}
+
 async fn connect(address: &Address, secure: &Secure) -> Arc<stream::Transport> {
     let connected = match address {
         Address::Tcp(_) => net::connect(address, transport::MESSAGE_BYTES_MAX).await,
-        _ => net::connect_secure(address, secure, transport::MESSAGE_BYTES_MAX).await,
+        Address::Unix(_) | Address::Tls(_) | Address::Quic(_) => {
+            net::connect_secure(address, secure, transport::MESSAGE_BYTES_MAX).await
+        }
     };
     connected.expect("connect")
 }
@@ -144,21 +149,27 @@ async fn raw_quic_server(key: &NodeKey) -> (quinn::Endpoint, std::net::SocketAdd
     let serving = endpoint.clone();
     tokio::spawn(async move {
         while let Some(incoming) = serving.accept().await {
-            tokio::spawn(async move {
-                let connection = incoming.await.expect("handshake");
-                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                    tokio::spawn(async move {
-                        let Ok(message) = recv.read_to_end(1 << 20).await else {
-                            return;
-                        };
-                        let _ = send.write_all(&message).await;
-                        let _ = send.finish();
-                    });
-                }
-            });
+            tokio::spawn(raw_quic_connection(incoming));
         }
     });
     (endpoint, address)
+}
+
+/// Echoes every stream of one raw QUIC connection.
+async fn raw_quic_connection(incoming: quinn::Incoming) {
+    let connection = incoming.await.expect("handshake");
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        tokio::spawn(raw_quic_echo(send, recv));
+    }
+}
+
+/// Echoes one stream's whole message.
+async fn raw_quic_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let Ok(message) = recv.read_to_end(1 << 20).await else {
+        return;
+    };
+    let _ = send.write_all(&message).await;
+    let _ = send.finish();
 }
 
 /// CALLS calls on raw quinn, each on a fresh bidirectional stream, `in_flight` at once.
@@ -236,9 +247,7 @@ async fn main() {
                 micros(p50),
                 micros(p99)
             );
-            if in_flight == 1 {
-                at_one.push((scheme, p50, rate));
-            }
+            at_one.extend((in_flight == 1).then_some((scheme, p50, rate)));
         }
         let cost = connect_cost(&address, &secure).await;
         println!("connect {scheme}: {:.0} µs per connection", micros(cost));

@@ -55,11 +55,10 @@ impl NatsServer {
         }
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
+            // Ends when the server's stderr closes or nobody listens any more.
+            let _ = lines
+                .map_while(Result::ok)
+                .try_for_each(|line| sender.send(line));
         });
         Self {
             child,
