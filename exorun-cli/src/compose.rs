@@ -25,8 +25,12 @@ use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_systems::logging::Logging;
 use exorun_systems::wasi::Wasi;
+use exorun_transport::address::Address;
 use exorun_transport::client::Caller;
+use exorun_transport::identity;
 use exorun_transport::identity::NodeKey;
+use exorun_transport::nats;
+use exorun_transport::nats::Lattice;
 use exorun_transport::net;
 use exorun_transport::peer::Peer;
 use exorun_transport::tls::Secure;
@@ -70,13 +74,14 @@ pub struct Composition {
     pub key: Option<Arc<NodeKey>>,
 }
 
-/// Shared providers: one logging system, one kv system per store name, one peer (one
-/// connection kept up, with failover) per peer of the manifest.
+/// Shared providers: one logging system, one kv system per store name, one caller per peer
+/// of the manifest (a `Peer`, one connection kept up with failover, or a NATS `Lattice`).
 struct Providers<'m> {
     logging: Arc<dyn SystemComponent>,
     stores: BTreeMap<String, Arc<dyn SystemComponent>>,
-    peers: BTreeMap<String, Arc<Peer>>,
+    callers: BTreeMap<String, Arc<dyn Caller>>,
     key: Option<Arc<NodeKey>>,
+    lattices: BTreeMap<String, nats::Settings>,
     manifest: &'m Manifest,
 }
 
@@ -101,27 +106,94 @@ impl Providers<'_> {
                 app: app_of(instance)?,
                 name: instance.clone(),
             },
-            Link::Remote { peer, target } => {
-                let spec = self.manifest.peers.get(peer)?;
-                let key = self.key.clone();
-                let shared = self.peers.entry(peer.clone()).or_insert_with(|| {
-                    let max = transport::MESSAGE_BYTES_MAX;
-                    let sockets = match (spec.pin, key) {
-                        (Some(pin), Some(key)) => net::Sockets::secure(max, Secure { key, pin }),
-                        _ => net::Sockets::new(max),
-                    };
-                    let addresses = spec.addresses.clone();
-                    Arc::new(Peer::new(peer, addresses, Arc::new(sockets), spec.config))
-                });
-                let client: Arc<dyn Caller> = shared.clone();
-                Linkable::Remote {
-                    client,
-                    target: target.clone(),
-                }
-            }
+            Link::Remote { peer, target } => Linkable::Remote {
+                client: self.caller(peer)?,
+                target: target.clone(),
+            },
         };
         Some(linkable)
     }
+}
+
+impl Providers<'_> {
+    /// The one caller of the peer named `name`, made on first use.
+    fn caller(&mut self, name: &str) -> Option<Arc<dyn Caller>> {
+        if let Some(caller) = self.callers.get(name) {
+            return Some(Arc::clone(caller));
+        }
+        let spec = self.manifest.peers.get(name)?;
+        let timeout = spec.config.client.timeout;
+        let caller: Arc<dyn Caller> = match (&spec.nats, self.lattices.get(name)) {
+            (Some(lattice), Some(settings)) => {
+                Arc::new(Lattice::new(settings.clone(), &lattice.lattice, timeout))
+            }
+            (Some(_), None) => return None, // its nkey is already reported
+            (None, _) => {
+                let max = transport::MESSAGE_BYTES_MAX;
+                let sockets = match (spec.pin, self.key.clone()) {
+                    (Some(pin), Some(key)) => net::Sockets::secure(max, Secure { key, pin }),
+                    _ => net::Sockets::new(max),
+                };
+                let addresses = spec.addresses.clone();
+                Arc::new(Peer::new(name, addresses, Arc::new(sockets), spec.config))
+            }
+        };
+        self.callers.insert(name.to_owned(), Arc::clone(&caller));
+        Some(caller)
+    }
+}
+
+/// How to reach each lattice peer's NATS system: its URLs and its nkey seed, read now (a seed
+/// file others may read is a problem at its key).
+fn lattice_settings(
+    manifest: &Manifest,
+    problems: &mut Vec<(String, Problem)>,
+) -> BTreeMap<String, nats::Settings> {
+    let mut lattices = BTreeMap::new();
+    for (name, peer) in &manifest.peers {
+        let Some(lattice) = &peer.nats else {
+            continue;
+        };
+        let Some(settings) = nats_settings(lattice, &peer.addresses, problems, name) else {
+            continue;
+        };
+        lattices.insert(name.clone(), settings);
+    }
+    lattices
+}
+
+/// NATS settings for `lattice` at `addresses`; a seed that cannot be read is a problem at
+/// `peers.NAME.nkey`.
+pub fn nats_settings(
+    lattice: &manifest::Nats,
+    addresses: &[Address],
+    problems: &mut Vec<(String, Problem)>,
+    name: &str,
+) -> Option<nats::Settings> {
+    let nkey_seed = match &lattice.nkey {
+        None => None,
+        Some(path) => match identity::read_private(path) {
+            Ok(seed) => Some(String::from_utf8_lossy(&seed).trim().to_owned()),
+            Err(error) => {
+                problems.push((format!("peers.{name}.nkey"), Problem::Key(error)));
+                return None;
+            }
+        },
+    };
+    let urls = addresses
+        .iter()
+        .filter_map(|address| match address {
+            Address::Nats(url) => Some(url.clone()),
+            Address::Tcp(_) | Address::Unix(_) | Address::Tls(_) | Address::Quic(_) => None,
+        })
+        .collect();
+    Some(nats::Settings {
+        urls,
+        nkey_seed,
+        require_tls: lattice.require_tls,
+        root_certificates: lattice.ca.clone(),
+        name: format!("exorun {name}"),
+    })
 }
 
 fn wasi_system(settings: &manifest::Wasi) -> Wasi {
@@ -176,6 +248,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         .map(str::to_owned)
         .collect();
     let key = node_key(&manifest, &mut problems);
+    let lattices = lattice_settings(&manifest, &mut problems);
     let apps = compile_apps(&runtime, &manifest, &mut problems);
     let app_of = |instance: &str| {
         let app = &manifest.instances.get(instance)?.app;
@@ -184,8 +257,9 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
         stores: BTreeMap::new(),
-        peers: BTreeMap::new(),
+        callers: BTreeMap::new(),
         key: key.clone(),
+        lattices,
         manifest: &manifest,
     };
     let mut builders = Vec::new();

@@ -22,6 +22,7 @@ use exorun_core::registry::Runtime;
 use exorun_transport::address::Address;
 use exorun_transport::budget;
 use exorun_transport::identity::NodeKey;
+use exorun_transport::nats;
 use exorun_transport::net;
 
 use exorun_cli::compose;
@@ -63,8 +64,10 @@ enum Command {
         manifest: PathBuf,
         /// Where to listen: `tls://HOST:PORT`, `quic://HOST:PORT`, `tcp://HOST:PORT` or
         /// `unix://PATH` (repeatable).
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "nats")]
         listen: Vec<String>,
+        #[command(flatten)]
+        lattice: LatticeArgs,
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
@@ -93,6 +96,58 @@ enum Command {
         /// The component file.
         component: PathBuf,
     },
+}
+
+/// Serving exports in a NATS lattice.
+#[derive(clap::Args)]
+struct LatticeArgs {
+    /// A NATS server to serve the exports through, by name, in a lattice
+    /// (`nats://[user:password@|token@]HOST:PORT`; repeatable, tried in turn).
+    #[arg(long)]
+    nats: Vec<String>,
+    /// The lattice's name.
+    #[arg(long, default_value = manifest::LATTICE_DEFAULT, requires = "nats")]
+    lattice: String,
+    /// An nkey seed file (mode 0600) to authenticate to NATS.
+    #[arg(long, requires = "nats")]
+    nats_nkey: Option<PathBuf>,
+    /// Require TLS to the NATS server.
+    #[arg(long, requires = "nats")]
+    nats_tls: bool,
+    /// A root certificate (PEM) to trust for the NATS server's TLS.
+    #[arg(long, requires = "nats")]
+    nats_ca: Option<PathBuf>,
+}
+
+impl LatticeArgs {
+    /// The lattice's NATS settings, if `--nats` was given.
+    fn settings(&self) -> Result<Option<nats::Settings>, Failed> {
+        if self.nats.is_empty() {
+            return Ok(None);
+        }
+        let mut addresses = Vec::new();
+        for url in &self.nats {
+            let address = Address::parse(url)?;
+            if !matches!(address, Address::Nats(_)) {
+                return Err(Failed(vec![format!(
+                    "--nats {address}: expected nats://HOST:PORT"
+                )]));
+            }
+            addresses.push(address);
+        }
+        let lattice = manifest::Nats {
+            lattice: self.lattice.clone(),
+            nkey: self.nats_nkey.clone(),
+            require_tls: self.nats_tls,
+            ca: self.nats_ca.clone(),
+        };
+        let mut problems = Vec::new();
+        let settings = compose::nats_settings(&lattice, &addresses, &mut problems, "serve");
+        if let Some((_, problem)) = problems.first() {
+            return Err(Failed(vec![format!("--nats-nkey: {problem}")]));
+        }
+        Ok(settings)
+    }
 }
 
 /// What `exorun serve` holds its peers to (README, "Limits and hostile inputs").
@@ -217,6 +272,7 @@ async fn command(command: Command) -> Result<(), Failed> {
         Command::Serve {
             manifest,
             listen,
+            lattice,
             peers,
             key,
             insecure,
@@ -226,6 +282,8 @@ async fn command(command: Command) -> Result<(), Failed> {
             let listening = Listening {
                 addresses: &listen,
                 insecure,
+                nats: lattice.settings()?,
+                lattice: lattice.lattice,
             };
             serve(manifest, &listening, limits.config()).await
         }
@@ -298,10 +356,12 @@ async fn run(manifest: manifest::Manifest, invoke: Option<&str>) -> Result<(), F
     Err(Failed(failures))
 }
 
-/// Where `serve` listens, and whether plaintext may leave loopback.
+/// Where `serve` listens, whether plaintext may leave loopback, and the lattice it joins.
 struct Listening<'a> {
     addresses: &'a [String],
     insecure: bool,
+    nats: Option<nats::Settings>,
+    lattice: String,
 }
 
 impl Listening<'_> {
@@ -321,6 +381,16 @@ impl Listening<'_> {
                 Ok(address) => addresses.push(address),
                 Err(found) => problems.extend(found),
             }
+        }
+        if self.nats.is_some() {
+            let shown = path.display();
+            problems.extend(restricted.iter().map(|name| {
+                format!(
+                    "{shown}: instances.{name}.export: an allow list needs secure listeners \
+                     (tls://, quic://); NATS carries no caller key (restrict who may publish \
+                     to the export's subject with NATS permissions instead)"
+                )
+            }));
         }
         if !problems.is_empty() {
             return Err(Failed(problems));
@@ -372,6 +442,51 @@ impl Listening<'_> {
     }
 }
 
+/// Binds every listener (secure ones presenting `key`) and announces each.
+async fn bind_all(
+    addresses: &[Address],
+    key: Option<&Arc<NodeKey>>,
+) -> Result<Vec<net::Listener>, Failed> {
+    let mut listeners = Vec::new();
+    for address in addresses {
+        let listener = match key {
+            Some(key) => net::Listener::bind_secure(address, key).await?,
+            None => net::Listener::bind(address).await?,
+        };
+        println!("exorun: listening on {}", listener.local_address()?);
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// A second signal does not wait for anything: it exits at once.
+async fn exit_on_second(mut signals: Signals) {
+    signals.next().await;
+    // Not `eprintln!`: a closed stderr must not stop the exit with a panic.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        b"exorun: second signal: exiting now\n",
+    );
+    std::process::exit(EXIT_FORCED);
+}
+
+/// Connects to the lattice's NATS system and subscribes every export (announced once NATS
+/// has the subscriptions).
+async fn join_lattice(
+    settings: &nats::Settings,
+    lattice: &str,
+    names: &[String],
+) -> Result<nats::Subscribed, Failed> {
+    let connection = nats::connect(settings, nats::SUBSCRIPTION_CAPACITY).await?;
+    let subscribed = nats::subscribe(connection, lattice, names).await?;
+    let hosts: Vec<String> = settings.urls.iter().map(|url| nats::shown(url)).collect();
+    println!(
+        "exorun: listening on lattice `{lattice}` at {}",
+        hosts.join(", ")
+    );
+    Ok(subscribed)
+}
+
 /// Whether `host_port`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
 fn is_loopback(host_port: &str) -> bool {
     let host = host_port
@@ -400,22 +515,24 @@ async fn serve(
     }
     let restricted = composition.exports.restricted();
     let addresses = listening.check(&path, composition.key.as_ref(), &restricted)?;
-    let mut listeners = Vec::new();
-    for address in &addresses {
-        let listener = match &composition.key {
-            Some(key) => net::Listener::bind_secure(address, key).await?,
-            None => net::Listener::bind(address).await?,
-        };
-        println!("exorun: listening on {}", listener.local_address()?);
-        listeners.push(listener);
-    }
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let until = async move {
+    let listeners = bind_all(&addresses, composition.key.as_ref()).await?;
+    let subscribed = match &listening.nats {
+        Some(settings) => Some(join_lattice(settings, &listening.lattice, &names).await?),
+        None => None,
+    };
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let drain = config.drain_timeout;
+    let calls_in_flight_max = config.serve.calls_in_flight_max;
     let exports = Arc::clone(&composition.exports);
-    let server = tokio::spawn(server::serve(exports, listeners, config, until));
+    let lattice = subscribed.map(|subscribed| {
+        let dispatcher: Arc<dyn exorun_transport::serve::Dispatcher> = exports.clone();
+        let stop = until(stopped.clone());
+        tokio::spawn(subscribed.serve(dispatcher, calls_in_flight_max, stop))
+    });
+    let server = tokio::spawn(server::serve(exports, listeners, config, until(stopped)));
     // Registered before anything is announced, so no signal can come before its listener.
     let mut signals = Signals::new()?;
     println!("exorun: serving {}", names.join(", "));
@@ -424,19 +541,19 @@ async fn serve(
     let drain_ms = drain.as_millis();
     eprintln!("exorun: stopping: letting calls in flight finish (at most {drain_ms} ms)");
     let _ = stopping.send(true);
-    // A second signal does not wait for anything.
-    tokio::spawn(async move {
-        signals.next().await;
-        // Not `eprintln!`: a closed stderr must not stop the exit with a panic.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"exorun: second signal: exiting now\n",
-        );
-        std::process::exit(EXIT_FORCED);
-    });
+    tokio::spawn(exit_on_second(signals));
+    let drained = match lattice {
+        Some(lattice) => tokio::time::timeout(drain, lattice).await.is_ok(),
+        None => true,
+    };
     let stopped = server
         .await
         .map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
+    if !drained {
+        return Err(Failed(vec![
+            "drain timeout: calls received from the lattice were still running".to_owned(),
+        ]));
+    }
     if stopped.cut > 0 {
         return Err(Failed(vec![format!(
             "drain timeout: closed {} connections with calls still in flight",

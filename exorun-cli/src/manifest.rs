@@ -11,6 +11,8 @@
 //! backup = { addresses = ["tcp://a:1", "unix:///b"], timeout_ms = 5000, heartbeat_ms = 10000,
 //!            backoff_max_ms = 5000, when_down = "fail" }   # or "wait"; heartbeat_ms = 0: none
 //! secure = { address = "tls://10.0.0.7:47411", key = "ed25519:<64 hex digits>" }  # pinned
+//! cluster = { addresses = ["nats://10.0.0.9:4222"], lattice = "prod", nkey = "user.nk",
+//!             tls = false, ca = "nats-ca.pem" }   # exports by name anywhere in a lattice
 //!
 //! [instances.calc]
 //! app = "consumer"
@@ -166,6 +168,20 @@ pub enum Problem {
         /// The plaintext address.
         address: String,
     },
+    /// A peer with both nats:// and other addresses.
+    #[error("a peer's addresses are all nats:// (a lattice) or none are")]
+    MixedNats,
+    /// A NATS setting on a peer that is not a lattice.
+    #[error("`{setting}` applies only to nats:// peers")]
+    NatsOnly {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A pinned key on a nats:// peer.
+    #[error(
+        "a nats:// peer is authenticated by NATS (credentials, nkey, TLS); `key` pins tls:// and quic:// peers"
+    )]
+    PinOnNats,
     /// A secure peer, but no node key for this runtime.
     #[error(
         "a secure peer needs this runtime's node key: `key = PATH` at the top of the manifest, or --key PATH"
@@ -290,6 +306,21 @@ pub struct Peer {
     pub config: peer::Config,
     /// The key it must present (its addresses are then all secure).
     pub pin: Option<PublicKey>,
+    /// For a lattice (nats:// addresses): its name and how to authenticate to NATS.
+    pub nats: Option<Nats>,
+}
+
+/// A lattice peer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nats {
+    /// The lattice's name (`nats::LATTICE_DEFAULT` unless given).
+    pub lattice: String,
+    /// An nkey seed file (resolved against the manifest's directory; mode 0600).
+    pub nkey: Option<PathBuf>,
+    /// Whether TLS to the NATS server is required.
+    pub require_tls: bool,
+    /// A root certificate file (PEM) for the NATS server's TLS.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +430,10 @@ struct RawPeerSettings {
     backoff_max_ms: Option<u64>,
     when_down: Option<String>,
     key: Option<String>,
+    lattice: Option<String>,
+    nkey: Option<PathBuf>,
+    tls: Option<bool>,
+    ca: Option<PathBuf>,
 }
 
 impl RawPeer {
@@ -459,7 +494,7 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
     let mut problems = Vec::new();
     let mut checked_peers = BTreeMap::new();
     for (name, peer) in std::mem::take(&mut raw.peers) {
-        match check_peer(peer.settings()) {
+        match check_peer(base, peer.settings()) {
             Ok(peer) => {
                 checked_peers.insert(name, Some(peer));
             }
@@ -721,10 +756,17 @@ fn check_link(
         if is_secure(&address) {
             return Err(Problem::PeerNeedsKey);
         }
+        let nats = matches!(address, Address::Nats(_)).then(|| Nats {
+            lattice: LATTICE_DEFAULT.to_owned(),
+            nkey: None,
+            require_tls: false,
+            ca: None,
+        });
         let peer = Peer {
             addresses: vec![address],
             config: peer::Config::default(),
             pin: None,
+            nats,
         };
         peers.insert(remote.to_owned(), Some(peer));
     }
@@ -736,8 +778,8 @@ fn check_link(
 }
 
 /// A peer's addresses (one of `address` and `addresses`) and settings.
-fn check_peer(settings: RawPeerSettings) -> Result<Peer, Problem> {
-    let written = match (settings.address, settings.addresses) {
+fn check_peer(base: &Path, mut settings: RawPeerSettings) -> Result<Peer, Problem> {
+    let written = match (settings.address.take(), settings.addresses.take()) {
         (Some(address), None) => vec![address],
         (None, Some(addresses)) if !addresses.is_empty() => addresses,
         _ => return Err(Problem::PeerAddresses),
@@ -746,17 +788,10 @@ fn check_peer(settings: RawPeerSettings) -> Result<Peer, Problem> {
     for address in &written {
         addresses.push(Address::parse(address).map_err(Problem::BadAddress)?);
     }
+    let nats = check_nats(base, &settings, &addresses)?;
     let pin = settings.key.as_deref().map(PublicKey::parse).transpose();
     let pin = pin.map_err(Problem::Key)?;
-    let plaintext = addresses.iter().find(|address| !is_secure(address));
-    match (pin, plaintext) {
-        (Some(_), Some(address)) => {
-            let address = address.to_string();
-            return Err(Problem::KeyOnPlaintext { address });
-        }
-        (None, _) if addresses.iter().any(is_secure) => return Err(Problem::PeerNeedsKey),
-        _ => {}
-    }
+    check_pin(pin.as_ref(), nats.is_some(), &addresses)?;
     let mut config = peer::Config::default();
     if let Some(ms) = settings.timeout_ms {
         config.client.timeout = Duration::from_millis(ms);
@@ -779,8 +814,66 @@ fn check_peer(settings: RawPeerSettings) -> Result<Peer, Problem> {
         addresses,
         config,
         pin,
+        nats,
     })
 }
+
+/// A pin needs secure addresses, and a secure address needs a pin; a lattice takes none.
+fn check_pin(pin: Option<&PublicKey>, lattice: bool, addresses: &[Address]) -> Result<(), Problem> {
+    if lattice {
+        return match pin {
+            Some(_) => Err(Problem::PinOnNats),
+            None => Ok(()),
+        };
+    }
+    let plaintext = addresses.iter().find(|address| !is_secure(address));
+    match (pin, plaintext) {
+        (Some(_), Some(address)) => Err(Problem::KeyOnPlaintext {
+            address: address.to_string(),
+        }),
+        (None, _) if addresses.iter().any(is_secure) => Err(Problem::PeerNeedsKey),
+        _ => Ok(()),
+    }
+}
+
+/// A lattice's settings, if the peer's addresses are nats:// (all of them, or none).
+fn check_nats(
+    base: &Path,
+    settings: &RawPeerSettings,
+    addresses: &[Address],
+) -> Result<Option<Nats>, Problem> {
+    let lattices = addresses
+        .iter()
+        .filter(|address| matches!(address, Address::Nats(_)))
+        .count();
+    if lattices == 0 {
+        let given = [
+            ("lattice", settings.lattice.is_some()),
+            ("nkey", settings.nkey.is_some()),
+            ("tls", settings.tls.is_some()),
+            ("ca", settings.ca.is_some()),
+        ];
+        if let Some((setting, _)) = given.into_iter().find(|(_, given)| *given) {
+            return Err(Problem::NatsOnly { setting });
+        }
+        return Ok(None);
+    }
+    if lattices != addresses.len() {
+        return Err(Problem::MixedNats);
+    }
+    Ok(Some(Nats {
+        lattice: settings
+            .lattice
+            .clone()
+            .unwrap_or_else(|| LATTICE_DEFAULT.to_owned()),
+        nkey: settings.nkey.as_ref().map(|nkey| base.join(nkey)),
+        require_tls: settings.tls.unwrap_or(false),
+        ca: settings.ca.as_ref().map(|ca| base.join(ca)),
+    }))
+}
+
+/// The lattice used when a nats:// peer or `exorun serve --nats` names none.
+pub const LATTICE_DEFAULT: &str = exorun_transport::nats::LATTICE_DEFAULT;
 
 /// Whether `address` is authenticated and encrypted (`tls://`, `quic://`).
 pub fn is_secure(address: &Address) -> bool {

@@ -57,7 +57,7 @@ links = { "exorun:test/math" = { local = "b" } }
     assert_eq!(
         all_at_once,
         "exorun: M: peers.far: bad address `http://nowhere`: expected tcp://HOST:PORT, \
-         unix://PATH, tls://HOST:PORT or quic://HOST:PORT\n\
+         unix://PATH, tls://HOST:PORT, quic://HOST:PORT or nats://HOST:PORT\n\
          exorun: M: instances.a.app: unknown app `nope`\n\
          exorun: M: instances.b.links.\"exorun:test/math\": unknown instance `ghost`\n\
          exorun: M: instances.c.links.\"exorun:test/math\": the peer `far` is not usable (see \

@@ -79,7 +79,7 @@ async fn serve_one(accepted: net::Accepted) {
 async fn connect(address: &Address, secure: &Secure) -> Arc<stream::Transport> {
     let connected = match address {
         Address::Tcp(_) => net::connect(address, transport::MESSAGE_BYTES_MAX).await,
-        Address::Unix(_) | Address::Tls(_) | Address::Quic(_) => {
+        Address::Unix(_) | Address::Tls(_) | Address::Quic(_) | Address::Nats(_) => {
             net::connect_secure(address, secure, transport::MESSAGE_BYTES_MAX).await
         }
     };

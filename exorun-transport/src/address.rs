@@ -1,6 +1,7 @@
 //! Addresses: where a runtime listens or a peer is reached, written `tcp://HOST:PORT`,
 //! `unix:///absolute/or/relative/path`, `tls://HOST:PORT` (TLS 1.3 over TCP) or
-//! `quic://HOST:PORT` (QUIC over UDP). Parsing is pure and always built, whichever transports
+//! `quic://HOST:PORT` (QUIC over UDP), or a NATS server, `nats://[CREDENTIALS@]HOST:PORT`, for
+//! lattices (whose credentials are never shown: `Display` writes only the host and port). Parsing is pure and always built, whichever transports
 //! this build has; a malformed address is `transport::Error::BadAddress` naming the reason.
 
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ pub enum Address {
     Tls(String),
     /// `quic://HOST:PORT`: QUIC over UDP, authenticated by node keys.
     Quic(String),
+    /// `nats://[user:password@|token@]HOST:PORT`: a NATS server of a lattice (the whole URL,
+    /// credentials included; shown without them).
+    Nats(String),
 }
 
 impl Address {
@@ -49,9 +53,24 @@ impl Address {
             }
             return Ok(make(host_port.to_owned()));
         }
+        if let Some(rest) = text.strip_prefix("nats://") {
+            let host_port = rest
+                .rsplit_once('@')
+                .map_or(rest, |(_, host_port)| host_port);
+            let Some((host, port)) = host_port.rsplit_once(':') else {
+                return Err(bad("a network address needs HOST:PORT"));
+            };
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad(
+                    "a network address needs a host and a port from 0 to 65535",
+                ));
+            }
+            return Ok(Address::Nats(text.to_owned()));
+        }
         let Some(path) = text.strip_prefix("unix://") else {
             return Err(bad(
-                "expected tcp://HOST:PORT, unix://PATH, tls://HOST:PORT or quic://HOST:PORT",
+                "expected tcp://HOST:PORT, unix://PATH, tls://HOST:PORT, quic://HOST:PORT or \
+                 nats://HOST:PORT",
             ));
         };
         if path.is_empty() {
@@ -68,6 +87,13 @@ impl std::fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix://{}", path.display()),
             Address::Tls(host_port) => write!(f, "tls://{host_port}"),
             Address::Quic(host_port) => write!(f, "quic://{host_port}"),
+            Address::Nats(url) => {
+                let rest = url.strip_prefix("nats://").unwrap_or(url);
+                let host_port = rest
+                    .rsplit_once('@')
+                    .map_or(rest, |(_, host_port)| host_port);
+                write!(f, "nats://{host_port}")
+            }
         }
     }
 }

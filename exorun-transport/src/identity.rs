@@ -10,7 +10,6 @@
 //! On the wire (TLS 1.3 and QUIC, RFC 7250 raw public keys) a node presents its key as an
 //! X.509 `SubjectPublicKeyInfo`: for ed25519 always the same 12 bytes followed by the key.
 
-#[cfg(feature = "tls")]
 use std::path::Path;
 
 /// How a public key's text begins.
@@ -147,6 +146,41 @@ impl std::str::FromStr for PublicKey {
     }
 }
 
+/// Reads a secret file (a node key, an nkey seed): a regular file of at most
+/// `KEY_FILE_BYTES_MAX` bytes that only its owner may read or write (`Error::Exposed`
+/// otherwise, as ssh refuses a key others can read).
+pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+
+    let shown = path.display().to_string();
+    let file_error = |reason: String| Error::File {
+        path: shown.clone(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|error| file_error(error.to_string()))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| file_error(error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(file_error("not a regular file".to_owned()));
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Exposed { path: shown, mode });
+    }
+    let mut contents = Vec::new();
+    file.take(KEY_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut contents)
+        .map_err(|error| file_error(error.to_string()))?;
+    if u64::try_from(contents.len()).unwrap_or(u64::MAX) > KEY_FILE_BYTES_MAX {
+        return Err(file_error(format!(
+            "larger than {KEY_FILE_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(contents)
+}
+
 fn hex_digit(digit: u8) -> Option<u8> {
     match digit {
         b'0'..=b'9' => Some(digit - b'0'),
@@ -215,36 +249,10 @@ impl NodeKey {
     pub fn read(path: &Path) -> Result<Self, Error> {
         use rustls::pki_types::PrivatePkcs8KeyDer;
         use rustls::pki_types::pem::PemObject;
-        use std::io::Read;
-        use std::os::unix::fs::PermissionsExt;
 
-        let shown = path.display().to_string();
-        let file_error = |reason: String| Error::File {
-            path: shown.clone(),
-            reason,
-        };
-        let file = std::fs::File::open(path).map_err(|error| file_error(error.to_string()))?;
-        let metadata = file
-            .metadata()
-            .map_err(|error| file_error(error.to_string()))?;
-        if !metadata.is_file() {
-            return Err(file_error("not a regular file".to_owned()));
-        }
-        let mode = metadata.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Exposed { path: shown, mode });
-        }
-        let mut pem = Vec::new();
-        file.take(KEY_FILE_BYTES_MAX + 1)
-            .read_to_end(&mut pem)
-            .map_err(|error| file_error(error.to_string()))?;
-        if u64::try_from(pem.len()).unwrap_or(u64::MAX) > KEY_FILE_BYTES_MAX {
-            return Err(file_error(format!(
-                "larger than {KEY_FILE_BYTES_MAX} bytes"
-            )));
-        }
+        let pem = read_private(path)?;
         let not_a_key = |reason: String| Error::NotAKey {
-            path: shown.clone(),
+            path: path.display().to_string(),
             reason,
         };
         let der = PrivatePkcs8KeyDer::from_pem_slice(&pem)

@@ -18,14 +18,22 @@
 //! Limits: a frame over the NATS server's `max_payload` (read at connect, 1 MiB by default)
 //! is refused before it is sent (`transport::Error::MessageTooLarge`, both sizes); a reply
 //! over it is answered `ReplyTooLarge`. A serving runtime runs at most `calls_in_flight_max`
-//! calls at once and its connection buffers at most `SUBSCRIPTION_CAPACITY` messages; past
-//! that NATS drops messages for it (a slow consumer), and their callers time out. "No
-//! responders" (nothing in the lattice serves the target) fails a call at once as
-//! `InstanceNotFound`, never as a timeout. Reconnection is the client's own: calls in flight
-//! while the NATS connection is down time out, later ones go through once it is back. A
-//! serving runtime that stops drains its subscriptions first (NATS stops routing to it, the
-//! other members of the queue group take the new calls), then finishes and answers what it
-//! had already received.
+//! calls at once and answers a call past that `Overloaded` at once; its connection buffers at
+//! most `SUBSCRIPTION_CAPACITY` messages (only reached if the loop cannot keep up even with
+//! refusing; past it NATS drops messages for it as a slow consumer, their callers time out and
+//! `Served::lost` counts them). "No responders" (nothing in the lattice serves the target)
+//! fails a call at once as `InstanceNotFound`, never as a timeout. Reconnection is the
+//! client's own: calls in flight while the NATS connection is down time out, later ones go
+//! through once it is back.
+//!
+//! A serving runtime that stops leaves its queue groups without losing a call NATS routed to
+//! it: each subscription asks the server to stop after a count of calls a little past what was
+//! routed so far (the server stops routing exactly there and the client keeps the subscription
+//! until that many arrived), the other members take the new calls, and when no call has come
+//! for `QUIET` the rest are unsubscribed at once; then it answers everything it received and
+//! flushes. (The client's own drain forgets a subscription as soon as its unsubscribe is
+//! written and so drops calls routed in that round trip; `Served::lost` counts any message
+//! NATS delivered that the loop never saw.)
 //!
 //! Credentials (user and password or a token in the URL, an nkey seed file, TLS) go to
 //! `async-nats` and are never logged: an address shows only its host and port.
@@ -301,11 +309,22 @@ impl client::Caller for Lattice {
 /// What a NATS serving loop did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Served {
-    /// Calls answered.
+    /// Calls answered (by the dispatcher, or with a failure it gave).
     pub calls: u64,
+    /// Calls answered `Overloaded` at once because `calls_in_flight_max` were running.
+    pub refused: u64,
     /// Messages that were no call frame and had no readable seq (dropped).
     pub dropped: u64,
+    /// Messages NATS delivered to this connection that never reached the loop (the client
+    /// dropped them as a slow consumer, or they came for a subscription already removed):
+    /// counted from the client's statistics once the stop was fenced; 0 unless the connection
+    /// reconnected while it served, when the count is not exact.
+    pub lost: u64,
 }
+
+/// How long a stopping runtime waits without a call before its final unsubscribe; also the
+/// window in which the recent call rate is measured.
+pub const QUIET: Duration = Duration::from_millis(100);
 
 /// A serving runtime's subscriptions: each export of a lattice, in its queue group.
 pub struct Subscribed {
@@ -353,64 +372,201 @@ pub async fn subscribe(
     })
 }
 
+/// Calls that arrived in the current and the previous `QUIET` window.
+struct Rate {
+    window: tokio::time::Instant,
+    current: u64,
+    previous: u64,
+}
+
+impl Rate {
+    fn new() -> Self {
+        Self {
+            window: tokio::time::Instant::now(),
+            current: 0,
+            previous: 0,
+        }
+    }
+
+    fn arrived(&mut self) {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.window);
+        if elapsed >= QUIET * 2 {
+            (self.window, self.previous, self.current) = (now, 0, 0);
+        } else if elapsed >= QUIET {
+            (self.window, self.previous, self.current) = (now, self.current, 0);
+        }
+        self.current += 1;
+    }
+
+    /// Calls a stopping subscription still accepts: twice what came in the last two
+    /// windows (far more than can be on the wire in one round trip), at least one, at most
+    /// `SUBSCRIPTION_CAPACITY`.
+    fn slack(&self) -> u64 {
+        let recent = (self.current + self.previous).saturating_mul(2);
+        recent.clamp(1, u64::try_from(SUBSCRIPTION_CAPACITY).unwrap_or(u64::MAX))
+    }
+}
+
+/// Where the loop starts calls: the slots, the running calls and the counts.
+struct Calls {
+    connection: async_nats::Client,
+    dispatcher: Arc<dyn serve::Dispatcher>,
+    slots: Arc<Semaphore>,
+    running: JoinSet<bool>,
+    served: Served,
+    pulled: Vec<u64>,
+    rate: Rate,
+}
+
+impl Calls {
+    /// Starts the call in `message` (from subscription `index`), or answers it `Overloaded`
+    /// at once when every slot is taken: a message left in the client's buffer could be
+    /// dropped there without a word, a refused call is told why.
+    fn start(&mut self, index: usize, message: async_nats::Message) {
+        while let Some(answered) = self.running.try_join_next() {
+            self.served.count(answered);
+        }
+        self.pulled[index] += 1;
+        self.rate.arrived();
+        let connection = self.connection.clone();
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            self.served.refused += 1;
+            tokio::spawn(async move { refuse(&connection, message).await });
+            return;
+        };
+        let dispatcher = Arc::clone(&self.dispatcher);
+        self.running.spawn(async move {
+            let answered = answer(&connection, dispatcher.as_ref(), message).await;
+            drop(slot);
+            answered
+        });
+    }
+}
+
+/// The next message of any subscription, with the subscription's index.
+fn incoming(
+    subscriptions: &mut [async_nats::Subscriber],
+) -> impl futures_util::Stream<Item = (usize, async_nats::Message)> + Unpin + '_ {
+    futures_util::stream::select_all(
+        subscriptions
+            .iter_mut()
+            .enumerate()
+            .map(|(index, subscription)| subscription.map(move |message| (index, message))),
+    )
+}
+
 impl Subscribed {
-    /// Answers calls through `dispatcher`, at most `calls_in_flight_max` at once, until
-    /// `stop` completes (or the connection ends for good); then drains the subscriptions (NATS
-    /// routes new calls to the other runtimes), answers every call already received, and
-    /// flushes.
+    /// Answers calls through `dispatcher`, at most `calls_in_flight_max` at once (past that a
+    /// call is answered `Overloaded` at once), until `stop` completes (or the connection ends
+    /// for good); then stops so that no call NATS routed here is lost (see `stop`), answers
+    /// every call received, and flushes.
     pub async fn serve(
         mut self,
         dispatcher: Arc<dyn serve::Dispatcher>,
         calls_in_flight_max: usize,
         stop: impl Future<Output = ()> + Send,
     ) -> Served {
-        let slots = Arc::new(Semaphore::new(calls_in_flight_max));
-        let mut running = JoinSet::new();
-        let mut served = Served::default();
-        let mut incoming = futures_util::stream::select_all(self.subscriptions.iter_mut());
+        let mut calls = Calls {
+            connection: self.connection.clone(),
+            dispatcher,
+            slots: Arc::new(Semaphore::new(calls_in_flight_max)),
+            running: JoinSet::new(),
+            served: Served::default(),
+            pulled: vec![0; self.subscriptions.len()],
+            rate: Rate::new(),
+        };
         let mut stop = std::pin::pin!(stop);
+        let mut stream = incoming(&mut self.subscriptions);
         loop {
-            while let Some(answered) = running.try_join_next() {
-                served.count(answered);
-            }
-            let slot = tokio::select! {
+            let next = tokio::select! {
                 biased;
                 () = &mut stop => break,
-                slot = Arc::clone(&slots).acquire_owned() => slot,
+                next = stream.next() => next,
             };
-            let Ok(slot) = slot else {
-                break;
-            };
-            let message = tokio::select! {
-                biased;
-                () = &mut stop => break,
-                message = incoming.next() => message,
-            };
-            let Some(message) = message else {
+            let Some((index, message)) = next else {
                 break; // every subscription ended (the connection closed for good)
             };
-            let (connection, dispatcher) = (self.connection.clone(), Arc::clone(&dispatcher));
-            running.spawn(async move {
-                let answered = answer(&connection, dispatcher.as_ref(), message).await;
-                drop(slot);
-                answered
-            });
+            calls.start(index, message);
         }
-        drop(incoming);
-        // Drain: unsubscribe at the server, then answer what was already delivered.
+        drop(stream);
+        self.stop(&mut calls).await;
+        while let Some(answered) = calls.running.join_next().await {
+            calls.served.count(answered);
+        }
+        let flushed = self.connection.flush().await;
+        let statistics = self.connection.statistics();
+        let delivered = statistics.in_messages.load(Ordering::Relaxed);
+        let reconnected = statistics.connects.load(Ordering::Relaxed) > 1;
+        let pulled: u64 = calls.pulled.iter().sum();
+        if !reconnected {
+            calls.served.lost = delivered.saturating_sub(pulled);
+        }
+        let served = calls.served;
+        if served.lost > 0 {
+            tracing::warn!(
+                lost = served.lost,
+                "NATS delivered calls this runtime never saw"
+            );
+        }
+        tracing::info!(
+            calls = served.calls,
+            refused = served.refused,
+            dropped = served.dropped,
+            flushed = flushed.is_ok(),
+            "stopped serving the lattice"
+        );
+        served
+    }
+
+    /// Leaves the queue groups without losing a call NATS routed here. The client's own
+    /// drain forgets a subscription as soon as its unsubscribe is written, so calls the
+    /// server routed here in that round trip would be dropped unseen. Instead each
+    /// subscription first asks the server to stop after a count of calls (`UNSUB` with a
+    /// maximum): the server stops routing exactly at that count and the client keeps the
+    /// subscription until that many have arrived, so none is lost while the count is above
+    /// what the server already routed. The count is what was received so far plus twice the
+    /// recent rate's worth. When no call comes for `QUIET` (nothing is on the wire), the
+    /// rest are drained at once.
+    async fn stop(&mut self, calls: &mut Calls) {
+        let statistics = self.connection.statistics();
+        let reconnected = statistics.connects.load(Ordering::Relaxed) > 1;
+        let delivered = statistics.in_messages.load(Ordering::Relaxed);
+        let buffered = delivered.saturating_sub(calls.pulled.iter().sum());
+        let slack = calls.rate.slack();
+        for (index, subscription) in self.subscriptions.iter_mut().enumerate() {
+            // After a reconnect the server counts from the resubscribe, the client from the
+            // start: a maximum would mean different things to them.
+            let counted = !reconnected
+                && subscription
+                    .unsubscribe_after(calls.pulled[index] + buffered + slack)
+                    .await
+                    .is_ok();
+            if !counted {
+                let _ = subscription.drain().await;
+            }
+        }
+        let mut quiet = std::pin::pin!(tokio::time::sleep(QUIET));
+        let mut stream = incoming(&mut self.subscriptions);
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = &mut quiet => break,
+            };
+            let Some((index, message)) = next else {
+                return; // every subscription reached its count
+            };
+            calls.start(index, message);
+            quiet.as_mut().reset(tokio::time::Instant::now() + QUIET);
+        }
+        drop(stream);
         for subscription in &mut self.subscriptions {
             let _ = subscription.drain().await;
         }
-        let mut rest = futures_util::stream::select_all(self.subscriptions.iter_mut());
-        while let Some(message) = rest.next().await {
-            let (connection, dispatcher) = (self.connection.clone(), Arc::clone(&dispatcher));
-            running.spawn(async move { answer(&connection, dispatcher.as_ref(), message).await });
+        let mut rest = incoming(&mut self.subscriptions);
+        while let Some((index, message)) = rest.next().await {
+            calls.start(index, message);
         }
-        while let Some(answered) = running.join_next().await {
-            served.count(answered);
-        }
-        let _ = self.connection.flush().await;
-        served
     }
 }
 
@@ -420,6 +576,20 @@ impl Served {
             Ok(true) => self.calls += 1,
             Ok(false) | Err(_) => self.dropped += 1,
         }
+    }
+}
+
+/// Answers the call in `message` `Overloaded`, without running it.
+async fn refuse(connection: &async_nats::Client, message: async_nats::Message) {
+    let Some(reply_to) = message.reply else {
+        return;
+    };
+    let Ok(seq) = frame::decode_seq(&message.payload) else {
+        return;
+    };
+    let reply = failure_reply(seq, &Failure::Overloaded);
+    if let Err(error) = connection.publish(reply_to, Bytes::from(reply)).await {
+        tracing::debug!(%error, "could not publish a refusal; the caller will time out");
     }
 }
 

@@ -62,7 +62,16 @@ pub async fn connect(
             address: address.to_string(),
             reason: "a secure address needs this node's key and the peer's pinned key",
         }),
+        Address::Nats(_) => Err(lattice_only(address)),
         unbuilt => Err(not_built(unbuilt)),
+    }
+}
+
+/// A `nats://` address names a lattice's NATS server, not a peer to hold a connection to.
+fn lattice_only(address: &Address) -> transport::Error {
+    transport::Error::BadAddress {
+        address: address.to_string(),
+        reason: "a nats:// address is reached through a lattice (`nats::Lattice`), not a socket",
     }
 }
 
@@ -87,6 +96,7 @@ pub async fn connect_secure(
             address: address.to_string(),
             reason: "a plaintext address cannot check a pinned key; use tls:// or quic://",
         }),
+        Address::Nats(_) => Err(lattice_only(address)),
         unbuilt => Err(not_built(unbuilt)),
     }
 }
@@ -196,6 +206,7 @@ impl Listener {
                 address: address.to_string(),
                 reason: "listening on a secure address needs this node's key",
             }),
+            Address::Nats(_) => Err(lattice_only(address)),
             unbuilt => Err(not_built(unbuilt)),
         }
     }
@@ -215,7 +226,7 @@ impl Listener {
             }
             #[cfg(feature = "quic")]
             Address::Quic(host_port) => Ok(Listener::Quic(quic::bind(host_port, key).await?)),
-            Address::Tcp(_) | Address::Unix(_) => Self::bind(address).await,
+            Address::Tcp(_) | Address::Unix(_) | Address::Nats(_) => Self::bind(address).await,
             unbuilt => Err(not_built(unbuilt)),
         }
     }
@@ -403,6 +414,7 @@ fn not_built(address: &Address) -> transport::Error {
         Address::Unix(_) => "unix",
         Address::Tls(_) => "tls",
         Address::Quic(_) => "quic",
+        Address::Nats(_) => "nats",
     };
     transport::Error::NotBuilt {
         address: address.to_string(),

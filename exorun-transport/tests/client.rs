@@ -378,7 +378,17 @@ fn addresses_parse_or_say_why_not() {
         address::Address::parse("quic://[::1]:47411"),
         Ok(address::Address::Quic("[::1]:47411".into()))
     );
-    for text in ["tls://node.example", "quic://:1"] {
+    let nats = address::Address::parse("nats://user:secret@nats.example:4222").unwrap();
+    assert_eq!(
+        nats,
+        address::Address::Nats("nats://user:secret@nats.example:4222".into())
+    );
+    assert_eq!(
+        nats.to_string(),
+        "nats://nats.example:4222",
+        "credentials never show"
+    );
+    for text in ["tls://node.example", "quic://:1", "nats://user@:1"] {
         assert!(matches!(
             address::Address::parse(text),
             Err(transport::Error::BadAddress { .. })

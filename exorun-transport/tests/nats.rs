@@ -81,6 +81,18 @@ async fn serving(
     echo: &Arc<Echo>,
     stop: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<nats::Served> {
+    serving_at_most(url, lattice, exports, echo, stop, 256).await
+}
+
+/// `serving`, with at most `calls_in_flight_max` calls running at once.
+async fn serving_at_most(
+    url: &str,
+    lattice: &str,
+    exports: &[&str],
+    echo: &Arc<Echo>,
+    stop: &Arc<Notify>,
+    calls_in_flight_max: usize,
+) -> tokio::task::JoinHandle<nats::Served> {
     let connection = nats::connect(&settings(url), nats::SUBSCRIPTION_CAPACITY)
         .await
         .unwrap();
@@ -90,7 +102,11 @@ async fn serving(
         .unwrap();
     let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
     let stop = Arc::clone(stop);
-    tokio::spawn(async move { subscribed.serve(dispatcher, 256, stop.notified()).await })
+    tokio::spawn(async move {
+        subscribed
+            .serve(dispatcher, calls_in_flight_max, stop.notified())
+            .await
+    })
 }
 
 async fn call(
@@ -310,4 +326,96 @@ proptest! {
         prop_assert!(!subject_a.contains(['*', '>', ' ', '\t']));
         prop_assert_eq!(subject_a == subject_b, a == b);
     }
+}
+
+/// Makes `calls` echo calls one after another, counting them done and failed, and
+/// notifying the third when 3,000 are done in all.
+async fn calling(
+    lattice: Arc<Lattice>,
+    calls: usize,
+    (done, failed, halfway): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Notify>),
+) {
+    for _ in 0..calls {
+        if call(&lattice, "echo", "any", b"x").await.is_err() {
+            failed.fetch_add(1, Ordering::SeqCst);
+        }
+        if done.fetch_add(1, Ordering::SeqCst) + 1 == 3_000 {
+            halfway.notify_one();
+        }
+    }
+}
+
+/// A member that stops while 32 callers keep calling: every call is answered (by it before
+/// it leaves, by the other member after), and NATS delivered nothing it did not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopped_under_load_loses_no_call() {
+    let server = NatsServer::start(&[]);
+    let (first, second) = (Arc::new(Echo::default()), Arc::new(Echo::default()));
+    let (stop_first, stop_second) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let first_served = serving(&server.url, "t", &["echo"], &first, &stop_first).await;
+    let second_served = serving(&server.url, "t", &["echo"], &second, &stop_second).await;
+    let lattice = Arc::new(Lattice::new(
+        settings(&server.url),
+        "t",
+        Duration::from_secs(10),
+    ));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let halfway = Arc::new(Notify::new());
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let counts = (Arc::clone(&done), Arc::clone(&failed), Arc::clone(&halfway));
+        callers.spawn(calling(Arc::clone(&lattice), 300, counts));
+    }
+    halfway.notified().await;
+    stop_first.notify_one();
+    let left = first_served.await.unwrap();
+    while callers.join_next().await.is_some() {}
+    stop_second.notify_one();
+    let stayed = second_served.await.unwrap();
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "{left:?} {stayed:?}");
+    assert_eq!(
+        (left.lost, left.refused, left.dropped),
+        (0, 0, 0),
+        "{left:?}"
+    );
+    assert_eq!(left.calls + stayed.calls, 9_600, "{left:?} {stayed:?}");
+    assert!(
+        left.calls >= 1_000 && stayed.calls >= 1_000,
+        "{left:?} {stayed:?}"
+    );
+}
+
+/// Past `calls_in_flight_max` a call is answered `Overloaded` at once, not left in the
+/// client's buffer where NATS could drop it unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_limit_are_refused_as_overloaded() {
+    let server = NatsServer::start(&[]);
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let served = serving_at_most(&server.url, "t", &["echo"], &echo, &stop, 1).await;
+    let lattice = Arc::new(Lattice::new(
+        settings(&server.url),
+        "t",
+        Duration::from_secs(10),
+    ));
+    let arrived = echo.arrived.notified();
+    let holder = Arc::clone(&lattice);
+    let held = tokio::spawn(async move { call(&holder, "echo", "hold", b"h").await });
+    arrived.await;
+    let refused = call(&lattice, "echo", "any", b"x").await;
+    let Err(client::Error::Remote(Failure::Overloaded)) = refused else {
+        panic!("not refused as overloaded: {refused:?}");
+    };
+    echo.release.notify_one();
+    assert_eq!(&held.await.unwrap().unwrap()[..], b"h");
+    assert_eq!(
+        &call(&lattice, "echo", "any", b"y").await.unwrap()[..],
+        b"y"
+    );
+    stop.notify_one();
+    let served = served.await.unwrap();
+    assert_eq!(
+        (served.calls, served.refused, served.lost),
+        (2, 1, 0),
+        "{served:?}"
+    );
 }

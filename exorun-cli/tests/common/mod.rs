@@ -83,7 +83,8 @@ impl Server {
         Self::start_args(manifest, args, "warn")
     }
 
-    fn start_args(manifest: &Path, args: &[&str], filter: &str) -> Self {
+    /// Starts `exorun serve MANIFEST ARGS...`, logging at `filter`.
+    pub fn start_args(manifest: &Path, args: &[&str], filter: &str) -> Self {
         let mut child = exorun()
             .env("RUST_LOG", filter)
             .arg("serve")

@@ -39,7 +39,9 @@ impl NatsServer {
         });
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        let (mut url, mut cluster) = (None, None);
+        let (mut url, mut cluster, mut ready) = (None, None, false);
+        // With a cluster port, it is announced just after "Server is ready".
+        let clustered = args.contains(&"--cluster");
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some((_, at)) = line.split_once("Listening for client connections on ") {
@@ -48,7 +50,8 @@ impl NatsServer {
             if let Some((_, at)) = line.split_once("Listening for route connections on ") {
                 cluster = Some(format!("nats://{}", at.trim()));
             }
-            if line.contains("Server is ready") {
+            ready |= line.contains("Server is ready");
+            if ready && (!clustered || cluster.is_some()) {
                 break;
             }
             assert!(!line.contains("[FTL]"), "nats-server failed: {line}");

@@ -1,0 +1,436 @@
+//! Many hosts on NATS, across real processes: `exorun serve --nats` runtimes sharing one
+//! export through a real nats-server, a caller spreading 10,000 calls over them, a runtime
+//! killed (-9) mid-run, one started mid-run, one stopped (SIGTERM) mid-run; two nats-servers
+//! joined by a route with runtimes on each; `exorun run` reaching an export by name; and the
+//! mistakes refused before anything runs.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
+#[path = "../../exorun-transport/tests/common/nats_server.rs"]
+mod nats_server;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use common::Server;
+use common::manifest;
+use common::run;
+use common::text;
+use exorun_transport::client;
+use exorun_transport::nats;
+use exorun_transport::nats::Lattice;
+use nats_server::NatsServer;
+use wasmtime::component::Type;
+use wasmtime::component::Val;
+
+/// Calls in flight at once from the test's caller.
+const IN_FLIGHT: usize = 32;
+/// Each call's limit while a runtime is killed: a call delivered to it fails within this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Each call's limit otherwise: far above any call's time on a loaded machine, so a call that
+/// fails by timing out was lost, not slow.
+const PATIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A runtime serving fs-reader as `who`, which answers `get-env("RUNTIME")` with `name`.
+fn who_manifest(name: &str) -> PathBuf {
+    manifest(
+        &format!("lattice-{name}"),
+        &r#"
+[apps]
+fs-reader = "{fixtures}/fs-reader.wasm"
+[instances.who]
+app = "fs-reader"
+export = true
+replicas = 2
+wasi = { env = { RUNTIME = "NAME" } }
+links = { "wasi:*" = { system = "wasi" } }
+"#
+        .replace("NAME", name),
+    )
+}
+
+fn serve_in_lattice(name: &str, url: &str) -> Server {
+    let args = ["--nats", url, "--lattice", "test"];
+    let server = Server::start_args(
+        &who_manifest(name),
+        &args,
+        "warn,exorun_transport::nats=info",
+    );
+    assert_eq!(server.address, format!("lattice `test` at {url}"));
+    server
+}
+
+fn lattice(url: &str, timeout: Duration) -> Arc<Lattice> {
+    let settings = nats::Settings {
+        urls: vec![url.to_owned()],
+        name: "exorun-test-caller".to_owned(),
+        ..nats::Settings::default()
+    };
+    Arc::new(Lattice::new(settings, "test", timeout))
+}
+
+/// The result types of fs-reader's `get-env`, read from the component.
+fn get_env_results() -> Vec<Type> {
+    static RESULTS: std::sync::OnceLock<Vec<Type>> = std::sync::OnceLock::new();
+    RESULTS
+        .get_or_init(|| {
+            let runtime = exorun_core::registry::Runtime::new().unwrap();
+            let path = exorun_core::fixtures::path("fs-reader").unwrap();
+            let app = runtime
+                .app(runtime.add_app_file("fs-reader", &path).unwrap())
+                .unwrap();
+            let sandbox = &app.ledger.exports["exorun:test/sandbox"];
+            sandbox.functions["get-env"].results.clone()
+        })
+        .clone()
+}
+
+/// Which runtime answered one `who` call.
+async fn who(lattice: &Lattice) -> Result<String, client::Error> {
+    let slab = neorpc::codec::encode(&[Val::String("RUNTIME".into())]).unwrap();
+    let frame =
+        neorpc::frame::encode_call("who", "exorun:test/sandbox#get-env", &slab, &[]).unwrap();
+    let reply =
+        client::Caller::call_within(lattice, frame, client::Caller::timeout(lattice)).await?;
+    let types = get_env_results();
+    let values = neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap();
+    let [Val::Option(Some(name))] = &values[..] else {
+        panic!("{values:?}")
+    };
+    let Val::String(name) = name.as_ref() else {
+        panic!("{name:?}")
+    };
+    Ok(name.clone())
+}
+
+/// What a run of calls came to: who answered how many, and how the failures failed.
+#[derive(Default, Debug)]
+struct Tally {
+    served: BTreeMap<String, usize>,
+    failed: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    fn total(&self) -> usize {
+        self.served.values().sum::<usize>() + self.failed.values().sum::<usize>()
+    }
+
+    fn add(&mut self, more: Tally) {
+        for (runtime, count) in more.served {
+            *self.served.entry(runtime).or_default() += count;
+        }
+        for (reason, count) in more.failed {
+            *self.failed.entry(reason).or_default() += count;
+        }
+    }
+
+    fn share(&self, runtime: &str) -> f64 {
+        let served = self.served.get(runtime).copied().unwrap_or(0);
+        let total = self.served.values().sum::<usize>().max(1);
+        f64::from(u32::try_from(served).unwrap()) / f64::from(u32::try_from(total).unwrap())
+    }
+}
+
+/// Makes `calls` calls, IN_FLIGHT at once; `at(done)` runs in the test thread's stead once
+/// `done` calls have ended (to inject a fault mid-run), through `progress`.
+async fn calls(lattice: &Arc<Lattice>, calls: usize, progress: &Arc<AtomicUsize>) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (lattice, tally, next, progress) = (
+            Arc::clone(lattice),
+            Arc::clone(&tally),
+            Arc::clone(&next),
+            Arc::clone(progress),
+        );
+        workers.spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < calls {
+                let answered = who(&lattice).await;
+                let mut tally = tally.lock().unwrap();
+                match answered {
+                    Ok(runtime) => *tally.served.entry(runtime).or_default() += 1,
+                    Err(error) => *tally.failed.entry(reason(&error)).or_default() += 1,
+                }
+                progress.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
+}
+
+fn reason(error: &client::Error) -> String {
+    match error {
+        client::Error::Timeout { .. } => "timeout".to_owned(),
+        client::Error::Remote(failure) => format!("remote: {failure}"),
+        client::Error::PeerClosed
+        | client::Error::Unresponsive { .. }
+        | client::Error::Unread(_)
+        | client::Error::Overloaded { .. }
+        | client::Error::Frame(_)
+        | client::Error::Transport(_) => error.to_string(),
+    }
+}
+
+/// Blocks (on a helper thread's clock, not the calls') until `progress` reaches `count`.
+fn when_done(
+    progress: &Arc<AtomicUsize>,
+    count: usize,
+    then: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let progress = Arc::clone(progress);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.load(Ordering::SeqCst) < count {
+            assert!(
+                Instant::now() < deadline,
+                "the calls stalled before {count}"
+            );
+            std::thread::yield_now();
+        }
+        then();
+    })
+}
+
+#[test]
+fn a_lattice_spreads_calls_and_rides_out_runtimes_that_die_join_and_leave() {
+    let server = NatsServer::start(&[]);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let [r1, r2, r3] = ["r1", "r2", "r3"].map(|name| serve_in_lattice(name, &server.url));
+    let caller = lattice(&server.url, PATIENT_TIMEOUT);
+
+    // 10,000 calls over three runtimes: every one succeeds, each runtime serves a share.
+    let even = tokio.block_on(calls(&caller, 10_000, &Arc::new(AtomicUsize::new(0))));
+    eprintln!("even phase: {even:?}");
+    assert_eq!(even.failed, BTreeMap::new(), "{even:?}");
+    assert_eq!(even.total(), 10_000);
+    for runtime in ["r1", "r2", "r3"] {
+        assert!(even.share(runtime) >= 0.15, "{runtime}: {even:?}");
+    }
+    killed_mid_run(&tokio, &lattice(&server.url, CALL_TIMEOUT), r3);
+    let r4 = joined_mid_run(&tokio, &caller, &server.url);
+    stopped_mid_run(&tokio, &caller, r1);
+    for server in [r2, r4] {
+        let (status, stderr) = server.interrupt();
+        assert!(status.success(), "{stderr}");
+    }
+}
+
+/// kill -9 a runtime mid-run: only calls delivered to it may fail, and only by timing out;
+/// every later call succeeds.
+fn killed_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, victim: Server) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let killer = when_done(&progress, 1_000, move || {
+        victim.signal("-KILL");
+        let mut victim = victim;
+        let _ = victim.child.wait();
+    });
+    let killed = tokio.block_on(calls(caller, 4_000, &progress));
+    killer.join().unwrap();
+    eprintln!("kill -9 phase: {killed:?}");
+    let failed: usize = killed.failed.values().sum();
+    // Each caller has one call in flight: no more can have been on the runtime that died.
+    assert!(
+        failed <= IN_FLIGHT,
+        "more failed than were in flight: {killed:?}"
+    );
+    assert!(
+        killed.failed.keys().all(|reason| reason == "timeout"),
+        "{killed:?}"
+    );
+    assert_eq!(killed.total(), 4_000);
+    let after = tokio.block_on(calls(caller, 1_000, &Arc::new(AtomicUsize::new(0))));
+    assert_eq!(
+        after.failed,
+        BTreeMap::new(),
+        "every later call succeeds: {after:?}"
+    );
+    assert!(!after.served.contains_key("r3"));
+}
+
+/// A fourth runtime started mid-run begins receiving calls; none fails meanwhile.
+fn joined_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, url: &str) -> Server {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let url = url.to_owned();
+    let joiner = std::thread::spawn(move || serve_in_lattice("r4", &url));
+    let joined_run = tokio.block_on(async {
+        let mut tally = Tally::default();
+        while !tally.served.contains_key("r4") {
+            let more = calls(caller, 500, &progress).await;
+            tally.add(more);
+            let made = progress.load(Ordering::SeqCst);
+            assert!(made < 200_000, "r4 never got a call");
+        }
+        tally
+    });
+    assert_eq!(joined_run.failed, BTreeMap::new(), "{joined_run:?}");
+    joiner.join().unwrap()
+}
+
+/// A runtime stopped gracefully (SIGTERM) mid-run loses no call.
+fn stopped_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, leaving: Server) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let stopper = when_done(&progress, 1_000, move || {
+        leaving.signal("-TERM");
+        let output = leaving.child.wait_with_output().unwrap();
+        eprintln!(
+            "the stopped runtime's log: {}",
+            text(&output.stderr).replace('\n', " | ")
+        );
+        let log = text(&output.stderr);
+        assert!(output.status.success(), "{log}");
+        assert!(log.contains("stopped serving the lattice"), "{log}");
+        assert!(
+            !log.contains("never saw"),
+            "NATS delivered calls it lost: {log}"
+        );
+    });
+    let stopped = tokio.block_on(calls(caller, 4_000, &progress));
+    stopper.join().unwrap();
+    eprintln!("SIGTERM phase: {stopped:?}");
+    assert_eq!(
+        stopped.failed,
+        BTreeMap::new(),
+        "a graceful stop costs nothing: {stopped:?}"
+    );
+    assert_eq!(stopped.total(), 4_000);
+}
+
+#[test]
+fn calls_cross_a_route_between_two_nats_servers() {
+    let mut first = NatsServer::start(&[
+        "--cluster",
+        "nats://127.0.0.1:-1",
+        "--cluster_name",
+        "exorun",
+    ]);
+    let route = first.cluster.clone().expect("a cluster port");
+    let mut second = NatsServer::start(&[
+        "--cluster",
+        "nats://127.0.0.1:-1",
+        "--cluster_name",
+        "exorun",
+        "--routes",
+        &route,
+    ]);
+    assert!(first.wait_for_log("Route connection created"));
+    assert!(second.wait_for_log("Route connection created"));
+    // The runtime is attached to the second server, the caller to the first.
+    let runtime = serve_in_lattice("far", &second.url);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let caller = lattice(&first.url, PATIENT_TIMEOUT);
+    let answered = tokio.block_on(async {
+        // The route carries the subscription's interest shortly after it is made; until it
+        // has, the first server answers "no responders".
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match who(&caller).await {
+                Ok(runtime) => break runtime,
+                Err(error) => assert!(Instant::now() < deadline, "never crossed: {error}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(answered, "far");
+    let (status, stderr) = runtime.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn exorun_run_reaches_an_export_by_name_in_a_lattice() {
+    let server = NatsServer::start(&[]);
+    let provider = manifest(
+        "lattice-math",
+        r#"
+[apps]
+math-provider = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math-provider"
+export = true
+"#,
+    );
+    let runtime = Server::start_with(&provider, &["--nats", &server.url, "--lattice", "calc"]);
+    let consumer = manifest(
+        "lattice-consumer",
+        &r#"
+[apps]
+math-consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+lattice = { address = "URL", lattice = "calc", timeout_ms = 5000 }
+[instances.calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "lattice", target = "math" } }
+"#
+        .replace("URL", &server.url),
+    );
+    let output = run(&["run", consumer.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "calc: \"10 + 5 = 15\"\n");
+    // Another lattice has no `math`: said at once, not after the timeout.
+    let elsewhere = manifest(
+        "lattice-elsewhere",
+        &text(&std::fs::read(&consumer).unwrap()).replace(
+            "\"calc\", timeout_ms = 5000",
+            "\"other\", timeout_ms = 30000",
+        ),
+    );
+    let started = Instant::now();
+    let missing = run(&["run", elsewhere.to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        text(&missing.stderr).contains("no instance `math` is exported"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let (status, stderr) = runtime.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn lattice_mistakes_are_refused_before_anything_runs() {
+    let mixed = manifest(
+        "lattice-mistakes",
+        r#"
+[apps]
+math-consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+mixed = { addresses = ["nats://127.0.0.1:1", "tcp://127.0.0.1:1"] }
+stray = { address = "tcp://127.0.0.1:1", lattice = "prod" }
+pinned = { address = "nats://127.0.0.1:1", key = "ed25519:0000000000000000000000000000000000000000000000000000000000000000" }
+[instances.calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "mixed", target = "math" } }
+"#,
+    );
+    let refused = run(&["run", mixed.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr).replace(&mixed.display().to_string(), "M");
+    assert_eq!(
+        stderr,
+        "exorun: M: peers.mixed: a peer's addresses are all nats:// (a lattice) or none are\n\
+         exorun: M: peers.pinned: a nats:// peer is authenticated by NATS (credentials, nkey, \
+         TLS); `key` pins tls:// and quic:// peers\n\
+         exorun: M: peers.stray: `lattice` applies only to nats:// peers\n\
+         exorun: M: instances.calc.links.\"exorun:test/math\": the peer `mixed` is not usable \
+         (see peers.mixed)\n"
+    );
+}
