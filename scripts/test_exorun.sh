@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one test command (README). On a fresh machine it installs what is missing (through
-# scripts/build_apps.sh: Debian's rustc-web/rust-web-src for the guest fallback, the componentize
-# tool), builds the guest apps, then runs formatting, lints, every test, the layering check, the
+# The one test command (README). On a fresh machine it installs what is missing (Debian's
+# nats-server for the NATS tests; through scripts/build_apps.sh: Debian's rustc-web/rust-web-src
+# for the guest fallback, the componentize tool), builds the guest apps, then runs formatting, lints, every test, the layering check, the
 # docs, packaging and downstream checks, and the demo, so the README's first command stays true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,17 @@ for tool in "cargo fmt" "cargo clippy"; do
         exit 1
     fi
 done
+
+step "nats-server (the NATS tests run a real one)"
+if ! command -v nats-server >/dev/null 2>&1; then
+    echo "installing Debian's nats-server"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    command -v apt-get >/dev/null || { echo "no nats-server and no apt-get: install nats-server 2.9+" >&2; exit 1; }
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nats-server
+fi
+nats-server --version
 
 step "guest apps"
 bash scripts/build_apps.sh

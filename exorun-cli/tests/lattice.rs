@@ -401,8 +401,29 @@ links = { "exorun:test/math" = { remote = "lattice", target = "math" } }
         "{}",
         text(&missing.stderr)
     );
-    let (status, stderr) = runtime.interrupt();
-    assert!(status.success(), "{stderr}");
+    // Neither side names a lattice: both use the default one; `--peer` turns a tcp:// peer
+    // into a lattice.
+    let unnamed = Server::start_with(&provider, &["--nats", &server.url]);
+    let overridden = manifest(
+        "lattice-overridden",
+        &text(&std::fs::read(&consumer).unwrap()).replace(
+            &format!("address = \"{}\", lattice = \"calc\",", server.url),
+            "address = \"tcp://127.0.0.1:9\",",
+        ),
+    );
+    let written = text(&std::fs::read(&overridden).unwrap());
+    assert!(
+        written.contains("tcp://127.0.0.1:9") && !written.contains("nats"),
+        "{written}"
+    );
+    let peer = format!("lattice={}", server.url);
+    let output = run(&["run", overridden.to_str().unwrap(), "--peer", &peer]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "calc: \"10 + 5 = 15\"\n");
+    for runtime in [runtime, unnamed] {
+        let (status, stderr) = runtime.interrupt();
+        assert!(status.success(), "{stderr}");
+    }
 }
 
 #[test]
@@ -432,5 +453,38 @@ links = { "exorun:test/math" = { remote = "mixed", target = "math" } }
          exorun: M: peers.stray: `lattice` applies only to nats:// peers\n\
          exorun: M: instances.calc.links.\"exorun:test/math\": the peer `mixed` is not usable \
          (see peers.mixed)\n"
+    );
+    // An allow list names node keys, and a NATS caller has none.
+    let restricted = manifest(
+        "lattice-restricted",
+        r#"
+key = "node.key"
+[apps]
+math-provider = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math-provider"
+export = { allow = ["ed25519:0000000000000000000000000000000000000000000000000000000000000000"] }
+"#,
+    );
+    let key = restricted.with_file_name("node.key");
+    let _ = std::fs::remove_file(&key);
+    assert!(
+        run(&["keygen", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let refused = run(&[
+        "serve",
+        restricted.to_str().unwrap(),
+        "--nats",
+        "nats://127.0.0.1:1",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr).replace(&restricted.display().to_string(), "M");
+    assert_eq!(
+        stderr,
+        "exorun: M: instances.math.export: an allow list needs secure listeners (tls://, \
+         quic://); NATS carries no caller key (restrict who may publish to the export's subject \
+         with NATS permissions instead)\n"
     );
 }
