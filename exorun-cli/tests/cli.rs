@@ -129,6 +129,19 @@ fn an_unreachable_peer_fails_the_call_with_its_cause() {
     );
 }
 
+/// A client of `address` whose calls may take two minutes.
+async fn patient_client(address: &str) -> Arc<Client> {
+    let address = exorun_transport::address::Address::parse(address).unwrap();
+    let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
+        .await
+        .unwrap();
+    let config = client::Config {
+        timeout: Duration::from_secs(120),
+        ..client::Config::default()
+    };
+    Arc::new(Client::new(connection, config))
+}
+
 #[test]
 fn serve_stops_cleanly_on_sigint_with_a_call_in_flight() {
     let path = manifest(
@@ -142,19 +155,18 @@ export = true
 limits = { fuel_per_call = 1500000000 }
 "#,
     );
-    let mut server =
-        Server::start_logging(&path, "tcp://127.0.0.1:0", "exorun_transport::serve=debug");
+    // The spin takes a fraction of a second alone, many seconds on a loaded one: a drain timeout
+    // it cannot reach, so the test shows the call finishing, not the deadline.
+    let mut server = Server::start_args(
+        &path,
+        &["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "120s"],
+        "exorun_transport::serve=debug",
+    );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let address = exorun_transport::address::Address::parse(&server.address).unwrap();
-    let client = tokio.block_on(async {
-        let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
-            .await
-            .unwrap();
-        Arc::new(Client::new(connection, client::Config::default()))
-    });
+    let client = tokio.block_on(patient_client(&server.address));
     let call = tokio.spawn({
         let client = Arc::clone(&client);
         let slab = neorpc::codec::encode(&[]).unwrap();
@@ -194,7 +206,7 @@ limits = { fuel_per_call = 1500000000 }
             .filter(|line| line.starts_with("exorun: "))
             .collect::<Vec<_>>(),
         [
-            "exorun: stopping: letting calls in flight finish (at most 10000 ms)",
+            "exorun: stopping: letting calls in flight finish (at most 120000 ms)",
             "exorun: stopped"
         ]
     );

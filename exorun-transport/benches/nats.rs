@@ -7,14 +7,13 @@
 //! Run: `cargo bench -p exorun-transport --features nats --bench nats` (needs `nats-server`
 //! on the PATH; `scripts/test_exorun.sh` installs it).
 
+mod common;
 #[path = "../tests/common/nats_server.rs"]
 mod nats_server;
 
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
 
-use bytes::Bytes;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
@@ -22,33 +21,11 @@ use exorun_transport::nats;
 use exorun_transport::net;
 use exorun_transport::serve;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use nats_server::NatsServer;
-use neorpc::failure::Failure;
-use neorpc::frame;
 
-/// Calls per row.
-const CALLS: usize = 40_000;
 /// Each call's time limit (none should come near it).
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Echo;
-
-impl serve::Dispatcher for Echo {
-    fn dispatch(
-        &self,
-        call: frame::Call<'_>,
-        _: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
-        let reply =
-            frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
-                message: error.to_string(),
-            });
-        Box::pin(std::future::ready(reply))
-    }
-}
 
 /// Serves `Echo` on a loopback TCP port until the process ends; a client connected to it.
 async fn tcp_caller() -> Arc<dyn client::Caller> {
@@ -64,7 +41,7 @@ async fn tcp_caller() -> Arc<dyn client::Caller> {
             let served: Arc<dyn Transport> = accepted;
             tokio::spawn(serve::connection(
                 served,
-                Arc::new(Echo),
+                Arc::new(common::Echo),
                 serve::Config::default(),
             ));
         }
@@ -90,42 +67,8 @@ async fn nats_caller(server: &NatsServer) -> Arc<dyn client::Caller> {
     let subscribed = nats::subscribe(connection, "bench", &["calc".to_owned()])
         .await
         .expect("subscribe");
-    tokio::spawn(subscribed.serve(Arc::new(Echo), 1024, std::future::pending()));
+    tokio::spawn(subscribed.serve(Arc::new(common::Echo), 1024, std::future::pending()));
     Arc::new(nats::Lattice::new(settings, "bench", TIMEOUT))
-}
-
-/// Runs CALLS calls with `in_flight` workers; returns (p50, p99, calls per second).
-async fn measure(caller: Arc<dyn client::Caller>, in_flight: usize) -> (Duration, Duration, f64) {
-    let args = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0];
-    let per_worker = CALLS / in_flight;
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..in_flight {
-        let caller = Arc::clone(&caller);
-        workers.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let call_started = Instant::now();
-                let frame =
-                    frame::encode_call("calc", "exorun:test/math#add", &args, &[]).expect("frame");
-                caller.call_within(frame, TIMEOUT).await.expect("call");
-                latencies.push(call_started.elapsed());
-            }
-            latencies
-        });
-    }
-    let mut latencies = Vec::with_capacity(CALLS);
-    while let Some(worker) = workers.join_next().await {
-        latencies.extend(worker.expect("worker"));
-    }
-    latencies.sort();
-    let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
-    let calls = f64::from(u32::try_from(latencies.len()).expect("calls fit in u32"));
-    (at(50), at(99), calls / started.elapsed().as_secs_f64())
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
 }
 
 #[tokio::main]
@@ -140,11 +83,11 @@ async fn main() {
     println!("|---|---|---|---|---|");
     for (link, caller) in &callers {
         for in_flight in [1, 256] {
-            let (p50, p99, rate) = measure(Arc::clone(caller), in_flight).await;
+            let (p50, p99, rate) = common::measure(Arc::clone(caller), in_flight).await;
             println!(
                 "| {link} | {in_flight} | {:.1} | {:.1} | {rate:.0} |",
-                micros(p50),
-                micros(p99)
+                common::micros(p50),
+                common::micros(p99)
             );
             rows.push((in_flight, p50, rate));
         }

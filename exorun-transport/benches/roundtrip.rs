@@ -7,11 +7,12 @@
 //! ratios between them are measured, not assumed. The second process is this same binary,
 //! started again with `EXORUN_BENCH_ROLE` set. BENCHMARKS.md records a run.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use bytes::Bytes;
 use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
@@ -19,12 +20,8 @@ use exorun_transport::memory;
 use exorun_transport::net;
 use exorun_transport::serve;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
-use neorpc::failure::Failure;
 use neorpc::frame;
 
-/// Calls per configuration: enough for a stable p99, few enough to finish in seconds.
-const CALLS: usize = 40_000;
 /// Sequential round trips per two-process row.
 const SEQUENTIAL: usize = 20_000;
 /// Bytes each way of the floor's ping-pong.
@@ -32,28 +29,11 @@ const PING_BYTES: usize = 32;
 /// Tells a started copy of this binary which server to be.
 const ROLE_ENV: &str = "EXORUN_BENCH_ROLE";
 
-struct Echo;
-
-impl serve::Dispatcher for Echo {
-    fn dispatch(
-        &self,
-        call: frame::Call<'_>,
-        _: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
-        let reply =
-            frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
-                message: error.to_string(),
-            });
-        Box::pin(std::future::ready(reply))
-    }
-}
-
 async fn memory_client() -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
     tokio::spawn(serve::connection(
         Arc::new(far),
-        Arc::new(Echo),
+        Arc::new(common::Echo),
         serve::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
@@ -68,43 +48,12 @@ async fn tcp_client() -> Arc<Client> {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        serve::connection(transport, Arc::new(Echo), serve::Config::default()).await
+        serve::connection(transport, Arc::new(common::Echo), serve::Config::default()).await
     });
     let transport = net::connect(&address, transport::MESSAGE_BYTES_MAX)
         .await
         .expect("connect");
     Arc::new(Client::new(transport, client::Config::default()))
-}
-
-/// Runs CALLS calls with `in_flight` workers; returns (p50, p99, calls per second).
-async fn measure(client: Arc<Client>, in_flight: usize) -> (Duration, Duration, f64) {
-    let args = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0];
-    let per_worker = CALLS / in_flight;
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..in_flight {
-        let client = Arc::clone(&client);
-        workers.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let call_started = Instant::now();
-                let frame =
-                    frame::encode_call("calc", "exorun:test/math#add", &args, &[]).expect("frame");
-                client.call(frame).await.expect("call");
-                latencies.push(call_started.elapsed());
-            }
-            latencies
-        });
-    }
-    let mut latencies = Vec::with_capacity(CALLS);
-    while let Some(worker) = workers.join_next().await {
-        latencies.extend(worker.expect("worker"));
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
-    let calls = f64::from(u32::try_from(latencies.len()).expect("calls fit in u32"));
-    (at(50), at(99), calls / elapsed.as_secs_f64())
 }
 
 async fn run(tcp: bool, in_flight: usize) -> (Duration, Duration, f64) {
@@ -113,7 +62,7 @@ async fn run(tcp: bool, in_flight: usize) -> (Duration, Duration, f64) {
     } else {
         memory_client().await
     };
-    measure(client, in_flight).await
+    common::measure(client, in_flight).await
 }
 
 fn main() {
@@ -381,7 +330,8 @@ fn exorun_echo(address: &str) {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        let _ = serve::connection(connection, Arc::new(Echo), serve::Config::default()).await;
+        let _ =
+            serve::connection(connection, Arc::new(common::Echo), serve::Config::default()).await;
     });
 }
 

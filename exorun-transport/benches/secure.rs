@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo bench -p exorun-transport --features quic --bench secure`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -22,32 +24,11 @@ use exorun_transport::stream;
 use exorun_transport::tls;
 use exorun_transport::tls::Secure;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
-use neorpc::failure::Failure;
 use neorpc::frame;
 
-/// Calls per row.
-const CALLS: usize = 40_000;
 /// Connections made per handshake row.
 const CONNECTS: u32 = 200;
-
-struct Echo;
-
-impl serve::Dispatcher for Echo {
-    fn dispatch(
-        &self,
-        call: frame::Call<'_>,
-        _: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
-        let reply =
-            frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
-                message: error.to_string(),
-            });
-        Box::pin(std::future::ready(reply))
-    }
-}
 
 /// Serves `Echo` on `address` (secure ones as `key`) until the process ends.
 async fn echo_server(address: &str, key: &NodeKey) -> Address {
@@ -73,7 +54,7 @@ async fn serve_one(accepted: net::Accepted) {
         return;
     };
     let served: Arc<dyn Transport> = opened.transport;
-    let _ = serve::connection(served, Arc::new(Echo), serve::Config::default()).await;
+    let _ = serve::connection(served, Arc::new(common::Echo), serve::Config::default()).await;
 }
 
 async fn connect(address: &Address, secure: &Secure) -> Arc<stream::Transport> {
@@ -84,44 +65,6 @@ async fn connect(address: &Address, secure: &Secure) -> Arc<stream::Transport> {
         }
     };
     connected.expect("connect")
-}
-
-/// Runs CALLS calls with `in_flight` workers; returns (p50, p99, calls per second).
-async fn measure(client: Arc<Client>, in_flight: usize) -> (Duration, Duration, f64) {
-    let args = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0];
-    let per_worker = CALLS / in_flight;
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..in_flight {
-        let client = Arc::clone(&client);
-        workers.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let call_started = Instant::now();
-                let frame =
-                    frame::encode_call("calc", "exorun:test/math#add", &args, &[]).expect("frame");
-                client.call(frame).await.expect("call");
-                latencies.push(call_started.elapsed());
-            }
-            latencies
-        });
-    }
-    let mut latencies = Vec::with_capacity(CALLS);
-    while let Some(worker) = workers.join_next().await {
-        latencies.extend(worker.expect("worker"));
-    }
-    summarize(latencies, started.elapsed())
-}
-
-fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> (Duration, Duration, f64) {
-    latencies.sort();
-    let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
-    let calls = f64::from(u32::try_from(latencies.len()).expect("calls fit in u32"));
-    (at(50), at(99), calls / elapsed.as_secs_f64())
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
 }
 
 /// Average time to make one connection (handshake included, first call not).
@@ -190,38 +133,18 @@ async fn stream_per_call(key: &NodeKey, in_flight: usize) -> (Duration, Duration
         .expect("connect")
         .await
         .expect("handshake");
-    let frame = frame::encode_call(
-        "calc",
-        "exorun:test/math#add",
-        &[0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0],
-        &[],
-    )
-    .expect("frame");
-    let frame = Bytes::from(frame.into_bytes());
-    let per_worker = CALLS / in_flight;
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..in_flight {
-        let connection = connection.clone();
-        let frame = frame.clone();
-        workers.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_worker);
-            for _ in 0..per_worker {
-                let call_started = Instant::now();
-                let (mut send, mut recv) = connection.open_bi().await.expect("open");
-                send.write_all(&frame).await.expect("write");
-                send.finish().expect("finish");
-                recv.read_to_end(1 << 20).await.expect("read");
-                latencies.push(call_started.elapsed());
-            }
-            latencies
-        });
-    }
-    let mut latencies = Vec::with_capacity(CALLS);
-    while let Some(worker) = workers.join_next().await {
-        latencies.extend(worker.expect("worker"));
-    }
-    summarize(latencies, started.elapsed())
+    let frame = frame::encode_call("calc", "exorun:test/math#add", &common::ADD_ARGS, &[]);
+    let frame = Bytes::from(frame.expect("frame").into_bytes());
+    let call = move || {
+        let (connection, frame) = (connection.clone(), frame.clone());
+        async move {
+            let (mut send, mut recv) = connection.open_bi().await.expect("open");
+            send.write_all(&frame).await.expect("write");
+            send.finish().expect("finish");
+            recv.read_to_end(1 << 20).await.expect("read");
+        }
+    };
+    common::timed(in_flight, call).await
 }
 
 #[tokio::main]
@@ -241,16 +164,19 @@ async fn main() {
                 connect(&address, &secure).await,
                 client::Config::default(),
             ));
-            let (p50, p99, rate) = measure(client, in_flight).await;
+            let (p50, p99, rate) = common::measure(client, in_flight).await;
             println!(
                 "| {scheme} | {in_flight} | {:.1} | {:.1} | {rate:.0} |",
-                micros(p50),
-                micros(p99)
+                common::micros(p50),
+                common::micros(p99)
             );
             at_one.extend((in_flight == 1).then_some((scheme, p50, rate)));
         }
         let cost = connect_cost(&address, &secure).await;
-        println!("connect {scheme}: {:.0} µs per connection", micros(cost));
+        println!(
+            "connect {scheme}: {:.0} µs per connection",
+            common::micros(cost)
+        );
     }
     let (_, tcp_p50, tcp_rate) = at_one[0];
     for (scheme, p50, rate) in &at_one[1..] {
@@ -266,8 +192,8 @@ async fn main() {
         let (p50, p99, rate) = stream_per_call(&server_key, in_flight).await;
         println!(
             "| a stream per call (raw quinn) | {in_flight} | {:.1} | {:.1} | {rate:.0} |",
-            micros(p50),
-            micros(p99)
+            common::micros(p50),
+            common::micros(p99)
         );
     }
 }

@@ -109,26 +109,7 @@ pub enum Error {
     },
 }
 
-impl From<cursor::Error> for Error {
-    fn from(error: cursor::Error) -> Self {
-        match error {
-            cursor::Error::Truncated => Error::Truncated,
-            cursor::Error::BadTag { byte } => Error::BadTag { byte },
-            cursor::Error::BadUtf8 => Error::BadUtf8,
-            cursor::Error::TypeMismatch { expected, found } => {
-                Error::TypeMismatch { expected, found }
-            }
-            cursor::Error::TrailingBytes { count } => Error::TrailingBytes { count },
-            cursor::Error::Encode { reason } => Error::Encode { reason },
-        }
-    }
-}
-
-impl From<neopack::Error> for Error {
-    fn from(error: neopack::Error) -> Self {
-        cursor::Error::from(error).into()
-    }
-}
+cursor::take_over!(Error);
 
 /// Bounds applied while encoding and decoding one slab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,36 @@ pub(crate) enum Error {
     Encode { reason: &'static str },
 }
 
+/// Implements `From<cursor::Error>` and `From<neopack::Error>` for a module's error enum
+/// that has the cursor's variants under the same names (`frame::Error`, `codec::Error`).
+macro_rules! take_over {
+    ($error:ident) => {
+        impl From<$crate::cursor::Error> for $error {
+            fn from(error: $crate::cursor::Error) -> Self {
+                match error {
+                    $crate::cursor::Error::Truncated => $error::Truncated,
+                    $crate::cursor::Error::BadTag { byte } => $error::BadTag { byte },
+                    $crate::cursor::Error::BadUtf8 => $error::BadUtf8,
+                    $crate::cursor::Error::TypeMismatch { expected, found } => {
+                        $error::TypeMismatch { expected, found }
+                    }
+                    $crate::cursor::Error::TrailingBytes { count } => {
+                        $error::TrailingBytes { count }
+                    }
+                    $crate::cursor::Error::Encode { reason } => $error::Encode { reason },
+                }
+            }
+        }
+
+        impl From<neopack::Error> for $error {
+            fn from(error: neopack::Error) -> Self {
+                $crate::cursor::Error::from(error).into()
+            }
+        }
+    };
+}
+pub(crate) use take_over;
+
 impl From<neopack::Error> for Error {
     fn from(error: neopack::Error) -> Self {
         match error {

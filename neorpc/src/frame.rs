@@ -130,26 +130,7 @@ pub enum Error {
     },
 }
 
-impl From<cursor::Error> for Error {
-    fn from(error: cursor::Error) -> Self {
-        match error {
-            cursor::Error::Truncated => Error::Truncated,
-            cursor::Error::BadTag { byte } => Error::BadTag { byte },
-            cursor::Error::BadUtf8 => Error::BadUtf8,
-            cursor::Error::TypeMismatch { expected, found } => {
-                Error::TypeMismatch { expected, found }
-            }
-            cursor::Error::TrailingBytes { count } => Error::TrailingBytes { count },
-            cursor::Error::Encode { reason } => Error::Encode { reason },
-        }
-    }
-}
-
-impl From<neopack::Error> for Error {
-    fn from(error: neopack::Error) -> Self {
-        cursor::Error::from(error).into()
-    }
-}
+cursor::take_over!(Error);
 
 /// One call on a chain of nested calls: the runtime and the instance it is running in. A call
 /// carries the chain that led to it, so a runtime can refuse a call into an instance that is
