@@ -238,16 +238,7 @@ fn soak_peer(address: &str) -> Peer {
 fn main() {
     let seconds = env_number("SOAK_SECS", 60);
     let rate = env_number("SOAK_RATE", 1000).max(1);
-    let path = manifest(
-        "soak",
-        r#"
-[apps]
-math-provider = "{fixtures}/math-provider.wasm"
-[instances.math]
-app = "math-provider"
-export = true
-"#,
-    );
+    let path = manifest("soak", common::PROVIDER);
     let first = Server::start(&path, "tcp://127.0.0.1:0");
     let address = first.address.clone();
     let tokio = tokio::runtime::Builder::new_multi_thread()

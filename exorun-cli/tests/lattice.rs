@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use common::Server;
 use common::manifest;
+use common::refused;
 use common::run;
 use common::text;
 use exorun_transport::client;
@@ -353,16 +354,7 @@ fn calls_cross_a_route_between_two_nats_servers() {
 #[test]
 fn exorun_run_reaches_an_export_by_name_in_a_lattice() {
     let server = NatsServer::start(&[]);
-    let provider = manifest(
-        "lattice-math",
-        r#"
-[apps]
-math-provider = "{fixtures}/math-provider.wasm"
-[instances.math]
-app = "math-provider"
-export = true
-"#,
-    );
+    let provider = manifest("lattice-math", common::PROVIDER);
     let runtime = Server::start_with(&provider, &["--nats", &server.url, "--lattice", "calc"]);
     let consumer = manifest(
         "lattice-consumer",
@@ -428,7 +420,7 @@ links = { "exorun:test/math" = { remote = "lattice", target = "math" } }
 
 #[test]
 fn lattice_mistakes_are_refused_before_anything_runs() {
-    let mixed = manifest(
+    let stderr = refused(
         "lattice-mistakes",
         r#"
 [apps]
@@ -442,9 +434,6 @@ app = "math-consumer"
 links = { "exorun:test/math" = { remote = "mixed", target = "math" } }
 "#,
     );
-    let refused = run(&["run", mixed.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = text(&refused.stderr).replace(&mixed.display().to_string(), "M");
     assert_eq!(
         stderr,
         "exorun: M: peers.mixed: a peer's addresses are all nats:// (a lattice) or none are\n\

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use common::Server;
 use common::manifest;
+use common::refused;
 use common::run;
 use common::text;
 
@@ -194,16 +195,7 @@ fn a_key_file_others_may_read_is_refused() {
 
 #[test]
 fn plaintext_off_loopback_is_refused_without_insecure() {
-    let plain = manifest(
-        "plain-provider",
-        r#"
-[apps]
-math-provider = "{fixtures}/math-provider.wasm"
-[instances.math]
-app = "math-provider"
-export = true
-"#,
-    );
+    let plain = manifest("plain-provider", common::PROVIDER);
     let refused = run(&[
         "serve",
         plain.to_str().unwrap(),
@@ -253,15 +245,15 @@ fn a_secure_peer_without_a_node_key_or_a_pin_is_a_mistake() {
         "tls://127.0.0.1:1",
         &provider_public,
     );
-    let refused = run(&["run", unkeyed.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = text(&refused.stderr).replace(&unkeyed.display().to_string(), "M");
+    let output = run(&["run", unkeyed.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr).replace(&unkeyed.display().to_string(), "M");
     assert_eq!(
         stderr,
         "exorun: M: peers.provider: a secure peer needs this runtime's node key: `key = PATH` \
          at the top of the manifest, or --key PATH\n"
     );
-    let unpinned = manifest(
+    let stderr = refused(
         "unpinned",
         r#"
 [apps]
@@ -274,9 +266,6 @@ app = "math-consumer"
 links = { "exorun:test/math" = { remote = "provider", target = "math" } }
 "#,
     );
-    let refused = run(&["run", unpinned.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = text(&refused.stderr).replace(&unpinned.display().to_string(), "M");
     assert_eq!(
         stderr,
         "exorun: M: peers.plain: `tcp://127.0.0.1:1` is plaintext and cannot check the pinned \

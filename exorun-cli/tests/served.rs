@@ -196,16 +196,7 @@ fn add_through(
 
 #[test]
 fn a_relay_heals_after_its_provider_is_killed_and_restarted_on_the_same_address() {
-    let provider = manifest(
-        "heal-provider",
-        r#"
-[apps]
-math-provider = "{fixtures}/math-provider.wasm"
-[instances.math]
-app = "math-provider"
-export = true
-"#,
-    );
+    let provider = manifest("heal-provider", common::PROVIDER);
     let first = Server::start(&provider, "tcp://127.0.0.1:0");
     let provider_address = first.address.clone();
     let relay = manifest(

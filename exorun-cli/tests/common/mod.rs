@@ -49,6 +49,15 @@ pub fn manifest(name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A manifest that exports math-provider as `math`.
+pub const PROVIDER: &str = r#"
+[apps]
+math-provider = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math-provider"
+export = true
+"#;
+
 /// Runs `exorun run` on a manifest and returns its stderr (the manifest's path shown as `M`),
 /// asserting exit code 1 and that nothing ran.
 pub fn refused(name: &str, body: &str) -> String {
