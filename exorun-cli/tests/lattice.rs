@@ -418,6 +418,52 @@ links = { "exorun:test/math" = { remote = "lattice", target = "math" } }
     }
 }
 
+/// Both ends reach a nats-server that requires TLS, trusting its CA: the server side with
+/// `--nats-tls --nats-ca`, the caller with `tls = true, ca = ...` on its peer.
+#[test]
+fn a_lattice_over_tls_to_nats() {
+    let (ca, cert, key) = nats_server::tls_files("cli");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = NatsServer::start(&["--tls", "--tlscert", cert, "--tlskey", key]);
+    let provider = manifest("lattice-tls-math", common::PROVIDER);
+    let ca = ca.to_str().unwrap();
+    let runtime = Server::start_with(
+        &provider,
+        &["--nats", &server.url, "--nats-tls", "--nats-ca", ca],
+    );
+    let consumer = manifest(
+        "lattice-tls-consumer",
+        &r#"
+[apps]
+math-consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+lattice = { address = "URL", tls = true, ca = "CA", timeout_ms = 5000 }
+[instances.calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "lattice", target = "math" } }
+"#
+        .replace("URL", &server.url)
+        .replace("CA", ca),
+    );
+    let output = run(&["run", consumer.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "calc: \"10 + 5 = 15\"\n");
+    // Without the CA the server is not trusted: refused, with the reason.
+    let untrusted = manifest(
+        "lattice-tls-untrusted",
+        &text(&std::fs::read(&consumer).unwrap()).replace(&format!(", ca = \"{ca}\""), ""),
+    );
+    let output = run(&["run", untrusted.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&output.stderr)
+    );
+    let (status, stderr) = runtime.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
 #[test]
 fn lattice_mistakes_are_refused_before_anything_runs() {
     let stderr = refused(

@@ -419,3 +419,52 @@ async fn calls_past_the_limit_are_refused_as_overloaded() {
         "{served:?}"
     );
 }
+
+/// TLS to the NATS server: with the CA that issued its certificate a lattice works; without
+/// it the connection is refused (the server is not trusted), and so is plaintext to a server
+/// that requires TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_nats_needs_a_trusted_server() {
+    let (ca, cert, key) = nats_server::tls_files("lattice");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = NatsServer::start(&["--tls", "--tlscert", cert, "--tlskey", key]);
+    let trusted = nats::Settings {
+        require_tls: true,
+        root_certificates: Some(ca),
+        ..settings(&server.url)
+    };
+    let connection = nats::connect(&trusted, nats::SUBSCRIPTION_CAPACITY)
+        .await
+        .unwrap();
+    let subscribed = nats::subscribe(connection, "t", &["echo".to_owned()])
+        .await
+        .unwrap();
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(&echo)));
+    let stopping = Arc::clone(&stop);
+    let served =
+        tokio::spawn(async move { subscribed.serve(dispatcher, 256, stopping.notified()).await });
+    let lattice = Lattice::new(trusted, "t", Duration::from_secs(5));
+    assert_eq!(
+        &call(&lattice, "echo", "any", b"tls").await.unwrap()[..],
+        b"tls"
+    );
+    let untrusted = nats::Settings {
+        require_tls: true,
+        ..settings(&server.url)
+    };
+    for refused in [untrusted, settings(&server.url)] {
+        let lattice = Lattice::new(refused, "t", Duration::from_secs(5));
+        let outcome = call(&lattice, "echo", "any", b"").await;
+        let Err(client::Error::Transport(error)) = &outcome else {
+            panic!("connected to a server it cannot trust: {outcome:?}");
+        };
+        let shown = error.to_string();
+        assert!(
+            shown.contains("NATS connect") && shown.contains("UnknownIssuer"),
+            "{shown}"
+        );
+    }
+    stop.notify_one();
+    assert_eq!(served.await.unwrap().calls, 1);
+}
