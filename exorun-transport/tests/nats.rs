@@ -468,3 +468,20 @@ async fn tls_to_nats_needs_a_trusted_server() {
     stop.notify_one();
     assert_eq!(served.await.unwrap().calls, 1);
 }
+
+/// A token in the URL (`nats://TOKEN@HOST:PORT`) authenticates and never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_url_authenticates_and_stays_secret() {
+    let server = NatsServer::start(&["--auth", "t0ken-s3cret"]);
+    let port = server.url.rsplit_once(':').unwrap().1;
+    let url = format!("nats://t0ken-s3cret@127.0.0.1:{port}");
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let _served = serving(&url, "t", &["echo"], &echo, &stop).await;
+    let with = Lattice::new(settings(&url), "t", Duration::from_secs(5));
+    assert_eq!(&call(&with, "echo", "any", b"t").await.unwrap()[..], b"t");
+    assert!(!format!("{with:?}").contains("s3cret"), "{with:?}");
+    assert_eq!(nats::shown(&url), format!("nats://127.0.0.1:{port}"));
+    let without = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
+    assert!(call(&without, "echo", "any", b"").await.is_err());
+    stop.notify_one();
+}
