@@ -317,8 +317,8 @@ pub struct Served {
     pub dropped: u64,
     /// Messages NATS delivered to this connection that never reached the loop (the client
     /// dropped them as a slow consumer, or they came for a subscription already removed):
-    /// counted from the client's statistics once the stop was fenced; 0 unless the connection
-    /// reconnected while it served, when the count is not exact.
+    /// counted from the client's statistics (every message it read, on every connection it
+    /// made) once the final flush has fenced the stop.
     pub lost: u64,
 }
 
@@ -495,13 +495,13 @@ impl Subscribed {
             calls.served.count(answered);
         }
         let flushed = self.connection.flush().await;
-        let statistics = self.connection.statistics();
-        let delivered = statistics.in_messages.load(Ordering::Relaxed);
-        let reconnected = statistics.connects.load(Ordering::Relaxed) > 1;
+        let delivered = self
+            .connection
+            .statistics()
+            .in_messages
+            .load(Ordering::Relaxed);
         let pulled: u64 = calls.pulled.iter().sum();
-        if !reconnected {
-            calls.served.lost = delivered.saturating_sub(pulled);
-        }
+        calls.served.lost = delivered.saturating_sub(pulled);
         let served = calls.served;
         if served.lost > 0 {
             tracing::warn!(

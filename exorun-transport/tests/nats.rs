@@ -485,3 +485,64 @@ async fn a_token_in_the_url_authenticates_and_stays_secret() {
     assert!(call(&without, "echo", "any", b"").await.is_err());
     stop.notify_one();
 }
+
+/// Calls `echo` until one is answered or `within` has passed (each attempt is a real call that
+/// ends in its own way: answered, refused at once, or timed out); how many failed first.
+async fn until_answered(lattice: &Lattice, within: Duration) -> Option<usize> {
+    let deadline = Instant::now() + within;
+    let mut failed = 0;
+    while Instant::now() < deadline {
+        if call(lattice, "echo", "any", b"again").await.is_ok() {
+            return Some(failed);
+        }
+        failed += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await; // a poll, not a synchronization
+    }
+    None
+}
+
+/// The NATS server is killed and started again on the same port: the serving runtime and the
+/// caller reconnect on their own (the client's reconnection, which resubscribes), a call made
+/// while it is down fails within its timeout with a reason, and calls go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_reconnect_when_the_nats_server_restarts() {
+    let server = NatsServer::start(&[]);
+    let (url, port) = (
+        server.url.clone(),
+        server.url.rsplit_once(':').unwrap().1.to_owned(),
+    );
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let served = serving(&url, "t", &["echo"], &echo, &stop).await;
+    let lattice = Lattice::new(settings(&url), "t", Duration::from_secs(2));
+    assert_eq!(
+        &call(&lattice, "echo", "any", b"1").await.unwrap()[..],
+        b"1"
+    );
+    drop(server);
+    let started = Instant::now();
+    let down = call(&lattice, "echo", "any", b"").await;
+    // Down: the call ends at its own 5 s timeout (or sooner, if the client already knows).
+    let ended = matches!(
+        down,
+        Err(client::Error::Timeout { timeout_ms: 5000 } | client::Error::Transport(_))
+    );
+    assert!(ended, "answered with no NATS server: {down:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let _again = NatsServer::start(&["-p", &port]);
+    let failed = until_answered(&lattice, Duration::from_secs(30)).await;
+    assert!(failed.is_some(), "no call went through after the restart");
+    stop.notify_one();
+    let served = served.await.unwrap();
+    // The call made while the server was down may still have run: the client buffers it and
+    // sends it once reconnected, after its caller timed out. A timeout never says a call did
+    // not run.
+    assert!(served.calls >= 2 && served.lost == 0, "{served:?}");
+    assert_eq!(
+        u64::try_from(echo.served.load(Ordering::SeqCst)).unwrap(),
+        served.calls
+    );
+}
