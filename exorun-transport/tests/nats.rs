@@ -81,19 +81,20 @@ async fn serving(
     echo: &Arc<Echo>,
     stop: &Arc<Notify>,
 ) -> tokio::task::JoinHandle<nats::Served> {
-    serving_at_most(url, lattice, exports, echo, stop, 256).await
+    serving_through(&settings(url), lattice, exports, echo, stop, 256).await
 }
 
-/// `serving`, with at most `calls_in_flight_max` calls running at once.
-async fn serving_at_most(
-    url: &str,
+/// `serving` through the NATS system `settings` names, with at most `calls_in_flight_max`
+/// calls running at once.
+async fn serving_through(
+    settings: &nats::Settings,
     lattice: &str,
     exports: &[&str],
     echo: &Arc<Echo>,
     stop: &Arc<Notify>,
     calls_in_flight_max: usize,
 ) -> tokio::task::JoinHandle<nats::Served> {
-    let connection = nats::connect(&settings(url), nats::SUBSCRIPTION_CAPACITY)
+    let connection = nats::connect(settings, nats::SUBSCRIPTION_CAPACITY)
         .await
         .unwrap();
     let exports: Vec<String> = exports.iter().map(|name| (*name).to_owned()).collect();
@@ -294,17 +295,8 @@ async fn an_nkey_seed_authenticates_and_stays_secret() {
         ..settings(&server.url)
     };
     assert!(!format!("{keyed:?}").contains(&seed));
-    let connection = nats::connect(&keyed, nats::SUBSCRIPTION_CAPACITY)
-        .await
-        .unwrap();
-    let subscribed = nats::subscribe(connection, "t", &["echo".to_owned()])
-        .await
-        .unwrap();
     let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
-    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(&echo)));
-    let stopping = Arc::clone(&stop);
-    let _served =
-        tokio::spawn(async move { subscribed.serve(dispatcher, 256, stopping.notified()).await });
+    let _served = serving_through(&keyed, "t", &["echo"], &echo, &stop, 256).await;
     let lattice = Lattice::new(keyed, "t", Duration::from_secs(5));
     assert_eq!(
         &call(&lattice, "echo", "any", b"k").await.unwrap()[..],
@@ -391,7 +383,7 @@ async fn a_member_stopped_under_load_loses_no_call() {
 async fn calls_past_the_limit_are_refused_as_overloaded() {
     let server = NatsServer::start(&[]);
     let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
-    let served = serving_at_most(&server.url, "t", &["echo"], &echo, &stop, 1).await;
+    let served = serving_through(&settings(&server.url), "t", &["echo"], &echo, &stop, 1).await;
     let lattice = Arc::new(Lattice::new(
         settings(&server.url),
         "t",
@@ -433,17 +425,8 @@ async fn tls_to_nats_needs_a_trusted_server() {
         root_certificates: Some(ca),
         ..settings(&server.url)
     };
-    let connection = nats::connect(&trusted, nats::SUBSCRIPTION_CAPACITY)
-        .await
-        .unwrap();
-    let subscribed = nats::subscribe(connection, "t", &["echo".to_owned()])
-        .await
-        .unwrap();
     let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
-    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(&echo)));
-    let stopping = Arc::clone(&stop);
-    let served =
-        tokio::spawn(async move { subscribed.serve(dispatcher, 256, stopping.notified()).await });
+    let served = serving_through(&trusted, "t", &["echo"], &echo, &stop, 256).await;
     let lattice = Lattice::new(trusted, "t", Duration::from_secs(5));
     assert_eq!(
         &call(&lattice, "echo", "any", b"tls").await.unwrap()[..],
