@@ -469,21 +469,6 @@ async fn a_token_in_the_url_authenticates_and_stays_secret() {
     stop.notify_one();
 }
 
-/// Calls `echo` until one is answered or `within` has passed (each attempt is a real call that
-/// ends in its own way: answered, refused at once, or timed out); how many failed first.
-async fn until_answered(lattice: &Lattice, within: Duration) -> Option<usize> {
-    let deadline = Instant::now() + within;
-    let mut failed = 0;
-    while Instant::now() < deadline {
-        if call(lattice, "echo", "any", b"again").await.is_ok() {
-            return Some(failed);
-        }
-        failed += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await; // a poll, not a synchronization
-    }
-    None
-}
-
 /// The NATS server is killed and started again on the same port: the serving runtime and the
 /// caller reconnect on their own (the client's reconnection, which resubscribes), a call made
 /// while it is down fails within its timeout with a reason, and calls go through again.
@@ -515,9 +500,21 @@ async fn both_ends_reconnect_when_the_nats_server_restarts() {
         "{:?}",
         started.elapsed()
     );
-    let _again = NatsServer::start(&["-p", &port]);
-    let failed = until_answered(&lattice, Duration::from_secs(30)).await;
-    assert!(failed.is_some(), "no call went through after the restart");
+    // Traced, the new server logs each subscription it receives: both ends are back once the
+    // runtime has resubscribed its export and the caller its reply inbox.
+    let mut again = NatsServer::start(&["-p", &port, "-V"]);
+    let resubscribed = tokio::task::block_in_place(|| {
+        let subscriptions = ["<<- [SUB exorun.t.echo", "<<- [SUB _INBOX."];
+        again.wait_for_all(&subscriptions, Duration::from_secs(30))
+    });
+    assert!(
+        resubscribed,
+        "the runtime and the caller did not both reconnect"
+    );
+    assert_eq!(
+        &call(&lattice, "echo", "any", b"2").await.unwrap()[..],
+        b"2"
+    );
     stop.notify_one();
     let served = served.await.unwrap();
     // The call made while the server was down may still have run: the client buffers it and

@@ -72,6 +72,26 @@ impl NatsServer {
         }
     }
 
+    /// Waits, at most `within`, until log lines containing each of `texts` have come (in any
+    /// order); whether they all did.
+    pub fn wait_for_all(&mut self, texts: &[&str], within: std::time::Duration) -> bool {
+        let Some(log) = &self.log else {
+            return false;
+        };
+        let mut missing: Vec<&str> = texts.to_vec();
+        let deadline = std::time::Instant::now() + within;
+        while !missing.is_empty() {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                return false;
+            };
+            let Ok(line) = log.recv_timeout(left) else {
+                return false;
+            };
+            missing.retain(|text| !line.contains(text));
+        }
+        true
+    }
+
     /// Waits (at most 10 s) for a log line containing `text`.
     pub fn wait_for_log(&mut self, text: &str) -> bool {
         let Some(log) = &self.log else {
