@@ -178,6 +178,7 @@ async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_tim
     let started = tokio::time::Instant::now();
     let server = tokio::spawn(serve::connection(Arc::new(far), Arc::new(Echo), config));
     // A call resets nothing by itself, but the connection lives while it talks.
+    // The clock is paused: this moves it 59 s on at once; nothing is waited for.
     tokio::time::sleep(Duration::from_secs(59)).await;
     let call = frame::encode_call("t", "m", &[0x0E], &[]).unwrap();
     near.send(Bytes::from(call.into_bytes())).await.unwrap();

@@ -280,6 +280,7 @@ async fn heartbeats_keep_a_quiet_healthy_connection_up() {
     };
     let peer = peer_of(&faulty, &["a"], config);
     assert_eq!(&call(&peer, "echo", b"one").await.unwrap()[..], b"one");
+    // The clock is paused: 30 quiet seconds pass at once, with the heartbeats they carry.
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(&call(&peer, "echo", b"two").await.unwrap()[..], b"two");
     assert_eq!(
