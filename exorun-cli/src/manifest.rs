@@ -40,7 +40,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use std::num::NonZeroUsize;
 
@@ -48,178 +47,24 @@ use exorun_bind::server::Allow;
 use exorun_core::limits::Limits;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
-use exorun_transport::address::Address;
-use exorun_transport::identity;
 use exorun_transport::identity::PublicKey;
-use exorun_transport::peer;
-use exorun_transport::transport;
 use serde::Deserialize;
 
 /// The key that links every WASI import not linked by its own key.
 pub const WASI_WILDCARD: &str = "wasi:*";
 
-/// What is wrong with a manifest.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The file could not be read.
-    #[error("{path}: cannot read: {message}")]
-    Read {
-        /// The manifest's path (or the file's, for `Read`).
-        path: String,
-        /// What happened, in words.
-        message: String,
-    },
-    /// The file is not valid TOML or does not have the manifest's shape.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The manifest's path (or the file's, for `Read`).
-        path: String,
-        /// What happened, in words.
-        message: String,
-    },
-    /// Keys whose values are wrong; each on its own line.
-    #[error("{}", lines(path, problems))]
-    Invalid {
-        /// The manifest's path (or the file's, for `Read`).
-        path: String,
+mod peers;
+mod problem;
 
-        /// Each wrong key and what is wrong with it.
-        problems: Vec<(String, Problem)>,
-    },
-}
+pub use peers::LATTICE_DEFAULT;
+pub use peers::Nats;
+pub use peers::Peer;
+pub use peers::is_secure;
+pub use problem::Error;
+pub use problem::Problem;
 
-fn lines(path: &str, problems: &[(String, Problem)]) -> String {
-    let lines: Vec<String> = problems
-        .iter()
-        .map(|(key, problem)| format!("{path}: {key}: {problem}"))
-        .collect();
-    lines.join("\n")
-}
-
-/// One wrong value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    /// An instance name that `--invoke` and remote callers could not address.
-    #[error("instance names may not be empty or contain `.`, `#`, `(` or whitespace")]
-    BadInstanceName,
-    /// An instance names an app the manifest does not list.
-    #[error("unknown app `{app}`")]
-    UnknownApp {
-        /// The app named.
-        app: String,
-    },
-    /// A local link names an instance the manifest does not list.
-    #[error("unknown instance `{instance}`")]
-    UnknownInstance {
-        /// The instance, by its manifest name.
-        instance: String,
-    },
-    /// A system link names a system exorun does not have.
-    #[error("unknown system `{system}` (known: wasi, logging, kv)")]
-    UnknownSystem {
-        /// The system named.
-        system: String,
-    },
-    /// A link that is not exactly one of system, local and remote.
-    #[error("a link needs exactly one of `system`, `local` or `remote`")]
-    LinkKind,
-    /// A remote link without the instance to call on the peer.
-    #[error("a remote link needs `target`, the instance's name on the peer")]
-    MissingTarget,
-    /// `store` on a link other than the kv system.
-    #[error("`store` applies only to `system = \"kv\"`")]
-    StrayStore,
-    /// WASI settings on an instance that links nothing to the WASI system (they would be lost).
-    #[error("WASI settings are given but no import is linked to `system = \"wasi\"`")]
-    UnusedWasi,
-    /// `wasi:*` linked to something other than the WASI system.
-    #[error("`wasi:*` can only be linked to `system = \"wasi\"`")]
-    WildcardNotWasi,
-    /// An address that does not parse.
-    #[error("{0}")]
-    BadAddress(transport::Error),
-    /// `replicas` that is neither a count from 1 up nor `"per-call"`.
-    #[error("replicas must be a count from 1 up or \"per-call\"")]
-    BadReplicas,
-    /// `restart` other than `always` or `never`.
-    #[error("restart must be \"always\" or \"never\", not `{restart}`")]
-    BadRestart {
-        /// The value given.
-        restart: String,
-    },
-    /// A remote link to a peer whose own settings are wrong (reported at its key).
-    #[error("the peer `{peer}` is not usable (see peers.{peer})")]
-    BrokenPeer {
-        /// The peer's name.
-        peer: String,
-    },
-    /// A peer with neither `address` nor `addresses`, both, or an empty list.
-    #[error("a peer needs `address` or a non-empty `addresses`, not both")]
-    PeerAddresses,
-    /// A public key that does not parse, or a key file that cannot be used.
-    #[error("{0}")]
-    Key(identity::Error),
-    /// A peer with a `tls://` or `quic://` address and no `key` to pin.
-    #[error("a tls:// or quic:// peer needs `key`, the public key it must present (`exorun key`)")]
-    PeerNeedsKey,
-    /// A pinned key with a plaintext address, which could check no key.
-    #[error("`{address}` is plaintext and cannot check the pinned key; use tls:// or quic://")]
-    KeyOnPlaintext {
-        /// The plaintext address.
-        address: String,
-    },
-    /// A peer with both nats:// and other addresses.
-    #[error("a peer's addresses are all nats:// (a lattice) or none are")]
-    MixedNats,
-    /// A NATS setting on a peer that is not a lattice.
-    #[error("`{setting}` applies only to nats:// peers")]
-    NatsOnly {
-        /// The setting.
-        setting: &'static str,
-    },
-    /// A pinned key on a nats:// peer.
-    #[error(
-        "a nats:// peer is authenticated by NATS (credentials, nkey, TLS); `key` pins tls:// and quic:// peers"
-    )]
-    PinOnNats,
-    /// A secure peer, but no node key for this runtime.
-    #[error(
-        "a secure peer needs this runtime's node key: `key = PATH` at the top of the manifest, or --key PATH"
-    )]
-    NoNodeKey,
-    /// An allow list that names no key (no one could call the export).
-    #[error("an allow list needs at least one key; to reach no one, use `export = false`")]
-    EmptyAllow,
-    /// An export restricted by keys served on a plaintext listener, whose callers have none.
-    #[error(
-        "an allow list needs secure listeners (tls://, quic://), but `{listener}` is plaintext"
-    )]
-    AllowOnPlaintext {
-        /// The plaintext listener.
-        listener: String,
-    },
-    /// `when_down` other than `fail` or `wait`.
-    #[error("when_down must be \"fail\" or \"wait\", not `{when_down}`")]
-    BadWhenDown {
-        /// The value given.
-        when_down: String,
-    },
-    /// `stdio` other than `inherit` or `closed`.
-    #[error("stdio must be \"inherit\" or \"closed\", not `{stdio}`")]
-    BadStdio {
-        /// The value given.
-        stdio: String,
-    },
-    /// The component could not be read or compiled.
-    #[error("{message}")]
-    Component {
-        /// What happened, in words.
-        message: String,
-    },
-    /// A link does not hold (unlinked, stray, missing, mismatched, a handle across it).
-    #[error("{0}")]
-    Link(exorun_bind::builder::Problem),
-}
+use peers::RawPeer;
+use peers::check_peer;
 
 /// A parsed manifest and the problems found in it so far (a composition is built only when
 /// none are left, after compiling and linking add theirs, so all are reported at once).
@@ -295,32 +140,6 @@ pub enum Link {
         /// The instance's name on the peer.
         target: String,
     },
-}
-
-/// A peer: where it is reached (in order: failover) and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// Its addresses, tried in order.
-    pub addresses: Vec<Address>,
-    /// Call timeout, heartbeat, back-off, and what a call does while it is down.
-    pub config: peer::Config,
-    /// The key it must present (its addresses are then all secure).
-    pub pin: Option<PublicKey>,
-    /// For a lattice (nats:// addresses): its name and how to authenticate to NATS.
-    pub nats: Option<Nats>,
-}
-
-/// A lattice peer's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Nats {
-    /// The lattice's name (`nats::LATTICE_DEFAULT` unless given).
-    pub lattice: String,
-    /// An nkey seed file (resolved against the manifest's directory; mode 0600).
-    pub nkey: Option<PathBuf>,
-    /// Whether TLS to the NATS server is required.
-    pub require_tls: bool,
-    /// A root certificate file (PEM) for the NATS server's TLS.
-    pub ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -412,42 +231,6 @@ struct RawPreopen {
     writable: bool,
 }
 
-/// A peer: its address, or a table with its addresses and settings.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawPeer {
-    Address(String),
-    Settings(RawPeerSettings),
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPeerSettings {
-    address: Option<String>,
-    addresses: Option<Vec<String>>,
-    timeout_ms: Option<u64>,
-    heartbeat_ms: Option<u64>,
-    backoff_max_ms: Option<u64>,
-    when_down: Option<String>,
-    key: Option<String>,
-    lattice: Option<String>,
-    nkey: Option<PathBuf>,
-    tls: Option<bool>,
-    ca: Option<PathBuf>,
-}
-
-impl RawPeer {
-    fn settings(self) -> RawPeerSettings {
-        match self {
-            RawPeer::Address(address) => RawPeerSettings {
-                address: Some(address),
-                ..RawPeerSettings::default()
-            },
-            RawPeer::Settings(settings) => settings,
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
@@ -481,14 +264,8 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
         message: error.message().to_owned(),
     })?;
     for (name, address) in peers {
-        let mut settings = raw
-            .peers
-            .remove(name)
-            .map(RawPeer::settings)
-            .unwrap_or_default();
-        settings.address = Some(address.clone());
-        settings.addresses = None;
-        raw.peers.insert(name.clone(), RawPeer::Settings(settings));
+        let overridden = RawPeer::at(raw.peers.remove(name), address);
+        raw.peers.insert(name.clone(), overridden);
     }
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     let mut problems = Vec::new();
@@ -751,23 +528,9 @@ fn check_link(
         return Err(Problem::BrokenPeer { peer });
     }
     if !peers.contains_key(remote) {
-        // Not a peer's name: an address given inline, a peer of its own with the defaults.
-        let address = Address::parse(remote).map_err(Problem::BadAddress)?;
-        if is_secure(&address) {
-            return Err(Problem::PeerNeedsKey);
-        }
-        let nats = matches!(address, Address::Nats(_)).then(|| Nats {
-            lattice: LATTICE_DEFAULT.to_owned(),
-            nkey: None,
-            require_tls: false,
-            ca: None,
-        });
-        let peer = Peer {
-            addresses: vec![address],
-            config: peer::Config::default(),
-            pin: None,
-            nats,
-        };
+        // Not a peer's name: an address given inline, a peer of its own with the defaults
+        // (checked as a peer with nothing but that address; nothing in it names a file).
+        let peer = check_peer(Path::new("."), RawPeer::at(None, remote).settings())?;
         peers.insert(remote.to_owned(), Some(peer));
     }
     let target = link.target.clone().ok_or(Problem::MissingTarget)?;
@@ -775,107 +538,4 @@ fn check_link(
         peer: remote.to_owned(),
         target,
     })
-}
-
-/// A peer's addresses (one of `address` and `addresses`) and settings.
-fn check_peer(base: &Path, mut settings: RawPeerSettings) -> Result<Peer, Problem> {
-    let written = match (settings.address.take(), settings.addresses.take()) {
-        (Some(address), None) => vec![address],
-        (None, Some(addresses)) if !addresses.is_empty() => addresses,
-        _ => return Err(Problem::PeerAddresses),
-    };
-    let mut addresses = Vec::new();
-    for address in &written {
-        addresses.push(Address::parse(address).map_err(Problem::BadAddress)?);
-    }
-    let nats = check_nats(base, &settings, &addresses)?;
-    let pin = settings.key.as_deref().map(PublicKey::parse).transpose();
-    let pin = pin.map_err(Problem::Key)?;
-    check_pin(pin.as_ref(), nats.is_some(), &addresses)?;
-    let mut config = peer::Config::default();
-    if let Some(ms) = settings.timeout_ms {
-        config.client.timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = settings.heartbeat_ms {
-        config.client.heartbeat = (ms > 0).then(|| Duration::from_millis(ms));
-    }
-    if let Some(ms) = settings.backoff_max_ms {
-        config.backoff_max = Duration::from_millis(ms);
-    }
-    config.when_down = match settings.when_down.as_deref() {
-        None | Some("fail") => peer::WhenDown::Fail,
-        Some("wait") => peer::WhenDown::Wait,
-        Some(other) => {
-            let when_down = other.to_owned();
-            return Err(Problem::BadWhenDown { when_down });
-        }
-    };
-    Ok(Peer {
-        addresses,
-        config,
-        pin,
-        nats,
-    })
-}
-
-/// A pin needs secure addresses, and a secure address needs a pin; a lattice takes none.
-fn check_pin(pin: Option<&PublicKey>, lattice: bool, addresses: &[Address]) -> Result<(), Problem> {
-    if lattice {
-        return match pin {
-            Some(_) => Err(Problem::PinOnNats),
-            None => Ok(()),
-        };
-    }
-    let plaintext = addresses.iter().find(|address| !is_secure(address));
-    match (pin, plaintext) {
-        (Some(_), Some(address)) => Err(Problem::KeyOnPlaintext {
-            address: address.to_string(),
-        }),
-        (None, _) if addresses.iter().any(is_secure) => Err(Problem::PeerNeedsKey),
-        _ => Ok(()),
-    }
-}
-
-/// A lattice's settings, if the peer's addresses are nats:// (all of them, or none).
-fn check_nats(
-    base: &Path,
-    settings: &RawPeerSettings,
-    addresses: &[Address],
-) -> Result<Option<Nats>, Problem> {
-    let lattices = addresses
-        .iter()
-        .filter(|address| matches!(address, Address::Nats(_)))
-        .count();
-    if lattices == 0 {
-        let given = [
-            ("lattice", settings.lattice.is_some()),
-            ("nkey", settings.nkey.is_some()),
-            ("tls", settings.tls.is_some()),
-            ("ca", settings.ca.is_some()),
-        ];
-        if let Some((setting, _)) = given.into_iter().find(|(_, given)| *given) {
-            return Err(Problem::NatsOnly { setting });
-        }
-        return Ok(None);
-    }
-    if lattices != addresses.len() {
-        return Err(Problem::MixedNats);
-    }
-    Ok(Some(Nats {
-        lattice: settings
-            .lattice
-            .clone()
-            .unwrap_or_else(|| LATTICE_DEFAULT.to_owned()),
-        nkey: settings.nkey.as_ref().map(|nkey| base.join(nkey)),
-        require_tls: settings.tls.unwrap_or(false),
-        ca: settings.ca.as_ref().map(|ca| base.join(ca)),
-    }))
-}
-
-/// The lattice used when a nats:// peer or `exorun serve --nats` names none.
-pub const LATTICE_DEFAULT: &str = exorun_transport::nats::LATTICE_DEFAULT;
-
-/// Whether `address` is authenticated and encrypted (`tls://`, `quic://`).
-pub fn is_secure(address: &Address) -> bool {
-    matches!(address, Address::Tls(_) | Address::Quic(_))
 }

@@ -1,0 +1,167 @@
+//! What can be wrong with a manifest.
+
+use exorun_transport::identity;
+use exorun_transport::transport;
+
+/// What is wrong with a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Read {
+        /// The manifest's path (or the file's, for `Read`).
+        path: String,
+        /// What happened, in words.
+        message: String,
+    },
+    /// The file is not valid TOML or does not have the manifest's shape.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The manifest's path (or the file's, for `Read`).
+        path: String,
+        /// What happened, in words.
+        message: String,
+    },
+    /// Keys whose values are wrong; each on its own line.
+    #[error("{}", lines(path, problems))]
+    Invalid {
+        /// The manifest's path (or the file's, for `Read`).
+        path: String,
+
+        /// Each wrong key and what is wrong with it.
+        problems: Vec<(String, Problem)>,
+    },
+}
+
+fn lines(path: &str, problems: &[(String, Problem)]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(key, problem)| format!("{path}: {key}: {problem}"))
+        .collect();
+    lines.join("\n")
+}
+
+/// One wrong value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// An instance name that `--invoke` and remote callers could not address.
+    #[error("instance names may not be empty or contain `.`, `#`, `(` or whitespace")]
+    BadInstanceName,
+    /// An instance names an app the manifest does not list.
+    #[error("unknown app `{app}`")]
+    UnknownApp {
+        /// The app named.
+        app: String,
+    },
+    /// A local link names an instance the manifest does not list.
+    #[error("unknown instance `{instance}`")]
+    UnknownInstance {
+        /// The instance, by its manifest name.
+        instance: String,
+    },
+    /// A system link names a system exorun does not have.
+    #[error("unknown system `{system}` (known: wasi, logging, kv)")]
+    UnknownSystem {
+        /// The system named.
+        system: String,
+    },
+    /// A link that is not exactly one of system, local and remote.
+    #[error("a link needs exactly one of `system`, `local` or `remote`")]
+    LinkKind,
+    /// A remote link without the instance to call on the peer.
+    #[error("a remote link needs `target`, the instance's name on the peer")]
+    MissingTarget,
+    /// `store` on a link other than the kv system.
+    #[error("`store` applies only to `system = \"kv\"`")]
+    StrayStore,
+    /// WASI settings on an instance that links nothing to the WASI system (they would be lost).
+    #[error("WASI settings are given but no import is linked to `system = \"wasi\"`")]
+    UnusedWasi,
+    /// `wasi:*` linked to something other than the WASI system.
+    #[error("`wasi:*` can only be linked to `system = \"wasi\"`")]
+    WildcardNotWasi,
+    /// An address that does not parse.
+    #[error("{0}")]
+    BadAddress(transport::Error),
+    /// `replicas` that is neither a count from 1 up nor `"per-call"`.
+    #[error("replicas must be a count from 1 up or \"per-call\"")]
+    BadReplicas,
+    /// `restart` other than `always` or `never`.
+    #[error("restart must be \"always\" or \"never\", not `{restart}`")]
+    BadRestart {
+        /// The value given.
+        restart: String,
+    },
+    /// A remote link to a peer whose own settings are wrong (reported at its key).
+    #[error("the peer `{peer}` is not usable (see peers.{peer})")]
+    BrokenPeer {
+        /// The peer's name.
+        peer: String,
+    },
+    /// A peer with neither `address` nor `addresses`, both, or an empty list.
+    #[error("a peer needs `address` or a non-empty `addresses`, not both")]
+    PeerAddresses,
+    /// A public key that does not parse, or a key file that cannot be used.
+    #[error("{0}")]
+    Key(identity::Error),
+    /// A peer with a `tls://` or `quic://` address and no `key` to pin.
+    #[error("a tls:// or quic:// peer needs `key`, the public key it must present (`exorun key`)")]
+    PeerNeedsKey,
+    /// A pinned key with a plaintext address, which could check no key.
+    #[error("`{address}` is plaintext and cannot check the pinned key; use tls:// or quic://")]
+    KeyOnPlaintext {
+        /// The plaintext address.
+        address: String,
+    },
+    /// A peer with both nats:// and other addresses.
+    #[error("a peer's addresses are all nats:// (a lattice) or none are")]
+    MixedNats,
+    /// A NATS setting on a peer that is not a lattice.
+    #[error("`{setting}` applies only to nats:// peers")]
+    NatsOnly {
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A pinned key on a nats:// peer.
+    #[error(
+        "a nats:// peer is authenticated by NATS (credentials, nkey, TLS); `key` pins tls:// and quic:// peers"
+    )]
+    PinOnNats,
+    /// A secure peer, but no node key for this runtime.
+    #[error(
+        "a secure peer needs this runtime's node key: `key = PATH` at the top of the manifest, or --key PATH"
+    )]
+    NoNodeKey,
+    /// An allow list that names no key (no one could call the export).
+    #[error("an allow list needs at least one key; to reach no one, use `export = false`")]
+    EmptyAllow,
+    /// An export restricted by keys served on a plaintext listener, whose callers have none.
+    #[error(
+        "an allow list needs secure listeners (tls://, quic://), but `{listener}` is plaintext"
+    )]
+    AllowOnPlaintext {
+        /// The plaintext listener.
+        listener: String,
+    },
+    /// `when_down` other than `fail` or `wait`.
+    #[error("when_down must be \"fail\" or \"wait\", not `{when_down}`")]
+    BadWhenDown {
+        /// The value given.
+        when_down: String,
+    },
+    /// `stdio` other than `inherit` or `closed`.
+    #[error("stdio must be \"inherit\" or \"closed\", not `{stdio}`")]
+    BadStdio {
+        /// The value given.
+        stdio: String,
+    },
+    /// The component could not be read or compiled.
+    #[error("{message}")]
+    Component {
+        /// What happened, in words.
+        message: String,
+    },
+    /// A link does not hold (unlinked, stray, missing, mismatched, a handle across it).
+    #[error("{0}")]
+    Link(exorun_bind::builder::Problem),
+}
