@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -23,12 +22,15 @@ use exorun_transport::address::Address;
 use exorun_transport::budget;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
-use exorun_transport::net;
 
 use exorun_cli::compose;
 use exorun_cli::invoke;
 use exorun_cli::invoke::Invocation;
 use exorun_cli::manifest;
+
+mod serving;
+
+use serving::Listening;
 
 #[derive(Parser)]
 #[command(
@@ -285,7 +287,7 @@ async fn command(command: Command) -> Result<(), Failed> {
                 nats: lattice.settings()?,
                 lattice: lattice.lattice,
             };
-            serve(manifest, &listening, limits.config()).await
+            serving::serve(manifest, &listening, limits.config()).await
         }
         Command::Inspect { component } => inspect(&component),
         Command::Keygen { out } => {
@@ -354,238 +356,6 @@ async fn run(manifest: manifest::Manifest, invoke: Option<&str>) -> Result<(), F
         return Ok(());
     }
     Err(Failed(failures))
-}
-
-/// Where `serve` listens, whether plaintext may leave loopback, and the lattice it joins.
-struct Listening<'a> {
-    addresses: &'a [String],
-    insecure: bool,
-    nats: Option<nats::Settings>,
-    lattice: String,
-}
-
-impl Listening<'_> {
-    /// Parses every address and refuses what would be unsafe or could not work: plaintext
-    /// TCP off loopback without `--insecure`, a secure listener without a node key, a
-    /// plaintext listener for exports restricted by keys. All problems at once.
-    fn check(
-        &self,
-        path: &Path,
-        key: Option<&Arc<NodeKey>>,
-        restricted: &[String],
-    ) -> Result<Vec<Address>, Failed> {
-        let mut problems = Vec::new();
-        let mut addresses = Vec::new();
-        for text in self.addresses {
-            match self.check_one(text, path, key, restricted) {
-                Ok(address) => addresses.push(address),
-                Err(found) => problems.extend(found),
-            }
-        }
-        if self.nats.is_some() {
-            let shown = path.display();
-            problems.extend(restricted.iter().map(|name| {
-                format!(
-                    "{shown}: instances.{name}.export: an allow list needs secure listeners \
-                     (tls://, quic://); NATS carries no caller key (restrict who may publish \
-                     to the export's subject with NATS permissions instead)"
-                )
-            }));
-        }
-        if !problems.is_empty() {
-            return Err(Failed(problems));
-        }
-        Ok(addresses)
-    }
-
-    /// One `--listen` address, or its problems.
-    fn check_one(
-        &self,
-        text: &str,
-        path: &Path,
-        key: Option<&Arc<NodeKey>>,
-        restricted: &[String],
-    ) -> Result<Address, Vec<String>> {
-        let address =
-            Address::parse(text).map_err(|error| vec![format!("--listen {text}: {error}")])?;
-        let mut problems = Vec::new();
-        if let Address::Tcp(host_port) = &address
-            && !self.insecure
-            && !is_loopback(host_port)
-        {
-            problems.push(format!(
-                "--listen {text}: plaintext tcp:// off loopback lets anyone on the network \
-                 call and read every call; use tls:// or quic:// with --key, or pass --insecure"
-            ));
-        }
-        let secure = manifest::is_secure(&address);
-        if secure && key.is_none() {
-            problems.push(format!(
-                "--listen {text}: a secure listener needs this runtime's node key: --key \
-                 PATH, or `key = PATH` in the manifest"
-            ));
-        }
-        if !secure {
-            let problem = manifest::Problem::AllowOnPlaintext {
-                listener: text.to_owned(),
-            };
-            let shown = path.display();
-            let restricted = restricted.iter();
-            problems.extend(
-                restricted.map(|name| format!("{shown}: instances.{name}.export: {problem}")),
-            );
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(address)
-    }
-}
-
-/// Binds every listener (secure ones presenting `key`) and announces each.
-async fn bind_all(
-    addresses: &[Address],
-    key: Option<&Arc<NodeKey>>,
-) -> Result<Vec<net::Listener>, Failed> {
-    let mut listeners = Vec::new();
-    for address in addresses {
-        let listener = match key {
-            Some(key) => net::Listener::bind_secure(address, key).await?,
-            None => net::Listener::bind(address).await?,
-        };
-        println!("exorun: listening on {}", listener.local_address()?);
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}
-
-/// A second signal does not wait for anything: it exits at once.
-async fn exit_on_second(mut signals: Signals) {
-    signals.next().await;
-    // Not `eprintln!`: a closed stderr must not stop the exit with a panic.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        b"exorun: second signal: exiting now\n",
-    );
-    std::process::exit(EXIT_FORCED);
-}
-
-/// Connects to the lattice's NATS system and subscribes every export (announced once NATS
-/// has the subscriptions).
-async fn join_lattice(
-    settings: &nats::Settings,
-    lattice: &str,
-    names: &[String],
-) -> Result<nats::Subscribed, Failed> {
-    let connection = nats::connect(settings, nats::SUBSCRIPTION_CAPACITY).await?;
-    let subscribed = nats::subscribe(connection, lattice, names).await?;
-    let hosts: Vec<String> = settings.urls.iter().map(|url| nats::shown(url)).collect();
-    println!(
-        "exorun: listening on lattice `{lattice}` at {}",
-        hosts.join(", ")
-    );
-    Ok(subscribed)
-}
-
-/// Whether `host_port`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
-fn is_loopback(host_port: &str) -> bool {
-    let host = host_port
-        .rsplit_once(':')
-        .map_or(host_port, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-async fn serve(
-    manifest: manifest::Manifest,
-    listening: &Listening<'_>,
-    config: server::Config,
-) -> Result<(), Failed> {
-    let path = manifest.path.clone();
-    let composition = compose::build(manifest).await?;
-    let names = composition.exports.names();
-    if names.is_empty() {
-        let path = path.display();
-        return Err(Failed(vec![format!(
-            "{path}: no instance has `export = true`; there is nothing to serve"
-        )]));
-    }
-    let restricted = composition.exports.restricted();
-    let addresses = listening.check(&path, composition.key.as_ref(), &restricted)?;
-    let listeners = bind_all(&addresses, composition.key.as_ref()).await?;
-    let subscribed = match &listening.nats {
-        Some(settings) => Some(join_lattice(settings, &listening.lattice, &names).await?),
-        None => None,
-    };
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let drain = config.drain_timeout;
-    let calls_in_flight_max = config.serve.calls_in_flight_max;
-    let exports = Arc::clone(&composition.exports);
-    let lattice = subscribed.map(|subscribed| {
-        let dispatcher: Arc<dyn exorun_transport::serve::Dispatcher> = exports.clone();
-        let stop = until(stopped.clone());
-        tokio::spawn(subscribed.serve(dispatcher, calls_in_flight_max, stop))
-    });
-    let server = tokio::spawn(server::serve(exports, listeners, config, until(stopped)));
-    // Registered before anything is announced, so no signal can come before its listener.
-    let mut signals = Signals::new()?;
-    println!("exorun: serving {}", names.join(", "));
-    tracing::info!(exported = ?names, "serving");
-    signals.next().await;
-    let drain_ms = drain.as_millis();
-    eprintln!("exorun: stopping: letting calls in flight finish (at most {drain_ms} ms)");
-    let _ = stopping.send(true);
-    tokio::spawn(exit_on_second(signals));
-    let drained = match lattice {
-        Some(lattice) => tokio::time::timeout(drain, lattice).await.is_ok(),
-        None => true,
-    };
-    let stopped = server
-        .await
-        .map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
-    if !drained {
-        return Err(Failed(vec![
-            "drain timeout: calls received from the lattice were still running".to_owned(),
-        ]));
-    }
-    if stopped.cut > 0 {
-        return Err(Failed(vec![format!(
-            "drain timeout: closed {} connections with calls still in flight",
-            stopped.cut
-        )]));
-    }
-    eprintln!("exorun: stopped");
-    Ok(())
-}
-
-/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made.
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Self, Failed> {
-        use tokio::signal::unix::SignalKind;
-        Ok(Self {
-            interrupt: tokio::signal::unix::signal(SignalKind::interrupt())?,
-            terminate: tokio::signal::unix::signal(SignalKind::terminate())?,
-        })
-    }
-
-    /// Waits for the next of either.
-    async fn next(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }
 
 fn inspect(path: &Path) -> Result<(), Failed> {
