@@ -260,6 +260,15 @@ fn gate() -> Arc<Gate> {
     })
 }
 
+/// `add(a, 1)` on `handle`, in a task of its own.
+fn spawn_add(
+    handle: &InstanceHandle,
+    a: u32,
+) -> tokio::task::JoinHandle<Result<Val, instance::Error>> {
+    let handle = handle.clone();
+    tokio::spawn(async move { add(&handle, a).await })
+}
+
 async fn add(handle: &InstanceHandle, a: u32) -> Result<Val, instance::Error> {
     let mut results = [Val::U32(0)];
     let params = [Val::U32(a), Val::U32(1)];
@@ -300,15 +309,9 @@ async fn two_replicas_run_two_calls_at_once_and_one_runs_them_in_turn() {
     let single = gate();
     let relay = gated_relay(&runtime, &single, Spec::default()).await;
     let arrived = single.arrived.notified();
-    let first = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 1).await }
-    });
+    let first = spawn_add(&relay, 1);
     arrived.await;
-    let second = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 2).await }
-    });
+    let second = spawn_add(&relay, 2);
     until_waiting(&relay, (1, 0)).await;
     // Registered before the release, so the second call's arrival cannot be missed.
     let second_arrived = single.arrived.notified();
@@ -358,10 +361,7 @@ async fn waiting_is_refused_at_once_past_its_call_and_byte_bounds() {
     let busy = gate();
     let relay = gated_relay(&runtime, &busy, spec).await;
     let arrived = busy.arrived.notified();
-    let holder = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 1).await }
-    });
+    let holder = spawn_add(&relay, 1);
     arrived.await;
     // Two waiters of 400 bytes each: 800 held.
     let mut waiters = Vec::new();
@@ -409,15 +409,9 @@ async fn an_interrupted_call_restarts_its_replica_and_removal_fails_waiters() {
     let stuck = gate();
     let relay = gated_relay(&runtime, &stuck, Spec::default()).await;
     let arrived = stuck.arrived.notified();
-    let call = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 1).await }
-    });
+    let call = spawn_add(&relay, 1);
     arrived.await;
-    let waiter = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 2).await }
-    });
+    let waiter = spawn_add(&relay, 2);
     until_waiting(&relay, (1, 0)).await;
     let waiter_arrived = stuck.arrived.notified();
     call.abort();
@@ -432,15 +426,9 @@ async fn an_interrupted_call_restarts_its_replica_and_removal_fails_waiters() {
     assert_eq!(waiter.await.unwrap().unwrap(), Val::U32(3));
 
     let arrived = stuck.arrived.notified();
-    let holder = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 1).await }
-    });
+    let holder = spawn_add(&relay, 1);
     arrived.await;
-    let waiter = tokio::spawn({
-        let relay = relay.clone();
-        async move { add(&relay, 2).await }
-    });
+    let waiter = spawn_add(&relay, 2);
     until_waiting(&relay, (1, 0)).await;
     runtime.remove_instance(relay.id()).unwrap();
     assert_eq!(
