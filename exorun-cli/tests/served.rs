@@ -38,18 +38,19 @@ async fn misbehave(
     Ok(neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap())
 }
 
-#[test]
-fn a_served_instance_that_trapped_answers_the_next_call_from_a_fresh_instance() {
-    let path = manifest(
-        "restarting",
-        r#"
+/// A manifest that exports misbehave (a guest that traps, spins or eats memory on request) as
+/// `math`.
+const MISBEHAVE: &str = r#"
 [apps]
 misbehave = "{fixtures}/misbehave.wasm"
 [instances.math]
 app = "misbehave"
 export = true
-"#,
-    );
+"#;
+
+#[test]
+fn a_served_instance_that_trapped_answers_the_next_call_from_a_fresh_instance() {
+    let path = manifest("restarting", MISBEHAVE);
     let server = Server::start(&path, "tcp://127.0.0.1:0");
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,16 +104,7 @@ async fn stuck_peer(address: &str) -> tokio::net::TcpStream {
 }
 
 fn serve_misbehave(name: &str, drain: &str) -> Server {
-    let path = manifest(
-        name,
-        r#"
-[apps]
-misbehave = "{fixtures}/misbehave.wasm"
-[instances.math]
-app = "misbehave"
-export = true
-"#,
-    );
+    let path = manifest(name, MISBEHAVE);
     Server::start_with(
         &path,
         &["--listen", "tcp://127.0.0.1:0", "--drain-timeout", drain],
