@@ -189,8 +189,14 @@ pub struct Lattice {
     settings: Settings,
     lattice: String,
     timeout: Duration,
-    connection: OnceCell<async_nats::Client>,
+    connection: OnceCell<Connected>,
     seq: AtomicU64,
+}
+
+/// A caller's NATS connection, and the payload limit its server announced at connect.
+struct Connected {
+    client: async_nats::Client,
+    max_payload: usize,
 }
 
 impl std::fmt::Debug for Lattice {
@@ -214,10 +220,17 @@ impl Lattice {
         }
     }
 
-    async fn connection(&self) -> Result<&async_nats::Client, client::Error> {
+    async fn connection(&self) -> Result<&Connected, client::Error> {
         let connected = self
             .connection
-            .get_or_try_init(|| connect(&self.settings, SUBSCRIPTION_CAPACITY))
+            .get_or_try_init(|| async {
+                let client = connect(&self.settings, SUBSCRIPTION_CAPACITY).await?;
+                let max_payload = client.server_info().max_payload;
+                Ok(Connected {
+                    client,
+                    max_payload,
+                })
+            })
             .await;
         connected.map_err(client::Error::Transport)
     }
@@ -231,12 +244,9 @@ impl Lattice {
         let connection = self.connection().await?;
         frame.set_seq(frame::Seq(self.seq.fetch_add(1, Ordering::Relaxed)));
         let bytes = Bytes::from(frame.into_bytes());
-        let frame::Message::Call(call) = frame::decode(&bytes).map_err(client::Error::Frame)?
-        else {
-            return Err(not_a(&bytes, "call"));
-        };
-        let target = call.target.to_owned();
-        let max = connection.server_info().max_payload;
+        let target = frame::decode_target(&bytes).map_err(client::Error::Frame)?;
+        let target = target.to_owned();
+        let max = connection.max_payload;
         if bytes.len() > max {
             return Err(client::Error::Transport(
                 transport::Error::MessageTooLarge {
@@ -249,7 +259,7 @@ impl Lattice {
             .payload(bytes)
             .timeout(Some(timeout));
         let subject = subject(&self.lattice, &target);
-        let answered = connection.send_request(subject, request).await;
+        let answered = connection.client.send_request(subject, request).await;
         let reply = answered.map_err(|error| request_error(&error, &target, timeout))?;
         reply_slab(reply.payload)
     }

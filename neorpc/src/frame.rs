@@ -21,6 +21,7 @@ mod encode;
 
 pub use decode::decode;
 pub use decode::decode_seq;
+pub use decode::decode_target;
 pub use decode::decode_with_limit;
 pub use encode::CallWriter;
 pub use encode::OutboundCall;

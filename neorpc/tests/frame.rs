@@ -544,3 +544,31 @@ fn a_chain_is_bounded_and_made_of_pairs() {
     let odd = encoder.into_bytes().unwrap();
     assert_eq!(frame::decode(&odd), Err(Error::Truncated));
 }
+
+#[test]
+fn a_call_frame_target_is_read_without_the_rest() {
+    let call = call_bytes(7, "math", "exorun:test/math#add", &[0x0E], &[]);
+    assert_eq!(frame::decode_target(&call), Ok("math"));
+    // Entries in another order (target after the slab) are found all the same.
+    let reordered = hand_frame(
+        frame::KIND_CALL,
+        &[
+            ("seq", u64_item(1)),
+            ("args", vec![0x0E]),
+            ("target", str_item("far")),
+        ],
+    );
+    assert_eq!(frame::decode_target(&reordered), Ok("far"));
+    let reply = frame::encode_reply(Seq(7), Ok(&[0x0E])).unwrap();
+    assert_eq!(
+        frame::decode_target(&reply),
+        Err(Error::UnknownKind {
+            kind: "Reply (a call frame was expected)".to_owned()
+        })
+    );
+    let untargeted = hand_frame(frame::KIND_CALL, &[("seq", u64_item(1))]);
+    assert_eq!(
+        frame::decode_target(&untargeted),
+        Err(Error::MissingField { field: "target" })
+    );
+}

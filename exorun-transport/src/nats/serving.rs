@@ -123,6 +123,8 @@ impl Rate {
 /// Where the loop starts calls: the slots, the running calls and the counts.
 struct Calls {
     connection: async_nats::Client,
+    /// The largest reply the NATS server takes, as it announced at connect.
+    max_payload: usize,
     dispatcher: Arc<dyn serve::Dispatcher>,
     slots: Arc<Semaphore>,
     running: JoinSet<bool>,
@@ -147,9 +149,9 @@ impl Calls {
             tokio::spawn(async move { refuse(&connection, message).await });
             return;
         };
-        let dispatcher = Arc::clone(&self.dispatcher);
+        let (dispatcher, max_payload) = (Arc::clone(&self.dispatcher), self.max_payload);
         self.running.spawn(async move {
-            let answered = answer(&connection, dispatcher.as_ref(), message).await;
+            let answered = answer(&connection, dispatcher.as_ref(), max_payload, message).await;
             drop(slot);
             answered
         });
@@ -181,6 +183,7 @@ impl Subscribed {
     ) -> Served {
         let mut calls = Calls {
             connection: self.connection.clone(),
+            max_payload: self.connection.server_info().max_payload,
             dispatcher,
             slots: Arc::new(Semaphore::new(calls_in_flight_max)),
             running: JoinSet::new(),
@@ -309,6 +312,7 @@ async fn refuse(connection: &async_nats::Client, message: async_nats::Message) {
 async fn answer(
     connection: &async_nats::Client,
     dispatcher: &dyn serve::Dispatcher,
+    max: usize,
     message: async_nats::Message,
 ) -> bool {
     let Some(reply_to) = message.reply else {
@@ -332,7 +336,6 @@ async fn answer(
         }
     };
     let (seq, outcome) = outcome;
-    let max = connection.server_info().max_payload;
     let reply = match outcome {
         Ok(reply) if reply.len() <= max => reply,
         Ok(reply) => failure_reply(

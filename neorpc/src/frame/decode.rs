@@ -68,6 +68,24 @@ pub fn decode_seq(bytes: &[u8]) -> Result<Seq, Error> {
     }
 }
 
+/// The target of a call frame, read from its entries up to the target (what follows it, the
+/// slab and the chain, is not looked at): for a sender that routes a frame it just encoded.
+pub fn decode_target(bytes: &[u8]) -> Result<&str, Error> {
+    let (kind, mut entries) = open_frame(bytes, FRAME_BYTES_MAX)?;
+    if kind != KIND_CALL {
+        return Err(Error::UnknownKind {
+            kind: format!("{kind} (a call frame was expected)"),
+        });
+    }
+    while !entries.is_empty() {
+        let (key, mut value) = entries.variant("map entry")?;
+        if key == FIELD_TARGET {
+            return Ok(value.str(FIELD_TARGET)?);
+        }
+    }
+    Err(missing(FIELD_TARGET))
+}
+
 fn scan_seq(bytes: &[u8]) -> Result<Seq, Error> {
     let (_kind, mut entries) = open_frame(bytes, FRAME_BYTES_MAX)?;
     while !entries.is_empty() {
