@@ -137,7 +137,7 @@ impl Calls {
     /// Starts the call in `message` (from subscription `index`), or answers it `Overloaded`
     /// at once when every slot is taken: a message left in the client's buffer could be
     /// dropped there without a word, a refused call is told why.
-    fn start(&mut self, index: usize, message: async_nats::Message) {
+    async fn start(&mut self, index: usize, message: async_nats::Message) {
         while let Some(answered) = self.running.try_join_next() {
             self.served.count(answered);
         }
@@ -146,7 +146,9 @@ impl Calls {
         let connection = self.connection.clone();
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.served.refused += 1;
-            tokio::spawn(async move { refuse(&connection, message).await });
+            // Answered here, not in a task of its own: if the NATS client cannot take the
+            // reply at once, the loop waits rather than piling up refusals.
+            refuse(&connection, message).await;
             return;
         };
         let (dispatcher, max_payload) = (Arc::clone(&self.dispatcher), self.max_payload);
@@ -202,7 +204,7 @@ impl Subscribed {
             let Some((index, message)) = next else {
                 break; // every subscription ended (the connection closed for good)
             };
-            calls.start(index, message);
+            calls.start(index, message).await;
         }
         drop(stream);
         self.stop(&mut calls).await;
@@ -271,7 +273,7 @@ impl Subscribed {
             let Some((index, message)) = next else {
                 return; // every subscription reached its count
             };
-            calls.start(index, message);
+            calls.start(index, message).await;
             quiet.as_mut().reset(tokio::time::Instant::now() + QUIET);
         }
         drop(stream);
@@ -280,7 +282,7 @@ impl Subscribed {
         }
         let mut rest = incoming(&mut self.subscriptions);
         while let Some((index, message)) = rest.next().await {
-            calls.start(index, message);
+            calls.start(index, message).await;
         }
     }
 }
