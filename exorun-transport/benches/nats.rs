@@ -19,7 +19,7 @@ use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::nats;
 use exorun_transport::net;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport;
 use exorun_transport::transport::Transport;
 use nats_server::NatsServer;
@@ -28,7 +28,7 @@ use nats_server::NatsServer;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `Echo` on a loopback TCP port until the process ends; a client connected to it.
-async fn tcp_caller() -> Arc<dyn client::Caller> {
+async fn tcp_caller() -> Arc<dyn client::Channel> {
     let address = Address::parse("tcp://127.0.0.1:0").expect("address");
     let listener = net::Listener::bind(&address).await.expect("bind");
     let bound = listener.local_address().expect("local address");
@@ -39,10 +39,10 @@ async fn tcp_caller() -> Arc<dyn client::Caller> {
                 .await
                 .expect("accept");
             let served: Arc<dyn Transport> = accepted;
-            tokio::spawn(serve::connection(
+            tokio::spawn(handler::serve(
                 served,
                 Arc::new(common::Echo),
-                serve::Config::default(),
+                handler::Config::default(),
             ));
         }
     });
@@ -55,7 +55,7 @@ async fn tcp_caller() -> Arc<dyn client::Caller> {
 }
 
 /// Serves `Echo` as export `calc` of lattice `bench` on `server`; a lattice caller.
-async fn nats_caller(server: &NatsServer) -> Arc<dyn client::Caller> {
+async fn nats_caller(server: &NatsServer) -> Arc<dyn client::Channel> {
     let settings = nats::Settings {
         urls: vec![server.url.clone()],
         name: "exorun-bench".to_owned(),

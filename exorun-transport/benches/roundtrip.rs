@@ -18,7 +18,7 @@ use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::memory;
 use exorun_transport::net;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport;
 use neorpc::frame;
 
@@ -31,10 +31,10 @@ const ROLE_ENV: &str = "EXORUN_BENCH_ROLE";
 
 async fn memory_client() -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    tokio::spawn(serve::connection(
+    tokio::spawn(handler::serve(
         Arc::new(far),
         Arc::new(common::Echo),
-        serve::Config::default(),
+        handler::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -48,7 +48,7 @@ async fn tcp_client() -> Arc<Client> {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        serve::connection(transport, Arc::new(common::Echo), serve::Config::default()).await
+        handler::serve(transport, Arc::new(common::Echo), handler::Config::default()).await
     });
     let transport = net::connect(&address, transport::MESSAGE_BYTES_MAX)
         .await
@@ -331,7 +331,7 @@ fn exorun_echo(address: &str) {
             .await
             .expect("accept");
         let _ =
-            serve::connection(connection, Arc::new(common::Echo), serve::Config::default()).await;
+            handler::serve(connection, Arc::new(common::Echo), handler::Config::default()).await;
     });
 }
 

@@ -19,7 +19,7 @@ use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::net;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::stream;
 use exorun_transport::tls;
 use exorun_transport::tls::Secure;
@@ -54,7 +54,7 @@ async fn serve_one(accepted: net::Accepted) {
         return;
     };
     let served: Arc<dyn Transport> = opened.transport;
-    let _ = serve::connection(served, Arc::new(common::Echo), serve::Config::default()).await;
+    let _ = handler::serve(served, Arc::new(common::Echo), handler::Config::default()).await;
 }
 
 async fn connect(address: &Address, secure: &Secure) -> Arc<stream::Transport> {

@@ -11,8 +11,8 @@ use crate::transport;
 /// Makes an address of one kind from its `HOST:PORT`.
 type MakeAddress = fn(String) -> Address;
 
-/// Where a runtime listens or a peer is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a runtime listens or a peer is reached. `Debug` and `Display` never show credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Address {
     /// `tcp://HOST:PORT`
     Tcp(String),
@@ -31,7 +31,7 @@ impl Address {
     /// Parses `tcp://HOST:PORT`, `unix://PATH`, `tls://HOST:PORT` or `quic://HOST:PORT`.
     pub fn parse(text: &str) -> Result<Self, transport::Error> {
         let bad = |reason| transport::Error::BadAddress {
-            address: text.to_owned(),
+            address: redacted(text),
             reason,
         };
         let schemes: [(&str, MakeAddress); 3] = [
@@ -78,6 +78,25 @@ impl Address {
         }
         Ok(Address::Unix(PathBuf::from(path)))
     }
+}
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Address({self})")
+    }
+}
+
+/// `text` as an address may be shown: credentials before an `@` in its authority replaced by
+/// `***` (`nats://***@host:4222`), anything else as written.
+pub fn redacted(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_owned();
+    };
+    format!("{scheme}://***@{}", &rest[at + 1..])
 }
 
 impl std::fmt::Display for Address {

@@ -1,36 +1,35 @@
 //! The correlating neorpc client: one per connection, shared by every caller of that peer.
 //!
-//! A caller hands over a whole `frame::OutboundCall` (arguments already written into it); the
-//! client stamps it with the next sequence number, registers a pending entry and gives the
-//! frame's buffer to the transport without copying it. Calls go onto the connection in seq
-//! order (stamping and queueing happen under one lock), so a server's `GoAway { last_seq }`
-//! divides them exactly. A pump task decodes each frame once: a reply is routed by its seq to
-//! its caller (a reply for an unknown or finished seq is counted and dropped; one that does not
-//! decode but names its seq fails that call at once); a `GoAway` stops new calls here and hands
-//! every call the server did not read back to its caller as `Unread` (with its frame, to send
-//! elsewhere); a `Ping` is answered.
+//! The connection's state (sequence numbers, calls in flight with their deadlines, heartbeats,
+//! go-away, the in-flight bound) is a plain state machine, `session::Session`, with no I/O;
+//! `Client` drives it over a `Transport` with one tokio task. A caller hands over a whole
+//! `frame::OutboundCall` (arguments already written into it); the session stamps it with the
+//! next sequence number and the caller hands its buffer to the transport without copying it.
+//! Calls go onto the connection in seq order (stamping and queueing happen under one lock), so
+//! a server's `GoAway { last_seq }` divides them exactly. The task reads each frame and gives
+//! it to the session, which routes a reply by its seq to its caller (a reply for an unknown or
+//! finished seq is counted and dropped; one that does not decode but names its seq fails that
+//! call at once), stops new calls on a go-away and hands every call the server did not read
+//! back to its caller as `Unread` (with its frame, to send elsewhere), and answers a ping.
 //!
 //! With a heartbeat interval, a connection that has received nothing for an interval sends a
 //! `Ping`; one that has received nothing for `HEARTBEAT_MISSES` intervals is declared dead, its
 //! calls failing with `Unresponsive` (a peer gone without closing, which TCP would notice only
-//! after minutes). A call ends in exactly one way: its reply, its timeout (the entry is removed,
-//! a late reply is dropped), the peer closing or falling silent (every pending call fails at
-//! once, later calls fail immediately), a go-away before it was read (`Unread`), or the caller
-//! dropping its future (a guard removes the entry). Calls in flight are bounded; when full a
-//! caller waits or gets `Error::Overloaded`, as configured.
+//! after minutes). A call ends in exactly one way: its reply, its deadline (`Timeout`), the
+//! peer closing or falling silent (every pending call fails at once, later calls fail
+//! immediately), a go-away before it was read (`Unread`), or the caller dropping its future
+//! (the session forgets it). Calls in flight are bounded; when full a caller waits or gets
+//! `Error::Overloaded`, as configured.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use neorpc::failure::Failure;
 use neorpc::frame;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,6 +37,11 @@ use tokio::time::Instant;
 use crate::transport;
 use crate::transport::BoxFuture;
 use crate::transport::Transport;
+
+pub mod session;
+
+use self::session::Refused;
+use self::session::Session;
 
 /// Default time a call may take, reply included: long enough for real work on a remote
 /// instance, short enough that a lost peer is noticed.
@@ -86,7 +90,7 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The remote side answered with a failure reason.
-    #[error("remote failure: {0}")]
+    #[error(transparent)]
     Remote(Failure),
     /// No reply within the call's time limit.
     #[error("no reply within {timeout_ms} ms")]
@@ -140,8 +144,9 @@ impl From<transport::Error> for Error {
     }
 }
 
-/// Something calls go through: one connection's `Client`, or a `peer::Peer` that keeps one up.
-pub trait Caller: Send + Sync {
+/// Something calls go through to another runtime (gRPC would say a channel): one connection's
+/// `Client`, a `peer::Peer` that keeps one up, or a NATS lattice.
+pub trait Channel: Send + Sync {
     /// Sends `frame` and waits at most `timeout` for the reply's result slab.
     fn call_within(
         &self,
@@ -153,34 +158,68 @@ pub trait Caller: Send + Sync {
     fn timeout(&self) -> Duration;
 }
 
-/// A call waiting for its reply: where the reply goes, and the frame sent (kept so a call the
-/// server did not read can be sent again elsewhere).
-struct Waiting {
-    reply: oneshot::Sender<Result<Bytes, Error>>,
-    frame: Bytes,
-}
+/// Where a finished call's outcome goes.
+type Waiter = oneshot::Sender<Result<Bytes, Error>>;
 
 struct Shared {
     transport: Arc<dyn Transport>,
-    pending: DashMap<u64, Waiting>,
-    /// Serializes stamping and queueing, so calls go out in seq order.
-    order: tokio::sync::Mutex<u64>,
-    closed: AtomicBool,
-    /// A go-away came: no new call is sent here.
-    draining: AtomicBool,
-    slots: Arc<Semaphore>,
-    unroutable_replies: AtomicU64,
-    /// When a frame last arrived, in milliseconds since `born`.
-    heard_ms: AtomicU64,
-    born: Instant,
+    session: Mutex<Session<Waiter>>,
+    /// Held from stamping a call to handing it to the transport, so calls go out in seq order.
+    sending: tokio::sync::Mutex<()>,
+    /// Wakes the task when a new call needs its timer earlier.
+    rearm: Notify,
+    /// Wakes callers waiting for room when calls end.
+    room: Notify,
     config: Config,
+}
+
+impl Shared {
+    fn session(&self) -> std::sync::MutexGuard<'_, Session<Waiter>> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands every ended call its outcome, and sends the control frames the session queued.
+    async fn deliver(&self) {
+        let (events, transmits, close) = {
+            let mut session = self.session();
+            let events: Vec<_> = std::iter::from_fn(|| session.poll_event()).collect();
+            let transmits: Vec<Bytes> = std::iter::from_fn(|| session.poll_transmit()).collect();
+            (events, transmits, session.take_close_transport())
+        };
+        if !events.is_empty() {
+            self.room.notify_waiters();
+        }
+        for (waiter, outcome) in events {
+            let _ = waiter.send(outcome);
+        }
+        for transmit in transmits {
+            // A control frame that cannot be sent means the connection is going: the reader
+            // notices that on its own.
+            let _ = self.transport.send(transmit).await;
+        }
+        if close {
+            self.transport.close().await;
+        }
+    }
+
+    /// Fails every call with `error` and refuses later ones.
+    fn close_all(&self, error: &Error) {
+        let events: Vec<_> = {
+            let mut session = self.session();
+            session.close(error);
+            std::iter::from_fn(|| session.poll_event()).collect()
+        };
+        self.room.notify_waiters();
+        for (waiter, outcome) in events {
+            let _ = waiter.send(outcome);
+        }
+    }
 }
 
 /// A shared client for one connection. Cloning is not needed: wrap it in an `Arc`.
 pub struct Client {
     shared: Arc<Shared>,
-    pump: JoinHandle<()>,
-    heartbeat: Option<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Client {
@@ -191,39 +230,39 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// A registered call; dropping it at any point (the caller's future was dropped, or the call
-/// ended) removes its entry.
-struct Pending {
-    shared: Arc<Shared>,
-    seq: u64,
-    _slot: OwnedSemaphorePermit,
+/// A call in flight: dropping it before its outcome arrived (the caller's future was dropped)
+/// makes the session forget the call.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    seq: frame::Seq,
+    ended: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.shared.session().cancel(self.seq);
+        self.shared.room.notify_waiters();
+    }
 }
 
 impl Client {
-    /// Starts a client over `transport`, spawning its reply pump (and its heartbeat, if
-    /// configured) on the current tokio runtime.
+    /// Starts a client over `transport`, spawning the task that reads its frames and keeps its
+    /// timers on the current tokio runtime.
     pub fn new(transport: Arc<dyn Transport>, config: Config) -> Self {
+        let now = Instant::now().into_std();
         let shared = Arc::new(Shared {
             transport,
-            pending: DashMap::new(),
-            order: tokio::sync::Mutex::new(1),
-            closed: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            slots: Arc::new(Semaphore::new(config.calls_in_flight_max)),
-            unroutable_replies: AtomicU64::new(0),
-            heard_ms: AtomicU64::new(0),
-            born: Instant::now(),
+            session: Mutex::new(Session::new(config, now)),
+            sending: tokio::sync::Mutex::new(()),
+            rearm: Notify::new(),
+            room: Notify::new(),
             config,
         });
-        let pump = tokio::spawn(pump(Arc::clone(&shared)));
-        let heartbeat = config
-            .heartbeat
-            .map(|interval| tokio::spawn(heartbeat(Arc::clone(&shared), interval)));
-        Self {
-            shared,
-            pump,
-            heartbeat,
-        }
+        let task = tokio::spawn(drive(Arc::clone(&shared)));
+        Self { shared, task }
     }
 
     /// Sends `frame` with the client's default time limit; returns the reply's result slab.
@@ -238,64 +277,63 @@ impl Client {
         frame: frame::OutboundCall,
         timeout: Duration,
     ) -> Result<Bytes, Error> {
-        let started = Instant::now();
-        let slot = match self.acquire_slot(timeout).await {
-            Ok(slot) => slot,
-            // Never sent here: the server did not read it, and it may go elsewhere.
-            Err(Error::PeerClosed) => return Err(Error::Unread(Bytes::from(frame.into_bytes()))),
-            Err(error) => return Err(error),
-        };
-        let sent = self.send(frame, slot).await?;
-        let (pending, reply) = sent;
-        let remaining = timeout.saturating_sub(started.elapsed());
-        let outcome = match tokio::time::timeout(remaining, reply).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(self.ended()),
-            Err(_) => Err(timeout_error(timeout)),
-        };
-        drop(pending);
-        outcome
+        let deadline = Instant::now() + timeout;
+        let mut frame = frame;
+        loop {
+            let room = self.shared.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            frame = match self.start(frame, deadline, timeout).await {
+                Ok(started) => return started.await,
+                Err(Refused::Unread(bytes)) => return Err(Error::Unread(bytes)),
+                Err(Refused::Full(frame)) => frame,
+            };
+            if self.shared.config.when_full == WhenFull::Fail {
+                let calls_in_flight_max = self.shared.config.calls_in_flight_max;
+                return Err(Error::Overloaded {
+                    calls_in_flight_max,
+                });
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(timeout_error(timeout));
+            }
+        }
     }
 
-    /// Stamps `frame`, registers it and queues it, in seq order.
-    async fn send(
+    /// Stamps and sends `frame`; the returned future waits for its outcome.
+    async fn start(
         &self,
-        mut frame: frame::OutboundCall,
-        slot: OwnedSemaphorePermit,
-    ) -> Result<(Pending, oneshot::Receiver<Result<Bytes, Error>>), Error> {
-        let mut next_seq = self.shared.order.lock().await;
-        if self.is_draining() {
-            return Err(Error::Unread(Bytes::from(frame.into_bytes())));
-        }
-        let seq = *next_seq;
-        *next_seq += 1;
-        frame.set_seq(frame::Seq(seq));
-        let bytes = Bytes::from(frame.into_bytes());
-        let (reply, receiver) = oneshot::channel();
-        let waiting = Waiting {
-            reply,
-            frame: bytes.clone(),
+        frame: frame::OutboundCall,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<Bytes, Error>> + '_, Refused> {
+        let shared = &*self.shared;
+        let (waiter, outcome) = oneshot::channel();
+        let sending = shared.sending.lock().await;
+        let (seq, bytes, rearm) = {
+            let mut session = shared.session();
+            let (seq, bytes) = session.call(frame, waiter, deadline.into_std(), timeout)?;
+            (seq, bytes, session.timer_moved())
         };
-        self.shared.pending.insert(seq, waiting);
-        let pending = Pending {
-            shared: Arc::clone(&self.shared),
+        if rearm {
+            shared.rearm.notify_one();
+        }
+        let mut in_flight = InFlight {
+            shared,
             seq,
-            _slot: slot,
+            ended: false,
         };
-        // Checked after inserting: `close_all` sets the flag before draining, so an entry
-        // inserted after the drain is seen here and fails instead of waiting forever. Either
-        // way the frame was not sent: it comes back unread.
-        if self.is_closed() {
-            return Err(Error::Unread(bytes));
+        if let Err(error) = shared.transport.send(bytes).await {
+            in_flight.ended = true;
+            let unsent = shared.session().unsent(seq);
+            shared.room.notify_waiters();
+            return match (error, unsent) {
+                (transport::Error::Closed, Some(bytes)) => Err(Refused::Unread(bytes)),
+                (error, _) => Ok(EitherOutcome::Failed(Error::from(error)).run()),
+            };
         }
-        let queued = self.shared.transport.send(bytes.clone()).await;
-        match queued {
-            Ok(()) => {}
-            Err(transport::Error::Closed) => return Err(Error::Unread(bytes)),
-            Err(error) => return Err(error.into()),
-        }
-        drop(next_seq);
-        Ok((pending, receiver))
+        drop(sending);
+        Ok(EitherOutcome::Waiting(in_flight, outcome).run())
     }
 
     /// The timeout calls get unless they set their own.
@@ -305,56 +343,54 @@ impl Client {
 
     /// Calls whose replies are still awaited.
     pub fn pending_len(&self) -> usize {
-        self.shared.pending.len()
+        self.shared.session().pending_len()
     }
 
     /// Replies that matched no pending call (unknown, timed out or malformed), dropped.
     pub fn unroutable_replies(&self) -> u64 {
-        self.shared.unroutable_replies.load(Ordering::Relaxed)
+        self.shared.session().unroutable_replies()
     }
 
     /// Whether the connection is closed (every call now fails).
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.shared.session().is_closed()
     }
 
     /// Whether the server said it goes away (no new call is sent here).
     pub fn is_draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Acquire)
+        self.shared.session().is_draining()
     }
 
     /// Closes the connection and fails every pending call.
     pub async fn close(&self) {
         self.shared.transport.close().await;
-        self.pump.abort();
-        close_all(&self.shared, &Error::PeerClosed);
-    }
-
-    /// How a call on a closed connection fails.
-    fn ended(&self) -> Error {
-        Error::PeerClosed
-    }
-
-    async fn acquire_slot(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, Error> {
-        if self.is_closed() {
-            return Err(Error::PeerClosed);
-        }
-        let slots = Arc::clone(&self.shared.slots);
-        if self.shared.config.when_full == WhenFull::Fail {
-            let calls_in_flight_max = self.shared.config.calls_in_flight_max;
-            return slots.try_acquire_owned().map_err(|_| Error::Overloaded {
-                calls_in_flight_max,
-            });
-        }
-        let acquired = tokio::time::timeout(timeout, slots.acquire_owned()).await;
-        let Ok(permit) = acquired else {
-            return Err(timeout_error(timeout));
-        };
-        permit.map_err(|_| Error::PeerClosed)
+        self.task.abort();
+        self.shared.close_all(&Error::PeerClosed);
     }
 }
 
-impl Caller for Client {
+/// A started call's outcome: waited for, or already known (the send failed).
+enum EitherOutcome<'a> {
+    Waiting(InFlight<'a>, oneshot::Receiver<Result<Bytes, Error>>),
+    Failed(Error),
+}
+
+impl EitherOutcome<'_> {
+    async fn run(self) -> Result<Bytes, Error> {
+        match self {
+            EitherOutcome::Waiting(mut in_flight, outcome) => {
+                let outcome = outcome.await;
+                in_flight.ended = true;
+                // The session always reports an ended call; a dropped waiter means the client
+                // itself is gone.
+                outcome.unwrap_or(Err(Error::PeerClosed))
+            }
+            EitherOutcome::Failed(error) => Err(error),
+        }
+    }
+}
+
+impl Channel for Client {
     fn call_within(
         &self,
         frame: frame::OutboundCall,
@@ -370,155 +406,53 @@ impl Caller for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.pump.abort();
-        if let Some(heartbeat) = &self.heartbeat {
-            heartbeat.abort();
-        }
-        close_all(&self.shared, &Error::PeerClosed);
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.shared.pending.remove(&self.seq);
+        self.task.abort();
+        self.shared.close_all(&Error::PeerClosed);
     }
 }
 
 fn timeout_error(timeout: Duration) -> Error {
     Error::Timeout {
-        timeout_ms: millis(timeout),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Reads frames until the transport ends, then fails whatever is still pending.
-async fn pump(shared: Arc<Shared>) {
+/// The connection's task: reads frames into the session and ticks its timers until the
+/// transport ends (or the peer is declared dead), then fails whatever is still pending.
+async fn drive(shared: Arc<Shared>) {
+    let sleep = tokio::time::sleep_until(Instant::now());
+    let mut sleep = std::pin::pin!(sleep);
+    let mut armed = None;
     loop {
-        match shared.transport.recv().await {
-            Ok(Some(message)) => {
-                let heard = millis(shared.born.elapsed());
-                shared.heard_ms.store(heard, Ordering::Release);
-                route(&shared, &message).await;
-            }
-            Ok(None) => break,
-            Err(error) => {
-                tracing::warn!(%error, "client transport failed");
-                break;
+        let next = shared.session().poll_timeout();
+        if next != armed {
+            armed = next;
+            if let Some(at) = next {
+                sleep.as_mut().reset(Instant::from_std(at));
             }
         }
-    }
-    close_all(&shared, &Error::PeerClosed);
-}
-
-/// Decodes one frame and acts on it: a reply to its caller, a go-away, a ping answered.
-async fn route(shared: &Shared, message: &Bytes) {
-    let (seq, outcome) = match frame::decode(message) {
-        Ok(frame::Message::Reply(reply)) => {
-            let outcome = match reply.outcome {
-                Ok(results) => Ok(message.slice_ref(results)),
-                Err(failure) => Err(Error::Remote(failure)),
-            };
-            (reply.seq.0, outcome)
+        tokio::select! {
+            received = shared.transport.recv() => match received {
+                Ok(Some(message)) => {
+                    let now = Instant::now().into_std();
+                    shared.session().receive(&message, now);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "client transport failed");
+                    break;
+                }
+            },
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                shared.session().tick(Instant::now().into_std());
+            }
+            () = shared.rearm.notified() => {}
         }
-        Ok(frame::Message::GoAway { last_seq }) => return go_away(shared, last_seq).await,
-        Ok(frame::Message::Ping(seq)) => return answer_ping(shared, seq).await,
-        Ok(frame::Message::Pong(_)) => return,
-        Ok(frame::Message::Call(call)) => {
-            shared.unroutable_replies.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(seq = call.seq.0, "dropped a call sent to a client");
+        shared.deliver().await;
+        if shared.session().is_closed() {
             return;
         }
-        Err(error) => {
-            // Only on this error path is the frame read a second time, for its seq alone.
-            let Ok(seq) = frame::decode_seq(message) else {
-                shared.unroutable_replies.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "dropped a reply without a readable sequence number");
-                return;
-            };
-            (seq.0, Err(Error::Frame(error)))
-        }
-    };
-    let Some((_, waiting)) = shared.pending.remove(&seq) else {
-        shared.unroutable_replies.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(seq, "dropped a reply for an unknown or finished call");
-        return;
-    };
-    let _ = waiting.reply.send(outcome);
-}
-
-/// The server reads nothing after `last_seq`: no new call goes out here, and each call above
-/// it goes back to its caller, unread, with its frame. Under the lock that stamps and queues
-/// calls, so each call is either queued before this and found here, or sees the draining flag.
-async fn go_away(shared: &Shared, last_seq: frame::Seq) {
-    let _order = shared.order.lock().await;
-    shared.draining.store(true, Ordering::Release);
-    let unread: Vec<u64> = shared
-        .pending
-        .iter()
-        .map(|entry| *entry.key())
-        .filter(|seq| *seq > last_seq.0)
-        .collect();
-    tracing::debug!(
-        last_seq = last_seq.0,
-        unread = unread.len(),
-        "the server goes away"
-    );
-    for seq in unread {
-        let Some((_, waiting)) = shared.pending.remove(&seq) else {
-            continue;
-        };
-        let _ = waiting.reply.send(Err(Error::Unread(waiting.frame)));
     }
-}
-
-async fn answer_ping(shared: &Shared, seq: frame::Seq) {
-    let Ok(pong) = frame::encode_pong(seq) else {
-        return;
-    };
-    let _ = shared.transport.send(Bytes::from(pong)).await;
-}
-
-/// Pings a quiet connection every `interval`; declares it dead after `HEARTBEAT_MISSES`
-/// intervals without a frame.
-async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
-    let mut ping_seq = 0u64;
-    loop {
-        tokio::time::sleep(interval).await;
-        if shared.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let now = millis(shared.born.elapsed());
-        let silent_ms = now.saturating_sub(shared.heard_ms.load(Ordering::Acquire));
-        let dead_after = millis(interval.saturating_mul(HEARTBEAT_MISSES));
-        if silent_ms >= dead_after {
-            tracing::info!(silent_ms, "declared the peer dead: no frame despite pings");
-            close_all(&shared, &Error::Unresponsive { silent_ms });
-            shared.transport.close().await;
-            return;
-        }
-        if silent_ms < millis(interval) {
-            continue;
-        }
-        ping_seq += 1;
-        let Ok(ping) = frame::encode_ping(frame::Seq(ping_seq)) else {
-            continue;
-        };
-        let _ = shared.transport.send(Bytes::from(ping)).await;
-    }
-}
-
-/// Marks the client closed and fails every pending call with `error`.
-fn close_all(shared: &Shared, error: &Error) {
-    shared.closed.store(true, Ordering::Release);
-    shared.slots.close();
-    let seqs: Vec<u64> = shared.pending.iter().map(|entry| *entry.key()).collect();
-    for seq in seqs {
-        let Some((_, waiting)) = shared.pending.remove(&seq) else {
-            continue;
-        };
-        let _ = waiting.reply.send(Err(error.clone()));
-    }
+    shared.close_all(&Error::PeerClosed);
 }

@@ -14,16 +14,21 @@
 //! - `tls` (feature `tls`) and `quic` (feature `quic`): TLS 1.3 and QUIC with node keys as raw
 //!   public keys, pinned by the caller, reported to the server.
 //! - `nats` (feature `nats`): exports by name across many hosts, as NATS requests in a lattice.
-//! - `client`: one correlating client per connection: sequence numbers, pending replies,
-//!   timeouts, backpressure, failing everything at once when the peer goes away.
+//! - `client`: one correlating client per connection, driving `client::session::Session`, a
+//!   state machine without I/O (sequence numbers, pending calls and their deadlines,
+//!   heartbeats, go-away, the in-flight bound); the `Channel` trait calls go through.
 //! - `peer`: a named peer with failover addresses that keeps a connection up: reconnection
 //!   with back-off, heartbeats, go-away.
-//! - `serve`: the serving loop that decodes each call frame once, hands it to a `Dispatcher`
-//!   and writes replies.
+//! - `handler`: one connection's handler, which decodes each call frame once, hands it to a
+//!   `Dispatcher` (what a call means) and writes replies.
+//! - `server`: listeners (each accepting connections for handlers, within a connection cap,
+//!   per-listener shares and per-source bounds) and lattices, until one stop, then a bounded
+//!   drain.
 
 pub mod address;
 pub mod budget;
 pub mod client;
+pub mod handler;
 pub mod identity;
 pub mod memory;
 #[cfg(feature = "nats")]
@@ -33,8 +38,9 @@ pub mod net;
 pub mod peer;
 #[cfg(feature = "quic")]
 pub mod quic;
-pub mod serve;
+pub mod server;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod throttle;
 pub mod transport;

@@ -51,12 +51,13 @@ use crate::client;
 use crate::transport;
 use crate::transport::BoxFuture;
 
-mod serving;
+mod responder;
 
-pub use serving::QUIET;
-pub use serving::Served;
-pub use serving::Subscribed;
-pub use serving::subscribe;
+pub use responder::QUIET;
+pub use responder::REPLY_PREFIX;
+pub use responder::Served;
+pub use responder::Subscribed;
+pub use responder::subscribe;
 
 /// The lattice used when none is named.
 pub const LATTICE_DEFAULT: &str = "default";
@@ -183,7 +184,7 @@ pub async fn connect(
         .map_err(|error| nats_error(settings, "connect", &error))
 }
 
-/// Calls exports by name anywhere in a lattice (`client::Caller`): connects on the first
+/// Calls exports by name anywhere in a lattice (`client::Channel`): connects on the first
 /// call, and again after a failed attempt.
 pub struct Lattice {
     settings: Settings,
@@ -304,7 +305,7 @@ fn reply_slab(payload: Bytes) -> Result<Bytes, client::Error> {
     }
 }
 
-impl client::Caller for Lattice {
+impl client::Channel for Lattice {
     fn call_within(
         &self,
         frame: frame::OutboundCall,

@@ -172,43 +172,51 @@ impl peer::Connector for Sockets {
     }
 }
 
-/// Accepts connections on a socket.
+/// Accepts connections on a socket (what kind of socket, and its TLS or QUIC settings, stay
+/// inside).
 #[derive(Debug)]
-pub enum Listener {
-    /// A TCP listener.
+pub struct Listener {
+    kind: ListenerKind,
+}
+
+#[derive(Debug)]
+enum ListenerKind {
     #[cfg(feature = "tcp")]
     Tcp(TcpListener),
-    /// A Unix-socket listener and the path it created.
+    /// The listener and the path it created (removed when it is dropped).
     #[cfg(feature = "unix")]
     Unix(UnixListener, PathBuf),
-    /// A TLS listener: TCP, and the TLS configuration holding this node's key.
+    /// TCP, and the TLS configuration holding this node's key.
     #[cfg(feature = "tls")]
     Tls(TcpListener, Arc<rustls::ServerConfig>),
-    /// A QUIC endpoint holding this node's key.
     #[cfg(feature = "quic")]
     Quic(quinn::Endpoint),
 }
 
 impl Listener {
     /// Binds a plaintext `address` (`tcp://127.0.0.1:0` picks a free port). A secure address
-    /// needs `bind_secure`.
+    /// needs `bind_secure`. A Unix socket file left by a server that is gone (nothing accepts
+    /// on it) is replaced; one something still listens on is `AddrInUse` naming the path.
     #[allow(
         unreachable_patterns,
         reason = "the catch-all arm is for builds that leave a kind out"
     )]
     pub async fn bind(address: &Address) -> Result<Self, transport::Error> {
-        match address {
+        let kind = match address {
             #[cfg(feature = "tcp")]
-            Address::Tcp(host_port) => Ok(Listener::Tcp(TcpListener::bind(host_port).await?)),
+            Address::Tcp(host_port) => ListenerKind::Tcp(TcpListener::bind(host_port).await?),
             #[cfg(feature = "unix")]
-            Address::Unix(path) => Ok(Listener::Unix(UnixListener::bind(path)?, path.clone())),
-            Address::Tls(_) | Address::Quic(_) => Err(transport::Error::Identity {
-                address: address.to_string(),
-                reason: "listening on a secure address needs this node's key",
-            }),
-            Address::Nats(_) => Err(lattice_only(address)),
-            unbuilt => Err(not_built(unbuilt)),
-        }
+            Address::Unix(path) => ListenerKind::Unix(bind_unix(path).await?, path.clone()),
+            Address::Tls(_) | Address::Quic(_) => {
+                return Err(transport::Error::Identity {
+                    address: address.to_string(),
+                    reason: "listening on a secure address needs this node's key",
+                });
+            }
+            Address::Nats(_) => return Err(lattice_only(address)),
+            unbuilt => return Err(not_built(unbuilt)),
+        };
+        Ok(Self { kind })
     }
 
     /// Binds `address`, a secure one presenting `key` to every caller (a plaintext one has
@@ -219,43 +227,46 @@ impl Listener {
         reason = "the catch-all arm is for builds that leave a kind out"
     )]
     pub async fn bind_secure(address: &Address, key: &NodeKey) -> Result<Self, transport::Error> {
-        match address {
+        let kind = match address {
             Address::Tls(host_port) => {
                 let config = Arc::new(tls::server_config(key)?);
-                Ok(Listener::Tls(TcpListener::bind(host_port).await?, config))
+                ListenerKind::Tls(TcpListener::bind(host_port).await?, config)
             }
             #[cfg(feature = "quic")]
-            Address::Quic(host_port) => Ok(Listener::Quic(quic::bind(host_port, key).await?)),
-            Address::Tcp(_) | Address::Unix(_) | Address::Nats(_) => Self::bind(address).await,
-            unbuilt => Err(not_built(unbuilt)),
-        }
+            Address::Quic(host_port) => ListenerKind::Quic(quic::bind(host_port, key).await?),
+            Address::Tcp(_) | Address::Unix(_) | Address::Nats(_) => {
+                return Self::bind(address).await;
+            }
+            unbuilt => return Err(not_built(unbuilt)),
+        };
+        Ok(Self { kind })
     }
 
     /// The address peers can connect to (with the real port for `:0`).
     pub fn local_address(&self) -> Result<Address, transport::Error> {
-        match self {
+        match &self.kind {
             #[cfg(feature = "tcp")]
-            Listener::Tcp(listener) => Ok(Address::Tcp(listener.local_addr()?.to_string())),
+            ListenerKind::Tcp(listener) => Ok(Address::Tcp(listener.local_addr()?.to_string())),
             #[cfg(feature = "unix")]
-            Listener::Unix(_, path) => Ok(Address::Unix(path.clone())),
+            ListenerKind::Unix(_, path) => Ok(Address::Unix(path.clone())),
             #[cfg(feature = "tls")]
-            Listener::Tls(listener, _) => Ok(Address::Tls(listener.local_addr()?.to_string())),
+            ListenerKind::Tls(listener, _) => Ok(Address::Tls(listener.local_addr()?.to_string())),
             #[cfg(feature = "quic")]
-            Listener::Quic(endpoint) => Ok(Address::Quic(endpoint.local_addr()?.to_string())),
+            ListenerKind::Quic(endpoint) => Ok(Address::Quic(endpoint.local_addr()?.to_string())),
         }
     }
 
     /// Whether connections to it are authenticated and encrypted (`tls://`, `quic://`).
     pub fn is_secure(&self) -> bool {
-        match self {
+        match &self.kind {
             #[cfg(feature = "tcp")]
-            Listener::Tcp(_) => false,
+            ListenerKind::Tcp(_) => false,
             #[cfg(feature = "unix")]
-            Listener::Unix(..) => false,
+            ListenerKind::Unix(..) => false,
             #[cfg(feature = "tls")]
-            Listener::Tls(..) => true,
+            ListenerKind::Tls(..) => true,
             #[cfg(feature = "quic")]
-            Listener::Quic(_) => true,
+            ListenerKind::Quic(_) => true,
         }
     }
 
@@ -272,43 +283,44 @@ impl Listener {
         Ok(opened.transport)
     }
 
-    /// Waits for the next connection, not yet opened: a server that is at its connection cap
-    /// drops it (closing it at once, before any handshake), any other opens it.
+    /// Waits for the next connection, not yet opened: a server that is at a bound drops it
+    /// (closing it at once, before any handshake), any other opens it.
     pub async fn accept_socket(&self) -> Result<Accepted, transport::Error> {
-        match self {
+        let kind = match &self.kind {
             #[cfg(feature = "tcp")]
-            Listener::Tcp(listener) => Ok(Accepted::Tcp(listener.accept().await?.0)),
+            ListenerKind::Tcp(listener) => AcceptedKind::Tcp(listener.accept().await?.0),
             #[cfg(feature = "unix")]
-            Listener::Unix(listener, _) => Ok(Accepted::Unix(listener.accept().await?.0)),
+            ListenerKind::Unix(listener, _) => AcceptedKind::Unix(listener.accept().await?.0),
             #[cfg(feature = "tls")]
-            Listener::Tls(listener, config) => Ok(Accepted::Tls(
-                listener.accept().await?.0,
-                Arc::clone(config),
-            )),
+            ListenerKind::Tls(listener, config) => {
+                AcceptedKind::Tls(listener.accept().await?.0, Arc::clone(config))
+            }
             #[cfg(feature = "quic")]
-            Listener::Quic(endpoint) => {
+            ListenerKind::Quic(endpoint) => {
                 let Some(incoming) = endpoint.accept().await else {
                     return Err(transport::Error::Closed);
                 };
-                Ok(Accepted::Quic(Box::new(incoming)))
+                AcceptedKind::Quic(Box::new(incoming))
             }
-        }
+        };
+        Ok(Accepted { kind })
     }
 }
 
 /// An accepted connection, not yet opened (no handshake made); dropping it closes it.
 #[derive(Debug)]
-pub enum Accepted {
-    /// A TCP connection.
+pub struct Accepted {
+    kind: AcceptedKind,
+}
+
+#[derive(Debug)]
+enum AcceptedKind {
     #[cfg(feature = "tcp")]
     Tcp(TcpStream),
-    /// A Unix-socket connection.
     #[cfg(feature = "unix")]
     Unix(UnixStream),
-    /// A TCP connection to a TLS listener, before its handshake.
     #[cfg(feature = "tls")]
     Tls(TcpStream, Arc<rustls::ServerConfig>),
-    /// A QUIC connection attempt, before its handshake.
     #[cfg(feature = "quic")]
     Quic(Box<quinn::Incoming>),
 }
@@ -324,6 +336,20 @@ pub struct Opened {
 }
 
 impl Accepted {
+    /// The address the connection comes from (`None` for a Unix socket).
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        match &self.kind {
+            #[cfg(feature = "tcp")]
+            AcceptedKind::Tcp(socket) => socket.peer_addr().ok().map(|peer| peer.ip()),
+            #[cfg(feature = "unix")]
+            AcceptedKind::Unix(_) => None,
+            #[cfg(feature = "tls")]
+            AcceptedKind::Tls(socket, _) => socket.peer_addr().ok().map(|peer| peer.ip()),
+            #[cfg(feature = "quic")]
+            AcceptedKind::Quic(incoming) => Some(incoming.remote_address().ip()),
+        }
+    }
+
     /// Makes the handshake, if any (within `config.frame_deadline`, when set), and opens the
     /// connection as a transport that reads as `config` says.
     pub async fn open(self, config: stream::Config) -> Result<Opened, transport::Error> {
@@ -331,15 +357,18 @@ impl Accepted {
             transport: Arc::new(transport),
             peer: None,
         };
-        match self {
+        match self.kind {
             #[cfg(feature = "tcp")]
-            Accepted::Tcp(socket) => Ok(plain(tcp(socket, config)?)),
+            AcceptedKind::Tcp(socket) => Ok(plain(tcp(socket, config)?)),
             #[cfg(feature = "unix")]
-            Accepted::Unix(socket) => Ok(plain(unix(socket, config))),
+            AcceptedKind::Unix(socket) => Ok(plain(unix(socket, config))),
             #[cfg(feature = "tls")]
-            Accepted::Tls(socket, server) => tls_accept(socket, server, config).await,
+            AcceptedKind::Tls(socket, server) => tls_accept(socket, server, config).await,
             #[cfg(feature = "quic")]
-            Accepted::Quic(incoming) => quic::accept(*incoming, config).await,
+            AcceptedKind::Quic(incoming) => {
+                let (transport, peer) = quic::accept(*incoming, config).await?;
+                Ok(Opened { transport, peer })
+            }
         }
     }
 }
@@ -356,7 +385,7 @@ async fn tls_accept(
         .peer_addr()
         .map_or_else(|_| "a caller".to_owned(), |peer| format!("tls://{peer}"));
     let handshake = acceptor.accept(socket);
-    let accepted = within_deadline(config.frame_deadline, handshake, &address).await?;
+    let accepted = tls::within_deadline(config.frame_deadline, handshake, &address).await?;
     let accepted = accepted.map_err(|error| transport::Error::Handshake {
         address: address.clone(),
         reason: error.to_string(),
@@ -373,25 +402,37 @@ async fn tls_accept(
     })
 }
 
-/// `future`, bounded by `deadline` if there is one (a handshake a caller is slow to finish).
-#[cfg(feature = "tls")]
-pub(crate) async fn within_deadline<T>(
-    deadline: Option<std::time::Duration>,
-    future: impl Future<Output = T>,
-    address: &str,
-) -> Result<T, transport::Error> {
-    let Some(deadline) = deadline else {
-        return Ok(future.await);
+/// Binds a Unix socket at `path`, replacing a socket file left by a server that is gone.
+#[cfg(feature = "unix")]
+async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, transport::Error> {
+    let in_use = |path: &std::path::Path| transport::Error::Io {
+        kind: std::io::ErrorKind::AddrInUse,
+        message: format!("{} is in use by a running server", path.display()),
     };
-    tokio::time::timeout(deadline, future)
-        .await
-        .map_err(|_| transport::Error::Handshake {
-            address: address.to_owned(),
-            reason: format!(
-                "not finished within {} ms",
-                u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)
-            ),
-        })
+    match UnixListener::bind(path) {
+        Ok(listener) => return Ok(listener),
+        Err(error) if error.kind() != std::io::ErrorKind::AddrInUse => {
+            return Err(transport::Error::Io {
+                kind: error.kind(),
+                message: format!("cannot listen on {}: {error}", path.display()),
+            });
+        }
+        Err(_) => {}
+    }
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|metadata| {
+        use std::os::unix::fs::FileTypeExt;
+        metadata.file_type().is_socket()
+    });
+    let refused = matches!(
+        UnixStream::connect(path).await,
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused
+    );
+    if !(is_socket && refused) {
+        return Err(in_use(path));
+    }
+    tracing::info!(path = %path.display(), "replaced a stale socket file nothing listens on");
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|_| in_use(path))
 }
 
 impl Drop for Listener {
@@ -401,7 +442,7 @@ impl Drop for Listener {
             irrefutable_let_patterns,
             reason = "a build with only the `unix` feature has no other kind of listener"
         )]
-        if let Listener::Unix(_, path) = self {
+        if let ListenerKind::Unix(_, path) = &self.kind {
             let _ = std::fs::remove_file(path);
         }
     }

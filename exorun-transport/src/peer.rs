@@ -355,7 +355,7 @@ impl Peer {
     }
 }
 
-impl client::Caller for Peer {
+impl client::Channel for Peer {
     fn call_within(
         &self,
         frame: frame::OutboundCall,

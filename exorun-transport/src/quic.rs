@@ -26,8 +26,7 @@ use tokio::io::ReadBuf;
 
 use crate::address::Address;
 use crate::identity::NodeKey;
-use crate::net;
-use crate::net::Opened;
+use crate::identity::PublicKey;
 use crate::stream;
 use crate::tls;
 use crate::tls::Secure;
@@ -129,7 +128,7 @@ pub(crate) async fn connect(
 pub(crate) async fn accept(
     incoming: quinn::Incoming,
     config: stream::Config,
-) -> Result<Opened, transport::Error> {
+) -> Result<(Arc<stream::Transport>, Option<PublicKey>), transport::Error> {
     let shown = format!("quic://{}", incoming.remote_address());
     let handshake = async {
         let connection = incoming.await.map_err(|error| closed(&shown, &error))?;
@@ -140,7 +139,7 @@ pub(crate) async fn accept(
         Ok::<_, transport::Error>((connection, send, recv))
     };
     let (connection, send, recv) =
-        net::within_deadline(config.frame_deadline, handshake, &shown).await??;
+        tls::within_deadline(config.frame_deadline, handshake, &shown).await??;
     let peer = connection
         .peer_identity()
         .and_then(|identity| {
@@ -154,14 +153,8 @@ pub(crate) async fn accept(
         _connection: connection,
         _endpoint: None,
     };
-    Ok(Opened {
-        transport: Arc::new(stream::Transport::new(
-            Box::new(reader),
-            Box::new(send),
-            config,
-        )),
-        peer,
-    })
+    let transport = stream::Transport::new(Box::new(reader), Box::new(send), config);
+    Ok((Arc::new(transport), peer))
 }
 
 fn closed(address: &str, error: &quinn::ConnectionError) -> transport::Error {

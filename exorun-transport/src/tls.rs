@@ -295,3 +295,23 @@ impl ClientCertVerifier for AnyNodeKey {
         true
     }
 }
+
+/// `future`, bounded by `deadline` if there is one (a handshake a caller is slow to finish).
+pub(crate) async fn within_deadline<T>(
+    deadline: Option<std::time::Duration>,
+    future: impl Future<Output = T>,
+    address: &str,
+) -> Result<T, transport::Error> {
+    let Some(deadline) = deadline else {
+        return Ok(future.await);
+    };
+    tokio::time::timeout(deadline, future)
+        .await
+        .map_err(|_| transport::Error::Handshake {
+            address: address.to_owned(),
+            reason: format!(
+                "not finished within {} ms",
+                u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)
+            ),
+        })
+}

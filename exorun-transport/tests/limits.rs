@@ -14,7 +14,7 @@ use bytes::Bytes;
 use exorun_transport::budget;
 use exorun_transport::budget::Budget;
 use exorun_transport::memory;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::stream;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
@@ -156,13 +156,13 @@ async fn a_frame_that_stalls_past_its_deadline_closes_the_connection() {
 /// Answers every call with its own argument slab.
 struct Echo;
 
-impl serve::Dispatcher for Echo {
+impl handler::Dispatcher for Echo {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
+        _: &handler::Origin,
+    ) -> BoxFuture<'static, handler::Outcome> {
         let reply = frame::encode_reply(call.seq, Ok(call.args)).unwrap();
         Box::pin(std::future::ready(Ok(reply)))
     }
@@ -171,12 +171,13 @@ impl serve::Dispatcher for Echo {
 #[tokio::test(start_paused = true)]
 async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_timeout() {
     let (near, far) = memory::pair(16);
-    let config = serve::Config {
+    let config = handler::Config {
         idle_timeout: Some(Duration::from_secs(60)),
-        ..serve::Config::default()
+        first_call_timeout: None,
+        ..handler::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(serve::connection(Arc::new(far), Arc::new(Echo), config));
+    let server = tokio::spawn(handler::serve(Arc::new(far), Arc::new(Echo), config));
     // A call resets nothing by itself, but the connection lives while it talks.
     // The clock is paused: this moves it 59 s on at once; nothing is waited for.
     tokio::time::sleep(Duration::from_secs(59)).await;
@@ -184,9 +185,50 @@ async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_tim
     near.send(Bytes::from(call.into_bytes())).await.unwrap();
     assert!(near.recv().await.unwrap().is_some());
     let ended = server.await.unwrap();
-    assert_eq!(ended, Err(serve::Error::Idle { idle_ms: 60_000 }));
+    assert_eq!(ended, Err(handler::Error::Idle { idle_ms: 60_000 }));
     assert_eq!(started.elapsed(), Duration::from_secs(59 + 60));
     assert_eq!(near.recv().await, Ok(None), "the server closed its side");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_makes_no_call_is_closed_at_the_first_call_timeout_pings_or_not() {
+    let (near, far) = memory::pair(16);
+    let config = handler::Config {
+        first_call_timeout: Some(Duration::from_secs(10)),
+        ..handler::Config::default()
+    };
+    let started = tokio::time::Instant::now();
+    let server = tokio::spawn(handler::serve(Arc::new(far), Arc::new(Echo), config));
+    // Pings at 4 s and 8 s (the paused clock moves at once): traffic, but no call.
+    for seq in 1..=2 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let ping = frame::encode_ping(frame::Seq(seq)).unwrap();
+        near.send(Bytes::from(ping)).await.unwrap();
+        let pong = near.recv().await.unwrap().unwrap();
+        assert_eq!(frame::decode(&pong), Ok(frame::Message::Pong(frame::Seq(seq))));
+    }
+    let ended = server.await.unwrap();
+    assert_eq!(ended, Err(handler::Error::NoCall { timeout_ms: 10_000 }));
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert_eq!(near.recv().await, Ok(None), "the server closed its side");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_call_lifts_the_first_call_timeout() {
+    let (near, far) = memory::pair(16);
+    let config = handler::Config {
+        first_call_timeout: Some(Duration::from_secs(10)),
+        idle_timeout: Some(Duration::from_secs(600)),
+        ..handler::Config::default()
+    };
+    let started = tokio::time::Instant::now();
+    let server = tokio::spawn(handler::serve(Arc::new(far), Arc::new(Echo), config));
+    let call = frame::encode_call("t", "m", &[0x0E], &[]).unwrap();
+    near.send(Bytes::from(call.into_bytes())).await.unwrap();
+    assert!(near.recv().await.unwrap().is_some());
+    let ended = server.await.unwrap();
+    assert_eq!(ended, Err(handler::Error::Idle { idle_ms: 600_000 }));
+    assert_eq!(started.elapsed(), Duration::from_secs(600));
 }
 
 proptest::proptest! {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use exorun_transport::client;
 use exorun_transport::nats;
 use exorun_transport::nats::Lattice;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use nats_server::NatsServer;
@@ -39,13 +39,13 @@ struct Echo {
 /// `Echo` as a dispatcher.
 struct Echoing(Arc<Echo>);
 
-impl serve::Dispatcher for Echoing {
+impl handler::Dispatcher for Echoing {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
+        _: &handler::Origin,
+    ) -> BoxFuture<'static, handler::Outcome> {
         let (seq, args, method) = (call.seq, call.args.to_vec(), call.method.to_owned());
         let echo = Arc::clone(&self.0);
         Box::pin(async move {
@@ -101,7 +101,7 @@ async fn serving_through(
     let subscribed = nats::subscribe(connection, lattice, &exports)
         .await
         .unwrap();
-    let dispatcher: Arc<dyn serve::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
+    let dispatcher: Arc<dyn handler::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
     let stop = Arc::clone(stop);
     tokio::spawn(async move {
         subscribed

@@ -24,7 +24,7 @@ use exorun_transport::client;
 use exorun_transport::memory;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
@@ -125,10 +125,11 @@ impl peer::Connector for Faulty {
                         arrived: Arc::clone(&self.arrived),
                     };
                     let served: Arc<dyn Transport> = far.clone();
-                    let serving = serve::connection_until(
+                    let serving = handler::serve_until(
                         served,
                         Arc::new(echo),
-                        serve::Config::default(),
+                        handler::Config::default(),
+                        handler::Origin::new(None),
                         async move {
                             let _ = stopped.await;
                         },

@@ -22,7 +22,7 @@ use exorun_transport::client;
 use exorun_transport::net;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
@@ -49,11 +49,11 @@ async fn echo_server(echo: Echo) -> String {
         loop {
             let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
             let connection: Arc<dyn Transport> = connection;
-            let dispatcher: Arc<dyn serve::Dispatcher> = echo.clone();
-            tokio::spawn(serve::connection(
+            let dispatcher: Arc<dyn handler::Dispatcher> = echo.clone();
+            tokio::spawn(handler::serve(
                 connection,
                 dispatcher,
-                serve::Config::default(),
+                handler::Config::default(),
             ));
         }
     });

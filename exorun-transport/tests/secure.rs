@@ -21,7 +21,7 @@ use exorun_transport::identity::PublicKey;
 use exorun_transport::net;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::stream;
 use exorun_transport::tls::Secure;
 use exorun_transport::transport;
@@ -33,13 +33,13 @@ use proptest::prelude::*;
 /// Answers every call with the caller's key as text (or `anonymous`).
 struct WhoCalls;
 
-impl serve::Dispatcher for WhoCalls {
+impl handler::Dispatcher for WhoCalls {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        caller: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
+        caller: &handler::Origin,
+    ) -> BoxFuture<'static, handler::Outcome> {
         let who = caller
             .key()
             .map_or_else(|| "anonymous".to_owned(), ToString::to_string);
@@ -73,11 +73,11 @@ async fn serve_one(accepted: net::Accepted, config: stream::Config) {
         return;
     };
     let served: Arc<dyn Transport> = opened.transport;
-    let _ = serve::connection_from(
+    let _ = handler::serve_until(
         served,
         Arc::new(WhoCalls),
-        serve::Config::default(),
-        opened.peer,
+        handler::Config::default(),
+        handler::Origin::new(opened.peer),
         std::future::pending(),
     )
     .await;

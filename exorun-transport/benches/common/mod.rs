@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use exorun_transport::client;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport::BoxFuture;
 use neorpc::failure::Failure;
 use neorpc::frame;
@@ -22,13 +22,13 @@ pub const ADD_ARGS: [u8; 15] = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5,
 /// Answers every call with its own argument slab.
 pub struct Echo;
 
-impl serve::Dispatcher for Echo {
+impl handler::Dispatcher for Echo {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
+        _: &handler::Origin,
+    ) -> BoxFuture<'static, handler::Outcome> {
         let reply =
             frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
                 message: error.to_string(),
@@ -39,7 +39,7 @@ impl serve::Dispatcher for Echo {
 
 /// CALLS calls of `add` through `caller`, `in_flight` at once: (p50, p99, calls per second).
 pub async fn measure(
-    caller: Arc<dyn client::Caller>,
+    caller: Arc<dyn client::Channel>,
     in_flight: usize,
 ) -> (Duration, Duration, f64) {
     let call = move || {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::serve;
+use exorun_transport::handler;
 use exorun_transport::transport::BoxFuture;
 use neorpc::frame;
 use tokio::sync::Notify;
@@ -58,13 +58,13 @@ pub struct Echo {
     pub arrived: Arc<Notify>,
 }
 
-impl serve::Dispatcher for Echo {
+impl handler::Dispatcher for Echo {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         message: &Bytes,
-        _: &serve::Caller,
-    ) -> BoxFuture<'static, serve::Outcome> {
+        _: &handler::Origin,
+    ) -> BoxFuture<'static, handler::Outcome> {
         let (seq, args) = (call.seq, message.slice_ref(call.args));
         let hold = call.method == "hold";
         let (served, release, arrived) = (

@@ -1,6 +1,10 @@
-//! Serving a lattice: each export subscribed in its queue group, calls answered through a
-//! `serve::Dispatcher` with a bound on calls running, and a stop that loses no call NATS
-//! routed here (see the `nats` module doc).
+//! Answering a lattice's calls: each export subscribed in its queue group, calls answered
+//! through a `handler::Dispatcher` with a bound on calls running, and a stop that loses no call
+//! NATS routed here (see the `nats` module doc). A request is answered only when its call
+//! frame targets the export of the subject it came on (NATS subject permissions are the
+//! lattice's authorization, so the frame cannot name another export: `ProtocolViolation`) and
+//! its reply subject is a NATS inbox (`REPLY_PREFIX`: a runtime publishes its reply, with its
+//! own permissions, where the caller says, so it answers only where requesters listen).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,8 +19,16 @@ use tokio::task::JoinSet;
 
 use super::SUBSCRIPTION_CAPACITY;
 use super::subject;
-use crate::serve;
+use crate::handler;
+use crate::throttle::Throttle;
 use crate::transport;
+
+/// The only reply subjects answered: NATS inboxes, where requesters (async-nats and the other
+/// official clients, by default) wait for replies.
+pub const REPLY_PREFIX: &str = "_INBOX.";
+
+/// Requests refused for their reply subject or their target, logged at most once a second.
+static REFUSED: Throttle = Throttle::new();
 
 /// What a NATS serving loop did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,7 +37,8 @@ pub struct Served {
     pub calls: u64,
     /// Calls answered `Overloaded` at once because `calls_in_flight_max` were running.
     pub refused: u64,
-    /// Messages that were no call frame and had no readable seq (dropped).
+    /// Messages not answered: no call frame with a readable seq, no reply subject, or a reply
+    /// subject outside `REPLY_PREFIX` (dropped).
     pub dropped: u64,
     /// Messages NATS delivered to this connection that never reached the loop (the client
     /// dropped them as a slow consumer, or they came for a subscription already removed):
@@ -42,6 +55,8 @@ pub const QUIET: Duration = Duration::from_millis(100);
 pub struct Subscribed {
     connection: async_nats::Client,
     subscriptions: Vec<async_nats::Subscriber>,
+    /// The export each subscription serves, by the same index.
+    exports: Vec<String>,
 }
 
 impl std::fmt::Debug for Subscribed {
@@ -81,6 +96,7 @@ pub async fn subscribe(
     Ok(Subscribed {
         connection,
         subscriptions,
+        exports: exports.to_vec(),
     })
 }
 
@@ -125,7 +141,8 @@ struct Calls {
     connection: async_nats::Client,
     /// The largest reply the NATS server takes, as it announced at connect.
     max_payload: usize,
-    dispatcher: Arc<dyn serve::Dispatcher>,
+    dispatcher: Arc<dyn handler::Dispatcher>,
+    exports: Arc<[String]>,
     slots: Arc<Semaphore>,
     running: JoinSet<bool>,
     served: Served,
@@ -152,8 +169,16 @@ impl Calls {
             return;
         };
         let (dispatcher, max_payload) = (Arc::clone(&self.dispatcher), self.max_payload);
+        let exports = Arc::clone(&self.exports);
         self.running.spawn(async move {
-            let answered = answer(&connection, dispatcher.as_ref(), max_payload, message).await;
+            let export = &exports[index];
+            let answering = Answering {
+                connection: &connection,
+                dispatcher: dispatcher.as_ref(),
+                max_payload,
+                export,
+            };
+            let answered = answering.answer(message).await;
             drop(slot);
             answered
         });
@@ -179,7 +204,7 @@ impl Subscribed {
     /// every call received, and flushes.
     pub async fn serve(
         mut self,
-        dispatcher: Arc<dyn serve::Dispatcher>,
+        dispatcher: Arc<dyn handler::Dispatcher>,
         calls_in_flight_max: usize,
         stop: impl Future<Output = ()> + Send,
     ) -> Served {
@@ -187,6 +212,7 @@ impl Subscribed {
             connection: self.connection.clone(),
             max_payload: self.connection.server_info().max_payload,
             dispatcher,
+            exports: Arc::from(std::mem::take(&mut self.exports)),
             slots: Arc::new(Semaphore::new(calls_in_flight_max)),
             running: JoinSet::new(),
             served: Served::default(),
@@ -296,65 +322,97 @@ impl Served {
     }
 }
 
+/// The reply subject to answer `message` on: its own, if it is a NATS inbox.
+fn reply_subject(message: &async_nats::Message) -> Option<async_nats::Subject> {
+    let reply_to = message.reply.clone()?;
+    if reply_to.as_str().starts_with(REPLY_PREFIX) {
+        return Some(reply_to);
+    }
+    REFUSED.note(|skipped| {
+        tracing::warn!(skipped, "dropped a NATS request whose reply subject is not an inbox");
+    });
+    None
+}
+
 /// Answers the call in `message` `Overloaded`, without running it.
 async fn refuse(connection: &async_nats::Client, message: async_nats::Message) {
-    let Some(reply_to) = message.reply else {
+    let Some(reply_to) = reply_subject(&message) else {
         return;
     };
     let Ok(seq) = frame::decode_seq(&message.payload) else {
         return;
     };
-    let reply = failure_reply(seq, &Failure::Overloaded);
+    let reply = handler::failure_reply(seq, &Failure::Overloaded);
     if let Err(error) = connection.publish(reply_to, Bytes::from(reply)).await {
         tracing::debug!(%error, "could not publish a refusal; the caller will time out");
     }
 }
 
-/// Runs one call and publishes its reply; `false` if the message was no call at all.
-async fn answer(
-    connection: &async_nats::Client,
-    dispatcher: &dyn serve::Dispatcher,
-    max: usize,
-    message: async_nats::Message,
-) -> bool {
-    let Some(reply_to) = message.reply else {
-        return false; // a publish, not a request: nobody to answer
-    };
-    let payload = message.payload;
-    let outcome = match frame::decode(&payload) {
-        Ok(frame::Message::Call(call)) => {
-            let seq = call.seq;
-            let caller = serve::Caller::new(None);
-            (seq, dispatcher.dispatch(call, &payload, &caller).await)
-        }
-        Ok(_) | Err(_) => {
-            let Ok(seq) = frame::decode_seq(&payload) else {
-                return false;
-            };
-            let violation = Failure::ProtocolViolation {
-                message: "a NATS request must carry one neorpc call frame".to_owned(),
-            };
-            (seq, Err(violation))
-        }
-    };
-    let (seq, outcome) = outcome;
-    let reply = match outcome {
-        Ok(reply) if reply.len() <= max => reply,
-        Ok(reply) => failure_reply(
-            seq,
-            &Failure::ReplyTooLarge {
-                reply_bytes: u64::try_from(reply.len()).unwrap_or(u64::MAX),
-                max: u64::try_from(max).unwrap_or(u64::MAX),
-            },
-        ),
-        Err(failure) => failure_reply(seq, &failure),
-    };
-    if let Err(error) = connection.publish(reply_to, Bytes::from(reply)).await {
-        tracing::debug!(%error, "could not publish a reply; the caller will time out");
-    }
-    true
+/// What answering one call needs.
+struct Answering<'a> {
+    connection: &'a async_nats::Client,
+    dispatcher: &'a dyn handler::Dispatcher,
+    /// The largest reply the NATS server takes.
+    max_payload: usize,
+    /// The export of the subject the call came on.
+    export: &'a str,
 }
 
-fn failure_reply(seq: frame::Seq, failure: &Failure) -> Vec<u8> {
-    frame::encode_reply(seq, Err(failure)).unwrap_or_default()
+impl Answering<'_> {
+    /// Runs one call and publishes its reply; `false` if it was not answered.
+    async fn answer(&self, message: async_nats::Message) -> bool {
+        let Some(reply_to) = reply_subject(&message) else {
+            return false; // a publish, or a reply subject we do not answer on
+        };
+        let payload = message.payload;
+        let (seq, outcome) = match frame::decode(&payload) {
+            Ok(frame::Message::Call(call)) if call.target != self.export => {
+                REFUSED.note(|skipped| {
+                    tracing::warn!(skipped, "refused a NATS call whose target is not its subject's export");
+                });
+                let violation = Failure::ProtocolViolation {
+                    message: format!(
+                        "a call on the subject of `{}` must target it",
+                        self.export
+                    ),
+                };
+                (call.seq, Err(violation))
+            }
+            Ok(frame::Message::Call(call)) => {
+                let seq = call.seq;
+                let origin = handler::Origin::new(None);
+                (seq, self.dispatcher.dispatch(call, &payload, &origin).await)
+            }
+            Ok(_) | Err(_) => {
+                let Ok(seq) = frame::decode_seq(&payload) else {
+                    return false;
+                };
+                let violation = Failure::ProtocolViolation {
+                    message: "a NATS request must carry one neorpc call frame".to_owned(),
+                };
+                (seq, Err(violation))
+            }
+        };
+        let reply = self.reply(seq, outcome);
+        if let Err(error) = self.connection.publish(reply_to, Bytes::from(reply)).await {
+            tracing::debug!(%error, "could not publish a reply; the caller will time out");
+        }
+        true
+    }
+
+    /// The reply frame for a finished call: its results if they fit the NATS payload limit.
+    fn reply(&self, seq: frame::Seq, outcome: handler::Outcome) -> Vec<u8> {
+        let max = self.max_payload;
+        match outcome {
+            Ok(reply) if reply.len() <= max => reply,
+            Ok(reply) => handler::failure_reply(
+                seq,
+                &Failure::ReplyTooLarge {
+                    reply_bytes: u64::try_from(reply.len()).unwrap_or(u64::MAX),
+                    max: u64::try_from(max).unwrap_or(u64::MAX),
+                },
+            ),
+            Err(failure) => handler::failure_reply(seq, &failure),
+        }
+    }
 }

@@ -1,22 +1,28 @@
-//! The serving loop: reads call frames from a transport, decodes each once, hands it to a
-//! `Dispatcher`, runs calls concurrently up to a bound, and writes each reply.
+//! One connection's handler: reads call frames from a transport, decodes each once, hands it to
+//! a `Dispatcher`, runs calls concurrently up to a bound, and writes each reply. It knows
+//! nothing of what a call means (the dispatcher does) nor of sockets (the `server` accepts
+//! them and gives each its handler).
 //!
-//! Bad input never panics the loop: a frame of an unknown kind is logged and skipped (room for
-//! later message kinds); any other malformed frame whose sequence number can still be read gets
-//! a `ProtocolViolation` reply; a frame without a readable sequence number closes the
-//! connection, since nothing can be answered. When the transport ends, calls already running
-//! finish and their replies are attempted before the loop returns.
+//! Bad input never panics the loop: a frame of an unknown kind is skipped (room for later
+//! message kinds); any other malformed frame whose sequence number can still be read gets a
+//! `ProtocolViolation` reply; a frame without a readable sequence number closes the
+//! connection, since nothing can be answered. Frames a server has no use for (stray replies,
+//! unknown kinds) are counted and logged at most once a second across the process, so a flood
+//! of them cannot flood the log. When the transport ends, calls already running finish and
+//! their replies are attempted before the loop returns.
 //!
 //! A connection with no call in flight that stays silent for the idle timeout is closed
-//! (`Error::Idle`); a frame that does not arrive whole within its deadline closes it too (the
-//! transport's `FrameDeadline`).
+//! (`Error::Idle`); one that has not made its first call within the first-call timeout is
+//! closed too, however many pings it sends (`Error::NoCall`): a caller connects to call, so a
+//! connection that does not costs its slot only briefly. A frame that does not arrive whole
+//! within its deadline closes the connection (the transport's `FrameDeadline`).
 //!
 //! A `Ping` is answered with a `Pong` (and, like any frame, counts as traffic).
 //!
-//! `connection_until` also stops when its `stop` future completes (a graceful shutdown): it
-//! sends a `GoAway` naming the last call it read, reads no further frames, lets the calls
-//! already running finish and send their replies, then closes the transport. Calls the peer
-//! sent after that one were not read; the go-away tells it so, and it sends them elsewhere.
+//! `serve_until` also stops when its `stop` future completes (a graceful shutdown): it sends a
+//! `GoAway` naming the last call it read, reads no further frames, lets the calls already
+//! running finish and send their replies, then closes the transport. Calls the peer sent after
+//! that one were not read; the go-away tells it so, and it sends them elsewhere.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -28,8 +34,10 @@ use neorpc::failure::Failure;
 use neorpc::frame;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::identity::PublicKey;
+use crate::throttle::Throttle;
 use crate::transport;
 use crate::transport::BoxFuture;
 use crate::transport::Transport;
@@ -42,14 +50,25 @@ pub const CALLS_IN_FLIGHT_MAX: usize = 256;
 /// heartbeats, far more frequent, keep healthy peers alive), while a crowd of silent
 /// connections is eventually let go.
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(600);
+/// How long a new connection may go without making its first call by default: a peer
+/// connects when a call needs it and sends that call at once, so 10 s covers a slow handshake
+/// and a slow link while a socket opened only to hold a slot is let go sixty times sooner than
+/// an idle caller.
+pub const FIRST_CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
-/// A serving loop's limits.
+/// Stray frames (replies, unknown kinds) sent to servers, logged at most once a second.
+static STRAY: Throttle = Throttle::new();
+
+/// A handler's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// Most calls running at once on the connection.
     pub calls_in_flight_max: usize,
     /// Longest silence of a connection with no call in flight (`None`: no bound).
     pub idle_timeout: Option<Duration>,
+    /// Longest a connection may go before its first call, counted from its start (`None`: no
+    /// bound beyond the idle timeout).
+    pub first_call_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -57,6 +76,7 @@ impl Default for Config {
         Self {
             calls_in_flight_max: CALLS_IN_FLIGHT_MAX,
             idle_timeout: Some(IDLE_TIMEOUT_DEFAULT),
+            first_call_timeout: Some(FIRST_CALL_TIMEOUT_DEFAULT),
         }
     }
 }
@@ -64,33 +84,32 @@ impl Default for Config {
 /// What a started call ends with: its encoded reply frame, or the failure to reply with.
 pub type Outcome = Result<Vec<u8>, Failure>;
 
-/// Runs calls for the serving loop.
+/// Runs calls for handlers (what a call means; never what a socket is).
 pub trait Dispatcher: Send + Sync {
-    /// Starts `call`, decoded (once) from `frame`, for `caller`. Whatever the call needs after
+    /// Starts `call`, decoded (once) from `frame`, for `origin`. Whatever the call needs after
     /// this returns it takes out now (the argument slab without copying, as
     /// `frame.slice_ref(call.args)`); the returned future runs the call and yields the whole
     /// reply frame (results written straight into it with `frame::ReplyWriter`) or the failure
-    /// to answer with. A call still waiting to start when `caller.is_gone()` should not start.
+    /// to answer with. A call still waiting to start when `origin.is_gone()` should not start.
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         frame: &Bytes,
-        caller: &Caller,
+        origin: &Origin,
     ) -> BoxFuture<'static, Outcome>;
 }
 
-/// Who a call came from, as the serving loop knows it: the node key its connection
-/// authenticated with (secure listeners only), and whether that connection is still there to
-/// take the reply.
+/// Where a call came from, as its handler knows it: the node key its connection authenticated
+/// with (secure listeners only), and whether that connection is still there to take the reply.
 #[derive(Debug, Clone, Default)]
-pub struct Caller {
+pub struct Origin {
     key: Option<PublicKey>,
     gone: Arc<AtomicBool>,
 }
 
-impl Caller {
-    /// A caller whose connection authenticated as `key` (`None`: a plaintext connection,
-    /// an anonymous caller).
+impl Origin {
+    /// Calls from a connection that authenticated as `key` (`None`: a plaintext connection or
+    /// a lattice, an anonymous caller).
     pub fn new(key: Option<PublicKey>) -> Self {
         Self {
             key,
@@ -98,7 +117,7 @@ impl Caller {
         }
     }
 
-    /// The node key the caller's connection proved it holds; `None` for a plaintext one.
+    /// The node key the caller's connection proved it holds; `None` for an anonymous one.
     pub fn key(&self) -> Option<&PublicKey> {
         self.key.as_ref()
     }
@@ -113,7 +132,7 @@ impl Caller {
     }
 }
 
-/// Why the serving loop stopped early.
+/// Why a handler stopped early.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A frame without a readable sequence number: the connection was closed.
@@ -128,9 +147,15 @@ pub enum Error {
         /// The idle timeout, in milliseconds.
         idle_ms: u64,
     },
+    /// The connection made no call within the first-call timeout.
+    #[error("no call within {timeout_ms} ms of connecting")]
+    NoCall {
+        /// The first-call timeout, in milliseconds.
+        timeout_ms: u64,
+    },
 }
 
-/// What one connection's loop did.
+/// What one connection's handler did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Calls dispatched.
@@ -146,44 +171,35 @@ pub struct Stats {
 }
 
 /// Serves calls from `transport` until it closes; see the module doc for bad input.
-pub async fn connection(
+pub async fn serve(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
     config: Config,
 ) -> Result<Stats, Error> {
     let never = std::future::pending::<()>();
-    connection_until(transport, dispatcher, config, never).await
+    serve_until(transport, dispatcher, config, Origin::new(None), never).await
 }
 
-/// `connection`, until `stop` completes too: then running calls finish and reply, and the
-/// transport closes.
-pub async fn connection_until(
+/// `serve` for calls from `origin`, until `stop` completes too: then running calls finish and
+/// reply, and the transport closes.
+pub async fn serve_until(
     transport: Arc<dyn Transport>,
     dispatcher: Arc<dyn Dispatcher>,
     config: Config,
-    stop: impl Future<Output = ()> + Send,
-) -> Result<Stats, Error> {
-    connection_from(transport, dispatcher, config, None, stop).await
-}
-
-/// `connection_until` for a caller whose connection authenticated as `key`: every call it
-/// makes reaches the dispatcher with that key (`Caller::key`).
-pub async fn connection_from(
-    transport: Arc<dyn Transport>,
-    dispatcher: Arc<dyn Dispatcher>,
-    config: Config,
-    key: Option<PublicKey>,
+    origin: Origin,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<Stats, Error> {
     let slots = Arc::new(Semaphore::new(config.calls_in_flight_max));
-    let caller = Caller::new(key);
     let mut running = JoinSet::new();
     let mut stats = Stats::default();
     let mut stop = std::pin::pin!(stop);
     let mut stopped = false;
+    let first_call_by = config
+        .first_call_timeout
+        .map(|timeout| (Instant::now() + timeout, timeout));
     let ended = loop {
         while running.try_join_next().is_some() {}
-        let idle = config.idle_timeout.filter(|_| running.is_empty());
+        let wait = silence_allowed(&config, &stats, running.is_empty(), first_call_by);
         let received = tokio::select! {
             biased;
             () = &mut stop => {
@@ -193,27 +209,24 @@ pub async fn connection_from(
             }
             // A call ending may leave none in flight: look again, so the idle clock starts.
             Some(_) = running.join_next(), if !running.is_empty() => continue,
-            received = recv_within(transport.as_ref(), idle) => received,
+            received = recv_until(transport.as_ref(), wait.as_ref().map(|(at, _)| *at)) => received,
         };
         let Some(received) = received else {
-            let idle_ms = idle.map_or(0, |idle| {
-                u64::try_from(idle.as_millis()).unwrap_or(u64::MAX)
-            });
             transport.close().await;
-            break Err(Error::Idle { idle_ms });
+            break Err(wait.map_or(Error::Idle { idle_ms: 0 }, |(_, error)| error));
         };
         let message = match received {
             Ok(Some(message)) => message,
             Ok(None) => break Ok(()),
             Err(error) => break Err(Error::Transport(error)),
         };
-        let loop_state = Loop {
+        let connection = Connection {
             transport: &transport,
             dispatcher: dispatcher.as_ref(),
             slots: &slots,
-            caller: &caller,
+            origin: &origin,
         };
-        let handled = loop_state.handle(&mut running, &mut stats, message).await;
+        let handled = connection.handle(&mut running, &mut stats, message).await;
         if let Err(error) = handled {
             transport.close().await;
             break Err(error);
@@ -221,13 +234,43 @@ pub async fn connection_from(
     };
     if !stopped {
         // The connection ended: calls still waiting to start will not.
-        caller.leave();
+        origin.leave();
     }
     while running.join_next().await.is_some() {}
     if stopped {
         transport.close().await;
     }
     ended.map(|()| stats)
+}
+
+/// How long the connection may stay silent now, and what ends it then: the first-call
+/// deadline until it made a call, the idle timeout when no call is in flight, else nothing.
+fn silence_allowed(
+    config: &Config,
+    stats: &Stats,
+    quiet: bool,
+    first_call_by: Option<(Instant, Duration)>,
+) -> Option<(Instant, Error)> {
+    let now = Instant::now();
+    let first = first_call_by
+        .filter(|_| stats.calls == 0)
+        .map(|(at, timeout)| {
+            let timeout_ms = millis(timeout);
+            (at, Error::NoCall { timeout_ms })
+        });
+    let idle = config.idle_timeout.filter(|_| quiet).map(|idle| {
+        let idle_ms = millis(idle);
+        (now + idle, Error::Idle { idle_ms })
+    });
+    match (first, idle) {
+        (Some(first), Some(idle)) if idle.0 < first.0 => Some(idle),
+        (Some(first), _) => Some(first),
+        (None, idle) => idle,
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Tells the peer that no call after `last_seq` will be read (so it sends them elsewhere).
@@ -240,27 +283,27 @@ async fn go_away(transport: &dyn Transport, last_seq: u64) {
     }
 }
 
-/// The next message, or `None` if `idle` passes first (a transport's `recv` is cancel-safe,
+/// The next message, or `None` if `until` passes first (a transport's `recv` is cancel-safe,
 /// so nothing is lost when it does).
-async fn recv_within(
+async fn recv_until(
     transport: &dyn Transport,
-    idle: Option<Duration>,
+    until: Option<Instant>,
 ) -> Option<Result<Option<Bytes>, transport::Error>> {
-    let Some(idle) = idle else {
+    let Some(until) = until else {
         return Some(transport.recv().await);
     };
-    tokio::time::timeout(idle, transport.recv()).await.ok()
+    tokio::time::timeout_at(until, transport.recv()).await.ok()
 }
 
 /// What handling one frame needs from its connection.
-struct Loop<'a> {
+struct Connection<'a> {
     transport: &'a Arc<dyn Transport>,
     dispatcher: &'a dyn Dispatcher,
     slots: &'a Arc<Semaphore>,
-    caller: &'a Caller,
+    origin: &'a Origin,
 }
 
-impl Loop<'_> {
+impl Connection<'_> {
     /// Decodes one incoming frame and starts, answers or skips it.
     async fn handle(
         &self,
@@ -277,18 +320,18 @@ impl Loop<'_> {
                 }
                 return Ok(());
             }
-            Ok(frame::Message::Reply(reply)) => {
+            Ok(frame::Message::Reply(_) | frame::Message::Pong(_) | frame::Message::GoAway { .. }) => {
                 stats.skipped += 1;
-                tracing::warn!(seq = reply.seq.0, "skipped a reply sent to a server");
-                return Ok(());
-            }
-            Ok(frame::Message::Pong(_) | frame::Message::GoAway { .. }) => {
-                stats.skipped += 1;
+                STRAY.note(|skipped| {
+                    tracing::warn!(skipped, "skipped a reply or notice sent to a server");
+                });
                 return Ok(());
             }
             Err(frame::Error::UnknownKind { kind }) => {
                 stats.skipped += 1;
-                tracing::info!(kind, "skipped a frame of an unknown kind");
+                STRAY.note(|skipped| {
+                    tracing::info!(kind, skipped, "skipped a frame of an unknown kind");
+                });
                 return Ok(());
             }
             Err(error) => {
@@ -311,7 +354,7 @@ impl Loop<'_> {
         let (seq, target, method) = (call.seq, call.target, call.method);
         tracing::debug!(seq = seq.0, target, method, "call received");
         let started = std::time::Instant::now();
-        let work = self.dispatcher.dispatch(call, &message, self.caller);
+        let work = self.dispatcher.dispatch(call, &message, self.origin);
         drop(message);
         let transport = Arc::clone(self.transport);
         running.spawn(async move {
@@ -326,27 +369,30 @@ impl Loop<'_> {
     }
 }
 
-/// Sends a finished call's reply frame, or encodes and sends its failure; a failure that cannot
-/// be encoded (a message past the frame limit) is answered as an internal failure that can, so
-/// every call gets a reply.
+/// Sends a finished call's reply frame, or encodes and sends its failure (see
+/// `failure_reply`), so every call gets a reply.
 async fn send_reply(transport: &dyn Transport, seq: frame::Seq, outcome: Outcome) {
     let bytes = match outcome {
         Ok(reply) => reply,
-        Err(failure) => match frame::encode_reply(seq, Err(&failure)) {
-            Ok(reply) => reply,
-            Err(error) => {
-                tracing::error!(%error, seq = seq.0, "could not encode a failure reply");
-                let fallback = Failure::Internal {
-                    message: format!("the failure could not be encoded: {error}"),
-                };
-                let Ok(reply) = frame::encode_reply(seq, Err(&fallback)) else {
-                    return;
-                };
-                reply
-            }
-        },
+        Err(failure) => failure_reply(seq, &failure),
     };
     if let Err(error) = transport.send(Bytes::from(bytes)).await {
         tracing::debug!(%error, "could not send a reply; the peer is gone");
+    }
+}
+
+/// The reply frame for a failure. A failure whose message is too long for a frame (the only
+/// way encoding one can fail) is answered as an internal failure saying so, which always fits.
+pub(crate) fn failure_reply(seq: frame::Seq, failure: &Failure) -> Vec<u8> {
+    match frame::encode_reply(seq, Err(failure)) {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::warn!(%error, seq = seq.0, "a failure reply did not fit a frame");
+            let fallback = Failure::Internal {
+                message: format!("the failure could not be encoded: {error}"),
+            };
+            let encoded = frame::encode_reply(seq, Err(&fallback));
+            encoded.expect("a short internal failure always fits a frame")
+        }
     }
 }

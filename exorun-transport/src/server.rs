@@ -1,0 +1,436 @@
+//! Serving: listeners accept connections and give each a `handler` (mini-redis's shape: a
+//! listener, a handler per connection, one shutdown signal), lattices answer the calls NATS
+//! routes here, and one stop ends both. What a call means is the `Dispatcher`'s business; how
+//! bytes arrive is the transports'.
+//!
+//! Bounds, each documented at its constant: at most `connections_max` connections in all (kept
+//! under the process's descriptor limit), split into an equal share per listener so a flood on
+//! one (say, plaintext sockets that never send a byte) cannot lock out the others; at most
+//! `connections_per_source_max` connections from one source address on each listener (checked
+//! at accept, before any handshake); each connection held to the frame deadline (its TLS or
+//! QUIC handshake included), the first-call and idle timeouts, and a byte budget all
+//! connections share. A connection past a bound is closed at once; refusals and failed accepts
+//! are logged at most once a second. A stop stops accepting (lattices leave their queue
+//! groups), lets calls in flight finish and reply for at most the drain timeout, and closes
+//! every connection, cutting what is left.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::budget;
+use crate::budget::Budget;
+use crate::handler;
+use crate::handler::Dispatcher;
+#[cfg(feature = "nats")]
+use crate::nats;
+#[cfg(any(feature = "tcp", feature = "unix"))]
+use crate::net;
+use crate::stream;
+use crate::throttle::Throttle;
+use crate::transport;
+
+/// Most connections served at once by default (when the descriptor limit allows): thousands of
+/// callers, well under the usual 65,536 descriptors, each connection holding at most its read
+/// buffer and its calls' frames within the byte budget.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Most connections one source address may hold on one listener by default: a runtime keeps
+/// one connection per peer, so 64 leaves room for many runtimes behind one address while a
+/// single host can take at most 1/64 of a lone listener's share.
+pub const CONNECTIONS_PER_SOURCE_MAX_DEFAULT: usize = 64;
+/// Descriptors kept out of the connection cap for everything else a runtime opens (listeners,
+/// component files, outgoing links, WASI preopens).
+const DESCRIPTORS_RESERVED: u64 = 64;
+/// How long a stopping server lets calls in flight finish by default, before it closes what is
+/// left: 10 s covers real calls, and a peer that never reads its replies cannot hold a stop
+/// for longer.
+pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept, so a shortage of file descriptors does not spin the loop.
+#[cfg(any(feature = "tcp", feature = "unix"))]
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// What a server holds its peers to.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most connections served at once, over all listeners (each listener gets an equal
+    /// share); kept under the process's descriptor limit less a reserve.
+    pub connections_max: usize,
+    /// Most connections one source address may hold on one listener.
+    pub connections_per_source_max: usize,
+    /// How every connection reads: largest frame, frame deadline, and the byte budget that all
+    /// connections share (partly read frames and calls waiting to run).
+    pub stream: stream::Config,
+    /// Each connection's handler: calls in flight, first-call and idle timeouts. A lattice
+    /// runs at most `calls_in_flight_max` calls at once too.
+    pub handler: handler::Config,
+    /// How long a stop waits for calls in flight before it closes what is left.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_source_max: CONNECTIONS_PER_SOURCE_MAX_DEFAULT,
+            stream: stream::Config {
+                message_bytes_max: transport::MESSAGE_BYTES_MAX,
+                frame_deadline: Some(stream::FRAME_DEADLINE_DEFAULT),
+                budget: Some(Budget::new(budget::BUDGET_BYTES_DEFAULT)),
+            },
+            handler: handler::Config::default(),
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+/// How a server's stop went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Connections still open when the drain timeout passed, closed with their calls.
+    pub cut: usize,
+    /// Lattices whose calls were still running when the drain timeout passed.
+    pub lattices_cut: usize,
+    /// Calls NATS delivered that no lattice loop saw (see `nats::Served::lost`).
+    pub lost: u64,
+}
+
+/// Listeners and lattices serving one dispatcher, until one stop.
+pub struct Server {
+    dispatcher: Arc<dyn Dispatcher>,
+    config: Config,
+    #[cfg(any(feature = "tcp", feature = "unix"))]
+    listeners: Vec<net::Listener>,
+    #[cfg(feature = "nats")]
+    lattices: Vec<nats::Subscribed>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server of `dispatcher`'s calls, held to `config`; it serves nothing until given
+    /// listeners or lattices.
+    pub fn new(dispatcher: Arc<dyn Dispatcher>, config: Config) -> Self {
+        Self {
+            dispatcher,
+            config,
+            #[cfg(any(feature = "tcp", feature = "unix"))]
+            listeners: Vec::new(),
+            #[cfg(feature = "nats")]
+            lattices: Vec::new(),
+        }
+    }
+
+    /// Also accepts connections on `listener`.
+    #[cfg(any(feature = "tcp", feature = "unix"))]
+    #[must_use]
+    pub fn listen(mut self, listener: net::Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Also answers the calls NATS routes to `subscribed`'s exports.
+    #[cfg(feature = "nats")]
+    #[must_use]
+    pub fn lattice(mut self, subscribed: nats::Subscribed) -> Self {
+        self.lattices.push(subscribed);
+        self
+    }
+
+    /// Serves until `stop` completes; then stops accepting (lattices leave their queue groups),
+    /// lets calls in flight finish and reply for at most the drain timeout, closes every
+    /// connection (cutting what is left) and says how it went.
+    pub async fn run(self, stop: impl Future<Output = ()> + Send) -> Stopped {
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let until = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        let drain_timeout = self.config.drain_timeout;
+        #[cfg(any(feature = "tcp", feature = "unix"))]
+        let (sockets, live) = {
+            let cap = connection_cap(&self.config);
+            let share = (cap / self.listeners.len().max(1)).max(1);
+            let live = Arc::new(AtomicUsize::new(0));
+            let mut sockets = JoinSet::new();
+            for listener in self.listeners {
+                let accept = Accept {
+                    listener,
+                    dispatcher: Arc::clone(&self.dispatcher),
+                    config: self.config.clone(),
+                    share,
+                    live: Arc::clone(&live),
+                };
+                sockets.spawn(accept.run(until()));
+            }
+            (sockets, live)
+        };
+        #[cfg(feature = "nats")]
+        let lattices = {
+            let mut lattices = JoinSet::new();
+            let calls_in_flight_max = self.config.handler.calls_in_flight_max;
+            for subscribed in self.lattices {
+                let dispatcher = Arc::clone(&self.dispatcher);
+                lattices.spawn(subscribed.serve(dispatcher, calls_in_flight_max, until()));
+            }
+            lattices
+        };
+        stop.await;
+        let _ = stopping.send(true);
+        let drain_by = tokio::time::Instant::now() + drain_timeout;
+        let mut report = Stopped::default();
+        #[cfg(any(feature = "tcp", feature = "unix"))]
+        {
+            report.cut = drain_sockets(sockets, &live, drain_by).await;
+        }
+        #[cfg(feature = "nats")]
+        {
+            let (lattices_cut, lost) = drain_lattices(lattices, drain_by).await;
+            report.lattices_cut = lattices_cut;
+            report.lost = lost;
+        }
+        if report.cut > 0 || report.lattices_cut > 0 {
+            tracing::warn!(
+                cut = report.cut,
+                lattices_cut = report.lattices_cut,
+                timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
+                "drain timeout: closed what was still running"
+            );
+        }
+        report
+    }
+}
+
+/// The connection cap `config` asks for, under the process's descriptor limit.
+pub fn connection_cap(config: &Config) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let Some(limit) = limit else {
+        return config.connections_max;
+    };
+    let usable = usize::try_from(limit.saturating_sub(DESCRIPTORS_RESERVED)).unwrap_or(usize::MAX);
+    config.connections_max.min(usable.max(1))
+}
+
+/// Connections per source address on one listener (an entry lives while its source holds
+/// one), and the connections open on every listener.
+#[derive(Debug, Default)]
+struct Sources {
+    held: Mutex<HashMap<IpAddr, usize>>,
+    live: Arc<AtomicUsize>,
+}
+
+/// One open connection, counted against its source; uncounted when dropped.
+struct Counted {
+    sources: Arc<Sources>,
+    source: Option<IpAddr>,
+}
+
+impl Sources {
+    /// Counts a connection from `source` (`None`: a Unix socket, not counted), or refuses it
+    /// past `max`.
+    fn admit(self: &Arc<Self>, source: Option<IpAddr>, max: usize) -> Option<Counted> {
+        if let Some(address) = source {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = held.entry(address).or_insert(0);
+            if *count >= max {
+                return None;
+            }
+            *count += 1;
+        }
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Some(Counted {
+            sources: Arc::clone(self),
+            source,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.sources.live.fetch_sub(1, Ordering::AcqRel);
+        let Some(address) = self.source else {
+            return;
+        };
+        let mut held = self.sources.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(count) = held.get_mut(&address) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            held.remove(&address);
+        }
+    }
+}
+
+/// One listener's accept loop and its connections.
+#[cfg(any(feature = "tcp", feature = "unix"))]
+struct Accept {
+    listener: net::Listener,
+    dispatcher: Arc<dyn Dispatcher>,
+    config: Config,
+    /// This listener's share of the connection cap.
+    share: usize,
+    /// Connections open on every listener of the server.
+    live: Arc<AtomicUsize>,
+}
+
+#[cfg(any(feature = "tcp", feature = "unix"))]
+impl Accept {
+    /// Accepts until `stop`, then lets its connections finish (the caller bounds that).
+    async fn run(self, stop: impl Future<Output = ()> + Send + 'static) {
+        let refusals = Throttle::new();
+        let failures = Throttle::new();
+        let sources = Arc::new(Sources {
+            held: Mutex::default(),
+            live: Arc::clone(&self.live),
+        });
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let mut connections = JoinSet::new();
+        let mut stop = std::pin::pin!(stop);
+        let address = self.listener.local_address().map(|address| address.to_string());
+        let address = address.unwrap_or_else(|_| "a listener".to_owned());
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                accepted = self.listener.accept_socket() => accepted,
+            };
+            while connections.try_join_next().is_some() {}
+            let socket = match accepted {
+                Ok(socket) => socket,
+                Err(error) => {
+                    // One connection's failure or a passing shortage (aborted handshakes, too
+                    // many open files): back off briefly and keep listening.
+                    failures.note(|skipped| {
+                        tracing::warn!(%error, skipped, address, "accept failed; still listening");
+                    });
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            if connections.len() >= self.share {
+                drop(socket);
+                refusals.note(|skipped| {
+                    let share = self.share;
+                    tracing::warn!(share, skipped, address, "refused a connection: listener at its share of the cap");
+                });
+                continue;
+            }
+            let source = socket.source();
+            let max = self.config.connections_per_source_max;
+            let Some(counted) = sources.admit(source, max) else {
+                drop(socket);
+                refusals.note(|skipped| {
+                    tracing::warn!(max, skipped, address, "refused a connection: its source holds too many");
+                });
+                continue;
+            };
+            let connection = connection(
+                socket,
+                Arc::clone(&self.dispatcher),
+                (self.config.stream.clone(), self.config.handler),
+                stopped.clone(),
+                counted,
+            );
+            connections.spawn(connection);
+        }
+        drop(self.listener);
+        let _ = stopping.send(true);
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Opens one accepted connection (its handshake within the frame deadline) and serves it
+/// until it ends or the server stops.
+#[cfg(any(feature = "tcp", feature = "unix"))]
+async fn connection(
+    socket: net::Accepted,
+    dispatcher: Arc<dyn Dispatcher>,
+    (stream, config): (stream::Config, handler::Config),
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    counted: Counted,
+) {
+    let opened = tokio::select! {
+        opened = socket.open(stream) => opened,
+        _ = stopped.wait_for(|stop| *stop) => return,
+    };
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::debug!(%error, "could not open an accepted connection");
+            return;
+        }
+    };
+    let until = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let transport: Arc<dyn transport::Transport> = opened.transport;
+    let origin = handler::Origin::new(opened.peer);
+    let served = handler::serve_until(transport, dispatcher, config, origin, until).await;
+    drop(counted);
+    match served {
+        Ok(_) => {}
+        Err(
+            error @ (handler::Error::Idle { .. }
+            | handler::Error::NoCall { .. }
+            | handler::Error::Transport(transport::Error::FrameDeadline { .. })),
+        ) => {
+            tracing::debug!(%error, "closed a connection");
+        }
+        Err(error) => tracing::info!(%error, "connection ended"),
+    }
+}
+
+/// Waits until `drain_by` for the listeners' connections to finish their calls; then cuts the
+/// rest. Returns how many connections were cut.
+#[cfg(any(feature = "tcp", feature = "unix"))]
+async fn drain_sockets(
+    mut sockets: JoinSet<()>,
+    live: &AtomicUsize,
+    drain_by: tokio::time::Instant,
+) -> usize {
+    let finished = async { while sockets.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(drain_by, finished).await.is_ok() {
+        return 0;
+    }
+    let cut = live.load(Ordering::Acquire);
+    sockets.abort_all();
+    while sockets.join_next().await.is_some() {}
+    cut
+}
+
+/// Waits until `drain_by` for the lattices to answer what they received; returns how many did
+/// not in time, and the calls NATS delivered that none saw.
+#[cfg(feature = "nats")]
+async fn drain_lattices(
+    mut lattices: JoinSet<nats::Served>,
+    drain_by: tokio::time::Instant,
+) -> (usize, u64) {
+    let mut lost = 0;
+    loop {
+        let joined = tokio::time::timeout_at(drain_by, lattices.join_next()).await;
+        match joined {
+            Ok(Some(Ok(served))) => lost += served.lost,
+            Ok(Some(Err(_))) => {}
+            Ok(None) => return (0, lost),
+            Err(_) => break,
+        }
+    }
+    let cut = lattices.len();
+    lattices.abort_all();
+    (cut, lost)
+}
