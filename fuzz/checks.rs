@@ -53,7 +53,8 @@ pub fn frame(data: &[u8]) {
 fn value_types() -> &'static [Vec<Type>] {
     static TYPES: OnceLock<Vec<Vec<Type>>> = OnceLock::new();
     TYPES.get_or_init(|| {
-        let path = exorun_core::fixtures::path("values").unwrap_or_else(|error| panic!("{error}"));
+        let path =
+            exorun_testkit::fixtures::path("values").unwrap_or_else(|error| panic!("{error}"));
         let engine = wasmtime::Engine::default();
         let component = wasmtime::component::Component::from_file(&engine, path).expect("values");
         let ty = component.component_type();

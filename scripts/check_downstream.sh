@@ -2,8 +2,8 @@
 # Proves each stack of crates is usable on its own by another project (README, "Layers"):
 # two throwaway crates outside the workspace, each depending on one stack only, must build, and
 # their dependency trees must hold nothing of the other stack:
-#   wire:  neorpc (no default features) + exorun-transport  -> no wasmtime
-#   wasm:  exorun-core + exorun-systems                      -> no neorpc, no exorun-transport
+#   wire:  neorpc (default features) + exorun-transport  -> no wasmtime
+#   wasm:  exorun-core + exorun-systems                  -> no neorpc, no exorun-transport
 # The workspace's Cargo.lock pins the same versions; builds go to target/downstream, so a
 # second run only relinks.
 set -euo pipefail
@@ -45,7 +45,7 @@ EOF
 }
 
 downstream wire-only \
-    "neorpc = { path = \"$ROOT/neorpc\", default-features = false }
+    "neorpc = { path = \"$ROOT/neorpc\" }
 exorun-transport = { path = \"$ROOT/exorun-transport\" }" \
     'fn main() {
     let call = neorpc::frame::encode_call("t", "i#f", &[0x20, 0, 0, 0, 0], &[]).expect("frame");

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Proves the workspace's dependency edges (README, "Layers"): two stacks that meet only in
 # exorun-bind.
-#   wire stack:  neorpc (no default features: neither wasmtime nor tokio) < exorun-transport
-#                (no wasmtime)
-#   wasm stack:  exorun-core (neither neorpc nor exorun-transport) < exorun-systems
-#   meeting:     exorun-bind (both stacks) < exorun-cli
+#   wire stack:  neorpc (by default neither wasmtime nor tokio) < exorun-transport (no
+#                wasmtime); serving (listeners, caps, drain) lives here
+#   wasm stack:  exorun-core (neither neorpc nor exorun-transport, nor wasmtime-wasi: no
+#                interface is special) < exorun-systems (WASI is one system among others)
+#   meeting:     exorun-bind (both stacks; the dispatcher only, so no rustix) < exorun-cli
+#   test plumbing: exorun-testkit, a dev-dependency only, never a normal one
 # Each forbidden edge is also shown to be detectable: the same check, pointed at an edge that
 # must exist, has to find it, so this script cannot pass vacuously.
 set -euo pipefail
@@ -26,6 +28,15 @@ forbid() { # label crate-args... names
         fi
     done
 }
+forbid_direct() { # label crate names: the crate's own (depth 1) dependencies must not hold names
+    local label="$1" crate="$2"
+    local list; list="$(deps -p "$crate" --depth 1)"
+    for name in $3; do
+        if grep -qx "$name" <<<"$list"; then
+            echo "layering: $label depends directly on $name" >&2; fail=1
+        fi
+    done
+}
 require() { # label crate-args... name
     local label="$1"; shift
     if ! has "$@"; then
@@ -33,16 +44,20 @@ require() { # label crate-args... name
     fi
 }
 
-forbid "neorpc (no default features)" -p neorpc --no-default-features "wasmtime tokio"
-forbid "neorpc" -p neorpc "exorun-transport exorun-core exorun-systems exorun-bind exorun-cli"
-forbid "exorun-transport" -p exorun-transport "wasmtime exorun-core exorun-systems exorun-bind exorun-cli"
-forbid "exorun-core" -p exorun-core "neorpc exorun-transport exorun-systems exorun-bind exorun-cli"
-forbid "exorun-systems" -p exorun-systems "neorpc exorun-transport exorun-bind exorun-cli"
-forbid "exorun-bind" -p exorun-bind "exorun-systems exorun-cli"
+forbid "neorpc (default features)" -p neorpc "wasmtime tokio"
+forbid "neorpc" -p neorpc --features wasmtime "exorun-transport exorun-core exorun-systems exorun-bind exorun-cli exorun-testkit"
+forbid "exorun-transport" -p exorun-transport --all-features "wasmtime exorun-core exorun-systems exorun-bind exorun-cli exorun-testkit"
+forbid "exorun-core" -p exorun-core "neorpc exorun-transport exorun-systems exorun-bind exorun-cli wasmtime-wasi exorun-testkit"
+forbid "exorun-systems" -p exorun-systems "neorpc exorun-transport exorun-bind exorun-cli exorun-testkit"
+forbid "exorun-bind" -p exorun-bind "exorun-systems exorun-cli exorun-testkit"
+forbid_direct "exorun-bind (serving is the transport's)" exorun-bind "rustix"
+forbid "exorun-cli" -p exorun-cli "exorun-testkit"
 
 # The check itself: edges that must exist are found by the same means, so a broken `deps`
 # (or a pattern that can never match) fails here instead of passing everything above.
-require "neorpc's codec feature" -p neorpc wasmtime
+require "neorpc's codec feature" -p neorpc --features wasmtime wasmtime
+require "exorun-systems (WASI as a system)" -p exorun-systems wasmtime-wasi
+require "exorun-transport (serving's descriptor limit)" -p exorun-transport --depth 1 rustix
 require "exorun-transport" -p exorun-transport neorpc
 require "exorun-systems" -p exorun-systems exorun-core
 require "exorun-bind (the diamond's wire side)" -p exorun-bind neorpc

@@ -16,17 +16,17 @@ use std::time::Instant;
 
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server;
-use exorun_bind::server::Exports;
+use exorun_bind::exports::Exports;
 use exorun_core::context::ExorunCtx;
-use exorun_core::fixtures;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
+use exorun_testkit::fixtures;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::net;
+use exorun_transport::server;
 use exorun_transport::transport;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
@@ -136,11 +136,11 @@ async fn math_exports() -> Arc<Exports> {
 
 async fn memory_math() -> Arc<Client> {
     let (near, far) = exorun_transport::memory::pair(exorun_transport::memory::CAPACITY_DEFAULT);
-    let dispatcher: Arc<dyn exorun_transport::serve::Dispatcher> = math_exports().await;
-    tokio::spawn(exorun_transport::serve::connection(
+    let dispatcher: Arc<dyn exorun_transport::handler::Dispatcher> = math_exports().await;
+    tokio::spawn(exorun_transport::handler::serve(
         Arc::new(far),
         dispatcher,
-        exorun_transport::serve::Config::default(),
+        exorun_transport::handler::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -150,12 +150,11 @@ async fn tcp_math() -> Arc<Client> {
     let address = exorun_transport::address::Address::parse("tcp://127.0.0.1:0").expect("address");
     let listener = net::Listener::bind(&address).await.expect("bind");
     let bound = listener.local_address().expect("address");
-    tokio::spawn(server::serve(
-        exports,
-        vec![listener],
-        server::Config::default(),
-        std::future::pending(),
-    ));
+    tokio::spawn(
+        server::Server::new(exports, server::Config::default())
+            .listen(listener)
+            .run(std::future::pending()),
+    );
     let connection = net::connect(&bound, transport::MESSAGE_BYTES_MAX)
         .await
         .expect("connect");
@@ -195,7 +194,7 @@ async fn run() -> Vec<(&'static str, f64)> {
         }),
     ));
     let remote = Linkable::Remote {
-        client: memory_math().await,
+        channel: memory_math().await,
         target: "math".to_owned(),
     };
     let to_memory = instance(&runtime, "relay", Some(remote)).await;
@@ -205,7 +204,7 @@ async fn run() -> Vec<(&'static str, f64)> {
         measure!(REMOTE_CALLS, add_via(&to_memory, &mut results).await),
     ));
     let remote = Linkable::Remote {
-        client: tcp_math().await,
+        channel: tcp_math().await,
         target: "math".to_owned(),
     };
     let to_tcp = instance(&runtime, "relay", Some(remote)).await;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_core::fixtures;
 use exorun_core::registry::Runtime;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
+use exorun_testkit::fixtures;
 use wasmtime::component::Val;
 
 #[tokio::main]

@@ -14,42 +14,43 @@
 //! - Remote: see `remote`.
 //!
 //! A failed call traps the calling guest; the error it raised reaches the embedder as
-//! `instance::Error` (a local target's own error as is, anything else as
+//! `instance::Error` (a local target's error as `Callee`, naming the instance that failed, so a
+//! caller tells "my callee trapped" from "I trapped"; anything else as
 //! `instance::Error::Raised`). A link defined after another for the same interface replaces its
 //! functions (the builder links systems first, so a local or remote link can take over part of
 //! what a system such as WASI installs).
 
 use std::sync::Arc;
 
+use exorun_core::app::AppId;
+use exorun_core::app::Export;
 use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger::Interface;
-use exorun_core::registry::AppId;
-use exorun_core::registry::Export;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
-use exorun_transport::client::Caller;
+use exorun_transport::client::Channel;
 use exorun_transport::transport::BoxFuture;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 
+use crate::forward;
+use crate::forward::Forward;
 use crate::remote;
 
 /// Why a link could not be defined (after the builder's checks passed).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// wasmtime refused a definition. The builder's linker allows shadowing, so through it this
-    /// reports a wasmtime refusal nothing here expects (the unit test below produces one).
+    /// reports a wasmtime refusal nothing here expects (`forward`'s unit test produces one).
     #[error("cannot define {interface}#{function}: {message}")]
     Define {
         /// The interface, fully qualified (e.g. `exorun:test/math`).
         interface: String,
-
         /// The function, by its name within the interface.
         function: String,
-
         /// What happened, in words.
         message: String,
     },
@@ -102,7 +103,7 @@ pub(crate) fn link_local(
         let target = target.clone();
         forwards.push((function, Arc::new(LocalFunction { target, export })));
     }
-    define(linker, &import.name, forwards)
+    forward::define(linker, &import.name, forwards).map_err(define_error)
 }
 
 /// Links `import` to the instance registered as `name` in `runtime`, running `app`, looked up
@@ -124,19 +125,20 @@ pub(crate) fn link_named(
         });
         (function.as_str(), named)
     });
-    define(linker, &import.name, forwards)
+    forward::define(linker, &import.name, forwards).map_err(define_error)
 }
 
-/// Links `import` to the instance named `target` on the runtime at the other end of `client`.
+/// Links `import` to the instance named `target` on the runtime at the other end of
+/// `channel`.
 pub(crate) fn link_remote(
     linker: &mut Linker<ExorunCtx>,
     import: &Interface,
-    client: &Arc<dyn Caller>,
+    channel: &Arc<dyn Channel>,
     target: &str,
 ) -> Result<(), Error> {
     let forwards = import.functions.iter().map(|(function, signature)| {
         let remote: Arc<dyn Forward> = Arc::new(remote::Function::new(
-            client,
+            channel,
             target,
             &import.name,
             function,
@@ -144,38 +146,7 @@ pub(crate) fn link_remote(
         ));
         (function.as_str(), remote)
     });
-    define(linker, &import.name, forwards)
-}
-
-/// Where a linked function's calls go: the one thing that differs between local, named and
-/// remote links.
-pub(crate) trait Forward: Send + Sync + 'static {
-    /// Makes one call with the caller's arguments, filling its result slots.
-    fn forward<'a>(
-        &'a self,
-        params: &'a [Val],
-        results: &'a mut [Val],
-    ) -> BoxFuture<'a, wasmtime::Result<()>>;
-}
-
-/// Defines each function of `interface` as a host function that forwards its calls; an error
-/// traps the calling guest and keeps what was raised for the embedder.
-fn define<'f>(
-    linker: &mut Linker<ExorunCtx>,
-    interface: &str,
-    forwards: impl IntoIterator<Item = (&'f str, Arc<dyn Forward>)>,
-) -> Result<(), Error> {
-    let mut scope = linker
-        .instance(interface)
-        .map_err(|error| define_error(interface, "", &error))?;
-    for (function, forward) in forwards {
-        let defined = scope.func_new_async(function, move |_store, _ty, params, results| {
-            let forward = Arc::clone(&forward);
-            Box::new(async move { forward.forward(params, results).await })
-        });
-        defined.map_err(|error| define_error(interface, function, &error))?;
-    }
-    Ok(())
+    forward::define(linker, &import.name, forwards).map_err(define_error)
 }
 
 /// One function linked to a local instance, its export resolved at link time.
@@ -191,8 +162,8 @@ impl Forward for LocalFunction {
         results: &'a mut [Val],
     ) -> BoxFuture<'a, wasmtime::Result<()>> {
         Box::pin(async move {
-            let called = self.target.call_export(&self.export, params, results);
-            called.await.map_err(wasmtime::Error::new)
+            let called = self.target.call_export(&self.export, params, results).await;
+            called.map_err(|error| wasmtime::Error::new(error.in_callee(&self.target)))
         })
     }
 }
@@ -220,57 +191,23 @@ impl Forward for NamedFunction {
             if target.app().id != self.app {
                 return Err(wasmtime::Error::new(Unresolved::OtherApp { name: name() }));
             }
-            let called = target.call(&self.interface, &self.function, params, results);
-            called.await.map_err(wasmtime::Error::new)
+            let called = target
+                .call(&self.interface, &self.function, params, results)
+                .await;
+            called.map_err(|error| wasmtime::Error::new(error.in_callee(&target)))
         })
     }
 }
 
-fn define_error(interface: &str, function: &str, error: &wasmtime::Error) -> Error {
+fn define_error(error: forward::Error) -> Error {
+    let forward::Error {
+        interface,
+        function,
+        message,
+    } = error;
     Error::Define {
-        interface: interface.to_owned(),
-        function: function.to_owned(),
-        message: format!("{error:#}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Nowhere;
-
-    impl Forward for Nowhere {
-        fn forward<'a>(
-            &'a self,
-            _params: &'a [Val],
-            _results: &'a mut [Val],
-        ) -> BoxFuture<'a, wasmtime::Result<()>> {
-            Box::pin(async { Ok(()) })
-        }
-    }
-
-    #[test]
-    fn a_definition_wasmtime_refuses_is_named() {
-        let engine = exorun_core::engine::new().expect("engine");
-        let mut linker: Linker<ExorunCtx> = Linker::new(&engine);
-        let forwards = || {
-            let nowhere: Arc<dyn Forward> = Arc::new(Nowhere);
-            [("add", nowhere)]
-        };
-        define(&mut linker, "exorun:test/math", forwards()).expect("first definition");
-        let again = define(&mut linker, "exorun:test/math", forwards());
-        let Err(Error::Define {
-            interface,
-            function,
-            ..
-        }) = again
-        else {
-            panic!("{again:?}")
-        };
-        assert_eq!(
-            (interface.as_str(), function.as_str()),
-            ("exorun:test/math", "add")
-        );
+        interface,
+        function,
+        message,
     }
 }

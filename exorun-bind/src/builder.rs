@@ -11,21 +11,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use exorun_core::app::App;
+use exorun_core::app::AppId;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger;
 use exorun_core::limits::Limits;
 use exorun_core::registry;
-use exorun_core::registry::App;
-use exorun_core::registry::AppId;
 use exorun_core::registry::Runtime;
 use exorun_core::supervision::Configure;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
 use exorun_core::supervision::Spec;
 use exorun_core::system::SystemComponent;
-use exorun_transport::client::Caller;
+use exorun_transport::client::Channel;
 use wasmtime::component::Linker;
 
 use crate::binder;
@@ -109,11 +109,11 @@ pub enum Linkable {
         /// The instance's registered name.
         name: String,
     },
-    /// An instance on another runtime, by name, through a shared caller: a `peer::Peer` (which
-    /// reconnects and fails over) or one connection's `Client`.
+    /// An instance on another runtime, by name, through a shared channel: a `peer::Peer`
+    /// (which reconnects and fails over), one connection's `Client`, or a NATS lattice.
     Remote {
-        /// The shared caller of that runtime.
-        client: Arc<dyn Caller>,
+        /// The shared channel to that runtime (or lattice).
+        channel: Arc<dyn Channel>,
         /// The instance's name on that runtime.
         target: String,
     },
@@ -363,8 +363,8 @@ impl InstanceBuilder {
                 Linkable::Named { app, name } => {
                     binder::link_named(&mut linker, import, &self.runtime, *app, name)?;
                 }
-                Linkable::Remote { client, target } => {
-                    binder::link_remote(&mut linker, import, client, target)?;
+                Linkable::Remote { channel, target } => {
+                    binder::link_remote(&mut linker, import, channel, target)?;
                 }
             }
         }

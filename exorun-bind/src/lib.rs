@@ -5,13 +5,15 @@
 //! - `builder`: `InstanceBuilder`, which checks every link (the ledger for contracts, listing
 //!   every problem at once) before it links, instantiates and registers anything.
 //! - `binder`: the three kinds of link the builder defines: system, local (by handle or by
-//!   name) and remote.
-//! - `remote`: remote links over a shared neorpc client, and the conversion of call chains
+//!   name) and remote; `forward` makes each imported function a host function that forwards.
+//! - `remote`: remote links over a shared `client::Channel`, and the conversion of call chains
 //!   between exorun-core and the wire.
-//! - `server`: `Exports`, the dispatcher that lets remote callers reach the instances explicitly
-//!   exported, and `serve`, which accepts connections for it.
+//! - `exports`: `Exports`, the dispatcher that lets remote callers reach the instances
+//!   explicitly exported (exorun-transport's `server::Server` accepts connections and answers
+//!   lattices for it), and how an instance's failure reaches a remote caller.
 
 pub mod binder;
 pub mod builder;
+pub mod exports;
+mod forward;
 pub mod remote;
-pub mod server;

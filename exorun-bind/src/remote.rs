@@ -2,27 +2,33 @@
 //!
 //! Each call writes its arguments once, straight into a call frame (`frame::CallWriter` and
 //! `codec::encode_into`), with the caller's call chain converted to the wire's hops, hands the
-//! frame to the shared `client::Caller` (one connection's `Client`, or a `peer::Peer` that
-//! reconnects and fails over), and decodes the reply's result slab into wasmtime's result slots
-//! against the import's own types. A failure is raised as the `client::Error` itself (with the
-//! target and method as context), so a serving runtime that runs this guest passes a remote
-//! `Failure` on to its own caller unchanged (`server::failure`), and an embedder reads it with
-//! `instance::Raised::downcast_ref::<client::Error>()`. One debug line per call (target, method,
+//! frame to the shared `client::Channel` (one connection's `Client`, a `peer::Peer` that
+//! reconnects and fails over, or a NATS lattice), and decodes the reply's result slab into
+//! wasmtime's result slots against the import's own types.
+//!
+//! A failure the callee reported is raised as the wire's `Failure` itself, and anything else
+//! (a timeout, a closed connection) as the `client::Error`, each with the target and method as
+//! context: so a remote trap reaches the calling embedder through two of exorun's types only
+//! (`Failure`, inside `instance::Error::Raised`), a serving runtime that runs this guest passes
+//! it on to its own caller unchanged (`exports::failure`), and an embedder reads it with
+//! `failure_of` (or `instance::Raised::downcast_ref`). One debug line per call (target, method,
 //! duration) goes to `exorun_bind::remote`.
 
 use std::sync::Arc;
 
 use exorun_core::chain;
+use exorun_core::instance;
 use exorun_core::ledger::Signature;
 use exorun_transport::client;
-use exorun_transport::client::Caller;
+use exorun_transport::client::Channel;
 use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
+use neorpc::failure::Failure;
 use neorpc::frame;
 use wasmtime::component::Type;
 use wasmtime::component::Val;
 
-use crate::binder::Forward;
+use crate::forward::Forward;
 
 /// Why a remote call could not be made or its reply not read (raised with `client::Error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +64,7 @@ pub(crate) fn from_wire(chain: &[frame::Hop]) -> Vec<chain::Hop> {
 
 /// One remotely linked function: where calls go and how results decode.
 pub(crate) struct Function {
-    client: Arc<dyn Caller>,
+    channel: Arc<dyn Channel>,
     target: String,
     method: String,
     results: Vec<Type>,
@@ -66,14 +72,14 @@ pub(crate) struct Function {
 
 impl Function {
     pub(crate) fn new(
-        client: &Arc<dyn Caller>,
+        channel: &Arc<dyn Channel>,
         target: &str,
         interface: &str,
         function: &str,
         signature: &Signature,
     ) -> Self {
         Self {
-            client: Arc::clone(client),
+            channel: Arc::clone(channel),
             target: target.to_owned(),
             method: format!("{interface}#{function}"),
             results: signature.results.clone(),
@@ -86,8 +92,15 @@ impl Function {
         let frame = self
             .frame(params, &limits)
             .map_err(|error| self.raise(error))?;
-        let called = self.client.call_within(frame, self.client.timeout()).await;
-        let slab = called.map_err(|error| self.raise(error))?;
+        let called = self
+            .channel
+            .call_within(frame, self.channel.timeout())
+            .await;
+        let slab = match called {
+            Ok(slab) => slab,
+            Err(client::Error::Remote(failure)) => return Err(self.raise(failure)),
+            Err(error) => return Err(self.raise(error)),
+        };
         let decoded = codec::decode_into(&slab, &self.results, results, &limits);
         decoded.map_err(|error| self.raise(Error::Results(error)))
     }
@@ -128,7 +141,13 @@ impl Forward for Function {
     }
 }
 
-/// The client error a remote link raised, if `raised` is one.
-pub fn client_error(raised: &exorun_core::instance::Raised) -> Option<&client::Error> {
+/// The failure the remote callee reported, if a remote link raised `raised` for one.
+pub fn failure_of(raised: &instance::Raised) -> Option<&Failure> {
+    raised.downcast_ref::<Failure>()
+}
+
+/// Why a remote link could not get a reply (a timeout, a closed connection, an overloaded
+/// client), if it raised `raised` for that.
+pub fn client_error(raised: &instance::Raised) -> Option<&client::Error> {
     raised.downcast_ref::<client::Error>()
 }

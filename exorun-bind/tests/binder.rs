@@ -13,13 +13,13 @@ use exorun_bind::binder;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_core::context::Access;
+use exorun_core::app::AppId;
 use exorun_core::instance;
 use exorun_core::registry;
-use exorun_core::registry::AppId;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
+use exorun_systems::wasi::Access;
 use exorun_systems::wasi::Wasi;
 
 #[tokio::test]
@@ -92,9 +92,13 @@ async fn a_system_that_cannot_configure_fails_the_link_with_its_cause() {
         panic!("{error:?}")
     };
     assert_eq!(app, "fs-reader");
+    let binder::Error::System(system::Error::Configure { system, message }) = &**source else {
+        panic!("{source:?}")
+    };
+    assert_eq!(system, "wasi");
     assert!(
-        matches!(**source, binder::Error::System(system::Error::Context(_))),
-        "{source:?}"
+        message.contains(&missing.display().to_string()),
+        "{message}"
     );
 }
 

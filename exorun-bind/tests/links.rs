@@ -23,7 +23,7 @@ use common::socket_server;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server::Exports;
+use exorun_bind::exports::Exports;
 use exorun_core::instance;
 use exorun_core::ledger;
 use exorun_core::registry;
@@ -127,7 +127,7 @@ async fn t7_remote_link_over_memory_between_two_runtimes() {
     let runtime = Runtime::new().unwrap();
     let client = memory_peer(&host);
     let remote = Linkable::Remote {
-        client,
+        channel: client,
         target: "math".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, remote)], None).await;
@@ -141,7 +141,7 @@ async fn remote_over_socket(address: &str) {
     let runtime = Runtime::new().unwrap();
     let client = socket_peer(&bound).await;
     let remote = Linkable::Remote {
-        client: client.clone(),
+        channel: client.clone(),
         target: "math".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, remote)], None).await;
@@ -170,7 +170,7 @@ async fn a_chain_consumer_relay_local_provider_remote() {
     let host = math_host().await;
     let runtime = Runtime::new().unwrap();
     let remote = Linkable::Remote {
-        client: memory_peer(&host),
+        channel: memory_peer(&host),
         target: "math".into(),
     };
     let relay = build(&runtime, "relay", vec![(MATH, remote)], None).await;
@@ -213,12 +213,20 @@ async fn the_reentrant_pair_reports_reentrancy_instead_of_hanging() {
         .call("exorun:test/ping-api", "ping", &params, &mut results)
         .await;
     let error = called.unwrap_err();
-    assert_eq!(
-        error,
-        instance::Error::Reentrant {
-            instance: ping.id()
-        }
-    );
+    // ping -> pong -> ping: pong's call back into ping is refused, and each caller on the way
+    // names the callee that failed.
+    let reentrant = instance::Error::Reentrant {
+        instance: ping.id(),
+    };
+    let expected = instance::Error::Callee {
+        instance: "pong".into(),
+        cause: Box::new(instance::Error::Callee {
+            instance: "ping".into(),
+            cause: Box::new(reentrant.clone()),
+        }),
+    };
+    assert_eq!(error, expected);
+    assert_eq!(error.root_cause(), &reentrant);
     assert!(started.elapsed() < Duration::from_secs(5), "no waiting");
 }
 
@@ -227,7 +235,7 @@ async fn the_builder_lists_every_problem_and_sends_nothing() {
     let runtime = Runtime::new().unwrap();
     let (client, counting, _far) = counting_peer();
     let remote = |target: &str| Linkable::Remote {
-        client: client.clone(),
+        channel: client.clone(),
         target: target.into(),
     };
 
@@ -251,10 +259,10 @@ async fn the_builder_lists_every_problem_and_sends_nothing() {
         ]
     );
 
-    let misbehave = build(&runtime, "misbehave", Vec::new(), None).await;
+    let cruncher = build(&runtime, "cruncher", Vec::new(), None).await;
     let mismatched = InstanceBuilder::new(&runtime, add(&runtime, "math-consumer"))
         .unwrap()
-        .link(MATH, Linkable::Local(misbehave));
+        .link(MATH, Linkable::Local(cruncher));
     let error = mismatched.instantiate().await.unwrap_err();
     let builder::Error::Refused { problems, .. } = &error else {
         panic!("{error:?}")
@@ -333,7 +341,7 @@ async fn a_remote_peer_that_disconnects_mid_call_fails_it_promptly() {
     let runtime = Runtime::new().unwrap();
     let (client, _counting, far) = counting_peer();
     let remote = Linkable::Remote {
-        client,
+        channel: client,
         target: "math".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, remote)], None).await;
@@ -427,7 +435,7 @@ async fn a_wasi_interface_links_to_a_component_locally_and_remotely() {
     exports.export("env").unwrap();
     let elsewhere = Runtime::new().unwrap();
     let remote = Linkable::Remote {
-        client: memory_peer(&exports),
+        channel: memory_peer(&exports),
         target: "env".into(),
     };
     let reader_app = add(&elsewhere, "fs-reader");
@@ -439,4 +447,61 @@ async fn a_wasi_interface_links_to_a_component_locally_and_remotely() {
         .await
         .unwrap();
     assert_eq!(greeting(&remote).await, expected);
+}
+
+/// `add(a, b)` on `handle`'s `exorun:test/math`.
+async fn add_on(handle: &instance::InstanceHandle, a: u32, b: u32) -> Result<u32, instance::Error> {
+    let mut results = [wasmtime::component::Val::U32(0)];
+    let params = [
+        wasmtime::component::Val::U32(a),
+        wasmtime::component::Val::U32(b),
+    ];
+    handle.call(MATH, "add", &params, &mut results).await?;
+    let [wasmtime::component::Val::U32(sum)] = results else {
+        panic!("add returned {results:?}")
+    };
+    Ok(sum)
+}
+
+#[tokio::test]
+async fn a_callee_that_traps_is_named_and_both_instances_restart() {
+    let runtime = Runtime::new().unwrap();
+    let callee = build(&runtime, "misbehave", Vec::new(), Some("faulty")).await;
+    let relay = build(
+        &runtime,
+        "relay",
+        vec![(MATH, Linkable::Local(callee.clone()))],
+        Some("relay"),
+    )
+    .await;
+    assert_eq!(add_on(&relay, 40, 2).await, Ok(42));
+    // The callee's `add` traps on overflow: the relay's call fails naming it, the trap's own
+    // reason inside.
+    let error = add_on(&relay, u32::MAX, 1).await.unwrap_err();
+    let instance::Error::Callee { instance, cause } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(instance, "faulty");
+    assert!(
+        matches!(&**cause, instance::Error::Trapped { message } if message.contains("unreachable")),
+        "{cause:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("callee `faulty` failed: {cause}"),
+        "each reason once"
+    );
+    // Both were left mid-call: the callee by its trap, the relay by its import's failure
+    // (wasmtime will not enter either again). Each is restarted on its next call.
+    assert!(callee.failure().await.is_some());
+    assert!(relay.failure().await.is_some());
+    assert_eq!(add_on(&relay, 1, 2).await, Ok(3));
+    assert_eq!((relay.restarts(), callee.restarts()), (1, 1));
+    // A failure of the relay's own making is not a callee's: calling the callee directly
+    // traps it, and the error says so without naming anyone else.
+    let direct = add_on(&callee, u32::MAX, 1).await.unwrap_err();
+    assert!(
+        matches!(direct, instance::Error::Trapped { .. }),
+        "{direct:?}"
+    );
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use common::build;
 use common::memory_peer;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server::Exports;
+use exorun_bind::exports::Exports;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger::Interface;
 use exorun_core::registry::Runtime;
@@ -50,7 +50,7 @@ fn world() -> &'static World {
             let exports = Exports::new(runtime);
             exports.export("values").unwrap();
             let remote = Linkable::Remote {
-                client: memory_peer(&exports),
+                channel: memory_peer(&exports),
                 target: "values".into(),
             };
             let elsewhere = Runtime::new().unwrap();

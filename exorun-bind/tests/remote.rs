@@ -15,7 +15,7 @@ use common::memory_peer;
 use common::run;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server::Exports;
+use exorun_bind::exports::Exports;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::limits::Limits;
@@ -73,13 +73,19 @@ async fn trap_fuel_and_memory_arrive_as_their_reasons() {
         panic!("{trapped:?}")
     };
     assert!(message.contains("unreachable"), "{message}");
+    // Each reason once: the trap's own message, not wrapped in what the layers call it.
+    assert!(!message.contains("trapped"), "{message}");
     assert_eq!(
         call(&client, "spin", &format!("{MISBEHAVE}#spin"), &[]).await,
         remote(Failure::OutOfFuel)
     );
-    assert_eq!(
-        call(&client, "hog", &format!("{MISBEHAVE}#hog"), &[]).await,
-        remote(Failure::OutOfMemory)
+    let hog = call(&client, "hog", &format!("{MISBEHAVE}#hog"), &[]).await;
+    let client::Error::Remote(Failure::OutOfMemory { message }) = &hog else {
+        panic!("{hog:?}")
+    };
+    assert!(
+        message.contains("memory"),
+        "keeps what grew past which limit: {message}"
     );
     // The trapped instance was replaced: the next call on it runs on a fresh one.
     let slab = codec::encode(&[Val::U32(1)]).unwrap();
@@ -188,7 +194,7 @@ async fn a_domain_code_crosses_a_chain_to_the_calling_runtime() {
     exports.export("relay").unwrap();
     let runtime = Runtime::new().unwrap();
     let link = Linkable::Remote {
-        client: memory_peer(&exports),
+        channel: memory_peer(&exports),
         target: "relay".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, link)], None).await;
@@ -197,10 +203,10 @@ async fn a_domain_code_crosses_a_chain_to_the_calling_runtime() {
         &error,
         "relay",
         "exorun:test/math#add",
-        &remote(Failure::DomainSpecific {
+        &Failure::DomainSpecific {
             code: NO_ADDING,
             message: "no adding today".into(),
-        }),
+        },
     );
     assert!(
         consumer.failure().await.is_some(),
@@ -210,10 +216,14 @@ async fn a_domain_code_crosses_a_chain_to_the_calling_runtime() {
 
 #[tokio::test]
 async fn a_remote_target_without_the_method_fails_the_guest_with_method_not_found() {
-    let exports = misbehave_host(&["math"]).await;
+    // cruncher, exported as `math`, exports no `exorun:test/math`.
+    let host = Runtime::new().unwrap();
+    build(&host, "cruncher", Vec::new(), Some("math")).await;
+    let exports = Exports::new(host);
+    exports.export("math").unwrap();
     let runtime = Runtime::new().unwrap();
     let link = Linkable::Remote {
-        client: memory_peer(&exports),
+        channel: memory_peer(&exports),
         target: "math".into(),
     };
     let consumer = build(&runtime, "math-consumer", vec![(MATH, link)], None).await;
@@ -221,9 +231,9 @@ async fn a_remote_target_without_the_method_fails_the_guest_with_method_not_foun
         &run(&consumer).await.unwrap_err(),
         "math",
         "exorun:test/math#add",
-        &remote(Failure::MethodNotFound {
+        &Failure::MethodNotFound {
             method: "exorun:test/math#add".into(),
-        }),
+        },
     );
 }
 
@@ -236,11 +246,11 @@ async fn a_cycle_across_two_runtimes_fails_as_reentrant_at_once() {
         Exports::new(Arc::clone(&two)),
     );
     let to_pong = Linkable::Remote {
-        client: memory_peer(&exports_two),
+        channel: memory_peer(&exports_two),
         target: "pong".into(),
     };
     let to_ping = Linkable::Remote {
-        client: memory_peer(&exports_one),
+        channel: memory_peer(&exports_one),
         target: "ping".into(),
     };
     let ping = build(
@@ -268,9 +278,9 @@ async fn a_cycle_across_two_runtimes_fails_as_reentrant_at_once() {
         &called.unwrap_err(),
         "pong",
         "exorun:test/pong-api#pong",
-        &remote(Failure::Reentrant {
+        &Failure::Reentrant {
             instance: "ping".into(),
-        }),
+        },
     );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
@@ -306,7 +316,7 @@ async fn a_relay_whose_remote_import_is_down_answers_internal_with_the_cause() {
     let gone = Arc::new(Client::new(Arc::new(near), client::Config::default()));
     let host = Runtime::new().unwrap();
     let link = Linkable::Remote {
-        client: gone,
+        channel: gone,
         target: "math".into(),
     };
     build(&host, "relay", vec![(MATH, link)], Some("relay")).await;

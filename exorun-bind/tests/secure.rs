@@ -1,6 +1,6 @@
 //! Secure serving at exorun-bind's boundary, over real loopback TLS: per-export allow lists by
 //! key and interface (answered `PermissionDenied` before anything is decoded), and the caller's
-//! key reaching a host function on the call path (`exorun_core::caller`), where a system can
+//! key reaching a host function on the call path (`exorun_core::principal`), where a system can
 //! decide by it.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
@@ -14,12 +14,11 @@ use std::sync::Arc;
 use common::MATH;
 use common::build;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server;
-use exorun_bind::server::Allow;
-use exorun_bind::server::Exports;
-use exorun_core::caller;
+use exorun_bind::exports::Allow;
+use exorun_bind::exports::Exports;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
+use exorun_core::principal;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::Rejection;
@@ -30,6 +29,7 @@ use exorun_transport::client::Client;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::identity::PublicKey;
 use exorun_transport::net;
+use exorun_transport::server;
 use exorun_transport::tls::Secure;
 use exorun_transport::transport;
 use neorpc::failure::Failure;
@@ -54,7 +54,7 @@ impl SystemComponent for Gatekeeper {
             .map_err(|error| system::define_error(MATH, &error))?;
         let allowed = self.allowed.clone();
         math.func_wrap("add", move |_, (a, b): (u32, u32)| {
-            let who = caller::current();
+            let who = principal::current();
             if who.as_deref() == Some(allowed.as_str()) {
                 return Ok((a.wrapping_add(b),));
             }
@@ -90,12 +90,9 @@ async fn served(key: &NodeKey, gatekeeper_allows: &PublicKey, allow: Allow) -> A
     let address = Address::parse("tls://127.0.0.1:0").unwrap();
     let listener = net::Listener::bind_secure(&address, key).await.unwrap();
     let bound = listener.local_address().unwrap();
-    let serving = server::serve(
-        exports,
-        vec![listener],
-        server::Config::default(),
-        std::future::pending(),
-    );
+    let serving = server::Server::new(exports, server::Config::default())
+        .listen(listener)
+        .run(std::future::pending());
     tokio::spawn(serving);
     bound
 }

@@ -16,7 +16,7 @@ use common::memory_peer;
 use common::socket_server;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server::Exports;
+use exorun_bind::exports::Exports;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::limits::Limits;
@@ -164,7 +164,7 @@ async fn a_relay_whose_remote_import_failed_answers_once_its_peer_is_up() {
     ));
     let runtime = Runtime::new().unwrap();
     let link = Linkable::Remote {
-        client: to_provider,
+        channel: to_provider,
         target: "math".into(),
     };
     let relay = build(&runtime, "relay", vec![(MATH, link)], Some("relay")).await;

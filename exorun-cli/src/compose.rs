@@ -14,19 +14,19 @@ use std::sync::Arc;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server::Exports;
-use exorun_core::context::Access;
+use exorun_bind::exports::Exports;
+use exorun_core::app::AppId;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger;
 use exorun_core::registry;
-use exorun_core::registry::AppId;
 use exorun_core::registry::Runtime;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_systems::logging::Logging;
+use exorun_systems::wasi::Access;
 use exorun_systems::wasi::Wasi;
 use exorun_transport::address::Address;
-use exorun_transport::client::Caller;
+use exorun_transport::client::Channel;
 use exorun_transport::identity;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
@@ -74,12 +74,12 @@ pub struct Composition {
     pub key: Option<Arc<NodeKey>>,
 }
 
-/// Shared providers: one logging system, one kv system per store name, one caller per peer
+/// Shared providers: one logging system, one kv system per store name, one channel per peer
 /// of the manifest (a `Peer`, one connection kept up with failover, or a NATS `Lattice`).
 struct Providers<'m> {
     logging: Arc<dyn SystemComponent>,
     stores: BTreeMap<String, Arc<dyn SystemComponent>>,
-    callers: BTreeMap<String, Arc<dyn Caller>>,
+    channels: BTreeMap<String, Arc<dyn Channel>>,
     key: Option<Arc<NodeKey>>,
     lattices: BTreeMap<String, nats::Settings>,
     manifest: &'m Manifest,
@@ -107,7 +107,7 @@ impl Providers<'_> {
                 name: instance.clone(),
             },
             Link::Remote { peer, target } => Linkable::Remote {
-                client: self.caller(peer)?,
+                channel: self.channel(peer)?,
                 target: target.clone(),
             },
         };
@@ -116,14 +116,14 @@ impl Providers<'_> {
 }
 
 impl Providers<'_> {
-    /// The one caller of the peer named `name`, made on first use.
-    fn caller(&mut self, name: &str) -> Option<Arc<dyn Caller>> {
-        if let Some(caller) = self.callers.get(name) {
-            return Some(Arc::clone(caller));
+    /// The one channel to the peer named `name`, made on first use.
+    fn channel(&mut self, name: &str) -> Option<Arc<dyn Channel>> {
+        if let Some(channel) = self.channels.get(name) {
+            return Some(Arc::clone(channel));
         }
         let spec = self.manifest.peers.get(name)?;
         let timeout = spec.config.client.timeout;
-        let caller: Arc<dyn Caller> = match (&spec.nats, self.lattices.get(name)) {
+        let channel: Arc<dyn Channel> = match (&spec.nats, self.lattices.get(name)) {
             (Some(lattice), Some(settings)) => {
                 Arc::new(Lattice::new(settings.clone(), &lattice.lattice, timeout))
             }
@@ -138,8 +138,8 @@ impl Providers<'_> {
                 Arc::new(Peer::new(name, addresses, Arc::new(sockets), spec.config))
             }
         };
-        self.callers.insert(name.to_owned(), Arc::clone(&caller));
-        Some(caller)
+        self.channels.insert(name.to_owned(), Arc::clone(&channel));
+        Some(channel)
     }
 }
 
@@ -257,7 +257,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
         stores: BTreeMap::new(),
-        callers: BTreeMap::new(),
+        channels: BTreeMap::new(),
         key: key.clone(),
         lattices,
         manifest: &manifest,

@@ -15,22 +15,22 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
-use exorun_bind::server;
 use exorun_core::ledger;
 use exorun_core::registry::Runtime;
 use exorun_transport::address::Address;
 use exorun_transport::budget;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
+use exorun_transport::server;
 
 use exorun_cli::compose;
 use exorun_cli::invoke;
 use exorun_cli::invoke::Invocation;
 use exorun_cli::manifest;
 
-mod serving;
+mod serve_command;
 
-use serving::Listening;
+use serve_command::Listening;
 
 #[derive(Parser)]
 #[command(
@@ -155,9 +155,13 @@ impl LatticeArgs {
 /// What `exorun serve` holds its peers to (README, "Limits and hostile inputs").
 #[derive(clap::Args)]
 struct ServeLimits {
-    /// Most connections at once (also kept under the descriptor limit); one more is closed.
+    /// Most connections at once over all listeners, each listener getting an equal share
+    /// (also kept under the descriptor limit); one more is closed.
     #[arg(long, default_value_t = server::CONNECTIONS_MAX_DEFAULT)]
     max_connections: usize,
+    /// Most connections one source address may hold on one listener.
+    #[arg(long, default_value_t = server::CONNECTIONS_PER_SOURCE_MAX_DEFAULT)]
+    max_connections_per_source: usize,
     /// How long calls in flight may finish after Ctrl-C or SIGTERM (`500ms`, `10s`, `2m`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -167,6 +171,9 @@ struct ServeLimits {
     /// How long a connection with no call in flight may stay silent.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// How long a new connection may go without making its first call (pings or not).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    first_call_timeout: Duration,
     /// Bytes all connections may hold together in partly read frames and calls waiting to
     /// run, in MiB.
     #[arg(long, default_value_t = 256)]
@@ -177,12 +184,14 @@ impl ServeLimits {
     fn config(&self) -> server::Config {
         let mut config = server::Config {
             connections_max: self.max_connections,
+            connections_per_source_max: self.max_connections_per_source,
             drain_timeout: self.drain_timeout,
             ..server::Config::default()
         };
         config.stream.frame_deadline = Some(self.frame_deadline);
         config.stream.budget = Some(budget::Budget::new(self.budget_mib.saturating_mul(1 << 20)));
-        config.serve.idle_timeout = Some(self.idle_timeout);
+        config.handler.idle_timeout = Some(self.idle_timeout);
+        config.handler.first_call_timeout = Some(self.first_call_timeout);
         config
     }
 }
@@ -287,7 +296,7 @@ async fn command(command: Command) -> Result<(), Failed> {
                 nats: lattice.settings()?,
                 lattice: lattice.lattice,
             };
-            serving::serve(manifest, &listening, limits.config()).await
+            serve_command::serve(manifest, &listening, limits.config()).await
         }
         Command::Inspect { component } => inspect(&component),
         Command::Keygen { out } => {

@@ -43,7 +43,7 @@ use std::path::PathBuf;
 
 use std::num::NonZeroUsize;
 
-use exorun_bind::server::Allow;
+use exorun_bind::exports::Allow;
 use exorun_core::limits::Limits;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::io::BufReader;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +16,7 @@ use common::examples;
 use common::manifest;
 use common::run;
 use common::text;
-use exorun_core::fixtures;
+use exorun_testkit::fixtures;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::net;
@@ -160,7 +158,7 @@ limits = { fuel_per_call = 1500000000 }
     let mut server = Server::start_args(
         &path,
         &["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "120s"],
-        "exorun_transport::serve=debug",
+        "exorun_transport::handler=debug",
     );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,11 +172,8 @@ limits = { fuel_per_call = 1500000000 }
         async move { client.call(frame.unwrap()).await }
     });
     // The server logs each call as it arrives: interrupt only once the call is in flight.
-    let mut stderr = BufReader::new(server.child.stderr.take().unwrap()).lines();
-    let arrived = stderr
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|line| line.contains("call received"));
+    let stderr = server.stderr_lines();
+    let (arrived, _) = stderr.find("the call's arrival", |line| line.contains("call received"));
     assert!(arrived.is_some(), "the server never logged the call");
     let pid = server.child.id().to_string();
     assert!(
@@ -194,8 +189,9 @@ limits = { fuel_per_call = 1500000000 }
         client::Error::Remote(Failure::OutOfFuel),
         "the call in flight finished and was answered"
     );
-    let rest: Vec<String> = stderr.map(Result::unwrap).collect();
-    let status = server.child.wait().unwrap();
+    let rest = stderr.rest();
+    let (output, _) = server.exit_within(common::WAIT);
+    let status = output.status;
     assert!(status.success(), "{rest:?}");
     assert!(
         rest.iter().any(|line| line.contains("call served")),

@@ -83,7 +83,7 @@ fn get_env_results() -> Vec<Type> {
     RESULTS
         .get_or_init(|| {
             let runtime = exorun_core::registry::Runtime::new().unwrap();
-            let path = exorun_core::fixtures::path("fs-reader").unwrap();
+            let path = exorun_testkit::fixtures::path("fs-reader").unwrap();
             let app = runtime
                 .app(runtime.add_app_file("fs-reader", &path).unwrap())
                 .unwrap();
@@ -99,7 +99,7 @@ async fn who(lattice: &Lattice) -> Result<String, client::Error> {
     let frame =
         neorpc::frame::encode_call("who", "exorun:test/sandbox#get-env", &slab, &[]).unwrap();
     let reply =
-        client::Caller::call_within(lattice, frame, client::Caller::timeout(lattice)).await?;
+        client::Channel::call_within(lattice, frame, client::Channel::timeout(lattice)).await?;
     let types = get_env_results();
     let values = neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap();
     let [Val::Option(Some(name))] = &values[..] else {
@@ -234,8 +234,7 @@ fn killed_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, victim
     let progress = Arc::new(AtomicUsize::new(0));
     let killer = when_done(&progress, 1_000, move || {
         victim.signal("-KILL");
-        let mut victim = victim;
-        let _ = victim.child.wait();
+        let _ = victim.exit_within(common::WAIT);
     });
     let killed = tokio.block_on(calls(caller, 4_000, &progress));
     killer.join().unwrap();
@@ -284,7 +283,7 @@ fn stopped_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, leavi
     let progress = Arc::new(AtomicUsize::new(0));
     let stopper = when_done(&progress, 1_000, move || {
         leaving.signal("-TERM");
-        let output = leaving.child.wait_with_output().unwrap();
+        let (output, _) = leaving.exit_within(common::WAIT);
         eprintln!(
             "the stopped runtime's log: {}",
             text(&output.stderr).replace('\n', " | ")

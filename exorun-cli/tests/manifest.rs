@@ -252,7 +252,7 @@ app = "nope"
 }
 
 fn fixtures_path(file: &str) -> String {
-    exorun_core::fixtures::dir()
+    exorun_testkit::fixtures::dir()
         .join(file)
         .display()
         .to_string()

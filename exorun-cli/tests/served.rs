@@ -111,19 +111,6 @@ fn serve_misbehave(name: &str, drain: &str) -> Server {
     )
 }
 
-/// Waits for the server to exit, at most `within`.
-fn exit_within(server: Server, within: Duration) -> (std::process::Output, Duration) {
-    let started = Instant::now();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(server.child.wait_with_output());
-    });
-    let output = receiver
-        .recv_timeout(within)
-        .expect("the server exited in time");
-    (output.unwrap(), started.elapsed())
-}
-
 #[test]
 fn a_stop_with_a_peer_that_never_reads_ends_at_the_drain_timeout() {
     let server = serve_misbehave("drain", "500ms");
@@ -133,7 +120,7 @@ fn a_stop_with_a_peer_that_never_reads_ends_at_the_drain_timeout() {
         .unwrap();
     let flood = tokio.block_on(stuck_peer(&server.address));
     server.signal("-TERM");
-    let (output, took) = exit_within(server, Duration::from_secs(10));
+    let (output, took) = server.exit_within(Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
     assert!(
@@ -157,7 +144,7 @@ fn a_second_signal_exits_at_once() {
     let stderr_says_stopping = server.wait_for_stderr("exorun: stopping");
     assert!(stderr_says_stopping, "the first signal started the stop");
     server.signal("-INT");
-    let (output, took) = exit_within(server, Duration::from_secs(10));
+    let (output, took) = server.exit_within(Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     assert!(
         took < Duration::from_secs(5),
@@ -218,7 +205,7 @@ links = { "exorun:test/math" = { remote = "provider", target = "math" } }
 
     // The provider dies without a word, and comes back on the same address.
     first.signal("-KILL");
-    let (_, _) = exit_within(first, Duration::from_secs(10));
+    let (_, _) = first.exit_within(Duration::from_secs(10));
     let down = add_through(&tokio, &relay_server.address, "relay");
     assert!(
         down.is_err(),

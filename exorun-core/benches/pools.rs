@@ -11,11 +11,11 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 use std::time::Instant;
 
-use exorun_core::fixtures;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::registry::Runtime;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Spec;
+use exorun_testkit::fixtures;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 

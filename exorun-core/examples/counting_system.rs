@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
-use exorun_core::fixtures;
 use exorun_core::limits::Limits;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
+use exorun_testkit::fixtures;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;

@@ -28,26 +28,32 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use wasmtime::component::InstancePre;
 use wasmtime::component::Val;
 
+use crate::app::App;
+use crate::app::Export;
 use crate::chain;
+use crate::context::ContextBuilder;
+use crate::context::ExorunCtx;
 use crate::ledger::Ledger;
 use crate::limits;
-use crate::pool::Factory;
-use crate::pool::Pool;
-use crate::pool::Running;
-use crate::pool::Slot;
-use crate::pool::State;
-use crate::registry::App;
-use crate::registry::Export;
 use crate::supervision::Replicas;
 use crate::supervision::Restart;
+use crate::supervision::Spec;
 
 mod error;
+mod pool;
 
 pub use error::Error;
 pub use error::Raised;
 pub use error::classify;
+
+use self::pool::Factory;
+use self::pool::Pool;
+use self::pool::Running;
+use self::pool::Slot;
+use self::pool::State;
 
 /// The id of a running instance, unique within its runtime.
 #[allow(
@@ -63,16 +69,12 @@ impl std::fmt::Display for InstanceId {
     }
 }
 
-/// The instances behind a handle, and what it knows about them.
-pub(crate) struct Parts {
+/// Who an instance is: what the registry knows of it before it is made.
+pub(crate) struct Identity {
     pub(crate) id: InstanceId,
     pub(crate) runtime: u64,
     pub(crate) name: Option<String>,
     pub(crate) app: App,
-    pub(crate) replicas: Replicas,
-    pub(crate) restart: Restart,
-    pub(crate) factory: Factory,
-    pub(crate) pool: Pool,
 }
 
 struct Inner {
@@ -90,6 +92,8 @@ struct Inner {
     removed: AtomicBool,
     waiting_calls: AtomicUsize,
     waiting_bytes: AtomicU64,
+    /// The waiting counts, published after each change (for whoever watches them).
+    waiting_seen: tokio::sync::watch::Sender<(usize, u64)>,
     restarts: AtomicU64,
 }
 
@@ -134,28 +138,100 @@ impl std::fmt::Debug for InstanceHandle {
 }
 
 impl InstanceHandle {
-    /// Wraps the instances made for one registration (the registry calls this).
-    pub(crate) fn new(parts: Parts) -> Self {
-        let limits = parts.factory.limits;
-        let permits = match (&parts.pool, parts.replicas) {
+    /// Makes the instances of a supervised instance as `spec` says (the registry calls this):
+    /// its replicas now, or, per call, one made and dropped so start code that fails is
+    /// reported here.
+    pub(crate) async fn start(
+        identity: Identity,
+        engine: wasmtime::Engine,
+        pre: InstancePre<ExorunCtx>,
+        spec: Spec,
+    ) -> Result<Self, Error> {
+        let factory = Factory {
+            engine,
+            pre,
+            limits: spec.limits,
+            configure: Some(spec.configure),
+        };
+        let pool = match spec.replicas {
+            Replicas::Fixed(count) => {
+                let mut slots = Vec::with_capacity(count.get());
+                for index in 0..count.get() {
+                    let running = factory.make().await?;
+                    let slot = Slot::running(index, running);
+                    slots.push(Arc::new(tokio::sync::Mutex::new(slot)));
+                }
+                Pool::Replicas(slots)
+            }
+            Replicas::PerCall { .. } => {
+                factory.make().await?;
+                Pool::PerCall
+            }
+        };
+        Ok(Self::new(
+            identity,
+            spec.replicas,
+            spec.restart,
+            factory,
+            pool,
+        ))
+    }
+
+    /// Makes one instance with the context `builder` stages (the registry calls this); that
+    /// context cannot be staged again, so it is never restarted.
+    pub(crate) async fn start_once(
+        identity: Identity,
+        engine: wasmtime::Engine,
+        pre: InstancePre<ExorunCtx>,
+        builder: ContextBuilder,
+        limits: limits::Limits,
+    ) -> Result<Self, Error> {
+        let factory = Factory {
+            engine,
+            pre,
+            limits,
+            configure: None,
+        };
+        let running = factory.make_with(builder).await?;
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot::running(0, running)));
+        let pool = Pool::Replicas(vec![slot]);
+        Ok(Self::new(
+            identity,
+            Replicas::ONE,
+            Restart::Never,
+            factory,
+            pool,
+        ))
+    }
+
+    fn new(
+        identity: Identity,
+        replicas: Replicas,
+        restart: Restart,
+        factory: Factory,
+        pool: Pool,
+    ) -> Self {
+        let limits = factory.limits;
+        let permits = match (&pool, replicas) {
             (_, Replicas::PerCall { concurrency }) => concurrency.get(),
             (Pool::Replicas(slots), Replicas::Fixed(_)) => slots.len(),
             (Pool::PerCall, Replicas::Fixed(replicas)) => replicas.get(),
         };
         let inner = Inner {
-            id: parts.id,
-            runtime: parts.runtime,
-            name: parts.name.as_deref().map(Arc::from),
-            app: parts.app,
+            id: identity.id,
+            runtime: identity.runtime,
+            name: identity.name.as_deref().map(Arc::from),
+            app: identity.app,
             limits,
-            replicas: parts.replicas,
-            restart: parts.restart,
-            factory: parts.factory,
-            pool: parts.pool,
+            replicas,
+            restart,
+            factory,
+            pool,
             permits: Arc::new(Semaphore::new(permits)),
             removed: AtomicBool::new(false),
             waiting_calls: AtomicUsize::new(0),
             waiting_bytes: AtomicU64::new(0),
+            waiting_seen: tokio::sync::watch::Sender::new((0, 0)),
             restarts: AtomicU64::new(0),
         };
         Self {
@@ -196,16 +272,23 @@ impl InstanceHandle {
     /// Calls waiting for a replica now, and the argument bytes they hold (never above the
     /// limits' `calls_waiting_max` and `bytes_waiting_max`).
     pub fn waiting(&self) -> (usize, u64) {
-        let calls = self.inner.waiting_calls.load(Ordering::Acquire);
-        (calls, self.inner.waiting_bytes.load(Ordering::Acquire))
+        self.inner.waiting()
+    }
+
+    /// The waiting counts as they change: a receiver that sees each new (calls, bytes) after
+    /// the counters moved (for a metrics exporter, or a test that waits for a queue to form).
+    pub fn watch_waiting(&self) -> tokio::sync::watch::Receiver<(usize, u64)> {
+        self.inner.waiting_seen.subscribe()
     }
 
     /// Why a replica is failed now (waiting for a restart, or for good), if one is and no
-    /// call holds it.
+    /// call holds it. It looks only while a replica is free (holding a permit, as a call
+    /// does, so a call never finds every replica locked).
     pub async fn failure(&self) -> Option<String> {
         let Pool::Replicas(slots) = &self.inner.pool else {
             return None;
         };
+        let _permit = Arc::clone(&self.inner.permits).try_acquire_owned().ok()?;
         for slot in slots {
             let Ok(mut slot) = slot.try_lock() else {
                 continue;
@@ -339,6 +422,7 @@ impl InstanceHandle {
                 bytes_waiting_max: bytes_max,
             });
         }
+        inner.publish_waiting();
         Ok(Waiting { inner, bytes })
     }
 
@@ -349,11 +433,10 @@ impl InstanceHandle {
         slots: &[Arc<tokio::sync::Mutex<Slot>>],
     ) -> Result<OwnedMutexGuard<Slot>, Error> {
         let inner = &*self.inner;
-        let Some(mut slot) = Pool::pick(slots, &inner.restart) else {
-            return Err(Error::Host {
-                message: "no replica was free although a permit was held".to_owned(),
-            });
-        };
+        // Every lease and `failure` holds a permit while it holds a slot, and there are as
+        // many permits as slots: a caller holding a permit always finds one unlocked.
+        let slot = Pool::pick(slots, &inner.restart);
+        let mut slot = slot.expect("a held permit leaves a replica unlocked");
         let State::Failed { cause, retry_at } = &slot.state else {
             return Ok(slot);
         };
@@ -436,9 +519,7 @@ impl Lease {
             Held::Replica(slot) => slot,
         };
         let State::Running { running, in_call } = &mut slot.state else {
-            return Err(Error::Host {
-                message: "a lease on a replica that is not running".to_owned(),
-            });
+            unreachable!("`ready_slot` leases only a running replica");
         };
         *in_call = true;
         let outcome = run(running, &inner, hop, export, params, results).await;
@@ -458,6 +539,20 @@ impl Drop for Waiting<'_> {
         self.inner
             .waiting_bytes
             .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.inner.publish_waiting();
+    }
+}
+
+impl Inner {
+    fn waiting(&self) -> (usize, u64) {
+        let calls = self.waiting_calls.load(Ordering::Acquire);
+        (calls, self.waiting_bytes.load(Ordering::Acquire))
+    }
+
+    /// Publishes the counts as they are now: each change publishes after it moved both
+    /// counters, so the last value published is always the current one.
+    fn publish_waiting(&self) {
+        self.waiting_seen.send_replace(self.waiting());
     }
 }
 

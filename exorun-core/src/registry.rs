@@ -1,5 +1,5 @@
-//! The runtime registry: apps (compiled components, their ledgers and their exports resolved
-//! once) and instances, each under a typed id from one atomic counter, in `DashMap`s (no global
+//! The runtime registry: apps (`app::App`: compiled components, their ledgers and their
+//! exports resolved once) and instances, each under a typed id from one atomic counter, in `DashMap`s (no global
 //! lock). Instances may have a unique human name so remote callers can
 //! address them. Unknown ids are `NotFound`; bytes that are not a valid component are
 //! `InvalidComponent`, never a panic.
@@ -11,7 +11,6 @@
 //! tied to one linker, whose host functions may capture specific local or remote targets, so
 //! the registry cannot share one per app.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -20,35 +19,23 @@ use std::sync::atomic::Ordering;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use wasmtime::component::Component;
-use wasmtime::component::ComponentExportIndex;
 use wasmtime::component::InstancePre;
 use wasmtime::component::Linker;
-use wasmtime::component::types::ComponentItem;
 
+use crate::app::App;
+use crate::app::AppId;
 use crate::context::ContextBuilder;
 use crate::context::ExorunCtx;
 use crate::engine;
 use crate::instance;
 use crate::instance::InstanceHandle;
 use crate::instance::InstanceId;
-use crate::ledger;
-use crate::ledger::Ledger;
-use crate::ledger::Signature;
 use crate::limits;
-use crate::pool::Factory;
-use crate::pool::Pool;
-use crate::pool::Slot;
-use crate::supervision::Replicas;
-use crate::supervision::Restart;
 use crate::supervision::Spec;
 
 /// Largest component file read by default: 256 MiB is many times any real component (the test
 /// apps are 17-60 KB; big ones are a few MiB) and bounds what a wrong path can make us hold.
 pub const COMPONENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
-
-/// The id of a registered app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AppId(pub u64);
 
 /// What the registry can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -111,64 +98,6 @@ pub enum Error {
     },
 }
 
-/// A compiled component and what it imports and exports.
-#[derive(Clone)]
-pub struct App {
-    /// Its id.
-    pub id: AppId,
-    /// The name it was registered under.
-    pub name: String,
-    /// The compiled component.
-    pub component: Component,
-    /// Its interfaces, functions and signatures.
-    pub ledger: Arc<Ledger>,
-    /// Each exported interface function, resolved to an index once.
-    exports: Arc<BTreeMap<String, BTreeMap<String, Export>>>,
-}
-
-/// An exported function of an app, resolved once: valid in every instance of that app, with
-/// its signature, and cheap to clone into a call.
-#[derive(Debug, Clone)]
-pub struct Export {
-    index: ComponentExportIndex,
-    signature: Arc<Signature>,
-}
-
-impl Export {
-    /// The function's parameter and result types.
-    pub fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    pub(crate) fn index(&self) -> ComponentExportIndex {
-        self.index
-    }
-}
-
-impl App {
-    /// The exported function `interface#function` (`interface` empty for a root export).
-    pub fn export(&self, interface: &str, function: &str) -> Option<Export> {
-        if interface.is_empty() {
-            return root_export(&self.component, function);
-        }
-        self.exports.get(interface)?.get(function).cloned()
-    }
-}
-
-/// A function exported at the component's root (not inside an interface), looked up by name.
-fn root_export(component: &Component, function: &str) -> Option<Export> {
-    let index = component.get_export_index(None, function)?;
-    let ty = component.component_type();
-    let (_, item) = ty
-        .exports(component.engine())
-        .find(|(name, _)| *name == function)?;
-    let ComponentItem::ComponentFunc(func) = item.ty else {
-        return None;
-    };
-    let signature = Arc::new(ledger::signature(&func));
-    Some(Export { index, signature })
-}
-
 /// An app with its imports resolved against one linker, ready to instantiate many times.
 #[derive(Clone)]
 pub struct Prepared {
@@ -224,17 +153,8 @@ impl Runtime {
                 app: name.to_owned(),
                 message: format!("{error:#}"),
             })?;
-        let ledger = Arc::new(Ledger::of(&self.engine, &component));
-        let exports = Arc::new(resolve_exports(&component, &ledger));
         let id = AppId(self.next());
-        let app = App {
-            id,
-            name: name.to_owned(),
-            component,
-            ledger,
-            exports,
-        };
-        self.apps.insert(id, app);
+        self.apps.insert(id, App::new(id, name, component));
         Ok(id)
     }
 
@@ -271,25 +191,11 @@ impl Runtime {
     /// reported here), each with a context `spec.configure` stages; failed replicas are
     /// replaced as `spec.restart` says. Registered under `spec.name`, if given.
     pub async fn start(&self, prepared: &Prepared, spec: Spec) -> Result<InstanceHandle, Error> {
-        let factory = Factory {
-            engine: self.engine.clone(),
-            pre: prepared.pre.clone(),
-            limits: spec.limits,
-            configure: Some(spec.configure),
-        };
-        let name = spec.name.as_deref();
-        let (replicas, restart) = (spec.replicas, spec.restart);
-        let made = async {
-            let pool = match replicas {
-                Replicas::Fixed(count) => Pool::Replicas(make_slots(&factory, count.get()).await?),
-                Replicas::PerCall { .. } => {
-                    factory.make().await?;
-                    Pool::PerCall
-                }
-            };
-            Ok((pool, factory))
-        };
-        self.register(prepared, name, replicas, restart, made).await
+        let name = spec.name.clone();
+        let engine = self.engine.clone();
+        let pre = prepared.pre.clone();
+        let make = |identity| InstanceHandle::start(identity, engine, pre, spec);
+        self.register(prepared, name.as_deref(), make).await
     }
 
     /// Instantiates a prepared app once with the context `builder` stages and `limits`, and
@@ -303,37 +209,35 @@ impl Runtime {
         limits: limits::Limits,
         name: Option<&str>,
     ) -> Result<InstanceHandle, Error> {
-        let factory = Factory {
-            engine: self.engine.clone(),
-            pre: prepared.pre.clone(),
-            limits,
-            configure: None,
-        };
-        let made = async {
-            let running = factory.make_with(builder).await?;
-            let slot = Arc::new(tokio::sync::Mutex::new(Slot::running(0, running)));
-            Ok((Pool::Replicas(vec![slot]), factory))
-        };
-        self.register(prepared, name, Replicas::ONE, Restart::Never, made)
-            .await
+        let engine = self.engine.clone();
+        let pre = prepared.pre.clone();
+        let make = |identity| InstanceHandle::start_once(identity, engine, pre, builder, limits);
+        self.register(prepared, name, make).await
     }
 
-    /// Claims the name, makes the instances, and registers the handle (freeing the name if
+    /// Claims the name, makes the instance, and registers its handle (freeing the name if
     /// making failed).
-    async fn register(
+    async fn register<F>(
         &self,
         prepared: &Prepared,
         name: Option<&str>,
-        replicas: Replicas,
-        restart: Restart,
-        made: impl Future<Output = Result<(Pool, Factory), instance::Error>>,
-    ) -> Result<InstanceHandle, Error> {
+        make: impl FnOnce(instance::Identity) -> F,
+    ) -> Result<InstanceHandle, Error>
+    where
+        F: Future<Output = Result<InstanceHandle, instance::Error>>,
+    {
         let id = InstanceId(self.next());
         if let Some(name) = name {
             self.claim_name(name, id)?;
         }
-        let (pool, factory) = match made.await {
-            Ok(made) => made,
+        let identity = instance::Identity {
+            id,
+            runtime: self.id,
+            name: name.map(str::to_owned),
+            app: prepared.app.clone(),
+        };
+        let handle = match make(identity).await {
+            Ok(handle) => handle,
             Err(source) => {
                 if let Some(name) = name {
                     self.names.remove(name);
@@ -342,16 +246,6 @@ impl Runtime {
                 return Err(Error::Instantiate { app, source });
             }
         };
-        let handle = InstanceHandle::new(instance::Parts {
-            id,
-            runtime: self.id,
-            name: name.map(str::to_owned),
-            app: prepared.app.clone(),
-            replicas,
-            restart,
-            factory,
-            pool,
-        });
         self.instances.insert(id, handle.clone());
         Ok(handle)
     }
@@ -462,44 +356,6 @@ pub fn read_component(path: &Path, bytes_max: u64) -> Result<Vec<u8>, Error> {
         return Err(too_large(read));
     }
     Ok(bytes)
-}
-
-/// `count` fresh replicas.
-async fn make_slots(
-    factory: &Factory,
-    count: usize,
-) -> Result<Vec<Arc<tokio::sync::Mutex<Slot>>>, instance::Error> {
-    let mut slots = Vec::with_capacity(count);
-    for index in 0..count {
-        let running = factory.make().await?;
-        slots.push(Arc::new(tokio::sync::Mutex::new(Slot::running(
-            index, running,
-        ))));
-    }
-    Ok(slots)
-}
-
-/// Each function of each exported interface in `ledger`, resolved to its index in `component`.
-fn resolve_exports(
-    component: &Component,
-    ledger: &Ledger,
-) -> BTreeMap<String, BTreeMap<String, Export>> {
-    let mut exports = BTreeMap::new();
-    for (name, interface) in &ledger.exports {
-        let Some(parent) = component.get_export_index(None, name) else {
-            continue;
-        };
-        let functions = interface
-            .functions
-            .iter()
-            .filter_map(|(function, signature)| {
-                let index = component.get_export_index(Some(&parent), function)?;
-                let signature = Arc::new(signature.clone());
-                Some((function.clone(), Export { index, signature }))
-            });
-        exports.insert(name.clone(), functions.collect());
-    }
-    exports
 }
 
 /// A fresh runtime id: a random per-process base plus a process-wide counter, so ids never repeat

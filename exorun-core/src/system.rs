@@ -6,7 +6,6 @@
 
 use wasmtime::component::Linker;
 
-use crate::context;
 use crate::context::ContextBuilder;
 use crate::context::ExorunCtx;
 
@@ -21,9 +20,15 @@ pub enum Error {
         /// What happened, in words.
         message: String,
     },
-    /// The context could not be staged.
-    #[error("context: {0}")]
-    Context(#[from] context::Error),
+    /// A system could not stage a store's context (a preopened directory that cannot be
+    /// opened, say).
+    #[error("{system}: {message}")]
+    Configure {
+        /// The system, by the interfaces it provides or its name.
+        system: String,
+        /// What happened, in words.
+        message: String,
+    },
 }
 
 /// A native provider of one or more interfaces.
@@ -39,7 +44,7 @@ pub trait SystemComponent: Send + Sync {
     /// Defines this component's host functions in `linker`.
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), Error>;
 
-    /// Stages what each store's context needs (user data, WASI settings).
+    /// Stages what each store's context needs (its state, as user data).
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), Error>;
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
-use exorun_core::fixtures;
+use exorun_testkit::fixtures;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
@@ -144,7 +144,10 @@ fn misbehave_and_reentrant_pair_match_their_worlds() {
     assert_world(
         "misbehave",
         &[],
-        &[("exorun:test/misbehave", &["echo", "hog", "spin", "trap"])],
+        &[
+            ("exorun:test/math", &["add"]),
+            ("exorun:test/misbehave", &["echo", "hog", "spin", "trap"]),
+        ],
     );
     let ping: (&str, &[&str]) = ("exorun:test/ping-api", &["ping"]);
     let pong: (&str, &[&str]) = ("exorun:test/pong-api", &["pong"]);

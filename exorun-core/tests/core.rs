@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
-use exorun_core::fixtures;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
 use exorun_core::registry;
 use exorun_core::registry::Runtime;
+use exorun_testkit::fixtures;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 
-fn add_app(runtime: &Runtime, app: &str) -> registry::AppId {
+fn add_app(runtime: &Runtime, app: &str) -> exorun_core::app::AppId {
     runtime
         .add_app_file(app, &fixtures::path(app).unwrap_or_else(|e| panic!("{e}")))
         .unwrap()
@@ -43,7 +43,7 @@ async fn plain(runtime: &Runtime, app: &str, limits: Limits) -> InstanceHandle {
 /// Instantiates `app` with `linker`, an empty context and default limits.
 async fn start(
     runtime: &Runtime,
-    app: registry::AppId,
+    app: exorun_core::app::AppId,
     linker: &Linker<ExorunCtx>,
     name: Option<&str>,
 ) -> Result<InstanceHandle, registry::Error> {
@@ -412,7 +412,7 @@ fn concurrent_registration_has_no_id_collisions() {
     assert_eq!((ids.len(), unique.len()), (64, 64));
     assert_eq!(runtime.counts(), (32, 32));
     assert!(matches!(
-        runtime.app(registry::AppId(999_999)),
+        runtime.app(exorun_core::app::AppId(999_999)),
         Err(registry::Error::NotFound { .. })
     ));
     assert!(matches!(

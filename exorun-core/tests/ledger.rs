@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use exorun_core::fixtures;
 use exorun_core::ledger;
 use exorun_core::registry::Runtime;
+use exorun_testkit::fixtures;
 
 fn ledger_of(runtime: &Runtime, app: &str) -> Arc<ledger::Ledger> {
     let path = fixtures::path(app).unwrap_or_else(|e| panic!("{e}"));

@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use exorun_core::context::ExorunCtx;
-use exorun_core::fixtures;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
@@ -23,6 +22,7 @@ use exorun_core::supervision::Backoff;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
 use exorun_core::supervision::Spec;
+use exorun_testkit::fixtures;
 use tokio::sync::Notify;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
@@ -278,12 +278,15 @@ async fn add(handle: &InstanceHandle, a: u32) -> Result<Val, instance::Error> {
     Ok(results[0].clone())
 }
 
-/// Yields until `handle` counts `waiting` (calls, bytes) waiting: an event the handle's own
-/// counters show, no sleeping. (The two counters move one after the other.)
+/// Waits until `handle` counts `waiting` (calls, bytes) waiting, as it publishes them: an
+/// event, no polling, and never longer than a broken test deserves.
 async fn until_waiting(handle: &InstanceHandle, waiting: (usize, u64)) {
-    while handle.waiting() != waiting {
-        tokio::task::yield_now().await;
-    }
+    let mut seen = handle.watch_waiting();
+    let reached = seen.wait_for(|now| *now == waiting);
+    let reached = tokio::time::timeout(Duration::from_secs(30), reached).await;
+    reached
+        .expect("the waiting counts were reached in time")
+        .expect("the handle lives");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
-use exorun_core::context::Access;
-use exorun_core::context::Capture;
 use exorun_core::context::ContextBuilder;
-use exorun_core::fixtures;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
@@ -15,7 +12,10 @@ use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_systems::logging;
+use exorun_systems::wasi::Access;
+use exorun_systems::wasi::Capture;
 use exorun_systems::wasi::Wasi;
+use exorun_testkit::fixtures;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 

@@ -16,9 +16,9 @@ use std::time::Instant;
 use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
+use exorun_transport::handler;
 use exorun_transport::memory;
 use exorun_transport::net;
-use exorun_transport::handler;
 use exorun_transport::transport;
 use neorpc::frame;
 
@@ -48,7 +48,12 @@ async fn tcp_client() -> Arc<Client> {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        handler::serve(transport, Arc::new(common::Echo), handler::Config::default()).await
+        handler::serve(
+            transport,
+            Arc::new(common::Echo),
+            handler::Config::default(),
+        )
+        .await
     });
     let transport = net::connect(&address, transport::MESSAGE_BYTES_MAX)
         .await
@@ -330,8 +335,12 @@ fn exorun_echo(address: &str) {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        let _ =
-            handler::serve(connection, Arc::new(common::Echo), handler::Config::default()).await;
+        let _ = handler::serve(
+            connection,
+            Arc::new(common::Echo),
+            handler::Config::default(),
+        )
+        .await;
     });
 }
 

@@ -320,7 +320,9 @@ impl Connection<'_> {
                 }
                 return Ok(());
             }
-            Ok(frame::Message::Reply(_) | frame::Message::Pong(_) | frame::Message::GoAway { .. }) => {
+            Ok(
+                frame::Message::Reply(_) | frame::Message::Pong(_) | frame::Message::GoAway { .. },
+            ) => {
                 stats.skipped += 1;
                 STRAY.note(|skipped| {
                     tracing::warn!(skipped, "skipped a reply or notice sent to a server");

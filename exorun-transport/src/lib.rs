@@ -40,7 +40,7 @@ pub mod peer;
 pub mod quic;
 pub mod server;
 pub mod stream;
+mod throttle;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod throttle;
 pub mod transport;

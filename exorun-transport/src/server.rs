@@ -265,7 +265,11 @@ impl Drop for Counted {
         let Some(address) = self.source else {
             return;
         };
-        let mut held = self.sources.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self
+            .sources
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(count) = held.get_mut(&address) else {
             return;
         };
@@ -288,69 +292,96 @@ struct Accept {
     live: Arc<AtomicUsize>,
 }
 
+/// What one listener's loop keeps while it accepts.
+#[cfg(any(feature = "tcp", feature = "unix"))]
+struct Accepting {
+    refusals: Throttle,
+    failures: Throttle,
+    sources: Arc<Sources>,
+    connections: JoinSet<()>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    /// The listener's address, for log lines.
+    address: String,
+}
+
+#[cfg(any(feature = "tcp", feature = "unix"))]
+impl Accepting {
+    /// One connection's failure or a passing shortage (aborted handshakes, too many open
+    /// files): log it (throttled), back off briefly and keep listening.
+    async fn accept_failed(&self, error: &transport::Error) {
+        let address = &self.address;
+        self.failures.note(|skipped| {
+            tracing::warn!(%error, skipped, address, "accept failed; still listening");
+        });
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+}
+
 #[cfg(any(feature = "tcp", feature = "unix"))]
 impl Accept {
     /// Accepts until `stop`, then lets its connections finish (the caller bounds that).
     async fn run(self, stop: impl Future<Output = ()> + Send + 'static) {
-        let refusals = Throttle::new();
-        let failures = Throttle::new();
-        let sources = Arc::new(Sources {
-            held: Mutex::default(),
-            live: Arc::clone(&self.live),
-        });
         let (stopping, stopped) = tokio::sync::watch::channel(false);
-        let mut connections = JoinSet::new();
+        let address = self.listener.local_address().map(|at| at.to_string());
+        let mut state = Accepting {
+            refusals: Throttle::new(),
+            failures: Throttle::new(),
+            sources: Arc::new(Sources {
+                held: Mutex::default(),
+                live: Arc::clone(&self.live),
+            }),
+            connections: JoinSet::new(),
+            stopped,
+            address: address.unwrap_or_else(|_| "a listener".to_owned()),
+        };
         let mut stop = std::pin::pin!(stop);
-        let address = self.listener.local_address().map(|address| address.to_string());
-        let address = address.unwrap_or_else(|_| "a listener".to_owned());
         loop {
             let accepted = tokio::select! {
                 biased;
                 () = &mut stop => break,
                 accepted = self.listener.accept_socket() => accepted,
             };
-            while connections.try_join_next().is_some() {}
-            let socket = match accepted {
-                Ok(socket) => socket,
-                Err(error) => {
-                    // One connection's failure or a passing shortage (aborted handshakes, too
-                    // many open files): back off briefly and keep listening.
-                    failures.note(|skipped| {
-                        tracing::warn!(%error, skipped, address, "accept failed; still listening");
-                    });
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            if connections.len() >= self.share {
-                drop(socket);
-                refusals.note(|skipped| {
-                    let share = self.share;
-                    tracing::warn!(share, skipped, address, "refused a connection: listener at its share of the cap");
-                });
-                continue;
+            while state.connections.try_join_next().is_some() {}
+            match accepted {
+                Ok(socket) => self.admit(&mut state, socket),
+                Err(error) => state.accept_failed(&error).await,
             }
-            let source = socket.source();
-            let max = self.config.connections_per_source_max;
-            let Some(counted) = sources.admit(source, max) else {
-                drop(socket);
-                refusals.note(|skipped| {
-                    tracing::warn!(max, skipped, address, "refused a connection: its source holds too many");
-                });
-                continue;
-            };
-            let connection = connection(
-                socket,
-                Arc::clone(&self.dispatcher),
-                (self.config.stream.clone(), self.config.handler),
-                stopped.clone(),
-                counted,
-            );
-            connections.spawn(connection);
         }
         drop(self.listener);
         let _ = stopping.send(true);
-        while connections.join_next().await.is_some() {}
+        while state.connections.join_next().await.is_some() {}
+    }
+
+    /// Serves `socket`, unless the listener is at its share or its source at its bound (then
+    /// it is closed at once, before any handshake).
+    fn admit(&self, state: &mut Accepting, socket: net::Accepted) {
+        let address = &state.address;
+        if state.connections.len() >= self.share {
+            drop(socket);
+            let share = self.share;
+            state.refusals.note(|skipped| {
+                let why = "refused a connection: listener at its share of the cap";
+                tracing::warn!(share, skipped, address, "{why}");
+            });
+            return;
+        }
+        let max = self.config.connections_per_source_max;
+        let Some(counted) = state.sources.admit(socket.source(), max) else {
+            drop(socket);
+            state.refusals.note(|skipped| {
+                let why = "refused a connection: its source holds too many";
+                tracing::warn!(max, skipped, address, "{why}");
+            });
+            return;
+        };
+        let connection = connection(
+            socket,
+            Arc::clone(&self.dispatcher),
+            (self.config.stream.clone(), self.config.handler),
+            state.stopped.clone(),
+            counted,
+        );
+        state.connections.spawn(connection);
     }
 }
 

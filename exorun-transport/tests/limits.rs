@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use exorun_transport::budget;
 use exorun_transport::budget::Budget;
-use exorun_transport::memory;
 use exorun_transport::handler;
+use exorun_transport::memory;
 use exorun_transport::stream;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
@@ -205,7 +205,10 @@ async fn a_connection_that_makes_no_call_is_closed_at_the_first_call_timeout_pin
         let ping = frame::encode_ping(frame::Seq(seq)).unwrap();
         near.send(Bytes::from(ping)).await.unwrap();
         let pong = near.recv().await.unwrap().unwrap();
-        assert_eq!(frame::decode(&pong), Ok(frame::Message::Pong(frame::Seq(seq))));
+        assert_eq!(
+            frame::decode(&pong),
+            Ok(frame::Message::Pong(frame::Seq(seq)))
+        );
     }
     let ended = server.await.unwrap();
     assert_eq!(ended, Err(handler::Error::NoCall { timeout_ms: 10_000 }));

@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use exorun_transport::client;
+use exorun_transport::handler;
 use exorun_transport::nats;
 use exorun_transport::nats::Lattice;
-use exorun_transport::handler;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use nats_server::NatsServer;

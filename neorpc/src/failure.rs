@@ -25,9 +25,13 @@ pub enum Failure {
     /// The callee ran out of fuel or past its time deadline.
     #[error("the callee ran out of fuel or time")]
     OutOfFuel,
-    /// The callee tried to grow memory or tables past its limit.
-    #[error("the callee ran out of memory")]
-    OutOfMemory,
+    /// The callee tried to grow memory or tables past its limit: what grew past which limit
+    /// (empty from a writer that predates the detail).
+    #[error("the callee ran out of memory{}", detail(message))]
+    OutOfMemory {
+        /// What grew past which limit, in words.
+        message: String,
+    },
     /// No instance is exported for remote calls under that name.
     #[error("no instance `{instance}` is exported")]
     InstanceNotFound {
@@ -104,6 +108,14 @@ pub enum Failure {
     },
 }
 
+/// `: message`, or nothing for an empty message.
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        return String::new();
+    }
+    format!(": {message}")
+}
+
 /// Stable wire tags of the failure reasons (SPEC.md, "Failure reasons").
 pub mod tag {
     /// `Failure::AppTrapped`
@@ -142,7 +154,7 @@ impl Failure {
         match self {
             Failure::AppTrapped { .. } => tag::APP_TRAPPED,
             Failure::OutOfFuel => tag::OUT_OF_FUEL,
-            Failure::OutOfMemory => tag::OUT_OF_MEMORY,
+            Failure::OutOfMemory { .. } => tag::OUT_OF_MEMORY,
             Failure::InstanceNotFound { .. } => tag::INSTANCE_NOT_FOUND,
             Failure::MethodNotFound { .. } => tag::METHOD_NOT_FOUND,
             Failure::BadArgumentCount { .. } => tag::BAD_ARGUMENT_COUNT,
@@ -163,8 +175,9 @@ pub(crate) fn encode(encoder: &mut Encoder, failure: &Failure) -> Result<(), cur
     encoder.list_begin()?;
     encoder.u32(failure.tag())?;
     match failure {
-        Failure::OutOfFuel | Failure::OutOfMemory | Failure::Overloaded => {}
+        Failure::OutOfFuel | Failure::Overloaded => {}
         Failure::AppTrapped { message }
+        | Failure::OutOfMemory { message }
         | Failure::ProtocolViolation { message }
         | Failure::Internal { message } => encoder.str(message)?,
         Failure::InstanceNotFound { instance } | Failure::Reentrant { instance } => {
@@ -211,7 +224,13 @@ pub(crate) fn decode(value: &mut Cursor<'_>) -> Result<Failure, frame::Error> {
             message: text(&mut fields)?,
         },
         tag::OUT_OF_FUEL => Failure::OutOfFuel,
-        tag::OUT_OF_MEMORY => Failure::OutOfMemory,
+        // The message came later (SPEC.md): a failure without it still reads.
+        tag::OUT_OF_MEMORY if fields.is_empty() => Failure::OutOfMemory {
+            message: String::new(),
+        },
+        tag::OUT_OF_MEMORY => Failure::OutOfMemory {
+            message: text(&mut fields)?,
+        },
         tag::INSTANCE_NOT_FOUND => Failure::InstanceNotFound {
             instance: text(&mut fields)?,
         },

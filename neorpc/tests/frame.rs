@@ -380,6 +380,32 @@ fn permission_denied_is_tag_14_with_instance_then_interface() {
 }
 
 #[test]
+fn out_of_memory_carries_its_detail_and_still_reads_without_it() {
+    // SPEC.md "Failure reasons": [u32 3, "memory"] now; [u32 3] from earlier writers.
+    let with = hex("20 10 00 00 00 05 03 00 00 00 10 06 00 00 00 6d 65 6d 6f 72 79");
+    let bytes = hand_frame("Reply", &[("seq", u64_item(4)), ("fail", with)]);
+    let failure = Failure::OutOfMemory {
+        message: "memory".into(),
+    };
+    assert_eq!(frame::encode_reply(Seq(4), Err(&failure)).unwrap(), bytes);
+    assert_eq!(failure.to_string(), "the callee ran out of memory: memory");
+    let Message::Reply(reply) = frame::decode(&bytes).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.outcome, Err(failure));
+    let without = hex("20 05 00 00 00 05 03 00 00 00");
+    let bytes = hand_frame("Reply", &[("seq", u64_item(4)), ("fail", without)]);
+    let Message::Reply(reply) = frame::decode(&bytes).unwrap() else {
+        panic!("not a reply")
+    };
+    let failure = Failure::OutOfMemory {
+        message: String::new(),
+    };
+    assert_eq!(failure.to_string(), "the callee ran out of memory");
+    assert_eq!(reply.outcome, Err(failure));
+}
+
+#[test]
 fn unknown_failure_tag_is_refused() {
     let reason = hex("20 05 00 00 00 05 63 00 00 00"); // [u32 99]
     let bytes = hand_frame("Reply", &[("seq", u64_item(1)), ("fail", reason)]);
@@ -405,7 +431,7 @@ fn failure_strategy() -> impl Strategy<Value = Failure> {
     prop_oneof![
         text.prop_map(|message| Failure::AppTrapped { message }),
         Just(Failure::OutOfFuel),
-        Just(Failure::OutOfMemory),
+        ".{0,20}".prop_map(|message| Failure::OutOfMemory { message }),
         text.prop_map(|instance| Failure::InstanceNotFound { instance }),
         text.prop_map(|method| Failure::MethodNotFound { method }),
         (any::<u32>(), any::<u32>())

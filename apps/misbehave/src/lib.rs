@@ -1,4 +1,5 @@
-//! misbehave: traps, spins forever and eats memory on request; proves traps, deadlines and memory limits.
+//! misbehave: traps, spins forever and eats memory on request; proves traps, deadlines and memory
+//! limits. Its `math` traps on an overflowing `add`: a callee that fails behind a plain interface.
 wit_bindgen::generate!({ path: "../wit", world: "exorun:test/misbehave-app", generate_all });
 
 struct App;
@@ -29,6 +30,16 @@ impl exports::exorun::test::misbehave::Guest for App {
 
     fn echo(n: u32) -> u32 {
         n
+    }
+}
+
+impl exports::exorun::test::math::Guest for App {
+    /// Traps (`unreachable`) when `a + b` does not fit a u32.
+    fn add(a: u32, b: u32) -> u32 {
+        match a.checked_add(b) {
+            Some(sum) => sum,
+            None => core::arch::wasm32::unreachable(),
+        }
     }
 }
 

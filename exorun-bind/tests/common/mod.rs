@@ -13,22 +13,23 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::server;
-use exorun_bind::server::Exports;
-use exorun_core::fixtures;
+use exorun_bind::exports::Exports;
+use exorun_core::app::AppId;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::AppId;
 use exorun_core::registry::Runtime;
+use exorun_testkit::fixtures;
 use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
+use exorun_transport::handler;
 use exorun_transport::memory;
 use exorun_transport::net;
-use exorun_transport::serve;
+use exorun_transport::server;
 use exorun_transport::transport;
 use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
+use neorpc::failure::Failure;
 use wasmtime::component::Val;
 
 pub const MATH: &str = "exorun:test/math";
@@ -78,11 +79,11 @@ pub async fn math_host() -> Arc<Exports> {
 /// A client whose calls `exports` serves over an in-memory pair.
 pub fn memory_peer(exports: &Arc<Exports>) -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    let dispatcher: Arc<dyn serve::Dispatcher> = exports.clone();
-    tokio::spawn(serve::connection(
+    let dispatcher: Arc<dyn handler::Dispatcher> = exports.clone();
+    tokio::spawn(handler::serve(
         Arc::new(far),
         dispatcher,
-        serve::Config::default(),
+        handler::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -118,7 +119,10 @@ pub async fn socket_server_with(
     let stopping = async move {
         let _ = stopped.await;
     };
-    let server = server::serve(Arc::clone(exports), vec![listener], config, stopping);
+    let dispatcher: Arc<dyn handler::Dispatcher> = exports.clone();
+    let server = server::Server::new(dispatcher, config)
+        .listen(listener)
+        .run(stopping);
     (bound, stop, tokio::spawn(server))
 }
 
@@ -188,15 +192,21 @@ pub fn remote_error(error: &instance::Error) -> Option<&client::Error> {
     exorun_bind::remote::client_error(raised)
 }
 
-/// Asserts that `error` is what a remote link raised for a call of `method` on `target`:
-/// exactly `expected`, with where the call went as context.
-pub fn assert_remote(
-    error: &instance::Error,
-    target: &str,
-    method: &str,
-    expected: &client::Error,
-) {
-    assert_eq!(remote_error(error), Some(expected), "{error:?}");
-    let context = format!("remote call {method} on `{target}`: ");
-    assert!(error.to_string().starts_with(&context), "{error}");
+/// Asserts that `error` is what a remote link raised for a call of `method` on `target` that
+/// the callee failed: exactly the `expected` failure (two exorun types on the way: the wire's
+/// `Failure` inside `instance::Error::Raised`), with where the call went as context and the
+/// reason written once.
+pub fn assert_remote(error: &instance::Error, target: &str, method: &str, expected: &Failure) {
+    let instance::Error::Raised(raised) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        exorun_bind::remote::failure_of(raised),
+        Some(expected),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("remote call {method} on `{target}`: {expected}")
+    );
 }

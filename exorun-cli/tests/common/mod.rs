@@ -14,8 +14,83 @@ use std::process::Child;
 use std::process::Command;
 use std::process::Output;
 use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+use std::time::Instant;
 
-use exorun_core::fixtures;
+use exorun_testkit::fixtures;
+
+/// The longest a test waits for a process to say or do something (print its address, log a
+/// line, exit): far past anything a loaded 2-core machine needs, yet a broken server fails the
+/// test instead of hanging it.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A process's output lines, read on a thread of their own so a test waits for one with a
+/// deadline (`WAIT`) instead of blocking on the pipe.
+pub struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    /// Starts reading `reader` line by line.
+    pub fn new(reader: impl std::io::Read + Send + 'static) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || forward_lines(reader, &sender));
+        Self(receiver)
+    }
+
+    /// The next line; `None` once the stream ended. Panics naming `what` past `WAIT`.
+    pub fn next_line(&self, what: &str) -> Option<String> {
+        match self.0.recv_timeout(WAIT) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("waited {WAIT:?} for {what}"),
+        }
+    }
+
+    /// The first line that `wanted` accepts, within `WAIT` in all; `None` if the stream ended
+    /// first. The lines before it are returned too.
+    pub fn find(&self, what: &str, wanted: impl Fn(&str) -> bool) -> (Option<String>, Vec<String>) {
+        let deadline = Instant::now() + WAIT;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return (Some(line), before),
+                Ok(line) => before.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return (None, before),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("waited {WAIT:?} for {what}"),
+            }
+        }
+    }
+
+    /// Every line until the stream ends, within `WAIT`.
+    pub fn rest(self) -> Vec<String> {
+        let (_, lines) = self.find("the end of the output", |_| false);
+        lines
+    }
+}
+
+/// Sends each line of `reader` until it ends or nobody listens.
+fn forward_lines(reader: impl std::io::Read, sender: &mpsc::Sender<String>) {
+    let lines = BufReader::new(reader).lines().map_while(Result::ok);
+    for line in lines {
+        if sender.send(line).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits for `child` to exit, at most `within`, and returns its output (what was not taken).
+pub fn exit_within(child: Child, within: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let output = receiver
+        .recv_timeout(within)
+        .expect("the process exited in time");
+    (output.unwrap(), started.elapsed())
+}
 
 /// The real binary, logging at `warn`.
 pub fn exorun() -> Command {
@@ -103,14 +178,13 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().unwrap().unwrap();
+        let lines = Lines::new(child.stdout.take().unwrap());
+        let first = lines.next_line("the server's address").unwrap();
         let address = first
             .strip_prefix("exorun: listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {first}"))
             .to_owned();
-        let serving = lines.next().unwrap().unwrap();
+        let serving = lines.next_line("the server's exports").unwrap();
         assert!(serving.starts_with("exorun: serving "), "{serving}");
         Self { child, address }
     }
@@ -122,27 +196,31 @@ impl Server {
         assert!(sent.success());
     }
 
-    /// Reads the server's stderr until a line starts with `start`; `false` if it ends first.
-    /// (This takes the stderr pipe: `wait_with_output` then shows no stderr.)
-    pub fn wait_for_stderr(&mut self, start: &str) -> bool {
-        let Some(stderr) = self.child.stderr.take() else {
-            return false;
-        };
-        let mut lines = BufReader::new(stderr).lines();
-        let found = lines
-            .by_ref()
-            .any(|line| line.is_ok_and(|line| line.starts_with(start)));
-        // The rest is drained, so the server never writes to a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        found
+    /// The server's stderr, line by line (this takes the pipe: `exit_within` then shows no
+    /// stderr). Its reader thread keeps draining it, so the server never writes to a closed
+    /// pipe.
+    pub fn stderr_lines(&mut self) -> Lines {
+        Lines::new(self.child.stderr.take().unwrap())
     }
 
-    /// Sends SIGINT and returns the exit status and stderr.
+    /// Reads the server's stderr until a line starts with `start` (within `WAIT`); `false` if
+    /// it ends first.
+    pub fn wait_for_stderr(&mut self, start: &str) -> bool {
+        let lines = self.stderr_lines();
+        let (found, _) = lines.find(start, |line| line.starts_with(start));
+        // The reader thread drains the rest on its own.
+        found.is_some()
+    }
+
+    /// Waits at most `within` for the server to exit.
+    pub fn exit_within(self, within: Duration) -> (Output, Duration) {
+        exit_within(self.child, within)
+    }
+
+    /// Sends SIGINT and returns the exit status and stderr (within `WAIT`).
     pub fn interrupt(self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        assert!(killed.success());
-        let output = self.child.wait_with_output().unwrap();
+        self.signal("-INT");
+        let (output, _) = self.exit_within(WAIT);
         (output.status, text(&output.stderr))
     }
 }

@@ -97,6 +97,16 @@ pub enum Error {
         /// What happened, in words.
         message: String,
     },
+    /// An instance this one called through a local link failed (and so this call did): which
+    /// one, and why. The callee is restarted for its own failure, and this instance, unwound
+    /// by its import's error, is restarted too (see `supervision`).
+    #[error("callee `{instance}` failed: {cause}")]
+    Callee {
+        /// The callee, by its name (or id, if it has none).
+        instance: String,
+        /// Why the callee's call failed.
+        cause: Box<Error>,
+    },
     /// A host function refused the call with a code.
     #[error("{0}")]
     Rejected(Rejection),
@@ -110,6 +120,28 @@ pub enum Error {
         /// What happened, in words.
         message: String,
     },
+}
+
+impl Error {
+    /// This error, as the caller of the instance it came from sees it through a local link.
+    pub fn in_callee(self, callee: &super::InstanceHandle) -> Error {
+        let instance = callee
+            .name()
+            .map_or_else(|| callee.id().to_string(), str::to_owned);
+        Error::Callee {
+            instance,
+            cause: Box::new(self),
+        }
+    }
+
+    /// The failure at the root of a chain of callees (this error itself when it is none).
+    pub fn root_cause(&self) -> &Error {
+        let mut error = self;
+        while let Error::Callee { cause, .. } = error {
+            error = cause;
+        }
+        error
+    }
 }
 
 /// An error raised by a host function, kept exactly as raised.

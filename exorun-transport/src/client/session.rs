@@ -149,8 +149,11 @@ impl<W> Session<W> {
         self.remove(seq.0).map(|pending| pending.frame)
     }
 
-    /// A frame arrived at `now`.
+    /// A frame arrived at `now` (ignored once the connection ended).
     pub fn receive(&mut self, message: &Bytes, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.heard = now;
         match frame::decode(message) {
             Ok(frame::Message::Reply(reply)) => {

@@ -329,7 +329,10 @@ fn reply_subject(message: &async_nats::Message) -> Option<async_nats::Subject> {
         return Some(reply_to);
     }
     REFUSED.note(|skipped| {
-        tracing::warn!(skipped, "dropped a NATS request whose reply subject is not an inbox");
+        tracing::warn!(
+            skipped,
+            "dropped a NATS request whose reply subject is not an inbox"
+        );
     });
     None
 }
@@ -368,13 +371,13 @@ impl Answering<'_> {
         let (seq, outcome) = match frame::decode(&payload) {
             Ok(frame::Message::Call(call)) if call.target != self.export => {
                 REFUSED.note(|skipped| {
-                    tracing::warn!(skipped, "refused a NATS call whose target is not its subject's export");
+                    tracing::warn!(
+                        skipped,
+                        "refused a NATS call whose target is not its subject's export"
+                    );
                 });
                 let violation = Failure::ProtocolViolation {
-                    message: format!(
-                        "a call on the subject of `{}` must target it",
-                        self.export
-                    ),
+                    message: format!("a call on the subject of `{}` must target it", self.export),
                 };
                 (call.seq, Err(violation))
             }

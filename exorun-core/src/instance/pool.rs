@@ -16,10 +16,10 @@ use wasmtime::Store;
 use wasmtime::component::Instance;
 use wasmtime::component::InstancePre;
 
+use super::Error;
+use super::classify;
 use crate::context::ContextBuilder;
 use crate::context::ExorunCtx;
-use crate::instance;
-use crate::instance::Error;
 use crate::limits;
 use crate::supervision::Configure;
 use crate::supervision::Restart;
@@ -54,11 +54,11 @@ impl Factory {
         let mut store = Store::new(&self.engine, builder.build(&self.limits));
         store.limiter(|ctx| ctx.limiter());
         let fueled = store.set_fuel(self.limits.fuel_per_call);
-        fueled.map_err(instance::classify)?;
+        fueled.map_err(classify)?;
         let yielding = store.fuel_async_yield_interval(Some(limits::FUEL_YIELD_INTERVAL));
-        yielding.map_err(instance::classify)?;
+        yielding.map_err(classify)?;
         let instance = self.pre.instantiate_async(&mut store).await;
-        let instance = instance.map_err(instance::classify)?;
+        let instance = instance.map_err(classify)?;
         Ok((store, instance))
     }
 }

@@ -1,4 +1,5 @@
-//! Locating the guest components that `scripts/build_apps.sh` builds into `fixtures/`.
+//! Locating the guest components that `scripts/build_apps.sh` builds into `fixtures/` at the
+//! workspace root.
 //!
 //! Tests and the demo read them from here. A missing component is an error that says how to
 //! build it, so a test never passes or skips silently because the apps were not built.

@@ -4,11 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use exorun_bind::server;
 use exorun_transport::address::Address;
+use exorun_transport::handler;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
 use exorun_transport::net;
+use exorun_transport::server;
+use exorun_transport::server::Server;
 
 use exorun_cli::compose;
 use exorun_cli::manifest;
@@ -164,6 +166,7 @@ pub(crate) async fn serve(
     listening: &Listening<'_>,
     config: server::Config,
 ) -> Result<(), Failed> {
+    let drain = config.drain_timeout;
     let path = manifest.path.clone();
     let composition = compose::build(manifest).await?;
     let names = composition.exports.names();
@@ -180,36 +183,39 @@ pub(crate) async fn serve(
         Some(settings) => Some(join_lattice(settings, &listening.lattice, &names).await?),
         None => None,
     };
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let drain = config.drain_timeout;
-    let calls_in_flight_max = config.serve.calls_in_flight_max;
-    let exports = Arc::clone(&composition.exports);
-    let lattice = subscribed.map(|subscribed| {
-        let dispatcher: Arc<dyn exorun_transport::serve::Dispatcher> = exports.clone();
-        let stop = until(stopped.clone());
-        tokio::spawn(subscribed.serve(dispatcher, calls_in_flight_max, stop))
-    });
-    let server = tokio::spawn(server::serve(exports, listeners, config, until(stopped)));
+    let dispatcher: Arc<dyn handler::Dispatcher> = composition.exports.clone();
+    let mut server = Server::new(dispatcher, config);
+    for listener in listeners {
+        server = server.listen(listener);
+    }
+    if let Some(subscribed) = subscribed {
+        server = server.lattice(subscribed);
+    }
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
     // Registered before anything is announced, so no signal can come before its listener.
     let mut signals = Signals::new()?;
     println!("exorun: serving {}", names.join(", "));
     tracing::info!(exported = ?names, "serving");
     signals.next().await;
-    let drain_ms = drain.as_millis();
-    eprintln!("exorun: stopping: letting calls in flight finish (at most {drain_ms} ms)");
-    let _ = stopping.send(true);
+    eprintln!(
+        "exorun: stopping: letting calls in flight finish (at most {} ms)",
+        drain.as_millis()
+    );
+    let _ = stopping.send(());
     tokio::spawn(exit_on_second(signals));
-    let drained = match lattice {
-        Some(lattice) => tokio::time::timeout(drain, lattice).await.is_ok(),
-        None => true,
-    };
-    let stopped = server
+    let stopped = running
         .await
         .map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
-    if !drained {
+    if stopped.lost > 0 {
+        eprintln!(
+            "exorun: NATS delivered {} calls this runtime never saw",
+            stopped.lost
+        );
+    }
+    if stopped.lattices_cut > 0 {
         return Err(Failed(vec![
             "drain timeout: calls received from the lattice were still running".to_owned(),
         ]));
