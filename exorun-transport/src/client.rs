@@ -324,13 +324,17 @@ impl Client {
             ended: false,
         };
         if let Err(error) = shared.transport.send(bytes).await {
-            in_flight.ended = true;
+            // Unless a go-away or the connection's end already ended the call (its outcome then
+            // waits in `outcome`), it ends here: it never left.
             let unsent = shared.session().unsent(seq);
-            shared.room.notify_waiters();
-            return match (error, unsent) {
-                (transport::Error::Closed, Some(bytes)) => Err(Refused::Unread(bytes)),
-                (error, _) => Ok(EitherOutcome::Failed(Error::from(error)).run()),
-            };
+            if let Some(bytes) = unsent {
+                in_flight.ended = true;
+                shared.room.notify_waiters();
+                return match error {
+                    transport::Error::Closed => Err(Refused::Unread(bytes)),
+                    error => Ok(EitherOutcome::Failed(Error::from(error)).run()),
+                };
+            }
         }
         drop(sending);
         Ok(EitherOutcome::Waiting(in_flight, outcome).run())

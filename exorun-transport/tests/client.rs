@@ -404,6 +404,32 @@ fn addresses_parse_or_say_why_not() {
     ));
 }
 
+#[test]
+fn credentials_never_show_in_debug_or_in_errors() {
+    let nats = address::Address::parse("nats://user:sekritpass@nats.example:4222").unwrap();
+    let debug = format!("{nats:?}");
+    assert_eq!(debug, "Address(nats://nats.example:4222)");
+    let token = address::Address::parse("nats://s3cr3ttoken@nats.example:4222").unwrap();
+    assert!(!format!("{token:?}").contains("s3cr3t"));
+    // A malformed address with credentials is refused naming the address, never the secret.
+    for text in [
+        "nats://user:sekritpass@nats.example",
+        "nats://user:sekritpass@:4222",
+        "tcp://user:sekritpass@host",
+    ] {
+        let refused = address::Address::parse(text).unwrap_err();
+        let shown = format!("{refused} {refused:?}");
+        assert!(!shown.contains("sekritpass"), "{shown}");
+        assert!(shown.contains("***@"), "the address is still named: {shown}");
+    }
+    assert_eq!(
+        address::redacted("nats://u:p@h:1/x@y"),
+        "nats://***@h:1/x@y",
+        "only the authority's userinfo"
+    );
+    assert_eq!(address::redacted("unix:///tmp/a@b"), "unix:///tmp/a@b");
+}
+
 #[tokio::test]
 async fn io_errors_carry_their_kind() {
     let missing = address::Address::parse("unix:///nonexistent-dir/exorun.sock").unwrap();
