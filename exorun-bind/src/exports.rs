@@ -282,7 +282,7 @@ fn bad_arguments(error: codec::Error) -> Failure {
 /// The failure reason a remote caller sees for an instance error (see the module doc). A
 /// remote failure that a linked import raised is passed on as it came (the same value, not
 /// re-classified).
-pub fn failure(error: &instance::Error) -> Failure {
+pub(crate) fn failure(error: &instance::Error) -> Failure {
     match error {
         instance::Error::NotFound { instance } => Failure::InstanceNotFound {
             instance: instance.to_string(),

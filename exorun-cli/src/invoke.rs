@@ -126,7 +126,7 @@ impl Invocation {
 }
 
 /// Results as WAVE text, comma-separated.
-pub fn show(results: &[Val]) -> String {
+pub(crate) fn show(results: &[Val]) -> String {
     let texts: Vec<String> = results
         .iter()
         .map(|val| val.to_wave().unwrap_or_else(|error| format!("<{error}>")))

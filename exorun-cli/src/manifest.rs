@@ -51,7 +51,7 @@ use exorun_transport::identity::PublicKey;
 use serde::Deserialize;
 
 /// The key that links every WASI import not linked by its own key.
-pub const WASI_WILDCARD: &str = "wasi:*";
+pub(crate) const WASI_WILDCARD: &str = "wasi:*";
 
 mod peers;
 mod problem;

@@ -139,8 +139,7 @@ async fn join_lattice(
     lattice: &str,
     names: &[String],
 ) -> Result<nats::Subscribed, Failed> {
-    let connection = nats::connect(settings, nats::SUBSCRIPTION_CAPACITY).await?;
-    let subscribed = nats::subscribe(connection, lattice, names).await?;
+    let subscribed = nats::join(settings, lattice, names).await?;
     let hosts: Vec<String> = settings.urls.iter().map(|url| nats::shown(url)).collect();
     println!(
         "exorun: listening on lattice `{lattice}` at {}",

@@ -27,7 +27,7 @@ pub fn current() -> Vec<Hop> {
 }
 
 /// Whether `hop` is on the current task's chain.
-pub fn contains(hop: Hop) -> bool {
+pub(crate) fn contains(hop: Hop) -> bool {
     CALL_CHAIN
         .try_with(|chain| chain.contains(&hop))
         .unwrap_or(false)
@@ -39,7 +39,7 @@ pub async fn within<F: Future>(chain: Vec<Hop>, work: F) -> F::Output {
 }
 
 /// The current chain with `hop` appended: the chain a call into `hop` runs inside.
-pub fn extended(hop: Hop) -> Vec<Hop> {
+pub(crate) fn extended(hop: Hop) -> Vec<Hop> {
     let mut chain = current();
     chain.push(hop);
     chain

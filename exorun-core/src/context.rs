@@ -49,11 +49,6 @@ impl ContextBuilder {
         self
     }
 
-    /// The user data of type `T` staged so far, to change it.
-    pub fn staged<T: Send + 'static>(&mut self) -> Option<&mut T> {
-        self.user.get_mut::<T>()
-    }
-
     /// Produces the context for one store.
     pub fn build(self, limits: &limits::Limits) -> ExorunCtx {
         ExorunCtx {
@@ -92,7 +87,7 @@ impl ExorunCtx {
     }
 
     /// The limiter, for `Store::limiter`.
-    pub fn limiter(&mut self) -> &mut limits::Limiter {
+    pub(crate) fn limiter(&mut self) -> &mut limits::Limiter {
         &mut self.limiter
     }
 }

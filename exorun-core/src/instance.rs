@@ -47,7 +47,7 @@ mod pool;
 
 pub use error::Error;
 pub use error::Raised;
-pub use error::classify;
+pub(crate) use error::classify;
 
 use self::pool::Factory;
 use self::pool::Pool;
@@ -83,7 +83,6 @@ struct Inner {
     name: Option<Arc<str>>,
     app: App,
     limits: limits::Limits,
-    replicas: Replicas,
     restart: Restart,
     factory: Factory,
     pool: Pool,
@@ -223,7 +222,6 @@ impl InstanceHandle {
             name: identity.name.as_deref().map(Arc::from),
             app: identity.app,
             limits,
-            replicas,
             restart,
             factory,
             pool,
@@ -257,11 +255,6 @@ impl InstanceHandle {
     /// The interfaces its app imports and exports (what a local link checks against).
     pub fn ledger(&self) -> &Ledger {
         &self.inner.app.ledger
-    }
-
-    /// How many instances serve it.
-    pub fn replicas(&self) -> Replicas {
-        self.inner.replicas
     }
 
     /// How many times a failed replica was replaced by a fresh instance.
@@ -301,8 +294,9 @@ impl InstanceHandle {
         None
     }
 
-    /// Stops the instance: later calls fail with `NotFound`; calls in flight finish.
-    pub fn remove(&self) {
+    /// Stops the instance: later calls fail with `NotFound`; calls in flight finish (through
+    /// `Runtime::remove_instance`).
+    pub(crate) fn remove(&self) {
         self.inner.removed.store(true, Ordering::Release);
         self.inner.permits.close();
     }

@@ -59,7 +59,7 @@ impl Default for Restart {
 impl Backoff {
     /// The pause before restarting after `streak` failures in a row (1 = the first): none
     /// after the first, then `initial`, doubling, at most `max`.
-    pub fn pause(&self, streak: u32) -> Duration {
+    pub(crate) fn pause(&self, streak: u32) -> Duration {
         let Some(doublings) = streak.checked_sub(2) else {
             return Duration::ZERO;
         };

@@ -132,7 +132,7 @@ enum Stdio {
 }
 
 /// One store's WASI state, kept in its user data.
-pub struct State(WasiCtx);
+pub(crate) struct State(WasiCtx);
 
 impl State {
     /// A WASI with nothing granted: no preopens, no env, no args, no stdio.

@@ -61,12 +61,9 @@ async fn nats_caller(server: &NatsServer) -> Arc<dyn client::Channel> {
         name: "exorun-bench".to_owned(),
         ..nats::Settings::default()
     };
-    let connection = nats::connect(&settings, nats::SUBSCRIPTION_CAPACITY)
+    let subscribed = nats::join(&settings, "bench", &["calc".to_owned()])
         .await
-        .expect("connect");
-    let subscribed = nats::subscribe(connection, "bench", &["calc".to_owned()])
-        .await
-        .expect("subscribe");
+        .expect("join");
     tokio::spawn(subscribed.serve(Arc::new(common::Echo), 1024, std::future::pending()));
     Arc::new(nats::Lattice::new(settings, "bench", TIMEOUT))
 }

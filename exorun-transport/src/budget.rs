@@ -105,15 +105,8 @@ impl Budget {
 }
 
 impl Charge {
-    /// Bytes this charge holds.
-    pub fn bytes(&self) -> u64 {
-        self.permit.as_ref().map_or(0, |permit| {
-            u64::try_from(permit.num_permits()).unwrap_or(u64::MAX)
-        })
-    }
-
     /// Adds `other`'s bytes to this charge.
-    pub fn merge(&mut self, other: Charge) {
+    pub(crate) fn merge(&mut self, other: Charge) {
         let Some(other) = other.permit else {
             return;
         };
@@ -124,7 +117,7 @@ impl Charge {
     }
 
     /// `bytes` paid for by this charge until they are dropped: the charge travels with them.
-    pub fn attach(self, bytes: Vec<u8>) -> Bytes {
+    pub(crate) fn attach(self, bytes: Vec<u8>) -> Bytes {
         Bytes::from_owner(Charged {
             bytes,
             _charge: self,

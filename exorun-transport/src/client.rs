@@ -323,21 +323,23 @@ impl Client {
             seq,
             ended: false,
         };
-        if let Err(error) = shared.transport.send(bytes).await {
-            // Unless a go-away or the connection's end already ended the call (its outcome then
-            // waits in `outcome`), it ends here: it never left.
-            let unsent = shared.session().unsent(seq);
-            if let Some(bytes) = unsent {
-                in_flight.ended = true;
-                shared.room.notify_waiters();
-                return match error {
-                    transport::Error::Closed => Err(Refused::Unread(bytes)),
-                    error => Ok(EitherOutcome::Failed(Error::from(error)).run()),
-                };
-            }
-        }
+        let sent = shared.transport.send(bytes).await;
         drop(sending);
-        Ok(EitherOutcome::Waiting(in_flight, outcome).run())
+        // Unless a go-away or the connection's end already ended the call (its outcome then
+        // waits in `outcome`), a call the transport refused ends here: it never left.
+        let unsent = match sent {
+            Ok(()) => None,
+            Err(error) => shared.session().unsent(seq).map(|bytes| (error, bytes)),
+        };
+        let Some((error, bytes)) = unsent else {
+            return Ok(EitherOutcome::Waiting(in_flight, outcome).run());
+        };
+        in_flight.ended = true;
+        shared.room.notify_waiters();
+        if error == transport::Error::Closed {
+            return Err(Refused::Unread(bytes));
+        }
+        Ok(EitherOutcome::Failed(Error::from(error)).run())
     }
 
     /// The timeout calls get unless they set their own.
@@ -361,7 +363,7 @@ impl Client {
     }
 
     /// Whether the server said it goes away (no new call is sent here).
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.shared.session().is_draining()
     }
 

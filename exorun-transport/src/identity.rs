@@ -216,7 +216,7 @@ impl NodeKey {
     }
 
     /// The key in a PKCS#8 DER document (v1 or v2).
-    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, Error> {
         Self::pair(der).map_err(|reason| Error::BadPrivateKey { reason })
     }
 
@@ -241,7 +241,7 @@ impl NodeKey {
     }
 
     /// Its PKCS#8 DER document (secret: handle with care).
-    pub fn pkcs8_der(&self) -> &[u8] {
+    pub(crate) fn pkcs8_der(&self) -> &[u8] {
         &self.pkcs8
     }
 

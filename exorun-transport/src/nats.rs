@@ -57,7 +57,6 @@ pub use responder::QUIET;
 pub use responder::REPLY_PREFIX;
 pub use responder::Served;
 pub use responder::Subscribed;
-pub use responder::subscribe;
 
 /// The lattice used when none is named.
 pub const LATTICE_DEFAULT: &str = "default";
@@ -69,7 +68,7 @@ pub const SUBSCRIPTION_CAPACITY: usize = 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The subject token of `name`: see the module doc.
-pub fn token(name: &str) -> String {
+pub(crate) fn token(name: &str) -> String {
     if name.is_empty() {
         return "~".to_owned();
     }
@@ -148,8 +147,20 @@ fn nats_error(settings: &Settings, what: &str, error: &dyn std::fmt::Display) ->
     }
 }
 
+/// Connects to the NATS system `settings` names and subscribes `exports` of `lattice`, each in
+/// its queue group (see `Subscribed::serve`, or give it to `server::Server::lattice`): when
+/// this returns the NATS server has them, so calls reach them.
+pub async fn join(
+    settings: &Settings,
+    lattice: &str,
+    exports: &[String],
+) -> Result<Subscribed, transport::Error> {
+    let connection = connect(settings, SUBSCRIPTION_CAPACITY).await?;
+    responder::subscribe(connection, lattice, exports).await
+}
+
 /// Connects to the NATS system `settings` names.
-pub async fn connect(
+pub(crate) async fn connect(
     settings: &Settings,
     subscription_capacity: usize,
 ) -> Result<async_nats::Client, transport::Error> {

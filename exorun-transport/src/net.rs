@@ -256,20 +256,6 @@ impl Listener {
         }
     }
 
-    /// Whether connections to it are authenticated and encrypted (`tls://`, `quic://`).
-    pub fn is_secure(&self) -> bool {
-        match &self.kind {
-            #[cfg(feature = "tcp")]
-            ListenerKind::Tcp(_) => false,
-            #[cfg(feature = "unix")]
-            ListenerKind::Unix(..) => false,
-            #[cfg(feature = "tls")]
-            ListenerKind::Tls(..) => true,
-            #[cfg(feature = "quic")]
-            ListenerKind::Quic(_) => true,
-        }
-    }
-
     /// Waits for the next connection and opens it with a client's settings (messages up to
     /// `message_bytes_max`, no deadline, no budget).
     pub async fn accept(
@@ -337,7 +323,7 @@ pub struct Opened {
 
 impl Accepted {
     /// The address the connection comes from (`None` for a Unix socket).
-    pub fn source(&self) -> Option<std::net::IpAddr> {
+    pub(crate) fn source(&self) -> Option<std::net::IpAddr> {
         match &self.kind {
             #[cfg(feature = "tcp")]
             AcceptedKind::Tcp(socket) => socket.peer_addr().ok().map(|peer| peer.ip()),

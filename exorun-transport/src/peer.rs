@@ -162,11 +162,6 @@ impl Peer {
         }
     }
 
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Where it stands now.
     pub fn state(&self) -> State {
         self.state

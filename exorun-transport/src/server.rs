@@ -216,7 +216,7 @@ impl Server {
 }
 
 /// The connection cap `config` asks for, under the process's descriptor limit.
-pub fn connection_cap(config: &Config) -> usize {
+fn connection_cap(config: &Config) -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let Some(limit) = limit else {
         return config.connections_max;

@@ -37,7 +37,7 @@ use crate::identity::PublicKey;
 use crate::transport;
 
 /// The ALPN protocol both sides offer.
-pub const ALPN: &[u8] = b"neorpc/1";
+pub(crate) const ALPN: &[u8] = b"neorpc/1";
 
 /// The keys a connection to a secure peer needs: this node's own, and the one the peer must
 /// present.
@@ -75,6 +75,7 @@ fn certified(
 }
 
 /// A server's configuration: presents `key`, requires every caller to present one.
+#[doc(hidden)] // public for the secure bench's bare-quinn baseline only
 pub fn server_config(key: &NodeKey) -> Result<rustls::ServerConfig, transport::Error> {
     let provider = provider();
     let certified = certified(key, &provider)?;
@@ -95,6 +96,7 @@ pub fn server_config(key: &NodeKey) -> Result<rustls::ServerConfig, transport::E
 /// A caller's configuration for one connection: presents `secure.key`, accepts only
 /// `secure.pin`; the returned `Presented` tells, after a failed handshake, which key the
 /// server showed instead.
+#[doc(hidden)] // public for the secure bench's bare-quinn baseline only
 pub fn client_config(
     secure: &Secure,
 ) -> Result<(rustls::ClientConfig, Arc<Presented>), transport::Error> {
@@ -119,7 +121,7 @@ pub fn client_config(
 }
 
 /// The name a caller sends for `host_port` (raw public keys make it informative only).
-pub fn server_name(host_port: &str) -> ServerName<'static> {
+pub(crate) fn server_name(host_port: &str) -> ServerName<'static> {
     let host = host_port
         .rsplit_once(':')
         .map_or(host_port, |(host, _)| host)
@@ -131,6 +133,7 @@ pub fn server_name(host_port: &str) -> ServerName<'static> {
 
 /// The key a server presented, kept by the caller's verifier.
 #[derive(Debug, Default)]
+#[doc(hidden)]
 pub struct Presented(Mutex<Option<PublicKey>>);
 
 impl Presented {
@@ -146,7 +149,7 @@ impl Presented {
 
 /// A failed handshake with `address`, as precisely as the verifier knows it: the wrong key,
 /// or rustls's reason.
-pub fn handshake_error(
+pub(crate) fn handshake_error(
     address: &str,
     secure: &Secure,
     presented: &Presented,
@@ -166,7 +169,7 @@ pub fn handshake_error(
 }
 
 /// The caller key a server-side connection presented (every accepted one has one).
-pub fn peer_key(certificates: Option<&[CertificateDer<'_>]>) -> Option<PublicKey> {
+pub(crate) fn peer_key(certificates: Option<&[CertificateDer<'_>]>) -> Option<PublicKey> {
     let first = certificates?.first()?;
     PublicKey::from_spki_der(first.as_ref())
 }

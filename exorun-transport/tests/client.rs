@@ -420,7 +420,10 @@ fn credentials_never_show_in_debug_or_in_errors() {
         let refused = address::Address::parse(text).unwrap_err();
         let shown = format!("{refused} {refused:?}");
         assert!(!shown.contains("sekritpass"), "{shown}");
-        assert!(shown.contains("***@"), "the address is still named: {shown}");
+        assert!(
+            shown.contains("***@"),
+            "the address is still named: {shown}"
+        );
     }
     assert_eq!(
         address::redacted("nats://u:p@h:1/x@y"),

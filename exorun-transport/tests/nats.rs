@@ -94,13 +94,8 @@ async fn serving_through(
     stop: &Arc<Notify>,
     calls_in_flight_max: usize,
 ) -> tokio::task::JoinHandle<nats::Served> {
-    let connection = nats::connect(settings, nats::SUBSCRIPTION_CAPACITY)
-        .await
-        .unwrap();
     let exports: Vec<String> = exports.iter().map(|name| (*name).to_owned()).collect();
-    let subscribed = nats::subscribe(connection, lattice, &exports)
-        .await
-        .unwrap();
+    let subscribed = nats::join(settings, lattice, &exports).await.unwrap();
     let dispatcher: Arc<dyn handler::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
     let stop = Arc::clone(stop);
     tokio::spawn(async move {

@@ -186,7 +186,7 @@ impl PartialEq for Raised {
 impl Eq for Raised {}
 
 /// Classifies an error that came out of wasmtime (or a host function under it).
-pub fn classify(error: wasmtime::Error) -> Error {
+pub(crate) fn classify(error: wasmtime::Error) -> Error {
     if let Some(inner) = error.downcast_ref::<Error>() {
         return inner.clone();
     }

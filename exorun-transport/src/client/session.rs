@@ -254,11 +254,6 @@ impl<W> Session<W> {
         std::mem::take(&mut self.close_transport)
     }
 
-    /// Whether another call fits within `calls_in_flight_max`.
-    pub fn has_room(&self) -> bool {
-        self.pending.len() < self.config.calls_in_flight_max
-    }
-
     /// Calls in flight.
     pub fn pending_len(&self) -> usize {
         debug_assert_eq!(self.pending.len(), self.deadlines.len());

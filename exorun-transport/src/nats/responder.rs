@@ -69,7 +69,7 @@ impl std::fmt::Debug for Subscribed {
 
 /// Subscribes `exports` of `lattice` on `connection`, each in its queue group; when this
 /// returns the NATS server has them (a flush made the round trip), so calls reach them.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     connection: async_nats::Client,
     lattice: &str,
     exports: &[String],
