@@ -5,9 +5,11 @@
 //! `Exports` is the neorpc dispatcher over one runtime: a call's `target` names an instance
 //! that was explicitly exported (nothing else is reachable, registered or not) and its `method`
 //! names `interface#function` (`#function` for a root export). An export may name who may call
-//! it (`Allow::Keys`: node keys, each to all or some interfaces); a caller not allowed, or an
-//! anonymous one on a plaintext connection, is answered `PermissionDenied` before anything is
-//! decoded. Both are resolved as the call arrives, from the one decode the serving loop made; the call's future keeps the argument
+//! it (`Allow::Keys`: node keys, each to all or some interfaces); a caller the list does not
+//! name at all (another key, or an anonymous one on a plaintext connection) is answered
+//! `InstanceNotFound`, as if the export did not exist, so a stranger cannot tell a guarded
+//! export from a missing one; a named caller calling an interface it is not allowed is
+//! answered `PermissionDenied`. Both before anything is decoded. Both are resolved as the call arrives, from the one decode the serving loop made; the call's future keeps the argument
 //! slab as a slice of the frame, decodes it against the export's own parameter types when it
 //! runs, and writes the results straight into the reply frame. Each way a call can fail has its
 //! exact reason: unknown instance or method, wrong argument count or type, trap, fuel, memory, a
@@ -73,6 +75,15 @@ impl Allow {
         interfaces
             .as_ref()
             .is_none_or(|interfaces| interfaces.contains(interface))
+    }
+
+    /// Whether the list names `key` at all (`Anyone` names everyone): a caller it does not is
+    /// told the export does not exist, not that it was denied.
+    pub fn names(&self, key: Option<&PublicKey>) -> bool {
+        let Allow::Keys(keys) = self else {
+            return true;
+        };
+        key.is_some_and(|key| keys.contains_key(key))
     }
 }
 
@@ -154,6 +165,11 @@ impl Exports {
         let method_not_found = || Failure::MethodNotFound {
             method: method.to_owned(),
         };
+        // A caller the allow list does not name learns nothing of the export, not even that it
+        // exists; one it names is told which interface it may not call.
+        if !allow.names(origin.key()) {
+            return Err(instance_not_found());
+        }
         let (interface, function) = method.split_once('#').ok_or_else(method_not_found)?;
         if !allow.permits(origin.key(), interface) {
             return Err(Failure::PermissionDenied {
@@ -199,7 +215,9 @@ impl Job {
     async fn run(mut self) -> handler::Outcome {
         let chain = std::mem::take(&mut self.chain);
         let principal = self.origin.key().map(ToString::to_string);
-        principal::within(principal, chain::within(chain, self.lease_and_call())).await
+        let connection = self.origin.connection();
+        let call = chain::within(chain, self.lease_and_call());
+        principal::within_party(principal, connection, call).await
     }
 
     async fn lease_and_call(self) -> handler::Outcome {

@@ -141,14 +141,16 @@ async fn an_export_answers_only_the_keys_it_allows() {
     let address = served(&server_key, &friend.public(), allow).await;
     let server = server_key.public();
     assert_eq!(add_on(&address, &friend, server, "math").await, Ok(42));
+    // A stranger cannot tell the guarded export from a missing one.
     let denied = add_on(&address, &stranger, server, "math").await;
-    assert_eq!(
-        denied,
-        Err(client::Error::Remote(Failure::PermissionDenied {
-            instance: "math".into(),
-            interface: MATH.into(),
+    let missing = add_on(&address, &stranger, server, "nothing-here").await;
+    let not_found = |instance: &str| {
+        Err(client::Error::Remote(Failure::InstanceNotFound {
+            instance: instance.into(),
         }))
-    );
+    };
+    assert_eq!(denied, not_found("math"));
+    assert_eq!(missing, not_found("nothing-here"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,13 +159,14 @@ async fn an_allow_list_without_the_interface_denies_it() {
     let friend = Arc::new(NodeKey::generate().unwrap());
     let allow = only(friend.public(), Some(&["exorun:test/other"]));
     let address = served(&server_key, &friend.public(), allow).await;
+    // A caller the list names is told precisely what it may not call.
     let denied = add_on(&address, &friend, server_key.public(), "math").await;
-    assert!(
-        matches!(
-            denied,
-            Err(client::Error::Remote(Failure::PermissionDenied { .. }))
-        ),
-        "{denied:?}"
+    assert_eq!(
+        denied,
+        Err(client::Error::Remote(Failure::PermissionDenied {
+            instance: "math".into(),
+            interface: MATH.into(),
+        }))
     );
 }
 
@@ -201,4 +204,8 @@ fn allow_lists_permit_exactly_what_they_name() {
     let every_interface = only(friend, None);
     assert!(every_interface.permits(Some(&friend), "exorun:test/other"));
     assert!(Allow::Anyone.permits(None, MATH));
+    assert!(per_interface.names(Some(&friend)));
+    assert!(!per_interface.names(Some(&stranger)));
+    assert!(!per_interface.names(None));
+    assert!(Allow::Anyone.names(None));
 }

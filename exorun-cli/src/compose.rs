@@ -162,24 +162,35 @@ fn lattice_settings(
     lattices
 }
 
-/// NATS settings for `lattice` at `addresses`; a seed that cannot be read is a problem at
-/// `peers.NAME.nkey`.
+/// NATS settings for `lattice` at `addresses`; a seed or credentials file that cannot be read
+/// (or a CA file that is not a small regular file) is a problem at `peers.NAME.KEY`.
+/// Credentials come from the address, else the credentials file, else the environment
+/// (`nats::CREDENTIALS_ENV`).
 pub fn nats_settings(
     lattice: &manifest::Nats,
     addresses: &[Address],
     problems: &mut Vec<(String, Problem)>,
     name: &str,
 ) -> Option<nats::Settings> {
-    let nkey_seed = match &lattice.nkey {
-        None => None,
-        Some(path) => match identity::read_private(path) {
-            Ok(seed) => Some(String::from_utf8_lossy(&seed).trim().to_owned()),
+    let mut secret = |key: &str, path: &Option<std::path::PathBuf>| {
+        let path = path.as_ref()?;
+        match identity::read_private(path) {
+            Ok(seed) => Some(Ok(String::from_utf8_lossy(&seed).trim().to_owned())),
             Err(error) => {
-                problems.push((format!("peers.{name}.nkey"), Problem::Key(error)));
-                return None;
+                problems.push((format!("peers.{name}.{key}"), Problem::Key(error)));
+                Some(Err(()))
             }
-        },
+        }
     };
+    let nkey_seed = secret("nkey", &lattice.nkey).transpose().ok()?;
+    let from_file = secret("credentials", &lattice.credentials).transpose().ok()?;
+    if let Some(ca) = &lattice.ca
+        && let Err(error) = identity::check_file(ca, nats::CA_FILE_BYTES_MAX)
+    {
+        problems.push((format!("peers.{name}.ca"), Problem::Key(error)));
+        return None;
+    }
+    let credentials = from_file.or_else(|| std::env::var(nats::CREDENTIALS_ENV).ok());
     let urls = addresses
         .iter()
         .filter_map(|address| match address {
@@ -189,6 +200,7 @@ pub fn nats_settings(
         .collect();
     Some(nats::Settings {
         urls,
+        credentials,
         nkey_seed,
         require_tls: lattice.require_tls,
         root_certificates: lattice.ca.clone(),

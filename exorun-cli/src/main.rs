@@ -104,9 +104,14 @@ enum Command {
 #[derive(clap::Args)]
 struct LatticeArgs {
     /// A NATS server to serve the exports through, by name, in a lattice
-    /// (`nats://[user:password@|token@]HOST:PORT`; repeatable, tried in turn).
+    /// (`nats://HOST:PORT`; repeatable, tried in turn). Credentials in it
+    /// (`nats://user:password@…`) show in the process list: prefer `--nats-credentials` or
+    /// the `EXORUN_NATS_CREDENTIALS` environment variable.
     #[arg(long)]
     nats: Vec<String>,
+    /// A file (mode 0600) holding `user:password` or a token for the NATS server.
+    #[arg(long, requires = "nats")]
+    nats_credentials: Option<PathBuf>,
     /// The lattice's name.
     #[arg(long, default_value = manifest::LATTICE_DEFAULT, requires = "nats")]
     lattice: String,
@@ -140,13 +145,21 @@ impl LatticeArgs {
         let lattice = manifest::Nats {
             lattice: self.lattice.clone(),
             nkey: self.nats_nkey.clone(),
+            credentials: self.nats_credentials.clone(),
             require_tls: self.nats_tls,
             ca: self.nats_ca.clone(),
         };
         let mut problems = Vec::new();
         let settings = compose::nats_settings(&lattice, &addresses, &mut problems, "serve");
-        if let Some((_, problem)) = problems.first() {
-            return Err(Failed(vec![format!("--nats-nkey: {problem}")]));
+        let flag = |key: &str| match key.rsplit('.').next() {
+            Some("credentials") => "--nats-credentials",
+            Some("ca") => "--nats-ca",
+            _ => "--nats-nkey",
+        };
+        let refused = problems.iter().map(|(key, problem)| format!("{}: {problem}", flag(key)));
+        let refused: Vec<String> = refused.collect();
+        if !refused.is_empty() {
+            return Err(Failed(refused));
         }
         Ok(settings)
     }
@@ -216,7 +229,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn parse_peer(text: &str) -> Result<(String, String), String> {
     let (name, address) = text
         .split_once('=')
-        .ok_or_else(|| format!("expected NAME=ADDRESS, got `{text}`"))?;
+        .ok_or_else(|| {
+            let shown = exorun_transport::address::redacted(text);
+            format!("expected NAME=ADDRESS, got `{shown}`")
+        })?;
     Ok((name.to_owned(), address.to_owned()))
 }
 
@@ -236,15 +252,27 @@ impl<E: std::fmt::Display> From<E> for Failed {
     }
 }
 
+/// Whether an event may be logged at all: the NATS client's own lines below info are never
+/// shown, whatever `RUST_LOG` asks, because at trace it writes its CONNECT line with the
+/// password or token in it.
+fn shown(metadata: &tracing::Metadata<'_>) -> bool {
+    let from_nats_client = metadata.target().starts_with("async_nats");
+    !from_nats_client || *metadata.level() <= tracing::Level::INFO
+}
+
 fn main() -> ExitCode {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // Restarts of failed instances are worth seeing without asking: they are logged at info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_DEFAULT));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(shown));
+    tracing_subscriber::registry().with(logs).init();
     let cli = Cli::parse();
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

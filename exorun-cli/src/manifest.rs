@@ -336,6 +336,8 @@ fn check_instance(
         problems.push((format!("{key}.app"), Problem::UnknownApp { app }));
     }
     let limits = limits(&instance.limits);
+    let past = check_limits(&instance.limits).into_iter();
+    problems.extend(past.map(|problem| (format!("{key}.limits"), problem)));
     let replicas = check_replicas(instance.replicas.as_ref()).unwrap_or_else(|problem| {
         problems.push((format!("{key}.replicas"), problem));
         Replicas::ONE
@@ -403,6 +405,46 @@ fn check_export(raw: &RawExport) -> Result<Option<Allow>, Problem> {
     Ok(Some(Allow::Keys(keys)))
 }
 
+/// Most replicas one instance may have: each is a whole instance with its own memory (64 MiB
+/// of linear memory by default), so 256 is already 16 GiB at most, past any use a host of
+/// this kind has for them.
+pub const REPLICAS_MAX: u64 = 256;
+/// Largest `memory_mib`: a 32-bit linear memory holds 4 GiB at most.
+const MEMORY_MIB_MAX: u64 = 4096;
+/// Largest `fuel_per_call`: about ten minutes of guest work on these machines (1 s is about
+/// 2·10^9), far past any call that should hold a replica.
+const FUEL_PER_CALL_MAX: u64 = 1_000_000_000_000;
+/// Largest `lock_wait_ms`: ten minutes.
+const LOCK_WAIT_MS_MAX: u64 = 600_000;
+/// Largest `calls_waiting_max`.
+const CALLS_WAITING_MAX_MAX: u64 = 65_536;
+/// Largest `bytes_waiting_mib`.
+const BYTES_WAITING_MIB_MAX: u64 = 4096;
+
+/// Each limit given past its bound, as a problem.
+fn check_limits(raw: &RawLimits) -> Vec<Problem> {
+    let given = [
+        ("fuel_per_call", raw.fuel_per_call, FUEL_PER_CALL_MAX),
+        ("memory_mib", raw.memory_mib.map(to_u64), MEMORY_MIB_MAX),
+        ("lock_wait_ms", raw.lock_wait_ms, LOCK_WAIT_MS_MAX),
+        (
+            "calls_waiting_max",
+            raw.calls_waiting_max.map(to_u64),
+            CALLS_WAITING_MAX_MAX,
+        ),
+        ("bytes_waiting_mib", raw.bytes_waiting_mib, BYTES_WAITING_MIB_MAX),
+    ];
+    let past = given.into_iter().filter_map(|(limit, value, max)| {
+        let value = value?;
+        (value > max).then_some(Problem::LimitTooLarge { limit, value, max })
+    });
+    past.collect()
+}
+
+fn to_u64(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
 /// The limits an instance's `limits` table gives, defaults for the rest.
 fn limits(raw: &RawLimits) -> Limits {
     let defaults = Limits::default();
@@ -441,6 +483,12 @@ fn check_replicas(raw: Option<&RawReplicas>) -> Result<Replicas, Problem> {
         return Ok(Replicas::ONE);
     };
     match raw {
+        RawReplicas::Count(count) if u64::try_from(*count).is_ok_and(|n| n > REPLICAS_MAX) => {
+            Err(Problem::TooManyReplicas {
+                replicas: u64::try_from(*count).unwrap_or(u64::MAX),
+                max: REPLICAS_MAX,
+            })
+        }
         RawReplicas::Count(count) => usize::try_from(*count)
             .ok()
             .and_then(NonZeroUsize::new)

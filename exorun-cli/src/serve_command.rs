@@ -68,6 +68,8 @@ impl Listening<'_> {
         key: Option<&Arc<NodeKey>>,
         restricted: &[String],
     ) -> Result<Address, Vec<String>> {
+        // Whatever was given is shown without credentials, as every address is.
+        let text = &exorun_transport::address::redacted(text);
         let address =
             Address::parse(text).map_err(|error| vec![format!("--listen {text}: {error}")])?;
         let mut problems = Vec::new();

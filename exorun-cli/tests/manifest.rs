@@ -99,6 +99,10 @@ restart = "sometimes"
 [instances.m]
 app = "provider"
 replicas = "lots"
+[instances.n]
+app = "provider"
+replicas = 1000000
+limits = { memory_mib = 18446744073709551615, fuel_per_call = 18446744073709551615, lock_wait_ms = 86400000, calls_waiting_max = 100000000, bytes_waiting_mib = 1000000 }
 "#,
     );
     assert_eq!(
@@ -110,7 +114,17 @@ replicas = "lots"
          exorun: M: instances.l.replicas: replicas must be a count from 1 up or \"per-call\"\n\
          exorun: M: instances.l.restart: restart must be \"always\" or \"never\", not \
          `sometimes`\n\
-         exorun: M: instances.m.replicas: replicas must be a count from 1 up or \"per-call\"\n"
+         exorun: M: instances.m.replicas: replicas must be a count from 1 up or \"per-call\"\n\
+         exorun: M: instances.n.limits: fuel_per_call = 18446744073709551615 is past its bound \
+         of 1000000000000\n\
+         exorun: M: instances.n.limits: memory_mib = 18446744073709551615 is past its bound of \
+         4096\n\
+         exorun: M: instances.n.limits: lock_wait_ms = 86400000 is past its bound of 600000\n\
+         exorun: M: instances.n.limits: calls_waiting_max = 100000000 is past its bound of \
+         65536\n\
+         exorun: M: instances.n.limits: bytes_waiting_mib = 1000000 is past its bound of 4096\n\
+         exorun: M: instances.n.replicas: 1000000 replicas is more than the 256 one instance \
+         may have\n"
     );
 }
 

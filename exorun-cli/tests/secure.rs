@@ -109,7 +109,7 @@ fn across_two_processes(scheme: &str) {
     assert_eq!(stranger.status.code(), Some(1));
     let stderr = text(&stranger.stderr);
     assert!(
-        stderr.contains("this caller may not call `exorun:test/math` on `math`"),
+        stderr.contains("no instance `math` is exported"),
         "{stderr}"
     );
     let (status, stderr) = server.interrupt();

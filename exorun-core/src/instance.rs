@@ -35,6 +35,7 @@ use crate::app::App;
 use crate::app::Export;
 use crate::chain;
 use crate::context::ContextBuilder;
+use crate::principal;
 use crate::context::ExorunCtx;
 use crate::ledger::Ledger;
 use crate::limits;
@@ -442,7 +443,10 @@ impl InstanceHandle {
             });
         }
         let now = Instant::now();
-        if now < *retry_at {
+        // The back-off holds back the party whose calls failed the replica; anyone else's call
+        // restarts it now rather than fail with another caller's fault.
+        let offender = principal::party() == slot.offender;
+        if now < *retry_at && offender {
             let retry_in = retry_at.saturating_duration_since(now);
             return Err(Error::BackingOff {
                 instance: inner.id,
@@ -512,6 +516,7 @@ impl Lease {
             }
             Held::Replica(slot) => slot,
         };
+        slot.party = principal::party();
         let State::Running { running, in_call } = &mut slot.state else {
             unreachable!("`ready_slot` leases only a running replica");
         };

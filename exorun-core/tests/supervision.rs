@@ -17,6 +17,7 @@ use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
+use exorun_core::principal;
 use exorun_core::registry::Runtime;
 use exorun_core::supervision::Backoff;
 use exorun_core::supervision::Replicas;
@@ -178,6 +179,50 @@ async fn a_crash_loop_backs_off_doubling_to_its_cap_and_reports_the_cause() {
         "restarted at once again"
     );
     assert_eq!(handle.restarts(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_back_off_holds_back_only_the_party_whose_calls_failed() {
+    let runtime = Runtime::new().unwrap();
+    let spec = Spec {
+        restart: Restart::Always(Backoff::default()),
+        ..Spec::default()
+    };
+    let handle = plain(&runtime, "misbehave", spec).await;
+    let (offender, bystander) = (11u64, 22u64);
+    // The offender traps the replica twice in a row: it is backing off, for the offender.
+    let trapped = principal::within_party(None, offender, misbehave(&handle, "trap")).await;
+    let cause = trapped.unwrap_err();
+    principal::within_party(None, offender, misbehave(&handle, "trap")).await.unwrap_err();
+    let refused = principal::within_party(None, offender, echo(&handle, 1)).await.unwrap_err();
+    assert!(
+        matches!(&refused, instance::Error::BackingOff { cause: c, .. } if **c == cause),
+        "{refused:?}"
+    );
+    // Another party is not made to fail with the offender's trap: its call restarts the
+    // replica at once and runs.
+    let answered = principal::within_party(None, bystander, echo(&handle, 7)).await;
+    assert_eq!(answered.unwrap(), Val::U32(7));
+    assert_eq!(handle.restarts(), 2);
+    // The offender keeps trapping: each failure is its own, the bystander's calls still run.
+    for round in 0..5u32 {
+        principal::within_party(None, offender, misbehave(&handle, "trap")).await.unwrap_err();
+        let answered = principal::within_party(None, bystander, echo(&handle, round)).await;
+        assert_eq!(answered.unwrap(), Val::U32(round));
+    }
+    // Calls with the same key are one party, whatever connection they came on.
+    let key = || Some("ed25519:0b".to_owned());
+    principal::within_party(key(), 1, misbehave(&handle, "trap"))
+        .await
+        .unwrap_err();
+    principal::within_party(key(), 2, misbehave(&handle, "trap"))
+        .await
+        .unwrap_err();
+    let refused = principal::within_party(key(), 3, echo(&handle, 1)).await;
+    assert!(
+        matches!(refused, Err(instance::Error::BackingOff { .. })),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -101,9 +102,10 @@ pub trait Dispatcher: Send + Sync {
 
 /// Where a call came from, as its handler knows it: the node key its connection authenticated
 /// with (secure listeners only), and whether that connection is still there to take the reply.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Origin {
     key: Option<PublicKey>,
+    connection: u64,
     gone: Arc<AtomicBool>,
 }
 
@@ -111,10 +113,18 @@ impl Origin {
     /// Calls from a connection that authenticated as `key` (`None`: a plaintext connection or
     /// a lattice, an anonymous caller).
     pub fn new(key: Option<PublicKey>) -> Self {
+        static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
         Self {
             key,
+            connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
             gone: Arc::default(),
         }
+    }
+
+    /// The connection the calls came on, as a number no other connection of this process has
+    /// (never 0): what a server accounts an anonymous caller's calls to.
+    pub fn connection(&self) -> u64 {
+        self.connection
     }
 
     /// The node key the caller's connection proved it holds; `None` for an anonymous one.

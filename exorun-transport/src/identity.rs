@@ -158,6 +158,8 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
         path: shown.clone(),
         reason,
     };
+    // Checked before opening: opening a FIFO waits for a writer, for ever.
+    check_file(path, KEY_FILE_BYTES_MAX)?;
     let file = std::fs::File::open(path).map_err(|error| file_error(error.to_string()))?;
     let metadata = file
         .metadata()
@@ -179,6 +181,27 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
         )));
     }
     Ok(contents)
+}
+
+/// Checks, without opening it, that `path` is a regular file of at most `bytes_max` bytes (a
+/// FIFO would block the open for ever, a device such as `/dev/zero` would never end); returns
+/// its size. For files this crate hands to another library by path (a NATS CA bundle).
+pub fn check_file(path: &Path, bytes_max: u64) -> Result<u64, Error> {
+    let file_error = |reason: String| Error::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let metadata = std::fs::metadata(path).map_err(|error| file_error(error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(file_error("not a regular file".to_owned()));
+    }
+    if metadata.len() > bytes_max {
+        let size = metadata.len();
+        return Err(file_error(format!(
+            "{size} bytes, larger than {bytes_max}"
+        )));
+    }
+    Ok(metadata.len())
 }
 
 fn hex_digit(digit: u8) -> Option<u8> {

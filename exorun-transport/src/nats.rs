@@ -48,6 +48,7 @@ use neorpc::frame;
 use tokio::sync::OnceCell;
 
 use crate::client;
+use crate::identity;
 use crate::transport;
 use crate::transport::BoxFuture;
 
@@ -88,11 +89,21 @@ pub fn subject(lattice: &str, export: &str) -> String {
     format!("exorun.{}.{}", token(lattice), token(export))
 }
 
+/// Largest CA bundle file read for NATS TLS: a bundle of every public root is about 200 KiB.
+pub const CA_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// The environment variable that may hold NATS credentials (`user:password` or a token), for
+/// URLs that carry none: unlike a URL on the command line, the environment of a process is not
+/// readable by other users.
+pub const CREDENTIALS_ENV: &str = "EXORUN_NATS_CREDENTIALS";
+
 /// How to reach and authenticate to a NATS system. Secrets are kept out of `Debug`.
 #[derive(Clone, Default)]
 pub struct Settings {
     /// Server URLs, tried by the client in turn (`nats://[user:pass@|token@]host:port`).
     pub urls: Vec<String>,
+    /// Credentials for URLs that carry none: `user:password` or a token (from a file or the
+    /// environment rather than the command line, which other users can read).
+    pub credentials: Option<String>,
     /// An nkey seed (the contents of a seed file), if the server wants one.
     pub nkey_seed: Option<String>,
     /// Whether TLS is required towards the NATS server (with the system's roots).
@@ -108,6 +119,7 @@ impl std::fmt::Debug for Settings {
         let hosts: Vec<String> = self.urls.iter().map(|url| shown(url)).collect();
         f.debug_struct("Settings")
             .field("urls", &hosts)
+            .field("credentials", &self.credentials.as_ref().map(|_| "(secret)"))
             .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "(secret)"))
             .field("require_tls", &self.require_tls)
             .field("root_certificates", &self.root_certificates)
@@ -132,11 +144,15 @@ enum Credentials {
 fn credentials(url: &str) -> Option<Credentials> {
     let (_, rest) = url.split_once("://")?;
     let (userinfo, _) = rest.rsplit_once('@')?;
-    let credentials = match userinfo.split_once(':') {
+    Some(parse_credentials(userinfo))
+}
+
+/// `user:password`, or a token.
+fn parse_credentials(userinfo: &str) -> Credentials {
+    match userinfo.split_once(':') {
         Some((user, password)) => Credentials::UserPassword(user.to_owned(), password.to_owned()),
         None => Credentials::Token(userinfo.to_owned()),
-    };
-    Some(credentials)
+    }
 }
 
 fn nats_error(settings: &Settings, what: &str, error: &dyn std::fmt::Display) -> transport::Error {
@@ -173,10 +189,15 @@ pub(crate) async fn connect(
         options = options.nkey(seed.clone());
     }
     if let Some(roots) = &settings.root_certificates {
+        // Checked before async-nats opens it: a FIFO or a device would hang or flood it.
+        identity::check_file(roots, CA_FILE_BYTES_MAX)
+            .map_err(|error| nats_error(settings, "CA file", &error))?;
         options = options.add_root_certificates(roots.clone());
     }
-    // Credentials in a URL are applied here (async-nats reads them only from its options).
-    match settings.urls.iter().find_map(|url| credentials(url)) {
+    // Credentials in a URL come first, then the settings' own (async-nats reads them only
+    // from its options).
+    let given = settings.credentials.as_deref().map(parse_credentials);
+    match settings.urls.iter().find_map(|url| credentials(url)).or(given) {
         Some(Credentials::UserPassword(user, password)) => {
             options = options.user_and_password(user, password);
         }

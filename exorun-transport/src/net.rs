@@ -16,6 +16,8 @@
 #[cfg(feature = "unix")]
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(feature = "quic")]
+use std::sync::atomic::AtomicUsize;
 
 #[cfg(feature = "tcp")]
 use tokio::net::TcpListener;
@@ -41,6 +43,18 @@ use crate::tls::Secure;
 use crate::transport;
 use crate::transport::BoxFuture;
 use crate::transport::Transport;
+
+/// The most any connection's transport (TLS, QUIC) buffers on its own, beyond what the stream
+/// charges: a source's share of a server's budget is never smaller than one largest frame and
+/// this.
+#[cfg(feature = "quic")]
+pub(crate) const CONNECTION_BUFFERS_BYTES_MAX: u64 = quic::CONNECTION_BUFFERS_BYTES;
+/// The most any connection's transport (TLS) buffers on its own, beyond what the stream charges.
+#[cfg(all(feature = "tls", not(feature = "quic")))]
+pub(crate) const CONNECTION_BUFFERS_BYTES_MAX: u64 = tls::CONNECTION_BUFFERS_BYTES;
+/// Plaintext sockets buffer nothing beyond what the stream charges.
+#[cfg(not(feature = "tls"))]
+pub(crate) const CONNECTION_BUFFERS_BYTES_MAX: u64 = 0;
 
 /// Connects to a plaintext `address` (`tcp://`, `unix://`), refusing incoming messages over
 /// `message_bytes_max`. A secure address needs `connect_secure`.
@@ -189,8 +203,9 @@ enum ListenerKind {
     /// TCP, and the TLS configuration holding this node's key.
     #[cfg(feature = "tls")]
     Tls(TcpListener, Arc<rustls::ServerConfig>),
+    /// The endpoint and the handshakes in progress on it.
     #[cfg(feature = "quic")]
-    Quic(quinn::Endpoint),
+    Quic(quinn::Endpoint, Arc<AtomicUsize>),
 }
 
 impl Listener {
@@ -233,7 +248,9 @@ impl Listener {
                 ListenerKind::Tls(TcpListener::bind(host_port).await?, config)
             }
             #[cfg(feature = "quic")]
-            Address::Quic(host_port) => ListenerKind::Quic(quic::bind(host_port, key).await?),
+            Address::Quic(host_port) => {
+                ListenerKind::Quic(quic::bind(host_port, key).await?, Arc::default())
+            }
             Address::Tcp(_) | Address::Unix(_) | Address::Nats(_) => {
                 return Self::bind(address).await;
             }
@@ -252,7 +269,9 @@ impl Listener {
             #[cfg(feature = "tls")]
             ListenerKind::Tls(listener, _) => Ok(Address::Tls(listener.local_addr()?.to_string())),
             #[cfg(feature = "quic")]
-            ListenerKind::Quic(endpoint) => Ok(Address::Quic(endpoint.local_addr()?.to_string())),
+            ListenerKind::Quic(endpoint, _) => {
+                Ok(Address::Quic(endpoint.local_addr()?.to_string()))
+            }
         }
     }
 
@@ -282,11 +301,9 @@ impl Listener {
                 AcceptedKind::Tls(listener.accept().await?.0, Arc::clone(config))
             }
             #[cfg(feature = "quic")]
-            ListenerKind::Quic(endpoint) => {
-                let Some(incoming) = endpoint.accept().await else {
-                    return Err(transport::Error::Closed);
-                };
-                AcceptedKind::Quic(Box::new(incoming))
+            ListenerKind::Quic(endpoint, handshakes) => {
+                let (incoming, handshake) = quic::accept_attempt(endpoint, handshakes).await?;
+                AcceptedKind::Quic(Box::new(incoming), handshake)
             }
         };
         Ok(Accepted { kind })
@@ -307,8 +324,9 @@ enum AcceptedKind {
     Unix(UnixStream),
     #[cfg(feature = "tls")]
     Tls(TcpStream, Arc<rustls::ServerConfig>),
+    /// The attempt, and its place among the handshakes in progress.
     #[cfg(feature = "quic")]
-    Quic(Box<quinn::Incoming>),
+    Quic(Box<quinn::Incoming>, quic::Handshake),
 }
 
 /// An opened connection: its transport, and the key its caller authenticated with (secure
@@ -332,7 +350,23 @@ impl Accepted {
             #[cfg(feature = "tls")]
             AcceptedKind::Tls(socket, _) => socket.peer_addr().ok().map(|peer| peer.ip()),
             #[cfg(feature = "quic")]
-            AcceptedKind::Quic(incoming) => Some(incoming.remote_address().ip()),
+            AcceptedKind::Quic(incoming, _) => Some(incoming.remote_address().ip()),
+        }
+    }
+
+    /// What the connection's transport buffers on its own (TLS records, QUIC windows), beyond
+    /// what the stream charges: a server charges it to its budget when it admits the
+    /// connection.
+    pub(crate) fn buffers_bytes(&self) -> u64 {
+        match &self.kind {
+            #[cfg(feature = "tcp")]
+            AcceptedKind::Tcp(_) => 0,
+            #[cfg(feature = "unix")]
+            AcceptedKind::Unix(_) => 0,
+            #[cfg(feature = "tls")]
+            AcceptedKind::Tls(..) => tls::CONNECTION_BUFFERS_BYTES,
+            #[cfg(feature = "quic")]
+            AcceptedKind::Quic(..) => quic::CONNECTION_BUFFERS_BYTES,
         }
     }
 
@@ -351,8 +385,10 @@ impl Accepted {
             #[cfg(feature = "tls")]
             AcceptedKind::Tls(socket, server) => tls_accept(socket, server, config).await,
             #[cfg(feature = "quic")]
-            AcceptedKind::Quic(incoming) => {
-                let (transport, peer) = quic::accept(*incoming, config).await?;
+            AcceptedKind::Quic(incoming, handshake) => {
+                let accepted = quic::accept(*incoming, config).await;
+                drop(handshake);
+                let (transport, peer) = accepted?;
                 Ok(Opened { transport, peer })
             }
         }

@@ -13,10 +13,23 @@
 //! nothing for `IDLE_TIMEOUT` is closed by QUIC itself; callers keep theirs alive with a
 //! QUIC keep-alive every `KEEP_ALIVE`, so a quiet connection stays up and a vanished peer is
 //! found by the heartbeat or the idle timeout, whichever comes first.
+//!
+//! quinn is configured for what exorun uses and nothing more, so a peer cannot make it buffer
+//! past a known bound: one bidirectional stream (the caller's), no unidirectional streams, no
+//! datagrams, `RECEIVE_WINDOW_BYTES` for the stream and the connection alike and
+//! `SEND_WINDOW_BYTES` of replies unacknowledged; at most `INCOMING_MAX` connection attempts
+//! wait to be accepted, each buffering at most `INCOMING_BUFFER_BYTES`. What one connection may
+//! hold (`CONNECTION_BUFFERS_BYTES`) is charged to the server's byte budget when it is
+//! admitted. When more than `RETRY_AFTER_HANDSHAKES` handshakes are in progress, a new attempt
+//! from an address not yet validated is answered with a Retry (QUIC's address validation: a
+//! stateless round trip the caller's QUIC stack makes on its own) before anything is held for
+//! it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::task::Context;
 use std::task::Poll;
 use std::time::Duration;
@@ -36,14 +49,47 @@ use crate::transport;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a caller's quiet connection sends a QUIC keep-alive.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Bytes a peer may send ahead of what was read, on its stream and on the connection: 256 KiB
+/// carries thousands of small calls in flight, or a large frame at loopback speed, in a
+/// fraction of quinn's default (1.25 MB a stream, unbounded a connection).
+pub const RECEIVE_WINDOW_BYTES: u64 = 256 * 1024;
+/// Bytes of our own writes quinn keeps until acknowledged.
+pub const SEND_WINDOW_BYTES: u64 = 256 * 1024;
+/// Crypto (handshake) bytes quinn buffers per connection (its default).
+const CRYPTO_BUFFER_BYTES: u64 = 16 * 1024;
+/// Connection attempts waiting to be accepted at once; more are refused by quinn at once.
+pub const INCOMING_MAX: usize = 256;
+/// Bytes one waiting attempt may buffer (its later handshake packets).
+pub const INCOMING_BUFFER_BYTES: u64 = 64 * 1024;
+/// Bytes all waiting attempts may buffer together.
+const INCOMING_BUFFER_TOTAL_BYTES: u64 = 4 * 1024 * 1024;
+/// What one QUIC connection may make quinn hold: both windows, its crypto buffer and what it
+/// buffered while waiting; charged to the server's budget for as long as it lives.
+pub const CONNECTION_BUFFERS_BYTES: u64 =
+    RECEIVE_WINDOW_BYTES + SEND_WINDOW_BYTES + CRYPTO_BUFFER_BYTES + INCOMING_BUFFER_BYTES;
+/// Handshakes in progress past which a new attempt from an unvalidated address gets a Retry
+/// first: below it an attempt costs a legitimate caller no extra round trip.
+pub const RETRY_AFTER_HANDSHAKES: usize = 32;
 
-fn transport_config(keep_alive: bool) -> Arc<quinn::TransportConfig> {
+/// A caller's (`caller`) or a server's QUIC transport settings.
+fn transport_config(caller: bool) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     // 30 s is well inside QUIC's limit of 2^62 ms, so the conversion cannot fail.
     config.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
-    if keep_alive {
+    if caller {
         config.keep_alive_interval(Some(KEEP_ALIVE));
     }
+    // The caller opens the one stream; the server opens none.
+    let streams = if caller { 0u32 } else { 1u32 };
+    config.max_concurrent_bidi_streams(streams.into());
+    config.max_concurrent_uni_streams(0u32.into());
+    let window = quinn::VarInt::from_u64(RECEIVE_WINDOW_BYTES);
+    let window = window.expect("256 KiB is far below QUIC's 2^62 limit");
+    config.stream_receive_window(window);
+    config.receive_window(window);
+    config.send_window(SEND_WINDOW_BYTES);
+    config.crypto_buffer_size(usize::try_from(CRYPTO_BUFFER_BYTES).unwrap_or(usize::MAX));
+    config.datagram_receive_buffer_size(None);
     Arc::new(config)
 }
 
@@ -74,6 +120,9 @@ pub(crate) async fn bind(
         .map_err(|error| setup_error(&shown, error))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config(false));
+    config.max_incoming(INCOMING_MAX);
+    config.incoming_buffer_size(INCOMING_BUFFER_BYTES);
+    config.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL_BYTES);
     let socket = resolve(host_port).await?;
     Ok(quinn::Endpoint::server(config, socket)?)
 }
@@ -121,6 +170,38 @@ pub(crate) async fn connect(
         Box::new(send),
         config,
     )))
+}
+
+/// One handshake in progress, counted for as long as this lives.
+#[derive(Debug)]
+pub(crate) struct Handshake(Arc<AtomicUsize>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The next connection attempt on `endpoint`, counted among its `handshakes`; while more than
+/// `RETRY_AFTER_HANDSHAKES` are in progress, an attempt from an address not yet validated is
+/// answered with a Retry and not returned (the caller comes back with a token).
+pub(crate) async fn accept_attempt(
+    endpoint: &quinn::Endpoint,
+    handshakes: &Arc<AtomicUsize>,
+) -> Result<(quinn::Incoming, Handshake), transport::Error> {
+    loop {
+        let Some(incoming) = endpoint.accept().await else {
+            return Err(transport::Error::Closed);
+        };
+        let crowded = handshakes.load(Ordering::Acquire) >= RETRY_AFTER_HANDSHAKES;
+        if crowded && !incoming.remote_address_validated() && incoming.may_retry() {
+            // Stateless: nothing is held for the attempt until it returns validated.
+            let _ = incoming.retry();
+            continue;
+        }
+        handshakes.fetch_add(1, Ordering::AcqRel);
+        return Ok((incoming, Handshake(Arc::clone(handshakes))));
+    }
 }
 
 /// Makes the handshake of an incoming connection and accepts its stream, both within the

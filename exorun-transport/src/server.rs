@@ -45,6 +45,11 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 /// one connection per peer, so 64 leaves room for many runtimes behind one address while a
 /// single host can take at most 1/64 of a lone listener's share.
 pub const CONNECTIONS_PER_SOURCE_MAX_DEFAULT: usize = 64;
+/// The share of the byte budget one source address may hold, as a fraction (1/8): a source
+/// that stalls large frames on many connections holds at most an eighth of the budget, the
+/// rest stays for everyone else. A share is never smaller than one largest frame, its read
+/// buffer and its connection's transport buffers (or the largest frame could never arrive).
+pub const SOURCE_SHARE_DIVISOR: u64 = 8;
 /// Descriptors kept out of the connection cap for everything else a runtime opens (listeners,
 /// component files, outgoing links, WASI preopens).
 const DESCRIPTORS_RESERVED: u64 = 64;
@@ -225,37 +230,87 @@ fn connection_cap(config: &Config) -> usize {
     config.connections_max.min(usable.max(1))
 }
 
-/// Connections per source address on one listener (an entry lives while its source holds
-/// one), and the connections open on every listener.
-#[derive(Debug, Default)]
+/// Connections and budget shares per source address on one listener (an entry lives while
+/// its source holds a connection), and the connections open on every listener.
+#[derive(Debug)]
 struct Sources {
-    held: Mutex<HashMap<IpAddr, usize>>,
+    held: Mutex<HashMap<IpAddr, Source>>,
     live: Arc<AtomicUsize>,
+    /// The whole budget (`None`: no budget), and each source's share of it.
+    budget: Option<Budget>,
+    share_bytes: u64,
+}
+
+/// One source's connections and the share of the budget they hold together.
+#[derive(Debug)]
+struct Source {
+    connections: usize,
+    budget: Option<Budget>,
 }
 
 /// One open connection, counted against its source; uncounted when dropped.
 struct Counted {
     sources: Arc<Sources>,
     source: Option<IpAddr>,
+    /// What the connection charges: its source's share (a Unix socket, the whole budget).
+    budget: Option<Budget>,
+}
+
+/// Why a connection was refused at once.
+enum Refusal {
+    /// Its source holds `connections_per_source_max` already.
+    Connections,
+    /// Its source's share of the budget cannot hold its transport's buffers now.
+    Budget,
 }
 
 impl Sources {
-    /// Counts a connection from `source` (`None`: a Unix socket, not counted), or refuses it
-    /// past `max`.
-    fn admit(self: &Arc<Self>, source: Option<IpAddr>, max: usize) -> Option<Counted> {
-        if let Some(address) = source {
-            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-            let count = held.entry(address).or_insert(0);
-            if *count >= max {
-                return None;
-            }
-            *count += 1;
+    fn new(live: Arc<AtomicUsize>, config: &Config) -> Self {
+        let budget = config.stream.budget.clone();
+        let floor = config
+            .stream
+            .message_bytes_max
+            .saturating_add(u64::try_from(stream::READ_BUFFER_BYTES).unwrap_or(u64::MAX))
+            .saturating_add(net::CONNECTION_BUFFERS_BYTES_MAX);
+        let share_bytes = budget.as_ref().map_or(0, |budget| {
+            let whole = budget.budget_bytes();
+            (whole / SOURCE_SHARE_DIVISOR).max(floor).min(whole)
+        });
+        Self {
+            held: Mutex::default(),
+            live,
+            budget,
+            share_bytes,
         }
+    }
+
+    /// Counts a connection from `source` (`None`: a Unix socket, counted only in all), or
+    /// refuses it past `max` connections for its source.
+    fn admit(self: &Arc<Self>, source: Option<IpAddr>, max: usize) -> Result<Counted, Refusal> {
+        let budget = match source {
+            Some(address) => self.count(address, max)?,
+            None => self.budget.clone(),
+        };
         self.live.fetch_add(1, Ordering::AcqRel);
-        Some(Counted {
+        Ok(Counted {
             sources: Arc::clone(self),
             source,
+            budget,
         })
+    }
+
+    /// One more connection from `address`: its source's share of the budget, or a refusal.
+    fn count(&self, address: IpAddr, max: usize) -> Result<Option<Budget>, Refusal> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let source = held.entry(address).or_insert_with(|| Source {
+            connections: 0,
+            budget: self.budget.as_ref().map(|budget| budget.share(self.share_bytes)),
+        });
+        if source.connections >= max {
+            return Err(Refusal::Connections);
+        }
+        source.connections += 1;
+        Ok(source.budget.clone())
     }
 }
 
@@ -270,11 +325,11 @@ impl Drop for Counted {
             .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(count) = held.get_mut(&address) else {
+        let Some(source) = held.get_mut(&address) else {
             return;
         };
-        *count = count.saturating_sub(1);
-        if *count == 0 {
+        source.connections = source.connections.saturating_sub(1);
+        if source.connections == 0 {
             held.remove(&address);
         }
     }
@@ -326,10 +381,7 @@ impl Accept {
         let mut state = Accepting {
             refusals: Throttle::new(),
             failures: Throttle::new(),
-            sources: Arc::new(Sources {
-                held: Mutex::default(),
-                live: Arc::clone(&self.live),
-            }),
+            sources: Arc::new(Sources::new(Arc::clone(&self.live), &self.config)),
             connections: JoinSet::new(),
             stopped,
             address: address.unwrap_or_else(|_| "a listener".to_owned()),
@@ -366,20 +418,37 @@ impl Accept {
             return;
         }
         let max = self.config.connections_per_source_max;
-        let Some(counted) = state.sources.admit(socket.source(), max) else {
-            drop(socket);
-            state.refusals.note(|skipped| {
-                let why = "refused a connection: its source holds too many";
-                tracing::warn!(max, skipped, address, "{why}");
-            });
-            return;
+        let admitted = state.sources.admit(socket.source(), max);
+        let buffers = admitted.and_then(|counted| {
+            let bytes = socket.buffers_bytes();
+            let charge = match &counted.budget {
+                Some(budget) => Some(budget.try_charge(bytes).ok_or(Refusal::Budget)?),
+                None => None,
+            };
+            Ok((counted, charge))
+        });
+        let (counted, buffers) = match buffers {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                drop(socket);
+                let why = match refusal {
+                    Refusal::Connections => "refused a connection: its source holds too many",
+                    Refusal::Budget => "refused a connection: its source's budget share is full",
+                };
+                state.refusals.note(|skipped| {
+                    tracing::warn!(max, skipped, address, "{why}");
+                });
+                return;
+            }
         };
+        let mut stream = self.config.stream.clone();
+        stream.budget.clone_from(&counted.budget);
         let connection = connection(
             socket,
             Arc::clone(&self.dispatcher),
-            (self.config.stream.clone(), self.config.handler),
+            (stream, self.config.handler),
             state.stopped.clone(),
-            counted,
+            (counted, buffers),
         );
         state.connections.spawn(connection);
     }
@@ -393,7 +462,9 @@ async fn connection(
     dispatcher: Arc<dyn Dispatcher>,
     (stream, config): (stream::Config, handler::Config),
     mut stopped: tokio::sync::watch::Receiver<bool>,
-    counted: Counted,
+    // Its place among its source's connections, and the charge for its transport's buffers:
+    // both held for as long as it lives.
+    held: (Counted, Option<budget::Charge>),
 ) {
     let opened = tokio::select! {
         opened = socket.open(stream) => opened,
@@ -412,7 +483,7 @@ async fn connection(
     let transport: Arc<dyn transport::Transport> = opened.transport;
     let origin = handler::Origin::new(opened.peer);
     let served = handler::serve_until(transport, dispatcher, config, origin, until).await;
-    drop(counted);
+    drop(held);
     match served {
         Ok(_) => {}
         Err(

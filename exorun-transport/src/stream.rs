@@ -3,8 +3,10 @@
 //! Each message is a u32 little-endian byte count followed by that many bytes. The count is
 //! checked against the limit as soon as it arrives, and a message's buffer grows with the bytes
 //! that really arrived, never up front from the count. Sends go through a bounded queue to one
-//! writer task that drains every queued message into a buffer and flushes once, so many
-//! concurrent calls share few syscalls.
+//! writer task that drains every queued message into one batch and writes it at once, so many
+//! concurrent calls share few syscalls; the batch buffer exists only while there is something
+//! to write (an idle connection holds none), and a large message is written from its own
+//! bytes, not copied into it.
 //!
 //! Reads happen on the caller's task, into one read buffer per connection: a single read takes
 //! whatever the socket holds (several small messages, or the next piece of a large one), so a
@@ -15,7 +17,9 @@
 //! A server's transports (`Config`) charge every buffer to a shared `budget::Budget` before
 //! allocating it and hold each frame to a deadline from its first byte: a peer that starts a
 //! frame and stalls holds its bytes no longer than that, and when the budget is spent the
-//! connection is simply not read until bytes come back.
+//! connection is simply not read until bytes come back. Messages sent (a server's replies) are
+//! charged too, from when they are queued until they are written, so a peer that never reads
+//! its replies holds no more than its budget of them.
 
 mod inbound;
 
@@ -25,7 +29,6 @@ use bytes::Bytes;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
-use tokio::io::BufWriter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -35,14 +38,22 @@ use crate::transport::BoxFuture;
 
 use self::inbound::Inbound;
 
+/// The read buffer of a connection: what one read syscall may take at most (several small
+/// messages at once, or the start of a large one); charged to its budget once it first reads.
+pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Bytes of the length prefix.
 const PREFIX_BYTES: usize = 4;
 /// Messages queued for the writer before `send` waits: enough for a full pipeline of calls.
 pub const OUTBOX_CAPACITY: usize = 1024;
 /// How long a dropped transport's writer may keep flushing to a slow peer before it is stopped.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-/// Write buffer size: a typical batch of small frames fits in one syscall.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Most bytes of small messages batched into one write: a typical batch of small frames fits
+/// in one syscall. A message larger than this is written from its own bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// A batch buffer grown past this is given back once the queue is empty, so a connection
+/// that once sent a burst does not keep its buffer while idle.
+const WRITE_BATCH_KEPT_BYTES: usize = 4 * 1024;
 
 /// The reading half of a byte stream.
 pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -76,12 +87,19 @@ impl Config {
     }
 }
 
+/// A message on its way out, with the charge that pays for it until it is written.
+struct Outgoing {
+    message: Bytes,
+    _charge: Option<budget::Charge>,
+}
+
 /// A message transport over any split byte stream (TCP and Unix sockets use it).
 pub struct Transport {
     inbound: tokio::sync::Mutex<Inbound>,
-    outbox: transport::Outbox,
+    outbox: transport::Outbox<Outgoing>,
     writer: JoinHandle<()>,
     message_bytes_max: u64,
+    budget: Option<budget::Budget>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -98,11 +116,13 @@ impl Transport {
         let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
         let writer = tokio::spawn(write_loop(queue, writer));
         let message_bytes_max = config.message_bytes_max;
+        let budget = config.budget.clone();
         Self {
             inbound: tokio::sync::Mutex::new(Inbound::new(reader, config)),
             outbox: transport::Outbox::new(outbox),
             writer,
             message_bytes_max,
+            budget,
         }
     }
 
@@ -115,8 +135,16 @@ impl Transport {
             });
         }
         let sender = self.outbox.sender()?;
+        let charge = match &self.budget {
+            Some(budget) => Some(budget.charge(message_bytes).await?),
+            None => None,
+        };
+        let outgoing = Outgoing {
+            message,
+            _charge: charge,
+        };
         sender
-            .send(message)
+            .send(outgoing)
             .await
             .map_err(|_| transport::Error::Closed)
     }
@@ -161,33 +189,50 @@ impl transport::Transport for Transport {
     }
 }
 
-/// Writes queued messages, flushing once per batch; ends (shutting the stream down) when every
+/// Writes queued messages, one batch per write; ends (shutting the stream down) when every
 /// sender is gone, or on the first write error.
-async fn write_loop(mut queue: mpsc::Receiver<Bytes>, writer: Writer) {
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
-    while let Some(message) = queue.recv().await {
-        if let Err(error) = write_batch(&mut writer, &mut queue, message).await {
+async fn write_loop(mut queue: mpsc::Receiver<Outgoing>, mut writer: Writer) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        if let Err(error) = write_batch(&mut writer, &mut queue, &mut batch, first).await {
             tracing::debug!(%error, "stream writer stopped");
             return;
+        }
+        batch.clear();
+        if batch.capacity() > WRITE_BATCH_KEPT_BYTES {
+            batch = Vec::new();
         }
     }
     let _ = writer.shutdown().await;
 }
 
+/// Writes `first` and whatever else is queued: small messages copied into `batch` and written
+/// together, a large one from its own bytes.
 async fn write_batch(
-    writer: &mut BufWriter<Writer>,
-    queue: &mut mpsc::Receiver<Bytes>,
-    first: Bytes,
+    writer: &mut Writer,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    batch: &mut Vec<u8>,
+    first: Outgoing,
 ) -> std::io::Result<()> {
-    write_message(writer, &first).await?;
-    while let Ok(next) = queue.try_recv() {
-        write_message(writer, &next).await?;
+    let mut written = Vec::new();
+    let mut next = Some(first);
+    while let Some(outgoing) = next.take() {
+        let message = &outgoing.message;
+        let length = u32::try_from(message.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        batch.extend_from_slice(&length.to_le_bytes());
+        if message.len() > WRITE_BATCH_BYTES {
+            writer.write_all(batch).await?;
+            batch.clear();
+            writer.write_all(message).await?;
+        } else {
+            batch.extend_from_slice(message);
+        }
+        // Kept until written: its charge pays for it until then.
+        written.push(outgoing);
+        if batch.len() < WRITE_BATCH_BYTES {
+            next = queue.try_recv().ok();
+        }
     }
+    writer.write_all(batch).await?;
     writer.flush().await
-}
-
-async fn write_message(writer: &mut BufWriter<Writer>, message: &[u8]) -> std::io::Result<()> {
-    let length = u32::try_from(message.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    writer.write_all(&length.to_le_bytes()).await?;
-    writer.write_all(message).await
 }

@@ -36,6 +36,11 @@ use crate::identity::NodeKey;
 use crate::identity::PublicKey;
 use crate::transport;
 
+/// What one TLS connection may make rustls hold on its own: an incoming record being assembled
+/// (16 KiB of plaintext and its overhead) and the records written but not yet on the socket;
+/// 64 KiB with room to spare, charged to the server's budget for as long as it lives.
+pub const CONNECTION_BUFFERS_BYTES: u64 = 64 * 1024;
+
 /// The ALPN protocol both sides offer.
 pub(crate) const ALPN: &[u8] = b"neorpc/1";
 

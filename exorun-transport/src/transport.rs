@@ -137,15 +137,15 @@ pub trait Transport: Send + Sync {
 /// clones the sender out, and `close` drops the stored one so the queue ends once in-flight
 /// sends finish.
 #[derive(Debug)]
-pub(crate) struct Outbox(Mutex<Option<mpsc::Sender<Bytes>>>);
+pub(crate) struct Outbox<T = Bytes>(Mutex<Option<mpsc::Sender<T>>>);
 
-impl Outbox {
-    pub(crate) fn new(sender: mpsc::Sender<Bytes>) -> Self {
+impl<T> Outbox<T> {
+    pub(crate) fn new(sender: mpsc::Sender<T>) -> Self {
         Self(Mutex::new(Some(sender)))
     }
 
     /// A sender for one message, or `Closed` after `close`.
-    pub(crate) fn sender(&self) -> Result<mpsc::Sender<Bytes>, Error> {
+    pub(crate) fn sender(&self) -> Result<mpsc::Sender<T>, Error> {
         let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         slot.clone().ok_or(Error::Closed)
     }

@@ -31,6 +31,9 @@ pub struct Nats {
     pub lattice: String,
     /// An nkey seed file (resolved against the manifest's directory; mode 0600).
     pub nkey: Option<PathBuf>,
+    /// A file holding `user:password` or a token for the NATS server (resolved against the
+    /// manifest's directory; mode 0600), for addresses that carry no credentials.
+    pub credentials: Option<PathBuf>,
     /// Whether TLS to the NATS server is required.
     pub require_tls: bool,
     /// A root certificate file (PEM) for the NATS server's TLS.
@@ -57,6 +60,7 @@ pub(super) struct RawPeerSettings {
     key: Option<String>,
     lattice: Option<String>,
     nkey: Option<PathBuf>,
+    credentials: Option<PathBuf>,
     tls: Option<bool>,
     ca: Option<PathBuf>,
 }
@@ -156,6 +160,7 @@ fn check_nats(
         let given = [
             ("lattice", settings.lattice.is_some()),
             ("nkey", settings.nkey.is_some()),
+            ("credentials", settings.credentials.is_some()),
             ("tls", settings.tls.is_some()),
             ("ca", settings.ca.is_some()),
         ];
@@ -173,6 +178,7 @@ fn check_nats(
             .clone()
             .unwrap_or_else(|| LATTICE_DEFAULT.to_owned()),
         nkey: settings.nkey.as_ref().map(|nkey| base.join(nkey)),
+        credentials: settings.credentials.as_ref().map(|file| base.join(file)),
         require_tls: settings.tls.unwrap_or(false),
         ca: settings.ca.as_ref().map(|ca| base.join(ca)),
     }))

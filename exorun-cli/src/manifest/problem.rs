@@ -86,6 +86,24 @@ pub enum Problem {
     /// `replicas` that is neither a count from 1 up nor `"per-call"`.
     #[error("replicas must be a count from 1 up or \"per-call\"")]
     BadReplicas,
+    /// More replicas than one instance may have.
+    #[error("{replicas} replicas is more than the {max} one instance may have")]
+    TooManyReplicas {
+        /// The count given.
+        replicas: u64,
+        /// The bound (`manifest::REPLICAS_MAX`).
+        max: u64,
+    },
+    /// A limit past its bound.
+    #[error("{limit} = {value} is past its bound of {max}")]
+    LimitTooLarge {
+        /// The limit's key in `limits`.
+        limit: &'static str,
+        /// The value given.
+        value: u64,
+        /// The bound.
+        max: u64,
+    },
     /// `restart` other than `always` or `never`.
     #[error("restart must be \"always\" or \"never\", not `{restart}`")]
     BadRestart {

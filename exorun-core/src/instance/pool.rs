@@ -66,8 +66,14 @@ impl Factory {
 /// One replica: running, or failed and waiting to be restarted.
 pub(crate) struct Slot {
     pub(crate) state: State,
-    /// Failures in a row, for the back-off; a call that returns resets it.
+    /// Failures in a row by calls of one party (`offender`), for the back-off; a call that
+    /// returns resets it, and a failure by another party starts a new streak.
     pub(crate) streak: u32,
+    /// The party whose calls failed the replica last (`principal::party`).
+    pub(crate) offender: u64,
+    /// The party of the call that entered the replica last (what a call that never returned
+    /// is accounted to).
+    pub(crate) party: u64,
     /// Its place in the pool, for logs.
     pub(crate) index: usize,
 }
@@ -87,6 +93,8 @@ impl Slot {
                 in_call: false,
             },
             streak: 0,
+            offender: 0,
+            party: 0,
             index,
         }
     }
@@ -103,8 +111,13 @@ impl Slot {
         }
     }
 
-    /// Marks the replica failed with `cause`, dropping its store, and schedules its restart.
+    /// Marks the replica failed with `cause` by the last call's party, dropping its store, and
+    /// schedules its restart (for that party: see `InstanceHandle::lease`).
     pub(crate) fn fail(&mut self, cause: Error, restart: &Restart) {
+        if self.offender != self.party {
+            self.streak = 0;
+        }
+        self.offender = self.party;
         self.streak = self.streak.saturating_add(1);
         let pause = match restart {
             Restart::Always(backoff) => backoff.pause(self.streak),

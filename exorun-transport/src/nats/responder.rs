@@ -143,6 +143,9 @@ struct Calls {
     max_payload: usize,
     dispatcher: Arc<dyn handler::Dispatcher>,
     exports: Arc<[String]>,
+    /// Every call from the lattice comes from this one origin: callers on NATS carry no key,
+    /// so they are one party to supervision (see `exorun_core::principal`).
+    origin: handler::Origin,
     slots: Arc<Semaphore>,
     running: JoinSet<bool>,
     served: Served,
@@ -170,6 +173,7 @@ impl Calls {
         };
         let (dispatcher, max_payload) = (Arc::clone(&self.dispatcher), self.max_payload);
         let exports = Arc::clone(&self.exports);
+        let origin = self.origin.clone();
         self.running.spawn(async move {
             let export = &exports[index];
             let answering = Answering {
@@ -177,6 +181,7 @@ impl Calls {
                 dispatcher: dispatcher.as_ref(),
                 max_payload,
                 export,
+                origin: &origin,
             };
             let answered = answering.answer(message).await;
             drop(slot);
@@ -213,6 +218,7 @@ impl Subscribed {
             max_payload: self.connection.server_info().max_payload,
             dispatcher,
             exports: Arc::from(std::mem::take(&mut self.exports)),
+            origin: handler::Origin::new(None),
             slots: Arc::new(Semaphore::new(calls_in_flight_max)),
             running: JoinSet::new(),
             served: Served::default(),
@@ -359,6 +365,7 @@ struct Answering<'a> {
     max_payload: usize,
     /// The export of the subject the call came on.
     export: &'a str,
+    origin: &'a handler::Origin,
 }
 
 impl Answering<'_> {
@@ -383,8 +390,7 @@ impl Answering<'_> {
             }
             Ok(frame::Message::Call(call)) => {
                 let seq = call.seq;
-                let origin = handler::Origin::new(None);
-                (seq, self.dispatcher.dispatch(call, &payload, &origin).await)
+                (seq, self.dispatcher.dispatch(call, &payload, self.origin).await)
             }
             Ok(_) | Err(_) => {
                 let Ok(seq) = frame::decode_seq(&payload) else {

@@ -11,14 +11,12 @@ use tokio::time::Instant;
 
 use super::Config;
 use super::PREFIX_BYTES;
+use super::READ_BUFFER_BYTES;
 use super::Reader;
 use crate::budget;
 use crate::budget::Charge;
 use crate::transport;
 
-/// The read buffer of a connection: what one read syscall may take at most (several small
-/// messages at once, or the start of a large one).
-pub(crate) const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Messages up to this size are copied out of the read buffer; larger ones get a buffer of
 /// their own (the read buffer can then always hold a whole small message and a prefix).
 const COPY_OUT_BYTES_MAX: usize = 4 * 1024;
