@@ -183,7 +183,9 @@ pub fn nats_settings(
         }
     };
     let nkey_seed = secret("nkey", &lattice.nkey).transpose().ok()?;
-    let from_file = secret("credentials", &lattice.credentials).transpose().ok()?;
+    let from_file = secret("credentials", &lattice.credentials)
+        .transpose()
+        .ok()?;
     if let Some(ca) = &lattice.ca
         && let Err(error) = identity::check_file(ca, nats::CA_FILE_BYTES_MAX)
     {

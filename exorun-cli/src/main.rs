@@ -44,6 +44,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only make clap's derive harder to read"
+)]
 enum Command {
     /// Start a composition and call one export (default: each instance's
     /// `exorun:test/runnable#run`), printing results in WAVE text.
@@ -156,7 +160,9 @@ impl LatticeArgs {
             Some("ca") => "--nats-ca",
             _ => "--nats-nkey",
         };
-        let refused = problems.iter().map(|(key, problem)| format!("{}: {problem}", flag(key)));
+        let refused = problems
+            .iter()
+            .map(|(key, problem)| format!("{}: {problem}", flag(key)));
         let refused: Vec<String> = refused.collect();
         if !refused.is_empty() {
             return Err(Failed(refused));
@@ -227,12 +233,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_peer(text: &str) -> Result<(String, String), String> {
-    let (name, address) = text
-        .split_once('=')
-        .ok_or_else(|| {
-            let shown = exorun_transport::address::redacted(text);
-            format!("expected NAME=ADDRESS, got `{shown}`")
-        })?;
+    let (name, address) = text.split_once('=').ok_or_else(|| {
+        let shown = exorun_transport::address::redacted(text);
+        format!("expected NAME=ADDRESS, got `{shown}`")
+    })?;
     Ok((name.to_owned(), address.to_owned()))
 }
 

@@ -432,7 +432,11 @@ fn check_limits(raw: &RawLimits) -> Vec<Problem> {
             raw.calls_waiting_max.map(to_u64),
             CALLS_WAITING_MAX_MAX,
         ),
-        ("bytes_waiting_mib", raw.bytes_waiting_mib, BYTES_WAITING_MIB_MAX),
+        (
+            "bytes_waiting_mib",
+            raw.bytes_waiting_mib,
+            BYTES_WAITING_MIB_MAX,
+        ),
     ];
     let past = given.into_iter().filter_map(|(limit, value, max)| {
         let value = value?;

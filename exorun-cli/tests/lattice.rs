@@ -11,6 +11,7 @@ mod common;
 mod nats_server;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use common::Server;
+use common::exorun;
 use common::manifest;
 use common::refused;
 use common::run;
@@ -141,7 +143,7 @@ impl Tally {
 
 /// Makes `calls` calls, IN_FLIGHT at once; `at(done)` runs in the test thread's stead once
 /// `done` calls have ended (to inject a fault mid-run), through `progress`.
-async fn calls(lattice: &Arc<Lattice>, calls: usize, progress: &Arc<AtomicUsize>) -> Tally {
+async fn calls(lattice: &Arc<Lattice>, calls: usize, progress: &Arc<Progress>) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -160,7 +162,7 @@ async fn calls(lattice: &Arc<Lattice>, calls: usize, progress: &Arc<AtomicUsize>
                     Ok(runtime) => *tally.served.entry(runtime).or_default() += 1,
                     Err(error) => *tally.failed.entry(reason(&error)).or_default() += 1,
                 }
-                progress.fetch_add(1, Ordering::SeqCst);
+                progress.add();
             }
         });
     }
@@ -181,22 +183,39 @@ fn reason(error: &client::Error) -> String {
     }
 }
 
-/// Blocks (on a helper thread's clock, not the calls') until `progress` reaches `count`.
+/// Calls ended so far, and a condition variable to wait on them.
+#[derive(Default)]
+struct Progress {
+    made: Mutex<usize>,
+    changed: std::sync::Condvar,
+}
+
+impl Progress {
+    fn add(&self) {
+        *self.made.lock().unwrap() += 1;
+        self.changed.notify_all();
+    }
+
+    fn made(&self) -> usize {
+        *self.made.lock().unwrap()
+    }
+}
+
+/// Runs `then` on a helper thread once `progress` reaches `count` (waiting on it, at most 60 s).
 fn when_done(
-    progress: &Arc<AtomicUsize>,
+    progress: &Arc<Progress>,
     count: usize,
     then: impl FnOnce() + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     let progress = Arc::clone(progress);
     std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while progress.load(Ordering::SeqCst) < count {
-            assert!(
-                Instant::now() < deadline,
-                "the calls stalled before {count}"
-            );
-            std::thread::yield_now();
-        }
+        let made = progress.made.lock().unwrap();
+        let waited = progress
+            .changed
+            .wait_timeout_while(made, Duration::from_secs(60), |made| *made < count);
+        let (made, timeout) = waited.unwrap();
+        drop(made);
+        assert!(!timeout.timed_out(), "the calls stalled before {count}");
         then();
     })
 }
@@ -212,7 +231,7 @@ fn a_lattice_spreads_calls_and_rides_out_runtimes_that_die_join_and_leave() {
     let caller = lattice(&server.url, PATIENT_TIMEOUT);
 
     // 10,000 calls over three runtimes: every one succeeds, each runtime serves a share.
-    let even = tokio.block_on(calls(&caller, 10_000, &Arc::new(AtomicUsize::new(0))));
+    let even = tokio.block_on(calls(&caller, 10_000, &Arc::new(Progress::default())));
     eprintln!("even phase: {even:?}");
     assert_eq!(even.failed, BTreeMap::new(), "{even:?}");
     assert_eq!(even.total(), 10_000);
@@ -231,7 +250,7 @@ fn a_lattice_spreads_calls_and_rides_out_runtimes_that_die_join_and_leave() {
 /// kill -9 a runtime mid-run: only calls delivered to it may fail, and only by timing out;
 /// every later call succeeds.
 fn killed_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, victim: Server) {
-    let progress = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress::default());
     let killer = when_done(&progress, 1_000, move || {
         victim.signal("-KILL");
         let _ = victim.exit_within(common::WAIT);
@@ -250,7 +269,7 @@ fn killed_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, victim
         "{killed:?}"
     );
     assert_eq!(killed.total(), 4_000);
-    let after = tokio.block_on(calls(caller, 1_000, &Arc::new(AtomicUsize::new(0))));
+    let after = tokio.block_on(calls(caller, 1_000, &Arc::new(Progress::default())));
     assert_eq!(
         after.failed,
         BTreeMap::new(),
@@ -261,7 +280,7 @@ fn killed_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, victim
 
 /// A fourth runtime started mid-run begins receiving calls; none fails meanwhile.
 fn joined_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, url: &str) -> Server {
-    let progress = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress::default());
     let url = url.to_owned();
     let joiner = std::thread::spawn(move || serve_in_lattice("r4", &url));
     let joined_run = tokio.block_on(async {
@@ -269,7 +288,7 @@ fn joined_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, url: &
         while !tally.served.contains_key("r4") {
             let more = calls(caller, 500, &progress).await;
             tally.add(more);
-            let made = progress.load(Ordering::SeqCst);
+            let made = progress.made();
             assert!(made < 200_000, "r4 never got a call");
         }
         tally
@@ -280,7 +299,7 @@ fn joined_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, url: &
 
 /// A runtime stopped gracefully (SIGTERM) mid-run loses no call.
 fn stopped_mid_run(tokio: &tokio::runtime::Runtime, caller: &Arc<Lattice>, leaving: Server) {
-    let progress = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress::default());
     let stopper = when_done(&progress, 1_000, move || {
         leaving.signal("-TERM");
         let (output, _) = leaving.exit_within(common::WAIT);
@@ -521,4 +540,148 @@ export = { allow = ["ed25519:000000000000000000000000000000000000000000000000000
          quic://); NATS carries no caller key (restrict who may publish to the export's subject \
          with NATS permissions instead)\n"
     );
+}
+
+/// `exorun serve --nats` against a nats-server that requires a password: the password reaches
+/// NATS however it is given (URL, file, environment) and never shows, at any log level, in any
+/// mistake.
+#[test]
+fn nats_credentials_never_show_at_any_log_level() {
+    let server = NatsServer::start(&["--user", "exorun", "--pass", "sekritpass"]);
+    let port = server.url.rsplit_once(':').unwrap().1.to_owned();
+    let manifest_path = who_manifest("secret");
+    let dir = manifest_path.parent().unwrap().to_owned();
+    let credentials = dir.join("nats.credentials");
+    std::fs::write(&credentials, "exorun:sekritpass\n").unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plain_url = format!("nats://127.0.0.1:{port}");
+    let in_url = format!("nats://exorun:sekritpass@127.0.0.1:{port}");
+    // The NATS client and exorun's wire stack at their most verbose (wasmtime's compiler at
+    // trace would only make the test slow).
+    let trace = "warn,async_nats=trace,exorun_transport=trace,exorun_bind=trace";
+    let ways: [(&[&str], Option<&str>); 3] = [
+        (&["--nats", &in_url], None),
+        (
+            &[
+                "--nats",
+                &plain_url,
+                "--nats-credentials",
+                credentials.to_str().unwrap(),
+            ],
+            None,
+        ),
+        (&["--nats", &plain_url], Some("exorun:sekritpass")),
+    ];
+    for (args, environment) in ways {
+        let stderr = serve_logging(&manifest_path, args, environment, trace);
+        // The client's own lines come through at info, never below (its trace CONNECT line
+        // carries the password), whatever RUST_LOG asks.
+        assert!(stderr.contains("INFO async_nats"), "logged: {stderr}");
+        let verbose = stderr.lines().filter(|line| line.contains("async_nats"));
+        let verbose = verbose.filter(|line| line.contains("DEBUG") || line.contains("TRACE"));
+        assert_eq!(verbose.count(), 0, "{stderr}");
+        assert!(
+            !stderr.contains("sekritpass"),
+            "{args:?} showed the password: {stderr}"
+        );
+    }
+    // A mistake in an address with credentials names the address, never the password.
+    let bad = format!("nats://exorun:sekritpass@127.0.0.1:{port}x");
+    for command in [
+        vec!["serve", manifest_path.to_str().unwrap(), "--nats", &bad],
+        vec![
+            "run",
+            manifest_path.to_str().unwrap(),
+            "--peer",
+            &format!("p={bad}"),
+        ],
+    ] {
+        let output = exorun()
+            .env("RUST_LOG", trace)
+            .args(&command)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{command:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("***@"), "{stderr}");
+        assert!(!stderr.contains("sekritpass"), "{command:?}: {stderr}");
+    }
+}
+
+/// Runs `exorun serve MANIFEST ARGS` logging at `filter` (with `environment` as NATS
+/// credentials, if any) until it serves, stops it, and returns its stderr.
+fn serve_logging(
+    manifest: &std::path::Path,
+    args: &[&str],
+    environment: Option<&str>,
+    filter: &str,
+) -> String {
+    let mut command = exorun();
+    command
+        .env("RUST_LOG", filter)
+        .arg("serve")
+        .arg(manifest)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(credentials) = environment {
+        command.env(nats::CREDENTIALS_ENV, credentials);
+    }
+    let mut child = command.spawn().unwrap();
+    // Both pipes are read as the server writes (verbose logging fills a pipe fast).
+    let stderr = common::Lines::new(child.stderr.take().unwrap());
+    let stdout = common::Lines::new(child.stdout.take().unwrap());
+    let (serving, _) = stdout.find("serving", |line| line.starts_with("exorun: serving"));
+    assert!(serving.is_some(), "{args:?} connected and served");
+    let server = Server {
+        child,
+        address: String::new(),
+    };
+    server.signal("-INT");
+    let (output, _) = server.exit_within(common::WAIT);
+    let stderr = stderr.rest().join("\n");
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn key_seed_and_ca_files_that_would_hang_or_flood_are_refused_before_they_are_opened() {
+    let path = who_manifest("files");
+    let dir = path.parent().unwrap().to_owned();
+    let fifo = dir.join("key.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    // Each would block in `open` for ever (a FIFO) or read for ever (a device) if opened.
+    let cases: [&[&str]; 4] = [
+        &["--key", fifo, "--listen", "tcp://127.0.0.1:0"],
+        &["--nats", "nats://127.0.0.1:1", "--nats-nkey", fifo],
+        &["--nats", "nats://127.0.0.1:1", "--nats-ca", "/dev/zero"],
+        &["--nats", "nats://127.0.0.1:1", "--nats-credentials", fifo],
+    ];
+    for args in cases {
+        let mut child = exorun()
+            .arg("serve")
+            .arg(&path)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let server = Server {
+            child,
+            address: String::new(),
+        };
+        let (output, took) = server.exit_within(common::WAIT);
+        drop(stdout);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+    }
 }

@@ -237,3 +237,39 @@ links = { "exorun:test/math" = { remote = "provider", target = "math" } }
     let (status, stderr) = second.interrupt();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn a_flood_of_stray_frames_writes_a_line_a_second_not_a_line_a_frame() {
+    let path = manifest("stray", MISBEHAVE);
+    let mut server = Server::start(&path, "tcp://127.0.0.1:0");
+    let stderr = server.stderr_lines();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async {
+        let address = Address::parse(&server.address).unwrap();
+        let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
+            .await
+            .unwrap();
+        // 20,000 replies nobody asked for, on the connection a real call then uses: its answer
+        // comes after the server read every one of them (a connection's frames are handled in
+        // order).
+        for seq in 0..20_000u64 {
+            let stray = neorpc::frame::encode_reply(neorpc::frame::Seq(seq), Ok(&[0x0E]));
+            transport::Transport::send(connection.as_ref(), stray.unwrap().into())
+                .await
+                .unwrap();
+        }
+        let client = Client::new(connection, client::Config::default());
+        let echoed = misbehave(&client, "echo", &[Val::U32(3)]).await.unwrap();
+        assert_eq!(echoed, [Val::U32(3)]);
+    });
+    server.signal("-INT");
+    let (output, _) = server.exit_within(common::WAIT);
+    assert!(output.status.success());
+    let lines = stderr.rest();
+    let warned = lines.iter().filter(|line| line.contains("skipped a reply"));
+    let warned = warned.count();
+    assert!((1..=3).contains(&warned), "{warned} lines: {lines:?}");
+}

@@ -24,7 +24,10 @@ tokio::task_local! {
 
 /// The principal of the current call (`None`: anonymous, or outside any call).
 pub fn current() -> Option<String> {
-    CALLER.try_with(|(principal, _)| principal.clone()).ok().flatten()
+    CALLER
+        .try_with(|(principal, _)| principal.clone())
+        .ok()
+        .flatten()
 }
 
 /// The party of the current call (`0` outside any call an embedder scoped).
@@ -77,7 +80,11 @@ mod tests {
         assert_eq!(party(), 0);
         let key = Some("ed25519:01".to_owned());
         let keyed = within_party(key.clone(), 7, async { party() }).await;
-        assert_eq!(keyed, within(key, async { party() }).await, "the key decides");
+        assert_eq!(
+            keyed,
+            within(key, async { party() }).await,
+            "the key decides"
+        );
         assert_ne!(keyed, 7);
         assert_eq!(within_party(None, 7, async { party() }).await, 7);
         assert_eq!(within(None, async { party() }).await, 0);

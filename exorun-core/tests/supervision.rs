@@ -193,8 +193,12 @@ async fn a_back_off_holds_back_only_the_party_whose_calls_failed() {
     // The offender traps the replica twice in a row: it is backing off, for the offender.
     let trapped = principal::within_party(None, offender, misbehave(&handle, "trap")).await;
     let cause = trapped.unwrap_err();
-    principal::within_party(None, offender, misbehave(&handle, "trap")).await.unwrap_err();
-    let refused = principal::within_party(None, offender, echo(&handle, 1)).await.unwrap_err();
+    principal::within_party(None, offender, misbehave(&handle, "trap"))
+        .await
+        .unwrap_err();
+    let refused = principal::within_party(None, offender, echo(&handle, 1))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&refused, instance::Error::BackingOff { cause: c, .. } if **c == cause),
         "{refused:?}"
@@ -206,7 +210,9 @@ async fn a_back_off_holds_back_only_the_party_whose_calls_failed() {
     assert_eq!(handle.restarts(), 2);
     // The offender keeps trapping: each failure is its own, the bystander's calls still run.
     for round in 0..5u32 {
-        principal::within_party(None, offender, misbehave(&handle, "trap")).await.unwrap_err();
+        principal::within_party(None, offender, misbehave(&handle, "trap"))
+            .await
+            .unwrap_err();
         let answered = principal::within_party(None, bystander, echo(&handle, round)).await;
         assert_eq!(answered.unwrap(), Val::U32(round));
     }

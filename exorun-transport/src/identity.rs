@@ -197,9 +197,7 @@ pub fn check_file(path: &Path, bytes_max: u64) -> Result<u64, Error> {
     }
     if metadata.len() > bytes_max {
         let size = metadata.len();
-        return Err(file_error(format!(
-            "{size} bytes, larger than {bytes_max}"
-        )));
+        return Err(file_error(format!("{size} bytes, larger than {bytes_max}")));
     }
     Ok(metadata.len())
 }

@@ -119,7 +119,10 @@ impl std::fmt::Debug for Settings {
         let hosts: Vec<String> = self.urls.iter().map(|url| shown(url)).collect();
         f.debug_struct("Settings")
             .field("urls", &hosts)
-            .field("credentials", &self.credentials.as_ref().map(|_| "(secret)"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "(secret)"),
+            )
             .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "(secret)"))
             .field("require_tls", &self.require_tls)
             .field("root_certificates", &self.root_certificates)
@@ -197,7 +200,12 @@ pub(crate) async fn connect(
     // Credentials in a URL come first, then the settings' own (async-nats reads them only
     // from its options).
     let given = settings.credentials.as_deref().map(parse_credentials);
-    match settings.urls.iter().find_map(|url| credentials(url)).or(given) {
+    match settings
+        .urls
+        .iter()
+        .find_map(|url| credentials(url))
+        .or(given)
+    {
         Some(Credentials::UserPassword(user, password)) => {
             options = options.user_and_password(user, password);
         }

@@ -304,7 +304,10 @@ impl Sources {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let source = held.entry(address).or_insert_with(|| Source {
             connections: 0,
-            budget: self.budget.as_ref().map(|budget| budget.share(self.share_bytes)),
+            budget: self
+                .budget
+                .as_ref()
+                .map(|budget| budget.share(self.share_bytes)),
         });
         if source.connections >= max {
             return Err(Refusal::Connections);

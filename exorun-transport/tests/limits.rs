@@ -89,9 +89,10 @@ async fn a_spent_budget_stops_reading_instead_of_allocating() {
         tokio::spawn(async move { transport.recv().await })
     };
     // The reader gets its read buffer (16 KiB), then waits for the 60 KiB the message needs.
-    while budget.held() < 116 * KIB {
-        tokio::task::yield_now().await;
-    }
+    let waiting = budget.until(|held| held >= 116 * KIB);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the reader charged its buffer and set bytes aside");
     for _ in 0..100 {
         tokio::task::yield_now().await;
         assert!(budget.held() <= 128 * KIB);

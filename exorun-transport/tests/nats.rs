@@ -521,3 +521,113 @@ async fn both_ends_reconnect_when_the_nats_server_restarts() {
         served.calls
     );
 }
+
+/// A nats-server whose users are a runtime (subscribes to the lattice, publishes only to
+/// inboxes), a caller allowed to publish only to `public`'s subject, and a watcher that
+/// subscribes anywhere: NATS permissions as the lattice's authorization.
+fn permissioned_server(name: &str) -> (NatsServer, String) {
+    let file = format!("exorun-perms-{}-{name}.conf", std::process::id());
+    let config = std::env::temp_dir().join(file);
+    std::fs::write(
+        &config,
+        r#"authorization {
+  users = [
+    { user: runtime, password: rpw, permissions: {
+        subscribe: "exorun.>", publish: "_INBOX.>", allow_responses: true } }
+    { user: caller, password: cpw, permissions: {
+        publish: "exorun.default.public", subscribe: ["_INBOX.>", "evil.>"] } }
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let server = NatsServer::start(&["-c", config.to_str().unwrap()]);
+    let port = server.url.rsplit_once(':').unwrap().1.to_owned();
+    (server, port)
+}
+
+/// A call frame for `target`, as any NATS client could publish it.
+fn frame_for(target: &str) -> Bytes {
+    let call = frame::encode_call(target, "any#thing", &[0x0E], &[]).unwrap();
+    Bytes::from(call.into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_cannot_reach_another_export_than_its_subject() {
+    let (server, port) = permissioned_server("target");
+    let runtime = format!("nats://runtime:rpw@127.0.0.1:{port}");
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let served = serving(&runtime, "default", &["public", "secret"], &echo, &stop).await;
+    let caller = async_nats::ConnectOptions::with_user_and_password("caller".into(), "cpw".into())
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // Allowed to publish to `public`'s subject, the caller names `secret` inside the frame.
+    let subject = nats::subject("default", "public");
+    let reply = caller.request(subject.clone(), frame_for("secret")).await;
+    let reply = reply.unwrap();
+    let frame::Message::Reply(reply) = frame::decode(&reply.payload).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(
+        reply.outcome,
+        Err(Failure::ProtocolViolation {
+            message: "a call on the subject of `public` must target it".into()
+        })
+    );
+    assert_eq!(echo.served.load(Ordering::SeqCst), 0, "`secret` never ran");
+    // Its own target is answered; `secret`'s subject is NATS's to refuse.
+    let ok = caller.request(subject, frame_for("public")).await.unwrap();
+    assert!(matches!(
+        frame::decode(&ok.payload),
+        Ok(frame::Message::Reply(_))
+    ));
+    assert_eq!(echo.served.load(Ordering::SeqCst), 1);
+    // nats-server drops the publish (a permissions violation): the request gets no answer
+    // within its bounded wait.
+    let request = async_nats::Request::new()
+        .payload(frame_for("secret"))
+        .timeout(Some(Duration::from_millis(500)));
+    let direct = caller
+        .send_request(nats::subject("default", "secret"), request)
+        .await;
+    assert!(
+        direct.is_err(),
+        "nats-server refused the publish: {direct:?}"
+    );
+    assert_eq!(echo.served.load(Ordering::SeqCst), 1);
+    stop.notify_one();
+    let served = served.await.unwrap();
+    assert_eq!(served.calls, 2, "{served:?}");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_answers_only_on_inbox_subjects() {
+    let (server, port) = permissioned_server("reply");
+    let runtime = format!("nats://runtime:rpw@127.0.0.1:{port}");
+    let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
+    let served = serving(&runtime, "default", &["public"], &echo, &stop).await;
+    let caller = async_nats::ConnectOptions::with_user_and_password("caller".into(), "cpw".into())
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    // A request whose reply subject is not an inbox: the runtime does not publish there (its
+    // NATS permissions would refuse it anyway), and the call does not run.
+    let subject = nats::subject("default", "public");
+    caller
+        .publish_with_reply(subject.clone(), "evil.reply", frame_for("public"))
+        .await
+        .unwrap();
+    // A proper request after it, answered, fences the first: the loop has seen both.
+    let ok = caller.request(subject, frame_for("public")).await.unwrap();
+    assert!(matches!(
+        frame::decode(&ok.payload),
+        Ok(frame::Message::Reply(_))
+    ));
+    stop.notify_one();
+    let served = served.await.unwrap();
+    assert_eq!((served.calls, served.dropped), (1, 1), "{served:?}");
+    assert_eq!(echo.served.load(Ordering::SeqCst), 1);
+    drop(server);
+}

@@ -45,7 +45,7 @@ pub struct Nats {
 #[serde(untagged)]
 pub(super) enum RawPeer {
     Address(String),
-    Settings(RawPeerSettings),
+    Settings(Box<RawPeerSettings>),
 }
 
 #[derive(Deserialize, Default)]
@@ -69,11 +69,11 @@ impl RawPeer {
     /// `peer` (its settings, if the manifest has it) reached at `address` instead (`--peer`).
     pub(super) fn at(peer: Option<Self>, address: &str) -> Self {
         let settings = peer.map(Self::settings).unwrap_or_default();
-        RawPeer::Settings(RawPeerSettings {
+        RawPeer::Settings(Box::new(RawPeerSettings {
             address: Some(address.to_owned()),
             addresses: None,
             ..settings
-        })
+        }))
     }
 
     pub(super) fn settings(self) -> RawPeerSettings {
@@ -82,7 +82,7 @@ impl RawPeer {
                 address: Some(address),
                 ..RawPeerSettings::default()
             },
-            RawPeer::Settings(settings) => settings,
+            RawPeer::Settings(settings) => *settings,
         }
     }
 }

@@ -390,7 +390,10 @@ impl Answering<'_> {
             }
             Ok(frame::Message::Call(call)) => {
                 let seq = call.seq;
-                (seq, self.dispatcher.dispatch(call, &payload, self.origin).await)
+                (
+                    seq,
+                    self.dispatcher.dispatch(call, &payload, self.origin).await,
+                )
             }
             Ok(_) | Err(_) => {
                 let Ok(seq) = frame::decode_seq(&payload) else {
