@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,21 +38,6 @@ const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// Answers every call with its own argument slab.
-struct Echo;
-
-impl handler::Dispatcher for Echo {
-    fn dispatch(
-        &self,
-        call: frame::Call<'_>,
-        _: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
-        let reply = frame::encode_reply(call.seq, Ok(call.args)).unwrap();
-        Box::pin(std::future::ready(Ok(reply)))
-    }
-}
-
 /// A server on tcp://, tls:// and quic:// (loopback), its addresses and key, the budget it
 /// charges, and the sender that stops it.
 struct Served {
@@ -79,7 +66,7 @@ async fn serve(mut config: server::Config) -> Served {
     );
     config.handler.first_call_timeout = Some(Duration::from_secs(10));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::new(Arc::new(Echo), config)
+    let server = Server::new(Arc::new(common::Echo::default()), config)
         .listen(tcp)
         .listen(tls)
         .listen(quic);

@@ -17,7 +17,6 @@ use exorun_transport::handler;
 use exorun_transport::memory;
 use exorun_transport::stream;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::frame;
 use tokio::io::AsyncWriteExt;
@@ -154,21 +153,6 @@ async fn a_frame_that_stalls_past_its_deadline_closes_the_connection() {
     );
 }
 
-/// Answers every call with its own argument slab.
-struct Echo;
-
-impl handler::Dispatcher for Echo {
-    fn dispatch(
-        &self,
-        call: frame::Call<'_>,
-        _: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
-        let reply = frame::encode_reply(call.seq, Ok(call.args)).unwrap();
-        Box::pin(std::future::ready(Ok(reply)))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_timeout() {
     let (near, far) = memory::pair(16);
@@ -178,7 +162,11 @@ async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_tim
         ..handler::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(handler::serve(Arc::new(far), Arc::new(Echo), config));
+    let server = tokio::spawn(handler::serve(
+        Arc::new(far),
+        Arc::new(common::Echo::default()),
+        config,
+    ));
     // A call resets nothing by itself, but the connection lives while it talks.
     // The clock is paused: this moves it 59 s on at once; nothing is waited for.
     tokio::time::sleep(Duration::from_secs(59)).await;
@@ -199,7 +187,11 @@ async fn a_connection_that_makes_no_call_is_closed_at_the_first_call_timeout_pin
         ..handler::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(handler::serve(Arc::new(far), Arc::new(Echo), config));
+    let server = tokio::spawn(handler::serve(
+        Arc::new(far),
+        Arc::new(common::Echo::default()),
+        config,
+    ));
     // Pings at 4 s and 8 s (the paused clock moves at once): traffic, but no call.
     for seq in 1..=2 {
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -226,7 +218,11 @@ async fn a_first_call_lifts_the_first_call_timeout() {
         ..handler::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(handler::serve(Arc::new(far), Arc::new(Echo), config));
+    let server = tokio::spawn(handler::serve(
+        Arc::new(far),
+        Arc::new(common::Echo::default()),
+        config,
+    ));
     let call = frame::encode_call("t", "m", &[0x0E], &[]).unwrap();
     near.send(Bytes::from(call.into_bytes())).await.unwrap();
     assert!(near.recv().await.unwrap().is_some());
