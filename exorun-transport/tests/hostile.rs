@@ -13,12 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use exorun_transport::address::Address;
 use exorun_transport::budget::Budget;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::net;
 use exorun_transport::quic;
@@ -27,7 +25,6 @@ use exorun_transport::server::Server;
 use exorun_transport::tls;
 use exorun_transport::tls::Secure;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use neorpc::frame;
 use tokio::io::AsyncWriteExt;
 
