@@ -35,6 +35,15 @@ pub fn frame(data: &[u8]) {
             let outcome = reply.outcome.as_ref().map(|slab| &slab[..]);
             frame::encode_reply(reply.seq, outcome).expect("a decoded reply encodes again")
         }
+        frame::Message::Release {
+            seq: released,
+            handle,
+        } => {
+            assert_eq!(seq, Ok(*released), "decode_seq disagrees with decode");
+            let mut encoded = frame::encode_release(*handle).expect("a release encodes");
+            encoded.set_seq(*released);
+            encoded.into_bytes()
+        }
         frame::Message::Ping(ping) => frame::encode_ping(*ping).expect("a ping encodes"),
         frame::Message::Pong(pong) => frame::encode_pong(*pong).expect("a pong encodes"),
         frame::Message::GoAway { last_seq } => {

@@ -28,17 +28,22 @@ use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger::Interface;
+use exorun_core::ledger::Ledger;
+use exorun_core::ledger::Signature;
 use exorun_core::registry::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_transport::client::Channel;
 use exorun_transport::transport::BoxFuture;
+use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
 
 use crate::forward;
 use crate::forward::Forward;
 use crate::remote;
+use crate::standins::Carry;
+use crate::standins::Kinds;
 
 /// Why a link could not be defined (after the builder's checks passed).
 #[derive(Debug, thiserror::Error)]
@@ -89,19 +94,52 @@ pub(crate) fn link_system(
     Ok(())
 }
 
+/// What every link of one importer shares: its ledger, and the dynamic types its linker gives
+/// the resources of its linked imports (see `standins`).
+pub(crate) struct Importer {
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) kinds: Arc<Kinds>,
+}
+
+impl Importer {
+    /// Defines the resources `import` declares, each a stand-in type.
+    fn define_resources(
+        &self,
+        linker: &mut Linker<ExorunCtx>,
+        import: &Interface,
+    ) -> Result<(), Error> {
+        let kinds = self.kinds.declared_by(&import.name);
+        forward::define_resources(linker, &import.name, kinds).map_err(define_error)
+    }
+
+    fn carry(&self, signature: &Signature) -> Option<Arc<Carry>> {
+        Carry::of(signature, &self.ledger, &self.kinds)
+    }
+}
+
 /// Links `import` to the same interface exported by `target`, a running instance here.
 pub(crate) fn link_local(
     linker: &mut Linker<ExorunCtx>,
+    importer: &Importer,
     import: &Interface,
     target: &InstanceHandle,
 ) -> Result<(), Error> {
+    importer.define_resources(linker, import)?;
     let mut forwards: Vec<(&str, Arc<dyn Forward>)> = Vec::new();
-    for function in import.functions.keys() {
+    for (function, signature) in &import.functions {
         let export = target
             .export(&import.name, function)
             .map_err(Error::Target)?;
         let target = target.clone();
-        forwards.push((function, Arc::new(LocalFunction { target, export })));
+        let carry = importer.carry(signature);
+        forwards.push((
+            function,
+            Arc::new(LocalFunction {
+                target,
+                export,
+                carry,
+            }),
+        ));
     }
     forward::define(linker, &import.name, forwards).map_err(define_error)
 }
@@ -110,18 +148,21 @@ pub(crate) fn link_local(
 /// at each call.
 pub(crate) fn link_named(
     linker: &mut Linker<ExorunCtx>,
+    importer: &Importer,
     import: &Interface,
     runtime: &Arc<Runtime>,
     app: AppId,
     name: &str,
 ) -> Result<(), Error> {
-    let forwards = import.functions.keys().map(|function| {
+    importer.define_resources(linker, import)?;
+    let forwards = import.functions.iter().map(|(function, signature)| {
         let named: Arc<dyn Forward> = Arc::new(NamedFunction {
             runtime: Arc::clone(runtime),
             app,
             name: name.to_owned(),
             interface: import.name.clone(),
             function: function.clone(),
+            carry: importer.carry(signature),
         });
         (function.as_str(), named)
     });
@@ -132,10 +173,12 @@ pub(crate) fn link_named(
 /// `channel`.
 pub(crate) fn link_remote(
     linker: &mut Linker<ExorunCtx>,
+    importer: &Importer,
     import: &Interface,
     channel: &Arc<dyn Channel>,
     target: &str,
 ) -> Result<(), Error> {
+    importer.define_resources(linker, import)?;
     let forwards = import.functions.iter().map(|(function, signature)| {
         let remote: Arc<dyn Forward> = Arc::new(remote::Function::new(
             channel,
@@ -143,6 +186,7 @@ pub(crate) fn link_remote(
             &import.name,
             function,
             signature,
+            importer.carry(signature),
         ));
         (function.as_str(), remote)
     });
@@ -153,15 +197,23 @@ pub(crate) fn link_remote(
 struct LocalFunction {
     target: InstanceHandle,
     export: Export,
+    carry: Option<Arc<Carry>>,
 }
 
 impl Forward for LocalFunction {
     fn forward<'a>(
         &'a self,
+        store: StoreContextMut<'a, ExorunCtx>,
         params: &'a [Val],
         results: &'a mut [Val],
     ) -> BoxFuture<'a, wasmtime::Result<()>> {
         Box::pin(async move {
+            if let Some(carry) = &self.carry {
+                let (target, export) = (&self.target, &self.export);
+                return carry
+                    .call_local(store, target, export, params, results)
+                    .await;
+            }
             let called = self.target.call_export(&self.export, params, results).await;
             called.map_err(|error| wasmtime::Error::new(error.in_callee(&self.target)))
         })
@@ -175,11 +227,13 @@ struct NamedFunction {
     name: String,
     interface: String,
     function: String,
+    carry: Option<Arc<Carry>>,
 }
 
 impl Forward for NamedFunction {
     fn forward<'a>(
         &'a self,
+        store: StoreContextMut<'a, ExorunCtx>,
         params: &'a [Val],
         results: &'a mut [Val],
     ) -> BoxFuture<'a, wasmtime::Result<()>> {
@@ -190,6 +244,14 @@ impl Forward for NamedFunction {
             };
             if target.app().id != self.app {
                 return Err(wasmtime::Error::new(Unresolved::OtherApp { name: name() }));
+            }
+            if let Some(carry) = &self.carry {
+                let export = target.export(&self.interface, &self.function);
+                let export =
+                    export.map_err(|error| wasmtime::Error::new(error.in_callee(&target)))?;
+                return carry
+                    .call_local(store, &target, &export, params, results)
+                    .await;
             }
             let called = target
                 .call(&self.interface, &self.function, params, results)

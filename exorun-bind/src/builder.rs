@@ -29,6 +29,7 @@ use exorun_transport::client::Channel;
 use wasmtime::component::Linker;
 
 use crate::binder;
+use crate::standins::Kinds;
 
 /// Why an instance was not built.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,36 @@ pub enum Problem {
     /// The provider does not meet the import's contract (the ledger's finding).
     #[error("{0}")]
     Contract(ledger::Error),
+    /// The interface carries resources and is linked through a lattice, whose calls come from
+    /// no one connection that could hold the handles.
+    #[error("{interface} carries resources, which a lattice cannot: link it over a connection")]
+    ResourcesOverLattice {
+        /// The interface, fully qualified (e.g. `exorun:test/counters`).
+        interface: String,
+    },
+    /// The interface hands out resources and its provider runs a fresh instance per call: a
+    /// handle would outlive the instance that made it.
+    #[error("{interface} hands out resources, which a per-call instance cannot keep")]
+    ResourcesPerCall {
+        /// The interface, fully qualified (e.g. `exorun:test/counters`).
+        interface: String,
+    },
+}
+
+/// Whether `handle` runs a fresh instance per call.
+fn per_call(handle: &InstanceHandle) -> bool {
+    matches!(handle.replicas(), Replicas::PerCall { .. })
+}
+
+/// Whether `interface` declares resources or passes any (its functions' types).
+pub(crate) fn has_resources(interface: &ledger::Interface) -> bool {
+    !interface.resources.is_empty()
+        || interface.functions.values().any(|signature| {
+            let types = signature.params.iter().map(|(_, ty)| ty);
+            types
+                .chain(&signature.results)
+                .any(exorun_core::resources::has_resources)
+        })
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -303,12 +334,14 @@ impl InstanceBuilder {
     }
 
     /// The problems of one link: a system must name the interface; a local target must export
-    /// it with equal signatures and no handles; a remote link must carry no handles.
+    /// it with equal signatures (and, if it hands out resources, keep its instances: a handle
+    /// lives in one replica, and a per-call instance is gone when its call ends). A remote
+    /// link's provider is not known here.
     fn check_link(&self, import: &ledger::Interface, linkable: &Linkable) -> Vec<Problem> {
         let contract = |found: Vec<ledger::Error>| found.into_iter().map(Problem::Contract);
         let local = |provider: &ledger::Ledger| {
             let provided = provider.exports.get(&import.name);
-            contract(ledger::check(import, provided, ledger::Link::Local)).collect()
+            contract(ledger::check(import, provided)).collect()
         };
         match linkable {
             Linkable::System(system) => {
@@ -318,6 +351,11 @@ impl InstanceBuilder {
                 let interface = import.name.clone();
                 vec![Problem::NotProvided { interface }]
             }
+            Linkable::Local(target) if per_call(target) && has_resources(import) => {
+                vec![Problem::ResourcesPerCall {
+                    interface: import.name.clone(),
+                }]
+            }
             Linkable::Local(target) => local(target.ledger()),
             Linkable::Named { app, .. } => match self.runtime.app(*app) {
                 Ok(provider) => local(&provider.ledger),
@@ -326,10 +364,32 @@ impl InstanceBuilder {
                     provider: format!("app #{}", app.0),
                 }],
             },
-            Linkable::Remote { .. } => {
-                contract(ledger::crossing(import, ledger::Link::Remote)).collect()
+            Linkable::Remote { channel, .. }
+                if !channel.carries_handles() && has_resources(import) =>
+            {
+                vec![Problem::ResourcesOverLattice {
+                    interface: import.name.clone(),
+                }]
             }
+            Linkable::Remote { .. } => Vec::new(),
         }
+    }
+
+    /// A dynamic type for each resource an import linked to another instance declares (an
+    /// import a system provides keeps the system's own types).
+    fn kinds(&self) -> Kinds {
+        let linked = self
+            .links
+            .iter()
+            .filter(|(_, linkable)| !matches!(linkable, Linkable::System(_)));
+        let imports = linked.filter_map(|(interface, _)| self.app.ledger.imports.get(interface));
+        let resources = imports.flat_map(|import| {
+            import.resources.iter().map(|name| ledger::Resource {
+                interface: import.name.clone(),
+                name: name.clone(),
+            })
+        });
+        Kinds::assign(resources)
     }
 
     /// Systems first (each installed once; returned in order, to configure every new context),
@@ -352,6 +412,10 @@ impl InstanceBuilder {
             systems.push(Arc::clone(system));
         }
         let ledger = Arc::clone(&self.app.ledger);
+        let importer = binder::Importer {
+            kinds: Arc::new(self.kinds()),
+            ledger: Arc::clone(&ledger),
+        };
         for (interface, linkable) in &self.links {
             // Checked: every link is for an import of the app.
             let Some(import) = ledger.imports.get(interface) else {
@@ -359,12 +423,15 @@ impl InstanceBuilder {
             };
             match linkable {
                 Linkable::System(_) => {}
-                Linkable::Local(target) => binder::link_local(&mut linker, import, target)?,
+                Linkable::Local(target) => {
+                    binder::link_local(&mut linker, &importer, import, target)?;
+                }
                 Linkable::Named { app, name } => {
-                    binder::link_named(&mut linker, import, &self.runtime, *app, name)?;
+                    let runtime = &self.runtime;
+                    binder::link_named(&mut linker, &importer, import, runtime, *app, name)?;
                 }
                 Linkable::Remote { channel, target } => {
-                    binder::link_remote(&mut linker, import, channel, target)?;
+                    binder::link_remote(&mut linker, &importer, import, channel, target)?;
                 }
             }
         }

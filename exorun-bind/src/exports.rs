@@ -40,6 +40,7 @@ use exorun_core::instance::InstanceHandle;
 use exorun_core::principal;
 use exorun_core::registry;
 use exorun_core::registry::Runtime;
+use exorun_core::resources;
 use exorun_transport::client;
 use exorun_transport::handler;
 use exorun_transport::identity::PublicKey;
@@ -50,7 +51,9 @@ use neorpc::frame;
 use wasmtime::component::Val;
 
 use crate::binder;
+use crate::handles::Handles;
 use crate::remote;
+use crate::standins;
 
 /// Who may call an export.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +94,7 @@ impl Allow {
 pub struct Exports {
     runtime: Arc<Runtime>,
     exported: DashMap<String, Allow>,
+    handles: Arc<Handles>,
 }
 
 /// A call resolved to its instance and function, waiting to run.
@@ -101,6 +105,7 @@ struct Job {
     args: Bytes,
     chain: Vec<chain::Hop>,
     origin: handler::Origin,
+    handles: Arc<Handles>,
 }
 
 impl Exports {
@@ -109,7 +114,23 @@ impl Exports {
         Arc::new(Self {
             runtime,
             exported: DashMap::new(),
+            handles: Arc::default(),
         })
+    }
+
+    /// Resource handles remote callers hold now, over every connection (see `handles`).
+    pub fn handles_held(&self) -> usize {
+        self.handles.live()
+    }
+
+    /// The number of resource handles remote callers hold, as it changes.
+    pub fn watch_handles(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.handles.watch()
+    }
+
+    /// Resource handles the connection `connection` (`handler::Origin::connection`) holds now.
+    pub fn handles_held_by(&self, connection: u64) -> usize {
+        self.handles.held_by(connection)
     }
 
     /// Makes the instance registered as `name` reachable by any remote caller.
@@ -190,6 +211,7 @@ impl Exports {
             args: frame.slice_ref(call.args),
             chain: remote::from_wire(&call.chain),
             origin: origin.clone(),
+            handles: Arc::clone(&self.handles),
         })
     }
 }
@@ -206,6 +228,31 @@ impl handler::Dispatcher for Exports {
             Err(failure) => Box::pin(std::future::ready(Err(failure))),
         }
     }
+
+    fn release(
+        &self,
+        seq: frame::Seq,
+        handle: u64,
+        origin: &handler::Origin,
+    ) -> BoxFuture<'static, handler::Outcome> {
+        let handles = Arc::clone(&self.handles);
+        let connection = origin.connection();
+        Box::pin(async move {
+            handles.release(connection, handle).await?;
+            let mut reply = frame::ReplyWriter::new(seq).map_err(internal)?;
+            let limits = codec::Limits::default();
+            codec::encode_into(reply.results(), &[], &limits).map_err(|error| {
+                Failure::Internal {
+                    message: format!("cannot encode the release's reply: {error}"),
+                }
+            })?;
+            reply.finish().map_err(internal)
+        })
+    }
+
+    fn closed(&self, origin: &handler::Origin) {
+        self.handles.closed(origin.connection());
+    }
 }
 
 impl Job {
@@ -221,9 +268,17 @@ impl Job {
     }
 
     async fn lease_and_call(self) -> handler::Outcome {
+        let signature = self.export.signature();
+        let params = signature.params.iter().map(|(_, ty)| ty);
+        if params
+            .chain(&signature.results)
+            .any(resources::has_resources)
+        {
+            return self.carrying().await;
+        }
         let weight = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
         let lease = self.handle.lease(weight).await;
-        let lease = lease.map_err(|error| self.failure(&error))?;
+        let mut lease = lease.map_err(|error| self.failure(&error))?;
         if self.origin.is_gone() {
             return Err(Failure::Internal {
                 message: "the caller went away before the call started".to_owned(),
@@ -239,6 +294,59 @@ impl Job {
         if let Err(error) = called {
             return Err(failure_of(&self.handle, &error));
         }
+        let mut reply = frame::ReplyWriter::new(self.seq).map_err(internal)?;
+        codec::encode_into(reply.results(), &results, &limits).map_err(|error| {
+            Failure::Internal {
+                message: format!("cannot encode the results: {error}"),
+            }
+        })?;
+        reply.finish().map_err(internal)
+    }
+
+    /// A call whose arguments or results carry handles: its handle ids checked against what
+    /// the connection holds before it waits (they say which replica it runs on), resolved to
+    /// handles once it holds that replica, and the handles it returns entered as new ids.
+    async fn carrying(self) -> handler::Outcome {
+        if !self.origin.holds_handles() {
+            return Err(Failure::ProtocolViolation {
+                message: "resource handles cross only on a connection, not a lattice".to_owned(),
+            });
+        }
+        let signature = self.export.signature();
+        let types = signature.params.iter().map(|(_, ty)| ty);
+        let limits = codec::Limits::default().with_handles();
+        let mut params = codec::decode_args(&self.args, types, &limits).map_err(bad_arguments)?;
+        let weight = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
+        drop(self.args);
+        let connection = self.origin.connection();
+        let (handles, instance) = (&self.handles, &self.handle);
+        let pin = handles.pin(connection, &mut params, &signature.params, instance)?;
+        let leased = match &pin {
+            Some(pin) => instance.lease_on(pin.replica, &pin.resource).await,
+            None => instance.lease(weight).await,
+        };
+        let mut lease = leased.map_err(|error| failure_of(instance, &error))?;
+        if self.origin.is_gone() {
+            return Err(Failure::Internal {
+                message: "the caller went away before the call started".to_owned(),
+            });
+        }
+        handles.resolve(
+            connection,
+            &mut params,
+            &signature.params,
+            instance.ledger(),
+        )?;
+        let mut results = vec![Val::Bool(false); signature.results.len()];
+        let called = lease.call(&self.export, &params, &mut results).await;
+        if let Err(error) = called {
+            return Err(failure_of(instance, &error));
+        }
+        let types = &signature.results;
+        handles
+            .hand_out(connection, &mut results, types, &mut lease, instance)
+            .await?;
+        drop(lease);
         let mut reply = frame::ReplyWriter::new(self.seq).map_err(internal)?;
         codec::encode_into(reply.results(), &results, &limits).map_err(|error| {
             Failure::Internal {
@@ -321,6 +429,9 @@ pub(crate) fn failure(error: &instance::Error) -> Failure {
             instance: instance.to_string(),
         },
         instance::Error::OutOfFuel => Failure::OutOfFuel,
+        instance::Error::ResourceGone { resource } => Failure::ResourceGone {
+            resource: resource.clone(),
+        },
         instance::Error::OutOfMemory { message } => Failure::OutOfMemory {
             message: message.clone(),
         },
@@ -351,6 +462,9 @@ fn raised_failure(raised: &instance::Raised) -> Failure {
     if let Some(client_error) = raised.downcast_ref::<client::Error>() {
         return match client_error {
             client::Error::Remote(failure) => failure.clone(),
+            client::Error::SessionEnded => Failure::ResourceGone {
+                resource: "resource".to_owned(),
+            },
             client::Error::Timeout { .. }
             | client::Error::PeerClosed
             | client::Error::Unresponsive { .. }
@@ -358,6 +472,15 @@ fn raised_failure(raised: &instance::Raised) -> Failure {
             | client::Error::Overloaded { .. }
             | client::Error::Frame(_)
             | client::Error::Transport(_) => Failure::Internal { message: message() },
+        };
+    }
+    if let Some(refused) = raised.downcast_ref::<standins::Error>() {
+        return match refused {
+            standins::Error::TooMany { .. } => Failure::Overloaded,
+            standins::Error::Foreign { .. }
+            | standins::Error::Split { .. }
+            | standins::Error::PerCall { .. }
+            | standins::Error::NotAStandIn { .. } => Failure::AppTrapped { message: message() },
         };
     }
     if raised.downcast_ref::<remote::Error>().is_some() {

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use exorun_core::context::ExorunCtx;
 use exorun_transport::transport::BoxFuture;
+use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
+use wasmtime::component::ResourceType;
 use wasmtime::component::Val;
+
+use crate::standins;
 
 /// wasmtime refused a definition (`binder::Error::Define` carries it to the embedder).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +27,34 @@ pub(crate) struct Error {
 /// Where a linked function's calls go: the one thing that differs between local, named and
 /// remote links.
 pub(crate) trait Forward: Send + Sync + 'static {
-    /// Makes one call with the caller's arguments, filling its result slots.
+    /// Makes one call with the caller's arguments, filling its result slots; `store` is the
+    /// caller's (where the stand-ins of the handles it holds across links live).
     fn forward<'a>(
         &'a self,
+        store: StoreContextMut<'a, ExorunCtx>,
         params: &'a [Val],
         results: &'a mut [Val],
     ) -> BoxFuture<'a, wasmtime::Result<()>>;
+}
+
+/// Defines the resources `interface` declares, each as a host resource of its own dynamic type
+/// (`kinds`), whose destructor drops what its stand-in stands for.
+pub(crate) fn define_resources<'k>(
+    linker: &mut Linker<ExorunCtx>,
+    interface: &str,
+    kinds: impl IntoIterator<Item = (&'k str, u32)>,
+) -> Result<(), Error> {
+    let mut scope = linker
+        .instance(interface)
+        .map_err(|error| define_error(interface, "", &error))?;
+    for (resource, kind) in kinds {
+        let defined =
+            scope.resource_async(resource, ResourceType::host_dynamic(kind), |store, rep| {
+                Box::new(standins::dropped(store, rep))
+            });
+        defined.map_err(|error| define_error(interface, resource, &error))?;
+    }
+    Ok(())
 }
 
 /// Defines each function of `interface` as a host function that forwards its calls; an error
@@ -42,9 +68,9 @@ pub(crate) fn define<'f>(
         .instance(interface)
         .map_err(|error| define_error(interface, "", &error))?;
     for (function, forward) in forwards {
-        let defined = scope.func_new_async(function, move |_store, _ty, params, results| {
+        let defined = scope.func_new_async(function, move |store, _ty, params, results| {
             let forward = Arc::clone(&forward);
-            Box::new(async move { forward.forward(params, results).await })
+            Box::new(async move { forward.forward(store, params, results).await })
         });
         defined.map_err(|error| define_error(interface, function, &error))?;
     }
@@ -68,6 +94,7 @@ mod tests {
     impl Forward for Nowhere {
         fn forward<'a>(
             &'a self,
+            _store: StoreContextMut<'a, ExorunCtx>,
             _params: &'a [Val],
             _results: &'a mut [Val],
         ) -> BoxFuture<'a, wasmtime::Result<()>> {

@@ -16,4 +16,6 @@ pub mod binder;
 pub mod builder;
 pub mod exports;
 mod forward;
+pub mod handles;
 pub mod remote;
+pub mod standins;

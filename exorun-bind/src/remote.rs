@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use exorun_core::chain;
+use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::ledger::Signature;
 use exorun_transport::client;
@@ -25,10 +26,15 @@ use exorun_transport::transport::BoxFuture;
 use neorpc::codec;
 use neorpc::failure::Failure;
 use neorpc::frame;
+use wasmtime::StoreContextMut;
 use wasmtime::component::Type;
 use wasmtime::component::Val;
 
 use crate::forward::Forward;
+use crate::standins;
+use crate::standins::Carry;
+use crate::standins::Pin;
+use crate::standins::Pinned;
 
 /// Why a remote call could not be made or its reply not read (raised with `client::Error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +74,7 @@ pub(crate) struct Function {
     target: String,
     method: String,
     results: Vec<Type>,
+    carry: Option<Arc<Carry>>,
 }
 
 impl Function {
@@ -77,13 +84,75 @@ impl Function {
         interface: &str,
         function: &str,
         signature: &Signature,
+        carry: Option<Arc<Carry>>,
     ) -> Self {
         Self {
             channel: Arc::clone(channel),
             target: target.to_owned(),
             method: format!("{interface}#{function}"),
             results: signature.results.clone(),
+            carry,
         }
+    }
+
+    /// One call that carries handles: each stand-in given becomes its id on the session that
+    /// made it (the call goes on that session only), and each id returned a new stand-in of the
+    /// session that answered.
+    async fn call_carrying(
+        &self,
+        carry: &Carry,
+        mut store: StoreContextMut<'_, ExorunCtx>,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> wasmtime::Result<()> {
+        let mut params = params.to_vec();
+        let callee = standins::Callee::Remote {
+            channel: &self.channel,
+            target: &self.target,
+        };
+        let pinned = standins::to_callee(
+            &mut store,
+            &mut params,
+            &carry.params,
+            &callee,
+            &carry.ledger,
+        )
+        .await?;
+        let on = match &pinned {
+            Some(Pinned {
+                pin: Pin::Session(session),
+                ..
+            }) => Some(*session),
+            Some(pinned) => return Err(pinned.gone()),
+            None => None,
+        };
+        let limits = codec::Limits::default().with_handles();
+        let frame = self
+            .frame(&params, &limits)
+            .map_err(|error| self.raise(error))?;
+        let timeout = self.channel.timeout();
+        let called = self.channel.call_session(frame, timeout, on).await;
+        let (slab, session) = match (called, &pinned) {
+            (Ok(answered), _) => answered,
+            (Err(client::Error::SessionEnded), Some(pinned)) => return Err(pinned.gone()),
+            (Err(client::Error::Remote(failure)), _) => return Err(self.raise(failure)),
+            (Err(error), _) => return Err(self.raise(error)),
+        };
+        let decoded = codec::decode_into(&slab, &self.results, results, &limits);
+        decoded.map_err(|error| self.raise(Error::Results(error)))?;
+        let owner = |value: &Val| {
+            let Val::U64(id) = value else {
+                return None;
+            };
+            Some(standins::Owner::Remote {
+                channel: Arc::clone(&self.channel),
+                target: self.target.clone(),
+                session,
+                id: *id,
+            })
+        };
+        let (ledger, kinds) = (&carry.ledger, &carry.kinds);
+        standins::from_callee(&mut store, results, &carry.results, ledger, kinds, &owner).await
     }
 
     /// One call: encode, send, wait, decode.
@@ -126,12 +195,16 @@ impl Function {
 impl Forward for Function {
     fn forward<'a>(
         &'a self,
+        store: StoreContextMut<'a, ExorunCtx>,
         params: &'a [Val],
         results: &'a mut [Val],
     ) -> BoxFuture<'a, wasmtime::Result<()>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let outcome = self.call(params, results).await;
+            let outcome = match &self.carry {
+                Some(carry) => self.call_carrying(carry, store, params, results).await,
+                None => self.call(params, results).await,
+            };
             let (target, method) = (self.target.as_str(), self.method.as_str());
             let duration_us = started.elapsed().as_micros();
             let ok = outcome.is_ok();

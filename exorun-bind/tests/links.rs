@@ -276,21 +276,6 @@ async fn the_builder_lists_every_problem_and_sends_nothing() {
         )]
     );
 
-    let counters = InstanceBuilder::new(&runtime, add(&runtime, "counter-consumer"))
-        .unwrap()
-        .link("exorun:test/counters", remote("counters"));
-    let error = counters.instantiate().await.unwrap_err();
-    let builder::Error::Refused { problems, .. } = &error else {
-        panic!("{error:?}")
-    };
-    assert_eq!(
-        problems[0],
-        builder::Problem::Contract(ledger::Error::UnsupportedAcrossRemote {
-            interface: "exorun:test/counters".into(),
-            function: "[constructor]counter".into(),
-            kind: "resource",
-        })
-    );
     assert_eq!(counting.sent(), 0, "the transport saw nothing");
     assert_eq!(runtime.counts().1, 1, "only the provider was instantiated");
 }

@@ -70,6 +70,7 @@ fn reason(error: &client::Error) -> String {
         client::Error::PeerClosed => "PeerClosed".to_owned(),
         client::Error::Unresponsive { .. } => "Unresponsive".to_owned(),
         client::Error::Unread(_) => "Unread".to_owned(),
+        client::Error::SessionEnded => "SessionEnded".to_owned(),
         client::Error::Overloaded { .. } => "Overloaded".to_owned(),
         client::Error::Frame(_) => "Frame".to_owned(),
         client::Error::Transport(error) => format!("Transport({error})"),

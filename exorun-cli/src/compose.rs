@@ -239,12 +239,12 @@ fn problem_key(name: &str, problem: &builder::Problem) -> String {
         builder::Problem::NotImported { interface }
         | builder::Problem::UnknownProvider { interface, .. }
         | builder::Problem::NotProvided { interface }
+        | builder::Problem::ResourcesOverLattice { interface }
+        | builder::Problem::ResourcesPerCall { interface }
         | builder::Problem::Contract(
             ledger::Error::InterfaceNotFound { interface }
             | ledger::Error::MethodNotFound { interface, .. }
-            | ledger::Error::SignatureMismatch { interface, .. }
-            | ledger::Error::UnsupportedAcrossRemote { interface, .. }
-            | ledger::Error::UnsupportedAcrossStores { interface, .. },
+            | ledger::Error::SignatureMismatch { interface, .. },
         ) => interface,
     };
     format!("instances.{name}.links.\"{interface}\"")

@@ -413,10 +413,41 @@ fn inspect(path: &Path) -> Result<(), Failed> {
         println!("{heading}:");
         for (interface, contents) in interfaces {
             println!("  {interface}");
-            for (function, signature) in &contents.functions {
-                println!("    {function}: {}", ledger::describe_signature(signature));
-            }
+            print_interface(contents);
         }
     }
     Ok(())
+}
+
+/// An interface's functions, each resource's (constructor, methods, static functions) grouped
+/// under it by their short names.
+fn print_interface(interface: &ledger::Interface) {
+    let of = |resource: &str, function: &str| -> Option<String> {
+        let constructor = format!("[constructor]{resource}");
+        if function == constructor {
+            return Some("constructor".to_owned());
+        }
+        let kinds = ["[method]", "[static]"];
+        let prefixed = kinds.iter().find_map(|kind| function.strip_prefix(kind))?;
+        prefixed
+            .strip_prefix(resource)?
+            .strip_prefix('.')
+            .map(str::to_owned)
+    };
+    let mut grouped = std::collections::BTreeSet::new();
+    for resource in &interface.resources {
+        println!("    resource {resource}");
+        for (function, signature) in &interface.functions {
+            let Some(short) = of(resource, function) else {
+                continue;
+            };
+            grouped.insert(function.as_str());
+            println!("      {short}: {}", signature.text);
+        }
+    }
+    for (function, signature) in &interface.functions {
+        if !grouped.contains(function.as_str()) {
+            println!("    {function}: {}", signature.text);
+        }
+    }
 }

@@ -177,6 +177,7 @@ fn reason(error: &client::Error) -> String {
         client::Error::PeerClosed
         | client::Error::Unresponsive { .. }
         | client::Error::Unread(_)
+        | client::Error::SessionEnded
         | client::Error::Overloaded { .. }
         | client::Error::Frame(_)
         | client::Error::Transport(_) => error.to_string(),

@@ -8,7 +8,6 @@ use wasmtime::component::Component;
 use wasmtime::component::ComponentExportIndex;
 use wasmtime::component::types::ComponentItem;
 
-use crate::ledger;
 use crate::ledger::Ledger;
 use crate::ledger::Signature;
 
@@ -72,14 +71,14 @@ impl App {
     /// The exported function `interface#function` (`interface` empty for a root export).
     pub fn export(&self, interface: &str, function: &str) -> Option<Export> {
         if interface.is_empty() {
-            return root_export(&self.component, function);
+            return root_export(&self.component, &self.ledger, function);
         }
         self.exports.get(interface)?.get(function).cloned()
     }
 }
 
 /// A function exported at the component's root (not inside an interface), looked up by name.
-fn root_export(component: &Component, function: &str) -> Option<Export> {
+fn root_export(component: &Component, ledger: &Ledger, function: &str) -> Option<Export> {
     let index = component.get_export_index(None, function)?;
     let ty = component.component_type();
     let (_, item) = ty
@@ -88,7 +87,7 @@ fn root_export(component: &Component, function: &str) -> Option<Export> {
     let ComponentItem::ComponentFunc(func) = item.ty else {
         return None;
     };
-    let signature = Arc::new(ledger::signature(&func));
+    let signature = Arc::new(ledger.signature(&func));
     Some(Export { index, signature })
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wasmtime::component::InstancePre;
+use wasmtime::component::ResourceAny;
 use wasmtime::component::Val;
 
 use crate::app::App;
@@ -84,6 +85,7 @@ struct Inner {
     name: Option<Arc<str>>,
     app: App,
     limits: limits::Limits,
+    replicas: Replicas,
     restart: Restart,
     factory: Factory,
     pool: Pool,
@@ -105,6 +107,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct InstanceHandle {
     inner: Arc<Inner>,
+}
+
+/// Which replica of an instance, and which of its lives (each restart is a new one): what a
+/// resource handle made there is pinned to. A handle whose replica was restarted since is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Replica {
+    /// Its place in the instance's pool.
+    pub index: usize,
+    /// How many times that place was filled with a fresh instance (1 at the start).
+    pub epoch: u64,
 }
 
 /// One instance taken for one call: a replica (released when the lease drops) or a fresh
@@ -223,6 +235,7 @@ impl InstanceHandle {
             name: identity.name.as_deref().map(Arc::from),
             app: identity.app,
             limits,
+            replicas,
             restart,
             factory,
             pool,
@@ -256,6 +269,11 @@ impl InstanceHandle {
     /// The interfaces its app imports and exports (what a local link checks against).
     pub fn ledger(&self) -> &Ledger {
         &self.inner.app.ledger
+    }
+
+    /// How many instances serve it.
+    pub fn replicas(&self) -> Replicas {
+        self.inner.replicas
     }
 
     /// How many times a failed replica was replaced by a fresh instance.
@@ -356,6 +374,45 @@ impl InstanceHandle {
         };
         Ok(Lease {
             held,
+            handle: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Takes `replica` itself for one call (waiting for it within the limits): where a call on a
+    /// resource made there must run. A replica restarted since (a new epoch), failed, or of an
+    /// instance that runs one per call, is `ResourceGone`: the handle's resource went with it.
+    pub async fn lease_on(&self, replica: Replica, resource: &str) -> Result<Lease, Error> {
+        let gone = || Error::ResourceGone {
+            resource: resource.to_owned(),
+        };
+        if chain::contains(self.hop()) {
+            return Err(Error::Reentrant {
+                instance: self.id(),
+            });
+        }
+        self.check_present().map_err(|_| gone())?;
+        let Pool::Replicas(slots) = &self.inner.pool else {
+            return Err(gone());
+        };
+        let slot = slots.get(replica.index).ok_or_else(gone)?;
+        let permit = self.permit(0).await?;
+        let lock_wait = self.inner.limits.lock_wait;
+        let locked = tokio::time::timeout(lock_wait, Arc::clone(slot).lock_owned()).await;
+        let Ok(mut slot) = locked else {
+            let waited_ms = u64::try_from(lock_wait.as_millis()).unwrap_or(u64::MAX);
+            let instance = self.id();
+            return Err(Error::Busy {
+                instance,
+                waited_ms,
+            });
+        };
+        slot.settle_interrupted(&self.inner.restart);
+        if slot.epoch != replica.epoch || !slot.is_ready() {
+            return Err(gone());
+        }
+        Ok(Lease {
+            held: Held::Replica(slot),
             handle: self.clone(),
             _permit: permit,
         })
@@ -472,6 +529,7 @@ impl InstanceHandle {
                     running,
                     in_call: false,
                 };
+                slot.epoch += 1;
                 Ok(slot)
             }
             Err(error) => {
@@ -500,10 +558,44 @@ impl InstanceHandle {
 }
 
 impl Lease {
+    /// The replica taken (`None` for a fresh per-call instance, which outlives no call).
+    pub fn replica(&self) -> Option<Replica> {
+        let Held::Replica(slot) = &self.held else {
+            return None;
+        };
+        Some(Replica {
+            index: slot.index,
+            epoch: slot.epoch,
+        })
+    }
+
+    /// Drops `resource`, a handle the host holds into this instance, running the guest's
+    /// destructor. A destructor that fails fails the replica, as a call would.
+    pub async fn drop_resource(&mut self, resource: ResourceAny) -> Result<(), Error> {
+        let inner = Arc::clone(&self.handle.inner);
+        let slot = match &mut self.held {
+            Held::Replica(slot) => slot,
+            Held::Fresh(_) => return Ok(()),
+        };
+        // A replica an earlier call on this lease failed took its resources with it.
+        let State::Running { running, in_call } = &mut slot.state else {
+            return Ok(());
+        };
+        *in_call = true;
+        let (store, _) = running;
+        let dropped = resource.resource_drop_async(&mut *store).await;
+        let Err(error) = dropped.map_err(classify) else {
+            *in_call = false;
+            return Ok(());
+        };
+        slot.fail(error.clone(), &inner.restart);
+        Err(error)
+    }
+
     /// Calls `export` on the instance taken, with fresh fuel and this instance on the call
     /// chain. A failure fails the replica (see the module doc).
     pub async fn call(
-        mut self,
+        &mut self,
         export: &Export,
         params: &[Val],
         results: &mut [Val],
@@ -517,9 +609,13 @@ impl Lease {
             Held::Replica(slot) => slot,
         };
         slot.party = principal::party();
-        let State::Running { running, in_call } = &mut slot.state else {
-            unreachable!("`ready_slot` leases only a running replica");
+        // A lease starts on a running replica (`ready_slot`, `lease_on`); an earlier call on the
+        // same lease that failed it leaves it failed.
+        let running = match &mut slot.state {
+            State::Running { running, in_call } => (running, in_call),
+            State::Failed { cause, .. } => return Err(cause.clone()),
         };
+        let (running, in_call) = running;
         *in_call = true;
         let outcome = run(running, &inner, hop, export, params, results).await;
         let Err(error) = outcome else {

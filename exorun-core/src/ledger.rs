@@ -3,15 +3,18 @@
 //!
 //! Checks run before anything is instantiated or sent: a provider must have the interface
 //! (`InterfaceNotFound`) and every function (`MethodNotFound`) with a structurally equal
-//! signature (`SignatureMismatch`, naming both). Values cross a link as `Val`s (locally) or
-//! as bytes (remotely), so no resource, future, stream or error context may appear in a linked
-//! signature: a handle means nothing in another store (`UnsupportedAcrossStores`) or on another
-//! runtime (`UnsupportedAcrossRemote`). No interface is special-cased: `wasi:*` is checked like
-//! any other.
+//! signature (`SignatureMismatch`, naming both). Resources are compared by name (`own<counter>`
+//! in the import is `own<counter>` in the provider: two components' resource types are never
+//! the same type, so the ledger names each by the interface that declares it), and they may
+//! cross links: a link carries each handle (see exorun-bind). Futures and streams cannot reach
+//! a link: this runtime's engine is built without wasmtime's component-model-async support, so
+//! a component that uses them is refused when it is loaded (`registry::Error::InvalidComponent`
+//! saying so). No interface is special-cased: `wasi:*` is checked like any other.
 
 use std::collections::BTreeMap;
 
 use wasmtime::component::Component;
+use wasmtime::component::ResourceType;
 use wasmtime::component::Type;
 use wasmtime::component::types::ComponentFunc;
 use wasmtime::component::types::ComponentItem;
@@ -48,32 +51,6 @@ pub enum Error {
         /// What was found instead.
         found: String,
     },
-    /// A signature carries a value kind that cannot cross a remote link.
-    #[error("{interface}#{function} passes a {kind}, which cannot cross a remote link")]
-    UnsupportedAcrossRemote {
-        /// The interface, fully qualified (e.g. `exorun:test/math`).
-        interface: String,
-
-        /// The function, by its name within the interface.
-        function: String,
-
-        /// The kind of value.
-        kind: &'static str,
-    },
-    /// A signature carries a handle that cannot pass between two stores of one runtime.
-    #[error(
-        "{interface}#{function} passes a {kind}, which cannot cross a local link between stores"
-    )]
-    UnsupportedAcrossStores {
-        /// The interface, fully qualified (e.g. `exorun:test/math`).
-        interface: String,
-
-        /// The function, by its name within the interface.
-        function: String,
-
-        /// The kind of value.
-        kind: &'static str,
-    },
 }
 
 /// One function's parameter and result types.
@@ -83,15 +60,36 @@ pub struct Signature {
     pub params: Vec<(String, Type)>,
     /// Result types, in order.
     pub results: Vec<Type>,
+    /// The signature in WIT-like text, resources by name (`func(c: borrow<counter>) -> u32`).
+    pub text: String,
+    /// The types alone, in the same text: what two signatures must share to match.
+    shape: String,
 }
 
-/// An interface: its functions by name.
+/// A resource type, named by the interface that declares it and its name there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Resource {
+    /// The declaring interface, fully qualified (e.g. `exorun:test/counters`).
+    pub interface: String,
+    /// The resource's name in it (e.g. `counter`).
+    pub name: String,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+/// An interface: its functions by name, and the resources it declares.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interface {
     /// The fully qualified name, e.g. `exorun:test/math`.
     pub name: String,
     /// Functions by name (`add`, `[method]counter.next`).
     pub functions: BTreeMap<String, Signature>,
+    /// The resources it declares, by name.
+    pub resources: Vec<String>,
 }
 
 /// A component's imported and exported interfaces.
@@ -101,37 +99,89 @@ pub struct Ledger {
     pub imports: BTreeMap<String, Interface>,
     /// Exported interfaces by name.
     pub exports: BTreeMap<String, Interface>,
+    /// Every resource type the component's interfaces declare, with its name.
+    resources: Vec<(ResourceType, Resource)>,
 }
 
 impl Ledger {
     /// Reads the interfaces of `component`.
-    pub fn of(engine: &wasmtime::Engine, component: &Component) -> Self {
+    pub(crate) fn of(engine: &wasmtime::Engine, component: &Component) -> Self {
         let ty = component.component_type();
+        let mut resources = Vec::new();
+        for (name, item) in ty.imports(engine).chain(ty.exports(engine)) {
+            collect_resources(engine, name, &item.ty, &mut resources);
+        }
+        let names = Names(&resources);
         let imports = ty
             .imports(engine)
-            .filter_map(|(name, item)| interface(engine, name, &item.ty));
+            .filter_map(|(name, item)| interface(engine, name, &item.ty, names));
+        let imports = imports.collect();
         let exports = ty
             .exports(engine)
-            .filter_map(|(name, item)| interface(engine, name, &item.ty));
+            .filter_map(|(name, item)| interface(engine, name, &item.ty, names));
+        let exports = exports.collect();
         Self {
-            imports: imports.collect(),
-            exports: exports.collect(),
+            imports,
+            exports,
+            resources,
         }
+    }
+
+    /// The name of a resource type of this component (as its signatures carry it).
+    pub fn resource(&self, ty: &ResourceType) -> Option<&Resource> {
+        Names(&self.resources).get(ty)
+    }
+
+    /// The signature of a function of this component, its resources named.
+    pub(crate) fn signature(&self, func: &ComponentFunc) -> Signature {
+        signature(func, Names(&self.resources))
     }
 }
 
-/// How an import reaches its provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Link {
-    /// Another instance in the same runtime (`Val`s pass between stores).
-    Local,
-    /// An instance on another runtime (values pass as bytes).
-    Remote,
+/// Resource types and their names, looked up by type (few per component: a list).
+#[derive(Clone, Copy)]
+struct Names<'a>(&'a [(ResourceType, Resource)]);
+
+impl<'a> Names<'a> {
+    fn get(self, ty: &ResourceType) -> Option<&'a Resource> {
+        let found = self.0.iter().find(|(known, _)| known == ty);
+        found.map(|(_, resource)| resource)
+    }
+
+    fn name(self, ty: &ResourceType) -> String {
+        self.get(ty)
+            .map_or_else(|| "resource".to_owned(), |resource| resource.name.clone())
+    }
 }
 
-/// Checks that `provider` satisfies `import` over `link`. Returns every problem, not just the
-/// first.
-pub fn check(import: &Interface, provider: Option<&Interface>, link: Link) -> Vec<Error> {
+/// The resources an instance item of the component declares, named by its interface.
+fn collect_resources(
+    engine: &wasmtime::Engine,
+    interface: &str,
+    item: &ComponentItem,
+    into: &mut Vec<(ResourceType, Resource)>,
+) {
+    let ComponentItem::ComponentInstance(instance) = item else {
+        return;
+    };
+    for (name, export) in instance.exports(engine) {
+        let ComponentItem::Resource(ty) = export.ty else {
+            continue;
+        };
+        if into.iter().any(|(known, _)| *known == ty) {
+            continue; // a resource `use`d from another interface keeps its first name
+        }
+        let resource = Resource {
+            interface: interface.to_owned(),
+            name: name.to_owned(),
+        };
+        into.push((ty, resource));
+    }
+}
+
+/// Checks that `provider` satisfies `import`, locally or remotely alike. Returns every
+/// problem, not just the first.
+pub fn check(import: &Interface, provider: Option<&Interface>) -> Vec<Error> {
     let mut problems = Vec::new();
     let Some(provider) = provider else {
         problems.push(Error::InterfaceNotFound {
@@ -145,7 +195,6 @@ pub fn check(import: &Interface, provider: Option<&Interface>, link: Link) -> Ve
             function,
             wanted,
             provider.functions.get(function),
-            link,
         ) {
             problems.push(problem);
         }
@@ -153,119 +202,45 @@ pub fn check(import: &Interface, provider: Option<&Interface>, link: Link) -> Ve
     problems
 }
 
-/// The handle-passing functions of `import`, which cannot cross `link`. This is all a remote
-/// link can check before a call: the peer's exports are not known here.
-pub fn crossing(import: &Interface, link: Link) -> Vec<Error> {
-    let barriers = import.functions.iter();
-    barriers
-        .filter_map(|(function, wanted)| barrier(&import.name, function, wanted, link))
-        .collect()
-}
-
-/// The first handle kind in `wanted`, as the error `link` gives it.
-fn barrier(interface: &str, function: &str, wanted: &Signature, link: Link) -> Option<Error> {
-    let kind = wanted
-        .params
-        .iter()
-        .map(|(_, ty)| ty)
-        .chain(&wanted.results)
-        .find_map(handle_kind)?;
-    let (interface, function) = (interface.to_owned(), function.to_owned());
-    Some(match link {
-        Link::Local => Error::UnsupportedAcrossStores {
-            interface,
-            function,
-            kind,
-        },
-        Link::Remote => Error::UnsupportedAcrossRemote {
-            interface,
-            function,
-            kind,
-        },
-    })
-}
-
 fn check_function(
     interface: &str,
     function: &str,
     wanted: &Signature,
     found: Option<&Signature>,
-    link: Link,
 ) -> Option<Error> {
-    if let Some(problem) = barrier(interface, function, wanted, link) {
-        return Some(problem);
-    }
     let Some(found) = found else {
         return Some(Error::MethodNotFound {
             interface: interface.to_owned(),
             function: function.to_owned(),
         });
     };
-    let same_params = wanted.params.len() == found.params.len()
-        && wanted
-            .params
-            .iter()
-            .zip(&found.params)
-            .all(|(a, b)| a.1 == b.1);
-    if same_params && wanted.results == found.results {
+    if wanted.shape == found.shape {
         return None;
     }
     Some(Error::SignatureMismatch {
         interface: interface.to_owned(),
         function: function.to_owned(),
-        expected: describe_signature(wanted),
-        found: describe_signature(found),
+        expected: wanted.text.clone(),
+        found: found.text.clone(),
     })
 }
 
-/// The first handle kind in `ty` (resource, future, stream, error context), if any: none of them
-/// can cross a link, local (another store) or remote (another runtime).
-fn handle_kind(ty: &Type) -> Option<&'static str> {
-    match ty {
-        Type::Own(_) | Type::Borrow(_) => Some("resource"),
-        Type::Future(_) => Some("future"),
-        Type::Stream(_) => Some("stream"),
-        Type::ErrorContext => Some("error-context"),
-        Type::List(list) => handle_kind(&list.ty()),
-        Type::FixedLengthList(list) => handle_kind(&list.ty()),
-        Type::Map(map) => handle_kind(&map.key()).or_else(|| handle_kind(&map.value())),
-        Type::Option(option) => handle_kind(&option.ty()),
-        Type::Result(result) => result
-            .ok()
-            .iter()
-            .chain(result.err().iter())
-            .find_map(handle_kind),
-        Type::Record(record) => record.fields().find_map(|field| handle_kind(&field.ty)),
-        Type::Tuple(tuple) => tuple.types().find_map(|ty| handle_kind(&ty)),
-        Type::Variant(variant) => variant
-            .cases()
-            .find_map(|case| case.ty.as_ref().and_then(handle_kind)),
-        Type::Bool
-        | Type::S8
-        | Type::U8
-        | Type::S16
-        | Type::U16
-        | Type::S32
-        | Type::U32
-        | Type::S64
-        | Type::U64
-        | Type::Float32
-        | Type::Float64
-        | Type::Char
-        | Type::String
-        | Type::Enum(_)
-        | Type::Flags(_) => None,
-    }
-}
-
-/// A signature in WIT-like text, e.g. `func(a: u32, b: u32) -> u32`.
-pub fn describe_signature(signature: &Signature) -> String {
-    let params: Vec<String> = signature
-        .params
+/// A signature in WIT-like text, e.g. `func(a: u32, b: u32) -> u32` (`with_names`: with the
+/// parameters' names; without, the types alone, which is what two signatures must share).
+fn describe_signature(
+    params: &[(String, Type)],
+    results: &[Type],
+    names: Names<'_>,
+    with_names: bool,
+) -> String {
+    let params: Vec<String> = params
         .iter()
-        .map(|(name, ty)| format!("{name}: {}", describe(ty)))
+        .map(|(name, ty)| match with_names {
+            true => format!("{name}: {}", describe(ty, names)),
+            false => describe(ty, names),
+        })
         .collect();
-    let results: Vec<String> = signature.results.iter().map(describe).collect();
+    let results: Vec<String> = results.iter().map(|ty| describe(ty, names)).collect();
     let arrow = match results.len() {
         0 => String::new(),
         _ => format!(" -> {}", results.join(", ")),
@@ -273,9 +248,11 @@ pub fn describe_signature(signature: &Signature) -> String {
     format!("func({}){arrow}", params.join(", "))
 }
 
-/// A type in WIT-like text (records, variants, enums and flags spelled out structurally).
-pub fn describe(ty: &Type) -> String {
+/// A type in WIT-like text (records, variants, enums and flags spelled out structurally,
+/// resources by name: `own<counter>`, `borrow<counter>`).
+fn describe(ty: &Type, names: Names<'_>) -> String {
     let joined = |items: Vec<String>| items.join(", ");
+    let describe = |ty: &Type| describe(ty, names);
     match ty {
         Type::List(list) => format!("list<{}>", describe(&list.ty())),
         Type::FixedLengthList(list) => format!("list<{}, {}>", describe(&list.ty()), list.len()),
@@ -332,8 +309,8 @@ pub fn describe(ty: &Type) -> String {
         Type::Float64 => "f64".to_owned(),
         Type::Char => "char".to_owned(),
         Type::String => "string".to_owned(),
-        Type::Own(_) => "own".to_owned(),
-        Type::Borrow(_) => "borrow".to_owned(),
+        Type::Own(resource) => format!("own<{}>", names.name(resource)),
+        Type::Borrow(resource) => format!("borrow<{}>", names.name(resource)),
         Type::Future(_) => "future".to_owned(),
         Type::Stream(_) => "stream".to_owned(),
         Type::ErrorContext => "error-context".to_owned(),
@@ -344,32 +321,52 @@ fn interface(
     engine: &wasmtime::Engine,
     name: &str,
     item: &ComponentItem,
+    names: Names<'_>,
 ) -> Option<(String, Interface)> {
     let ComponentItem::ComponentInstance(instance) = item else {
         return None;
     };
-    let functions = instance.exports(engine).filter_map(|(function, export)| {
-        let ComponentItem::ComponentFunc(func) = &export.ty else {
-            return None;
-        };
-        Some((function.to_owned(), signature(func)))
-    });
+    let mut functions = BTreeMap::new();
+    let mut resources = Vec::new();
+    for (item_name, export) in instance.exports(engine) {
+        match &export.ty {
+            ComponentItem::ComponentFunc(func) => {
+                functions.insert(item_name.to_owned(), signature(func, names));
+            }
+            ComponentItem::Resource(ty) => {
+                let declared = names.get(ty).is_some_and(|found| found.interface == name);
+                if declared {
+                    resources.push(item_name.to_owned());
+                }
+            }
+            ComponentItem::CoreFunc(_)
+            | ComponentItem::Module(_)
+            | ComponentItem::Component(_)
+            | ComponentItem::ComponentInstance(_)
+            | ComponentItem::Type(_) => {}
+        }
+    }
     Some((
         name.to_owned(),
         Interface {
             name: name.to_owned(),
-            functions: functions.collect(),
+            functions,
+            resources,
         },
     ))
 }
 
-/// The signature of a component function type.
-pub fn signature(func: &ComponentFunc) -> Signature {
+/// The signature of a component function type, its resources named by `names`.
+fn signature(func: &ComponentFunc, names: Names<'_>) -> Signature {
+    let params: Vec<(String, Type)> = func
+        .params()
+        .map(|(name, ty)| (name.to_owned(), ty))
+        .collect();
+    let results: Vec<Type> = func.results().collect();
     Signature {
-        params: func
-            .params()
-            .map(|(name, ty)| (name.to_owned(), ty))
-            .collect(),
-        results: func.results().collect(),
+        text: describe_signature(&params, &results, names, true),
+        shape: describe_signature(&params, &results, names, false),
+        params,
+        results,
     }
 }

@@ -16,7 +16,9 @@
 //! - `supervision`: replicas, restart policy and back-off, and how each new context is staged.
 //! - `app`: compiled components with their ledger and exports resolved once.
 //! - `registry`: the `Runtime`: apps and instances under typed ids.
-//! - `ledger`: interfaces, functions and signatures of a component, and contract checks.
+//! - `ledger`: interfaces, functions and signatures of a component (resources by name), and
+//!   contract checks.
+//! - `resources`: which types carry resource handles, and a walk over the handles in a value.
 
 pub mod app;
 pub mod chain;
@@ -27,5 +29,6 @@ pub mod ledger;
 pub mod limits;
 pub mod principal;
 pub mod registry;
+pub mod resources;
 pub mod supervision;
 pub mod system;

@@ -121,6 +121,10 @@ pub enum Error {
     /// The reply frame could not be decoded.
     #[error("reply frame: {0}")]
     Frame(neorpc::frame::Error),
+    /// A call or release for the resource handles of a connection (a session) that has ended:
+    /// they ended with it, and the call was not sent.
+    #[error("the connection that held these resource handles has ended")]
+    SessionEnded,
     /// The transport failed while sending (or, for a peer, connecting).
     #[error("transport: {0}")]
     Transport(transport::Error),
@@ -146,6 +150,11 @@ impl From<transport::Error> for Error {
 
 /// Something calls go through to another runtime (gRPC would say a channel): one connection's
 /// `Client`, a `peer::Peer` that keeps one up, or a NATS lattice.
+///
+/// Resource handles a runtime hands out belong to the connection (the **session**) that
+/// carried the call: `call_session` says which session answered, and sends a call that names
+/// handles only on theirs; `release` drops a handle on its session. A session that ended took
+/// its handles with it (`Error::SessionEnded`).
 pub trait Channel: Send + Sync {
     /// Sends `frame` and waits at most `timeout` for the reply's result slab.
     fn call_within(
@@ -156,6 +165,36 @@ pub trait Channel: Send + Sync {
 
     /// The time limit calls get unless they set their own.
     fn timeout(&self) -> Duration;
+
+    /// Whether calls through this channel can hold resource handles (one connection at a
+    /// time, a session); a lattice cannot.
+    fn carries_handles(&self) -> bool {
+        false
+    }
+
+    /// `call_within`, on session `on` only (when the call names its handles), telling which
+    /// session answered. A channel with no sessions (a lattice) carries no handles: `on` set
+    /// is `SessionEnded`, and the session it reports is 0.
+    fn call_session(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+        on: Option<u64>,
+    ) -> BoxFuture<'_, Result<(Bytes, u64), Error>> {
+        Box::pin(async move {
+            if on.is_some() {
+                return Err(Error::SessionEnded);
+            }
+            Ok((self.call_within(frame, timeout).await?, 0))
+        })
+    }
+
+    /// Drops the resource handle `handle` of session `session`; nothing to do (`Ok`) if that
+    /// session ended, since its handles ended with it.
+    fn release(&self, handle: u64, session: u64) -> BoxFuture<'_, Result<(), Error>> {
+        let _ = (handle, session);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Where a finished call's outcome goes.
@@ -220,6 +259,8 @@ impl Shared {
 pub struct Client {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// This connection's session: distinct from every other client's in the process.
+    session: u64,
 }
 
 impl std::fmt::Debug for Client {
@@ -262,7 +303,25 @@ impl Client {
             config,
         });
         let task = tokio::spawn(drive(Arc::clone(&shared)));
-        Self { shared, task }
+        static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            shared,
+            task,
+            session,
+        }
+    }
+
+    /// This connection's session (see `Channel`).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Drops the resource handle `handle` this connection holds, waiting for the server to say
+    /// it did (within the default time limit).
+    pub async fn release(&self, handle: u64) -> Result<(), Error> {
+        let frame = frame::encode_release(handle).map_err(Error::Frame)?;
+        self.call(frame).await.map(drop)
     }
 
     /// Sends `frame` with the client's default time limit; returns the reply's result slab.
@@ -397,6 +456,10 @@ impl EitherOutcome<'_> {
 }
 
 impl Channel for Client {
+    fn carries_handles(&self) -> bool {
+        true
+    }
+
     fn call_within(
         &self,
         frame: frame::OutboundCall,
@@ -407,6 +470,30 @@ impl Channel for Client {
 
     fn timeout(&self) -> Duration {
         self.shared.config.timeout
+    }
+
+    fn call_session(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+        on: Option<u64>,
+    ) -> BoxFuture<'_, Result<(Bytes, u64), Error>> {
+        Box::pin(async move {
+            if on.is_some_and(|on| on != self.session) {
+                return Err(Error::SessionEnded);
+            }
+            let slab = Client::call_within(self, frame, timeout).await?;
+            Ok((slab, self.session))
+        })
+    }
+
+    fn release(&self, handle: u64, session: u64) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if session != self.session {
+                return Ok(());
+            }
+            Client::release(self, handle).await
+        })
     }
 }
 

@@ -19,6 +19,10 @@
 //!
 //! A `Ping` is answered with a `Pong` (and, like any frame, counts as traffic).
 //!
+//! A `Release` names a resource handle the caller holds on the connection; the dispatcher
+//! drops it and the reply says so (as a call's would). When the connection ends, the
+//! dispatcher is told (`Dispatcher::closed`), so it lets go of what the connection held.
+//!
 //! `serve_until` also stops when its `stop` future completes (a graceful shutdown): it sends a
 //! `GoAway` naming the last call it read, reads no further frames, lets the calls already
 //! running finish and send their replies, then closes the transport. Calls the peer sent after
@@ -98,6 +102,28 @@ pub trait Dispatcher: Send + Sync {
         frame: &Bytes,
         origin: &Origin,
     ) -> BoxFuture<'static, Outcome>;
+
+    /// Releases the resource handle `handle` that `origin`'s connection holds; the future
+    /// yields the reply to `seq` (an empty result list once the resource is dropped) or the
+    /// failure to answer with. A dispatcher that hands out no handles answers `ResourceGone`.
+    fn release(
+        &self,
+        seq: frame::Seq,
+        handle: u64,
+        origin: &Origin,
+    ) -> BoxFuture<'static, Outcome> {
+        let _ = (seq, handle, origin);
+        let gone = Failure::ResourceGone {
+            resource: "resource".to_owned(),
+        };
+        Box::pin(std::future::ready(Err(gone)))
+    }
+
+    /// `origin`'s connection ended (after its last call finished): whatever it held, such as
+    /// resource handles, is let go.
+    fn closed(&self, origin: &Origin) {
+        let _ = origin;
+    }
 }
 
 /// Where a call came from, as its handler knows it: the node key its connection authenticated
@@ -107,6 +133,7 @@ pub struct Origin {
     key: Option<PublicKey>,
     connection: u64,
     gone: Arc<AtomicBool>,
+    lattice: bool,
 }
 
 impl Origin {
@@ -118,7 +145,22 @@ impl Origin {
             key,
             connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
             gone: Arc::default(),
+            lattice: false,
         }
+    }
+
+    /// Calls from a lattice: anonymous, and from no one connection, so they cannot hold
+    /// resource handles (a handle belongs to the connection that received it).
+    pub fn lattice() -> Self {
+        Self {
+            lattice: true,
+            ..Self::new(None)
+        }
+    }
+
+    /// Whether the calls come on one connection, which can hold resource handles.
+    pub fn holds_handles(&self) -> bool {
+        !self.lattice
     }
 
     /// The connection the calls came on, as a number no other connection of this process has
@@ -250,6 +292,7 @@ pub async fn serve_until(
     if stopped {
         transport.close().await;
     }
+    dispatcher.closed(&origin);
     ended.map(|()| stats)
 }
 
@@ -323,6 +366,13 @@ impl Connection<'_> {
     ) -> Result<(), Error> {
         let call = match frame::decode(&message) {
             Ok(frame::Message::Call(call)) => call,
+            Ok(frame::Message::Release { seq, handle }) => {
+                stats.calls += 1;
+                stats.last_seq = stats.last_seq.max(seq.0);
+                let work = self.dispatcher.release(seq, handle, self.origin);
+                self.start(running, seq, work).await?;
+                return Ok(());
+            }
             Ok(frame::Message::Ping(seq)) => {
                 stats.pings += 1;
                 if let Ok(pong) = frame::encode_pong(seq) {
@@ -359,15 +409,25 @@ impl Connection<'_> {
         };
         stats.calls += 1;
         stats.last_seq = stats.last_seq.max(call.seq.0);
+        let (seq, target, method) = (call.seq, call.target, call.method);
+        tracing::debug!(seq = seq.0, target, method, "call received");
+        let work = self.dispatcher.dispatch(call, &message, self.origin);
+        drop(message);
+        self.start(running, seq, work).await
+    }
+
+    /// Runs `work` (within the bound on calls in flight) and sends its reply to `seq`.
+    async fn start(
+        &self,
+        running: &mut JoinSet<()>,
+        seq: frame::Seq,
+        work: BoxFuture<'static, Outcome>,
+    ) -> Result<(), Error> {
         let slot = Arc::clone(self.slots)
             .acquire_owned()
             .await
             .map_err(|_| Error::Transport(transport::Error::Closed))?;
-        let (seq, target, method) = (call.seq, call.target, call.method);
-        tracing::debug!(seq = seq.0, target, method, "call received");
         let started = std::time::Instant::now();
-        let work = self.dispatcher.dispatch(call, &message, self.origin);
-        drop(message);
         let transport = Arc::clone(self.transport);
         running.spawn(async move {
             let outcome = work.await;

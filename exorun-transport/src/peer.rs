@@ -182,6 +182,25 @@ impl Peer {
         frame: frame::OutboundCall,
         timeout: Duration,
     ) -> Result<Bytes, client::Error> {
+        let (slab, _) = self.call_answered(frame, timeout).await?;
+        Ok(slab)
+    }
+
+    /// The current connection, if it is session `session` and still up.
+    async fn current(&self, session: u64) -> Option<Arc<Client>> {
+        let link = self.link.lock().await;
+        let client = link.client.as_ref()?;
+        let up = client.session() == session && !client.is_closed();
+        up.then(|| Arc::clone(client))
+    }
+
+    /// `call_within`, telling the session that answered (the connection the call went on
+    /// last: a call the server went away before reading is sent again on a fresh one).
+    async fn call_answered(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+    ) -> Result<(Bytes, u64), client::Error> {
         let deadline = Instant::now() + timeout;
         let mut frame = frame;
         loop {
@@ -193,7 +212,7 @@ impl Peer {
                 return Err(timeout_error(timeout));
             }
             let Err(client::Error::Unread(sent)) = called else {
-                return called;
+                return called.map(|slab| (slab, client.session()));
             };
             // The server went away before reading it: it did not run; send it elsewhere.
             frame = frame::OutboundCall::from_sent(&sent).map_err(client::Error::Frame)?;
@@ -351,6 +370,10 @@ impl Peer {
 }
 
 impl client::Channel for Peer {
+    fn carries_handles(&self) -> bool {
+        true
+    }
+
     fn call_within(
         &self,
         frame: frame::OutboundCall,
@@ -361,6 +384,39 @@ impl client::Channel for Peer {
 
     fn timeout(&self) -> Duration {
         self.config.client.timeout
+    }
+
+    fn call_session(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+        on: Option<u64>,
+    ) -> BoxFuture<'_, Result<(Bytes, u64), client::Error>> {
+        Box::pin(async move {
+            let Some(on) = on else {
+                return self.call_answered(frame, timeout).await;
+            };
+            // Handles belong to one connection: that one, as it is, or none.
+            let Some(client) = self.current(on).await else {
+                return Err(client::Error::SessionEnded);
+            };
+            match client.call_within(frame, timeout).await {
+                Err(client::Error::Unread(_)) => Err(client::Error::SessionEnded),
+                called => Ok((called?, on)),
+            }
+        })
+    }
+
+    fn release(&self, handle: u64, session: u64) -> BoxFuture<'_, Result<(), client::Error>> {
+        Box::pin(async move {
+            let Some(client) = self.current(session).await else {
+                return Ok(()); // that connection ended, and its handles with it
+            };
+            match client.release(handle).await {
+                Err(client::Error::Unread(_) | client::Error::PeerClosed) => Ok(()),
+                released => released,
+            }
+        })
     }
 }
 

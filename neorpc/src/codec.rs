@@ -4,8 +4,10 @@
 //! A slab is one neopack `List` holding a function's arguments (or results) in order. Encoding
 //! is driven by the values; decoding is driven by the expected `wasmtime::component::Type`s, so
 //! names of record fields, variant cases, enum cases and flags come from the type and a peer can
-//! only pick among them. Resources, futures, streams and error contexts cannot cross the wire
-//! and fail with `Error::UnsupportedType`. Nesting depth and the number of decoded values are
+//! only pick among them. A resource handle crosses as its u64 id on the connection (a link
+//! that carries resources swaps handles and ids before and after, `Limits::handles`);
+//! futures, streams and error contexts cannot cross the wire and fail with
+//! `Error::UnsupportedType`. Nesting depth and the number of decoded values are
 //! bounded (`Limits`); a `list<u8>` blob's length is checked before anything is allocated for it.
 //!
 //! This file holds the public API and the names of kinds; its private parts `codec/encode.rs`
@@ -111,13 +113,17 @@ pub enum Error {
 
 cursor::take_over!(Error);
 
-/// Bounds applied while encoding and decoding one slab.
+/// Bounds applied while encoding and decoding one slab, and whether it may carry handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Deepest nesting of values (top-level arguments are depth 1).
     pub depth_max: u32,
     /// Most values decoded from one slab.
     pub elements_max: u64,
+    /// Whether `own` and `borrow` values are read as their handle ids (`Val::U64`), for a link
+    /// that carries resources and resolves each id itself (`false`: refused as
+    /// `UnsupportedType`). Such a link writes a handle as its id (`Val::U64`) too.
+    pub handles: bool,
 }
 
 impl Default for Limits {
@@ -125,6 +131,17 @@ impl Default for Limits {
         Self {
             depth_max: DEPTH_MAX,
             elements_max: ELEMENTS_MAX,
+            handles: false,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits, reading `own` and `borrow` values as handle ids.
+    pub fn with_handles(self) -> Self {
+        Self {
+            handles: true,
+            ..self
         }
     }
 }

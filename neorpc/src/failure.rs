@@ -97,6 +97,14 @@ pub enum Failure {
         /// The instance concerned.
         instance: String,
     },
+    /// A resource handle the call names (an argument, or the handle released) names no
+    /// resource of the callee on this connection: the replica that made it was restarted, the
+    /// connection that held it ended, or it was never one.
+    #[error("the {resource} this handle named is gone")]
+    ResourceGone {
+        /// The resource's name (e.g. `counter`), or `resource` when the handle is unknown.
+        resource: String,
+    },
     /// The caller (as its connection authenticated it, or anonymous) may not call this
     /// interface of this instance; the call did not start and its arguments were not read.
     #[error("this caller may not call `{interface}` on `{instance}`")]
@@ -146,6 +154,8 @@ pub mod tag {
     pub const REPLY_TOO_LARGE: u32 = 13;
     /// `Failure::PermissionDenied`
     pub const PERMISSION_DENIED: u32 = 14;
+    /// `Failure::ResourceGone`
+    pub const RESOURCE_GONE: u32 = 15;
 }
 
 impl Failure {
@@ -166,6 +176,7 @@ impl Failure {
             Failure::Reentrant { .. } => tag::REENTRANT,
             Failure::ReplyTooLarge { .. } => tag::REPLY_TOO_LARGE,
             Failure::PermissionDenied { .. } => tag::PERMISSION_DENIED,
+            Failure::ResourceGone { .. } => tag::RESOURCE_GONE,
         }
     }
 }
@@ -183,6 +194,7 @@ pub(crate) fn encode(encoder: &mut Encoder, failure: &Failure) -> Result<(), cur
         Failure::InstanceNotFound { instance } | Failure::Reentrant { instance } => {
             encoder.str(instance)?;
         }
+        Failure::ResourceGone { resource } => encoder.str(resource)?,
         Failure::MethodNotFound { method } => encoder.str(method)?,
         Failure::PermissionDenied {
             instance,
@@ -266,6 +278,9 @@ pub(crate) fn decode(value: &mut Cursor<'_>) -> Result<Failure, frame::Error> {
         tag::PERMISSION_DENIED => Failure::PermissionDenied {
             instance: text(&mut fields)?,
             interface: text(&mut fields)?,
+        },
+        tag::RESOURCE_GONE => Failure::ResourceGone {
+            resource: text(&mut fields)?,
         },
         unknown => return Err(frame::Error::UnknownFailureTag { tag: unknown }),
     };

@@ -30,6 +30,7 @@ pub use encode::encode_call;
 pub use encode::encode_go_away;
 pub use encode::encode_ping;
 pub use encode::encode_pong;
+pub use encode::encode_release;
 pub use encode::encode_reply;
 
 /// The neopack encoder a slab writer writes into.
@@ -52,6 +53,9 @@ pub const KIND_PING: &str = "Ping";
 pub const KIND_PONG: &str = "Pong";
 /// The message kind name of a server's notice that it reads no further calls on a connection.
 pub const KIND_GO_AWAY: &str = "GoAway";
+/// The message kind name of a caller's release of a resource handle it holds on the
+/// connection (answered by a `Reply`, like a call).
+pub const KIND_RELEASE: &str = "Release";
 
 const FIELD_SEQ: &str = "seq";
 const FIELD_TARGET: &str = "target";
@@ -59,12 +63,16 @@ const FIELD_METHOD: &str = "method";
 const FIELD_ARGS: &str = "args";
 const FIELD_CHAIN: &str = "chain";
 const FIELD_LAST_SEQ: &str = "last_seq";
+const FIELD_HANDLE: &str = "handle";
 const FIELD_OK: &str = "ok";
 const FIELD_FAIL: &str = "fail";
 
 /// Where a call frame's u64 sequence number sits (SPEC.md, "Frames"): 5 (frame header) + 9
 /// (`"Call"`) + 5 (map header) + 5 (`seq` entry header) + 8 (`"seq"`) + 1 (u64 tag).
 const CALL_SEQ_OFFSET: usize = 33;
+/// Where a release frame's sequence number sits: as a call's, with the kind name `"Release"`
+/// three bytes longer.
+const RELEASE_SEQ_OFFSET: usize = 36;
 
 /// An encode or decode failure of a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +208,14 @@ pub enum Message<'a> {
     GoAway {
         /// The highest seq of a call the server read on this connection.
         last_seq: Seq,
+    },
+    /// The caller drops the resource handle `handle` it holds on this connection; answered by a
+    /// `Reply` to `seq` once the resource is dropped (a reply with an empty result list).
+    Release {
+        /// Pairs the reply with this release.
+        seq: Seq,
+        /// The handle's id on this connection.
+        handle: u64,
     },
 }
 

@@ -107,6 +107,13 @@ pub enum Error {
         /// Why the callee's call failed.
         cause: Box<Error>,
     },
+    /// A resource handle named a resource that no longer exists: the replica that made it was
+    /// restarted, or the instance was stopped, or its owner cannot be reached.
+    #[error("the {resource} this handle named is gone")]
+    ResourceGone {
+        /// The resource's name (e.g. `counter`).
+        resource: String,
+    },
     /// A host function refused the call with a code.
     #[error("{0}")]
     Rejected(Rejection),

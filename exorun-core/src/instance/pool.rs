@@ -74,8 +74,11 @@ pub(crate) struct Slot {
     /// The party of the call that entered the replica last (what a call that never returned
     /// is accounted to).
     pub(crate) party: u64,
-    /// Its place in the pool, for logs.
+    /// Its place in the pool, for logs and for handles pinned to it.
     pub(crate) index: usize,
+    /// Which life of this place: 1 for the first instance, one more at each restart (handles
+    /// made in an earlier life are gone).
+    pub(crate) epoch: u64,
 }
 
 pub(crate) enum State {
@@ -96,6 +99,7 @@ impl Slot {
             offender: 0,
             party: 0,
             index,
+            epoch: 1,
         }
     }
 

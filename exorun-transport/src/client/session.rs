@@ -170,9 +170,11 @@ impl<W> Session<W> {
                 }
             }
             Ok(frame::Message::Pong(_)) => {}
-            Ok(frame::Message::Call(call)) => {
+            Ok(
+                frame::Message::Call(frame::Call { seq, .. }) | frame::Message::Release { seq, .. },
+            ) => {
                 self.unroutable += 1;
-                tracing::debug!(seq = call.seq.0, "dropped a call sent to a client");
+                tracing::debug!(seq = seq.0, "dropped a call sent to a client");
             }
             Err(error) => {
                 // Only on this error path is the frame read a second time, for its seq alone.

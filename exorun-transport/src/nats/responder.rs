@@ -218,7 +218,7 @@ impl Subscribed {
             max_payload: self.connection.server_info().max_payload,
             dispatcher,
             exports: Arc::from(std::mem::take(&mut self.exports)),
-            origin: handler::Origin::new(None),
+            origin: handler::Origin::lattice(),
             slots: Arc::new(Semaphore::new(calls_in_flight_max)),
             running: JoinSet::new(),
             served: Served::default(),

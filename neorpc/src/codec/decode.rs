@@ -95,6 +95,9 @@ impl Reader<'_> {
             Type::Option(option) => self.option(cursor, option, depth)?,
             Type::Result(result) => self.result(cursor, result, depth)?,
             Type::Flags(flags) => self.flags(cursor, flags)?,
+            Type::Own(_) | Type::Borrow(_) if self.limits.handles => {
+                Val::U64(scalar(cursor, Tag::U64, "handle", Decoder::u64)?)
+            }
             Type::Own(_)
             | Type::Borrow(_)
             | Type::Future(_)

@@ -8,6 +8,7 @@ use super::Error;
 use super::FIELD_ARGS;
 use super::FIELD_CHAIN;
 use super::FIELD_FAIL;
+use super::FIELD_HANDLE;
 use super::FIELD_LAST_SEQ;
 use super::FIELD_METHOD;
 use super::FIELD_OK;
@@ -19,6 +20,7 @@ use super::KIND_CALL;
 use super::KIND_GO_AWAY;
 use super::KIND_PING;
 use super::KIND_PONG;
+use super::KIND_RELEASE;
 use super::KIND_REPLY;
 use super::Message;
 use super::Reply;
@@ -50,6 +52,7 @@ pub fn decode_with_limit(bytes: &[u8], frame_bytes_max: u64) -> Result<Message<'
             let last_seq = Seq(decode_one_entry(&mut entries, FIELD_LAST_SEQ)?);
             Ok(Message::GoAway { last_seq })
         }
+        KIND_RELEASE => decode_release(&mut entries),
         other => Err(Error::UnknownKind {
             kind: other.to_owned(),
         }),
@@ -170,6 +173,24 @@ fn decode_one_entry(entries: &mut Cursor<'_>, field: &'static str) -> Result<u64
         value.finish()?;
     }
     found.ok_or(missing(field))
+}
+
+fn decode_release<'a>(entries: &mut Cursor<'a>) -> Result<Message<'a>, Error> {
+    let mut seq = None;
+    let mut handle = None;
+    while !entries.is_empty() {
+        let (key, mut value) = entries.variant("map entry")?;
+        match key {
+            FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
+            FIELD_HANDLE => set_once(&mut handle, FIELD_HANDLE, value.u64(FIELD_HANDLE)?)?,
+            _ => continue,
+        }
+        value.finish()?;
+    }
+    Ok(Message::Release {
+        seq: seq.ok_or(missing(FIELD_SEQ))?,
+        handle: handle.ok_or(missing(FIELD_HANDLE))?,
+    })
 }
 
 fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {

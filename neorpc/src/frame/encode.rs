@@ -8,6 +8,7 @@ use super::Error;
 use super::FIELD_ARGS;
 use super::FIELD_CHAIN;
 use super::FIELD_FAIL;
+use super::FIELD_HANDLE;
 use super::FIELD_LAST_SEQ;
 use super::FIELD_METHOD;
 use super::FIELD_OK;
@@ -19,8 +20,10 @@ use super::KIND_CALL;
 use super::KIND_GO_AWAY;
 use super::KIND_PING;
 use super::KIND_PONG;
+use super::KIND_RELEASE;
 use super::KIND_REPLY;
 use super::Message;
+use super::RELEASE_SEQ_OFFSET;
 use super::Seq;
 use super::chain_too_long;
 use super::decode;
@@ -33,11 +36,13 @@ pub struct CallWriter {
     encoder: Encoder,
 }
 
-/// An encoded call frame whose sequence number is stamped when it is sent, so a frame can be
-/// built before the connection (and that connection's numbering) is chosen.
+/// An encoded call (or release) frame whose sequence number is stamped when it is sent, so a
+/// frame can be built before the connection (and that connection's numbering) is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundCall {
     bytes: Vec<u8>,
+    /// Where its seq sits.
+    seq_offset: usize,
 }
 
 /// Writes a successful reply frame: the header first, then the result slab straight into
@@ -91,14 +96,17 @@ impl CallWriter {
         self.encoder.variant_end()?;
         let bytes = self.encoder.into_bytes()?;
         check_frame_size(&bytes)?;
-        Ok(OutboundCall { bytes })
+        Ok(OutboundCall {
+            bytes,
+            seq_offset: CALL_SEQ_OFFSET,
+        })
     }
 }
 
 impl OutboundCall {
     /// Stamps the sequence number this frame is sent under.
     pub fn set_seq(&mut self, seq: Seq) {
-        let field = CALL_SEQ_OFFSET..CALL_SEQ_OFFSET + 8;
+        let field = self.seq_offset..self.seq_offset + 8;
         self.bytes[field].copy_from_slice(&seq.0.to_le_bytes());
     }
 
@@ -113,7 +121,8 @@ impl OutboundCall {
     }
 
     /// A call frame sent before (bytes as they went out, seq stamped), to send again under
-    /// another seq: it must decode as a call.
+    /// another seq: it must decode as a call (a release names a handle of the connection it
+    /// was sent on, and means nothing on another).
     pub fn from_sent(bytes: &[u8]) -> Result<Self, Error> {
         let Message::Call(_) = decode(bytes)? else {
             return Err(Error::UnknownKind {
@@ -122,7 +131,13 @@ impl OutboundCall {
         };
         Ok(Self {
             bytes: bytes.to_vec(),
+            seq_offset: CALL_SEQ_OFFSET,
         })
+    }
+
+    /// Whether this is a release (not a call).
+    pub fn is_release(&self) -> bool {
+        self.seq_offset == RELEASE_SEQ_OFFSET
     }
 }
 
@@ -190,6 +205,21 @@ pub fn encode_reply(seq: Seq, outcome: Result<&[u8], &Failure>) -> Result<Vec<u8
     let bytes = encoder.into_bytes()?;
     check_frame_size(&bytes)?;
     Ok(bytes)
+}
+
+/// A `Release` frame for `handle` (its seq stamped when it is sent, as a call's).
+pub fn encode_release(handle: u64) -> Result<OutboundCall, Error> {
+    let mut encoder = Encoder::new();
+    encoder.variant_begin(KIND_RELEASE)?;
+    encoder.map_begin()?;
+    entry_u64(&mut encoder, FIELD_SEQ, 0)?;
+    entry_u64(&mut encoder, FIELD_HANDLE, handle)?;
+    encoder.map_end()?;
+    encoder.variant_end()?;
+    Ok(OutboundCall {
+        bytes: encoder.into_bytes()?,
+        seq_offset: RELEASE_SEQ_OFFSET,
+    })
 }
 
 /// A `Ping` frame.
