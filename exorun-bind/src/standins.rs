@@ -213,11 +213,22 @@ pub(crate) fn in_background(drops: impl std::future::Future<Output = ()> + Send 
         return;
     };
     BACKGROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // Counted down when the drops end or are cancelled (their runtime shutting down).
+    let counted = Counted;
     runtime.spawn(async move {
         drops.await;
+        drop(counted);
+    });
+}
+
+/// One drop running in the background, until it is dropped.
+struct Counted;
+
+impl Drop for Counted {
+    fn drop(&mut self) {
         BACKGROUND.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         SETTLED.notify_waiters();
-    });
+    }
 }
 
 /// Waits until every drop this process started in the background (a store that went while

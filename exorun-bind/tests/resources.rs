@@ -56,6 +56,7 @@ enum Via {
 
 /// A provider (`counters`, in its own runtime for remote links) and a consumer linked to it.
 struct Setup {
+    runtime: Arc<Runtime>,
     provider: InstanceHandle,
     consumer: InstanceHandle,
     exports: Option<Arc<Exports>>,
@@ -93,6 +94,7 @@ async fn setup(via: Via) -> Setup {
     let links = vec![(COUNTERS, link.clone()), (SINK, link)];
     let consumer = build(&runtime, "counter-consumer", links, None).await;
     Setup {
+        runtime,
         provider,
         consumer,
         exports,
@@ -195,6 +197,7 @@ async fn scenario(via: Via) {
         consumer,
         exports,
         _stop: _serving,
+        ..
     } = setup(via).await;
     let u = |n: u32| Val::U32(n);
     // A counter made, used and dropped inside one call: its drop reached the provider before
@@ -326,4 +329,340 @@ async fn a_resource_means_the_same_across_every_link() {
     ] {
         scenario(via).await;
     }
+}
+
+/// The reason a handle was found gone, however the link raised it: a local link raises
+/// `ResourceGone` itself, a remote one the wire's `Failure::ResourceGone`.
+fn gone(error: &instance::Error) -> Option<String> {
+    match error.root_cause() {
+        instance::Error::ResourceGone { resource } => Some(resource.clone()),
+        instance::Error::Raised(raised) => match exorun_bind::remote::failure_of(raised) {
+            Some(Failure::ResourceGone { resource }) => Some(resource.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_given_to_a_third_instance_is_refused_and_named() {
+    for remote in [false, true] {
+        let runtime = Runtime::new().unwrap();
+        let first = build(&runtime, "counter-provider", Vec::new(), Some("counters")).await;
+        let second = build(&runtime, "counter-provider", Vec::new(), Some("counters-2")).await;
+        let (to_first, to_second) = match remote {
+            false => (
+                Linkable::Local(first.clone()),
+                Linkable::Local(second.clone()),
+            ),
+            true => {
+                let exports = Exports::new(Arc::clone(&runtime));
+                exports.export("counters").unwrap();
+                exports.export("counters-2").unwrap();
+                let channel = |target: &str| Linkable::Remote {
+                    channel: common::memory_peer(&exports),
+                    target: target.to_owned(),
+                };
+                (channel("counters"), channel("counters-2"))
+            }
+        };
+        let links = vec![(COUNTERS, to_first), (SINK, to_second)];
+        let consumer = build(&runtime, "counter-consumer", links, None).await;
+        let slot = u32_of(&consumer, "keep", &[Val::U32(1)]).await;
+        let error = user(&consumer, "sink", &[Val::U32(slot)])
+            .await
+            .unwrap_err();
+        let instance::Error::Raised(raised) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(
+            raised.downcast_ref::<standins::Error>(),
+            Some(&standins::Error::Foreign {
+                resource: "counter".into(),
+                owner: "counters".into(),
+                callee: "counters-2".into(),
+            }),
+            "remote: {remote}"
+        );
+        assert!(
+            error.to_string().contains(
+                "the counter given to `counters-2` belongs to `counters`: a handle cannot be \
+                 passed on to a third instance"
+            ),
+            "{error}"
+        );
+        // Nothing reached the third instance, and the handle the guest gave up is dropped in
+        // its owner.
+        assert_eq!(live(&second).await, 0);
+        assert_eq!(live(&first).await, 0, "remote: {remote}");
+    }
+}
+
+/// A channel that forwards to a client but, like a lattice, cannot carry handles.
+struct NoSessions(Arc<Client>);
+
+impl Channel for NoSessions {
+    fn call_within(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: std::time::Duration,
+    ) -> exorun_transport::transport::BoxFuture<'_, Result<bytes::Bytes, client::Error>> {
+        Channel::call_within(self.0.as_ref(), frame, timeout)
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        self.0.timeout()
+    }
+}
+
+#[tokio::test]
+async fn a_per_call_provider_and_a_lattice_are_refused_before_anything_runs() {
+    let runtime = Runtime::new().unwrap();
+    let app = common::add(&runtime, "counter-provider");
+    let concurrency = std::num::NonZeroUsize::new(2).unwrap();
+    let per_call = InstanceBuilder::new(&runtime, app)
+        .unwrap()
+        .replicas(Replicas::PerCall { concurrency })
+        .instantiate()
+        .await
+        .unwrap();
+    let (client, counting, _far) = common::counting_peer();
+    let lattice: Arc<dyn Channel> = Arc::new(NoSessions(client));
+    let consumer = common::add(&runtime, "counter-consumer");
+    let refused = InstanceBuilder::new(&runtime, consumer)
+        .unwrap()
+        .link(COUNTERS, Linkable::Local(per_call))
+        .link(
+            SINK,
+            Linkable::Remote {
+                channel: lattice,
+                target: "counters".into(),
+            },
+        )
+        .instantiate()
+        .await;
+    let Err(builder::Error::Refused { problems, .. }) = refused else {
+        panic!("{:?}", refused.err())
+    };
+    assert_eq!(
+        problems,
+        [
+            builder::Problem::ResourcesOverLattice {
+                interface: SINK.into()
+            },
+            builder::Problem::ResourcesPerCall {
+                interface: COUNTERS.into()
+            },
+        ]
+    );
+    assert_eq!(counting.sent(), 0, "nothing touched the network");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_makes_its_handles_gone_not_another_resource() {
+    for via in [Via::Local, Via::Named, Via::Memory, Via::Tcp] {
+        let setup = setup(via).await;
+        let (provider, consumer) = (&setup.provider, &setup.consumer);
+        let slot = u32_of(consumer, "keep", &[Val::U32(5)]).await;
+        assert_eq!(u32_of(consumer, "next", &[Val::U32(slot)]).await, 5);
+        let crashed = provider.call(COUNTERS, "crash", &[], &mut []).await;
+        assert!(crashed.is_err(), "{via:?}: the provider trapped");
+        let error = user(consumer, "next", &[Val::U32(slot)]).await.unwrap_err();
+        assert_eq!(
+            gone(&error).as_deref(),
+            Some("counter"),
+            "{via:?}: {error:?}"
+        );
+        assert!(
+            error.to_string().contains("counter"),
+            "{via:?}: the reason names the resource: {error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_importer_that_goes_drops_every_handle_it_held() {
+    for via in [Via::Local, Via::Memory] {
+        let setup = setup(via).await;
+        let (provider, consumer) = (&setup.provider, &setup.consumer);
+        for start in 1..=3 {
+            u32_of(consumer, "keep", &[Val::U32(start)]).await;
+        }
+        assert_eq!(live(provider).await, 3);
+        // A trap (a slot that does not exist) replaces the consumer's replica: its store, and
+        // the handles in it, go.
+        let trapped = user(consumer, "next", &[Val::U32(999)]).await;
+        assert!(trapped.is_err());
+        standins::settled().await;
+        assert_eq!(live(provider).await, 0, "{via:?}: restarted importer");
+
+        for start in 1..=2 {
+            u32_of(consumer, "keep", &[Val::U32(start)]).await;
+        }
+        assert_eq!(live(provider).await, 2);
+        // Removed: its replicas go once their calls end, whoever still holds the handle.
+        setup.runtime.remove_instance(consumer.id()).unwrap();
+        consumer.retired().await;
+        standins::settled().await;
+        assert_eq!(live(provider).await, 0, "{via:?}: removed importer");
+    }
+}
+
+/// A runtime serving counter-provider as `counters`: the provider and the exports.
+async fn counters_host() -> (InstanceHandle, Arc<Exports>) {
+    let runtime = Runtime::new().unwrap();
+    let provider = build(&runtime, "counter-provider", Vec::new(), Some("counters")).await;
+    let exports = Exports::new(runtime);
+    exports.export("counters").unwrap();
+    (provider, exports)
+}
+
+/// A raw call on `counters`: its results decoded against the function's own types, handles
+/// as their ids, or the client's error.
+async fn raw(client: &Client, function: &str, args: &[Val]) -> Result<Vec<Val>, client::Error> {
+    let slab = codec::encode(args).unwrap();
+    let method = format!("{COUNTERS}#{function}");
+    let reply = common::call_slab(client, "counters", &method, &slab).await?;
+    let limits = codec::Limits::default().with_handles();
+    Ok(codec::decode(&reply, &result_types(function), &limits).unwrap())
+}
+
+/// The result types of `counters#function`, from the provider app.
+fn result_types(function: &str) -> Vec<Type> {
+    static LEDGER: std::sync::OnceLock<Arc<exorun_core::ledger::Ledger>> =
+        std::sync::OnceLock::new();
+    let ledger = LEDGER.get_or_init(|| {
+        let runtime = Runtime::new().unwrap();
+        let app = common::add(&runtime, "counter-provider");
+        runtime.app(app).unwrap().ledger
+    });
+    ledger.exports[COUNTERS].functions[function].results.clone()
+}
+
+async fn make(client: &Client, start: u32) -> u64 {
+    let made = raw(client, "make", &[Val::U32(start)]).await;
+    let Ok(made) = made else { panic!("{made:?}") };
+    let [Val::U64(id)] = made[..] else {
+        panic!("{made:?}")
+    };
+    id
+}
+
+async fn next(client: &Client, id: u64) -> Result<Vec<Val>, client::Error> {
+    raw(client, "[method]counter.next", &[Val::U64(id)]).await
+}
+
+fn remote_gone(resource: &str) -> client::Error {
+    client::Error::Remote(Failure::ResourceGone {
+        resource: resource.into(),
+    })
+}
+
+#[tokio::test]
+async fn a_forged_or_foreign_handle_id_is_answered_precisely_and_reaches_nothing() {
+    let (provider, exports) = counters_host().await;
+    let (mine, theirs) = (common::memory_peer(&exports), common::memory_peer(&exports));
+    let id = make(&mine, 40).await;
+    assert_ne!(id, 1, "ids are not a counter");
+    let second = make(&mine, 50).await;
+    assert!(second.abs_diff(id) > 1 << 16, "ids are drawn at random");
+    assert_eq!(next(&mine, id).await, Ok(vec![Val::U32(40)]));
+    // Another connection cannot name them, nor can a forged id.
+    assert_eq!(next(&theirs, id).await, Err(remote_gone("counter")));
+    assert_eq!(next(&mine, id ^ 1).await, Err(remote_gone("counter")));
+    // An id where a plain value goes is a plain value; a plain value where a handle goes is
+    // an id the connection does not hold.
+    let borrowed = raw(&mine, "peek", &[Val::U64(7)]).await;
+    assert_eq!(borrowed, Err(remote_gone("counter")));
+    // A release of an id not held, and a second release, are answered the same way.
+    assert_eq!(mine.release(id ^ 1).await, Err(remote_gone("resource")));
+    assert_eq!(live(&provider).await, 2, "nothing reached the provider");
+    assert_eq!(mine.release(id).await, Ok(()));
+    assert_eq!(live(&provider).await, 1, "released before the reply");
+    assert_eq!(mine.release(id).await, Err(remote_gone("resource")));
+    assert_eq!(next(&mine, id).await, Err(remote_gone("counter")));
+    assert_eq!(exports.handles_held(), 1);
+    // A borrow lends for one call: the caller keeps its handle.
+    let lent = raw(&mine, "peek", &[Val::U64(second)]).await;
+    assert_eq!(lent, Ok(vec![Val::U32(50)]));
+    assert_eq!(next(&mine, second).await, Ok(vec![Val::U32(50)]));
+    // An own given home leaves the table.
+    let home = raw(&mine, "finish", &[Val::U64(second)]).await;
+    assert_eq!(home, Ok(vec![Val::U32(51)]));
+    assert_eq!(next(&mine, second).await, Err(remote_gone("counter")));
+    assert_eq!((exports.handles_held(), live(&provider).await), (0, 0));
+}
+
+#[tokio::test]
+async fn a_connection_that_ends_drops_its_handles_and_a_new_one_cannot_name_them() {
+    let (provider, exports) = counters_host().await;
+    let (near, far) = exorun_transport::memory::pair(exorun_transport::memory::CAPACITY_DEFAULT);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher: Arc<dyn exorun_transport::handler::Dispatcher> = exports.clone();
+    tokio::spawn(exorun_transport::handler::serve_until(
+        Arc::new(far),
+        dispatcher,
+        exorun_transport::handler::Config::default(),
+        exorun_transport::handler::Origin::new(None),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = Arc::new(Client::new(Arc::new(near), client::Config::default()));
+    // A consumer in another runtime holds two counters through this connection.
+    let runtime = Runtime::new().unwrap();
+    let channel: Arc<dyn Channel> = client.clone();
+    let link = Linkable::Remote {
+        channel,
+        target: "counters".into(),
+    };
+    let links = vec![(COUNTERS, link.clone()), (SINK, link)];
+    let consumer = build(&runtime, "counter-consumer", links, None).await;
+    let slot = u32_of(&consumer, "keep", &[Val::U32(1)]).await;
+    u32_of(&consumer, "keep", &[Val::U32(2)]).await;
+    assert_eq!((exports.handles_held(), live(&provider).await), (2, 2));
+    // The server goes away: the connection's handles are dropped in the provider.
+    let mut held = exports.watch_handles();
+    stop.send(()).unwrap();
+    held.wait_for(|held| *held == 0).await.unwrap();
+    standins::settled().await;
+    assert_eq!(live(&provider).await, 0);
+    // The consumer's handle is gone with the connection: exactly that, not another counter.
+    let error = user(&consumer, "next", &[Val::U32(slot)])
+        .await
+        .unwrap_err();
+    assert_eq!(gone(&error).as_deref(), Some("counter"), "{error:?}");
+}
+
+#[tokio::test]
+async fn past_the_handle_bounds_a_call_is_overloaded_and_nothing_leaks() {
+    let (provider, exports) = counters_host().await;
+    let client = common::memory_peer(&exports);
+    let max = handles::HANDLES_PER_CONNECTION_MAX;
+    let starts = vec![Val::U32(1); max];
+    let made = raw(&client, "make-many", &[Val::List(starts)]).await;
+    let Ok(made) = made else { panic!("{made:?}") };
+    let [Val::List(ids)] = &made[..] else {
+        panic!()
+    };
+    assert_eq!(ids.len(), max);
+    let over = raw(&client, "make", &[Val::U32(1)]).await;
+    assert_eq!(over, Err(client::Error::Remote(Failure::Overloaded)));
+    let over_pair = raw(
+        &client,
+        "maybe",
+        &[Val::Option(Some(Box::new(Val::U32(1))))],
+    )
+    .await;
+    assert_eq!(over_pair, Err(client::Error::Remote(Failure::Overloaded)));
+    assert_eq!(
+        live(&provider).await,
+        u32::try_from(max).unwrap(),
+        "the refused counters were dropped at once"
+    );
+    // One released makes room for one.
+    let Val::U64(first) = ids[0] else { panic!() };
+    client.release(first).await.unwrap();
+    make(&client, 3).await;
+    assert_eq!(exports.handles_held(), max);
 }

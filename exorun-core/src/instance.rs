@@ -92,6 +92,8 @@ struct Inner {
     /// Replicas not taken (or per-call instances allowed to start).
     permits: Arc<Semaphore>,
     removed: AtomicBool,
+    /// Set once a removed instance's replicas are dropped (see `retired`).
+    retired: tokio::sync::watch::Sender<bool>,
     waiting_calls: AtomicUsize,
     waiting_bytes: AtomicU64,
     /// The waiting counts, published after each change (for whoever watches them).
@@ -241,6 +243,7 @@ impl InstanceHandle {
             pool,
             permits: Arc::new(Semaphore::new(permits)),
             removed: AtomicBool::new(false),
+            retired: tokio::sync::watch::Sender::new(false),
             waiting_calls: AtomicUsize::new(0),
             waiting_bytes: AtomicU64::new(0),
             waiting_seen: tokio::sync::watch::Sender::new((0, 0)),
@@ -318,6 +321,35 @@ impl InstanceHandle {
     pub(crate) fn remove(&self) {
         self.inner.removed.store(true, Ordering::Release);
         self.inner.permits.close();
+        // Each replica's store goes as soon as its call (if any) ends, not when the last
+        // handle to the instance does: what a store holds (handles into other instances,
+        // across links) is let go with it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let handle = self.clone();
+        runtime.spawn(async move { handle.retire().await });
+    }
+
+    /// Drops every replica's store, each once its call ends, then says so (`retired`).
+    async fn retire(&self) {
+        if let Pool::Replicas(slots) = &self.inner.pool {
+            for slot in slots {
+                let mut slot = Arc::clone(slot).lock_owned().await;
+                let cause = Error::NotFound {
+                    instance: self.id(),
+                };
+                slot.fail(cause, &Restart::Never);
+            }
+        }
+        self.inner.retired.send_replace(true);
+    }
+
+    /// Waits until this instance, removed from its runtime, has dropped its replicas (and so
+    /// whatever their stores held). Never returns for an instance not removed.
+    pub async fn retired(&self) {
+        let mut retired = self.inner.retired.subscribe();
+        let _ = retired.wait_for(|retired| *retired).await;
     }
 
     /// The exported function `interface#function` (`interface` empty for a root export),

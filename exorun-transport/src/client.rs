@@ -482,8 +482,14 @@ impl Channel for Client {
             if on.is_some_and(|on| on != self.session) {
                 return Err(Error::SessionEnded);
             }
-            let slab = Client::call_within(self, frame, timeout).await?;
-            Ok((slab, self.session))
+            match Client::call_within(self, frame, timeout).await {
+                Ok(slab) => Ok((slab, self.session)),
+                // A connection gone took the handles the call names with it.
+                Err(Error::PeerClosed | Error::Unread(_)) if on.is_some() => {
+                    Err(Error::SessionEnded)
+                }
+                Err(error) => Err(error),
+            }
         })
     }
 
