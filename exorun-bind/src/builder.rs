@@ -116,7 +116,7 @@ pub(crate) fn has_resources(interface: &ledger::Interface) -> bool {
             let types = signature.params.iter().map(|(_, ty)| ty);
             types
                 .chain(&signature.results)
-                .any(exorun_core::resources::has_resources)
+                .any(exorun_core::resources::carries_handles)
         })
 }
 

@@ -272,7 +272,7 @@ impl Job {
         let params = signature.params.iter().map(|(_, ty)| ty);
         if params
             .chain(&signature.results)
-            .any(resources::has_resources)
+            .any(resources::carries_handles)
         {
             return self.carrying().await;
         }

@@ -166,27 +166,25 @@ impl Handles {
     ) -> Result<(), Failure> {
         let mut held = self.by_connection.entry(connection).or_default();
         let mut taken = 0;
-        for (param, (_, ty)) in params.iter_mut().zip(types) {
-            resources::each_resource(param, ty, &mut |value, resource_ty, own| {
-                let Val::U64(id) = *value else {
-                    return Ok(());
-                };
-                let name = || crate::standins::resource_name(ledger, resource_ty);
-                let entry = match own {
-                    true => held.remove(&id).inspect(|_| taken += 1),
-                    false => held.get(&id).cloned(),
-                };
-                let Some(entry) = entry else {
-                    return Err(gone(&name()));
-                };
-                *value = Val::Resource(entry.handle);
-                Ok(())
-            })?;
-        }
+        let types = types.iter().map(|(_, ty)| ty);
+        let walked = resources::each_resource_in(params, types, &mut |value, resource_ty, own| {
+            let Val::U64(id) = *value else {
+                return Ok(());
+            };
+            let entry = match own {
+                true => held.remove(&id).inspect(|_| taken += 1),
+                false => held.get(&id).cloned(),
+            };
+            let Some(entry) = entry else {
+                return Err(gone(&crate::standins::resource_name(ledger, resource_ty)));
+            };
+            *value = Val::Resource(entry.handle);
+            Ok(())
+        });
         drop(held);
         self.live.fetch_sub(taken, Ordering::SeqCst);
         self.publish();
-        Ok(())
+        walked
     }
 
     /// Replaces each handle in a call's results by a new id that `connection` holds. Past a
@@ -201,17 +199,14 @@ impl Handles {
         instance: &InstanceHandle,
     ) -> Result<(), Failure> {
         let mut made = Vec::new();
-        for (result, ty) in results.iter_mut().zip(types) {
-            let walked = resources::each_resource(result, ty, &mut |value, resource_ty, _| {
-                let Val::Resource(handle) = *value else {
-                    return Ok::<(), Failure>(());
-                };
-                let resource = instance.ledger().resource(resource_ty).cloned();
-                made.push((handle, resource));
-                Ok(())
-            });
-            walked?;
-        }
+        resources::each_resource_in(results, types, &mut |value, resource_ty, _| {
+            let Val::Resource(handle) = *value else {
+                return Ok::<(), Failure>(());
+            };
+            let resource = instance.ledger().resource(resource_ty).cloned();
+            made.push((handle, resource));
+            Ok(())
+        })?;
         if made.is_empty() {
             return Ok(());
         }
@@ -229,15 +224,12 @@ impl Handles {
             }
         };
         let mut ids = ids.into_iter();
-        for (result, ty) in results.iter_mut().zip(types) {
-            let walked = resources::each_resource(result, ty, &mut |value, _, _| {
-                if let (Val::Resource(_), Some(id)) = (&*value, ids.next()) {
-                    *value = Val::U64(id);
-                }
-                Ok::<(), Failure>(())
-            });
-            walked?;
-        }
+        resources::each_resource_in(results, types, &mut |value, _, _| {
+            if let (Val::Resource(_), Some(id)) = (&*value, ids.next()) {
+                *value = Val::U64(id);
+            }
+            Ok::<(), Failure>(())
+        })?;
         Ok(())
     }
 
@@ -259,18 +251,20 @@ impl Handles {
             self.live.fetch_sub(made.len(), Ordering::SeqCst);
             return Err(Failure::Overloaded);
         }
-        let mut ids = Vec::with_capacity(made.len());
-        for (handle, resource) in made {
-            let id = match fresh_id(&held) {
+        let mut ids: Vec<u64> = Vec::with_capacity(made.len());
+        while ids.len() < made.len() {
+            let id = match fresh_id() {
                 Ok(id) => id,
                 Err(failure) => {
-                    for id in ids {
-                        held.remove(&id);
-                    }
                     self.live.fetch_sub(made.len(), Ordering::SeqCst);
                     return Err(failure);
                 }
             };
+            if id != 0 && !held.contains_key(&id) && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        for (id, (handle, resource)) in ids.iter().zip(made) {
             let resource = resource.clone().unwrap_or_else(|| Resource {
                 interface: String::new(),
                 name: "resource".to_owned(),
@@ -281,8 +275,7 @@ impl Handles {
                 handle: *handle,
                 resource,
             };
-            held.insert(id, entry);
-            ids.push(id);
+            held.insert(*id, entry);
         }
         drop(held);
         self.publish();
@@ -336,22 +329,23 @@ impl Handles {
         }
         // Counted in the background before the count is published, so whoever sees it fall
         // can wait for the drops (`standins::settled`).
-        let drops = async move {
-            for (_, entry) in held {
-                let leased = entry
-                    .instance
-                    .lease_on(entry.replica, &entry.resource.name)
-                    .await;
-                let Ok(mut lease) = leased else {
-                    continue; // its replica, and the resource, are gone
-                };
-                if let Err(error) = lease.drop_resource(entry.handle).await {
-                    tracing::info!(%error, "dropping a closed connection's handle failed");
-                }
-            }
-        };
+        let drops = drop_held(held);
         crate::standins::in_background(drops);
         self.publish();
+    }
+}
+
+/// Drops the handles a closed connection held, each in its replica (one whose replica is gone
+/// went with it).
+async fn drop_held(held: HashMap<u64, Held>) {
+    for (_, entry) in held {
+        let resource = &entry.resource.name;
+        let Ok(mut lease) = entry.instance.lease_on(entry.replica, resource).await else {
+            continue;
+        };
+        if let Err(error) = lease.drop_resource(entry.handle).await {
+            tracing::info!(%error, "dropping a closed connection's handle failed");
+        }
     }
 }
 
@@ -392,18 +386,13 @@ async fn drop_all(lease: &mut Lease, handles: impl Iterator<Item = ResourceAny>)
     }
 }
 
-/// A random id `held` does not use yet (never 0), from the operating system's randomness.
-fn fresh_id(held: &HashMap<u64, Held>) -> Result<u64, Failure> {
-    loop {
-        let mut bytes = [0_u8; 8];
-        getrandom::fill(&mut bytes).map_err(|error| Failure::Internal {
-            message: format!("no randomness for a handle id: {error}"),
-        })?;
-        let id = u64::from_le_bytes(bytes);
-        if id != 0 && !held.contains_key(&id) {
-            return Ok(id);
-        }
-    }
+/// A random id, from the operating system's randomness.
+fn fresh_id() -> Result<u64, Failure> {
+    let mut bytes = [0_u8; 8];
+    getrandom::fill(&mut bytes).map_err(|error| Failure::Internal {
+        message: format!("no randomness for a handle id: {error}"),
+    })?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 fn gone(resource: &str) -> Failure {

@@ -534,7 +534,7 @@ impl Carry {
         let params = signature.params.iter().map(|(_, ty)| ty);
         if !params
             .chain(&signature.results)
-            .any(resources::has_resources)
+            .any(resources::carries_handles)
         {
             return None;
         }
@@ -548,7 +548,7 @@ impl Carry {
 
     /// Whether the function's results carry handles.
     pub(crate) fn returns_handles(&self) -> bool {
-        self.results.iter().any(resources::has_resources)
+        self.results.iter().any(resources::carries_handles)
     }
 
     /// One call on `target`, an instance of this runtime: the handles given go home, the call

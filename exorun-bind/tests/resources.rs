@@ -238,8 +238,32 @@ async fn scenario(via: Via) {
         1,
         "{via:?}: the counter given home was dropped there"
     );
+    nested(via, &provider, &consumer, exports.as_deref(), s).await;
+}
 
-    // Handles nested in a record, a list, an option and a result.
+/// Handles nested in a record, a list, an option and a result; one going home through
+/// another interface; all dropped. `s` is a kept counter at 113.
+/// The slot in `some(slot)` or `ok(slot)`.
+fn slot_in(value: Val) -> u32 {
+    let (Val::Option(Some(inner)) | Val::Result(Ok(Some(inner)))) = &value else {
+        panic!("no slot in {value:?}")
+    };
+    let Val::U32(slot) = **inner else {
+        panic!("no slot in {value:?}")
+    };
+    slot
+}
+
+async fn nested(
+    via: Via,
+    provider: &InstanceHandle,
+    consumer: &InstanceHandle,
+    exports: Option<&Exports>,
+    s: u32,
+) {
+    let u = |n: u32| Val::U32(n);
+    let (provider, consumer) = (provider.clone(), consumer.clone());
+
     let Ok(Val::Tuple(pair)) = user(&consumer, "pair", &[u(1), u(2)]).await else {
         panic!("{via:?}: pair")
     };
@@ -266,33 +290,21 @@ async fn scenario(via: Via) {
         .unwrap();
     assert_eq!(none, Val::Option(None));
     let some = user(&consumer, "maybe", &[Val::Option(Some(Box::new(u(9))))]).await;
-    let Ok(Val::Option(Some(slot))) = some else {
-        panic!("{some:?}")
-    };
-    let Val::U32(slot) = *slot else {
-        panic!("{slot:?}")
-    };
-    slots.push(slot);
+    slots.push(slot_in(some.unwrap()));
     let refused = user(&consumer, "checked", &[u(0)]).await.unwrap();
     let expected = Val::Result(Err(Some(Box::new(Val::String(
         "a counter cannot start at 0 here".into(),
     )))));
     assert_eq!(refused, expected, "{via:?}");
     let kept = user(&consumer, "checked", &[u(4)]).await.unwrap();
-    let Val::Result(Ok(Some(slot))) = kept else {
-        panic!("{kept:?}")
-    };
-    let Val::U32(slot) = *slot else {
-        panic!("{slot:?}")
-    };
-    slots.push(slot);
+    slots.push(slot_in(kept));
     assert_eq!(live(&provider).await, 8, "{via:?}");
     assert_eq!(
         u32_of(&consumer, "live", &[]).await,
         8,
         "{via:?}: through the link"
     );
-    if let Some(exports) = &exports {
+    if let Some(exports) = exports {
         assert_eq!(exports.handles_held(), 8, "{via:?}: one id per handle");
     }
 
@@ -311,7 +323,7 @@ async fn scenario(via: Via) {
         0,
         "{via:?}: every drop reached the owner"
     );
-    if let Some(exports) = &exports {
+    if let Some(exports) = exports {
         assert_eq!(exports.handles_held(), 0, "{via:?}: and no id is left");
     }
 }
@@ -334,14 +346,17 @@ async fn a_resource_means_the_same_across_every_link() {
 /// The reason a handle was found gone, however the link raised it: a local link raises
 /// `ResourceGone` itself, a remote one the wire's `Failure::ResourceGone`.
 fn gone(error: &instance::Error) -> Option<String> {
-    match error.root_cause() {
-        instance::Error::ResourceGone { resource } => Some(resource.clone()),
-        instance::Error::Raised(raised) => match exorun_bind::remote::failure_of(raised) {
-            Some(Failure::ResourceGone { resource }) => Some(resource.clone()),
-            _ => None,
-        },
-        _ => None,
+    let root = error.root_cause();
+    if let instance::Error::ResourceGone { resource } = root {
+        return Some(resource.clone());
     }
+    let instance::Error::Raised(raised) = root else {
+        return None;
+    };
+    let Some(Failure::ResourceGone { resource }) = exorun_bind::remote::failure_of(raised) else {
+        return None;
+    };
+    Some(resource.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,4 +680,32 @@ async fn past_the_handle_bounds_a_call_is_overloaded_and_nothing_leaks() {
     client.release(first).await.unwrap();
     make(&client, 3).await;
     assert_eq!(exports.handles_held(), max);
+}
+
+/// The provider's linear memory, in bytes (what it grew to).
+async fn provider_memory(provider: &InstanceHandle) -> u64 {
+    provider.memory_bytes().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_cycles_leave_nothing_in_the_owner() {
+    for via in [Via::Local, Via::Memory] {
+        let setup = setup(via).await;
+        let (provider, consumer) = (&setup.provider, &setup.consumer);
+        // Warm up, so the provider's memory has grown to what one cycle needs.
+        for _ in 0..100 {
+            u32_of(consumer, "count", &[Val::U32(1), Val::U32(1)]).await;
+        }
+        let before = provider_memory(provider).await;
+        for cycle in 0..10_000_u32 {
+            let last = u32_of(consumer, "count", &[Val::U32(cycle), Val::U32(2)]).await;
+            assert_eq!(last, cycle.wrapping_add(1));
+        }
+        assert_eq!(live(provider).await, 0, "{via:?}");
+        if let Some(exports) = &setup.exports {
+            assert_eq!(exports.handles_held(), 0, "{via:?}");
+        }
+        let after = provider_memory(provider).await;
+        assert_eq!(before, after, "{via:?}: the owner's memory stayed flat");
+    }
 }

@@ -86,6 +86,11 @@ impl ExorunCtx {
         &mut self.table
     }
 
+    /// The linear memory this store's instance holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.limiter.memory_bytes()
+    }
+
     /// The limiter, for `Store::limiter`.
     pub(crate) fn limiter(&mut self) -> &mut limits::Limiter {
         &mut self.limiter

@@ -345,6 +345,23 @@ impl InstanceHandle {
         self.inner.retired.send_replace(true);
     }
 
+    /// The linear memory its running replicas hold together, in bytes (each replica counted
+    /// once its current call ends): what a leak check watches stay flat.
+    pub async fn memory_bytes(&self) -> u64 {
+        let Pool::Replicas(slots) = &self.inner.pool else {
+            return 0;
+        };
+        let mut total: u64 = 0;
+        for slot in slots {
+            let slot = slot.lock().await;
+            if let State::Running { running, .. } = &slot.state {
+                let bytes = running.0.data().memory_bytes();
+                total = total.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+            }
+        }
+        total
+    }
+
     /// Waits until this instance, removed from its runtime, has dropped its replicas (and so
     /// whatever their stores held). Never returns for an instance not removed.
     pub async fn retired(&self) {

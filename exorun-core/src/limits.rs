@@ -89,6 +89,7 @@ pub enum Exceeded {
 pub struct Limiter {
     memory_bytes_max: usize,
     table_elements_max: usize,
+    grown_bytes: usize,
 }
 
 impl Limiter {
@@ -97,14 +98,20 @@ impl Limiter {
         Self {
             memory_bytes_max: limits.memory_bytes_max,
             table_elements_max: limits.table_elements_max,
+            grown_bytes: 0,
         }
+    }
+
+    /// The linear memory the store's instance holds, in bytes (what its memories grew to).
+    pub fn memory_bytes(&self) -> usize {
+        self.grown_bytes
     }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -115,6 +122,9 @@ impl wasmtime::ResourceLimiter for Limiter {
             };
             return Err(wasmtime::Error::new(exceeded));
         }
+        self.grown_bytes = self
+            .grown_bytes
+            .saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

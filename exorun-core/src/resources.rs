@@ -11,19 +11,19 @@ use wasmtime::component::Type;
 use wasmtime::component::Val;
 
 /// Whether values of `ty` can carry a resource handle (`own` or `borrow`, at any depth).
-pub fn has_resources(ty: &Type) -> bool {
+pub fn carries_handles(ty: &Type) -> bool {
     match ty {
         Type::Own(_) | Type::Borrow(_) => true,
-        Type::List(list) => has_resources(&list.ty()),
-        Type::FixedLengthList(list) => has_resources(&list.ty()),
-        Type::Map(map) => has_resources(&map.key()) || has_resources(&map.value()),
-        Type::Option(option) => has_resources(&option.ty()),
-        Type::Result(result) => result.ok().iter().chain(&result.err()).any(has_resources),
-        Type::Record(record) => record.fields().any(|field| has_resources(&field.ty)),
-        Type::Tuple(tuple) => tuple.types().any(|ty| has_resources(&ty)),
+        Type::List(list) => carries_handles(&list.ty()),
+        Type::FixedLengthList(list) => carries_handles(&list.ty()),
+        Type::Map(map) => carries_handles(&map.key()) || carries_handles(&map.value()),
+        Type::Option(option) => carries_handles(&option.ty()),
+        Type::Result(result) => result.ok().iter().chain(&result.err()).any(carries_handles),
+        Type::Record(record) => record.fields().any(|field| carries_handles(&field.ty)),
+        Type::Tuple(tuple) => tuple.types().any(|ty| carries_handles(&ty)),
         Type::Variant(variant) => variant
             .cases()
-            .any(|case| case.ty.as_ref().is_some_and(has_resources)),
+            .any(|case| case.ty.as_ref().is_some_and(carries_handles)),
         Type::Bool
         | Type::S8
         | Type::U8
@@ -98,12 +98,24 @@ pub fn each_resource<E>(
     }
 }
 
+/// `each_resource` over a call's values (parameters or results) and their types, in order.
+pub fn each_resource_in<'t, E>(
+    values: &mut [Val],
+    types: impl IntoIterator<Item = &'t Type>,
+    visit: &mut impl FnMut(&mut Val, &ResourceType, bool) -> Result<(), E>,
+) -> Result<(), E> {
+    for (value, ty) in values.iter_mut().zip(types) {
+        each_resource(value, ty, visit)?;
+    }
+    Ok(())
+}
+
 fn each_in<E>(
     items: &mut [Val],
     ty: &Type,
     visit: &mut impl FnMut(&mut Val, &ResourceType, bool) -> Result<(), E>,
 ) -> Result<(), E> {
-    if !has_resources(ty) {
+    if !carries_handles(ty) {
         return Ok(());
     }
     for item in items {
