@@ -110,7 +110,7 @@ fn per_call(handle: &InstanceHandle) -> bool {
 }
 
 /// Whether `interface` declares resources or passes any (its functions' types).
-pub(crate) fn has_resources(interface: &ledger::Interface) -> bool {
+pub fn carries_resources(interface: &ledger::Interface) -> bool {
     !interface.resources.is_empty()
         || interface.functions.values().any(|signature| {
             let types = signature.params.iter().map(|(_, ty)| ty);
@@ -351,7 +351,7 @@ impl InstanceBuilder {
                 let interface = import.name.clone();
                 vec![Problem::NotProvided { interface }]
             }
-            Linkable::Local(target) if per_call(target) && has_resources(import) => {
+            Linkable::Local(target) if per_call(target) && carries_resources(import) => {
                 vec![Problem::ResourcesPerCall {
                     interface: import.name.clone(),
                 }]
@@ -365,7 +365,7 @@ impl InstanceBuilder {
                 }],
             },
             Linkable::Remote { channel, .. }
-                if !channel.carries_handles() && has_resources(import) =>
+                if !channel.carries_handles() && carries_resources(import) =>
             {
                 vec![Problem::ResourcesOverLattice {
                     interface: import.name.clone(),

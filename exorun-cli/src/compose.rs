@@ -20,6 +20,7 @@ use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger;
 use exorun_core::registry;
 use exorun_core::registry::Runtime;
+use exorun_core::supervision::Replicas;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_systems::logging::Logging;
@@ -285,6 +286,10 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         if troubled.iter().any(own_key) {
             continue;
         }
+        if let Some(problem) = per_call_mistake(&runtime, *app, name, &manifest) {
+            problems.push((format!("instances.{name}.replicas"), problem));
+            continue;
+        }
         let builder = InstanceBuilder::new(&runtime, *app)
             .map_err(|source| instantiate_error(&manifest, name, source))?;
         let builder = link_all(builder, name, instance, &mut providers, app_of);
@@ -321,6 +326,38 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         exports,
         key,
     })
+}
+
+/// An instance that runs per call while it hands out resources to someone (it is exported,
+/// or another instance links to one of its interfaces that carry resources): a handle would
+/// outlive the instance that made it.
+fn per_call_mistake(
+    runtime: &Runtime,
+    app: AppId,
+    name: &str,
+    manifest: &Manifest,
+) -> Option<Problem> {
+    let instance = manifest.instances.get(name)?;
+    if !matches!(instance.replicas, Replicas::PerCall { .. }) {
+        return None;
+    }
+    let ledger = runtime.app(app).ok()?.ledger;
+    let linked_here = |interface: &str| {
+        manifest.instances.values().any(|other| {
+            let link = other.links.get(interface);
+            matches!(link, Some(Link::Named { instance }) if instance == name)
+        })
+    };
+    let mut handing_out = ledger
+        .exports
+        .values()
+        .filter(|interface| builder::carries_resources(interface));
+    let reached =
+        handing_out.find(|interface| instance.export.is_some() || linked_here(&interface.name))?;
+    let interface = reached.name.clone();
+    Some(Problem::Link(builder::Problem::ResourcesPerCall {
+        interface,
+    }))
 }
 
 /// Reads the node key the manifest (or `--key`) names; a secure peer without one, or a key

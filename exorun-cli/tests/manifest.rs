@@ -149,6 +149,7 @@ fn contract_mistakes_are_found_before_anything_runs() {
 consumer = "{fixtures}/math-consumer.wasm"
 odd = "ODD"
 counters = "{fixtures}/counter-consumer.wasm"
+provider = "{fixtures}/counter-provider.wasm"
 broken = "{fixtures}/not-there.wasm"
 [instances.odd]
 app = "odd"
@@ -159,7 +160,14 @@ app = "consumer"
 links = { "exorun:test/math" = { local = "odd" } }
 [instances.handles]
 app = "counters"
-links = { "exorun:test/counters" = { remote = "tcp://127.0.0.1:1", target = "c" } }
+links = { "exorun:test/counters" = { remote = "tcp://127.0.0.1:1", target = "c" }, "exorun:test/counter-sink" = { local = "sink" } }
+[instances.sink]
+app = "provider"
+replicas = "per-call"
+[instances.shared]
+app = "provider"
+replicas = "per-call"
+export = true
 [instances.stray]
 app = "consumer"
 links = { "exorun:test/math" = { local = "odd" }, "exorun:test/extra" = { system = "kv" } }
@@ -174,14 +182,12 @@ links = { "exorun:test/math" = { local = "odd" }, "exorun:test/extra" = { system
     assert_eq!(
         &lines[1..],
         [
-            "exorun: M: instances.handles.links.\"exorun:test/counters\": \
-             exorun:test/counters#[constructor]counter passes a resource, which cannot cross a \
-             remote link",
-            "exorun: M: instances.handles.links.\"exorun:test/counters\": \
-             exorun:test/counters#[method]counter.next passes a resource, which cannot cross a \
-             remote link",
             "exorun: M: instances.mismatched.links.\"exorun:test/math\": exorun:test/math#add: \
              the import expects func(a: u32, b: u32) -> u32, the provider has func(n: u32) -> u32",
+            "exorun: M: instances.shared.replicas: exorun:test/counter-sink hands out resources, \
+             which a per-call instance cannot keep",
+            "exorun: M: instances.sink.replicas: exorun:test/counter-sink hands out resources, \
+             which a per-call instance cannot keep",
             "exorun: M: instances.stray.links.\"exorun:test/math\": exorun:test/math#add: the \
              import expects func(a: u32, b: u32) -> u32, the provider has func(n: u32) -> u32",
             "exorun: M: instances.stray.links.\"exorun:test/extra\": exorun:test/extra is linked \
