@@ -120,6 +120,7 @@ say "checking the results"
 for expected in \
     'remote-calc: "10 + 5 = 15"' \
     'relayed-calc: "10 + 5 = 15"' \
+    'counting: "7 8, alive 1, given home at 9, alive 0"' \
     'logger: "Done"' \
     'kv-a: "KV result: bar"' \
     'kv-b: "KV result: bar"' \

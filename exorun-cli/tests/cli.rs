@@ -30,7 +30,8 @@ fn run_prints_each_runnable_instance_of_the_local_example() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
         text(&output.stdout),
-        "calc: \"10 + 5 = 15\"\nlogger: \"Done\"\n"
+        "calc: \"10 + 5 = 15\"\ncounting: \"7 8, alive 1, given home at 9, alive 0\"\n\
+         logger: \"Done\"\n"
     );
 }
 
@@ -76,6 +77,24 @@ fn inspect_prints_the_ledger_of_math_consumer() {
     assert!(text(&missing.stderr).starts_with("exorun: cannot read /nonexistent/x.wasm: "));
 }
 
+#[test]
+fn inspect_names_resources_and_groups_their_functions() {
+    let component = fixtures::path("counter-provider").unwrap();
+    let output = run(&["inspect", component.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let expected = "  exorun:test/counter-sink\n    take: func(c: own<counter>) -> u32\n\
+        \x20 exorun:test/counters\n    resource counter\n\
+        \x20     constructor: func(start: u32) -> own<counter>\n\
+        \x20     absorb: func(self: borrow<counter>, other: borrow<counter>) -> u32\n\
+        \x20     next: func(self: borrow<counter>) -> u32\n";
+    assert!(stdout.contains(expected), "{stdout}");
+    assert!(
+        stdout.contains("    peek: func(c: borrow<counter>) -> u32\n"),
+        "{stdout}"
+    );
+}
+
 fn serve_then_run(listen: &str) {
     let server = Server::start(&examples().join("provider.toml"), listen);
     let composition = examples().join("composition.toml");
@@ -84,7 +103,8 @@ fn serve_then_run(listen: &str) {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
         text(&output.stdout),
-        "kv-a: \"KV result: bar\"\nkv-b: \"KV result: bar\"\nlogger: \"Done\"\n\
+        "counting: \"7 8, alive 1, given home at 9, alive 0\"\n\
+         kv-a: \"KV result: bar\"\nkv-b: \"KV result: bar\"\nlogger: \"Done\"\n\
          relayed-calc: \"10 + 5 = 15\"\nremote-calc: \"10 + 5 = 15\"\n"
     );
     let (status, stderr) = server.interrupt();

@@ -53,12 +53,45 @@ const MATH: (&str, &[&str]) = ("exorun:test/math", &["add"]);
 const RUNNABLE: (&str, &[&str]) = ("exorun:test/runnable", &["run"]);
 const COUNTERS: (&str, &[&str]) = (
     "exorun:test/counters",
-    &["[constructor]counter", "[method]counter.next", "make"],
+    &[
+        "[constructor]counter",
+        "[method]counter.absorb",
+        "[method]counter.next",
+        "checked",
+        "crash",
+        "finish",
+        "live",
+        "make",
+        "make-many",
+        "make-pair",
+        "maybe",
+        "peek",
+    ],
 );
-// wit-component keeps only the imported functions an app calls: the consumer never calls `make`.
+const SINK: (&str, &[&str]) = ("exorun:test/counter-sink", &["take"]);
+const USER: (&str, &[&str]) = (
+    "exorun:test/counter-user",
+    &[
+        "absorb", "checked", "count", "finish", "forget", "keep", "kept", "live", "many", "maybe",
+        "next", "pair", "peek", "sink",
+    ],
+);
+// wit-component keeps only the imported functions an app calls: the consumer never calls `crash`.
 const COUNTERS_USED: (&str, &[&str]) = (
     "exorun:test/counters",
-    &["[constructor]counter", "[method]counter.next"],
+    &[
+        "[constructor]counter",
+        "[method]counter.absorb",
+        "[method]counter.next",
+        "checked",
+        "finish",
+        "live",
+        "make",
+        "make-many",
+        "make-pair",
+        "maybe",
+        "peek",
+    ],
 );
 
 fn assert_world(app: &str, imports: &[(&str, &[&str])], exports: &[(&str, &[&str])]) {
@@ -157,8 +190,12 @@ fn misbehave_and_reentrant_pair_match_their_worlds() {
 
 #[test]
 fn resource_apps_match_their_worlds() {
-    assert_world("counter-provider", &[], &[COUNTERS]);
-    assert_world("counter-consumer", &[COUNTERS_USED], &[RUNNABLE]);
+    assert_world("counter-provider", &[], &[SINK, COUNTERS]);
+    assert_world(
+        "counter-consumer",
+        &[SINK, COUNTERS_USED],
+        &[USER, RUNNABLE],
+    );
 }
 
 #[test]

@@ -287,16 +287,38 @@ fn trailing_bytes_after_the_slab_are_refused() {
 }
 
 #[test]
-fn resources_cannot_cross_the_wire() {
+fn handles_cross_only_as_ids_on_a_link_that_carries_them() {
     let wat = r#"(component
         (import "r" (type $r (sub resource)))
-        (import "f" (func (param "h" (own $r))))
+        (import "f" (func (param "h" (own $r)) (param "b" (borrow $r)) (param "n" u32)))
     )"#;
     let types = shapes::param_types(wat);
-    let slab = codec::encode(&[Val::U32(0)]).unwrap();
+    let slab = codec::encode(&[Val::U32(0), Val::U32(0), Val::U32(0)]).unwrap();
     assert_eq!(
         codec::decode(&slab, &types, &Limits::default()),
         Err(Error::UnsupportedType { kind: "own" })
+    );
+    // SPEC.md example 7: an own handle is its u64 id where the value goes.
+    let id = 0x0123_4567_89ab_cdef_u64;
+    let ids = [Val::U64(id), Val::U64(7), Val::U32(1)];
+    let slab = codec::encode(&ids).unwrap();
+    let one = codec::encode(&[Val::U64(id)]).unwrap();
+    let golden = "20 09 00 00 00 06 ef cd ab 89 67 45 23 01";
+    let golden: Vec<u8> = golden
+        .split(' ')
+        .map(|byte| u8::from_str_radix(byte, 16).unwrap())
+        .collect();
+    assert_eq!(one, golden);
+    let handles = Limits::default().with_handles();
+    assert_eq!(codec::decode(&slab, &types, &handles), Ok(ids.to_vec()));
+    // A handle must be a u64: anything else is the argument's type mismatch.
+    let wrong = codec::encode(&[Val::U32(1), Val::U64(7), Val::U32(1)]).unwrap();
+    assert_eq!(
+        codec::decode(&wrong, &types, &handles),
+        Err(Error::TypeMismatch {
+            expected: "handle",
+            found: "u32"
+        })
     );
 }
 

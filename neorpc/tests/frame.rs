@@ -598,3 +598,50 @@ fn a_call_frame_target_is_read_without_the_rest() {
         Err(Error::MissingField { field: "target" })
     );
 }
+
+/// SPEC.md example 6: `Release` of handle 0x0123456789abcdef, seq 5.
+const GOLDEN_RELEASE: &str = "33 40 00 00 00 10 07 00 00 00 52 65 6c 65 61 73 65 21 2f 00 00 00 \
+    33 11 00 00 00 10 03 00 00 00 73 65 71 06 05 00 00 00 00 00 00 00 \
+    33 14 00 00 00 10 06 00 00 00 68 61 6e 64 6c 65 06 ef cd ab 89 67 45 23 01";
+
+#[test]
+fn release_matches_spec_golden_bytes_and_is_numbered_like_a_call() {
+    let mut release = frame::encode_release(0x0123_4567_89ab_cdef).unwrap();
+    release.set_seq(Seq(5));
+    let bytes = release.into_bytes();
+    assert_eq!(bytes, hex(GOLDEN_RELEASE));
+    assert_eq!(
+        &bytes[36..44],
+        &5_u64.to_le_bytes(),
+        "the seq sits at offset 36"
+    );
+    assert_eq!(frame::decode_seq(&bytes), Ok(Seq(5)));
+    assert_eq!(
+        frame::decode(&bytes),
+        Ok(Message::Release {
+            seq: Seq(5),
+            handle: 0x0123_4567_89ab_cdef
+        })
+    );
+    let no_handle = hand_frame("Release", &[("seq", u64_item(5))]);
+    assert_eq!(
+        frame::decode(&no_handle),
+        Err(Error::MissingField { field: "handle" })
+    );
+}
+
+#[test]
+fn resource_gone_is_tag_15_with_the_resource() {
+    // SPEC.md example 7: [u32 15, "counter"].
+    let reason = hex("20 11 00 00 00 05 0f 00 00 00 10 07 00 00 00 63 6f 75 6e 74 65 72");
+    let bytes = hand_frame("Reply", &[("seq", u64_item(6)), ("fail", reason)]);
+    let failure = Failure::ResourceGone {
+        resource: "counter".into(),
+    };
+    assert_eq!(failure.tag(), 15);
+    assert_eq!(frame::encode_reply(Seq(6), Err(&failure)).unwrap(), bytes);
+    let Message::Reply(reply) = frame::decode(&bytes).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.outcome, Err(failure));
+}

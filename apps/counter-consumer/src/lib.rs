@@ -103,11 +103,16 @@ impl exports::exorun::test::counter_user::Guest for App {
 }
 
 impl exports::exorun::test::runnable::Guest for App {
+    /// A counter made across the link, counted twice, then given home: what the provider
+    /// holds before and after.
     fn run() -> String {
         let counter = Counter::new(7);
         let first = counter.next();
         let second = counter.next();
-        format!("{first} {second}")
+        let alive = counters::live();
+        let home = counters::finish(counter);
+        let after = counters::live();
+        format!("{first} {second}, alive {alive}, given home at {home}, alive {after}")
     }
 }
 
