@@ -14,6 +14,7 @@ use std::sync::Arc;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
+use exorun_bind::exports::Allow;
 use exorun_bind::exports::Exports;
 use exorun_core::app::AppId;
 use exorun_core::instance::InstanceHandle;
@@ -311,21 +312,32 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let path = manifest.path.display().to_string();
         return Err(manifest::Error::Invalid { path, problems }.into());
     }
-    let exports = Exports::new(Arc::clone(&runtime));
-    let mut instances = BTreeMap::new();
-    for (name, builder, export) in builders {
-        let started = builder.instantiate().await;
-        let handle = started.map_err(|source| instantiate_error(&manifest, &name, source))?;
-        if let Some(allow) = export {
-            exports.export_allowing(&name, allow)?;
-        }
-        instances.insert(name, handle);
-    }
+    let (instances, exports) = start_all(&runtime, &manifest, builders).await?;
     Ok(Composition {
         instances,
         exports,
         key,
     })
+}
+
+/// Instantiates every checked instance, in manifest order, and exports those the manifest
+/// exports.
+async fn start_all(
+    runtime: &Arc<Runtime>,
+    manifest: &Manifest,
+    builders: Vec<(String, builder::Checked, Option<Allow>)>,
+) -> Result<(BTreeMap<String, InstanceHandle>, Arc<Exports>), Error> {
+    let exports = Exports::new(Arc::clone(runtime));
+    let mut instances = BTreeMap::new();
+    for (name, builder, export) in builders {
+        let started = builder.instantiate().await;
+        let handle = started.map_err(|source| instantiate_error(manifest, &name, source))?;
+        if let Some(allow) = export {
+            exports.export_allowing(&name, allow)?;
+        }
+        instances.insert(name, handle);
+    }
+    Ok((instances, exports))
 }
 
 /// An instance that runs per call while it hands out resources to someone (it is exported,
