@@ -48,10 +48,10 @@ struct Held {
 /// A handle a call's arguments name: where, which resource the parameter wants, and whether it
 /// is given (`own`) or lent (`borrow`).
 #[derive(Debug, Clone)]
-struct Named {
+struct Named<'l> {
     index: u32,
     id: u64,
-    resource: Resource,
+    resource: &'l Resource,
 }
 
 /// Every connection's handles.
@@ -122,7 +122,7 @@ impl Handles {
             let Some(entry) = held.get(&name.id) else {
                 return Err(gone(&name.resource.name));
             };
-            if entry.resource != name.resource {
+            if entry.resource != *name.resource {
                 return Err(Failure::BadArgumentType {
                     index: name.index,
                     message: format!(
@@ -171,19 +171,24 @@ impl Handles {
             let Val::U64(id) = *value else {
                 return Ok(());
             };
-            let entry = match own {
-                true => held.remove(&id).inspect(|_| taken += 1),
-                false => held.get(&id).cloned(),
+            let handle = match own {
+                true => held
+                    .remove(&id)
+                    .inspect(|_| taken += 1)
+                    .map(|entry| entry.handle),
+                false => held.get(&id).map(|entry| entry.handle),
             };
-            let Some(entry) = entry else {
+            let Some(handle) = handle else {
                 return Err(gone(&crate::standins::resource_name(ledger, resource_ty)));
             };
-            *value = Val::Resource(entry.handle);
+            *value = Val::Resource(handle);
             Ok(())
         });
         drop(held);
-        self.live.fetch_sub(taken, Ordering::SeqCst);
-        self.publish();
+        if taken > 0 {
+            self.live.fetch_sub(taken, Ordering::SeqCst);
+            self.publish();
+        }
         walked
     }
 
@@ -350,11 +355,11 @@ async fn drop_held(held: HashMap<u64, Held>) {
 }
 
 /// The handle ids a call's arguments name, with the resource each parameter wants.
-fn named(
+fn named<'l>(
     params: &mut [Val],
     types: &[(String, Type)],
-    ledger: &Ledger,
-) -> Result<Vec<Named>, Failure> {
+    ledger: &'l Ledger,
+) -> Result<Vec<Named<'l>>, Failure> {
     let mut named = Vec::new();
     for (index, (param, (_, ty))) in params.iter_mut().zip(types).enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
@@ -362,7 +367,7 @@ fn named(
             let Val::U64(id) = *value else {
                 return Ok(());
             };
-            let Some(resource) = ledger.resource(resource_ty).cloned() else {
+            let Some(resource) = ledger.resource(resource_ty) else {
                 return Err(Failure::Internal {
                     message: "a parameter's resource type has no name".to_owned(),
                 });

@@ -410,12 +410,12 @@ pub(crate) async fn to_callee(
                 given.push(held.rep());
             }
             let (stand_ins, _) = store.data_mut().user_and_table(StandIns::default);
-            let Some(stand_in) = stand_ins.entries.get(&held.rep()).cloned() else {
+            let Some(stand_in) = stand_ins.entries.get(&held.rep()) else {
                 return Err(wasmtime::Error::new(instance::Error::ResourceGone {
                     resource,
                 }));
             };
-            let here = callee.take(&stand_in, value)?;
+            let here = callee.take(stand_in, value)?;
             if pinned.as_ref().is_some_and(|pinned| pinned.pin != here) {
                 let callee = callee.name();
                 return Err(wasmtime::Error::new(Error::Split { resource, callee }));

@@ -147,6 +147,8 @@ pub fn refused(name: &str, body: &str) -> String {
 pub struct Server {
     /// The server process.
     pub child: Child,
+    /// Kills the server if the test ends (or panics) without stopping it.
+    reaper: Reaper,
     /// The address it listens on.
     pub address: String,
 }
@@ -186,7 +188,15 @@ impl Server {
             .to_owned();
         let serving = lines.next_line("the server's exports").unwrap();
         assert!(serving.starts_with("exorun: serving "), "{serving}");
-        Self { child, address }
+        let reaper = Reaper {
+            pid: child.id(),
+            armed: true,
+        };
+        Self {
+            child,
+            address,
+            reaper,
+        }
     }
 
     /// Sends `signal` (`-INT`, `-TERM`) to the server.
@@ -213,7 +223,8 @@ impl Server {
     }
 
     /// Waits at most `within` for the server to exit.
-    pub fn exit_within(self, within: Duration) -> (Output, Duration) {
+    pub fn exit_within(mut self, within: Duration) -> (Output, Duration) {
+        self.reaper.armed = false;
         exit_within(self.child, within)
     }
 
@@ -222,5 +233,22 @@ impl Server {
         self.signal("-INT");
         let (output, _) = self.exit_within(WAIT);
         (output.status, text(&output.stderr))
+    }
+}
+
+/// A server process that must not outlive its test: a test that fails before stopping it would
+/// leave it running (and holding a port) for every test and benchmark after.
+struct Reaper {
+    pid: u32,
+    armed: bool,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pid = self.pid.to_string();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
     }
 }
