@@ -120,10 +120,7 @@ fn serve(manifest: &std::path::Path, key: &std::path::Path) -> (Server, SocketAd
             listening.push(socket(address));
         }
     }
-    let server = Server {
-        child,
-        address: String::new(),
-    };
+    let server = Server::from_child(child, "");
     (server, listening[0], listening[1])
 }
 

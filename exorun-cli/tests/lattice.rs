@@ -634,10 +634,7 @@ fn serve_logging(
     let stdout = common::Lines::new(child.stdout.take().unwrap());
     let (serving, _) = stdout.find("serving", |line| line.starts_with("exorun: serving"));
     assert!(serving.is_some(), "{args:?} connected and served");
-    let server = Server {
-        child,
-        address: String::new(),
-    };
+    let server = Server::from_child(child, "");
     server.signal("-INT");
     let (output, _) = server.exit_within(common::WAIT);
     let stderr = stderr.rest().join("\n");
@@ -674,10 +671,7 @@ fn key_seed_and_ca_files_that_would_hang_or_flood_are_refused_before_they_are_op
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let server = Server {
-            child,
-            address: String::new(),
-        };
+        let server = Server::from_child(child, "");
         let (output, took) = server.exit_within(common::WAIT);
         drop(stdout);
         assert_eq!(output.status.code(), Some(1), "{args:?}");

@@ -199,6 +199,19 @@ impl Server {
         }
     }
 
+    /// A server process started some other way, listening on `address`.
+    pub fn from_child(child: Child, address: &str) -> Self {
+        let reaper = Reaper {
+            pid: child.id(),
+            armed: true,
+        };
+        Self {
+            child,
+            address: address.to_owned(),
+            reaper,
+        }
+    }
+
     /// Sends `signal` (`-INT`, `-TERM`) to the server.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
