@@ -13,6 +13,11 @@
 //!   running another app) raises `Unresolved`, which a serving runtime reports as what it is.
 //! - Remote: see `remote`.
 //!
+//! A function whose types carry resource handles swaps them on the way (see `standins`): the
+//! importer's stand-ins become the owner's handles (or ids, remotely), the call runs on the
+//! replica (or connection) its handles live in, and the handles it returns become new
+//! stand-ins. A function without handles is forwarded as it is.
+//!
 //! A failed call traps the calling guest; the error it raised reaches the embedder as
 //! `instance::Error` (a local target's error as `Callee`, naming the instance that failed, so a
 //! caller tells "my callee trapped" from "I trapped"; anything else as

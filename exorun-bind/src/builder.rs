@@ -2,8 +2,8 @@
 //!
 //! `checked` (and so `instantiate`) first checks everything, with the ledger for contracts, and
 //! refuses with every problem listed (an unlinked import, a link for an interface the app does
-//! not import, a system that lacks the interface, a missing function, a mismatched signature, a
-//! handle across a local or remote link). A `Checked` builder then builds the linker (systems
+//! not import, a system that lacks the interface, a missing function, a mismatched signature,
+//! an interface that hands out resources linked to a per-call instance or through a lattice). A `Checked` builder then builds the linker (systems
 //! first, then local and remote links, which may take over interfaces a system also installs)
 //! without checking again, stages the context, instantiates and registers. Nothing runs and
 //! nothing is sent before the checks pass.

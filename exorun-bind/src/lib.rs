@@ -8,6 +8,9 @@
 //!   name) and remote; `forward` makes each imported function a host function that forwards.
 //! - `remote`: remote links over a shared `client::Channel`, and the conversion of call chains
 //!   between exorun-core and the wire.
+//! - `standins`: the handles an importer holds across links (host resources standing for the
+//!   owner's), swapped on the way to and from each call; `handles`: the ids a serving runtime
+//!   hands each connection for its resources.
 //! - `exports`: `Exports`, the dispatcher that lets remote callers reach the instances
 //!   explicitly exported (exorun-transport's `server::Server` accepts connections and answers
 //!   lattices for it), and how an instance's failure reaches a remote caller.
