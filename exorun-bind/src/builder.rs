@@ -3,10 +3,11 @@
 //! `checked` (and so `instantiate`) first checks everything, with the ledger for contracts, and
 //! refuses with every problem listed (an unlinked import, a link for an interface the app does
 //! not import, a system that lacks the interface, a missing function, a mismatched signature,
-//! an interface that hands out resources linked to a per-call instance or through a lattice). A `Checked` builder then builds the linker (systems
-//! first, then local and remote links, which may take over interfaces a system also installs)
-//! without checking again, stages the context, instantiates and registers. Nothing runs and
-//! nothing is sent before the checks pass.
+//! an interface that hands out resources linked to a per-call instance or through a channel
+//! that cannot keep handles apart). A `Checked` builder then builds the linker (systems first,
+//! then local and remote links, which may take over interfaces a system also installs) without
+//! checking again, stages the context, instantiates and registers. Nothing runs and nothing is
+//! sent before the checks pass.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,9 +89,10 @@ pub enum Problem {
     /// The provider does not meet the import's contract (the ledger's finding).
     #[error("{0}")]
     Contract(ledger::Error),
-    /// The interface carries resources and is linked through a lattice, whose calls come from
-    /// no one connection that could hold the handles.
-    #[error("{interface} carries resources, which a lattice cannot: link it over a connection")]
+    /// The interface carries resources and is linked through a channel that cannot keep
+    /// handles apart (`Channel::carries_handles` is false: no connection or caller of its own
+    /// to bind them to).
+    #[error("{interface} carries resources, which its channel cannot: link it over a connection")]
     ResourcesOverLattice {
         /// The interface, fully qualified (e.g. `exorun:test/counters`).
         interface: String,

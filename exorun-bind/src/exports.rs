@@ -262,9 +262,9 @@ impl Job {
     async fn run(mut self) -> handler::Outcome {
         let chain = std::mem::take(&mut self.chain);
         let principal = self.origin.key().map(ToString::to_string);
-        let connection = self.origin.connection();
+        let party = self.origin.party();
         let call = chain::within(chain, self.lease_and_call());
-        principal::within_party(principal, connection, call).await
+        principal::within_party(principal, party, call).await
     }
 
     async fn lease_and_call(self) -> handler::Outcome {

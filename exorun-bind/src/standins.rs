@@ -263,11 +263,11 @@ pub(crate) async fn release(stand_in: StandIn) {
         }
         Owner::Remote {
             channel,
+            target,
             session,
             id,
-            ..
         } => {
-            if let Err(error) = channel.release(id, session).await {
+            if let Err(error) = channel.release(id, session, &target).await {
                 tracing::info!(%error, resource, "releasing a remote resource failed");
             }
         }

@@ -166,15 +166,17 @@ pub trait Channel: Send + Sync {
     /// The time limit calls get unless they set their own.
     fn timeout(&self) -> Duration;
 
-    /// Whether calls through this channel can hold resource handles (one connection at a
-    /// time, a session); a lattice cannot.
+    /// Whether calls through this channel can hold resource handles: it has sessions (a
+    /// connection at a time, or a lattice runtime for a caller) that keep them apart. A
+    /// channel that does not say so carries none.
     fn carries_handles(&self) -> bool {
         false
     }
 
     /// `call_within`, on session `on` only (when the call names its handles), telling which
-    /// session answered. A channel with no sessions (a lattice) carries no handles: `on` set
-    /// is `SessionEnded`, and the session it reports is 0.
+    /// session answered. A channel with no sessions carries no handles: `on` set is
+    /// `SessionEnded`, and the session it reports is 0. A lattice's sessions are the runtimes
+    /// that answered.
     fn call_session(
         &self,
         frame: frame::OutboundCall,
@@ -189,10 +191,15 @@ pub trait Channel: Send + Sync {
         })
     }
 
-    /// Drops the resource handle `handle` of session `session`; nothing to do (`Ok`) if that
-    /// session ended, since its handles ended with it.
-    fn release(&self, handle: u64, session: u64) -> BoxFuture<'_, Result<(), Error>> {
-        let _ = (handle, session);
+    /// Drops the resource handle `handle` of session `session`, which `target` handed out;
+    /// nothing to do (`Ok`) if that session ended, since its handles ended with it.
+    fn release<'a>(
+        &'a self,
+        handle: u64,
+        session: u64,
+        target: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = (handle, session, target);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -493,7 +500,12 @@ impl Channel for Client {
         })
     }
 
-    fn release(&self, handle: u64, session: u64) -> BoxFuture<'_, Result<(), Error>> {
+    fn release<'a>(
+        &'a self,
+        handle: u64,
+        session: u64,
+        _target: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             if session != self.session {
                 return Ok(());

@@ -132,30 +132,54 @@ pub trait Dispatcher: Send + Sync {
 pub struct Origin {
     key: Option<PublicKey>,
     connection: u64,
+    party: u64,
     gone: Arc<AtomicBool>,
     lattice: bool,
+}
+
+/// A number no other origin of this process has (never 0).
+fn next_connection() -> u64 {
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+    CONNECTIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Origin {
     /// Calls from a connection that authenticated as `key` (`None`: a plaintext connection or
     /// a lattice, an anonymous caller).
     pub fn new(key: Option<PublicKey>) -> Self {
-        static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+        let connection = next_connection();
         Self {
             key,
-            connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
+            connection,
+            party: connection,
             gone: Arc::default(),
             lattice: false,
         }
     }
 
-    /// Calls from a lattice: anonymous, and from no one connection, so they cannot hold
-    /// resource handles (a handle belongs to the connection that received it).
+    /// Calls from a lattice that name no caller: anonymous, and from no one connection, so
+    /// they cannot hold resource handles (a handle belongs to the connection that received it).
     pub fn lattice() -> Self {
         Self {
             lattice: true,
             ..Self::new(None)
         }
+    }
+
+    /// Calls from one caller of a lattice (it names itself in each request): anonymous, one
+    /// party with every other lattice caller (`party`, the lattice's `Origin::party`), but a
+    /// "connection" of its own, which can hold resource handles.
+    pub fn lattice_caller(party: u64) -> Self {
+        Self {
+            party,
+            ..Self::new(None)
+        }
+    }
+
+    /// Who supervision counts the calls of (see `exorun_core::principal`): the connection,
+    /// except that every caller of a lattice is one party.
+    pub fn party(&self) -> u64 {
+        self.party
     }
 
     /// Whether the calls come on one connection, which can hold resource handles.

@@ -35,6 +35,13 @@
 //! written and so drops calls routed in that round trip; `Served::lost` counts any message
 //! NATS delivered that the loop never saw.)
 //!
+//! Resource handles: each serving runtime also subscribes each export on a subject of its own
+//! (`runtime_subject`, its random tag) and names the tag in every reply (`RUNTIME_HEADER`);
+//! each caller names itself in every request (`CALLER_HEADER`), so the handles a runtime
+//! hands it are its own. A call that names handles goes to the runtime that holds them, and
+//! finds none there (`SessionEnded`, so `ResourceGone`) once it is gone. A caller silent on a
+//! runtime for `CALLER_IDLE` is let go there, with its handles; at most `CALLERS_MAX` are kept.
+//!
 //! Credentials (user and password or a token in the URL, an nkey seed file, TLS) go to
 //! `async-nats` and are never logged: an address shows only its host and port.
 
@@ -54,6 +61,8 @@ use crate::transport::BoxFuture;
 
 mod responder;
 
+pub use responder::CALLER_IDLE;
+pub use responder::CALLERS_MAX;
 pub use responder::QUIET;
 pub use responder::REPLY_PREFIX;
 pub use responder::Served;
@@ -87,6 +96,38 @@ pub(crate) fn token(name: &str) -> String {
 /// The subject (and queue group) of `export` in `lattice`.
 pub fn subject(lattice: &str, export: &str) -> String {
     format!("exorun.{}.{}", token(lattice), token(export))
+}
+
+/// The subject of `export` on one serving runtime of `lattice` (its `runtime` tag), where the
+/// calls and releases that name its resource handles go: a token more than `subject`, so it
+/// never meets a queue group's subject.
+pub fn runtime_subject(lattice: &str, export: &str, runtime: u64) -> String {
+    format!("{}.{runtime:016x}", subject(lattice, export))
+}
+
+/// The request header a caller names itself in (16 hex digits, random per `Lattice`): the
+/// handles a serving runtime hands it are its own, as a connection's are.
+pub const CALLER_HEADER: &str = "Exorun-Caller";
+/// The reply header a serving runtime names itself in (its tag, 16 hex digits): where the
+/// handles a reply carries live.
+pub const RUNTIME_HEADER: &str = "Exorun-Runtime";
+
+/// A tag from the operating system's randomness (never 0).
+pub(crate) fn random_tag() -> Result<u64, transport::Error> {
+    let mut bytes = [0_u8; 8];
+    getrandom::fill(&mut bytes).map_err(|error| transport::Error::Io {
+        kind: std::io::ErrorKind::Other,
+        message: format!("no randomness for a lattice tag: {error}"),
+    })?;
+    Ok(u64::from_le_bytes(bytes).max(1))
+}
+
+/// A tag as a header carries it, if it is one.
+pub(crate) fn parse_tag(text: &str) -> Option<u64> {
+    if text.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// Largest CA bundle file read for NATS TLS: a bundle of every public root is about 200 KiB.
@@ -232,6 +273,8 @@ pub struct Lattice {
     timeout: Duration,
     connection: OnceCell<Connected>,
     seq: AtomicU64,
+    /// This caller's tag (`CALLER_HEADER`), drawn at its first call.
+    caller: OnceCell<u64>,
 }
 
 /// A caller's NATS connection, and the payload limit its server announced at connect.
@@ -258,6 +301,7 @@ impl Lattice {
             timeout,
             connection: OnceCell::new(),
             seq: AtomicU64::new(1),
+            caller: OnceCell::new(),
         }
     }
 
@@ -279,14 +323,37 @@ impl Lattice {
     /// Sends `frame` to its target's subject and waits at most `timeout` for the reply.
     pub async fn call_within(
         &self,
-        mut frame: frame::OutboundCall,
+        frame: frame::OutboundCall,
         timeout: Duration,
     ) -> Result<Bytes, client::Error> {
+        let (payload, _) = self.send(frame, None, timeout, None).await?;
+        reply_slab(payload)
+    }
+
+    /// Sends `frame` (a call, or a release for `target`) as a request: to the queue group of
+    /// its target, or to runtime `on` alone (a call that names handles, which live there);
+    /// the reply's payload and the runtime that answered (0 if it did not say).
+    async fn send(
+        &self,
+        mut frame: frame::OutboundCall,
+        target: Option<&str>,
+        timeout: Duration,
+        on: Option<u64>,
+    ) -> Result<(Bytes, u64), client::Error> {
         let connection = self.connection().await?;
+        let caller = self
+            .caller
+            .get_or_try_init(|| async { random_tag() })
+            .await
+            .map_err(client::Error::Transport)?;
         frame.set_seq(frame::Seq(self.seq.fetch_add(1, Ordering::Relaxed)));
         let bytes = Bytes::from(frame.into_bytes());
-        let target = frame::decode_target(&bytes).map_err(client::Error::Frame)?;
-        let target = target.to_owned();
+        let target = match target {
+            Some(target) => target.to_owned(),
+            None => frame::decode_target(&bytes)
+                .map_err(client::Error::Frame)?
+                .to_owned(),
+        };
         let max = connection.max_payload;
         if bytes.len() > max {
             return Err(client::Error::Transport(
@@ -296,13 +363,34 @@ impl Lattice {
                 },
             ));
         }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(CALLER_HEADER, format!("{caller:016x}").as_str());
         let request = async_nats::Request::new()
             .payload(bytes)
+            .headers(headers)
             .timeout(Some(timeout));
-        let subject = subject(&self.lattice, &target);
+        let subject = match on {
+            Some(runtime) => runtime_subject(&self.lattice, &target, runtime),
+            None => subject(&self.lattice, &target),
+        };
         let answered = connection.client.send_request(subject, request).await;
-        let reply = answered.map_err(|error| request_error(&error, &target, timeout))?;
-        reply_slab(reply.payload)
+        let reply = match answered {
+            Ok(reply) => reply,
+            // The runtime that held the handles is gone, and they with it.
+            Err(error)
+                if on.is_some() && error.kind() == async_nats::RequestErrorKind::NoResponders =>
+            {
+                return Err(client::Error::SessionEnded);
+            }
+            Err(error) => return Err(request_error(&error, &target, timeout)),
+        };
+        let runtime = reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(RUNTIME_HEADER))
+            .and_then(|tag| parse_tag(tag.as_str()))
+            .unwrap_or(0);
+        Ok((reply.payload, runtime))
     }
 }
 
@@ -356,6 +444,42 @@ impl client::Channel for Lattice {
 
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    fn carries_handles(&self) -> bool {
+        true
+    }
+
+    fn call_session(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+        on: Option<u64>,
+    ) -> BoxFuture<'_, Result<(Bytes, u64), client::Error>> {
+        Box::pin(async move {
+            let (payload, runtime) = self.send(frame, None, timeout, on).await?;
+            Ok((reply_slab(payload)?, runtime))
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        handle: u64,
+        session: u64,
+        target: &'a str,
+    ) -> BoxFuture<'a, Result<(), client::Error>> {
+        Box::pin(async move {
+            let frame = frame::encode_release(handle).map_err(client::Error::Frame)?;
+            let sent = self
+                .send(frame, Some(target), self.timeout, Some(session))
+                .await;
+            match sent {
+                Ok((payload, _)) => reply_slab(payload).map(drop),
+                // That runtime is gone, and the handle with it.
+                Err(client::Error::SessionEnded) => Ok(()),
+                Err(error) => Err(error),
+            }
+        })
     }
 }
 

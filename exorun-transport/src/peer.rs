@@ -407,7 +407,12 @@ impl client::Channel for Peer {
         })
     }
 
-    fn release(&self, handle: u64, session: u64) -> BoxFuture<'_, Result<(), client::Error>> {
+    fn release<'a>(
+        &'a self,
+        handle: u64,
+        session: u64,
+        _target: &'a str,
+    ) -> BoxFuture<'a, Result<(), client::Error>> {
         Box::pin(async move {
             let Some(client) = self.current(session).await else {
                 return Ok(()); // that connection ended, and its handles with it

@@ -6,7 +6,9 @@
 //! its reply subject is a NATS inbox (`REPLY_PREFIX`: a runtime publishes its reply, with its
 //! own permissions, where the caller says, so it answers only where requesters listen).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,7 +19,12 @@ use neorpc::frame;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::CALLER_HEADER;
+use super::RUNTIME_HEADER;
 use super::SUBSCRIPTION_CAPACITY;
+use super::parse_tag;
+use super::random_tag;
+use super::runtime_subject;
 use super::subject;
 use crate::handler;
 use crate::throttle::Throttle;
@@ -47,6 +54,17 @@ pub struct Served {
     pub lost: u64,
 }
 
+/// Lattice callers (each naming itself in `CALLER_HEADER`) a serving runtime keeps apart at
+/// once, each with the resource handles it holds here; a call from one more is answered
+/// `Overloaded` until one is let go.
+pub const CALLERS_MAX: usize = 4096;
+/// How long a lattice caller may go without a call here before it is let go, with the
+/// handles it held (NATS has no connection whose end would say the caller is gone): the same
+/// as a connection's idle timeout.
+pub const CALLER_IDLE: Duration = Duration::from_secs(600);
+/// How often idle callers are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a stopping runtime waits without a call before its final unsubscribe; also the
 /// window in which the recent call rate is measured.
 pub const QUIET: Duration = Duration::from_millis(100);
@@ -57,6 +75,8 @@ pub struct Subscribed {
     subscriptions: Vec<async_nats::Subscriber>,
     /// The export each subscription serves, by the same index.
     exports: Vec<String>,
+    /// This runtime's tag in the lattice (`RUNTIME_HEADER`, `runtime_subject`).
+    tag: u64,
 }
 
 impl std::fmt::Debug for Subscribed {
@@ -74,16 +94,27 @@ pub(crate) async fn subscribe(
     lattice: &str,
     exports: &[String],
 ) -> Result<Subscribed, transport::Error> {
+    let tag = random_tag()?;
+    let subscribe_error = |subject: &str, error: &dyn std::fmt::Display| transport::Error::Io {
+        kind: std::io::ErrorKind::Other,
+        message: format!("NATS subscribe to {subject}: {error}"),
+    };
     let mut subscriptions = Vec::new();
     for export in exports {
         let subject = subject(lattice, export);
         let subscribed = connection
             .queue_subscribe(subject.clone(), subject.clone())
             .await
-            .map_err(|error| transport::Error::Io {
-                kind: std::io::ErrorKind::Other,
-                message: format!("NATS subscribe to {subject}: {error}"),
-            })?;
+            .map_err(|error| subscribe_error(&subject, &error))?;
+        subscriptions.push(subscribed);
+    }
+    // Each export on this runtime alone too, where calls naming its handles come.
+    for export in exports {
+        let subject = runtime_subject(lattice, export, tag);
+        let subscribed = connection
+            .subscribe(subject.clone())
+            .await
+            .map_err(|error| subscribe_error(&subject, &error))?;
         subscriptions.push(subscribed);
     }
     connection
@@ -93,10 +124,13 @@ pub(crate) async fn subscribe(
             kind: std::io::ErrorKind::BrokenPipe,
             message: format!("NATS flush: {error}"),
         })?;
+    let mut served = exports.to_vec();
+    served.extend_from_slice(exports);
     Ok(Subscribed {
         connection,
         subscriptions,
-        exports: exports.to_vec(),
+        exports: served,
+        tag,
     })
 }
 
@@ -136,6 +170,13 @@ impl Rate {
     }
 }
 
+/// One lattice caller: its origin, when it last called, and its calls running.
+struct Caller {
+    origin: handler::Origin,
+    seen: tokio::time::Instant,
+    running: Arc<AtomicUsize>,
+}
+
 /// Where the loop starts calls: the slots, the running calls and the counts.
 struct Calls {
     connection: async_nats::Client,
@@ -143,9 +184,14 @@ struct Calls {
     max_payload: usize,
     dispatcher: Arc<dyn handler::Dispatcher>,
     exports: Arc<[String]>,
-    /// Every call from the lattice comes from this one origin: callers on NATS carry no key,
-    /// so they are one party to supervision (see `exorun_core::principal`).
+    /// Calls from the lattice that name no caller come from this one origin: callers on NATS
+    /// carry no key, so they are one party to supervision (see `exorun_core::principal`).
     origin: handler::Origin,
+    /// Callers that name themselves, each an origin of its own (its handles) in that party.
+    callers: HashMap<u64, Caller>,
+    swept: tokio::time::Instant,
+    /// This runtime's tag, in every reply.
+    tag: u64,
     slots: Arc<Semaphore>,
     running: JoinSet<bool>,
     served: Served,
@@ -171,9 +217,15 @@ impl Calls {
             refuse(&connection, message).await;
             return;
         };
+        self.sweep(false);
+        let Some((origin, running)) = self.origin_of(&message) else {
+            self.served.refused += 1;
+            refuse(&connection, message).await;
+            return;
+        };
         let (dispatcher, max_payload) = (Arc::clone(&self.dispatcher), self.max_payload);
         let exports = Arc::clone(&self.exports);
-        let origin = self.origin.clone();
+        let tag = self.tag;
         self.running.spawn(async move {
             let export = &exports[index];
             let answering = Answering {
@@ -182,10 +234,62 @@ impl Calls {
                 max_payload,
                 export,
                 origin: &origin,
+                tag,
             };
             let answered = answering.answer(message).await;
+            if let Some(running) = running {
+                running.fetch_sub(1, Ordering::SeqCst);
+            }
             drop(slot);
             answered
+        });
+    }
+
+    /// The origin of `message`'s call: its caller's own (counted running until answered), or
+    /// the lattice's for a request that names no caller; `None` when `CALLERS_MAX` callers
+    /// are kept already and this is another.
+    fn origin_of(
+        &mut self,
+        message: &async_nats::Message,
+    ) -> Option<(handler::Origin, Option<Arc<AtomicUsize>>)> {
+        let named = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(CALLER_HEADER));
+        let Some(caller) = named.and_then(|tag| parse_tag(tag.as_str())) else {
+            return Some((self.origin.clone(), None));
+        };
+        if !self.callers.contains_key(&caller) && self.callers.len() >= CALLERS_MAX {
+            return None;
+        }
+        let party = self.origin.party();
+        let entry = self.callers.entry(caller).or_insert_with(|| Caller {
+            origin: handler::Origin::lattice_caller(party),
+            seen: tokio::time::Instant::now(),
+            running: Arc::default(),
+        });
+        entry.seen = tokio::time::Instant::now();
+        entry.running.fetch_add(1, Ordering::SeqCst);
+        Some((entry.origin.clone(), Some(Arc::clone(&entry.running))))
+    }
+
+    /// Lets go of callers idle for `CALLER_IDLE` with no call running (or of every caller,
+    /// at the end), and so of the handles they held; looks at most every `SWEEP_EVERY`.
+    fn sweep(&mut self, all: bool) {
+        let now = tokio::time::Instant::now();
+        if !all && now.duration_since(self.swept) < SWEEP_EVERY {
+            return;
+        }
+        self.swept = now;
+        let dispatcher = Arc::clone(&self.dispatcher);
+        self.callers.retain(|_, caller| {
+            let idle = now.duration_since(caller.seen) >= CALLER_IDLE
+                && caller.running.load(Ordering::SeqCst) == 0;
+            if all || idle {
+                dispatcher.closed(&caller.origin);
+                return false;
+            }
+            true
         });
     }
 }
@@ -219,6 +323,9 @@ impl Subscribed {
             dispatcher,
             exports: Arc::from(std::mem::take(&mut self.exports)),
             origin: handler::Origin::lattice(),
+            callers: HashMap::new(),
+            swept: tokio::time::Instant::now(),
+            tag: self.tag,
             slots: Arc::new(Semaphore::new(calls_in_flight_max)),
             running: JoinSet::new(),
             served: Served::default(),
@@ -227,11 +334,16 @@ impl Subscribed {
         };
         let mut stop = std::pin::pin!(stop);
         let mut stream = incoming(&mut self.subscriptions);
+        let mut sweeps = tokio::time::interval(SWEEP_EVERY);
         loop {
             let next = tokio::select! {
                 biased;
                 () = &mut stop => break,
                 next = stream.next() => next,
+                _ = sweeps.tick() => {
+                    calls.sweep(false);
+                    continue;
+                }
             };
             let Some((index, message)) = next else {
                 break; // every subscription ended (the connection closed for good)
@@ -243,6 +355,8 @@ impl Subscribed {
         while let Some(answered) = calls.running.join_next().await {
             calls.served.count(answered);
         }
+        // Every call answered: the handles callers held here go with this runtime.
+        calls.sweep(true);
         let flushed = self.connection.flush().await;
         let delivered = self
             .connection
@@ -366,6 +480,8 @@ struct Answering<'a> {
     /// The export of the subject the call came on.
     export: &'a str,
     origin: &'a handler::Origin,
+    /// This runtime's tag, named in the reply.
+    tag: u64,
 }
 
 impl Answering<'_> {
@@ -395,6 +511,9 @@ impl Answering<'_> {
                     self.dispatcher.dispatch(call, &payload, self.origin).await,
                 )
             }
+            Ok(frame::Message::Release { seq, handle }) => {
+                (seq, self.dispatcher.release(seq, handle, self.origin).await)
+            }
             Ok(_) | Err(_) => {
                 let Ok(seq) = frame::decode_seq(&payload) else {
                     return false;
@@ -406,7 +525,13 @@ impl Answering<'_> {
             }
         };
         let reply = self.reply(seq, outcome);
-        if let Err(error) = self.connection.publish(reply_to, Bytes::from(reply)).await {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(RUNTIME_HEADER, format!("{:016x}", self.tag).as_str());
+        let published = self
+            .connection
+            .publish_with_headers(reply_to, headers, Bytes::from(reply))
+            .await;
+        if let Err(error) = published {
             tracing::debug!(%error, "could not publish a reply; the caller will time out");
         }
         true
