@@ -41,6 +41,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         println!("{results:?}");
     }
-    println!("the kv store holds {} entry", store.len());
+    println!("the kv store holds {} entry", store.entries().await?);
     Ok(())
 }

@@ -103,7 +103,7 @@ async fn t5_local_link_reaches_the_provider() {
 async fn t6_t8_kv_system_is_stateful_and_shared_in_a_diamond() {
     let runtime = Runtime::new().unwrap();
     let store = kv::Store::new();
-    store.set("seen".into(), "by both".into()).unwrap();
+    store.set("seen", "by both").await.unwrap();
     let shared: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(store.clone()));
     let builder = |app: &str| {
         let app = add(&runtime, app);
@@ -112,13 +112,12 @@ async fn t6_t8_kv_system_is_stateful_and_shared_in_a_diamond() {
     let first = builder("kv-client").instantiate().await.unwrap();
     let second = builder("kv-client").instantiate().await.unwrap();
     assert_eq!(run(&first).await.unwrap(), "KV result: bar");
-    assert_eq!(store.get("foo").as_deref(), Some("bar"));
-    store
-        .set("foo".into(), "changed by the host".into())
-        .unwrap();
+    assert_eq!(store.get("foo").await.unwrap().as_deref(), Some("bar"));
+    store.set("foo", "changed by the host").await.unwrap();
     assert_eq!(run(&second).await.unwrap(), "KV result: bar");
-    assert_eq!(store.len(), 2, "one map: foo and seen");
-    assert_eq!(store.get("seen").as_deref(), Some("by both"));
+    assert_eq!(store.entries().await.unwrap(), 2, "one map: foo and seen");
+    let seen = store.get("seen").await.unwrap();
+    assert_eq!(seen.as_deref(), Some("by both"));
 }
 
 #[tokio::test]

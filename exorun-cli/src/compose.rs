@@ -266,13 +266,14 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let key = node_key(&manifest, &mut problems);
     let lattices = lattice_settings(&manifest, &mut problems);
     let apps = compile_apps(&runtime, &manifest, &mut problems);
+    let stores = open_stores(&manifest, &lattices, &mut problems).await;
     let app_of = |instance: &str| {
         let app = &manifest.instances.get(instance)?.app;
         apps.get(app).copied()
     };
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
-        stores: BTreeMap::new(),
+        stores,
         channels: BTreeMap::new(),
         key: key.clone(),
         lattices,
@@ -390,6 +391,45 @@ fn node_key(manifest: &Manifest, problems: &mut Vec<(String, Problem)>) -> Optio
             None
         }
     }
+}
+
+/// Opens every store named under `[stores]`, each as the kv system serving it; one that cannot
+/// be opened (a corrupt or locked file, a NATS system that does not answer) is a problem at its
+/// key. Stores a link names but `[stores]` does not are made in memory as links ask.
+async fn open_stores(
+    manifest: &Manifest,
+    lattices: &BTreeMap<String, nats::Settings>,
+    problems: &mut Vec<(String, Problem)>,
+) -> BTreeMap<String, Arc<dyn SystemComponent>> {
+    let mut stores = BTreeMap::new();
+    for (name, store) in &manifest.stores {
+        let opened = match store {
+            manifest::Store::Durable { path } => kv::Store::open(path).await,
+            manifest::Store::JetStream { peer, bucket } => {
+                let Some(settings) = lattices.get(peer) else {
+                    continue; // the peer's own problem is reported at its key
+                };
+                match nats::client(settings).await {
+                    Ok(client) => kv::Store::jetstream(client, bucket).await,
+                    Err(error) => Err(kv::Error::Open {
+                        store: format!("JetStream bucket {bucket}"),
+                        message: error.to_string(),
+                    }),
+                }
+            }
+        };
+        match opened {
+            Ok(store) => {
+                let system: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(store));
+                stores.insert(name.clone(), system);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                problems.push((format!("stores.{name}"), Problem::Store { message }));
+            }
+        }
+    }
+    stores
 }
 
 /// Compiles every app; a broken one is a problem at its key.

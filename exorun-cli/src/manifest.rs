@@ -14,6 +14,11 @@
 //! cluster = { addresses = ["nats://10.0.0.9:4222"], lattice = "prod", nkey = "user.nk",
 //!             tls = false, ca = "nats-ca.pem" }   # exports by name anywhere in a lattice
 //!
+//! [stores]                                  # kv stores that outlive the process (others: memory)
+//! notes = { path = "data/notes.redb" }      # a redb file (relative to this file)
+//! shared = { nats = "cluster", bucket = "shared" }   # a JetStream bucket, through a nats://
+//!                                           # peer (its credentials, TLS) or an address
+//!
 //! [instances.calc]
 //! app = "consumer"
 //! export = false                            # reachable by remote callers? or who may call:
@@ -82,6 +87,8 @@ pub struct Manifest {
     pub apps: BTreeMap<String, PathBuf>,
     /// Instances by name.
     pub instances: BTreeMap<String, Instance>,
+    /// The kv stores named under `[stores]`, by name.
+    pub stores: BTreeMap<String, Store>,
 }
 
 /// One instance of an app.
@@ -152,6 +159,34 @@ struct RawManifest {
     peers: BTreeMap<String, RawPeer>,
     #[serde(default)]
     instances: BTreeMap<String, RawInstance>,
+    #[serde(default)]
+    stores: BTreeMap<String, RawStore>,
+}
+
+/// `{ path = "…" }` or `{ nats = "…", bucket = "…" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+    nats: Option<String>,
+    bucket: Option<String>,
+}
+
+/// Where a named kv store keeps its entries (a store not under `[stores]` is in memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// A redb file (resolved against the manifest's directory).
+    Durable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A JetStream bucket, reached through a NATS peer.
+    JetStream {
+        /// The peer, by its key in `Manifest::peers`.
+        peer: String,
+        /// The bucket's name.
+        bucket: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -281,6 +316,7 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
             }
         }
     }
+    let stores = check_stores(base, &mut checked_peers, &raw.stores, &mut problems);
     let mut instances = BTreeMap::new();
     for (name, instance) in &raw.instances {
         let key = format!("instances.{name}");
@@ -320,7 +356,66 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
             .collect(),
         apps,
         instances,
+        stores,
     })
+}
+
+/// Every store under `[stores]`; a mistake is a problem at `stores.NAME`.
+fn check_stores(
+    base: &Path,
+    peers: &mut BTreeMap<String, Option<Peer>>,
+    raw: &BTreeMap<String, RawStore>,
+    problems: &mut Vec<(String, Problem)>,
+) -> BTreeMap<String, Store> {
+    let mut stores = BTreeMap::new();
+    for (name, store) in raw {
+        match check_store(base, peers, name, store) {
+            Ok(store) => {
+                stores.insert(name.clone(), store);
+            }
+            Err(problem) => problems.push((format!("stores.{name}"), problem)),
+        }
+    }
+    stores
+}
+
+/// A store's backend: a file, or a bucket through a NATS peer (by name, or an address given
+/// inline, which becomes a peer with the defaults).
+fn check_store(
+    base: &Path,
+    peers: &mut BTreeMap<String, Option<Peer>>,
+    name: &str,
+    store: &RawStore,
+) -> Result<Store, Problem> {
+    match (&store.path, &store.nats) {
+        (Some(path), None) if store.bucket.is_none() => Ok(Store::Durable {
+            path: base.join(path),
+        }),
+        (None, Some(nats)) => {
+            let bucket = store.bucket.clone().unwrap_or_else(|| name.to_owned());
+            let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if bucket.is_empty() || !bucket.chars().all(valid) {
+                return Err(Problem::BadBucket { bucket });
+            }
+            if !peers.contains_key(nats) {
+                let peer = check_peer(Path::new("."), RawPeer::at(None, nats).settings())?;
+                peers.insert(nats.clone(), Some(peer));
+            }
+            let Some(Some(peer)) = peers.get(nats) else {
+                let peer = nats.clone();
+                return Err(Problem::BrokenPeer { peer });
+            };
+            if peer.nats.is_none() {
+                let peer = nats.clone();
+                return Err(Problem::NotNats { peer });
+            }
+            Ok(Store::JetStream {
+                peer: nats.clone(),
+                bucket,
+            })
+        }
+        _ => Err(Problem::StoreKind),
+    }
 }
 
 fn check_instance(

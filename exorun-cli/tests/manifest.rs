@@ -128,6 +128,39 @@ limits = { memory_mib = 18446744073709551615, fuel_per_call = 184467440737095516
     );
 }
 
+#[test]
+fn store_mistakes_name_their_keys() {
+    let all_at_once = refused(
+        "stores",
+        r#"
+[apps]
+kv = "{fixtures}/kv-client.wasm"
+[peers]
+plain = "tcp://127.0.0.1:1"
+[stores]
+both = { path = "a.redb", nats = "nats://127.0.0.1:1" }
+neither = { bucket = "b" }
+dotted = { nats = "nats://127.0.0.1:1", bucket = "a.b" }
+tcp = { nats = "plain" }
+stray = { path = "a.redb", bucket = "b" }
+[instances.k]
+app = "kv"
+links = { "exorun:host/kv" = { system = "kv", store = "both" } }
+"#,
+    );
+    assert_eq!(
+        all_at_once,
+        "exorun: M: stores.both: a store is `{ path = \"FILE\" }` or `{ nats = PEER_OR_ADDRESS, \
+         bucket = \"NAME\" }`\n\
+         exorun: M: stores.dotted: bucket `a.b` must be letters, digits, `-` and `_`\n\
+         exorun: M: stores.neither: a store is `{ path = \"FILE\" }` or `{ nats = \
+         PEER_OR_ADDRESS, bucket = \"NAME\" }`\n\
+         exorun: M: stores.stray: a store is `{ path = \"FILE\" }` or `{ nats = \
+         PEER_OR_ADDRESS, bucket = \"NAME\" }`\n\
+         exorun: M: stores.tcp: `plain` is not a nats:// peer\n"
+    );
+}
+
 /// A provider of `exorun:test/math` whose `add` takes one parameter, as a binary component.
 fn odd_math() -> PathBuf {
     let wat = r#"(component

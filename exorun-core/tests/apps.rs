@@ -127,7 +127,7 @@ fn host_clients_match_their_worlds() {
     assert_world(
         "kv-client",
         &[("exorun:host/kv", &["get", "set"])],
-        &[RUNNABLE],
+        &[RUNNABLE, ("exorun:test/notes", &["get", "put"])],
     );
 }
 

@@ -1,10 +1,21 @@
-//! `exorun:host/kv`: `get`/`set` over a shared concurrent map. One `Store` can be installed into
-//! several instances (they see each other's writes). Keys, values and the number of entries are
-//! bounded; a write over a limit is rejected with a `Rejection` (a trap in the guest).
+//! `exorun:host/kv`: `get`/`set` over a store that several instances may share (they see each
+//! other's writes), on one of three backends, chosen per store:
+//!
+//! - **memory** (`Store::new`): a concurrent map that lives as long as the process;
+//! - **durable** (`Store::open`, feature `durable`): one redb file per store; a value is on disk
+//!   (fsynced) before `set` returns, so what a guest saw stored survives `kill -9`;
+//! - **JetStream** (`Store::jetstream`, feature `jetstream`): a NATS JetStream key-value bucket,
+//!   so runtimes on several hosts share one store.
+//!
+//! Keys, values and the number of entries are bounded the same on every backend. A write over a
+//! bound, and a backend that fails (a full disk, an unreachable NATS server, an operation past
+//! `OPERATION_TIMEOUT`), are a `Rejection` with a code: the guest's call fails with that code,
+//! never with a trap of exorun's own, and never hangs.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::system;
@@ -12,6 +23,12 @@ use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
+
+#[cfg(feature = "durable")]
+mod durable;
+#[cfg(feature = "jetstream")]
+mod jetstream;
+mod memory;
 
 /// The interface this system provides.
 pub const INTERFACE: &str = "exorun:host/kv";
@@ -21,14 +38,18 @@ pub const KEY_BYTES_MAX: usize = 1024;
 pub const VALUE_BYTES_MAX: usize = 64 * 1024;
 /// Most entries in one store: with small values this bounds a store to tens of MiB.
 pub const ENTRIES_MAX: usize = 100_000;
+/// Longest one operation on a backend may take (a slow disk, an unreachable NATS server).
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Domain code of a key over `KEY_BYTES_MAX`.
 pub const CODE_KEY_TOO_LARGE: u32 = 1001;
 /// Domain code of a value over `VALUE_BYTES_MAX`.
 pub const CODE_VALUE_TOO_LARGE: u32 = 1002;
 /// Domain code of a new key in a full store.
 pub const CODE_FULL: u32 = 1003;
+/// Domain code of a backend that failed or did not answer in time.
+pub const CODE_UNAVAILABLE: u32 = 1004;
 
-/// Why a write was refused.
+/// Why an operation on a store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The key is over `KEY_BYTES_MAX`.
@@ -47,72 +68,177 @@ pub enum Error {
         /// The limit, in bytes.
         max: usize,
     },
-    /// The store holds `ENTRIES_MAX` entries already.
+    /// The store holds its most entries already.
     #[error("store is full at {entries_max} entries")]
     Full {
         /// The limit.
         entries_max: usize,
     },
+    /// The backend failed, or did not answer within `OPERATION_TIMEOUT`.
+    #[error("{store}: {message}")]
+    Unavailable {
+        /// The store, as its backend describes itself (a file, a bucket).
+        store: String,
+        /// What happened, in words.
+        message: String,
+    },
+    /// The store could not be opened (a corrupt or locked file, a bucket that cannot be made).
+    #[error("cannot open {store}: {message}")]
+    Open {
+        /// The store, as its backend describes itself.
+        store: String,
+        /// What happened, in words.
+        message: String,
+    },
 }
 
 impl Error {
-    /// The domain code a remote caller sees.
+    /// The domain code a guest (and a remote caller) sees.
     pub fn code(&self) -> u32 {
         match self {
             Error::KeyTooLarge { .. } => CODE_KEY_TOO_LARGE,
             Error::ValueTooLarge { .. } => CODE_VALUE_TOO_LARGE,
             Error::Full { .. } => CODE_FULL,
+            Error::Unavailable { .. } | Error::Open { .. } => CODE_UNAVAILABLE,
         }
     }
 }
 
-/// A shared key-value map; clones share the same entries.
-#[derive(Debug, Clone, Default)]
-pub struct Store(Arc<DashMap<String, String>>);
+/// A future a backend returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a store's entries live. Bounds are checked before a backend is asked (a key and value
+/// that reach it fit); a backend checks the entry bound itself, since only it knows whether a
+/// key is new.
+pub trait Backend: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, Error>>;
+    /// Sets `key` to `value`; a new key in a store of `entries_max` entries is `Full`.
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+    /// The number of entries.
+    fn entries(&self) -> BoxFuture<'_, Result<usize, Error>>;
+    /// What the store is, for errors and logs (`memory`, `redb file data/notes.redb`).
+    fn describe(&self) -> String;
+}
+
+/// A key-value store; clones share the same entries.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    entries_max: usize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend.describe())
+            .field("entries_max", &self.entries_max)
+            .finish()
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Store {
-    /// An empty store.
+    /// An empty store in memory.
     pub fn new() -> Self {
-        Self::default()
+        Self::on(Arc::new(memory::Memory::default()))
+    }
+
+    /// The store kept in the redb file at `path` (made if missing). A file another process
+    /// holds open, or one that is not a redb file, is `Error::Open` naming it.
+    #[cfg(feature = "durable")]
+    pub async fn open(path: &std::path::Path) -> Result<Self, Error> {
+        Ok(Self::on(Arc::new(durable::Durable::open(path).await?)))
+    }
+
+    /// The store kept in the JetStream key-value bucket `bucket` of the NATS system `client`
+    /// is connected to (made if missing, with one value per key and values bounded like every
+    /// store's).
+    #[cfg(feature = "jetstream")]
+    pub async fn jetstream(client: async_nats::Client, bucket: &str) -> Result<Self, Error> {
+        Ok(Self::on(Arc::new(
+            jetstream::Bucket::open(client, bucket).await?,
+        )))
+    }
+
+    /// A store on `backend`.
+    pub fn on(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            entries_max: ENTRIES_MAX,
+        }
+    }
+
+    /// This store, holding at most `entries_max` entries (`ENTRIES_MAX` by default).
+    pub fn entries_max(self, entries_max: usize) -> Self {
+        Self {
+            entries_max,
+            ..self
+        }
+    }
+
+    /// What the store is (its backend, its file or bucket).
+    pub fn describe(&self) -> String {
+        self.backend.describe()
     }
 
     /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.0.get(key).map(|value| value.clone())
+    pub async fn get(&self, key: &str) -> Result<Option<String>, Error> {
+        check_key(key)?;
+        self.backend.get(key).await
     }
 
-    /// Sets `key` to `value`, within the limits.
-    pub fn set(&self, key: String, value: String) -> Result<(), Error> {
-        if key.len() > KEY_BYTES_MAX {
-            return Err(Error::KeyTooLarge {
-                bytes: key.len(),
-                max: KEY_BYTES_MAX,
-            });
-        }
+    /// Sets `key` to `value`, within the bounds; once this returns, every clone (and, for a
+    /// durable or JetStream store, every later process) reads it.
+    pub async fn set(&self, key: &str, value: &str) -> Result<(), Error> {
+        check_key(key)?;
         if value.len() > VALUE_BYTES_MAX {
             return Err(Error::ValueTooLarge {
                 bytes: value.len(),
                 max: VALUE_BYTES_MAX,
             });
         }
-        let is_new = !self.0.contains_key(&key);
-        if is_new && self.0.len() >= ENTRIES_MAX {
-            return Err(Error::Full {
-                entries_max: ENTRIES_MAX,
-            });
-        }
-        self.0.insert(key, value);
-        Ok(())
+        self.backend.set(key, value, self.entries_max).await
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.0.len()
+    /// The number of entries.
+    pub async fn entries(&self) -> Result<usize, Error> {
+        self.backend.entries().await
     }
+}
 
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+fn check_key(key: &str) -> Result<(), Error> {
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::KeyTooLarge {
+            bytes: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// `operation`, failed `Unavailable` past `OPERATION_TIMEOUT`.
+#[cfg(any(feature = "durable", feature = "jetstream"))]
+pub(crate) async fn bounded<T>(
+    store: &str,
+    operation: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Error::Unavailable {
+            store: store.to_owned(),
+            message: format!("no answer within {} ms", OPERATION_TIMEOUT.as_millis()),
+        }),
     }
 }
 
@@ -137,8 +263,23 @@ impl SystemComponent for Kv {
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
         let define = |e: wasmtime::Error| system::define_error(INTERFACE, &e);
         let mut instance = linker.instance(INTERFACE).map_err(define)?;
-        instance.func_wrap("get", get).map_err(define)?;
-        instance.func_wrap("set", set).map_err(define)
+        instance
+            .func_wrap_async("get", |ctx, (key,): (String,)| {
+                Box::new(async move {
+                    let store = store_of(&ctx)?;
+                    let value = store.get(&key).await.map_err(rejection)?;
+                    Ok((value,))
+                })
+            })
+            .map_err(define)?;
+        instance
+            .func_wrap_async("set", |ctx, (key, value): (String, String)| {
+                Box::new(async move {
+                    let store = store_of(&ctx)?;
+                    store.set(&key, &value).await.map_err(rejection)
+                })
+            })
+            .map_err(define)
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {
@@ -147,28 +288,14 @@ impl SystemComponent for Kv {
     }
 }
 
-fn store_of<'a>(ctx: &'a StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<&'a Store> {
-    ctx.data()
-        .user::<Store>()
-        .ok_or_else(|| wasmtime::format_err!("kv store not configured for this instance"))
+fn store_of(ctx: &StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<Store> {
+    let store = ctx.data().user::<Store>().cloned();
+    store.ok_or_else(|| wasmtime::format_err!("kv store not configured for this instance"))
 }
 
-fn get(
-    ctx: StoreContextMut<'_, ExorunCtx>,
-    (key,): (String,),
-) -> wasmtime::Result<(Option<String>,)> {
-    Ok((store_of(&ctx)?.get(&key),))
-}
-
-fn set(
-    ctx: StoreContextMut<'_, ExorunCtx>,
-    (key, value): (String, String),
-) -> wasmtime::Result<()> {
-    let stored = store_of(&ctx)?.set(key, value);
-    stored.map_err(|error| {
-        wasmtime::Error::new(Rejection {
-            code: error.code(),
-            message: error.to_string(),
-        })
+fn rejection(error: Error) -> wasmtime::Error {
+    wasmtime::Error::new(Rejection {
+        code: error.code(),
+        message: error.to_string(),
     })
 }

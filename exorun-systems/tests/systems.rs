@@ -85,49 +85,6 @@ async fn logger_client_log_line_is_captured() {
 }
 
 #[tokio::test]
-async fn kv_client_writes_and_reads_back() {
-    let runtime = Runtime::new().unwrap();
-    let store = kv::Store::new();
-    let handle = instantiate(&runtime, "kv-client", &[&kv::Kv::new(store.clone())]).await;
-    assert_eq!(run(&handle).await, "KV result: bar");
-    assert_eq!(store.get("foo").as_deref(), Some("bar"));
-}
-
-#[tokio::test]
-async fn two_instances_share_one_store() {
-    let runtime = Runtime::new().unwrap();
-    let store = kv::Store::new();
-    store.set("seen".into(), "by both".into()).unwrap();
-    let first = instantiate(&runtime, "kv-client", &[&kv::Kv::new(store.clone())]).await;
-    let second = instantiate(&runtime, "kv-client", &[&kv::Kv::new(store.clone())]).await;
-    assert_eq!(run(&first).await, "KV result: bar");
-    store.set("foo".into(), "changed".into()).unwrap();
-    // The second instance's `set` overwrites, then its `get` reads the shared map.
-    assert_eq!(run(&second).await, "KV result: bar");
-    assert_eq!(store.len(), 2);
-}
-
-#[test]
-fn kv_limits_are_enforced_with_codes() {
-    let store = kv::Store::new();
-    let key = "k".repeat(kv::KEY_BYTES_MAX + 1);
-    let error = store.set(key, "v".into()).unwrap_err();
-    assert_eq!(
-        error,
-        kv::Error::KeyTooLarge {
-            bytes: kv::KEY_BYTES_MAX + 1,
-            max: kv::KEY_BYTES_MAX
-        }
-    );
-    assert_eq!(error.code(), kv::CODE_KEY_TOO_LARGE);
-    let error = store
-        .set("k".into(), "v".repeat(kv::VALUE_BYTES_MAX + 1))
-        .unwrap_err();
-    assert_eq!(error.code(), kv::CODE_VALUE_TOO_LARGE);
-    assert!(store.is_empty());
-}
-
-#[tokio::test]
 async fn an_unconfigured_kv_is_a_host_error_not_a_panic() {
     let runtime = Runtime::new().unwrap();
     let path = fixtures::path("kv-client").unwrap_or_else(|e| panic!("{e}"));

@@ -219,6 +219,12 @@ pub async fn join(
     responder::subscribe(connection, lattice, exports).await
 }
 
+/// A client of the NATS system `settings` names (its credentials, nkey and TLS as for a
+/// lattice), for what else a runtime keeps there, such as JetStream key-value stores.
+pub async fn client(settings: &Settings) -> Result<async_nats::Client, transport::Error> {
+    connect(settings, SUBSCRIPTION_CAPACITY).await
+}
+
 /// Connects to the NATS system `settings` names.
 pub(crate) async fn connect(
     settings: &Settings,

@@ -182,4 +182,27 @@ pub enum Problem {
     /// A link does not hold (unlinked, stray, missing, mismatched, a handle across it).
     #[error("{0}")]
     Link(exorun_bind::builder::Problem),
+    /// A store names neither or both of a file and a NATS system.
+    #[error(
+        "a store is `{{ path = \"FILE\" }}` or `{{ nats = PEER_OR_ADDRESS, bucket = \"NAME\" }}`"
+    )]
+    StoreKind,
+    /// A JetStream store's `nats` names a peer that is not a NATS one.
+    #[error("`{peer}` is not a nats:// peer")]
+    NotNats {
+        /// The peer named.
+        peer: String,
+    },
+    /// A bucket name NATS would not take.
+    #[error("bucket `{bucket}` must be letters, digits, `-` and `_`")]
+    BadBucket {
+        /// The name given.
+        bucket: String,
+    },
+    /// A store that could not be opened (a corrupt or locked file, an unreachable NATS).
+    #[error("{message}")]
+    Store {
+        /// What happened, naming the file or bucket.
+        message: String,
+    },
 }

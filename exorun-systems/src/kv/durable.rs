@@ -1,0 +1,154 @@
+//! The durable backend: one redb file per store. Every `set` is its own write transaction,
+//! committed with redb's default durability (fsynced before it returns), so a value a guest saw
+//! stored survives `kill -9`. redb's calls block, so each runs on tokio's blocking pool; redb
+//! holds a lock on the file, so a second process opening it is refused at once.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use redb::ReadableTableMetadata;
+
+use super::Backend;
+use super::BoxFuture;
+use super::Error;
+use super::bounded;
+
+/// The one table of a store file.
+const ENTRIES: redb::TableDefinition<'static, &str, &str> = redb::TableDefinition::new("entries");
+
+/// A store in a redb file.
+pub(super) struct Durable {
+    database: Arc<redb::Database>,
+    path: PathBuf,
+}
+
+impl Durable {
+    /// Opens (or makes) the store file at `path`.
+    pub(super) async fn open(path: &Path) -> Result<Self, Error> {
+        let store = describe(path);
+        let opening = path.to_owned();
+        let opened = tokio::task::spawn_blocking(move || {
+            let database = redb::Database::create(&opening).map_err(|error| error.to_string())?;
+            // The table exists from the start, so a read never meets a missing one.
+            let transaction = database.begin_write().map_err(|error| error.to_string())?;
+            transaction
+                .open_table(ENTRIES)
+                .map_err(|error| error.to_string())?;
+            transaction.commit().map_err(|error| error.to_string())?;
+            Ok::<_, String>(database)
+        });
+        let database = bounded(&store, async {
+            let joined = opened.await.map_err(|error| error.to_string());
+            joined
+                .and_then(|opened| opened)
+                .map_err(|message| Error::Open {
+                    store: store.clone(),
+                    message,
+                })
+        })
+        .await?;
+        Ok(Self {
+            database: Arc::new(database),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `operation` on the database on the blocking pool, within `OPERATION_TIMEOUT`.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&redb::Database) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let database = Arc::clone(&self.database);
+        let store = self.describe();
+        let running = tokio::task::spawn_blocking(move || operation(&database));
+        bounded(&store, async {
+            running.await.map_err(|error| Error::Unavailable {
+                store: store.clone(),
+                message: error.to_string(),
+            })?
+        })
+        .await
+    }
+}
+
+fn describe(path: &Path) -> String {
+    format!("redb file {}", path.display())
+}
+
+/// Writes `key` in `table`, unless it is new and the table holds `entries_max` entries.
+fn insert(
+    mut table: redb::Table<'_, &'static str, &'static str>,
+    key: &str,
+    value: &str,
+    entries_max: usize,
+    failed: &dyn Fn(&dyn std::fmt::Display) -> Error,
+) -> Result<(), Error> {
+    let is_new = table.get(key).map_err(|error| failed(&error))?.is_none();
+    let entries = table.len().map_err(|error| failed(&error))?;
+    let full = usize::try_from(entries).unwrap_or(usize::MAX) >= entries_max;
+    if is_new && full {
+        return Err(Error::Full { entries_max });
+    }
+    table.insert(key, value).map_err(|error| failed(&error))?;
+    Ok(())
+}
+
+fn unavailable(store: &str, error: &dyn std::fmt::Display) -> Error {
+    Error::Unavailable {
+        store: store.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+impl Backend for Durable {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        let (key, store) = (key.to_owned(), self.describe());
+        Box::pin(self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_read().map_err(|error| failed(&error))?;
+            let table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            let value = table.get(key.as_str()).map_err(|error| failed(&error))?;
+            Ok(value.map(|value| value.value().to_owned()))
+        }))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let (key, value, store) = (key.to_owned(), value.to_owned(), self.describe());
+        Box::pin(self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_write().map_err(|error| failed(&error))?;
+            let table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            insert(table, &key, &value, entries_max, &failed)?;
+            transaction.commit().map_err(|error| failed(&error))
+        }))
+    }
+
+    fn entries(&self) -> BoxFuture<'_, Result<usize, Error>> {
+        let store = self.describe();
+        Box::pin(self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_read().map_err(|error| failed(&error))?;
+            let table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            let entries = table.len().map_err(|error| failed(&error))?;
+            Ok(usize::try_from(entries).unwrap_or(usize::MAX))
+        }))
+    }
+
+    fn describe(&self) -> String {
+        describe(&self.path)
+    }
+}

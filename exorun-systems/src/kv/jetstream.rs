@@ -1,0 +1,165 @@
+//! The JetStream backend: a NATS JetStream key-value bucket, shared by every runtime connected
+//! to the same NATS system. One value per key is kept (history 1); values are bounded like every
+//! store's. A `set` returns once JetStream acknowledged the write (stored by the server, so it
+//! survives the runtime and, with file storage, a restart of the server).
+//!
+//! NATS keys allow only some characters, so a key is written escaped: ASCII letters, digits,
+//! `-` and `_` as they are, every other byte `=` and two lowercase hex digits, the empty key
+//! `=` (injective, so two keys never share an entry).
+
+use async_nats::jetstream::kv;
+
+use super::Backend;
+use super::BoxFuture;
+use super::Error;
+use super::KEY_BYTES_MAX;
+use super::VALUE_BYTES_MAX;
+use super::bounded;
+
+/// A store in a JetStream bucket.
+pub(super) struct Bucket {
+    bucket: kv::Store,
+    /// The bucket's stream, asked for its count of values (the bucket's own status is the
+    /// count when it was opened).
+    stream: async_nats::jetstream::stream::Stream,
+    name: String,
+    /// `describe(name)`, for errors.
+    label: String,
+}
+
+impl Bucket {
+    /// Opens bucket `name` (made if missing).
+    pub(super) async fn open(client: async_nats::Client, name: &str) -> Result<Self, Error> {
+        let store = describe(name);
+        let jetstream = async_nats::jetstream::new(client);
+        // The bucket's stream, made as NATS's own key-value buckets are (one value per key,
+        // rollups allowed, deletes denied), directly: the client's `create_key_value` first
+        // asks for account details that the nats-server 2.9 of Debian answers in a shape the
+        // client no longer reads.
+        let stream = async_nats::jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            description: Some("an exorun kv store".to_owned()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_message_size: i32::try_from(VALUE_BYTES_MAX + KEY_BYTES_MAX * 3 + 1024)
+                .unwrap_or(i32::MAX),
+            storage: async_nats::jetstream::stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: 1,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            ..async_nats::jetstream::stream::Config::default()
+        };
+        let opened = bounded(&store, async {
+            let open_error = |error: &dyn std::fmt::Display| Error::Open {
+                store: store.clone(),
+                message: error.to_string(),
+            };
+            let made = jetstream.get_or_create_stream(stream).await;
+            let made = made.map_err(|error| open_error(&error))?;
+            let bucket = jetstream.get_key_value(name).await;
+            Ok((bucket.map_err(|error| open_error(&error))?, made))
+        })
+        .await?;
+        let (opened, stream) = opened;
+        Ok(Self {
+            bucket: opened,
+            stream,
+            name: name.to_owned(),
+            label: store,
+        })
+    }
+
+    fn unavailable(&self, error: &dyn std::fmt::Display) -> Error {
+        Error::Unavailable {
+            store: self.describe(),
+            message: error.to_string(),
+        }
+    }
+
+    /// Values in the bucket now (one per key).
+    async fn entries(&self) -> Result<usize, Error> {
+        let info = self.stream.get_info().await;
+        let messages = info
+            .map_err(|error| self.unavailable(&error))?
+            .state
+            .messages;
+        Ok(usize::try_from(messages).unwrap_or(usize::MAX))
+    }
+
+    async fn value(&self, key: &str) -> Result<Option<String>, Error> {
+        let stored = self.bucket.get(escape(key)).await;
+        let Some(bytes) = stored.map_err(|error| self.unavailable(&error))? else {
+            return Ok(None);
+        };
+        let value = String::from_utf8(bytes.to_vec());
+        value
+            .map(Some)
+            .map_err(|_| self.unavailable(&"a value that is not UTF-8 text"))
+    }
+}
+
+fn describe(name: &str) -> String {
+    format!("JetStream bucket {name}")
+}
+
+/// The NATS key of `key` (see the module doc).
+fn escape(key: &str) -> String {
+    if key.is_empty() {
+        return "=".to_owned();
+    }
+    let mut escaped = String::with_capacity(key.len().min(KEY_BYTES_MAX) * 3);
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("={byte:02x}"));
+        }
+    }
+    escaped
+}
+
+impl Backend for Bucket {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        Box::pin(bounded(&self.label, self.value(key)))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(bounded(&self.label, async move {
+            if self.value(key).await?.is_none() && self.entries().await? >= entries_max {
+                return Err(Error::Full { entries_max });
+            }
+            let put = self.bucket.put(escape(key), value.to_owned().into()).await;
+            put.map(drop).map_err(|error| self.unavailable(&error))
+        }))
+    }
+
+    fn entries(&self) -> BoxFuture<'_, Result<usize, Error>> {
+        Box::pin(bounded(&self.label, self.entries()))
+    }
+
+    fn describe(&self) -> String {
+        describe(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_escape_into_nats_keys_without_collisions() {
+        assert_eq!(escape("foo"), "foo");
+        assert_eq!(escape("a.b"), "a=2eb");
+        assert_eq!(escape("="), "=3d");
+        assert_eq!(escape(""), "=");
+        assert_eq!(escape("é"), "=c3=a9");
+        assert_ne!(escape("a.b"), escape("a=2eb"));
+    }
+}
