@@ -4,9 +4,11 @@
 # Builds what it needs (the guest apps and their toolchain, the exorun CLI), starts
 # `exorun serve` hosting math-provider on loopback, then `exorun run`s a composition in which
 # math-consumer reaches math-provider remotely, a relay links locally and remotely,
-# logger-client uses the logging system and two kv-clients share one kv store. Then a secure
+# logger-client uses the logging system, two kv-clients share one kv store, and a counter
+# resource made on the server is used and given back. Then a secure
 # link: two node keys from `exorun keygen`, a second server on tls:// whose export allows only
-# the caller's key, and a caller that pins the server's key. Prints every result, stops the
+# the caller's key, and a caller that pins the server's key; then a note kept in a store on
+# disk by one `exorun run` and read by the next. Prints every result, stops the
 # servers with Ctrl-C (SIGINT) and exits non-zero if any expected line is missing or a server
 # did not stop cleanly.
 set -euo pipefail
@@ -116,6 +118,20 @@ wait "$SECURE_PID" || STATUS=$?
 SECURE_PID=""
 [ "$STATUS" -eq 0 ] || { cat "$WORK/secure.err" >&2; fail "the secure server exited with status $STATUS"; }
 
+say "a store that outlives its runtime: one exorun run writes a note, the next reads it"
+cat > "$WORK/notes.toml" <<EOF
+[apps]
+kv-client = "$ROOT/fixtures/kv-client.wasm"
+[stores]
+notes = { path = "notes.redb" }
+[instances.notes]
+app = "kv-client"
+links = { "exorun:host/kv" = { system = "kv", store = "notes" } }
+EOF
+"$EXORUN" run "$WORK/notes.toml" --invoke 'notes.exorun:test/notes#put("greeting", "kept")'
+NOTE="$("$EXORUN" run "$WORK/notes.toml" --invoke 'notes.exorun:test/notes#get("greeting")')"
+printf 'note read by a new runtime: %s\n' "$NOTE" | tee -a "$WORK/run.out"
+
 say "checking the results"
 for expected in \
     'remote-calc: "10 + 5 = 15"' \
@@ -124,8 +140,9 @@ for expected in \
     'logger: "Done"' \
     'kv-a: "KV result: bar"' \
     'kv-b: "KV result: bar"' \
-    'secure-calc: "10 + 5 = 15"'; do
+    'secure-calc: "10 + 5 = 15"' \
+    'note read by a new runtime: some("kept")'; do
     grep -qxF "$expected" "$WORK/run.out" || fail "missing line: $expected"
     printf 'ok  %s\n' "$expected"
 done
-printf '\ndemo: all links worked: system (logging, kv), local (relay), remote (TCP, and TLS with node keys)\n'
+printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, and TLS with node keys)\n'
