@@ -6,6 +6,8 @@
 #   wasm stack:  exorun-core (neither neorpc nor exorun-transport, nor wasmtime-wasi: no
 #                interface is special) < exorun-systems (WASI is one system among others)
 #   meeting:     exorun-bind (both stacks; the dispatcher only, so no rustix) < exorun-cli
+#   capabilities: exorun-cap (the format, for hosts and wasm guests alike): none of ours, no
+#                wasmtime, no tokio, no std-only crate
 #   test plumbing: exorun-testkit, a dev-dependency only, never a normal one
 # Each forbidden edge is also shown to be detectable: the same check, pointed at an edge that
 # must exist, has to find it, so this script cannot pass vacuously.
@@ -45,6 +47,7 @@ require() { # label crate-args... name
 }
 
 forbid "neorpc (default features)" -p neorpc "wasmtime tokio"
+forbid "exorun-cap" -p exorun-cap "neorpc exorun-transport exorun-core exorun-systems exorun-bind exorun-cli exorun-testkit wasmtime tokio"
 forbid "neorpc" -p neorpc --features wasmtime "exorun-transport exorun-core exorun-systems exorun-bind exorun-cli exorun-testkit"
 forbid "exorun-transport" -p exorun-transport --all-features "wasmtime exorun-core exorun-systems exorun-bind exorun-cli exorun-testkit"
 forbid "exorun-core" -p exorun-core "neorpc exorun-transport exorun-systems exorun-bind exorun-cli wasmtime-wasi exorun-testkit"
@@ -64,5 +67,6 @@ require "exorun-bind (the diamond's wire side)" -p exorun-bind neorpc
 require "exorun-bind (the diamond's wire side)" -p exorun-bind exorun-transport
 require "exorun-bind (the diamond's wasm side)" -p exorun-bind exorun-core
 require "exorun-cli" -p exorun-cli exorun-bind
+require "exorun-cap (its signatures)" -p exorun-cap ed25519-dalek
 [ "$fail" = 0 ] && echo "layering: ok"
 exit "$fail"
