@@ -3,6 +3,7 @@
 //! (`invoke`). The `exorun` binary is a thin command line over these; another tool can read
 //! and start the same manifests with them.
 
+pub mod capability;
 pub mod compose;
 pub mod invoke;
 pub mod manifest;

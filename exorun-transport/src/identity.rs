@@ -261,6 +261,19 @@ impl NodeKey {
         self.public
     }
 
+    /// Its ed25519 signature of `message` (for what a node key vouches for beyond a
+    /// handshake, such as a capability it issues).
+    pub fn sign(&self, message: &[u8]) -> Result<[u8; 64], Error> {
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.pkcs8)
+            .map_err(|rejected| Error::BadPrivateKey {
+                reason: rejected.to_string(),
+            })?;
+        let signature = pair.sign(message);
+        signature.as_ref().try_into().map_err(|_| Error::BadPrivateKey {
+            reason: "the signature is not 64 bytes".to_owned(),
+        })
+    }
+
     /// Its PKCS#8 DER document (secret: handle with care).
     pub(crate) fn pkcs8_der(&self) -> &[u8] {
         &self.pkcs8
