@@ -25,7 +25,14 @@ pub fn frame(data: &[u8]) {
     let again = match &message {
         frame::Message::Call(call) => {
             assert_eq!(seq, Ok(call.seq), "decode_seq disagrees with decode");
-            let mut encoded = frame::encode_call(call.target, call.method, call.args, &call.chain)
+            let mut writer = frame::CallWriter::new(call.target, call.method)
+                .expect("a decoded call's target and method encode again");
+            writer
+                .args()
+                .append_raw(call.args)
+                .expect("a decoded call's slab is one item");
+            let mut encoded = writer
+                .finish_presenting(&call.chain, call.capability)
                 .expect("a decoded call encodes again");
             encoded.set_seq(call.seq);
             encoded.into_bytes()

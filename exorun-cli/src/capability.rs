@@ -112,7 +112,10 @@ pub fn delegate(
     let mut chain = read(capability)?;
     let key = NodeKey::read(holder)?;
     let Some(parent) = chain.links.last().cloned() else {
-        return Err(format_error(capability, format::Error::TooMany { what: "links" }));
+        return Err(format_error(
+            capability,
+            format::Error::TooMany { what: "links" },
+        ));
     };
     if parent.subject != *key.public().as_bytes() {
         return Err(Error::NotTheHolder {
@@ -241,7 +244,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, Error> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(number.checked_mul(seconds).ok_or_else(bad)?))
+    Ok(Duration::from_secs(
+        number.checked_mul(seconds).ok_or_else(bad)?,
+    ))
 }
 
 fn now() -> u64 {
@@ -250,7 +255,9 @@ fn now() -> u64 {
 }
 
 fn sign(key: &NodeKey, link: &mut Link, out: &Path) -> Result<(), Error> {
-    let signed = link.signed_bytes().map_err(|error| format_error(out, error))?;
+    let signed = link
+        .signed_bytes()
+        .map_err(|error| format_error(out, error))?;
     link.signature = key.sign(&signed)?;
     Ok(())
 }
@@ -271,7 +278,9 @@ pub fn read(path: &Path) -> Result<Capability, Error> {
 fn write(capability: &Capability, out: &Path) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let bytes = capability.encode().map_err(|error| format_error(out, error))?;
+    let bytes = capability
+        .encode()
+        .map_err(|error| format_error(out, error))?;
     let file_error = |error: std::io::Error| {
         Error::Key(identity::Error::File {
             path: out.display().to_string(),
@@ -295,7 +304,10 @@ mod tests {
     #[test]
     fn durations_read_with_their_unit() {
         assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("7d").ok(), Some(Duration::from_secs(604_800)));
+        assert_eq!(
+            parse_duration("7d").ok(),
+            Some(Duration::from_secs(604_800))
+        );
         for bad in ["", "d", "7", "7w", "-1h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

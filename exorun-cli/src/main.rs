@@ -428,9 +428,15 @@ async fn command(command: Command) -> Result<(), Failed> {
 fn cap(action: CapCommand) -> Result<(), Failed> {
     let failed = |error: capability::Error| Failed(vec![error.to_string()]);
     match action {
-        CapCommand::Issue { key, grant: args, out } => {
+        CapCommand::Issue {
+            key,
+            grant: args,
+            out,
+        } => {
             if args.allow.is_empty() {
-                return Err(Failed(vec!["cap issue: give at least one --allow".to_owned()]));
+                return Err(Failed(vec![
+                    "cap issue: give at least one --allow".to_owned(),
+                ]));
             }
             let with = grant_of(&args);
             capability::issue(&key, &with, &out).map_err(failed)?;

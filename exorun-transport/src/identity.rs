@@ -269,9 +269,12 @@ impl NodeKey {
                 reason: rejected.to_string(),
             })?;
         let signature = pair.sign(message);
-        signature.as_ref().try_into().map_err(|_| Error::BadPrivateKey {
-            reason: "the signature is not 64 bytes".to_owned(),
-        })
+        signature
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::BadPrivateKey {
+                reason: "the signature is not 64 bytes".to_owned(),
+            })
     }
 
     /// Its PKCS#8 DER document (secret: handle with care).

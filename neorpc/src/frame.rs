@@ -62,6 +62,10 @@ const FIELD_TARGET: &str = "target";
 const FIELD_METHOD: &str = "method";
 const FIELD_ARGS: &str = "args";
 const FIELD_CHAIN: &str = "chain";
+const FIELD_CAPABILITY: &str = "capability";
+
+/// Largest capability a call may present, in bytes (`exorun-cap`'s own bound).
+pub const CAPABILITY_BYTES_MAX: usize = 16 * 1024;
 const FIELD_LAST_SEQ: &str = "last_seq";
 const FIELD_HANDLE: &str = "handle";
 const FIELD_OK: &str = "ok";
@@ -124,6 +128,14 @@ pub enum Error {
         /// The limit, in bytes.
         max: u64,
     },
+    /// A capability longer than `CAPABILITY_BYTES_MAX`.
+    #[error("a capability of {bytes} bytes is past {max}")]
+    CapabilityTooLarge {
+        /// Its size, in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A call chain longer than `CHAIN_HOPS_MAX`.
     #[error("call chain longer than {hops_max} hops")]
     ChainTooLong {
@@ -180,6 +192,9 @@ pub struct Call<'a> {
     pub args: &'a [u8],
     /// The calls this one is nested in, outermost first (empty when the frame has none).
     pub chain: Vec<Hop>,
+    /// The capability the caller presents, as it sent it (opaque to the frame layer; at most
+    /// `CAPABILITY_BYTES_MAX` bytes).
+    pub capability: Option<&'a [u8]>,
 }
 
 /// A decoded reply, borrowing from the frame bytes.

@@ -467,7 +467,7 @@ proptest! {
             .collect();
         let bytes = call_bytes(seq, &target, &method, &args, &chain);
         let decoded = frame::decode(&bytes).unwrap();
-        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args, chain };
+        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args, chain, capability: None };
         prop_assert_eq!(decoded, Message::Call(expected));
         prop_assert_eq!(frame::decode_seq(&bytes).unwrap(), Seq(seq));
     }
@@ -644,4 +644,49 @@ fn resource_gone_is_tag_15_with_the_resource() {
         panic!("not a reply")
     };
     assert_eq!(reply.outcome, Err(failure));
+}
+
+/// SPEC.md example 8: example 1's call presenting the capability bytes `ab cd`: the entry comes
+/// after `args` (and after `chain`, when there is one).
+const GOLDEN_PRESENTING_TAIL: &str = "33 16 00 00 00 10 0a 00 00 00 63 61 70 61 62 69 6c 69 74 79 \
+    11 02 00 00 00 ab cd";
+
+#[test]
+fn a_call_presents_a_capability_in_an_entry_of_its_own() {
+    let mut writer = frame::CallWriter::new("calc", "exorun:test/math#add").unwrap();
+    writer
+        .args()
+        .append_raw(&hex("20 0a 00 00 00 05 0a 00 00 00 05 05 00 00 00"))
+        .unwrap();
+    let mut presenting = writer.finish_presenting(&[], Some(&[0xab, 0xcd])).unwrap();
+    presenting.set_seq(Seq(1));
+    let bytes = presenting.into_bytes();
+    let tail = hex(GOLDEN_PRESENTING_TAIL);
+    assert!(
+        bytes.ends_with(&tail),
+        "the capability entry closes the map"
+    );
+    assert_eq!(bytes.len(), 136 + tail.len());
+    let Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(call.capability, Some(&[0xab, 0xcd][..]));
+    assert_eq!(
+        call.args,
+        &hex("20 0a 00 00 00 05 0a 00 00 00 05 05 00 00 00")[..]
+    );
+    // A reader that predates the entry skips it; one call without it has none.
+    let golden = hex(GOLDEN_CALL);
+    let Message::Call(plain) = frame::decode(&golden).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(plain.capability, None);
+    // Past the bound, on both sides.
+    let big = vec![0_u8; frame::CAPABILITY_BYTES_MAX + 1];
+    let writer = frame::CallWriter::new("calc", "exorun:test/math#add").unwrap();
+    let refused = writer.finish_presenting(&[], Some(&big));
+    assert!(matches!(
+        refused,
+        Err(Error::CapabilityTooLarge { bytes, max }) if bytes == big.len() && max == frame::CAPABILITY_BYTES_MAX
+    ));
 }

@@ -2,10 +2,12 @@
 
 use neopack::Tag;
 
+use super::CAPABILITY_BYTES_MAX;
 use super::CHAIN_HOPS_MAX;
 use super::Call;
 use super::Error;
 use super::FIELD_ARGS;
+use super::FIELD_CAPABILITY;
 use super::FIELD_CHAIN;
 use super::FIELD_FAIL;
 use super::FIELD_HANDLE;
@@ -199,6 +201,7 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
     let mut method = None;
     let mut args = None;
     let mut chain = None;
+    let mut capability = None;
     while !entries.is_empty() {
         let (key, mut value) = entries.variant("map entry")?;
         match key {
@@ -207,6 +210,10 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
             FIELD_METHOD => set_once(&mut method, FIELD_METHOD, value.str(FIELD_METHOD)?)?,
             FIELD_ARGS => set_once(&mut args, FIELD_ARGS, value.take_rest())?,
             FIELD_CHAIN => set_once(&mut chain, FIELD_CHAIN, decode_chain(&mut value)?)?,
+            FIELD_CAPABILITY => {
+                let bytes = decode_capability(&mut value)?;
+                set_once(&mut capability, FIELD_CAPABILITY, bytes)?;
+            }
             _ => continue,
         }
         value.finish()?;
@@ -217,7 +224,21 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
         method: method.ok_or(missing(FIELD_METHOD))?,
         args: args.ok_or(missing(FIELD_ARGS))?,
         chain: chain.unwrap_or_default(),
+        capability,
     })
+}
+
+/// A capability's bytes, at most `CAPABILITY_BYTES_MAX`.
+fn decode_capability<'a>(value: &mut Cursor<'a>) -> Result<&'a [u8], Error> {
+    value.expect(neopack::Tag::Bytes, FIELD_CAPABILITY)?;
+    let bytes = value.read(|decoder| decoder.bytes())?;
+    if bytes.len() > CAPABILITY_BYTES_MAX {
+        return Err(Error::CapabilityTooLarge {
+            bytes: bytes.len(),
+            max: CAPABILITY_BYTES_MAX,
+        });
+    }
+    Ok(bytes)
 }
 
 /// A flat list of u64 pairs (runtime, instance), at most `CHAIN_HOPS_MAX` of them.

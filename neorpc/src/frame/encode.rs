@@ -3,9 +3,11 @@
 use neopack::Encoder;
 
 use super::CALL_SEQ_OFFSET;
+use super::CAPABILITY_BYTES_MAX;
 use super::CHAIN_HOPS_MAX;
 use super::Error;
 use super::FIELD_ARGS;
+use super::FIELD_CAPABILITY;
 use super::FIELD_CHAIN;
 use super::FIELD_FAIL;
 use super::FIELD_HANDLE;
@@ -84,13 +86,35 @@ impl CallWriter {
     /// Closes the slab, appends `chain` (the calls this one is nested in; written only when
     /// non-empty, after the slab, so the slab's offset does not depend on it) and checks the
     /// finished frame against `FRAME_BYTES_MAX`.
-    pub fn finish(mut self, chain: &[Hop]) -> Result<OutboundCall, Error> {
+    pub fn finish(self, chain: &[Hop]) -> Result<OutboundCall, Error> {
+        self.finish_presenting(chain, None)
+    }
+
+    /// `finish`, presenting `capability` (written after the chain, only when given; at most
+    /// `CAPABILITY_BYTES_MAX` bytes).
+    pub fn finish_presenting(
+        mut self,
+        chain: &[Hop],
+        capability: Option<&[u8]>,
+    ) -> Result<OutboundCall, Error> {
         if chain.len() > CHAIN_HOPS_MAX {
             return Err(chain_too_long());
+        }
+        let presented = capability.map_or(0, <[u8]>::len);
+        if presented > CAPABILITY_BYTES_MAX {
+            return Err(Error::CapabilityTooLarge {
+                bytes: presented,
+                max: CAPABILITY_BYTES_MAX,
+            });
         }
         self.encoder.variant_end()?;
         if !chain.is_empty() {
             encode_chain(&mut self.encoder, chain)?;
+        }
+        if let Some(capability) = capability {
+            self.encoder.variant_begin(FIELD_CAPABILITY)?;
+            self.encoder.bytes(capability)?;
+            self.encoder.variant_end()?;
         }
         self.encoder.map_end()?;
         self.encoder.variant_end()?;
