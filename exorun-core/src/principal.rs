@@ -8,6 +8,9 @@
 //! chain sees who called into this runtime. Outside any call, or for a plaintext caller,
 //! there is none.
 //!
+//! A call that a guard let through also carries what it was granted (`caveats`), so an app can
+//! enforce rules finer than a function (per key, per argument).
+//!
 //! The **party** of a call is who its failures count against when supervision backs off a
 //! replica (see `supervision`): the principal's, when there is one; otherwise what the
 //! embedder names (a server names the connection an anonymous call came on); `0` for this
@@ -20,6 +23,19 @@ use std::hash::Hasher;
 tokio::task_local! {
     /// The principal and party of the current task's outermost call.
     static CALLER: (Option<String>, u64);
+    /// What a guard granted the current call: the caveats its capability carries.
+    static GRANT: Vec<String>;
+}
+
+/// The caveats a guard granted the current call with (empty: none, or no guard).
+pub fn caveats() -> Vec<String> {
+    GRANT.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Runs `work` as a call granted with `caveats` (what a guard's grant carries), which every
+/// host function on its path can read (`caveats`).
+pub async fn within_grant<F: Future>(caveats: Vec<String>, work: F) -> F::Output {
+    GRANT.scope(caveats, work).await
 }
 
 /// The principal of the current call (`None`: anonymous, or outside any call).

@@ -5,7 +5,11 @@
 //! - `wasi`: WASI preview 2 (preopened directories, env, args, stdio).
 //! - `logging`: `exorun:host/logging`, to `tracing` and an optional readable sink.
 //! - `kv`: `exorun:host/kv` over a shared concurrent map (one store, many instances).
+//! - `config`: `wasi:config/store`, an instance's name-value configuration.
+//! - `caller`: `exorun:host/caller`, who called the current call and what a guard granted.
 
+pub mod caller;
+pub mod config;
 pub mod kv;
 pub mod logging;
 pub mod wasi;
