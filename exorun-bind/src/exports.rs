@@ -51,6 +51,7 @@ use neorpc::frame;
 use wasmtime::component::Val;
 
 use crate::binder;
+use crate::guard;
 use crate::handles::Handles;
 use crate::remote;
 use crate::standins;
@@ -90,11 +91,54 @@ impl Allow {
     }
 }
 
+/// Why an instance cannot be exported as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No instance is registered under that name.
+    #[error(transparent)]
+    Registry(registry::Error),
+    /// The guard named cannot guard.
+    #[error(transparent)]
+    Guard(guard::Error),
+}
+
+/// How an export is reached: who may call it, and the guard that decides each call beyond.
+#[derive(Clone)]
+struct Exported {
+    allow: Allow,
+    guard: Option<Arc<str>>,
+}
+
 /// The instances of a runtime that remote callers may reach, and who may reach each.
 pub struct Exports {
     runtime: Arc<Runtime>,
-    exported: DashMap<String, Allow>,
+    exported: DashMap<String, Exported>,
     handles: Arc<Handles>,
+    guards: Arc<guard::Guards>,
+}
+
+/// A guarded call's question for its guard, asked when the call runs.
+struct Guarded {
+    guards: Arc<guard::Guards>,
+    runtime: Arc<Runtime>,
+    guard: Arc<str>,
+    capability: Option<Bytes>,
+    export: String,
+    interface: String,
+    function: String,
+}
+
+impl Guarded {
+    async fn check(self, origin: &handler::Origin) -> Result<Vec<String>, Failure> {
+        let ask = guard::Ask {
+            origin,
+            capability: self.capability,
+            export: &self.export,
+            interface: &self.interface,
+            function: &self.function,
+        };
+        self.guards.check(&self.runtime, &self.guard, &ask).await
+    }
 }
 
 /// A call resolved to its instance and function, waiting to run.
@@ -106,6 +150,7 @@ struct Job {
     chain: Vec<chain::Hop>,
     origin: handler::Origin,
     handles: Arc<Handles>,
+    guarded: Option<Guarded>,
 }
 
 impl Exports {
@@ -115,6 +160,7 @@ impl Exports {
             runtime,
             exported: DashMap::new(),
             handles: Arc::default(),
+            guards: Arc::default(),
         })
     }
 
@@ -141,8 +187,25 @@ impl Exports {
     /// Makes the instance registered as `name` reachable by the callers `allow` names.
     pub fn export_allowing(&self, name: &str, allow: Allow) -> Result<(), registry::Error> {
         self.runtime.instance_named(name)?;
-        self.exported.insert(name.to_owned(), allow);
+        let exported = Exported { allow, guard: None };
+        self.exported.insert(name.to_owned(), exported);
         Ok(())
+    }
+
+    /// Makes the instance registered as `name` reachable by the callers `allow` names, each
+    /// call decided by the instance registered as `guard` (which exports
+    /// `exorun:auth/guard#check`; see `guard`).
+    pub fn export_guarded(&self, name: &str, allow: Allow, guard: &str) -> Result<(), Error> {
+        self.runtime.instance_named(name).map_err(Error::Registry)?;
+        guard::check_guard(&self.runtime, guard).map_err(Error::Guard)?;
+        let guard = Some(Arc::from(guard));
+        self.exported.insert(name.to_owned(), Exported { allow, guard });
+        Ok(())
+    }
+
+    /// Grants guards made that are kept now, over every connection (see `guard`).
+    pub fn grants_kept(&self) -> usize {
+        self.guards.kept()
     }
 
     /// The exported names, sorted.
@@ -156,13 +219,16 @@ impl Exports {
         names
     }
 
-    /// The exported names that only some keys may call (so they are reachable only over
-    /// authenticated connections), sorted.
+    /// The exported names that only some keys may call, or that a guard decides (so they are
+    /// reachable only over authenticated connections, which carry the caller's key), sorted.
     pub fn restricted(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .exported
             .iter()
-            .filter(|entry| matches!(entry.value(), Allow::Keys(_)))
+            .filter(|entry| {
+                let exported = entry.value();
+                matches!(exported.allow, Allow::Keys(_)) || exported.guard.is_some()
+            })
             .map(|entry| entry.key().clone())
             .collect();
         names.sort();
@@ -180,7 +246,9 @@ impl Exports {
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
         };
-        let Some(allow) = self.exported.get(target).map(|entry| entry.value().clone()) else {
+        let Some(Exported { allow, guard }) =
+            self.exported.get(target).map(|entry| entry.value().clone())
+        else {
             return Err(instance_not_found());
         };
         let method_not_found = || Failure::MethodNotFound {
@@ -196,6 +264,7 @@ impl Exports {
             return Err(Failure::PermissionDenied {
                 instance: target.to_owned(),
                 interface: interface.to_owned(),
+                reason: String::new(),
             });
         }
         let handle = self
@@ -204,6 +273,15 @@ impl Exports {
             .map_err(|_| instance_not_found())?;
         let export = handle.app().export(interface, function);
         let export = export.ok_or_else(method_not_found)?;
+        let guarded = guard.map(|guard| Guarded {
+            guards: Arc::clone(&self.guards),
+            runtime: Arc::clone(&self.runtime),
+            guard,
+            capability: call.capability.map(|bytes| frame.slice_ref(bytes)),
+            export: target.to_owned(),
+            interface: interface.to_owned(),
+            function: function.to_owned(),
+        });
         Ok(Job {
             seq: call.seq,
             handle,
@@ -212,6 +290,7 @@ impl Exports {
             chain: remote::from_wire(&call.chain),
             origin: origin.clone(),
             handles: Arc::clone(&self.handles),
+            guarded,
         })
     }
 }
@@ -252,6 +331,7 @@ impl handler::Dispatcher for Exports {
 
     fn closed(&self, origin: &handler::Origin) {
         self.handles.closed(origin.connection());
+        self.guards.closed(origin.connection());
     }
 }
 
@@ -260,10 +340,15 @@ impl Job {
     /// is still there, decodes the arguments, runs the call inside its chain and writes the
     /// reply frame.
     async fn run(mut self) -> handler::Outcome {
+        let caveats = match self.guarded.take() {
+            Some(guarded) => guarded.check(&self.origin).await?,
+            None => Vec::new(),
+        };
         let chain = std::mem::take(&mut self.chain);
         let principal = self.origin.key().map(ToString::to_string);
         let party = self.origin.party();
         let call = chain::within(chain, self.lease_and_call());
+        let call = principal::within_grant(caveats, call);
         principal::within_party(principal, party, call).await
     }
 

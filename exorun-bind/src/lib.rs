@@ -14,11 +14,14 @@
 //! - `exports`: `Exports`, the dispatcher that lets remote callers reach the instances
 //!   explicitly exported (exorun-transport's `server::Server` accepts connections and answers
 //!   lattices for it), and how an instance's failure reaches a remote caller.
+//! - `guard`: how a guarded export asks its guard instance (`exorun:auth/guard`) about each
+//!   call, failing closed, and the grants kept per connection.
 
 pub mod binder;
 pub mod builder;
 pub mod exports;
 mod forward;
+pub mod guard;
 pub mod handles;
 pub mod remote;
 pub mod standins;

@@ -179,7 +179,10 @@ impl Function {
             frame::CallWriter::new(&self.target, &self.method).map_err(Error::Frame)?;
         codec::encode_into(writer.args(), params, limits).map_err(Error::Arguments)?;
         let chain = to_wire(&chain::current());
-        writer.finish(&chain).map_err(Error::Frame)
+        let capability = self.channel.capability().map(|bytes| &bytes[..]);
+        writer
+            .finish_presenting(&chain, capability)
+            .map_err(Error::Frame)
     }
 
     /// The error a failed call raises: the error itself, with where the call went as context.

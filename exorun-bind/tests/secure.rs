@@ -166,6 +166,7 @@ async fn an_allow_list_without_the_interface_denies_it() {
         Err(client::Error::Remote(Failure::PermissionDenied {
             instance: "math".into(),
             interface: MATH.into(),
+            reason: String::new(),
         }))
     );
 }

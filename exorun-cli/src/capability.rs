@@ -275,6 +275,14 @@ pub fn read(path: &Path) -> Result<Capability, Error> {
     Capability::decode(&bytes).map_err(|error| format_error(path, error))
 }
 
+/// The bytes of the capability file at `path` as a call presents them, checked to be a
+/// capability (not verified: that is the guard's).
+pub fn load(path: &Path) -> Result<bytes::Bytes, Error> {
+    let bytes = identity::read_private(path)?;
+    Capability::decode(&bytes).map_err(|error| format_error(path, error))?;
+    Ok(bytes::Bytes::from(bytes))
+}
+
 fn write(capability: &Capability, out: &Path) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -9,12 +9,15 @@
 //! same name are one store.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use exorun_bind::exports;
+use exorun_bind::guard;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Allow;
 use exorun_bind::exports::Exports;
 use exorun_core::app::AppId;
 use exorun_core::instance::InstanceHandle;
@@ -23,12 +26,15 @@ use exorun_core::registry;
 use exorun_core::registry::Runtime;
 use exorun_core::supervision::Replicas;
 use exorun_core::system::SystemComponent;
+use exorun_systems::caller::Caller;
+use exorun_systems::config::Config;
 use exorun_systems::kv;
 use exorun_systems::logging::Logging;
 use exorun_systems::wasi::Access;
 use exorun_systems::wasi::Wasi;
 use exorun_transport::address::Address;
 use exorun_transport::client::Channel;
+use exorun_transport::client::Presenting;
 use exorun_transport::identity;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
@@ -38,6 +44,7 @@ use exorun_transport::peer::Peer;
 use exorun_transport::tls::Secure;
 use exorun_transport::transport;
 
+use crate::capability;
 use crate::manifest;
 use crate::manifest::Link;
 use crate::manifest::Manifest;
@@ -52,6 +59,9 @@ pub enum Error {
     /// The runtime could not be created.
     #[error("{0}")]
     Runtime(#[from] registry::Error),
+    /// An instance could not be exported (after every check passed).
+    #[error("{0}")]
+    Export(#[from] exports::Error),
     /// An instance failed while starting (after every check passed).
     #[error("{path}: instances.{instance}: {source}")]
     Instantiate {
@@ -80,6 +90,8 @@ pub struct Composition {
 /// of the manifest (a `Peer`, one connection kept up with failover, or a NATS `Lattice`).
 struct Providers<'m> {
     logging: Arc<dyn SystemComponent>,
+    caller: Arc<dyn SystemComponent>,
+    capabilities: BTreeMap<PathBuf, Bytes>,
     stores: BTreeMap<String, Arc<dyn SystemComponent>>,
     channels: BTreeMap<String, Arc<dyn Channel>>,
     key: Option<Arc<NodeKey>>,
@@ -87,16 +99,24 @@ struct Providers<'m> {
     manifest: &'m Manifest,
 }
 
+/// The systems each instance has its own of, from its settings.
+struct Own {
+    wasi: Arc<dyn SystemComponent>,
+    config: Arc<dyn SystemComponent>,
+}
+
 impl Providers<'_> {
     fn linkable(
         &mut self,
         link: &Link,
-        wasi: &Arc<dyn SystemComponent>,
+        own: &Own,
         app_of: impl Fn(&str) -> Option<AppId>,
     ) -> Option<Linkable> {
         let linkable = match link {
-            Link::Wasi => Linkable::System(Arc::clone(wasi)),
+            Link::Wasi => Linkable::System(Arc::clone(&own.wasi)),
+            Link::Config => Linkable::System(Arc::clone(&own.config)),
             Link::Logging => Linkable::System(Arc::clone(&self.logging)),
+            Link::Caller => Linkable::System(Arc::clone(&self.caller)),
             Link::Kv { store } => {
                 let kv = self.stores.entry(store.clone()).or_insert_with(|| {
                     let shared: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(kv::Store::new()));
@@ -108,12 +128,26 @@ impl Providers<'_> {
                 app: app_of(instance)?,
                 name: instance.clone(),
             },
-            Link::Remote { peer, target } => Linkable::Remote {
-                channel: self.channel(peer)?,
+            Link::Remote {
+                peer,
+                target,
+                capability,
+            } => Linkable::Remote {
+                channel: self.presenting(peer, capability.as_ref())?,
                 target: target.clone(),
             },
         };
         Some(linkable)
+    }
+
+    /// The peer's channel, presenting the capability in `file` (read already) if one is named.
+    fn presenting(&mut self, peer: &str, file: Option<&PathBuf>) -> Option<Arc<dyn Channel>> {
+        let channel = self.channel(peer)?;
+        let Some(file) = file else {
+            return Some(channel);
+        };
+        let capability = self.capabilities.get(file)?.clone();
+        Some(Arc::new(Presenting::new(channel, capability)))
     }
 }
 
@@ -212,6 +246,61 @@ pub fn nats_settings(
     })
 }
 
+/// Reads every capability file a remote link presents; one that cannot be read or is not a
+/// capability is a problem at that link's key.
+fn read_capabilities(
+    manifest: &Manifest,
+    problems: &mut Vec<(String, Problem)>,
+) -> BTreeMap<PathBuf, Bytes> {
+    let mut capabilities = BTreeMap::new();
+    for (name, instance) in &manifest.instances {
+        for (interface, link) in &instance.links {
+            let Link::Remote {
+                capability: Some(file),
+                ..
+            } = link
+            else {
+                continue;
+            };
+            if capabilities.contains_key(file) {
+                continue;
+            }
+            match capability::load(file) {
+                Ok(bytes) => {
+                    capabilities.insert(file.clone(), bytes);
+                }
+                Err(error) => {
+                    let key = format!("instances.{name}.links.\"{interface}\"");
+                    let message = error.to_string();
+                    problems.push((key, Problem::Capability { message }));
+                }
+            }
+        }
+    }
+    capabilities
+}
+
+/// Each guard an instance names must run an app that exports the guard's check.
+fn check_guards(
+    runtime: &Runtime,
+    manifest: &Manifest,
+    app_of: impl Fn(&str) -> Option<AppId>,
+    problems: &mut Vec<(String, Problem)>,
+) {
+    for (name, instance) in &manifest.instances {
+        let Some(guard) = &instance.guard else {
+            continue;
+        };
+        let Some(app) = app_of(guard).and_then(|app| runtime.app(app).ok()) else {
+            continue; // an unknown guard or a broken app is already reported
+        };
+        if app.export(guard::INTERFACE, guard::FUNCTION).is_none() {
+            let instance = guard.clone();
+            problems.push((format!("instances.{name}.export"), Problem::NotAGuard { instance }));
+        }
+    }
+}
+
 fn wasi_system(settings: &manifest::Wasi) -> Wasi {
     let mut wasi = Wasi::new();
     for (key, value) in &settings.env {
@@ -271,8 +360,12 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let app = &manifest.instances.get(instance)?.app;
         apps.get(app).copied()
     };
+    check_guards(&runtime, &manifest, app_of, &mut problems);
+    let capabilities = read_capabilities(&manifest, &mut problems);
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
+        caller: Arc::new(Caller),
+        capabilities,
         stores,
         channels: BTreeMap::new(),
         key: key.clone(),
@@ -297,7 +390,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         let builder = link_all(builder, name, instance, &mut providers, app_of);
         let found = match builder.checked() {
             Ok(checked) => {
-                builders.push((name.clone(), checked, instance.export.clone()));
+                builders.push((name.clone(), checked));
                 continue;
             }
             Err(builder::Error::Refused { problems, .. }) => problems,
@@ -321,22 +414,31 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     })
 }
 
-/// Instantiates every checked instance, in manifest order, and exports those the manifest
-/// exports.
+/// Instantiates every checked instance, in manifest order, then exports those the manifest
+/// exports (a guard is running by then, wherever it comes in the order).
 async fn start_all(
     runtime: &Arc<Runtime>,
     manifest: &Manifest,
-    builders: Vec<(String, builder::Checked, Option<Allow>)>,
+    builders: Vec<(String, builder::Checked)>,
 ) -> Result<(BTreeMap<String, InstanceHandle>, Arc<Exports>), Error> {
     let exports = Exports::new(Arc::clone(runtime));
     let mut instances = BTreeMap::new();
-    for (name, builder, export) in builders {
+    for (name, builder) in builders {
         let started = builder.instantiate().await;
         let handle = started.map_err(|source| instantiate_error(manifest, &name, source))?;
-        if let Some(allow) = export {
-            exports.export_allowing(&name, allow)?;
-        }
         instances.insert(name, handle);
+    }
+    for name in instances.keys() {
+        let Some(instance) = manifest.instances.get(name) else {
+            continue;
+        };
+        let Some(allow) = instance.export.clone() else {
+            continue;
+        };
+        match &instance.guard {
+            Some(guard) => exports.export_guarded(name, allow, guard)?,
+            None => exports.export_allowing(name, allow)?,
+        }
     }
     Ok((instances, exports))
 }
@@ -472,18 +574,21 @@ fn link_all(
         .limits(instance.limits)
         .replicas(instance.replicas)
         .restart(instance.restart);
-    let wasi: Arc<dyn SystemComponent> = Arc::new(wasi_system(&instance.wasi));
+    let own = Own {
+        wasi: Arc::new(wasi_system(&instance.wasi)),
+        config: Arc::new(Config::new(instance.config.clone())),
+    };
     for (interface, link) in &instance.links {
         if interface == manifest::WASI_WILDCARD {
             continue;
         }
-        let Some(linkable) = providers.linkable(link, &wasi, app_of) else {
-            continue; // the target's app is already reported
+        let Some(linkable) = providers.linkable(link, &own, app_of) else {
+            continue; // the target's app (or capability file) is already reported
         };
         builder = builder.link(interface, linkable);
     }
     if instance.links.contains_key(manifest::WASI_WILDCARD) {
-        builder = builder.system(&wasi);
+        builder = builder.system(&own.wasi).system(&own.config);
     }
     builder
 }

@@ -11,6 +11,7 @@
 //! backup = { addresses = ["tcp://a:1", "unix:///b"], timeout_ms = 5000, heartbeat_ms = 10000,
 //!            backoff_max_ms = 5000, when_down = "fail" }   # or "wait"; heartbeat_ms = 0: none
 //! secure = { address = "tls://10.0.0.7:47411", key = "ed25519:<64 hex digits>" }  # pinned
+//!                                           # (+ capability = "FILE": presented by its links)
 //! cluster = { addresses = ["nats://10.0.0.9:4222"], lattice = "prod", nkey = "user.nk",
 //!             tls = false, ca = "nats-ca.pem" }   # exports by name anywhere in a lattice
 //!
@@ -24,6 +25,9 @@
 //! export = false                            # reachable by remote callers? or who may call:
 //!                                           # { allow = ["ed25519:…"] } or, per interface,
 //!                                           # { allow = { "ed25519:…" = ["exorun:test/math"] } }
+//!                                           # or { guard = "auth" }: an instance here that
+//!                                           # exports exorun:auth/guard decides each call
+//! config = { roots = "ed25519:…" }          # what it reads through wasi:config/store
 //! limits = { fuel_per_call = 2000000000, memory_mib = 64, lock_wait_ms = 30000,
 //!            calls_waiting_max = 1024, bytes_waiting_mib = 64 }
 //! replicas = 1                              # N instances behind the name, or "per-call"
@@ -33,10 +37,13 @@
 //!
 //! [instances.calc.links]                    # one entry per import
 //! "exorun:test/math" = { remote = "provider", target = "math" }  # a peer name or an address
+//!                                           # (+ capability = "math.cap": presented by calls)
 //! "exorun:host/logging" = { system = "logging" }
+//! "exorun:host/caller" = { system = "caller" }   # who called, what a guard granted
 //! "exorun:host/kv" = { system = "kv", store = "shared" }         # stores are shared by name
 //! "exorun:test/other" = { local = "relay" }                      # another instance here
 //! "wasi:*" = { system = "wasi" }            # every WASI import not linked otherwise
+//!                                           # (wasi:config/store too, from `config`)
 //! ```
 //!
 //! Every mistake is reported with the manifest's path and the offending key, all at once, and
@@ -98,6 +105,10 @@ pub struct Instance {
     pub app: String,
     /// Whether remote callers may reach it (`None`: no), and which ones.
     pub export: Option<Allow>,
+    /// The instance of this manifest that decides each call to its export, if any.
+    pub guard: Option<String>,
+    /// What it reads through `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
     /// Its limits.
     pub limits: Limits,
     /// How many instances serve it.
@@ -130,6 +141,10 @@ pub enum Link {
     Wasi,
     /// The logging system.
     Logging,
+    /// The config system (`wasi:config/store`), with the instance's `config`.
+    Config,
+    /// The caller system (`exorun:host/caller`).
+    Caller,
     /// The kv system over the store of this name.
     Kv {
         /// The store's name (stores with one name are one store).
@@ -146,6 +161,8 @@ pub enum Link {
         peer: String,
         /// The instance's name on the peer.
         target: String,
+        /// The capability file its calls present (the link's, else the peer's), if any.
+        capability: Option<PathBuf>,
     },
 }
 
@@ -202,15 +219,24 @@ struct RawInstance {
     #[serde(default)]
     wasi: RawWasi,
     #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
     links: BTreeMap<String, RawLink>,
 }
 
-/// `export = true | false` or `export = { allow = ... }`.
+/// `export = true | false` or `export = { allow = ..., guard = "..." }`.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawExport {
     Flag(bool),
-    Allow { allow: RawAllow },
+    Table(RawExportTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExportTable {
+    allow: Option<RawAllow>,
+    guard: Option<String>,
 }
 
 impl Default for RawExport {
@@ -274,6 +300,7 @@ struct RawLink {
     local: Option<String>,
     remote: Option<String>,
     target: Option<String>,
+    capability: Option<PathBuf>,
 }
 
 /// Largest component file a manifest may name, as exorun-core reads by default.
@@ -444,7 +471,7 @@ fn check_instance(
     let mut links = BTreeMap::new();
     for (interface, link) in &instance.links {
         let link_key = format!("{key}.links.\"{interface}\"");
-        match check_link(raw, peers, link) {
+        match check_link(raw, peers, base, link) {
             Ok(link) if interface == WASI_WILDCARD && link != Link::Wasi => {
                 problems.push((link_key, Problem::WildcardNotWasi));
             }
@@ -454,19 +481,31 @@ fn check_instance(
             Err(problem) => problems.push((link_key, problem)),
         }
     }
-    let export = check_export(&instance.export).unwrap_or_else(|problem| {
+    let (export, guard) = check_export(&instance.export).unwrap_or_else(|problem| {
         problems.push((format!("{key}.export"), problem));
-        None
+        (None, None)
     });
+    if let Some(guard) = &guard
+        && !raw.instances.contains_key(guard)
+    {
+        let instance = guard.clone();
+        problems.push((format!("{key}.export"), Problem::UnknownInstance { instance }));
+    }
     let wasi = check_wasi(base, key, &instance.wasi, problems);
     let configured = !(wasi.env.is_empty() && wasi.args.is_empty() && wasi.preopens.is_empty())
         || instance.wasi.stdio.is_some();
     if configured && !links.values().any(|link| *link == Link::Wasi) {
         problems.push((format!("{key}.wasi"), Problem::UnusedWasi));
     }
+    let config_linked = links.values().any(|link| matches!(link, Link::Config | Link::Wasi));
+    if !instance.config.is_empty() && !config_linked {
+        problems.push((format!("{key}.config"), Problem::UnusedConfig));
+    }
     Instance {
         app: instance.app.clone(),
         export,
+        guard,
+        config: instance.config.clone(),
         limits,
         replicas,
         restart,
@@ -475,11 +514,18 @@ fn check_instance(
     }
 }
 
-/// Whether an instance is exported, and to whom.
-fn check_export(raw: &RawExport) -> Result<Option<Allow>, Problem> {
-    let allow = match raw {
-        RawExport::Flag(exported) => return Ok(exported.then_some(Allow::Anyone)),
-        RawExport::Allow { allow } => allow,
+/// Whether an instance is exported, to whom, and the instance that guards it.
+fn check_export(raw: &RawExport) -> Result<(Option<Allow>, Option<String>), Problem> {
+    let table = match raw {
+        RawExport::Flag(exported) => return Ok((exported.then_some(Allow::Anyone), None)),
+        RawExport::Table(table) => table,
+    };
+    let guard = table.guard.clone();
+    let Some(allow) = &table.allow else {
+        return match guard {
+            Some(guard) => Ok((Some(Allow::Anyone), Some(guard))),
+            None => Err(Problem::EmptyExport),
+        };
     };
     let entries: Vec<(&String, Option<&Vec<String>>)> = match allow {
         RawAllow::Keys(keys) => keys.iter().map(|key| (key, None)).collect(),
@@ -497,7 +543,7 @@ fn check_export(raw: &RawExport) -> Result<Option<Allow>, Problem> {
         let interfaces = interfaces.map(|interfaces| interfaces.iter().cloned().collect());
         keys.insert(key, interfaces);
     }
-    Ok(Some(Allow::Keys(keys)))
+    Ok((Some(Allow::Keys(keys)), guard))
 }
 
 /// Most replicas one instance may have: each is a whole instance with its own memory (64 MiB
@@ -638,11 +684,15 @@ fn check_wasi(
 fn check_link(
     raw: &RawManifest,
     peers: &mut BTreeMap<String, Option<Peer>>,
+    base: &Path,
     link: &RawLink,
 ) -> Result<Link, Problem> {
     let kinds = [&link.system, &link.local, &link.remote];
     if kinds.iter().filter(|kind| kind.is_some()).count() != 1 {
         return Err(Problem::LinkKind);
+    }
+    if link.capability.is_some() && link.remote.is_none() {
+        return Err(Problem::StrayCapability);
     }
     let is_kv = link.system.as_deref() == Some("kv");
     if link.store.is_some() && !is_kv {
@@ -652,6 +702,8 @@ fn check_link(
         return match system.as_str() {
             "wasi" => Ok(Link::Wasi),
             "logging" => Ok(Link::Logging),
+            "config" => Ok(Link::Config),
+            "caller" => Ok(Link::Caller),
             "kv" => Ok(Link::Kv {
                 store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
             }),
@@ -681,8 +733,20 @@ fn check_link(
         peers.insert(remote.to_owned(), Some(peer));
     }
     let target = link.target.clone().ok_or(Problem::MissingTarget)?;
+    let Some(Some(peer)) = peers.get(remote) else {
+        let peer = remote.to_owned();
+        return Err(Problem::BrokenPeer { peer });
+    };
+    let capability = match &link.capability {
+        Some(file) => Some(base.join(file)),
+        None => peer.capability.clone(),
+    };
+    if capability.is_some() && peer.nats.is_some() {
+        return Err(Problem::CapabilityOnNats);
+    }
     Ok(Link::Remote {
         peer: remote.to_owned(),
         target,
+        capability,
     })
 }

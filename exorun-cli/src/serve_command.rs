@@ -48,9 +48,9 @@ impl Listening<'_> {
             let shown = path.display();
             problems.extend(restricted.iter().map(|name| {
                 format!(
-                    "{shown}: instances.{name}.export: an allow list needs secure listeners \
-                     (tls://, quic://); NATS carries no caller key (restrict who may publish \
-                     to the export's subject with NATS permissions instead)"
+                    "{shown}: instances.{name}.export: an allow list or a guard needs secure \
+                     listeners (tls://, quic://); NATS carries no caller key (restrict who may \
+                     publish to the export's subject with NATS permissions instead)"
                 )
             }));
         }

@@ -537,9 +537,9 @@ export = { allow = ["ed25519:000000000000000000000000000000000000000000000000000
     let stderr = text(&refused.stderr).replace(&restricted.display().to_string(), "M");
     assert_eq!(
         stderr,
-        "exorun: M: instances.math.export: an allow list needs secure listeners (tls://, \
-         quic://); NATS carries no caller key (restrict who may publish to the export's subject \
-         with NATS permissions instead)\n"
+        "exorun: M: instances.math.export: an allow list or a guard needs secure listeners \
+         (tls://, quic://); NATS carries no caller key (restrict who may publish to the export's \
+         subject with NATS permissions instead)\n"
     );
 }
 

@@ -229,8 +229,8 @@ fn an_allow_list_on_a_plaintext_listener_is_a_mistake() {
     assert_eq!(
         text(&refused.stderr),
         format!(
-            "exorun: {}: instances.math.export: an allow list needs secure listeners (tls://, \
-             quic://), but `tcp://127.0.0.1:0` is plaintext\n",
+            "exorun: {}: instances.math.export: an allow list or a guard needs secure listeners \
+             (tls://, quic://), but `tcp://127.0.0.1:0` is plaintext\n",
             provider.display()
         )
     );

@@ -202,6 +202,70 @@ pub trait Channel: Send + Sync {
         let _ = (handle, session, target);
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// The capability calls through this channel present (neorpc's optional call-frame entry,
+    /// which a guarded export's guard reads); none unless the channel is `Presenting`.
+    fn capability(&self) -> Option<&Bytes> {
+        None
+    }
+}
+
+/// A channel whose calls present a capability: another channel (shared, so several links can
+/// present different capabilities over one connection) and the capability's bytes.
+pub struct Presenting {
+    channel: Arc<dyn Channel>,
+    capability: Bytes,
+}
+
+impl Presenting {
+    /// Calls through `channel` that present `capability` (at most
+    /// `frame::CAPABILITY_BYTES_MAX` bytes, or each call fails to build its frame).
+    pub fn new(channel: Arc<dyn Channel>, capability: Bytes) -> Self {
+        Self {
+            channel,
+            capability,
+        }
+    }
+}
+
+impl Channel for Presenting {
+    fn call_within(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, Error>> {
+        self.channel.call_within(frame, timeout)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.channel.timeout()
+    }
+
+    fn carries_handles(&self) -> bool {
+        self.channel.carries_handles()
+    }
+
+    fn call_session(
+        &self,
+        frame: frame::OutboundCall,
+        timeout: Duration,
+        on: Option<u64>,
+    ) -> BoxFuture<'_, Result<(Bytes, u64), Error>> {
+        self.channel.call_session(frame, timeout, on)
+    }
+
+    fn release<'a>(
+        &'a self,
+        handle: u64,
+        session: u64,
+        target: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.channel.release(handle, session, target)
+    }
+
+    fn capability(&self) -> Option<&Bytes> {
+        Some(&self.capability)
+    }
 }
 
 /// Where a finished call's outcome goes.

@@ -107,12 +107,15 @@ pub enum Failure {
     },
     /// The caller (as its connection authenticated it, or anonymous) may not call this
     /// interface of this instance; the call did not start and its arguments were not read.
-    #[error("this caller may not call `{interface}` on `{instance}`")]
+    #[error("this caller may not call `{interface}` on `{instance}`{}", detail(reason))]
     PermissionDenied {
         /// The instance concerned.
         instance: String,
         /// The interface of the method called.
         interface: String,
+        /// Why, in the words of the guard that decided (empty: an allow list decided, or a
+        /// writer that predates the reason).
+        reason: String,
     },
 }
 
@@ -199,9 +202,14 @@ pub(crate) fn encode(encoder: &mut Encoder, failure: &Failure) -> Result<(), cur
         Failure::PermissionDenied {
             instance,
             interface,
+            reason,
         } => {
             encoder.str(instance)?;
             encoder.str(interface)?;
+            // Optional (SPEC.md): an allow list's denial stays readable by older peers.
+            if !reason.is_empty() {
+                encoder.str(reason)?;
+            }
         }
         Failure::BadArgumentCount { expected, found } => {
             encoder.u32(*expected)?;
@@ -278,6 +286,11 @@ pub(crate) fn decode(value: &mut Cursor<'_>) -> Result<Failure, frame::Error> {
         tag::PERMISSION_DENIED => Failure::PermissionDenied {
             instance: text(&mut fields)?,
             interface: text(&mut fields)?,
+            // The reason came later (SPEC.md) and is absent when empty.
+            reason: match fields.is_empty() {
+                true => String::new(),
+                false => text(&mut fields)?,
+            },
         },
         tag::RESOURCE_GONE => Failure::ResourceGone {
             resource: text(&mut fields)?,

@@ -370,6 +370,7 @@ fn permission_denied_is_tag_14_with_instance_then_interface() {
     let failure = Failure::PermissionDenied {
         instance: "calc".into(),
         interface: "exorun:test/math".into(),
+        reason: String::new(),
     };
     assert_eq!(failure.tag(), 14);
     assert_eq!(frame::encode_reply(Seq(3), Err(&failure)).unwrap(), bytes);
@@ -377,6 +378,28 @@ fn permission_denied_is_tag_14_with_instance_then_interface() {
         panic!("not a reply")
     };
     assert_eq!(reply.outcome, Err(failure));
+}
+
+#[test]
+fn permission_denied_carries_a_guards_reason_after_the_interface() {
+    // SPEC.md "Failure reasons": [u32 14, "calc", "m", "expired"].
+    let reason = hex("20 20 00 00 00 05 0e 00 00 00 10 04 00 00 00 63 61 6c 63 \
+        10 01 00 00 00 6d 10 07 00 00 00 65 78 70 69 72 65 64");
+    let bytes = hand_frame("Reply", &[("seq", u64_item(3)), ("fail", reason)]);
+    let failure = Failure::PermissionDenied {
+        instance: "calc".into(),
+        interface: "m".into(),
+        reason: "expired".into(),
+    };
+    assert_eq!(frame::encode_reply(Seq(3), Err(&failure)).unwrap(), bytes);
+    let Message::Reply(reply) = frame::decode(&bytes).unwrap() else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.outcome, Err(failure.clone()));
+    assert_eq!(
+        failure.to_string(),
+        "this caller may not call `m` on `calc`: expired"
+    );
 }
 
 #[test]
@@ -445,9 +468,12 @@ fn failure_strategy() -> impl Strategy<Value = Failure> {
         text.prop_map(|instance| Failure::Reentrant { instance }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(reply_bytes, max)| Failure::ReplyTooLarge { reply_bytes, max }),
-        (text, text).prop_map(|(instance, interface)| Failure::PermissionDenied {
-            instance,
-            interface
+        (text, text, text).prop_map(|(instance, interface, reason)| {
+            Failure::PermissionDenied {
+                instance,
+                interface,
+                reason,
+            }
         }),
     ]
 }

@@ -22,6 +22,9 @@ pub struct Peer {
     pub pin: Option<PublicKey>,
     /// For a lattice (nats:// addresses): its name and how to authenticate to NATS.
     pub nats: Option<Nats>,
+    /// The capability file calls through it present (resolved against the manifest's
+    /// directory), unless a link names its own.
+    pub capability: Option<PathBuf>,
 }
 
 /// A lattice peer's settings.
@@ -63,6 +66,7 @@ pub(super) struct RawPeerSettings {
     credentials: Option<PathBuf>,
     tls: Option<bool>,
     ca: Option<PathBuf>,
+    capability: Option<PathBuf>,
 }
 
 impl RawPeer {
@@ -120,11 +124,15 @@ pub(super) fn check_peer(base: &Path, mut settings: RawPeerSettings) -> Result<P
             return Err(Problem::BadWhenDown { when_down });
         }
     };
+    if settings.capability.is_some() && nats.is_some() {
+        return Err(Problem::CapabilityOnNats);
+    }
     Ok(Peer {
         addresses,
         config,
         pin,
         nats,
+        capability: settings.capability.as_ref().map(|file| base.join(file)),
     })
 }
 

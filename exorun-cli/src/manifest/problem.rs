@@ -60,7 +60,7 @@ pub enum Problem {
         instance: String,
     },
     /// A system link names a system exorun does not have.
-    #[error("unknown system `{system}` (known: wasi, logging, kv)")]
+    #[error("unknown system `{system}` (known: wasi, logging, kv, config, caller)")]
     UnknownSystem {
         /// The system named.
         system: String,
@@ -77,6 +77,34 @@ pub enum Problem {
     /// WASI settings on an instance that links nothing to the WASI system (they would be lost).
     #[error("WASI settings are given but no import is linked to `system = \"wasi\"`")]
     UnusedWasi,
+    /// `config` on an instance that links nothing to the config system (it would be lost).
+    #[error(
+        "`config` is given but no import is linked to `system = \"config\"` (or `wasi:*`)"
+    )]
+    UnusedConfig,
+    /// `capability` on a link that is not remote.
+    #[error("`capability` applies only to remote links")]
+    StrayCapability,
+    /// A capability for a NATS peer, whose calls carry no caller key to hold it.
+    #[error(
+        "a capability is held by a caller's key, which NATS does not carry; present it over tls:// or quic://"
+    )]
+    CapabilityOnNats,
+    /// `export = {}`: neither an allow list nor a guard.
+    #[error("an export table needs `allow`, `guard` or both; to reach anyone, use `export = true`")]
+    EmptyExport,
+    /// A guard whose app does not export the guard interface.
+    #[error("`{instance}` cannot guard: its app does not export exorun:auth/guard#check")]
+    NotAGuard {
+        /// The instance named as guard.
+        instance: String,
+    },
+    /// A capability file that cannot be read or is not a capability.
+    #[error("{message}")]
+    Capability {
+        /// What happened, naming the file.
+        message: String,
+    },
     /// `wasi:*` linked to something other than the WASI system.
     #[error("`wasi:*` can only be linked to `system = \"wasi\"`")]
     WildcardNotWasi,
@@ -153,9 +181,10 @@ pub enum Problem {
     /// An allow list that names no key (no one could call the export).
     #[error("an allow list needs at least one key; to reach no one, use `export = false`")]
     EmptyAllow,
-    /// An export restricted by keys served on a plaintext listener, whose callers have none.
+    /// An export restricted by keys or a guard served on a plaintext listener, whose callers
+    /// have no key.
     #[error(
-        "an allow list needs secure listeners (tls://, quic://), but `{listener}` is plaintext"
+        "an allow list or a guard needs secure listeners (tls://, quic://), but `{listener}` is plaintext"
     )]
     AllowOnPlaintext {
         /// The plaintext listener.
