@@ -178,6 +178,7 @@ fn misbehave_and_reentrant_pair_match_their_worlds() {
         "misbehave",
         &[],
         &[
+            ("exorun:auth/guard", &["check"]),
             ("exorun:test/math", &["add"]),
             ("exorun:test/misbehave", &["echo", "hog", "spin", "trap"]),
         ],
@@ -214,4 +215,39 @@ fn env_provider_exports_a_wasi_interface_itself() {
         &["get-arguments", "get-environment", "initial-cwd"],
     )];
     assert_world("env-provider", &[], exports);
+}
+
+#[test]
+fn auth_and_whoami_match_their_worlds() {
+    assert_world(
+        "auth",
+        &[
+            ("wasi:config/store@0.2.0-rc.1", &["get"]),
+            ("wasi:random/random@0.2.12", &["get-random-bytes"]),
+        ],
+        &[
+            (
+                "exorun:auth/capabilities",
+                &["delegate", "issue", "link-ids", "revoke", "verify"],
+            ),
+            (
+                "exorun:auth/crypto",
+                &[
+                    "generate",
+                    "generate-exchange",
+                    "hash",
+                    "open",
+                    "seal",
+                    "sign",
+                    "verify",
+                ],
+            ),
+            ("exorun:auth/guard", &["check"]),
+        ],
+    );
+    assert_world(
+        "whoami",
+        &[("exorun:host/caller", &["caveats", "key"])],
+        &[("exorun:test/called-by", &["who"])],
+    );
 }

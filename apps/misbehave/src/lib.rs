@@ -1,5 +1,6 @@
 //! misbehave: traps, spins forever and eats memory on request; proves traps, deadlines and memory
 //! limits. Its `math` traps on an overflowing `add`: a callee that fails behind a plain interface.
+//! Its guard (`exorun:auth/guard`) traps, spins or denies on command, and grants otherwise.
 wit_bindgen::generate!({ path: "../wit", world: "exorun:test/misbehave-app", generate_all });
 
 struct App;
@@ -39,6 +40,26 @@ impl exports::exorun::test::math::Guest for App {
         match a.checked_add(b) {
             Some(sum) => sum,
             None => core::arch::wasm32::unreachable(),
+        }
+    }
+}
+
+impl exports::exorun::auth::guard::Guest for App {
+    /// A guard that fails on command: the capability's bytes say what to do.
+    fn check(
+        request: exports::exorun::auth::guard::Request,
+    ) -> Result<exports::exorun::auth::guard::Grant, String> {
+        match request.capability.as_deref() {
+            Some(b"trap") => core::arch::wasm32::unreachable(),
+            Some(b"spin") => {
+                <App as exports::exorun::test::misbehave::Guest>::spin();
+                Err("the spin ended".to_owned())
+            }
+            Some(b"deny") => Err("told to deny".to_owned()),
+            _ => Ok(exports::exorun::auth::guard::Grant {
+                caveats: vec![format!("function={}", request.function)],
+                not_after: u64::MAX,
+            }),
         }
     }
 }
