@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use exorun_bind::exports;
-use exorun_bind::guard;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
+use exorun_bind::exports;
 use exorun_bind::exports::Exports;
+use exorun_bind::guard;
 use exorun_core::app::AppId;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger;
@@ -296,7 +296,10 @@ fn check_guards(
         };
         if app.export(guard::INTERFACE, guard::FUNCTION).is_none() {
             let instance = guard.clone();
-            problems.push((format!("instances.{name}.export"), Problem::NotAGuard { instance }));
+            problems.push((
+                format!("instances.{name}.export"),
+                Problem::NotAGuard { instance },
+            ));
         }
     }
 }

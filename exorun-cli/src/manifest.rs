@@ -489,7 +489,10 @@ fn check_instance(
         && !raw.instances.contains_key(guard)
     {
         let instance = guard.clone();
-        problems.push((format!("{key}.export"), Problem::UnknownInstance { instance }));
+        problems.push((
+            format!("{key}.export"),
+            Problem::UnknownInstance { instance },
+        ));
     }
     let wasi = check_wasi(base, key, &instance.wasi, problems);
     let configured = !(wasi.env.is_empty() && wasi.args.is_empty() && wasi.preopens.is_empty())
@@ -497,7 +500,9 @@ fn check_instance(
     if configured && !links.values().any(|link| *link == Link::Wasi) {
         problems.push((format!("{key}.wasi"), Problem::UnusedWasi));
     }
-    let config_linked = links.values().any(|link| matches!(link, Link::Config | Link::Wasi));
+    let config_linked = links
+        .values()
+        .any(|link| matches!(link, Link::Config | Link::Wasi));
     if !instance.config.is_empty() && !config_linked {
         problems.push((format!("{key}.config"), Problem::UnusedConfig));
     }

@@ -5,8 +5,10 @@ wit_bindgen::generate!({ path: "../wit", world: "exorun:test/whoami", generate_a
 struct App;
 
 impl exports::exorun::test::called_by::Guest for App {
-    fn who() -> (Option<String>, Vec<String>) {
-        (exorun::host::caller::key(), exorun::host::caller::caveats())
+    fn who() -> String {
+        let key = exorun::host::caller::key().unwrap_or_else(|| "none".to_owned());
+        let caveats = exorun::host::caller::caveats().join(", ");
+        format!("caller {key} caveats [{caveats}]")
     }
 }
 

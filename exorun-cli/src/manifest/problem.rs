@@ -78,9 +78,7 @@ pub enum Problem {
     #[error("WASI settings are given but no import is linked to `system = \"wasi\"`")]
     UnusedWasi,
     /// `config` on an instance that links nothing to the config system (it would be lost).
-    #[error(
-        "`config` is given but no import is linked to `system = \"config\"` (or `wasi:*`)"
-    )]
+    #[error("`config` is given but no import is linked to `system = \"config\"` (or `wasi:*`)")]
     UnusedConfig,
     /// `capability` on a link that is not remote.
     #[error("`capability` applies only to remote links")]
