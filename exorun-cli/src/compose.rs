@@ -348,6 +348,7 @@ fn problem_key(name: &str, problem: &builder::Problem) -> String {
 pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let runtime = Runtime::new()?;
     let mut problems = manifest.problems.clone();
+    let capabilities = read_capabilities(&manifest, &mut problems);
     // An instance with a problem of its own already is not linked too (that would only
     // report its broken links a second time).
     let troubled: Vec<String> = problems
@@ -364,7 +365,6 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         apps.get(app).copied()
     };
     check_guards(&runtime, &manifest, app_of, &mut problems);
-    let capabilities = read_capabilities(&manifest, &mut problems);
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
         caller: Arc::new(Caller),

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use common::manifest;
@@ -63,7 +64,7 @@ links = { "exorun:test/math" = { local = "b" } }
          exorun: M: instances.c.links.\"exorun:test/math\": the peer `far` is not usable (see \
          peers.far)\n\
          exorun: M: instances.d.links.\"exorun:test/math\": unknown system `clock` (known: \
-         wasi, logging, kv)\n\
+         wasi, logging, kv, config, caller)\n\
          exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
          instance's name on the peer\n\
          exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
@@ -309,4 +310,57 @@ fn fixtures_path(file: &str) -> String {
         .join(file)
         .display()
         .to_string()
+}
+
+#[test]
+fn guard_config_and_capability_mistakes_are_reported_at_their_keys() {
+    let not_a_capability = manifest("caps-not-a-cap", "# a manifest, not a capability");
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(&not_a_capability, private).unwrap();
+    let all_at_once = refused(
+        "guarded",
+        &r#"
+[apps]
+provider = "{fixtures}/math-provider.wasm"
+consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+lattice = { address = "nats://127.0.0.1:4222", capability = "x.cap" }
+[instances.a]
+app = "provider"
+export = { guard = "ghost" }
+[instances.b]
+app = "provider"
+export = { guard = "a" }
+config = { roots = "lost" }
+[instances.c]
+app = "provider"
+export = {}
+[instances.d]
+app = "consumer"
+links = { "exorun:test/math" = { local = "a", capability = "x.cap" } }
+[instances.e]
+app = "consumer"
+links = { "exorun:test/math" = { remote = "tcp://127.0.0.1:1", target = "math", capability = "NOT_A_CAP" } }
+"#
+        .replace("NOT_A_CAP", not_a_capability.to_str().unwrap()),
+    );
+    let shown = not_a_capability.display();
+    assert_eq!(
+        all_at_once,
+        format!(
+            "exorun: M: peers.lattice: a capability is held by a caller's key, which NATS does \
+             not carry; present it over tls:// or quic://\n\
+             exorun: M: instances.a.export: unknown instance `ghost`\n\
+             exorun: M: instances.b.config: `config` is given but no import is linked to \
+             `system = \"config\"` (or `wasi:*`)\n\
+             exorun: M: instances.c.export: an export table needs `allow`, `guard` or both; to \
+             reach anyone, use `export = true`\n\
+             exorun: M: instances.d.links.\"exorun:test/math\": `capability` applies only to \
+             remote links\n\
+             exorun: M: instances.e.links.\"exorun:test/math\": {shown}: not a capability \
+             (no EXCAP\\x01 header)\n\
+             exorun: M: instances.b.export: `a` cannot guard: its app does not export \
+             exorun:auth/guard#check\n"
+        )
+    );
 }
