@@ -199,7 +199,8 @@ impl Exports {
         self.runtime.instance_named(name).map_err(Error::Registry)?;
         guard::check_guard(&self.runtime, guard).map_err(Error::Guard)?;
         let guard = Some(Arc::from(guard));
-        self.exported.insert(name.to_owned(), Exported { allow, guard });
+        self.exported
+            .insert(name.to_owned(), Exported { allow, guard });
         Ok(())
     }
 

@@ -188,7 +188,12 @@ async fn ask_guard(
     ask: &Ask<'_>,
 ) -> Result<(Vec<String>, u64), Failure> {
     let failed = |what: &str| {
-        tracing::warn!(guard, export = ask.export, what, "the guard failed: call denied");
+        tracing::warn!(
+            guard,
+            export = ask.export,
+            what,
+            "the guard failed: call denied"
+        );
         ask.denied(&format!("the guard `{guard}` failed: {what}"))
     };
     let Ok(handle) = runtime.instance_named(guard) else {
@@ -198,7 +203,9 @@ async fn ask_guard(
         return Err(failed("it does not export the check"));
     };
     let weight = ask.capability.as_ref().map_or(0, Bytes::len);
-    let leased = handle.lease(u64::try_from(weight).unwrap_or(u64::MAX)).await;
+    let leased = handle
+        .lease(u64::try_from(weight).unwrap_or(u64::MAX))
+        .await;
     let mut lease = match leased {
         Ok(lease) => lease,
         Err(
@@ -233,7 +240,10 @@ async fn ask_guard(
 
 /// The guard's `request` record for `ask`.
 fn request(ask: &Ask<'_>) -> Val {
-    let caller = ask.origin.key().map(|key| Box::new(Val::String(key.to_string())));
+    let caller = ask
+        .origin
+        .key()
+        .map(|key| Box::new(Val::String(key.to_string())));
     let capability = ask.capability.as_ref().map(|bytes| {
         let bytes = bytes.iter().map(|byte| Val::U8(*byte)).collect();
         Box::new(Val::List(bytes))

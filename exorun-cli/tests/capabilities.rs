@@ -586,10 +586,7 @@ async fn a_guard_that_traps_or_runs_out_of_fuel_denies_and_the_next_call_is_deci
     else {
         panic!("a spinning guard let the call through")
     };
-    assert_eq!(
-        reason,
-        "the guard `wild` failed: the guest ran out of fuel"
-    );
+    assert_eq!(reason, "the guard `wild` failed: the guest ran out of fuel");
     assert_eq!(tally(b"ok once more").await, Ok(3));
     let (status, stderr) = world.server.interrupt();
     assert!(status.success(), "{stderr}");

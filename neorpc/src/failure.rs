@@ -107,7 +107,10 @@ pub enum Failure {
     },
     /// The caller (as its connection authenticated it, or anonymous) may not call this
     /// interface of this instance; the call did not start and its arguments were not read.
-    #[error("this caller may not call `{interface}` on `{instance}`{}", detail(reason))]
+    #[error(
+        "this caller may not call `{interface}` on `{instance}`{}",
+        detail(reason)
+    )]
     PermissionDenied {
         /// The instance concerned.
         instance: String,
