@@ -264,290 +264,229 @@ fn world(tag: &str) -> World {
     }
 }
 
+/// `exorun cap issue` by the operator to `to` for `rights`: the capability's bytes.
+fn issue(world: &World, to: &PublicKey, rights: &[&str], name: &str) -> Vec<u8> {
+    let (operator, to) = (world.operator.to_str().unwrap(), to.to_string());
+    let mut args = vec!["issue", "--key", operator, "--to", &to];
+    for right in rights {
+        args.extend_from_slice(&["--allow", right]);
+    }
+    bytes_of(&cap(&args, name))
+}
+
+/// `crunch#tally`'s refusal with `reason`.
+fn tally_denied(reason: &str) -> Result<u32, client::Error> {
+    Err(denied("crunch", CRUNCH, reason))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capability_for_one_function_reaches_it_and_nothing_else() {
     let world = world("one");
-    let to_alice = world.alice_public.to_string();
-    let operator = world.operator.to_str().unwrap();
-    let tally_only = cap(
-        &[
-            "issue",
-            "--key",
-            operator,
-            "--to",
-            &to_alice,
-            "--allow",
-            "crunch/exorun:test/crunch#tally",
-        ],
-        "one-tally-only",
-    );
-    let tally_only = bytes_of(&tally_only);
+    let tally_rights = ["crunch/exorun:test/crunch#tally"];
+    let tally_only = issue(&world, &world.alice_public, &tally_rights, "one-tally");
     let alice = Caller::connect(&world.server, &world.alice, world.server_public).await;
     assert_eq!(alice.tally(Some(&tally_only)).await, Ok(1));
     // Warm: the grant is kept for this connection, and the call runs again.
     assert_eq!(alice.tally(Some(&tally_only)).await, Ok(2));
     let not_granted = "the capability does not grant this call";
-    // Another function of the same interface.
+    // Another function of the same interface, and another export.
+    let (crunch, three) = (format!("{CRUNCH}#crunch"), [Val::U32(3)]);
     let crunched = alice
-        .call(
-            "crunch",
-            &format!("{CRUNCH}#crunch"),
-            &[Val::U32(3)],
-            &[Type::U64],
-            Some(&tally_only),
-        )
+        .call("crunch", &crunch, &three, &[Type::U64], Some(&tally_only))
         .await;
     assert_eq!(crunched, Err(denied("crunch", CRUNCH, not_granted)));
-    // Another export.
-    let add = alice
-        .call(
-            "math",
-            "exorun:test/math#add",
-            &[Val::U32(1), Val::U32(2)],
-            &[Type::U32],
-            Some(&tally_only),
-        )
+    let (add, two) = ("exorun:test/math#add", [Val::U32(1), Val::U32(2)]);
+    let added = alice
+        .call("math", add, &two, &[Type::U32], Some(&tally_only))
         .await;
-    assert_eq!(add, Err(denied("math", "exorun:test/math", not_granted)));
+    assert_eq!(added, Err(denied("math", "exorun:test/math", not_granted)));
     // Another interface of one export: a capability for `notes` only.
-    let notes_only = cap(
-        &[
-            "issue",
-            "--key",
-            operator,
-            "--to",
-            &to_alice,
-            "--allow",
-            "notes/exorun:test/notes",
-        ],
-        "one-notes-only",
+    let notes_rights = ["notes/exorun:test/notes"];
+    let notes_only = issue(&world, &world.alice_public, &notes_rights, "one-notes");
+    let (put, pair) = (
+        format!("{NOTES}#put"),
+        [Val::String("k".into()), Val::String("v".into())],
     );
-    let notes_only = bytes_of(&notes_only);
     let put = alice
-        .call(
-            "notes",
-            &format!("{NOTES}#put"),
-            &[Val::String("k".into()), Val::String("v".into())],
-            &[],
-            Some(&notes_only),
-        )
+        .call("notes", &put, &pair, &[], Some(&notes_only))
         .await;
     assert_eq!(put, Ok(Vec::new()));
-    let run_it = alice
-        .call(
-            "notes",
-            &format!("{RUNNABLE}#run"),
-            &[],
-            &[Type::String],
-            Some(&notes_only),
-        )
+    let run = format!("{RUNNABLE}#run");
+    let ran = alice
+        .call("notes", &run, &[], &[Type::String], Some(&notes_only))
         .await;
-    assert_eq!(run_it, Err(denied("notes", RUNNABLE, not_granted)));
+    assert_eq!(ran, Err(denied("notes", RUNNABLE, not_granted)));
     // No capability at all, and the root key itself (which needs none).
     let bare = alice.tally(None).await;
-    assert_eq!(
-        bare,
-        Err(denied("crunch", CRUNCH, "no capability was presented"))
-    );
+    assert_eq!(bare, tally_denied("no capability was presented"));
     let root = Caller::connect(&world.server, &world.operator, world.server_public).await;
     assert_eq!(root.tally(None).await, Ok(3));
     let (status, stderr) = world.server.interrupt();
     assert!(status.success(), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_capabilities_are_refused_each_with_its_reason() {
-    let world = world("bad");
-    let (operator, alice, bob) = (&world.operator, &world.alice, &world.bob);
-    let (root, alice_key, bob_key) = (
-        &world.operator_public,
-        &world.alice_public,
-        &world.bob_public,
-    );
-    let alice_caller = Caller::connect(&world.server, alice, world.server_public).await;
-    let refused = async |caller: &Caller, capability: &[u8]| caller.tally(Some(capability)).await;
-
+/// Capabilities for `crunch` that are wrong in time (expired, not yet valid) or revoked (the
+/// root on the guard's list, and one delegated below it, presented by Bob).
+fn wrong_in_time(world: &World) -> Vec<(&'static str, bool, Vec<u8>, &'static str)> {
+    let (operator, alice) = (&world.operator, &world.alice);
+    let (root, alice_key) = (&world.operator_public, &world.alice_public);
     let mut expired = link(root, alice_key, &["crunch"]);
     expired.not_after = now() - 10;
-    let expired = crafted(vec![(expired, operator)]);
-    let reason = "link 0 has expired";
-    assert_eq!(
-        refused(&alice_caller, &expired).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
-
     let mut early = link(root, alice_key, &["crunch"]);
     early.not_before = now() + 3600;
     early.not_after = now() + 7200;
-    let early = crafted(vec![(early, operator)]);
-    let reason = "link 0 is not valid yet";
-    assert_eq!(
-        refused(&alice_caller, &early).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
+    let to_bob = world.bob_public.to_string();
+    let revoked = world.revoked.to_str().unwrap();
+    let alice_file = alice.to_str().unwrap();
+    let below = ["delegate", revoked, "--key", alice_file, "--to", &to_bob];
+    let below = bytes_of(&cap(&below, "bad-below-revoked"));
+    vec![
+        (
+            "expired",
+            false,
+            crafted(vec![(expired, operator)]),
+            "link 0 has expired",
+        ),
+        (
+            "early",
+            false,
+            crafted(vec![(early, operator)]),
+            "link 0 is not valid yet",
+        ),
+        (
+            "revoked",
+            false,
+            bytes_of(&world.revoked),
+            "link 0 is revoked",
+        ),
+        ("below revoked", true, below, "link 0 is revoked"),
+    ]
+}
 
-    // Revoked in the guard's configuration, and so is every delegation below it.
-    let revoked = bytes_of(&world.revoked);
-    let reason = "link 0 is revoked";
-    assert_eq!(
-        refused(&alice_caller, &revoked).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
-    let to_bob = bob_key.to_string();
-    let below = cap(
-        &[
-            "delegate",
-            world.revoked.to_str().unwrap(),
-            "--key",
-            alice.to_str().unwrap(),
-            "--to",
-            &to_bob,
-        ],
-        "bad-below-revoked",
-    );
-    let bob_caller = Caller::connect(&world.server, bob, world.server_public).await;
-    let below = bytes_of(&below);
-    assert_eq!(
-        refused(&bob_caller, &below).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
-
-    // Alice holds `crunch#tally` and passes on all of `crunch` (the command refuses to).
+/// Capabilities for `crunch` whose chain or bytes are wrong: widened by a delegation (which
+/// the command refuses to make), forged (a byte changed after signing, or signed by a key that
+/// is not the issuer it names), truncated, and a good one held by Alice presented by Bob.
+fn wrong_in_chain(world: &World, good: &[u8]) -> Vec<(&'static str, bool, Vec<u8>, &'static str)> {
+    let (operator, alice) = (&world.operator, &world.alice);
+    let (root, alice_key) = (&world.operator_public, &world.alice_public);
     let narrow = link(root, alice_key, &["crunch/exorun:test/crunch#tally"]);
-    let wider = link(alice_key, bob_key, &["crunch"]);
+    let wider = link(alice_key, &world.bob_public, &["crunch"]);
     let widened = crafted(vec![(narrow, operator), (wider, alice)]);
-    let reason = "link 1 grants more than its parent (rights or time)";
-    assert_eq!(
-        refused(&bob_caller, &widened).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
-
-    // Forged: one byte of a granted right changed after signing; or signed by a key that is
-    // not the issuer it names.
-    let good = crafted(vec![(link(root, alice_key, &["crunch"]), operator)]);
-    assert_eq!(refused(&alice_caller, &good).await, Ok(1));
-    let mut forged = good.clone();
+    let mut forged = good.to_vec();
     let at = forged.windows(6).position(|w| w == b"crunch").unwrap();
     forged[at] = b'k';
-    let reason = "link 0's signature does not verify";
-    assert_eq!(
-        refused(&alice_caller, &forged).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
     let impostor = crafted(vec![(link(root, alice_key, &["crunch"]), alice)]);
-    assert_eq!(
-        refused(&alice_caller, &impostor).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
+    let truncated = good[..good.len() - 1].to_vec();
+    let unsigned = "link 0's signature does not verify";
+    vec![
+        (
+            "widened",
+            true,
+            widened,
+            "link 1 grants more than its parent (rights or time)",
+        ),
+        ("forged", false, forged, unsigned),
+        ("impostor", false, impostor, unsigned),
+        ("truncated", false, truncated, "the capability is truncated"),
+        (
+            "stolen",
+            true,
+            good.to_vec(),
+            "the capability is held by another key",
+        ),
+    ]
+}
 
-    // Truncated.
-    let truncated = &good[..good.len() - 1];
-    let reason = "the capability is truncated";
-    assert_eq!(
-        refused(&alice_caller, truncated).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
-
-    // Alice's capability, presented by Bob: a stolen file is useless without the key.
-    let reason = "the capability is held by another key";
-    assert_eq!(
-        refused(&bob_caller, &good).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_capabilities_are_refused_each_with_its_reason() {
+    let world = world("bad");
+    let alice = Caller::connect(&world.server, &world.alice, world.server_public).await;
+    let bob = Caller::connect(&world.server, &world.bob, world.server_public).await;
+    let root = &world.operator_public;
+    let good = crafted(vec![(
+        link(root, &world.alice_public, &["crunch"]),
+        &world.operator,
+    )]);
+    assert_eq!(alice.tally(Some(&good)).await, Ok(1));
+    let mut cases = wrong_in_time(&world);
+    cases.extend(wrong_in_chain(&world, &good));
+    for (case, by_bob, capability, reason) in cases {
+        let caller = if by_bob { &bob } else { &alice };
+        let refused = caller.tally(Some(&capability)).await;
+        assert_eq!(refused, tally_denied(reason), "{case}");
+    }
+    // Nothing refused ran: the good capability's next call is the second.
+    assert_eq!(alice.tally(Some(&good)).await, Ok(2));
     let (status, stderr) = world.server.interrupt();
     assert!(status.success(), "{stderr}");
+}
+
+/// Operator -> Alice (`crunch`, `math`, `whoami`, caveat `tenant=7`) -> Bob (`crunch`'s
+/// interface and `whoami`, an hour, caveat `read-only`) -> Carol (`tally` and `whoami`), each
+/// link made with `exorun cap`: the last file's bytes.
+fn three_links(world: &World, carol: &PublicKey) -> Vec<u8> {
+    let (alice, bob) = (world.alice.to_str().unwrap(), world.bob.to_str().unwrap());
+    let (to_alice, to_bob) = (world.alice_public.to_string(), world.bob_public.to_string());
+    let operator = world.operator.to_str().unwrap();
+    let mut args = vec![
+        "issue", "--key", operator, "--to", &to_alice, "--caveat", "tenant=7",
+    ];
+    args.extend(["--allow", "crunch", "--allow", "math", "--allow", "whoami"]);
+    let root = cap(&args, "three-root");
+    let root = root.to_str().unwrap();
+    let mut args = vec![
+        "delegate",
+        root,
+        "--key",
+        alice,
+        "--to",
+        &to_bob,
+        "--expires-in",
+        "1h",
+    ];
+    args.extend(["--allow", "crunch/exorun:test/crunch", "--allow", "whoami"]);
+    args.extend(["--caveat", "read-only"]);
+    let middle = cap(&args, "three-middle");
+    let (middle, to_carol) = (middle.to_str().unwrap(), carol.to_string());
+    let mut args = vec!["delegate", middle, "--key", bob, "--to", &to_carol];
+    args.extend([
+        "--allow",
+        "crunch/exorun:test/crunch#tally",
+        "--allow",
+        "whoami",
+    ]);
+    bytes_of(&cap(&args, "three-last"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_link_delegation_works_within_its_narrowing_and_the_callee_sees_it() {
     let world = world("three");
     let (carol, carol_public) = keygen("three-carol");
-    let operator = world.operator.to_str().unwrap();
-    let (to_alice, to_bob) = (world.alice_public.to_string(), world.bob_public.to_string());
-    let root = cap(
-        &[
-            "issue", "--key", operator, "--to", &to_alice, "--allow", "crunch", "--allow", "math",
-            "--allow", "whoami", "--caveat", "tenant=7",
-        ],
-        "three-root",
-    );
-    let middle = cap(
-        &[
-            "delegate",
-            root.to_str().unwrap(),
-            "--key",
-            world.alice.to_str().unwrap(),
-            "--to",
-            &to_bob,
-            "--allow",
-            "crunch/exorun:test/crunch",
-            "--allow",
-            "whoami",
-            "--expires-in",
-            "1h",
-            "--caveat",
-            "read-only",
-        ],
-        "three-middle",
-    );
-    let last = cap(
-        &[
-            "delegate",
-            middle.to_str().unwrap(),
-            "--key",
-            world.bob.to_str().unwrap(),
-            "--to",
-            &carol_public.to_string(),
-            "--allow",
-            "crunch/exorun:test/crunch#tally",
-            "--allow",
-            "whoami",
-        ],
-        "three-last",
-    );
-    let chain = bytes_of(&last);
+    let chain = three_links(&world, &carol_public);
     let carol_caller = Caller::connect(&world.server, &carol, world.server_public).await;
     assert_eq!(carol_caller.tally(Some(&chain)).await, Ok(1));
     let not_granted = "the capability does not grant this call";
+    let (crunch, three) = (format!("{CRUNCH}#crunch"), [Val::U32(3)]);
     let crunched = carol_caller
-        .call(
-            "crunch",
-            &format!("{CRUNCH}#crunch"),
-            &[Val::U32(3)],
-            &[Type::U64],
-            Some(&chain),
-        )
+        .call("crunch", &crunch, &three, &[Type::U64], Some(&chain))
         .await;
     assert_eq!(crunched, Err(denied("crunch", CRUNCH, not_granted)));
-    let add = carol_caller
-        .call(
-            "math",
-            "exorun:test/math#add",
-            &[Val::U32(1), Val::U32(2)],
-            &[Type::U32],
-            Some(&chain),
-        )
+    let (add, two) = ("exorun:test/math#add", [Val::U32(1), Val::U32(2)]);
+    let added = carol_caller
+        .call("math", add, &two, &[Type::U32], Some(&chain))
         .await;
-    assert_eq!(add, Err(denied("math", "exorun:test/math", not_granted)));
+    assert_eq!(added, Err(denied("math", "exorun:test/math", not_granted)));
     // The callee reads who called and every caveat down the chain.
+    let who = "exorun:test/called-by#who";
     let who = carol_caller
-        .call(
-            "whoami",
-            "exorun:test/called-by#who",
-            &[],
-            &[Type::String],
-            Some(&chain),
-        )
+        .call("whoami", who, &[], &[Type::String], Some(&chain))
         .await;
     let expected = format!("caller {carol_public} caveats [tenant=7, read-only]");
     assert_eq!(who, Ok(vec![Val::String(expected)]));
-    // A longer chain's middle holder cannot use the end's capability either.
+    // A holder in the middle of the chain cannot use its end either.
     let bob_caller = Caller::connect(&world.server, &world.bob, world.server_public).await;
     let reason = "the capability is held by another key";
-    assert_eq!(
-        bob_caller.tally(Some(&chain)).await,
-        Err(denied("crunch", CRUNCH, reason))
-    );
+    assert_eq!(bob_caller.tally(Some(&chain)).await, tally_denied(reason));
     let (status, stderr) = world.server.interrupt();
     assert!(status.success(), "{stderr}");
 }
