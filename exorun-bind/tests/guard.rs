@@ -1,0 +1,171 @@
+//! Guarded exports at the dispatcher's boundary, with a real guard instance (misbehave's, which
+//! denies the capability `deny` and grants anything else).
+//!
+//! The property: over random calls on three connections presenting random capabilities, every
+//! call is decided as the guard decides it (a kept grant never lets through what the guard would
+//! not), and the grants kept are exactly what a model of the per-connection cache holds (one per
+//! capability granted on that connection, at most `GRANTS_PER_CONNECTION`, the oldest dropped
+//! first). Examples pin what a guard refuses to guard and a lattice call's denial.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use common::build;
+use exorun_bind::exports;
+use exorun_bind::exports::Allow;
+use exorun_bind::exports::Exports;
+use exorun_bind::guard;
+use exorun_core::registry::Runtime;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::handler;
+use exorun_transport::handler::Dispatcher;
+use neorpc::failure::Failure;
+use neorpc::frame;
+use proptest::prelude::*;
+
+const TALLY: &str = "exorun:test/crunch#tally";
+const CONNECTIONS: usize = 3;
+
+/// A runtime with cruncher exported as `guarded`, decided by misbehave's guard `wild`.
+async fn guarded() -> Arc<Exports> {
+    let runtime = Runtime::new().unwrap();
+    build(&runtime, "cruncher", Vec::new(), Some("guarded")).await;
+    build(&runtime, "misbehave", Vec::new(), Some("wild")).await;
+    let exports = Exports::new(runtime);
+    exports
+        .export_guarded("guarded", Allow::Anyone, "wild")
+        .unwrap();
+    exports
+}
+
+fn call_frame(capability: &[u8]) -> frame::OutboundCall {
+    let mut writer = frame::CallWriter::new("guarded", TALLY).unwrap();
+    neorpc::codec::encode_into(writer.args(), &[], &neorpc::codec::Limits::default()).unwrap();
+    writer.finish_presenting(&[], Some(capability)).unwrap()
+}
+
+fn told_to_deny() -> Failure {
+    Failure::PermissionDenied {
+        instance: "guarded".into(),
+        interface: "exorun:test/crunch".into(),
+        reason: "told to deny".into(),
+    }
+}
+
+/// Kept across cases: the connections keep their grants, so the model keeps them too.
+struct World {
+    tokio: tokio::runtime::Runtime,
+    exports: Arc<Exports>,
+    clients: Vec<Arc<Client>>,
+    model: Mutex<Vec<VecDeque<Vec<u8>>>>,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (exports, clients) = tokio.block_on(async {
+            let exports = guarded().await;
+            let clients = (0..CONNECTIONS)
+                .map(|_| common::memory_peer(&exports))
+                .collect();
+            (exports, clients)
+        });
+        World {
+            tokio,
+            exports,
+            clients,
+            model: Mutex::new(vec![VecDeque::new(); CONNECTIONS]),
+        }
+    })
+}
+
+/// Capability 0 is `deny`; the others are granted, 48 of them (more than a connection keeps).
+fn capability(index: usize) -> Vec<u8> {
+    match index {
+        0 => b"deny".to_vec(),
+        index => format!("capability {index}").into_bytes(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn a_guarded_call_is_decided_as_the_guard_decides_and_grants_are_kept_as_modelled(
+        calls in prop::collection::vec((0..CONNECTIONS, 0..49_usize), 1..40),
+    ) {
+        let world = world();
+        let mut model = world.model.lock().unwrap();
+        for (connection, index) in calls {
+            let presented = capability(index);
+            let client = &world.clients[connection];
+            let outcome = world.tokio.block_on(client.call(call_frame(&presented)));
+            if index == 0 {
+                prop_assert_eq!(outcome, Err(client::Error::Remote(told_to_deny())));
+            } else {
+                prop_assert!(outcome.is_ok(), "{:?}", outcome);
+                let kept = &mut model[connection];
+                if !kept.contains(&presented) {
+                    if kept.len() == guard::GRANTS_PER_CONNECTION {
+                        kept.pop_front();
+                    }
+                    kept.push_back(presented);
+                }
+            }
+            let modelled: usize = model.iter().map(VecDeque::len).sum();
+            prop_assert_eq!(world.exports.grants_kept(), modelled);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_running_instance_that_exports_the_check_can_guard() {
+    let exports = guarded().await;
+    let missing = exports.export_guarded("guarded", Allow::Anyone, "ghost");
+    let Err(exports::Error::Guard(missing)) = missing else {
+        panic!("{missing:?}")
+    };
+    let ghost = "ghost".to_owned();
+    assert_eq!(missing, guard::Error::NotFound { guard: ghost });
+    // cruncher exports no guard: it cannot guard itself.
+    let not_a_guard = exports.export_guarded("guarded", Allow::Anyone, "guarded");
+    let Err(exports::Error::Guard(not_a_guard)) = not_a_guard else {
+        panic!("{not_a_guard:?}")
+    };
+    let guarded = "guarded".to_owned();
+    assert_eq!(not_a_guard, guard::Error::NotAGuard { guard: guarded });
+    let no_export = exports.export_guarded("ghost", Allow::Anyone, "wild");
+    assert!(matches!(no_export, Err(exports::Error::Registry(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lattice_call_to_a_guarded_export_is_denied_without_asking() {
+    let exports = guarded().await;
+    let bytes = Bytes::from(call_frame(b"granted").into_bytes());
+    let frame::Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    let outcome = exports
+        .dispatch(call, &bytes, &handler::Origin::lattice())
+        .await;
+    let denied = Failure::PermissionDenied {
+        instance: "guarded".into(),
+        interface: "exorun:test/crunch".into(),
+        reason: "a guarded export is not served on a lattice (no caller key)".into(),
+    };
+    assert_eq!(outcome.map(|_| ()), Err(denied));
+    assert_eq!(exports.grants_kept(), 0);
+}
