@@ -7,8 +7,10 @@
 # logger-client uses the logging system, two kv-clients share one kv store, and a counter
 # resource made on the server is used and given back. Then a secure
 # link: two node keys from `exorun keygen`, a second server on tls:// whose export allows only
-# the caller's key, and a caller that pins the server's key; then a note kept in a store on
-# disk by one `exorun run` and read by the next. Prints every result, stops the
+# the caller's key, and a caller that pins the server's key; then an export guarded by the
+# `auth` app, called with a capability the operator issued and its holder delegated, and
+# refused without one; then a note kept in a store on disk by one `exorun run` and read by the
+# next. Prints every result, stops the
 # servers with Ctrl-C (SIGINT) and exits non-zero if any expected line is missing or a server
 # did not stop cleanly.
 set -euo pipefail
@@ -18,9 +20,10 @@ cd "$ROOT"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 SECURE_PID=""
+GUARDED_PID=""
 
 cleanup() {
-    for pid in "$SERVER_PID" "$SECURE_PID"; do
+    for pid in "$SERVER_PID" "$SECURE_PID" "$GUARDED_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
         fi
@@ -118,6 +121,67 @@ wait "$SECURE_PID" || STATUS=$?
 SECURE_PID=""
 [ "$STATUS" -eq 0 ] || { cat "$WORK/secure.err" >&2; fail "the secure server exited with status $STATUS"; }
 
+say "capabilities: an export guarded by the auth app, called with a delegated capability"
+"$EXORUN" keygen --out "$WORK/operator.key" >"$WORK/operator.pub"
+"$EXORUN" keygen --out "$WORK/alice.key" >"$WORK/alice.pub"
+"$EXORUN" keygen --out "$WORK/bob.key" >"$WORK/bob.pub"
+"$EXORUN" cap issue --key "$WORK/operator.key" --to "$(cat "$WORK/alice.pub")" \
+    --allow 'math/exorun:test/math#add' --expires-in 7d --caveat demo --out "$WORK/alice.cap"
+"$EXORUN" cap delegate "$WORK/alice.cap" --key "$WORK/alice.key" --to "$(cat "$WORK/bob.pub")" \
+    --expires-in 1h --out "$WORK/bob.cap"
+"$EXORUN" cap show "$WORK/bob.cap"
+cat >"$WORK/guarded-provider.toml" <<EOF
+key = "provider.key"
+[apps]
+auth = "$ROOT/fixtures/auth.wasm"
+math-provider = "$ROOT/fixtures/math-provider.wasm"
+[instances.auth]
+app = "auth"
+config = { roots = "$(cat "$WORK/operator.pub")" }   # the only key auth trusts
+links = { "wasi:*" = { system = "wasi" } }
+[instances.math]
+app = "math-provider"
+export = { guard = "auth" }   # auth decides every call
+EOF
+"$EXORUN" serve "$WORK/guarded-provider.toml" --listen tls://127.0.0.1:0 \
+    >"$WORK/guarded.out" 2>"$WORK/guarded.err" &
+GUARDED_PID=$!
+GUARDED_ADDRESS=""
+for _ in $(seq 1 300); do
+    GUARDED_ADDRESS="$(grep -o 'tls://[0-9.]*:[0-9]*' "$WORK/guarded.out" 2>/dev/null | head -n 1 || true)"
+    [ -n "$GUARDED_ADDRESS" ] && break
+    kill -0 "$GUARDED_PID" 2>/dev/null || { cat "$WORK/guarded.err" >&2; fail "the guarded server exited early"; }
+    sleep 0.1
+done
+[ -n "$GUARDED_ADDRESS" ] || fail "the guarded server did not report its address within 30 s"
+guarded_caller() {
+    cat <<EOF
+key = "bob.key"
+[apps]
+math-consumer = "$ROOT/fixtures/math-consumer.wasm"
+[peers]
+provider = { address = "$GUARDED_ADDRESS", key = "$PROVIDER_KEY"$1 }
+[instances.guarded-calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "provider", target = "math" } }
+EOF
+}
+guarded_caller ', capability = "bob.cap"' >"$WORK/guarded-composition.toml"
+guarded_caller '' >"$WORK/bare-composition.toml"
+say "running: exorun run guarded-composition.toml (bob presents bob.cap, delegated by alice)"
+"$EXORUN" run "$WORK/guarded-composition.toml" | tee -a "$WORK/run.out"
+say "running: exorun run bare-composition.toml (bob presents nothing)"
+if "$EXORUN" run "$WORK/bare-composition.toml" 2>"$WORK/refused.err"; then
+    fail "a call without a capability was let through"
+fi
+REFUSAL="$(grep -o 'this caller may not call[^"]*no capability was presented' "$WORK/refused.err" | head -n 1 || true)"
+printf 'refused without a capability: %s\n' "$REFUSAL" | tee -a "$WORK/run.out"
+kill -INT "$GUARDED_PID"
+STATUS=0
+wait "$GUARDED_PID" || STATUS=$?
+GUARDED_PID=""
+[ "$STATUS" -eq 0 ] || { cat "$WORK/guarded.err" >&2; fail "the guarded server exited with status $STATUS"; }
+
 say "a store that outlives its runtime: one exorun run writes a note, the next reads it"
 cat > "$WORK/notes.toml" <<EOF
 [apps]
@@ -141,8 +205,10 @@ for expected in \
     'kv-a: "KV result: bar"' \
     'kv-b: "KV result: bar"' \
     'secure-calc: "10 + 5 = 15"' \
+    'guarded-calc: "10 + 5 = 15"' \
+    'refused without a capability: this caller may not call `exorun:test/math` on `math`: no capability was presented' \
     'note read by a new runtime: some("kept")'; do
     grep -qxF "$expected" "$WORK/run.out" || fail "missing line: $expected"
     printf 'ok  %s\n' "$expected"
 done
-printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, and TLS with node keys)\n'
+printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, TLS with node keys, and an export guarded by a delegated capability)\n'
