@@ -239,6 +239,11 @@ impl exports::exorun::auth::capabilities::Guest for App {
             return Err("the key does not hold this capability".to_owned());
         }
         let rights = if rights.is_empty() { parent.rights.clone() } else { self::rights(&rights)? };
+        // A delegation only narrows; verification would refuse a wider one anyway.
+        let held = |right: &Right| parent.rights.iter().any(|granted| granted.covers(right));
+        if let Some(wider) = rights.iter().find(|right| !held(right)) {
+            return Err(format!("a delegation only narrows: {wider} is not granted to the holder"));
+        }
         let mut link = Link {
             issuer: parent.subject,
             subject: parse_key(&subject)?,
