@@ -107,6 +107,8 @@ pub enum Error {
 struct Exported {
     allow: Allow,
     guard: Option<Arc<str>>,
+    /// Calls dispatched to it (each counted once, whatever its outcome).
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The instances of a runtime that remote callers may reach, and who may reach each.
@@ -187,7 +189,12 @@ impl Exports {
     /// Makes the instance registered as `name` reachable by the callers `allow` names.
     pub fn export_allowing(&self, name: &str, allow: Allow) -> Result<(), registry::Error> {
         self.runtime.instance_named(name)?;
-        let exported = Exported { allow, guard: None };
+        let calls = Arc::default();
+        let exported = Exported {
+            allow,
+            guard: None,
+            calls,
+        };
         self.exported.insert(name.to_owned(), exported);
         Ok(())
     }
@@ -199,9 +206,28 @@ impl Exports {
         self.runtime.instance_named(name).map_err(Error::Registry)?;
         guard::check_guard(&self.runtime, guard).map_err(Error::Guard)?;
         let guard = Some(Arc::from(guard));
-        self.exported
-            .insert(name.to_owned(), Exported { allow, guard });
+        let calls = Arc::default();
+        let exported = Exported {
+            allow,
+            guard,
+            calls,
+        };
+        self.exported.insert(name.to_owned(), exported);
         Ok(())
+    }
+
+    /// Makes `name` unreachable again (calls already dispatched to it run on); whether it was
+    /// exported.
+    pub fn unexport(&self, name: &str) -> bool {
+        self.exported.remove(name).is_some()
+    }
+
+    /// Calls remote callers made to the export `name` so far (0 if it is not exported).
+    pub fn calls(&self, name: &str) -> u64 {
+        let calls = self.exported.get(name);
+        calls.map_or(0, |exported| {
+            exported.calls.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// Grants guards made that are kept now, over every connection (see `guard`).
@@ -247,11 +273,12 @@ impl Exports {
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
         };
-        let Some(Exported { allow, guard }) =
+        let Some(Exported { allow, guard, calls }) =
             self.exported.get(target).map(|entry| entry.value().clone())
         else {
             return Err(instance_not_found());
         };
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let method_not_found = || Failure::MethodNotFound {
             method: method.to_owned(),
         };

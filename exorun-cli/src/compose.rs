@@ -45,6 +45,7 @@ use exorun_transport::tls::Secure;
 use exorun_transport::transport;
 
 use crate::capability;
+use crate::meta;
 use crate::manifest;
 use crate::manifest::Link;
 use crate::manifest::Manifest;
@@ -78,6 +79,8 @@ pub enum Error {
 
 /// Every instance of a manifest, running.
 pub struct Composition {
+    /// What `exorun:host/meta` manages the running runtime with.
+    pub manager: Arc<meta::Manager>,
     /// Each instance by its manifest name.
     pub instances: BTreeMap<String, InstanceHandle>,
     /// The instances remote callers may reach.
@@ -88,7 +91,7 @@ pub struct Composition {
 
 /// Shared providers: one logging system, one kv system per store name, one channel per peer
 /// of the manifest (a `Peer`, one connection kept up with failover, or a NATS `Lattice`).
-struct Providers<'m> {
+pub(crate) struct Providers {
     logging: Arc<dyn SystemComponent>,
     caller: Arc<dyn SystemComponent>,
     capabilities: BTreeMap<PathBuf, Bytes>,
@@ -96,7 +99,8 @@ struct Providers<'m> {
     channels: BTreeMap<String, Arc<dyn Channel>>,
     key: Option<Arc<NodeKey>>,
     lattices: BTreeMap<String, nats::Settings>,
-    manifest: &'m Manifest,
+    peers: BTreeMap<String, manifest::Peer>,
+    meta: Arc<dyn SystemComponent>,
 }
 
 /// The systems each instance has its own of, from its settings.
@@ -105,7 +109,7 @@ struct Own {
     config: Arc<dyn SystemComponent>,
 }
 
-impl Providers<'_> {
+impl Providers {
     fn linkable(
         &mut self,
         link: &Link,
@@ -117,6 +121,7 @@ impl Providers<'_> {
             Link::Config => Linkable::System(Arc::clone(&own.config)),
             Link::Logging => Linkable::System(Arc::clone(&self.logging)),
             Link::Caller => Linkable::System(Arc::clone(&self.caller)),
+            Link::Meta => Linkable::System(Arc::clone(&self.meta)),
             Link::Kv { store } => {
                 let kv = self.stores.entry(store.clone()).or_insert_with(|| {
                     let shared: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(kv::Store::new()));
@@ -151,13 +156,13 @@ impl Providers<'_> {
     }
 }
 
-impl Providers<'_> {
+impl Providers {
     /// The one channel to the peer named `name`, made on first use.
     fn channel(&mut self, name: &str) -> Option<Arc<dyn Channel>> {
         if let Some(channel) = self.channels.get(name) {
             return Some(Arc::clone(channel));
         }
-        let spec = self.manifest.peers.get(name)?;
+        let spec = self.peers.get(name)?;
         let timeout = spec.config.client.timeout;
         let channel: Arc<dyn Channel> = match (&spec.nats, self.lattices.get(name)) {
             (Some(lattice), Some(settings)) => {
@@ -365,6 +370,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         apps.get(app).copied()
     };
     check_guards(&runtime, &manifest, app_of, &mut problems);
+    let manager = Arc::new(std::sync::OnceLock::new());
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
         caller: Arc::new(Caller),
@@ -373,8 +379,40 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         channels: BTreeMap::new(),
         key: key.clone(),
         lattices,
-        manifest: &manifest,
+        peers: manifest.peers.clone(),
+        meta: Arc::new(meta::Meta::new(Arc::clone(&manager))),
     };
+    let shared = (&runtime, &manifest, troubled.as_slice());
+    let builders = check_all(shared, &apps, &mut providers, app_of, &mut problems)?;
+    if !problems.is_empty() {
+        let path = manifest.path.display().to_string();
+        return Err(manifest::Error::Invalid { path, problems }.into());
+    }
+    let (instances, exports) = start_all(&runtime, &manifest, builders).await?;
+    let composer = Composer {
+        providers,
+        apps,
+        manifest,
+    };
+    let managing = meta::Manager::new(&runtime, &exports, composer);
+    let _ = manager.set(Arc::clone(&managing));
+    Ok(Composition {
+        manager: managing,
+        instances,
+        exports,
+        key,
+    })
+}
+
+/// Links every instance not already troubled and checks it; a link that does not hold is a
+/// problem at its key.
+fn check_all(
+    (runtime, manifest, troubled): (&Arc<Runtime>, &Manifest, &[String]),
+    apps: &BTreeMap<String, AppId>,
+    providers: &mut Providers,
+    app_of: impl Fn(&str) -> Option<AppId> + Copy,
+    problems: &mut Vec<(String, Problem)>,
+) -> Result<Vec<(String, builder::Checked)>, Error> {
     let mut builders = Vec::new();
     for (name, instance) in &manifest.instances {
         let Some(app) = apps.get(&instance.app) else {
@@ -384,20 +422,20 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         if troubled.iter().any(own_key) {
             continue;
         }
-        if let Some(problem) = per_call_mistake(&runtime, *app, name, &manifest) {
+        if let Some(problem) = per_call_mistake(runtime, *app, name, manifest) {
             problems.push((format!("instances.{name}.replicas"), problem));
             continue;
         }
-        let builder = InstanceBuilder::new(&runtime, *app)
-            .map_err(|source| instantiate_error(&manifest, name, source))?;
-        let builder = link_all(builder, name, instance, &mut providers, app_of);
+        let builder = InstanceBuilder::new(runtime, *app)
+            .map_err(|source| instantiate_error(manifest, name, source))?;
+        let builder = link_all(builder, name, instance, providers, app_of);
         let found = match builder.checked() {
             Ok(checked) => {
                 builders.push((name.clone(), checked));
                 continue;
             }
             Err(builder::Error::Refused { problems, .. }) => problems,
-            Err(error) => return Err(instantiate_error(&manifest, name, error)),
+            Err(error) => return Err(instantiate_error(manifest, name, error)),
         };
         let keyed = found.into_iter().map(|problem| {
             let key = problem_key(name, &problem);
@@ -405,16 +443,88 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         });
         problems.extend(keyed);
     }
-    if !problems.is_empty() {
-        let path = manifest.path.display().to_string();
-        return Err(manifest::Error::Invalid { path, problems }.into());
+    Ok(builders)
+}
+
+/// What a running composition starts new instances with (through `exorun:host/meta`): its
+/// providers (peers, stores, systems), its apps by name, and its manifest.
+pub struct Composer {
+    providers: Providers,
+    apps: BTreeMap<String, AppId>,
+    manifest: Manifest,
+}
+
+impl Composer {
+    /// The registered apps, by name.
+    pub fn apps(&self) -> &BTreeMap<String, AppId> {
+        &self.apps
     }
-    let (instances, exports) = start_all(&runtime, &manifest, builders).await?;
-    Ok(Composition {
-        instances,
-        exports,
-        key,
-    })
+
+    /// Registers `app` under `name`.
+    pub fn add_app(&mut self, name: &str, app: AppId) {
+        self.apps.insert(name.to_owned(), app);
+    }
+
+    /// Forgets the app `name`.
+    pub fn forget_app(&mut self, name: &str) -> Option<AppId> {
+        self.apps.remove(name)
+    }
+
+    /// Checks instance `name` from `settings` (a manifest's instance table) against what runs,
+    /// links it, instantiates it and exports it if it says so. Every problem at once, each as
+    /// `instances.NAME.KEY: problem`.
+    pub async fn start(
+        &mut self,
+        runtime: &Arc<Runtime>,
+        exports: &Exports,
+        name: &str,
+        settings: &str,
+    ) -> Result<InstanceHandle, Vec<String>> {
+        let lines = |problems: Vec<(String, Problem)>| {
+            let line = |(key, problem): (String, Problem)| format!("{key}: {problem}");
+            problems.into_iter().map(line).collect::<Vec<_>>()
+        };
+        let known = manifest::Known {
+            apps: self.apps.keys().cloned().collect(),
+            instances: runtime
+                .instances()
+                .iter()
+                .filter_map(|handle| handle.name().map(str::to_owned))
+                .collect(),
+        };
+        let peers = &mut self.providers.peers;
+        let parsed = manifest::parse_instance(&self.manifest, peers, &known, name, settings);
+        let instance = parsed.map_err(lines)?;
+        let app = self.apps.get(&instance.app).copied();
+        let app = app.ok_or_else(|| vec![format!("no app `{}`", instance.app)])?;
+        let builder = InstanceBuilder::new(runtime, app).map_err(|error| vec![error.to_string()])?;
+        let app_of = |other: &str| Some(runtime.instance_named(other).ok()?.app().id);
+        let builder = link_all(builder, name, &instance, &mut self.providers, app_of);
+        let checked = match builder.checked() {
+            Ok(checked) => checked,
+            Err(builder::Error::Refused { problems, .. }) => {
+                let keyed = problems.into_iter().map(|problem| {
+                    let key = problem_key(name, &problem);
+                    (key, Problem::Link(problem))
+                });
+                return Err(lines(keyed.collect()));
+            }
+            Err(error) => return Err(vec![error.to_string()]),
+        };
+        let handle = checked.instantiate().await.map_err(|error| vec![error.to_string()])?;
+        let Some(allow) = instance.export.clone() else {
+            return Ok(handle);
+        };
+        let exported = match &instance.guard {
+            Some(guard) => exports.export_guarded(name, allow, guard),
+            None => exports.export_allowing(name, allow).map_err(exports::Error::Registry),
+        };
+        if let Err(error) = exported {
+            let _ = runtime.remove_instance(handle.id());
+            return Err(vec![error.to_string()]);
+        }
+        Ok(handle)
+    }
 }
 
 /// Instantiates every checked instance, in manifest order, then exports those the manifest

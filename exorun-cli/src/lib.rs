@@ -7,3 +7,4 @@ pub mod capability;
 pub mod compose;
 pub mod invoke;
 pub mod manifest;
+pub mod meta;

@@ -109,6 +109,8 @@ pub struct Instance {
     pub guard: Option<String>,
     /// What it reads through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
+    /// The privileged systems it may link (`meta`).
+    pub trusted: Vec<String>,
     /// Its limits.
     pub limits: Limits,
     /// How many instances serve it.
@@ -145,6 +147,8 @@ pub enum Link {
     Config,
     /// The caller system (`exorun:host/caller`).
     Caller,
+    /// The privileged meta system (`exorun:host/meta`), for trusted instances only.
+    Meta,
     /// The kv system over the store of this name.
     Kv {
         /// The store's name (stores with one name are one store).
@@ -206,10 +210,21 @@ pub enum Store {
     },
 }
 
+/// The apps and instances a manifest's instance may name (a manifest's own, or a running
+/// runtime's for an instance started through meta).
+pub struct Known {
+    /// App names.
+    pub apps: std::collections::BTreeSet<String>,
+    /// Instance names.
+    pub instances: std::collections::BTreeSet<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInstance {
     app: String,
+    #[serde(default)]
+    trusted: Vec<String>,
     #[serde(default)]
     export: RawExport,
     #[serde(default)]
@@ -345,6 +360,10 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
     }
     let stores = check_stores(base, &mut checked_peers, &raw.stores, &mut problems);
     let mut instances = BTreeMap::new();
+    let known = Known {
+        apps: raw.apps.keys().cloned().collect(),
+        instances: raw.instances.keys().cloned().collect(),
+    };
     for (name, instance) in &raw.instances {
         let key = format!("instances.{name}");
         let unaddressable = |c: char| matches!(c, '.' | '#' | '(') || c.is_whitespace();
@@ -352,7 +371,7 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
             problems.push((key.clone(), Problem::BadInstanceName));
         }
         let checked = check_instance(
-            &raw,
+            &known,
             &mut checked_peers,
             base,
             &key,
@@ -385,6 +404,48 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
         instances,
         stores,
     })
+}
+
+/// Checks the settings of one instance `name` given as the TOML of a manifest's instance table
+/// (`exorun:host/meta`'s `start`), against the names a running runtime `known` has and the
+/// peers of `manifest` (an address given inline becomes a peer, added to `peers`). Such an
+/// instance can never be trusted with a privileged system.
+pub fn parse_instance(
+    manifest: &Manifest,
+    peers: &mut BTreeMap<String, Peer>,
+    known: &Known,
+    name: &str,
+    settings: &str,
+) -> Result<Instance, Vec<(String, Problem)>> {
+    let key = format!("instances.{name}");
+    let syntax = |error: toml::de::Error| {
+        let message = error.message().to_owned();
+        vec![(key.clone(), Problem::Settings { message })]
+    };
+    let raw: RawInstance = toml::from_str(settings).map_err(syntax)?;
+    let mut problems = Vec::new();
+    let unaddressable = |c: char| matches!(c, '.' | '#' | '(') || c.is_whitespace();
+    if name.is_empty() || name.contains(unaddressable) {
+        problems.push((key.clone(), Problem::BadInstanceName));
+    }
+    if !raw.trusted.is_empty() {
+        problems.push((format!("{key}.trusted"), Problem::Untrusted));
+    }
+    let base = manifest.path.parent().unwrap_or_else(|| Path::new("."));
+    let mut checked: BTreeMap<String, Option<Peer>> = peers
+        .iter()
+        .map(|(name, peer)| (name.clone(), Some(peer.clone())))
+        .collect();
+    let instance = check_instance(known, &mut checked, base, &key, &raw, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    for (name, peer) in checked {
+        if let Some(peer) = peer {
+            peers.insert(name, peer);
+        }
+    }
+    Ok(instance)
 }
 
 /// Every store under `[stores]`; a mistake is a problem at `stores.NAME`.
@@ -446,14 +507,14 @@ fn check_store(
 }
 
 fn check_instance(
-    raw: &RawManifest,
+    raw: &Known,
     peers: &mut BTreeMap<String, Option<Peer>>,
     base: &Path,
     key: &str,
     instance: &RawInstance,
     problems: &mut Vec<(String, Problem)>,
 ) -> Instance {
-    if !raw.apps.contains_key(&instance.app) {
+    if !raw.apps.contains(&instance.app) {
         let app = instance.app.clone();
         problems.push((format!("{key}.app"), Problem::UnknownApp { app }));
     }
@@ -486,7 +547,7 @@ fn check_instance(
         (None, None)
     });
     if let Some(guard) = &guard
-        && !raw.instances.contains_key(guard)
+        && !raw.instances.contains(guard)
     {
         let instance = guard.clone();
         problems.push((
@@ -503,6 +564,7 @@ fn check_instance(
     let config_linked = links
         .values()
         .any(|link| matches!(link, Link::Config | Link::Wasi));
+    check_trusted(key, &instance.trusted, &links, problems);
     if !instance.config.is_empty() && !config_linked {
         problems.push((format!("{key}.config"), Problem::UnusedConfig));
     }
@@ -511,11 +573,30 @@ fn check_instance(
         export,
         guard,
         config: instance.config.clone(),
+        trusted: instance.trusted.clone(),
         limits,
         replicas,
         restart,
         wasi,
         links,
+    }
+}
+
+/// `trusted` names only privileged systems, and a privileged system is linked only by an
+/// instance trusted with it.
+fn check_trusted(
+    key: &str,
+    trusted: &[String],
+    links: &BTreeMap<String, Link>,
+    problems: &mut Vec<(String, Problem)>,
+) {
+    for system in trusted.iter().filter(|system| *system != "meta") {
+        let system = system.clone();
+        problems.push((format!("{key}.trusted"), Problem::UnknownSystem { system }));
+    }
+    let meta_linked = links.values().any(|link| *link == Link::Meta);
+    if meta_linked && !trusted.iter().any(|system| system == "meta") {
+        problems.push((format!("{key}.links"), Problem::Untrusted));
     }
 }
 
@@ -687,7 +768,7 @@ fn check_wasi(
 }
 
 fn check_link(
-    raw: &RawManifest,
+    raw: &Known,
     peers: &mut BTreeMap<String, Option<Peer>>,
     base: &Path,
     link: &RawLink,
@@ -709,6 +790,7 @@ fn check_link(
             "logging" => Ok(Link::Logging),
             "config" => Ok(Link::Config),
             "caller" => Ok(Link::Caller),
+            "meta" => Ok(Link::Meta),
             "kv" => Ok(Link::Kv {
                 store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
             }),
@@ -718,7 +800,7 @@ fn check_link(
         };
     }
     if let Some(instance) = &link.local {
-        if !raw.instances.contains_key(instance) {
+        if !raw.instances.contains(instance) {
             let instance = instance.clone();
             return Err(Problem::UnknownInstance { instance });
         }

@@ -87,6 +87,12 @@ pub enum Error {
         /// The name concerned.
         name: String,
     },
+    /// An app that a running instance still runs.
+    #[error("the app is in use by instance {instance}")]
+    InUse {
+        /// The instance, by its id.
+        instance: String,
+    },
     /// Instantiation failed (a missing import, a trap in a start function, a limit).
     #[error("cannot instantiate `{app}`: {source}")]
     Instantiate {
@@ -279,6 +285,37 @@ impl Runtime {
         }
         handle.remove();
         Ok(())
+    }
+
+    /// Every running instance, by id order.
+    pub fn instances(&self) -> Vec<InstanceHandle> {
+        let mut handles: Vec<InstanceHandle> = self
+            .instances
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        handles.sort_by_key(InstanceHandle::id);
+        handles
+    }
+
+    /// Every registered app, by id order.
+    pub fn apps(&self) -> Vec<App> {
+        let mut apps: Vec<App> = self.apps.iter().map(|entry| entry.value().clone()).collect();
+        apps.sort_by_key(|app| app.id);
+        apps
+    }
+
+    /// Forgets an app no running instance uses (`InUse` names one that does).
+    pub fn remove_app(&self, id: AppId) -> Result<(), Error> {
+        let user = self.instances.iter().find(|entry| entry.value().app().id == id);
+        if let Some(user) = user {
+            let instance = user.value().id().to_string();
+            return Err(Error::InUse { instance });
+        }
+        self.apps
+            .remove(&id)
+            .map(|_| ())
+            .ok_or_else(|| not_found(format!("app #{}", id.0)))
     }
 
     /// Numbers of registered apps and running instances.

@@ -60,7 +60,7 @@ pub enum Problem {
         instance: String,
     },
     /// A system link names a system exorun does not have.
-    #[error("unknown system `{system}` (known: wasi, logging, kv, config, caller)")]
+    #[error("unknown system `{system}` (known: wasi, logging, kv, config, caller, meta)")]
     UnknownSystem {
         /// The system named.
         system: String,
@@ -101,6 +101,18 @@ pub enum Problem {
     #[error("{message}")]
     Capability {
         /// What happened, naming the file.
+        message: String,
+    },
+    /// A privileged system linked by an instance not trusted with it, or an instance started
+    /// through meta asking to be trusted.
+    #[error(
+        "`system = \"meta\"` is linked only by an instance of the manifest marked `trusted = [\"meta\"]`"
+    )]
+    Untrusted,
+    /// Instance settings (through meta) that are not a TOML instance table.
+    #[error("{message}")]
+    Settings {
+        /// What is wrong, in TOML's words.
         message: String,
     },
     /// `wasi:*` linked to something other than the WASI system.
