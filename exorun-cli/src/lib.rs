@@ -6,5 +6,6 @@
 pub mod capability;
 pub mod compose;
 pub mod invoke;
+pub mod manage;
 pub mod manifest;
 pub mod meta;

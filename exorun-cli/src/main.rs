@@ -28,6 +28,7 @@ use exorun_cli::capability;
 use exorun_cli::compose;
 use exorun_cli::invoke;
 use exorun_cli::invoke::Invocation;
+use exorun_cli::manage;
 use exorun_cli::manifest;
 
 mod serve_command;
@@ -68,8 +69,11 @@ enum Command {
     },
     /// Host a composition and answer remote calls to its exported instances until Ctrl-C.
     Serve {
-        /// The composition's TOML manifest.
-        manifest: PathBuf,
+        /// The composition's TOML manifest (optional with `--manage`).
+        #[arg(required_unless_present = "manage")]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        managing: ManageArgs,
         /// Where to listen: `tls://HOST:PORT`, `quic://HOST:PORT`, `tcp://HOST:PORT` or
         /// `unix://PATH` (repeatable).
         #[arg(long, required_unless_present = "nats")]
@@ -104,11 +108,80 @@ enum Command {
         /// The component file.
         component: PathBuf,
     },
+    /// Publish a component on a running runtime and start it; prints its name and exports.
+    Deploy {
+        /// The component.
+        component: PathBuf,
+        #[command(flatten)]
+        at: AtArgs,
+        /// The instance's name.
+        #[arg(long)]
+        name: String,
+        /// An import's link, as in a manifest: `IFACE={ system = "logging" }` (repeatable).
+        #[arg(long = "link")]
+        links: Vec<String>,
+        /// Makes the instance reachable by remote callers.
+        #[arg(long)]
+        export: bool,
+        /// How many replicas serve it.
+        #[arg(long)]
+        replicas: Option<u32>,
+    },
+    /// List what runs on a runtime: name, app, state, calls.
+    Ps {
+        #[command(flatten)]
+        at: AtArgs,
+    },
+    /// Stop an instance deployed on a runtime.
+    Stop {
+        /// The instance.
+        name: String,
+        #[command(flatten)]
+        at: AtArgs,
+    },
     /// Issue, delegate, show and revoke capabilities.
     Cap {
         #[command(subcommand)]
         action: CapCommand,
     },
+}
+
+/// `exorun serve --manage …`.
+#[derive(clap::Args)]
+struct ManageArgs {
+    /// Serves the `meta` export (guarded by `auth`) through which the runtime is changed.
+    #[arg(long, requires = "operator")]
+    manage: bool,
+    /// The operator's key (`ed25519:…`): auth's trusted root, who needs no capability.
+    #[arg(long, requires = "manage")]
+    operator: Option<String>,
+    /// Where what is deployed through meta is kept and started again from.
+    #[arg(long, requires = "manage")]
+    state: Option<PathBuf>,
+    /// Where `auth.wasm` and `meta.wasm` are (default: `EXORUN_COMPONENTS`, else the source
+    /// tree's `fixtures`).
+    #[arg(long)]
+    components: Option<PathBuf>,
+}
+
+/// Where a managing command calls (a runtime served with `--manage`), and as whom.
+#[derive(clap::Args)]
+struct AtArgs {
+    /// The runtime's address (`tls://HOST:PORT` or `quic://HOST:PORT`).
+    #[arg(long)]
+    at: String,
+    /// The key the runtime must present (`ed25519:…`).
+    #[arg(long)]
+    peer_key: String,
+    /// This caller's node key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// A capability to present (none: the key is the operator's).
+    #[arg(long)]
+    capability: Option<PathBuf>,
+    /// Where `meta.wasm` is (its types read the answers).
+    #[arg(long)]
+    components: Option<PathBuf>,
 }
 
 /// `exorun cap …`.
@@ -394,6 +467,7 @@ async fn command(command: Command) -> Result<(), Failed> {
         }
         Command::Serve {
             manifest,
+            managing,
             listen,
             lattice,
             peers,
@@ -401,14 +475,33 @@ async fn command(command: Command) -> Result<(), Failed> {
             insecure,
             limits,
         } => {
-            let manifest = load(&manifest, peers, key)?;
+            let manifest = match &managing.operator {
+                Some(operator) => managed(manifest.as_deref(), operator, &managing, peers, key)?,
+                None => load(manifest.as_deref().unwrap_or(Path::new("")), peers, key)?,
+            };
             let listening = Listening {
                 addresses: &listen,
                 insecure,
                 nats: lattice.settings()?,
                 lattice: lattice.lattice,
             };
-            serve_command::serve(manifest, &listening, limits.config()).await
+            let state = managing.state.as_deref();
+            serve_command::serve(manifest, &listening, limits.config(), state).await
+        }
+        Command::Deploy {
+            component,
+            at,
+            name,
+            links,
+            export,
+            replicas,
+        } => deploy(&component, &at, &name, &links, export, replicas).await,
+        Command::Ps { at } => ps(&at).await,
+        Command::Stop { name, at } => {
+            let components = manage::components(at.components.as_deref());
+            target(&at, &components).stop(&name).await?;
+            println!("stopped {name}");
+            Ok(())
         }
         Command::Inspect { component } => inspect(&component),
         Command::Keygen { out } => {
@@ -474,6 +567,104 @@ fn load(
         manifest.key = key;
     }
     Ok(manifest)
+}
+
+/// The manifest (if any) with what `--manage` adds.
+fn managed(
+    path: Option<&Path>,
+    operator: &str,
+    managing: &ManageArgs,
+    peers: Vec<(String, String)>,
+    key: Option<PathBuf>,
+) -> Result<manifest::Manifest, Failed> {
+    let operator = identity::PublicKey::parse(operator)?;
+    let components = manage::components(managing.components.as_deref());
+    let peers: BTreeMap<String, String> = peers.into_iter().collect();
+    let mut manifest = manage::managed(path, &operator, &components, &peers)?;
+    if key.is_some() {
+        manifest.key = key;
+    }
+    Ok(manifest)
+}
+
+fn target<'a>(at: &'a AtArgs, components: &'a Path) -> manage::Target<'a> {
+    manage::Target {
+        at: &at.at,
+        peer_key: &at.peer_key,
+        key: &at.key,
+        capability: at.capability.as_deref(),
+        components,
+    }
+}
+
+async fn deploy(
+    component: &Path,
+    at: &AtArgs,
+    name: &str,
+    links: &[String],
+    export: bool,
+    replicas: Option<u32>,
+) -> Result<(), Failed> {
+    let mut settings = String::new();
+    if !links.is_empty() {
+        let mut written = Vec::new();
+        for link in links {
+            let Some((interface, target)) = link.split_once('=') else {
+                return Err(Failed(vec![format!("--link {link}: expected IFACE={{ … }}")]));
+            };
+            written.push(format!("{interface:?} = {target}"));
+        }
+        settings.push_str(&format!("links = {{ {} }}\n", written.join(", ")));
+    }
+    if export {
+        settings.push_str("export = true\n");
+    }
+    if let Some(replicas) = replicas {
+        settings.push_str(&format!("replicas = {replicas}\n"));
+    }
+    let components = manage::components(at.components.as_deref());
+    let exports = target(at, &components)
+        .deploy(name, component, &settings)
+        .await?;
+    println!("deployed {name}");
+    for interface in exports {
+        println!("  exports {interface}");
+    }
+    Ok(())
+}
+
+async fn ps(at: &AtArgs) -> Result<(), Failed> {
+    let components = manage::components(at.components.as_deref());
+    let listed = target(at, &components).ps().await?;
+    println!("NAME\tAPP\tSTATE\tEXPORTED\tREPLICAS\tRESTARTS\tCALLS");
+    for instance in listed {
+        let field = |name: &str| {
+            let found = instance.fields.iter().find(|(field, _)| field == name);
+            found.map_or_else(String::new, |(_, value)| shown_value(value))
+        };
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            field("name"),
+            field("app"),
+            field("state"),
+            field("exported"),
+            field("replicas"),
+            field("restarts"),
+            field("calls")
+        );
+    }
+    Ok(())
+}
+
+fn shown_value(value: &wasmtime::component::Val) -> String {
+    use wasmtime::component::Val;
+    match value {
+        Val::String(text) => text.clone(),
+        Val::Bool(flag) => flag.to_string(),
+        Val::U32(number) => number.to_string(),
+        Val::U64(number) => number.to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 async fn run(manifest: manifest::Manifest, invoke: Option<&str>) -> Result<(), Failed> {

@@ -166,10 +166,15 @@ pub(crate) async fn serve(
     manifest: manifest::Manifest,
     listening: &Listening<'_>,
     config: server::Config,
+    state: Option<&Path>,
 ) -> Result<(), Failed> {
     let drain = config.drain_timeout;
     let path = manifest.path.clone();
     let composition = compose::build(manifest).await?;
+    // What meta deployed before is running again before anything is announced.
+    if let Some(state) = state {
+        composition.manager.restore(state).await?;
+    }
     let names = composition.exports.names();
     if names.is_empty() {
         let path = path.display();

@@ -1,0 +1,301 @@
+//! Managing a running runtime: what `exorun serve --manage` adds to a manifest (the `auth` and
+//! `meta` components, meta exported as `meta` and guarded by auth with the operator's key as
+//! its root), and the commands that call a runtime's meta export (`exorun deploy`, `ps`,
+//! `stop`) over tls:// or quic://, presenting a capability.
+//!
+//! The two components are read from a components directory: `--components DIR`, else the
+//! `EXORUN_COMPONENTS` environment variable, else the `fixtures` directory of the source tree
+//! the binary was built from (`scripts/build_apps.sh` builds them there). A user with only the
+//! binary points `--components` (or `EXORUN_COMPONENTS`) at a directory holding `auth.wasm`
+//! and `meta.wasm`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use exorun_core::registry::Runtime;
+use exorun_transport::address::Address;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::identity::NodeKey;
+use exorun_transport::identity::PublicKey;
+use exorun_transport::net;
+use exorun_transport::tls::Secure;
+use exorun_transport::transport;
+use neorpc::codec;
+use neorpc::failure::Failure;
+use neorpc::frame;
+use wasmtime::component::Val;
+
+use crate::capability;
+use crate::manifest;
+
+/// The environment variable naming the components directory.
+pub const COMPONENTS_ENV: &str = "EXORUN_COMPONENTS";
+/// The export `--manage` serves meta as.
+pub const META_EXPORT: &str = "meta";
+/// The interface the meta app exports.
+pub const MANAGE: &str = "exorun:meta/manage";
+/// The instance `--manage` runs auth as (meta's guard).
+pub const AUTH_INSTANCE: &str = "exorun-auth";
+/// Largest component `exorun deploy` sends (meta's own bound).
+pub const DEPLOY_BYTES_MAX: u64 = 16 << 20;
+
+/// Why a managing command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifest (with what `--manage` adds) is wrong.
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    /// A component, capability or key could not be read.
+    #[error("{0}")]
+    File(String),
+    /// The runtime could not be reached or did not answer.
+    #[error("{address}: {source}")]
+    Call {
+        /// Where.
+        address: String,
+        /// What happened.
+        source: client::Error,
+    },
+    /// meta's policy denied the request.
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// The runtime refused the request (a bad component, a link that does not fit, …).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A reply that is not what meta answers.
+    #[error("unexpected answer from meta: {0}")]
+    Answer(String),
+}
+
+/// The components directory: `given`, else `EXORUN_COMPONENTS`, else the source tree's
+/// `fixtures`.
+pub fn components(given: Option<&Path>) -> PathBuf {
+    if let Some(given) = given {
+        return given.to_owned();
+    }
+    if let Some(dir) = std::env::var_os(COMPONENTS_ENV) {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The manifest at `path` (none: an empty one, as if in the working directory) with auth and
+/// meta added: meta trusted with the meta system, exported as `meta`, guarded by auth, which
+/// trusts `operator`.
+pub fn managed(
+    path: Option<&Path>,
+    operator: &PublicKey,
+    components: &Path,
+    peers: &BTreeMap<String, String>,
+) -> Result<manifest::Manifest, Error> {
+    let (path, text) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|error| manifest::Error::Read {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            })?;
+            (path.to_owned(), text)
+        }
+        None => (PathBuf::from("managed.toml"), String::new()),
+    };
+    let shown = path.display().to_string();
+    let syntax = |message: String| manifest::Error::Syntax {
+        path: shown.clone(),
+        message,
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| syntax(e.to_string()))?;
+    let added = format!(
+        r#"
+[apps]
+exorun-auth = "{auth}"
+exorun-meta = "{meta}"
+[instances.{AUTH_INSTANCE}]
+app = "exorun-auth"
+config = {{ roots = "{operator}" }}
+links = {{ "wasi:*" = {{ system = "wasi" }} }}
+[instances.{META_EXPORT}]
+app = "exorun-meta"
+trusted = ["meta"]
+export = {{ guard = "{AUTH_INSTANCE}" }}
+links = {{ "exorun:host/meta" = {{ system = "meta" }}, "exorun:host/caller" = {{ system = "caller" }} }}
+"#,
+        auth = components.join("auth.wasm").display(),
+        meta = components.join("meta.wasm").display(),
+    );
+    let added: toml::Table = toml::from_str(&added).map_err(|e| syntax(e.to_string()))?;
+    for (section, entries) in added {
+        let toml::Value::Table(entries) = entries else {
+            continue;
+        };
+        let into = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(into) = into.as_table_mut() else {
+            return Err(syntax(format!("`{section}` must be a table")).into());
+        };
+        for (name, value) in entries {
+            if into.contains_key(&name) {
+                let taken = format!("`{section}.{name}` is what --manage adds; rename yours");
+                return Err(syntax(taken).into());
+            }
+            into.insert(name, value);
+        }
+    }
+    Ok(manifest::parse(&path, &table.to_string(), peers)?)
+}
+
+/// Where a managing command calls, as whom, presenting what.
+pub struct Target<'a> {
+    /// The runtime's address (tls:// or quic://).
+    pub at: &'a str,
+    /// The key it must present.
+    pub peer_key: &'a str,
+    /// This caller's node key file.
+    pub key: &'a Path,
+    /// A capability file to present (none: the caller's key is a root).
+    pub capability: Option<&'a Path>,
+    /// Where the meta component is (its types decode the answers).
+    pub components: &'a Path,
+}
+
+/// An instance as `exorun ps` prints it.
+pub struct Listed {
+    /// Its fields, in WIT order: name, app, exported, replicas, restarts, state, calls.
+    pub fields: Vec<(String, Val)>,
+}
+
+impl Target<'_> {
+    /// Calls `function` of meta's `manage` with `args`; its `ok` value.
+    async fn call(&self, function: &str, args: &[Val]) -> Result<Val, Error> {
+        let file_error = |error: &dyn std::fmt::Display| Error::File(error.to_string());
+        let runtime = Runtime::new().map_err(|error| file_error(&error))?;
+        let meta = self.components.join("meta.wasm");
+        let app = runtime
+            .add_app_file("meta", &meta)
+            .map_err(|error| file_error(&error))?;
+        let app = runtime.app(app).map_err(|error| file_error(&error))?;
+        let Some(export) = app.export(MANAGE, function) else {
+            return Err(Error::File(format!("{} has no {MANAGE}#{function}", meta.display())));
+        };
+        let address = Address::parse(self.at).map_err(|error| file_error(&error))?;
+        let pin = PublicKey::parse(self.peer_key).map_err(|error| file_error(&error))?;
+        let key = NodeKey::read(self.key).map_err(|error| file_error(&error))?;
+        let capability = match self.capability {
+            Some(path) => Some(capability::load(path).map_err(|error| file_error(&error))?),
+            None => None,
+        };
+        let secure = Secure {
+            key: Arc::new(key),
+            pin,
+        };
+        let called = |source: client::Error| Error::Call {
+            address: self.at.to_owned(),
+            source,
+        };
+        let max = transport::MESSAGE_BYTES_MAX;
+        let connection = net::connect_secure(&address, &secure, max).await;
+        let connection = connection.map_err(|error| called(client::Error::Transport(error)))?;
+        let client = Client::new(connection, client::Config::default());
+        let method = format!("{MANAGE}#{function}");
+        let mut writer = frame::CallWriter::new(META_EXPORT, &method)
+            .map_err(|error| called(client::Error::Frame(error)))?;
+        let limits = codec::Limits::default();
+        codec::encode_into(writer.args(), args, &limits)
+            .map_err(|error| Error::Answer(error.to_string()))?;
+        let presented = capability.as_ref().map(|bytes: &Bytes| &bytes[..]);
+        let frame = writer
+            .finish_presenting(&[], presented)
+            .map_err(|error| called(client::Error::Frame(error)))?;
+        let slab = client.call(frame).await.map_err(called)?;
+        let types = &export.signature().results;
+        let mut results = codec::decode(&slab, types, &limits)
+            .map_err(|error| Error::Answer(error.to_string()))?;
+        let Some(Val::Result(answer)) = results.pop() else {
+            return Err(Error::Answer("not a result".to_owned()));
+        };
+        match answer {
+            Ok(value) => Ok(value.map_or(Val::Tuple(Vec::new()), |value| *value)),
+            Err(Some(error)) => Err(meta_error(*error)),
+            Err(None) => Err(Error::Answer("an error without a reason".to_owned())),
+        }
+    }
+
+    /// Publishes `component` and starts it as `name` with `settings`; its exported interfaces.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        component: &Path,
+        settings: &str,
+    ) -> Result<Vec<String>, Error> {
+        let checked = exorun_core::registry::check_component_file(component, DEPLOY_BYTES_MAX);
+        checked.map_err(|error| Error::File(error.to_string()))?;
+        let bytes = std::fs::read(component).map_err(|error| {
+            Error::File(format!("cannot read {}: {error}", component.display()))
+        })?;
+        let bytes = Val::List(bytes.into_iter().map(Val::U8).collect());
+        let args = [
+            Val::String(name.to_owned()),
+            bytes,
+            Val::String(settings.to_owned()),
+        ];
+        let answer = self.call("deploy", &args).await?;
+        let Val::List(interfaces) = answer else {
+            return Err(Error::Answer(format!("{answer:?}")));
+        };
+        let text = |value: Val| match value {
+            Val::String(text) => Ok(text),
+            other => Err(Error::Answer(format!("{other:?}"))),
+        };
+        interfaces.into_iter().map(text).collect()
+    }
+
+    /// What runs, as meta lets the caller see it.
+    pub async fn ps(&self) -> Result<Vec<Listed>, Error> {
+        let answer = self.call("ps", &[]).await?;
+        let Val::List(instances) = answer else {
+            return Err(Error::Answer(format!("{answer:?}")));
+        };
+        let listed = |value: Val| match value {
+            Val::Record(fields) => Ok(Listed { fields }),
+            other => Err(Error::Answer(format!("{other:?}"))),
+        };
+        instances.into_iter().map(listed).collect()
+    }
+
+    /// Stops instance `name`.
+    pub async fn stop(&self, name: &str) -> Result<(), Error> {
+        self.call("stop", &[Val::String(name.to_owned())]).await?;
+        Ok(())
+    }
+}
+
+/// meta's `error` variant as a command's error.
+fn meta_error(error: Val) -> Error {
+    let Val::Variant(case, Some(reason)) = error else {
+        return Error::Answer(format!("{error:?}"));
+    };
+    let Val::String(reason) = *reason else {
+        return Error::Answer(format!("{reason:?}"));
+    };
+    match case.as_str() {
+        "denied" => Error::Denied(reason),
+        _ => Error::Refused(reason),
+    }
+}
+
+/// Whether a call failed because the guard denied it: the guard's answer, as a command prints
+/// it.
+pub fn guard_denial(error: &Error) -> Option<&Failure> {
+    let Error::Call {
+        source: client::Error::Remote(failure @ Failure::PermissionDenied { .. }),
+        ..
+    } = error
+    else {
+        return None;
+    };
+    Some(failure)
+}
