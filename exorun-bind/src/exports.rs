@@ -273,8 +273,11 @@ impl Exports {
         let instance_not_found = || Failure::InstanceNotFound {
             instance: target.to_owned(),
         };
-        let Some(Exported { allow, guard, calls }) =
-            self.exported.get(target).map(|entry| entry.value().clone())
+        let Some(Exported {
+            allow,
+            guard,
+            calls,
+        }) = self.exported.get(target).map(|entry| entry.value().clone())
         else {
             return Err(instance_not_found());
         };

@@ -45,11 +45,11 @@ use exorun_transport::tls::Secure;
 use exorun_transport::transport;
 
 use crate::capability;
-use crate::meta;
 use crate::manifest;
 use crate::manifest::Link;
 use crate::manifest::Manifest;
 use crate::manifest::Problem;
+use crate::meta;
 
 /// Why a composition did not start.
 #[derive(Debug, thiserror::Error)]
@@ -497,7 +497,8 @@ impl Composer {
         let instance = parsed.map_err(lines)?;
         let app = self.apps.get(&instance.app).copied();
         let app = app.ok_or_else(|| vec![format!("no app `{}`", instance.app)])?;
-        let builder = InstanceBuilder::new(runtime, app).map_err(|error| vec![error.to_string()])?;
+        let builder =
+            InstanceBuilder::new(runtime, app).map_err(|error| vec![error.to_string()])?;
         let app_of = |other: &str| Some(runtime.instance_named(other).ok()?.app().id);
         let builder = link_all(builder, name, &instance, &mut self.providers, app_of);
         let checked = match builder.checked() {
@@ -511,13 +512,18 @@ impl Composer {
             }
             Err(error) => return Err(vec![error.to_string()]),
         };
-        let handle = checked.instantiate().await.map_err(|error| vec![error.to_string()])?;
+        let handle = checked
+            .instantiate()
+            .await
+            .map_err(|error| vec![error.to_string()])?;
         let Some(allow) = instance.export.clone() else {
             return Ok(handle);
         };
         let exported = match &instance.guard {
             Some(guard) => exports.export_guarded(name, allow, guard),
-            None => exports.export_allowing(name, allow).map_err(exports::Error::Registry),
+            None => exports
+                .export_allowing(name, allow)
+                .map_err(exports::Error::Registry),
         };
         if let Err(error) = exported {
             let _ = runtime.remove_instance(handle.id());

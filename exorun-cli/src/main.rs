@@ -610,7 +610,9 @@ async fn deploy(
         let mut written = Vec::new();
         for link in links {
             let Some((interface, target)) = link.split_once('=') else {
-                return Err(Failed(vec![format!("--link {link}: expected IFACE={{ … }}")]));
+                return Err(Failed(vec![format!(
+                    "--link {link}: expected IFACE={{ … }}"
+                )]));
             };
             written.push(format!("{interface:?} = {target}"));
         }
@@ -656,15 +658,13 @@ async fn ps(at: &AtArgs) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A listed field in plain text (strings unquoted), as WAVE writes the rest.
 fn shown_value(value: &wasmtime::component::Val) -> String {
     use wasmtime::component::Val;
-    match value {
-        Val::String(text) => text.clone(),
-        Val::Bool(flag) => flag.to_string(),
-        Val::U32(number) => number.to_string(),
-        Val::U64(number) => number.to_string(),
-        other => format!("{other:?}"),
+    if let Val::String(text) = value {
+        return text.clone();
     }
+    value.to_wave().unwrap_or_else(|error| format!("<{error}>"))
 }
 
 async fn run(manifest: manifest::Manifest, invoke: Option<&str>) -> Result<(), Failed> {

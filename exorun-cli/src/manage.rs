@@ -179,7 +179,10 @@ impl Target<'_> {
             .map_err(|error| file_error(&error))?;
         let app = runtime.app(app).map_err(|error| file_error(&error))?;
         let Some(export) = app.export(MANAGE, function) else {
-            return Err(Error::File(format!("{} has no {MANAGE}#{function}", meta.display())));
+            return Err(Error::File(format!(
+                "{} has no {MANAGE}#{function}",
+                meta.display()
+            )));
         };
         let address = Address::parse(self.at).map_err(|error| file_error(&error))?;
         let pin = PublicKey::parse(self.peer_key).map_err(|error| file_error(&error))?;
@@ -246,9 +249,11 @@ impl Target<'_> {
         let Val::List(interfaces) = answer else {
             return Err(Error::Answer(format!("{answer:?}")));
         };
-        let text = |value: Val| match value {
-            Val::String(text) => Ok(text),
-            other => Err(Error::Answer(format!("{other:?}"))),
+        let text = |value: Val| {
+            let Val::String(text) = value else {
+                return Err(Error::Answer(format!("{value:?}")));
+            };
+            Ok(text)
         };
         interfaces.into_iter().map(text).collect()
     }
@@ -259,9 +264,11 @@ impl Target<'_> {
         let Val::List(instances) = answer else {
             return Err(Error::Answer(format!("{answer:?}")));
         };
-        let listed = |value: Val| match value {
-            Val::Record(fields) => Ok(Listed { fields }),
-            other => Err(Error::Answer(format!("{other:?}"))),
+        let listed = |value: Val| {
+            let Val::Record(fields) = value else {
+                return Err(Error::Answer(format!("{value:?}")));
+            };
+            Ok(Listed { fields })
         };
         instances.into_iter().map(listed).collect()
     }

@@ -235,7 +235,10 @@ impl Manager {
             .await
             .is_err()
         {
-            tracing::warn!(instance = name, "stopped, but its calls ran past the stop timeout");
+            tracing::warn!(
+                instance = name,
+                "stopped, but its calls ran past the stop timeout"
+            );
         }
         Ok(())
     }

@@ -300,14 +300,21 @@ impl Runtime {
 
     /// Every registered app, by id order.
     pub fn apps(&self) -> Vec<App> {
-        let mut apps: Vec<App> = self.apps.iter().map(|entry| entry.value().clone()).collect();
+        let mut apps: Vec<App> = self
+            .apps
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
         apps.sort_by_key(|app| app.id);
         apps
     }
 
     /// Forgets an app no running instance uses (`InUse` names one that does).
     pub fn remove_app(&self, id: AppId) -> Result<(), Error> {
-        let user = self.instances.iter().find(|entry| entry.value().app().id == id);
+        let user = self
+            .instances
+            .iter()
+            .find(|entry| entry.value().app().id == id);
         if let Some(user) = user {
             let instance = user.value().id().to_string();
             return Err(Error::InUse { instance });
