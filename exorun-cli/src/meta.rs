@@ -141,6 +141,11 @@ impl Manager {
         self.added.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The instance `name` that meta started, if it runs.
+    pub fn instance(&self, name: &str) -> Option<InstanceHandle> {
+        self.started().get(name).cloned()
+    }
+
     /// The registered apps' names.
     pub async fn apps(&self) -> Vec<String> {
         self.composer.lock().await.apps().keys().cloned().collect()

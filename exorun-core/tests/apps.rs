@@ -251,3 +251,18 @@ fn auth_and_whoami_match_their_worlds() {
         &[("exorun:test/called-by", &["who"])],
     );
 }
+
+#[test]
+fn meta_matches_its_world() {
+    assert_world(
+        "meta",
+        &[
+            ("exorun:host/caller", &["caveats"]),
+            (
+                "exorun:host/meta",
+                &["add-app", "instances", "remove-app", "start", "stop"],
+            ),
+        ],
+        &[("exorun:meta/manage", &["deploy", "ps", "stop"])],
+    );
+}
