@@ -9,8 +9,9 @@
 # link: two node keys from `exorun keygen`, a second server on tls:// whose export allows only
 # the caller's key, and a caller that pins the server's key; then an export guarded by the
 # `auth` app, called with a capability the operator issued and its holder delegated, and
-# refused without one; then a note kept in a store on disk by one `exorun run` and read by the
-# next. Prints every result, stops the
+# refused without one; then a runtime served with `--manage` gets math-provider deployed onto it
+# while it runs, which a consumer calls before it is stopped; then a note kept in a store on
+# disk by one `exorun run` and read by the next. Prints every result, stops the
 # servers with Ctrl-C (SIGINT) and exits non-zero if any expected line is missing or a server
 # did not stop cleanly.
 set -euo pipefail
@@ -21,9 +22,10 @@ WORK="$(mktemp -d)"
 SERVER_PID=""
 SECURE_PID=""
 GUARDED_PID=""
+MANAGED_PID=""
 
 cleanup() {
-    for pid in "$SERVER_PID" "$SECURE_PID" "$GUARDED_PID"; do
+    for pid in "$SERVER_PID" "$SECURE_PID" "$GUARDED_PID" "$MANAGED_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
         fi
@@ -182,6 +184,39 @@ wait "$GUARDED_PID" || STATUS=$?
 GUARDED_PID=""
 [ "$STATUS" -eq 0 ] || { cat "$WORK/guarded.err" >&2; fail "the guarded server exited with status $STATUS"; }
 
+say "managing a running runtime: exorun serve --manage, then deploy, call, ps and stop"
+"$EXORUN" serve --manage --operator "$(cat "$WORK/operator.pub")" --key "$WORK/provider.key" \
+    --listen tls://127.0.0.1:0 >"$WORK/managed.out" 2>"$WORK/managed.err" &
+MANAGED_PID=$!
+MANAGED_ADDRESS=""
+for _ in $(seq 1 300); do
+    MANAGED_ADDRESS="$(grep -o 'tls://[0-9.]*:[0-9]*' "$WORK/managed.out" 2>/dev/null | head -n 1 || true)"
+    [ -n "$MANAGED_ADDRESS" ] && grep -q 'serving' "$WORK/managed.out" && break
+    kill -0 "$MANAGED_PID" 2>/dev/null || { cat "$WORK/managed.err" >&2; fail "the managed server exited early"; }
+    sleep 0.1
+done
+grep -q 'serving' "$WORK/managed.out" || fail "the managed server did not start within 30 s"
+AT=(--at "$MANAGED_ADDRESS" --peer-key "$PROVIDER_KEY" --key "$WORK/operator.key")
+"$EXORUN" deploy "$ROOT/fixtures/math-provider.wasm" --name math --export "${AT[@]}"
+cat >"$WORK/deployed-composition.toml" <<EOF
+key = "operator.key"
+[apps]
+math-consumer = "$ROOT/fixtures/math-consumer.wasm"
+[peers]
+managed = { address = "$MANAGED_ADDRESS", key = "$PROVIDER_KEY" }
+[instances.deployed-calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "managed", target = "math" } }
+EOF
+"$EXORUN" run "$WORK/deployed-composition.toml" | tee -a "$WORK/run.out"
+"$EXORUN" ps "${AT[@]}"
+"$EXORUN" stop math "${AT[@]}"
+kill -INT "$MANAGED_PID"
+STATUS=0
+wait "$MANAGED_PID" || STATUS=$?
+MANAGED_PID=""
+[ "$STATUS" -eq 0 ] || { cat "$WORK/managed.err" >&2; fail "the managed server exited with status $STATUS"; }
+
 say "a store that outlives its runtime: one exorun run writes a note, the next reads it"
 cat > "$WORK/notes.toml" <<EOF
 [apps]
@@ -206,9 +241,10 @@ for expected in \
     'kv-b: "KV result: bar"' \
     'secure-calc: "10 + 5 = 15"' \
     'guarded-calc: "10 + 5 = 15"' \
+    'deployed-calc: "10 + 5 = 15"' \
     'refused without a capability: this caller may not call `exorun:test/math` on `math`: no capability was presented' \
     'note read by a new runtime: some("kept")'; do
     grep -qxF "$expected" "$WORK/run.out" || fail "missing line: $expected"
     printf 'ok  %s\n' "$expected"
 done
-printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, TLS with node keys, and an export guarded by a delegated capability)\n'
+printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, TLS with node keys, an export guarded by a delegated capability, and one deployed onto a running runtime)\n'
