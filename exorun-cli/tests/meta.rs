@@ -230,6 +230,38 @@ fn without_a_capability_or_outside_its_prefix_nothing_changes() {
         "exorun: permission denied: `meta` is outside the names granted (`team-`…)\n"
     );
     assert_eq!(managed.names(), ["exorun-auth", "meta"]);
+    // A size caveat: this capability takes components of at most 1,000 bytes.
+    let small = managed.dir.join("small.cap");
+    let _ = std::fs::remove_file(&small);
+    let delegated = run(&[
+        "cap",
+        "delegate",
+        capability.to_str().unwrap(),
+        "--key",
+        stranger.to_str().unwrap(),
+        "--to",
+        &stranger_public,
+        "--caveat",
+        "bytes-max=1000",
+        "--out",
+        small.to_str().unwrap(),
+    ]);
+    assert!(delegated.status.success(), "{}", text(&delegated.stderr));
+    let size = std::fs::metadata(&provider).unwrap().len();
+    let args = [
+        "deploy",
+        provider.as_str(),
+        "--name",
+        "team-big",
+        "--export",
+    ];
+    let too_big = managed.as_key(&stranger, Some(&small), &args);
+    assert_eq!(
+        text(&too_big.stderr),
+        format!(
+            "exorun: permission denied: a component of {size} bytes is over the 1000 granted\n"
+        )
+    );
     let inside = team(&["deploy", &provider, "--name", "team-math", "--export"]);
     assert!(inside.status.success(), "{}", text(&inside.stderr));
     let listed = team(&["ps"]);
@@ -261,6 +293,20 @@ fn bad_components_links_and_names_are_refused_with_their_reasons() {
     assert!(
         stderr.starts_with("exorun: refused: instances.calc.links.\"exorun:test/math\": "),
         "{stderr}"
+    );
+    // Past the 16 MiB a deploy may carry: refused before anything is sent.
+    let huge = managed.dir.join("huge.wasm");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let oversized = managed.operator(&["deploy", huge.to_str().unwrap(), "--name", "huge"]);
+    assert_eq!(
+        text(&oversized.stderr),
+        format!(
+            "exorun: {} is 16777217 bytes, over the limit of 16777216\n",
+            huge.display()
+        )
     );
     let named = managed.operator(&["deploy", &math_provider(), "--name", "a.b"]);
     assert_eq!(
