@@ -183,41 +183,53 @@ fn a_deployed_provider_is_called_from_another_process_until_it_is_stopped() {
     assert!(status.success(), "{stderr}");
 }
 
+/// `deploy`, `ps` and `stop` by `stranger`, who presents nothing: each refused by the guard.
+fn refused_without_a_capability(managed: &Managed, stranger: &Path, provider: &str) {
+    let no_capability = "this caller may not call `exorun:meta/manage` on `meta`: no capability \
+                         was presented";
+    for args in [
+        vec!["deploy", provider, "--name", "math", "--export"],
+        vec!["ps"],
+        vec!["stop", "meta"],
+    ] {
+        let refused = managed.as_key(stranger, None, &args);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        let stderr = text(&refused.stderr);
+        assert!(stderr.contains(no_capability), "{args:?}: {stderr}");
+    }
+}
+
+/// `exorun cap ARGS… MORE… --out FILE` (an old FILE removed first).
+fn cap_file(file: &Path, args: &[&str], more: &[&str]) {
+    let _ = std::fs::remove_file(file);
+    let mut all = vec!["cap"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(more);
+    all.extend_from_slice(&["--out", file.to_str().unwrap()]);
+    let made = run(&all);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+}
+
 #[test]
 fn without_a_capability_or_outside_its_prefix_nothing_changes() {
     let managed = Managed::start("denied", None);
     let (stranger, stranger_public) = keygen(&managed.dir, "stranger");
     let provider = math_provider();
-    let no_capability = "this caller may not call `exorun:meta/manage` on `meta`: no capability \
-                         was presented";
-    for args in [
-        vec!["deploy", provider.as_str(), "--name", "math", "--export"],
-        vec!["ps"],
-        vec!["stop", "meta"],
-    ] {
-        let refused = managed.as_key(&stranger, None, &args);
-        assert_eq!(refused.status.code(), Some(1), "{args:?}");
-        let stderr = text(&refused.stderr);
-        assert!(stderr.contains(no_capability), "{args:?}: {stderr}");
-    }
+    refused_without_a_capability(&managed, &stranger, &provider);
     // A capability for every meta function, but only under `team-`.
     let capability = managed.dir.join("team.cap");
-    let _ = std::fs::remove_file(&capability);
-    let issued = run(&[
-        "cap",
-        "issue",
-        "--key",
-        managed.operator.to_str().unwrap(),
-        "--to",
-        &stranger_public,
+    let operator = managed.operator.to_str().unwrap();
+    let allow = [
         "--allow",
         "meta/exorun:meta/manage",
         "--caveat",
         "prefix=team-",
-        "--out",
-        capability.to_str().unwrap(),
-    ]);
-    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    ];
+    cap_file(
+        &capability,
+        &["issue", "--key", operator, "--to", &stranger_public],
+        &allow,
+    );
     let team = |args: &[&str]| managed.as_key(&stranger, Some(&capability), args);
     let outside = team(&["deploy", &provider, "--name", "math", "--export"]);
     assert_eq!(
@@ -232,21 +244,16 @@ fn without_a_capability_or_outside_its_prefix_nothing_changes() {
     assert_eq!(managed.names(), ["exorun-auth", "meta"]);
     // A size caveat: this capability takes components of at most 1,000 bytes.
     let small = managed.dir.join("small.cap");
-    let _ = std::fs::remove_file(&small);
-    let delegated = run(&[
-        "cap",
+    let (team_file, stranger_file) = (capability.to_str().unwrap(), stranger.to_str().unwrap());
+    let args = [
         "delegate",
-        capability.to_str().unwrap(),
+        team_file,
         "--key",
-        stranger.to_str().unwrap(),
+        stranger_file,
         "--to",
         &stranger_public,
-        "--caveat",
-        "bytes-max=1000",
-        "--out",
-        small.to_str().unwrap(),
-    ]);
-    assert!(delegated.status.success(), "{}", text(&delegated.stderr));
+    ];
+    cap_file(&small, &args, &["--caveat", "bytes-max=1000"]);
     let size = std::fs::metadata(&provider).unwrap().len();
     let args = [
         "deploy",
