@@ -64,7 +64,7 @@ links = { "exorun:test/math" = { local = "b" } }
          exorun: M: instances.c.links.\"exorun:test/math\": the peer `far` is not usable (see \
          peers.far)\n\
          exorun: M: instances.d.links.\"exorun:test/math\": unknown system `clock` (known: \
-         wasi, logging, kv, config, caller)\n\
+         wasi, logging, kv, config, caller, meta)\n\
          exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
          instance's name on the peer\n\
          exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
