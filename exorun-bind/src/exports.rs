@@ -131,9 +131,12 @@ struct Guarded {
 }
 
 impl Guarded {
-    async fn check(self, origin: &handler::Origin) -> Result<Vec<String>, Failure> {
+    async fn check(self, origin: &handler::Origin, args: u64) -> Result<Vec<String>, Failure> {
+        let presented = self.capability.as_ref().map_or(0, Bytes::len);
+        let presented = u64::try_from(presented).unwrap_or(u64::MAX);
         let ask = guard::Ask {
             origin,
+            weight: args.saturating_add(presented),
             capability: self.capability,
             export: &self.export,
             interface: &self.interface,
@@ -189,6 +192,7 @@ impl Exports {
     /// Makes the instance registered as `name` reachable by the callers `allow` names.
     pub fn export_allowing(&self, name: &str, allow: Allow) -> Result<(), registry::Error> {
         self.runtime.instance_named(name)?;
+        self.guards.forget_export(name);
         let calls = Arc::default();
         let exported = Exported {
             allow,
@@ -205,6 +209,7 @@ impl Exports {
     pub fn export_guarded(&self, name: &str, allow: Allow, guard: &str) -> Result<(), Error> {
         self.runtime.instance_named(name).map_err(Error::Registry)?;
         guard::check_guard(&self.runtime, guard).map_err(Error::Guard)?;
+        self.guards.forget_export(name);
         let guard = Some(Arc::from(guard));
         let calls = Arc::default();
         let exported = Exported {
@@ -219,7 +224,9 @@ impl Exports {
     /// Makes `name` unreachable again (calls already dispatched to it run on); whether it was
     /// exported.
     pub fn unexport(&self, name: &str) -> bool {
-        self.exported.remove(name).is_some()
+        let removed = self.exported.remove(name).is_some();
+        self.guards.forget_export(name);
+        removed
     }
 
     /// Calls remote callers made to the export `name` so far (0 if it is not exported).
@@ -372,7 +379,10 @@ impl Job {
     /// reply frame.
     async fn run(mut self) -> handler::Outcome {
         let caveats = match self.guarded.take() {
-            Some(guarded) => guarded.check(&self.origin).await?,
+            Some(guarded) => {
+                let args = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
+                guarded.check(&self.origin, args).await?
+            }
             None => Vec::new(),
         };
         let chain = std::mem::take(&mut self.chain);

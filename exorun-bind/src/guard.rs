@@ -69,6 +69,9 @@ pub enum Error {
 /// A call, as the guard is asked about it.
 pub(crate) struct Ask<'a> {
     pub(crate) origin: &'a handler::Origin,
+    /// The bytes the call holds while it waits for the guard (its arguments and capability),
+    /// counted against the guard's `bytes_waiting_max`.
+    pub(crate) weight: u64,
     pub(crate) capability: Option<Bytes>,
     pub(crate) export: &'a str,
     pub(crate) interface: &'a str,
@@ -144,7 +147,9 @@ impl Guards {
             export: ask.export.to_owned(),
             interface: ask.interface.to_owned(),
             function: ask.function.to_owned(),
-            capability: ask.capability.clone(),
+            // A copy: the presented bytes are a slice of the whole call frame, which a kept
+            // grant must not pin.
+            capability: ask.capability.as_deref().map(Bytes::copy_from_slice),
             caveats: caveats.clone(),
             until,
         });
@@ -163,6 +168,14 @@ impl Guards {
     /// Drops what `connection` was granted.
     pub(crate) fn closed(&self, connection: u64) {
         self.grants().remove(&connection);
+    }
+
+    /// Drops every grant for `export`, on every connection: it was exported anew (perhaps with
+    /// another guard) or not at all any more.
+    pub(crate) fn forget_export(&self, export: &str) {
+        for kept in self.grants().values_mut() {
+            kept.retain(|grant| grant.export != export);
+        }
     }
 }
 
@@ -202,10 +215,7 @@ async fn ask_guard(
     let Some(export) = handle.app().export(INTERFACE, FUNCTION) else {
         return Err(failed("it does not export the check"));
     };
-    let weight = ask.capability.as_ref().map_or(0, Bytes::len);
-    let leased = handle
-        .lease(u64::try_from(weight).unwrap_or(u64::MAX))
-        .await;
+    let leased = handle.lease(ask.weight).await;
     let mut lease = match leased {
         Ok(lease) => lease,
         Err(

@@ -169,3 +169,20 @@ async fn a_lattice_call_to_a_guarded_export_is_denied_without_asking() {
     assert_eq!(outcome.map(|_| ()), Err(denied));
     assert_eq!(exports.grants_kept(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_go_with_the_export_they_were_made_for() {
+    let exports = guarded().await;
+    let client = common::memory_peer(&exports);
+    client.call(call_frame(b"granted")).await.unwrap();
+    assert_eq!(exports.grants_kept(), 1);
+    // Exported anew (with the same guard or another): what was granted before is asked again.
+    exports
+        .export_guarded("guarded", Allow::Anyone, "wild")
+        .unwrap();
+    assert_eq!(exports.grants_kept(), 0);
+    client.call(call_frame(b"granted")).await.unwrap();
+    assert_eq!(exports.grants_kept(), 1);
+    assert!(exports.unexport("guarded"));
+    assert_eq!(exports.grants_kept(), 0);
+}

@@ -470,13 +470,14 @@ impl Composer {
         self.apps.remove(name)
     }
 
-    /// Checks instance `name` from `settings` (a manifest's instance table) against what runs,
-    /// links it, instantiates it and exports it if it says so. Every problem at once, each as
+    /// Checks instance `name` from `settings` (a manifest's instance table) against what runs
+    /// (`deployed`: the instances started so, which alone it may link to locally), links it,
+    /// instantiates it and exports it if it says so. Every problem at once, each as
     /// `instances.NAME.KEY: problem`.
     pub async fn start(
         &mut self,
-        runtime: &Arc<Runtime>,
-        exports: &Exports,
+        (runtime, exports): (&Arc<Runtime>, &Exports),
+        deployed: &std::collections::BTreeSet<String>,
         name: &str,
         settings: &str,
     ) -> Result<InstanceHandle, Vec<String>> {
@@ -491,6 +492,7 @@ impl Composer {
                 .iter()
                 .filter_map(|handle| handle.name().map(str::to_owned))
                 .collect(),
+            deployed: deployed.clone(),
         };
         let peers = &mut self.providers.peers;
         let parsed = manifest::parse_instance(&self.manifest, peers, &known, name, settings);

@@ -217,6 +217,9 @@ pub struct Known {
     pub apps: std::collections::BTreeSet<String>,
     /// Instance names.
     pub instances: std::collections::BTreeSet<String>,
+    /// Of those, the ones started through meta (the only ones a deployed instance may link to
+    /// locally).
+    pub deployed: std::collections::BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +366,7 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
     let known = Known {
         apps: raw.apps.keys().cloned().collect(),
         instances: raw.instances.keys().cloned().collect(),
+        deployed: std::collections::BTreeSet::new(),
     };
     for (name, instance) in &raw.instances {
         let key = format!("instances.{name}");
@@ -436,7 +440,8 @@ pub fn parse_instance(
         .iter()
         .map(|(name, peer)| (name.clone(), Some(peer.clone())))
         .collect();
-    let instance = check_instance(known, &mut checked, base, &key, &raw, &mut problems);
+    let mut instance = check_instance(known, &mut checked, base, &key, &raw, &mut problems);
+    confine(&key, &raw, &mut instance, known, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -446,6 +451,56 @@ pub fn parse_instance(
         }
     }
     Ok(instance)
+}
+
+/// What a deployed instance may not do, because it would reach past what its deployer was
+/// granted: host directories or the host's stdio, capability files on the host (or a peer's,
+/// which is the operator's), and local links to instances it was not deployed beside (a local
+/// link passes no guard or allow list). Its kv stores are its own: every store name it links
+/// is kept apart from the manifest's (`deployed/NAME`).
+fn confine(
+    key: &str,
+    raw: &RawInstance,
+    instance: &mut Instance,
+    known: &Known,
+    problems: &mut Vec<(String, Problem)>,
+) {
+    let mut refuse = |at: String, what: String| problems.push((at, Problem::Deployed { what }));
+    if !instance.wasi.preopens.is_empty() {
+        refuse(
+            format!("{key}.wasi"),
+            "preopened host directories".to_owned(),
+        );
+    }
+    if instance.wasi.inherit_stdio {
+        refuse(
+            format!("{key}.wasi"),
+            "the host's stdout and stderr".to_owned(),
+        );
+    }
+    for (interface, link) in &raw.links {
+        if link.capability.is_some() {
+            let at = format!("{key}.links.\"{interface}\"");
+            refuse(at, "a capability file on the host".to_owned());
+        }
+    }
+    for (interface, link) in &mut instance.links {
+        match link {
+            Link::Named { instance } if !known.deployed.contains(instance.as_str()) => {
+                let at = format!("{key}.links.\"{interface}\"");
+                let what = format!("a local link to `{instance}`, which was not deployed");
+                refuse(at, what);
+            }
+            Link::Kv { store } => *store = format!("deployed/{store}"),
+            Link::Remote { capability, .. } => *capability = None,
+            Link::Wasi
+            | Link::Logging
+            | Link::Config
+            | Link::Caller
+            | Link::Meta
+            | Link::Named { .. } => {}
+        }
+    }
 }
 
 /// Every store under `[stores]`; a mistake is a problem at `stores.NAME`.

@@ -200,9 +200,13 @@ impl Manager {
         let compiled = tokio::task::spawn_blocking(move || runtime.add_app(&owned, &bytes)).await;
         let compiled = compiled.map_err(|error| format!("the compiler failed: {error}"))?;
         let app = compiled.map_err(|error| error.to_string())?;
+        if let Err(error) = self.save(&format!("apps/{name}.wasm"), &component) {
+            let _ = self.runtime.remove_app(app);
+            return Err(error);
+        }
         composer.add_app(name, app);
         self.added().push(name.to_owned());
-        self.save(&format!("apps/{name}.wasm"), &component)
+        Ok(())
     }
 
     /// Starts instance `name` as `settings` says; its exported interfaces.
@@ -212,18 +216,23 @@ impl Manager {
             return Err(format!("meta runs {STARTED_MAX} instances already"));
         }
         let mut composer = self.composer.lock().await;
+        let deployed = self.started().keys().cloned().collect();
         let started = composer
-            .start(&self.runtime, &self.exports, name, settings)
+            .start((&self.runtime, &self.exports), &deployed, name, settings)
             .await;
         let handle = started.map_err(|problems| problems.join("\n"))?;
-        drop(composer);
+        if let Err(error) = self.save(&format!("instances/{name}.toml"), settings.as_bytes()) {
+            self.exports.unexport(name);
+            let _ = self.runtime.remove_instance(handle.id());
+            return Err(error);
+        }
         let exported = self.exports.names().contains(&name.to_owned());
         let interfaces = match exported {
             true => handle.ledger().exports.keys().cloned().collect(),
             false => Vec::new(),
         };
         self.started().insert(name.to_owned(), handle);
-        self.save(&format!("instances/{name}.toml"), settings.as_bytes())?;
+        drop(composer);
         Ok(interfaces)
     }
 
@@ -235,7 +244,13 @@ impl Manager {
         };
         self.exports.unexport(name);
         let _ = self.runtime.remove_instance(handle.id());
-        self.forget(&format!("instances/{name}.toml"))?;
+        if let Err(error) = self.forget(&format!("instances/{name}.toml")) {
+            tracing::warn!(
+                instance = name,
+                error,
+                "stopped, but its state file remains"
+            );
+        }
         if tokio::time::timeout(STOP_TIMEOUT, handle.retired())
             .await
             .is_err()
@@ -267,36 +282,58 @@ impl Manager {
 
     /// Keeps what meta changes in `dir` from now on, after starting again what it holds.
     pub async fn restore(&self, dir: &Path) -> Result<(), Error> {
-        let shown = dir.display().to_string();
-        let state_error = |path: &Path, error: std::io::Error| Error::State {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        };
         for sub in ["apps", "instances"] {
             let path = dir.join(sub);
-            std::fs::create_dir_all(&path).map_err(|error| state_error(&path, error))?;
+            std::fs::create_dir_all(&path).map_err(|error| state_error(&path, &error))?;
         }
-        let restore_error = |name: &str, message: String| Error::Restore {
-            path: shown.clone(),
-            name: name.to_owned(),
-            message,
-        };
-        for (name, path) in saved(&dir.join("apps"), "wasm").map_err(|e| state_error(dir, e))? {
-            let bytes = std::fs::read(&path).map_err(|error| state_error(&path, error))?;
+        let apps = saved(&dir.join("apps"), "wasm").map_err(|e| state_error(dir, &e))?;
+        let instances = saved(&dir.join("instances"), "toml").map_err(|e| state_error(dir, &e))?;
+        for (name, path) in apps {
+            // An app whose instance was never kept (a crash between the two) is dropped.
+            if !instances.iter().any(|(instance, _)| *instance == name) {
+                std::fs::remove_file(&path).map_err(|error| state_error(&path, &error))?;
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|error| state_error(&path, &error))?;
             self.add_app(&name, bytes)
                 .await
-                .map_err(|message| restore_error(&name, message))?;
+                .map_err(|message| restore_error(dir, &name, message))?;
         }
-        let instances = saved(&dir.join("instances"), "toml").map_err(|e| state_error(dir, e))?;
-        for (name, path) in instances {
-            let settings =
-                std::fs::read_to_string(&path).map_err(|error| state_error(&path, error))?;
-            self.start(&name, &settings)
-                .await
-                .map_err(|message| restore_error(&name, message))?;
+        // In rounds: an instance may name another (a local link, a guard) that comes later in
+        // name order; a round that starts nothing reports the first that could not start.
+        let mut pending = instances;
+        while !pending.is_empty() {
+            let before = pending.len();
+            let (waiting, failure) = self.restore_round(dir, pending).await?;
+            if let Some(failure) = failure
+                && waiting.len() == before
+            {
+                return Err(failure);
+            }
+            pending = waiting;
         }
         let _ = self.state.set(dir.to_owned());
         Ok(())
+    }
+
+    /// Starts each of `pending`; those that could not start yet, and the first one's reason.
+    async fn restore_round(
+        &self,
+        dir: &Path,
+        pending: Vec<(String, PathBuf)>,
+    ) -> Result<(Vec<(String, PathBuf)>, Option<Error>), Error> {
+        let mut waiting = Vec::new();
+        let mut first_failure = None;
+        for (name, path) in pending {
+            let settings =
+                std::fs::read_to_string(&path).map_err(|error| state_error(&path, &error))?;
+            let Err(message) = self.start(&name, &settings).await else {
+                continue;
+            };
+            first_failure.get_or_insert_with(|| restore_error(dir, &name, message));
+            waiting.push((name, path));
+        }
+        Ok((waiting, first_failure))
     }
 
     /// Writes `bytes` to `relative` in the state directory, whole or not at all.
@@ -318,6 +355,21 @@ impl Manager {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(format!("cannot forget {relative}: {error}")),
         }
+    }
+}
+
+fn state_error(path: &Path, error: &std::io::Error) -> Error {
+    Error::State {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    }
+}
+
+fn restore_error(dir: &Path, name: &str, message: String) -> Error {
+    Error::Restore {
+        path: dir.display().to_string(),
+        name: name.to_owned(),
+        message,
     }
 }
 

@@ -364,3 +364,61 @@ links = { "exorun:test/math" = { remote = "tcp://127.0.0.1:1", target = "math", 
         )
     );
 }
+
+#[test]
+fn a_deployed_instance_is_confined_to_what_its_deployer_was_granted() {
+    use exorun_cli::manifest::Known;
+    use exorun_cli::manifest::Link;
+    let base = exorun_cli::manifest::parse(
+        std::path::Path::new("m.toml"),
+        "",
+        &std::collections::BTreeMap::new(),
+    )
+    .unwrap();
+    let names = |list: &[&str]| list.iter().map(|name| (*name).to_owned()).collect();
+    let known = Known {
+        apps: names(&["x"]),
+        instances: names(&["meta", "team-a"]),
+        deployed: names(&["team-a"]),
+    };
+    let mut peers = std::collections::BTreeMap::new();
+    let settings = r#"
+app = "x"
+trusted = ["meta"]
+wasi = { stdio = "inherit", preopen = [{ host = "/", guest = "/", writable = true }] }
+links = { "a:b/c" = { local = "meta" }, "a:b/d" = { remote = "tcp://127.0.0.1:1", target = "t", capability = "/etc/x.cap" }, "wasi:*" = { system = "wasi" } }
+"#;
+    let refused =
+        exorun_cli::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings);
+    let problems: Vec<String> = refused
+        .unwrap_err()
+        .into_iter()
+        .map(|(key, problem)| format!("{key}: {problem}"))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "instances.team-b.trusted: `system = \"meta\"` is linked only by an instance of the \
+             manifest marked `trusted = [\"meta\"]`",
+            "instances.team-b.wasi: a deployed instance may not use preopened host directories",
+            "instances.team-b.wasi: a deployed instance may not use the host's stdout and stderr",
+            "instances.team-b.links.\"a:b/d\": a deployed instance may not use a capability file \
+             on the host",
+            "instances.team-b.links.\"a:b/c\": a deployed instance may not use a local link to \
+             `meta`, which was not deployed",
+        ]
+    );
+    assert!(peers.is_empty(), "a refused instance adds no peer");
+    // Allowed: a local link to another deployed instance, and a store of its own.
+    let settings = r#"
+app = "x"
+links = { "a:b/c" = { local = "team-a" }, "a:b/k" = { system = "kv", store = "notes" } }
+"#;
+    let instance =
+        exorun_cli::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings)
+            .unwrap();
+    let store = Link::Kv {
+        store: "deployed/notes".to_owned(),
+    };
+    assert_eq!(instance.links.get("a:b/k"), Some(&store));
+}

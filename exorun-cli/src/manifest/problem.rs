@@ -109,6 +109,12 @@ pub enum Problem {
         "`system = \"meta\"` is linked only by an instance of the manifest marked `trusted = [\"meta\"]`"
     )]
     Untrusted,
+    /// Something an instance started through meta may not use.
+    #[error("a deployed instance may not use {what}")]
+    Deployed {
+        /// What it asked for.
+        what: String,
+    },
     /// Instance settings (through meta) that are not a TOML instance table.
     #[error("{message}")]
     Settings {
