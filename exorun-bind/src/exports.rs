@@ -156,6 +156,8 @@ struct Job {
     origin: handler::Origin,
     handles: Arc<Handles>,
     guarded: Option<Guarded>,
+    /// Export, interface, function: names the export has, so bounded as metric labels.
+    labels: Arc<[String; 3]>,
 }
 
 impl Exports {
@@ -329,6 +331,7 @@ impl Exports {
             origin: origin.clone(),
             handles: Arc::clone(&self.handles),
             guarded,
+            labels: Arc::new([target.to_owned(), interface.to_owned(), function.to_owned()]),
         })
     }
 }
@@ -341,8 +344,16 @@ impl handler::Dispatcher for Exports {
         origin: &handler::Origin,
     ) -> BoxFuture<'static, handler::Outcome> {
         match self.resolve(&call, frame, origin) {
-            Ok(job) => Box::pin(job.run()),
-            Err(failure) => Box::pin(std::future::ready(Err(failure))),
+            Ok(job) => {
+                let labels = job.labels.clone();
+                Box::pin(measured(labels, job.run()))
+            }
+            Err(failure) => {
+                // No names as labels: a caller chooses them, and unknown ones must not count.
+                let outcome = failure.name();
+                metrics::counter!("exorun_calls_refused_total", "outcome" => outcome).increment(1);
+                Box::pin(std::future::ready(Err(failure)))
+            }
         }
     }
 
@@ -485,6 +496,36 @@ impl Job {
     fn failure(&self, error: &instance::Error) -> Failure {
         failure_of(&self.handle, error)
     }
+}
+
+/// Runs a resolved call, counting it (`exorun_calls_served_total` by export, interface,
+/// function and outcome), timing it (`exorun_call_served_seconds`) and counting it in flight
+/// while it runs (`exorun_calls_in_flight` by export).
+async fn measured(
+    labels: Arc<[String; 3]>,
+    call: impl Future<Output = handler::Outcome>,
+) -> handler::Outcome {
+    let [export, interface, function] = labels.as_ref();
+    let in_flight = metrics::gauge!("exorun_calls_in_flight", "export" => export.clone());
+    in_flight.increment(1.0);
+    let started = std::time::Instant::now();
+    let outcome = call.await;
+    in_flight.decrement(1.0);
+    let result = match &outcome {
+        Ok(_) => "ok",
+        Err(failure) => failure.name(),
+    };
+    let names = [
+        ("export", export.clone()),
+        ("interface", interface.clone()),
+        ("function", function.clone()),
+    ];
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::histogram!("exorun_call_served_seconds", &names).record(seconds);
+    let mut counted = names.to_vec();
+    counted.push(("outcome", result.to_owned()));
+    metrics::counter!("exorun_calls_served_total", &counted).increment(1);
+    outcome
 }
 
 /// The failure reason for an error of a call on `handle`; the target itself re-entered is

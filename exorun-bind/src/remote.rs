@@ -209,11 +209,41 @@ impl Forward for Function {
                 None => self.call(params, results).await,
             };
             let (target, method) = (self.target.as_str(), self.method.as_str());
-            let duration_us = started.elapsed().as_micros();
+            let elapsed = started.elapsed();
+            let duration_us = elapsed.as_micros();
             let ok = outcome.is_ok();
             tracing::debug!(target, method, duration_us, ok, "remote call");
+            let names = [("target", target.to_owned()), ("method", method.to_owned())];
+            metrics::histogram!("exorun_call_made_seconds", &names).record(elapsed.as_secs_f64());
+            let mut counted = names.to_vec();
+            counted.push(("outcome", outcome_of(&outcome).to_owned()));
+            metrics::counter!("exorun_calls_made_total", &counted).increment(1);
             outcome
         })
+    }
+}
+
+/// How a remote call ended, as a bounded label: `ok`, the callee's failure reason, or why no
+/// reply came.
+fn outcome_of(outcome: &wasmtime::Result<()>) -> &'static str {
+    let Err(error) = outcome else {
+        return "ok";
+    };
+    if let Some(failure) = error.downcast_ref::<Failure>() {
+        return failure.name();
+    }
+    let Some(client_error) = error.downcast_ref::<client::Error>() else {
+        return "error";
+    };
+    match client_error {
+        client::Error::Remote(failure) => failure.name(),
+        client::Error::Timeout { .. } => "timeout",
+        client::Error::PeerClosed => "peer_closed",
+        client::Error::Unresponsive { .. } => "unresponsive",
+        client::Error::Overloaded { .. } => "client_overloaded",
+        client::Error::SessionEnded => "session_ended",
+        client::Error::Unread(_) | client::Error::Frame(_) => "bad_reply",
+        client::Error::Transport(_) => "transport",
     }
 }
 

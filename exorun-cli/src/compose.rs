@@ -79,6 +79,8 @@ pub enum Error {
 
 /// Every instance of a manifest, running.
 pub struct Composition {
+    /// The runtime everything runs in.
+    pub runtime: Arc<Runtime>,
     /// What `exorun:host/meta` manages the running runtime with.
     pub manager: Arc<meta::Manager>,
     /// Each instance by its manifest name.
@@ -397,6 +399,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
     let managing = meta::Manager::new(&runtime, &exports, composer);
     let _ = manager.set(Arc::clone(&managing));
     Ok(Composition {
+        runtime,
         manager: managing,
         instances,
         exports,

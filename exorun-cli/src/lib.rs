@@ -9,3 +9,4 @@ pub mod invoke;
 pub mod manage;
 pub mod manifest;
 pub mod meta;
+pub mod observe;

@@ -60,6 +60,9 @@ enum Command {
         /// The call to make, e.g. `calc.exorun:test/math#add(1, 2)`.
         #[arg(long)]
         invoke: Option<String>,
+        /// Serves Prometheus metrics on `http://HOST:PORT/metrics` while it runs.
+        #[arg(long)]
+        metrics: Option<String>,
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
@@ -74,6 +77,9 @@ enum Command {
         manifest: Option<PathBuf>,
         #[command(flatten)]
         managing: ManageArgs,
+        /// Serves Prometheus metrics on `http://HOST:PORT/metrics`, with `/healthz` and `/readyz`.
+        #[arg(long)]
+        metrics: Option<String>,
         /// Where to listen: `tls://HOST:PORT`, `quic://HOST:PORT`, `tcp://HOST:PORT` or
         /// `unix://PATH` (repeatable).
         #[arg(long, required_unless_present = "nats")]
@@ -459,15 +465,17 @@ async fn command(command: Command) -> Result<(), Failed> {
         Command::Run {
             manifest,
             invoke,
+            metrics,
             peers,
             key,
         } => {
             let manifest = load(&manifest, peers, key)?;
-            run(manifest, invoke.as_deref()).await
+            run(manifest, invoke.as_deref(), metrics.as_deref()).await
         }
         Command::Serve {
             manifest,
             managing,
+            metrics,
             listen,
             lattice,
             peers,
@@ -485,8 +493,8 @@ async fn command(command: Command) -> Result<(), Failed> {
                 nats: lattice.settings()?,
                 lattice: lattice.lattice,
             };
-            let state = managing.state.as_deref();
-            serve_command::serve(manifest, &listening, limits.config(), state).await
+            let observed = (managing.state.as_deref(), metrics.as_deref());
+            serve_command::serve(manifest, &listening, limits.config(), observed).await
         }
         Command::Deploy {
             component,
@@ -667,8 +675,20 @@ fn shown_value(value: &wasmtime::component::Val) -> String {
     value.to_wave().unwrap_or_else(|error| format!("<{error}>"))
 }
 
-async fn run(manifest: manifest::Manifest, invoke: Option<&str>) -> Result<(), Failed> {
+async fn run(
+    manifest: manifest::Manifest,
+    invoke: Option<&str>,
+    metrics: Option<&str>,
+) -> Result<(), Failed> {
+    let endpoint = match metrics {
+        Some(address) => Some(exorun_cli::observe::Endpoint::start(address).await?),
+        None => None,
+    };
     let composition = compose::build(manifest).await?;
+    if let Some(endpoint) = &endpoint {
+        endpoint.watch(&composition.runtime);
+        endpoint.ready();
+    }
     if let Some(text) = invoke {
         let invocation = Invocation::parse(text)?;
         let handle = composition

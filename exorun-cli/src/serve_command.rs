@@ -166,11 +166,18 @@ pub(crate) async fn serve(
     manifest: manifest::Manifest,
     listening: &Listening<'_>,
     config: server::Config,
-    state: Option<&Path>,
+    (state, metrics): (Option<&Path>, Option<&str>),
 ) -> Result<(), Failed> {
     let drain = config.drain_timeout;
     let path = manifest.path.clone();
+    let endpoint = match metrics {
+        Some(address) => Some(exorun_cli::observe::Endpoint::start(address).await?),
+        None => None,
+    };
     let composition = compose::build(manifest).await?;
+    if let Some(endpoint) = &endpoint {
+        endpoint.watch(&composition.runtime);
+    }
     // What meta deployed before is running again before anything is announced.
     if let Some(state) = state {
         composition.manager.restore(state).await?;
@@ -203,6 +210,10 @@ pub(crate) async fn serve(
     }));
     // Registered before anything is announced, so no signal can come before its listener.
     let mut signals = Signals::new()?;
+    // Ready before it says so: whoever reads the line may ask /readyz at once.
+    if let Some(endpoint) = &endpoint {
+        endpoint.ready();
+    }
     println!("exorun: serving {}", names.join(", "));
     tracing::info!(exported = ?names, "serving");
     signals.next().await;
@@ -215,6 +226,11 @@ pub(crate) async fn serve(
     let stopped = running
         .await
         .map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
+    how_it_stopped(&stopped)
+}
+
+/// What a stop left behind: nothing (ok), or the calls the drain timeout cut.
+fn how_it_stopped(stopped: &server::Stopped) -> Result<(), Failed> {
     if stopped.lost > 0 {
         eprintln!(
             "exorun: NATS delivered {} calls this runtime never saw",

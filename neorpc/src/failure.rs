@@ -165,6 +165,28 @@ pub mod tag {
 }
 
 impl Failure {
+    /// The reason's name in snake case (`app_trapped`, `permission_denied`, ...): a bounded
+    /// label for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Failure::AppTrapped { .. } => "app_trapped",
+            Failure::OutOfFuel => "out_of_fuel",
+            Failure::OutOfMemory { .. } => "out_of_memory",
+            Failure::InstanceNotFound { .. } => "instance_not_found",
+            Failure::MethodNotFound { .. } => "method_not_found",
+            Failure::BadArgumentCount { .. } => "bad_argument_count",
+            Failure::BadArgumentType { .. } => "bad_argument_type",
+            Failure::DomainSpecific { .. } => "domain_specific",
+            Failure::ProtocolViolation { .. } => "protocol_violation",
+            Failure::Overloaded => "overloaded",
+            Failure::Internal { .. } => "internal",
+            Failure::Reentrant { .. } => "reentrant",
+            Failure::ReplyTooLarge { .. } => "reply_too_large",
+            Failure::PermissionDenied { .. } => "permission_denied",
+            Failure::ResourceGone { .. } => "resource_gone",
+        }
+    }
+
     /// The stable wire tag of this reason.
     pub fn tag(&self) -> u32 {
         match self {

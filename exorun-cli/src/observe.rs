@@ -1,0 +1,210 @@
+//! `--metrics HOST:PORT`: Prometheus text on `/metrics`, `/healthz` (alive) and `/readyz`
+//! (serving) over plain HTTP/1.1 on hyper.
+//!
+//! Metrics come from the `metrics` facade, which exorun-bind records into (calls served and
+//! made, by export, interface, function and outcome; their durations; calls in flight), rendered
+//! by `metrics-exporter-prometheus` on each scrape. Why that exporter and not
+//! `prometheus-client`: the call sites stay on the facade, which costs nothing until a recorder is
+//! installed, so a library user who wants no metrics pays nothing. Each scrape also reads the
+//! runtime's instances (replicas, restarts, calls and bytes waiting) into gauges.
+//!
+//! Label values a remote caller controls are bounded: a call counted by name reached an export
+//! and function that exist; anything else is counted only by its outcome
+//! (`exorun_calls_refused_total`).
+//!
+//! Bounds: `CONNECTIONS_MAX` connections at once (more wait in the kernel's backlog), a request
+//! head of at most `HEAD_BYTES_MAX` read within `HEAD_TIMEOUT`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exorun_core::registry::Runtime;
+use exorun_core::supervision::Replicas;
+use http_body_util::Full;
+use hyper::Request;
+use hyper::Response;
+use hyper::StatusCode;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// The buckets of every duration histogram, in seconds: 50 µs to 10 s.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.01, 0.05, 0.25, 1.0, 5.0, 10.0,
+];
+
+/// Connections served at once.
+pub const CONNECTIONS_MAX: usize = 64;
+/// Largest request head.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+/// How long a request head may take to arrive.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address does not parse as `HOST:PORT`.
+    #[error("--metrics {address}: not HOST:PORT ({message})")]
+    Address {
+        /// What was given.
+        address: String,
+        /// Why not.
+        message: String,
+    },
+    /// The socket could not be bound.
+    #[error("--metrics {address}: {message}")]
+    Bind {
+        /// What was given.
+        address: String,
+        /// Why not.
+        message: String,
+    },
+    /// A recorder was installed already.
+    #[error("metrics: {0}")]
+    Recorder(String),
+}
+
+/// The metrics endpoint's state: what it renders and whether the runtime serves yet.
+pub struct Endpoint {
+    handle: PrometheusHandle,
+    runtime: std::sync::OnceLock<Arc<Runtime>>,
+    ready: AtomicBool,
+}
+
+impl Endpoint {
+    /// Installs the Prometheus recorder, binds `address` and serves it; the bound address is
+    /// printed as `exorun: metrics on http://ADDRESS`.
+    pub async fn start(address: &str) -> Result<Arc<Self>, Error> {
+        let parsed: SocketAddr =
+            address
+                .parse()
+                .map_err(|error: std::net::AddrParseError| Error::Address {
+                    address: address.to_owned(),
+                    message: error.to_string(),
+                })?;
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(&DURATION_BUCKETS)
+            .map_err(|error| Error::Recorder(error.to_string()))?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder)
+            .map_err(|error| Error::Recorder(error.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(parsed).await;
+        let listener = listener.map_err(|error| Error::Bind {
+            address: address.to_owned(),
+            message: error.to_string(),
+        })?;
+        let bound = listener.local_addr().map_err(|error| Error::Bind {
+            address: address.to_owned(),
+            message: error.to_string(),
+        })?;
+        println!("exorun: metrics on http://{bound}");
+        let endpoint = Arc::new(Self {
+            handle,
+            runtime: std::sync::OnceLock::new(),
+            ready: AtomicBool::new(false),
+        });
+        tokio::spawn(serve(listener, Arc::clone(&endpoint)));
+        Ok(endpoint)
+    }
+
+    /// The runtime whose instances each scrape reads.
+    pub fn watch(&self, runtime: &Arc<Runtime>) {
+        let _ = self.runtime.set(Arc::clone(runtime));
+    }
+
+    /// From now on `/readyz` answers 200: listeners bound, exports instantiated, lattices
+    /// subscribed.
+    pub fn ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The Prometheus text, with the instances' gauges read now.
+    fn render(&self) -> String {
+        if let Some(runtime) = self.runtime.get() {
+            runtime.instances().iter().for_each(gauge_instance);
+        }
+        self.handle.render()
+    }
+
+    fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let text = |status: StatusCode, body: String| {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            response
+        };
+        if request.method() != hyper::Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned());
+        }
+        match request.uri().path() {
+            "/metrics" => text(StatusCode::OK, self.render()),
+            "/healthz" => text(StatusCode::OK, "alive\n".to_owned()),
+            "/readyz" if self.ready.load(Ordering::Acquire) => {
+                text(StatusCode::OK, "ready\n".to_owned())
+            }
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
+            _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        }
+    }
+}
+
+/// Sets the gauges of one named instance: replicas, restarts, calls and bytes waiting.
+fn gauge_instance(handle: &exorun_core::instance::InstanceHandle) {
+    let Some(name) = handle.name().map(str::to_owned) else {
+        return;
+    };
+    let replicas = match handle.replicas() {
+        Replicas::Fixed(count) => count.get(),
+        Replicas::PerCall { concurrency } => concurrency.get(),
+    };
+    let (waiting, bytes) = handle.waiting();
+    let label = [("instance", name)];
+    let number = |value: u64| {
+        // Gauges are f64; these counts stay far below 2^53.
+        let value = u32::try_from(value).unwrap_or(u32::MAX);
+        f64::from(value)
+    };
+    let count = |value: usize| number(u64::try_from(value).unwrap_or(u64::MAX));
+    metrics::gauge!("exorun_instance_replicas", &label).set(count(replicas));
+    metrics::gauge!("exorun_instance_restarts", &label).set(number(handle.restarts()));
+    metrics::gauge!("exorun_instance_calls_waiting", &label).set(count(waiting));
+    metrics::gauge!("exorun_instance_bytes_waiting", &label).set(number(bytes));
+}
+
+/// One connection: HTTP/1.1 with a bounded, timed request head.
+async fn connection(stream: tokio::net::TcpStream, endpoint: Arc<Endpoint>) {
+    let service = hyper::service::service_fn(move |request| {
+        let answer = endpoint.answer(&request);
+        std::future::ready(Ok::<_, Infallible>(answer))
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(HEAD_BYTES_MAX)
+        .serve_connection(io, service)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, "a metrics connection ended");
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, endpoint: Arc<Endpoint>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let endpoint = Arc::clone(&endpoint);
+        tokio::spawn(async move {
+            connection(stream, endpoint).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,133 @@
+//! `exorun serve --metrics`: a real server process scraped over HTTP after a known mix of calls
+//! (ok, trapped, refused for unknown names), with exact counts, the restart the trap caused,
+//! label values that stay bounded under a flood of calls to unknown names, and `/healthz` and
+//! `/readyz`.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
+
+use std::io::Read;
+use std::io::Write;
+use std::process::Stdio;
+
+use common::Lines;
+use common::Server;
+use common::exorun;
+use common::manifest;
+use exorun_transport::address::Address;
+use exorun_transport::client;
+use exorun_transport::client::Client;
+use exorun_transport::net;
+use exorun_transport::transport;
+use neorpc::codec;
+use wasmtime::component::Val;
+
+/// `GET PATH` over HTTP/1.1 to `address` (`http://HOST:PORT`): the status code and body.
+fn get(address: &str, path: &str) -> (u16, String) {
+    let host = address.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The value of the sample `line` (its name and labels as Prometheus writes them).
+fn sample(metrics: &str, line: &str) -> Option<f64> {
+    let found = metrics.lines().find_map(|text| text.strip_prefix(line))?;
+    found.trim().parse().ok()
+}
+
+async fn add(client: &Client, target: &str, a: u32, b: u32) -> Result<bytes::Bytes, client::Error> {
+    let slab = codec::encode(&[Val::U32(a), Val::U32(b)]).unwrap();
+    let frame = neorpc::frame::encode_call(target, "exorun:test/math#add", &slab, &[]).unwrap();
+    client.call(frame).await
+}
+
+/// `exorun serve` of misbehave as `math` with `--metrics`: the server, its address and the
+/// metrics endpoint's, checking that it is alive before it serves and ready once it does.
+fn serve_with_metrics() -> (Server, String, String) {
+    let provider = manifest(
+        "metrics-provider",
+        r#"
+[apps]
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.math]
+app = "misbehave"
+export = true
+"#,
+    );
+    let mut child = exorun()
+        .env("RUST_LOG", "warn")
+        .args(["serve", provider.to_str().unwrap()])
+        .args(["--listen", "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::new(child.stdout.take().unwrap());
+    let first = lines.next_line("the metrics address").unwrap();
+    let metrics = first
+        .strip_prefix("exorun: metrics on ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(get(&metrics, "/healthz").0, 200);
+    let listening = lines.next_line("the server's address").unwrap();
+    let address = listening.strip_prefix("exorun: listening on ").unwrap();
+    let serving = lines.next_line("the server's exports").unwrap();
+    assert_eq!(serving, "exorun: serving math");
+    assert_eq!(get(&metrics, "/readyz"), (200, "ready\n".to_owned()));
+    let address = address.to_owned();
+    (Server::from_child(child, &address), address, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_counts_exactly_what_was_served_and_no_unknown_name() {
+    let (server, address, metrics) = serve_with_metrics();
+    let connection = net::connect(
+        &Address::parse(&address).unwrap(),
+        transport::MESSAGE_BYTES_MAX,
+    )
+    .await
+    .unwrap();
+    let client = Client::new(connection, client::Config::default());
+    for _ in 0..3 {
+        add(&client, "math", 1, 2).await.unwrap();
+    }
+    // Overflow traps in misbehave's `add`; the replica is restarted for the next call.
+    assert!(add(&client, "math", u32::MAX, 2).await.is_err());
+    add(&client, "math", 1, 2).await.unwrap();
+    // A flood of calls to names that do not exist: counted, never a label.
+    for index in 0..200 {
+        let refused = add(&client, &format!("ghost-{index}"), 1, 2).await;
+        assert!(refused.is_err());
+    }
+    let (status, text) = get(&metrics, "/metrics");
+    assert_eq!(status, 200);
+    let served =
+        r#"exorun_calls_served_total{export="math",interface="exorun:test/math",function="add","#;
+    assert_eq!(
+        sample(&text, &format!("{served}outcome=\"ok\"}}")),
+        Some(4.0),
+        "{text}"
+    );
+    let trapped = format!("{served}outcome=\"app_trapped\"}}");
+    assert_eq!(sample(&text, &trapped), Some(1.0), "{text}");
+    let refused = r#"exorun_calls_refused_total{outcome="instance_not_found"}"#;
+    assert_eq!(sample(&text, refused), Some(200.0), "{text}");
+    let restarts = r#"exorun_instance_restarts{instance="math"}"#;
+    assert_eq!(sample(&text, restarts), Some(1.0), "{text}");
+    let count = r#"exorun_call_served_seconds_count{export="math",interface="exorun:test/math",function="add"}"#;
+    assert_eq!(sample(&text, count), Some(5.0), "{text}");
+    assert!(
+        !text.contains("ghost"),
+        "an unknown name became a label: {text}"
+    );
+    assert_eq!(get(&metrics, "/nowhere").0, 404);
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+}
