@@ -109,6 +109,36 @@ struct Exported {
     guard: Option<Arc<str>>,
     /// Calls dispatched to it (each counted once, whatever its outcome).
     calls: Arc<std::sync::atomic::AtomicU64>,
+    /// Each of its functions' metric handles, by method, made at its first call.
+    measures: Arc<DashMap<String, Arc<Measures>>>,
+}
+
+/// One exported function's metric handles, looked up once (a call then costs a few atomic
+/// operations): calls that succeeded, durations, calls in flight; and its labels, for the
+/// counters of failures (made as they happen).
+struct Measures {
+    labels: [(&'static str, String); 3],
+    ok: metrics::Counter,
+    seconds: metrics::Histogram,
+    in_flight: metrics::Gauge,
+}
+
+impl Measures {
+    fn new(export: &str, interface: &str, function: &str) -> Self {
+        let labels = [
+            ("export", export.to_owned()),
+            ("interface", interface.to_owned()),
+            ("function", function.to_owned()),
+        ];
+        let mut counted = labels.to_vec();
+        counted.push(("outcome", "ok".to_owned()));
+        Self {
+            ok: metrics::counter!("exorun_calls_served_total", &counted),
+            seconds: metrics::histogram!("exorun_call_served_seconds", &labels),
+            in_flight: metrics::gauge!("exorun_calls_in_flight", "export" => export.to_owned()),
+            labels,
+        }
+    }
 }
 
 /// The instances of a runtime that remote callers may reach, and who may reach each.
@@ -156,8 +186,8 @@ struct Job {
     origin: handler::Origin,
     handles: Arc<Handles>,
     guarded: Option<Guarded>,
-    /// Export, interface, function: names the export has, so bounded as metric labels.
-    labels: Arc<[String; 3]>,
+    /// Its function's metric handles (names the export has, so bounded as labels).
+    measures: Arc<Measures>,
 }
 
 impl Exports {
@@ -200,6 +230,7 @@ impl Exports {
             allow,
             guard: None,
             calls,
+            measures: Arc::default(),
         };
         self.exported.insert(name.to_owned(), exported);
         Ok(())
@@ -218,6 +249,7 @@ impl Exports {
             allow,
             guard,
             calls,
+            measures: Arc::default(),
         };
         self.exported.insert(name.to_owned(), exported);
         Ok(())
@@ -286,6 +318,7 @@ impl Exports {
             allow,
             guard,
             calls,
+            measures,
         }) = self.exported.get(target).map(|entry| entry.value().clone())
         else {
             return Err(instance_not_found());
@@ -331,7 +364,7 @@ impl Exports {
             origin: origin.clone(),
             handles: Arc::clone(&self.handles),
             guarded,
-            labels: Arc::new([target.to_owned(), interface.to_owned(), function.to_owned()]),
+            measures: measures_of(&measures, target, method, interface, function),
         })
     }
 }
@@ -345,8 +378,8 @@ impl handler::Dispatcher for Exports {
     ) -> BoxFuture<'static, handler::Outcome> {
         match self.resolve(&call, frame, origin) {
             Ok(job) => {
-                let labels = job.labels.clone();
-                Box::pin(measured(labels, job.run()))
+                let measures = Arc::clone(&job.measures);
+                Box::pin(measured(measures, job.run()))
             }
             Err(failure) => {
                 // No names as labels: a caller chooses them, and unknown ones must not count.
@@ -498,32 +531,41 @@ impl Job {
     }
 }
 
+/// The metric handles of `method` of the export whose handles are `measures`, made at its
+/// first call.
+fn measures_of(
+    measures: &DashMap<String, Arc<Measures>>,
+    export: &str,
+    method: &str,
+    interface: &str,
+    function: &str,
+) -> Arc<Measures> {
+    if let Some(found) = measures.get(method) {
+        return Arc::clone(found.value());
+    }
+    let made = Arc::new(Measures::new(export, interface, function));
+    let entry = measures.entry(method.to_owned()).or_insert(made);
+    Arc::clone(entry.value())
+}
+
 /// Runs a resolved call, counting it (`exorun_calls_served_total` by export, interface,
 /// function and outcome), timing it (`exorun_call_served_seconds`) and counting it in flight
 /// while it runs (`exorun_calls_in_flight` by export).
 async fn measured(
-    labels: Arc<[String; 3]>,
+    measures: Arc<Measures>,
     call: impl Future<Output = handler::Outcome>,
 ) -> handler::Outcome {
-    let [export, interface, function] = labels.as_ref();
-    let in_flight = metrics::gauge!("exorun_calls_in_flight", "export" => export.clone());
-    in_flight.increment(1.0);
+    measures.in_flight.increment(1.0);
     let started = std::time::Instant::now();
     let outcome = call.await;
-    in_flight.decrement(1.0);
-    let result = match &outcome {
-        Ok(_) => "ok",
-        Err(failure) => failure.name(),
+    measures.in_flight.decrement(1.0);
+    measures.seconds.record(started.elapsed().as_secs_f64());
+    let Err(failure) = &outcome else {
+        measures.ok.increment(1);
+        return outcome;
     };
-    let names = [
-        ("export", export.clone()),
-        ("interface", interface.clone()),
-        ("function", function.clone()),
-    ];
-    let seconds = started.elapsed().as_secs_f64();
-    metrics::histogram!("exorun_call_served_seconds", &names).record(seconds);
-    let mut counted = names.to_vec();
-    counted.push(("outcome", result.to_owned()));
+    let mut counted = measures.labels.to_vec();
+    counted.push(("outcome", failure.name().to_owned()));
     metrics::counter!("exorun_calls_served_total", &counted).increment(1);
     outcome
 }

@@ -75,6 +75,10 @@ pub(crate) struct Function {
     method: String,
     results: Vec<Type>,
     carry: Option<Arc<Carry>>,
+    /// Calls that succeeded and durations, counted through handles made with the link (an
+    /// embedder installs its metrics recorder before it links).
+    ok: metrics::Counter,
+    seconds: metrics::Histogram,
 }
 
 impl Function {
@@ -86,12 +90,18 @@ impl Function {
         signature: &Signature,
         carry: Option<Arc<Carry>>,
     ) -> Self {
+        let method = format!("{interface}#{function}");
+        let labels = [("target", target.to_owned()), ("method", method.clone())];
+        let mut counted = labels.to_vec();
+        counted.push(("outcome", "ok".to_owned()));
         Self {
             channel: Arc::clone(channel),
             target: target.to_owned(),
-            method: format!("{interface}#{function}"),
+            method,
             results: signature.results.clone(),
             carry,
+            ok: metrics::counter!("exorun_calls_made_total", &counted),
+            seconds: metrics::histogram!("exorun_call_made_seconds", &labels),
         }
     }
 
@@ -213,10 +223,16 @@ impl Forward for Function {
             let duration_us = elapsed.as_micros();
             let ok = outcome.is_ok();
             tracing::debug!(target, method, duration_us, ok, "remote call");
-            let names = [("target", target.to_owned()), ("method", method.to_owned())];
-            metrics::histogram!("exorun_call_made_seconds", &names).record(elapsed.as_secs_f64());
-            let mut counted = names.to_vec();
-            counted.push(("outcome", outcome_of(&outcome).to_owned()));
+            self.seconds.record(elapsed.as_secs_f64());
+            if outcome.is_ok() {
+                self.ok.increment(1);
+                return outcome;
+            }
+            let counted = [
+                ("target", target.to_owned()),
+                ("method", method.to_owned()),
+                ("outcome", outcome_of(&outcome).to_owned()),
+            ];
             metrics::counter!("exorun_calls_made_total", &counted).increment(1);
             outcome
         })
