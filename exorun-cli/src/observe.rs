@@ -71,6 +71,7 @@ pub enum Error {
 pub struct Endpoint {
     handle: PrometheusHandle,
     runtime: std::sync::OnceLock<Arc<Runtime>>,
+    budget: std::sync::OnceLock<exorun_transport::budget::Budget>,
     ready: AtomicBool,
 }
 
@@ -105,6 +106,7 @@ impl Endpoint {
         let endpoint = Arc::new(Self {
             handle,
             runtime: std::sync::OnceLock::new(),
+            budget: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         });
         tokio::spawn(serve(listener, Arc::clone(&endpoint)));
@@ -114,6 +116,11 @@ impl Endpoint {
     /// The runtime whose instances each scrape reads.
     pub fn watch(&self, runtime: &Arc<Runtime>) {
         let _ = self.runtime.set(Arc::clone(runtime));
+    }
+
+    /// The server's byte budget, whose bytes in use each scrape reads.
+    pub fn watch_budget(&self, budget: &exorun_transport::budget::Budget) {
+        let _ = self.budget.set(budget.clone());
     }
 
     /// From now on `/readyz` answers 200: listeners bound, exports instantiated, lattices
@@ -126,6 +133,11 @@ impl Endpoint {
     fn render(&self) -> String {
         if let Some(runtime) = self.runtime.get() {
             runtime.instances().iter().for_each(gauge_instance);
+        }
+        if let Some(budget) = self.budget.get() {
+            let bytes = |value: u64| f64::from(u32::try_from(value / 1024).unwrap_or(u32::MAX));
+            metrics::gauge!("exorun_budget_kib_held").set(bytes(budget.held()));
+            metrics::gauge!("exorun_budget_kib").set(bytes(budget.budget_bytes()));
         }
         self.handle.render()
     }

@@ -177,6 +177,9 @@ pub(crate) async fn serve(
     let composition = compose::build(manifest).await?;
     if let Some(endpoint) = &endpoint {
         endpoint.watch(&composition.runtime);
+        if let Some(budget) = &config.stream.budget {
+            endpoint.watch_budget(budget);
+        }
     }
     // What meta deployed before is running again before anything is announced.
     if let Some(state) = state {

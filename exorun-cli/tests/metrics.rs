@@ -127,6 +127,16 @@ async fn a_scrape_counts_exactly_what_was_served_and_no_unknown_name() {
         !text.contains("ghost"),
         "an unknown name became a label: {text}"
     );
+    // The one connection the calls came on, open still; the budget's size.
+    let connections = r#"exorun_connections_total{transport="tcp"}"#;
+    assert_eq!(sample(&text, connections), Some(1.0), "{text}");
+    let open = r#"exorun_connections_open{transport="tcp"}"#;
+    assert_eq!(sample(&text, open), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "exorun_budget_kib "),
+        Some(262_144.0),
+        "{text}"
+    );
     assert_eq!(get(&metrics, "/nowhere").0, 404);
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");

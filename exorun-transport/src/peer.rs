@@ -320,6 +320,8 @@ impl Peer {
             let error = match connected {
                 Ok(Ok(transport)) => {
                     tracing::info!(peer = self.name, %address, "peer connected");
+                    let peer = self.name.clone();
+                    metrics::counter!("exorun_peer_connects_total", "peer" => peer).increment(1);
                     self.set_state(State::Connected(address.clone()));
                     return Ok(Arc::new(Client::new(transport, self.config.client)));
                 }
@@ -365,6 +367,9 @@ impl Peer {
     }
 
     fn set_state(&self, state: State) {
+        let connected = matches!(state, State::Connected(_));
+        let up = metrics::gauge!("exorun_peer_connected", "peer" => self.name.clone());
+        up.set(if connected { 1.0 } else { 0.0 });
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
     }
 }

@@ -411,8 +411,12 @@ impl Accept {
     /// it is closed at once, before any handshake).
     fn admit(&self, state: &mut Accepting, socket: net::Accepted) {
         let address = &state.address;
+        let transport = scheme(address);
         if state.connections.len() >= self.share {
             drop(socket);
+            let reason = "listener_share";
+            metrics::counter!("exorun_connections_refused_total", "transport" => transport, "reason" => reason)
+                .increment(1);
             let share = self.share;
             state.refusals.note(|skipped| {
                 let why = "refused a connection: listener at its share of the cap";
@@ -434,6 +438,12 @@ impl Accept {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 drop(socket);
+                let reason = match refusal {
+                    Refusal::Connections => "source_connections",
+                    Refusal::Budget => "source_budget",
+                };
+                metrics::counter!("exorun_connections_refused_total", "transport" => transport, "reason" => reason)
+                    .increment(1);
                 let why = match refusal {
                     Refusal::Connections => "refused a connection: its source holds too many",
                     Refusal::Budget => "refused a connection: its source's budget share is full",
@@ -453,8 +463,25 @@ impl Accept {
             state.stopped.clone(),
             (counted, buffers),
         );
-        state.connections.spawn(connection);
+        metrics::counter!("exorun_connections_total", "transport" => transport).increment(1);
+        let open = metrics::gauge!("exorun_connections_open", "transport" => transport);
+        open.increment(1.0);
+        state.connections.spawn(async move {
+            connection.await;
+            open.decrement(1.0);
+        });
     }
+}
+
+/// The transport of a listener's address (`tcp`, `tls`, `quic`, `unix`), as a bounded label.
+#[cfg(any(feature = "tcp", feature = "unix"))]
+fn scheme(address: &str) -> &'static str {
+    let known = ["tcp", "tls", "quic", "unix"];
+    let given = address.split("://").next().unwrap_or_default();
+    known
+        .into_iter()
+        .find(|scheme| *scheme == given)
+        .unwrap_or("other")
 }
 
 /// Opens one accepted connection (its handshake within the frame deadline) and serves it
@@ -529,7 +556,10 @@ async fn drain_lattices(
     loop {
         let joined = tokio::time::timeout_at(drain_by, lattices.join_next()).await;
         match joined {
-            Ok(Some(Ok(served))) => lost += served.lost,
+            Ok(Some(Ok(served))) => {
+                metrics::counter!("exorun_nats_calls_lost_total").increment(served.lost);
+                lost += served.lost;
+            }
             Ok(Some(Err(_))) => {}
             Ok(None) => return (0, lost),
             Err(_) => break,
