@@ -5,7 +5,8 @@
 # `exorun serve` hosting math-provider on loopback, then `exorun run`s a composition in which
 # math-consumer reaches math-provider remotely, a relay links locally and remotely,
 # logger-client uses the logging system, two kv-clients share one kv store, and a counter
-# resource made on the server is used and given back. Then a secure
+# resource made on the server is used and given back, and one line of the server's Prometheus
+# metrics is read over HTTP. Then a secure
 # link: two node keys from `exorun keygen`, a second server on tls:// whose export allows only
 # the caller's key, and a caller that pins the server's key; then an export guarded by the
 # `auth` app, called with a capability the operator issued and its holder delegated, and
@@ -53,8 +54,8 @@ fi
 say "inspecting math-consumer"
 "$EXORUN" inspect fixtures/math-consumer.wasm
 
-say "starting: exorun serve examples/provider.toml --listen tcp://127.0.0.1:0"
-"$EXORUN" serve examples/provider.toml --listen tcp://127.0.0.1:0 \
+say "starting: exorun serve examples/provider.toml --listen tcp://127.0.0.1:0 --metrics 127.0.0.1:0"
+"$EXORUN" serve examples/provider.toml --listen tcp://127.0.0.1:0 --metrics 127.0.0.1:0 \
     >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 ADDRESS=""
@@ -70,6 +71,17 @@ cat "$WORK/server.out"
 say "running: exorun run examples/composition.toml --peer provider=$ADDRESS"
 RUST_LOG="${RUST_LOG:-exorun::guest=info,exorun_bind::remote=debug}" \
     "$EXORUN" run examples/composition.toml --peer "provider=$ADDRESS" | tee "$WORK/run.out"
+
+say "one line of the server's metrics (GET /metrics)"
+METRICS="$(grep -o 'http://[0-9.]*:[0-9]*' "$WORK/server.out" | head -n 1)"
+METRICS_PORT="${METRICS##*:}"
+exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT"
+printf 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+SCRAPED="$(cat <&3)"
+exec 3<&-
+SERVED="$(printf '%s\n' "$SCRAPED" | grep '^exorun_calls_served_total{export="math"' | grep 'outcome="ok"' | head -n 1 || true)"
+[ -n "$SERVED" ] || fail "the server's metrics have no served math call"
+printf 'metrics: %s\n' "$SERVED"
 
 say "stopping the server (SIGINT)"
 kill -INT "$SERVER_PID"
