@@ -32,7 +32,7 @@ pub fn frame(data: &[u8]) {
                 .append_raw(call.args)
                 .expect("a decoded call's slab is one item");
             let mut encoded = writer
-                .finish_presenting(&call.chain, call.capability)
+                .finish_traced(&call.chain, call.capability, call.trace.as_ref())
                 .expect("a decoded call encodes again");
             encoded.set_seq(call.seq);
             encoded.into_bytes()

@@ -63,6 +63,47 @@ const FIELD_METHOD: &str = "method";
 const FIELD_ARGS: &str = "args";
 const FIELD_CHAIN: &str = "chain";
 const FIELD_CAPABILITY: &str = "capability";
+const FIELD_TRACE: &str = "trace";
+
+/// The bytes of a call's trace context: a 16-byte trace id, the 8-byte id of the caller's span
+/// (the callee's parent) and one byte of W3C trace flags (`traceparent`'s fields, in binary).
+pub const TRACE_BYTES: usize = 25;
+
+/// W3C trace context a call carries, so one trace follows a call across runtimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace the call belongs to.
+    pub trace_id: [u8; 16],
+    /// The caller's span: the callee's span is its child.
+    pub parent_id: [u8; 8],
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Its `TRACE_BYTES` wire bytes.
+    pub fn to_bytes(&self) -> [u8; TRACE_BYTES] {
+        let mut bytes = [0; TRACE_BYTES];
+        bytes[..16].copy_from_slice(&self.trace_id);
+        bytes[16..24].copy_from_slice(&self.parent_id);
+        bytes[24] = self.flags;
+        bytes
+    }
+
+    /// Reads exactly `TRACE_BYTES` bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; TRACE_BYTES] = bytes.try_into().ok()?;
+        let mut trace_id = [0; 16];
+        trace_id.copy_from_slice(&bytes[..16]);
+        let mut parent_id = [0; 8];
+        parent_id.copy_from_slice(&bytes[16..24]);
+        Some(Self {
+            trace_id,
+            parent_id,
+            flags: bytes[24],
+        })
+    }
+}
 
 /// Largest capability a call may present, in bytes (`exorun-cap`'s own bound).
 pub const CAPABILITY_BYTES_MAX: usize = 16 * 1024;
@@ -127,6 +168,12 @@ pub enum Error {
         frame_bytes: u64,
         /// The limit, in bytes.
         max: u64,
+    },
+    /// A trace entry that is not `TRACE_BYTES` bytes.
+    #[error("a trace context of {bytes} bytes is not {TRACE_BYTES}")]
+    BadTrace {
+        /// Its size, in bytes.
+        bytes: usize,
     },
     /// A capability longer than `CAPABILITY_BYTES_MAX`.
     #[error("a capability of {bytes} bytes is past {max}")]
@@ -195,6 +242,8 @@ pub struct Call<'a> {
     /// The capability the caller presents, as it sent it (opaque to the frame layer; at most
     /// `CAPABILITY_BYTES_MAX` bytes).
     pub capability: Option<&'a [u8]>,
+    /// The trace the call belongs to, and the caller's span.
+    pub trace: Option<TraceContext>,
 }
 
 /// A decoded reply, borrowing from the frame bytes.

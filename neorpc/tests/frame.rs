@@ -493,7 +493,7 @@ proptest! {
             .collect();
         let bytes = call_bytes(seq, &target, &method, &args, &chain);
         let decoded = frame::decode(&bytes).unwrap();
-        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args, chain, capability: None };
+        let expected = frame::Call { seq: Seq(seq), target: &target, method: &method, args: &args, chain, capability: None, trace: None };
         prop_assert_eq!(decoded, Message::Call(expected));
         prop_assert_eq!(frame::decode_seq(&bytes).unwrap(), Seq(seq));
     }
@@ -715,4 +715,69 @@ fn a_call_presents_a_capability_in_an_entry_of_its_own() {
         refused,
         Err(Error::CapabilityTooLarge { bytes, max }) if bytes == big.len() && max == frame::CAPABILITY_BYTES_MAX
     ));
+}
+
+/// SPEC.md example 9: the trace entry example 1's call gains.
+const GOLDEN_TRACE_TAIL: &str = "33 28 00 00 00 10 05 00 00 00 74 72 61 63 65 \
+    11 19 00 00 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 a1 a2 a3 a4 a5 a6 a7 a8 01";
+
+#[test]
+fn a_call_carries_its_trace_context_in_an_entry_of_its_own() {
+    let mut writer = frame::CallWriter::new("calc", "exorun:test/math#add").unwrap();
+    writer
+        .args()
+        .append_raw(&hex("20 0a 00 00 00 05 0a 00 00 00 05 05 00 00 00"))
+        .unwrap();
+    let trace = frame::TraceContext {
+        trace_id: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        parent_id: [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8],
+        flags: 1,
+    };
+    let mut traced = writer.finish_traced(&[], None, Some(&trace)).unwrap();
+    traced.set_seq(Seq(1));
+    let bytes = traced.into_bytes();
+    let tail = hex(GOLDEN_TRACE_TAIL);
+    assert!(bytes.ends_with(&tail), "the trace entry closes the map");
+    assert_eq!(bytes.len(), 136 + tail.len());
+    assert_eq!(bytes.len(), 181);
+    let Message::Call(call) = frame::decode(&bytes).unwrap() else {
+        panic!("not a call")
+    };
+    assert_eq!(call.trace, Some(trace));
+    // A trace entry of another length is refused by name.
+    let short = hand_frame(
+        "Call",
+        &[
+            ("seq", u64_item(1)),
+            ("target", str_item("calc")),
+            ("method", str_item("m")),
+            ("args", hex("20 00 00 00 00")),
+            (
+                "trace",
+                hex(
+                    "11 18 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
+                ),
+            ),
+        ],
+    );
+    assert_eq!(frame::decode(&short), Err(Error::BadTrace { bytes: 24 }));
+}
+
+proptest! {
+    #[test]
+    fn a_trace_context_round_trips(
+        trace_id in any::<[u8; 16]>(),
+        parent_id in any::<[u8; 8]>(),
+        flags in any::<u8>(),
+    ) {
+        let trace = frame::TraceContext { trace_id, parent_id, flags };
+        prop_assert_eq!(frame::TraceContext::from_bytes(&trace.to_bytes()), Some(trace));
+        let mut writer = frame::CallWriter::new("t", "m").unwrap();
+        writer.args().append_raw(&hex("20 00 00 00 00")).unwrap();
+        let bytes = writer.finish_traced(&[], None, Some(&trace)).unwrap().into_bytes();
+        let Ok(Message::Call(call)) = frame::decode(&bytes) else {
+            return Err(TestCaseError::fail("not a call"));
+        };
+        prop_assert_eq!(call.trace, Some(trace));
+    }
 }

@@ -16,6 +16,7 @@ use super::FIELD_METHOD;
 use super::FIELD_OK;
 use super::FIELD_SEQ;
 use super::FIELD_TARGET;
+use super::FIELD_TRACE;
 use super::FRAME_BYTES_MAX;
 use super::Hop;
 use super::KIND_CALL;
@@ -27,6 +28,7 @@ use super::KIND_REPLY;
 use super::Message;
 use super::Reply;
 use super::Seq;
+use super::TraceContext;
 use super::chain_too_long;
 use crate::cursor::Cursor;
 use crate::failure;
@@ -202,6 +204,7 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
     let mut args = None;
     let mut chain = None;
     let mut capability = None;
+    let mut trace = None;
     while !entries.is_empty() {
         let (key, mut value) = entries.variant("map entry")?;
         match key {
@@ -214,6 +217,7 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
                 let bytes = decode_capability(&mut value)?;
                 set_once(&mut capability, FIELD_CAPABILITY, bytes)?;
             }
+            FIELD_TRACE => set_once(&mut trace, FIELD_TRACE, decode_trace(&mut value)?)?,
             _ => continue,
         }
         value.finish()?;
@@ -225,7 +229,15 @@ fn decode_call<'a>(entries: &mut Cursor<'a>) -> Result<Call<'a>, Error> {
         args: args.ok_or(missing(FIELD_ARGS))?,
         chain: chain.unwrap_or_default(),
         capability,
+        trace,
     })
+}
+
+/// A trace context: exactly `TRACE_BYTES` bytes.
+fn decode_trace(value: &mut Cursor<'_>) -> Result<TraceContext, Error> {
+    value.expect(neopack::Tag::Bytes, FIELD_TRACE)?;
+    let bytes = value.read(|decoder| decoder.bytes())?;
+    TraceContext::from_bytes(bytes).ok_or(Error::BadTrace { bytes: bytes.len() })
 }
 
 /// A capability's bytes, at most `CAPABILITY_BYTES_MAX`.

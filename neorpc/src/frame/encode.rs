@@ -16,6 +16,7 @@ use super::FIELD_METHOD;
 use super::FIELD_OK;
 use super::FIELD_SEQ;
 use super::FIELD_TARGET;
+use super::FIELD_TRACE;
 use super::FRAME_BYTES_MAX;
 use super::Hop;
 use super::KIND_CALL;
@@ -27,6 +28,7 @@ use super::KIND_REPLY;
 use super::Message;
 use super::RELEASE_SEQ_OFFSET;
 use super::Seq;
+use super::TraceContext;
 use super::chain_too_long;
 use super::decode;
 use crate::failure;
@@ -93,9 +95,19 @@ impl CallWriter {
     /// `finish`, presenting `capability` (written after the chain, only when given; at most
     /// `CAPABILITY_BYTES_MAX` bytes).
     pub fn finish_presenting(
+        self,
+        chain: &[Hop],
+        capability: Option<&[u8]>,
+    ) -> Result<OutboundCall, Error> {
+        self.finish_traced(chain, capability, None)
+    }
+
+    /// `finish_presenting`, carrying `trace` too (written last, only when given).
+    pub fn finish_traced(
         mut self,
         chain: &[Hop],
         capability: Option<&[u8]>,
+        trace: Option<&TraceContext>,
     ) -> Result<OutboundCall, Error> {
         if chain.len() > CHAIN_HOPS_MAX {
             return Err(chain_too_long());
@@ -114,6 +126,11 @@ impl CallWriter {
         if let Some(capability) = capability {
             self.encoder.variant_begin(FIELD_CAPABILITY)?;
             self.encoder.bytes(capability)?;
+            self.encoder.variant_end()?;
+        }
+        if let Some(trace) = trace {
+            self.encoder.variant_begin(FIELD_TRACE)?;
+            self.encoder.bytes(&trace.to_bytes())?;
             self.encoder.variant_end()?;
         }
         self.encoder.map_end()?;
