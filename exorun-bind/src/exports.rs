@@ -41,6 +41,7 @@ use exorun_core::principal;
 use exorun_core::registry;
 use exorun_core::registry::Runtime;
 use exorun_core::resources;
+use exorun_core::trace;
 use exorun_transport::client;
 use exorun_transport::handler;
 use exorun_transport::identity::PublicKey;
@@ -188,6 +189,8 @@ struct Job {
     guarded: Option<Guarded>,
     /// Its function's metric handles (names the export has, so bounded as labels).
     measures: Arc<Measures>,
+    /// The trace it belongs to and the caller's span, as the frame carried them.
+    trace: Option<frame::TraceContext>,
 }
 
 impl Exports {
@@ -365,6 +368,7 @@ impl Exports {
             handles: Arc::clone(&self.handles),
             guarded,
             measures: measures_of(&measures, target, method, interface, function),
+            trace: call.trace,
         })
     }
 }
@@ -432,9 +436,27 @@ impl Job {
         let chain = std::mem::take(&mut self.chain);
         let principal = self.origin.key().map(ToString::to_string);
         let party = self.origin.party();
+        // The callee's span: a child of the caller's, or the root of a trace of its own.
+        let span = match self.trace {
+            Some(caller) => trace::Span::child_of(caller.trace_id, caller.parent_id, caller.flags),
+            None => trace::Span::root(),
+        };
+        let measures = Arc::clone(&self.measures);
         let call = chain::within(chain, self.lease_and_call());
         let call = principal::within_grant(caveats, call);
-        principal::within_party(principal, party, call).await
+        let outcome = trace::within(span, principal::within_party(principal, party, call)).await;
+        let [(_, export), (_, interface), (_, function)] = &measures.labels;
+        tracing::debug!(
+            export,
+            interface,
+            function,
+            trace_id = %span.trace_hex(),
+            span_id = %span.span_hex(),
+            parent_id = %span.parent_hex(),
+            ok = outcome.is_ok(),
+            "served call"
+        );
+        outcome
     }
 
     async fn lease_and_call(self) -> handler::Outcome {

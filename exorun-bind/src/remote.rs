@@ -20,6 +20,7 @@ use exorun_core::chain;
 use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::ledger::Signature;
+use exorun_core::trace;
 use exorun_transport::client;
 use exorun_transport::client::Channel;
 use exorun_transport::transport::BoxFuture;
@@ -110,7 +111,7 @@ impl Function {
     /// session that answered.
     async fn call_carrying(
         &self,
-        carry: &Carry,
+        (carry, span): (&Carry, &trace::Span),
         mut store: StoreContextMut<'_, ExorunCtx>,
         params: &[Val],
         results: &mut [Val],
@@ -138,7 +139,7 @@ impl Function {
         };
         let limits = codec::Limits::default().with_handles();
         let frame = self
-            .frame(&params, &limits)
+            .frame(&params, &limits, span)
             .map_err(|error| self.raise(error))?;
         let timeout = self.channel.timeout();
         let called = self.channel.call_session(frame, timeout, on).await;
@@ -166,10 +167,15 @@ impl Function {
     }
 
     /// One call: encode, send, wait, decode.
-    async fn call(&self, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+    async fn call(
+        &self,
+        span: &trace::Span,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> wasmtime::Result<()> {
         let limits = codec::Limits::default();
         let frame = self
-            .frame(params, &limits)
+            .frame(params, &limits, span)
             .map_err(|error| self.raise(error))?;
         let called = self
             .channel
@@ -184,14 +190,26 @@ impl Function {
         decoded.map_err(|error| self.raise(Error::Results(error)))
     }
 
-    fn frame(&self, params: &[Val], limits: &codec::Limits) -> Result<frame::OutboundCall, Error> {
+    /// The call frame: arguments, the call chain, the capability the channel presents, and the
+    /// trace context naming `span` (this call's own span) as the callee's parent.
+    fn frame(
+        &self,
+        params: &[Val],
+        limits: &codec::Limits,
+        span: &trace::Span,
+    ) -> Result<frame::OutboundCall, Error> {
         let mut writer =
             frame::CallWriter::new(&self.target, &self.method).map_err(Error::Frame)?;
         codec::encode_into(writer.args(), params, limits).map_err(Error::Arguments)?;
         let chain = to_wire(&chain::current());
         let capability = self.channel.capability().map(|bytes| &bytes[..]);
+        let trace = frame::TraceContext {
+            trace_id: span.trace_id,
+            parent_id: span.span_id,
+            flags: span.flags,
+        };
         writer
-            .finish_presenting(&chain, capability)
+            .finish_traced(&chain, capability, Some(&trace))
             .map_err(Error::Frame)
     }
 
@@ -214,15 +232,34 @@ impl Forward for Function {
     ) -> BoxFuture<'a, wasmtime::Result<()>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
+            // This call's span: a child of the caller's, or the root of a new trace.
+            let span = match trace::current() {
+                Some(current) => {
+                    trace::Span::child_of(current.trace_id, current.span_id, current.flags)
+                }
+                None => trace::Span::root(),
+            };
             let outcome = match &self.carry {
-                Some(carry) => self.call_carrying(carry, store, params, results).await,
-                None => self.call(params, results).await,
+                Some(carry) => {
+                    self.call_carrying((carry, &span), store, params, results)
+                        .await
+                }
+                None => self.call(&span, params, results).await,
             };
             let (target, method) = (self.target.as_str(), self.method.as_str());
             let elapsed = started.elapsed();
             let duration_us = elapsed.as_micros();
             let ok = outcome.is_ok();
-            tracing::debug!(target, method, duration_us, ok, "remote call");
+            tracing::debug!(
+                target,
+                method,
+                duration_us,
+                ok,
+                trace_id = %span.trace_hex(),
+                span_id = %span.span_hex(),
+                parent_id = %span.parent_hex(),
+                "remote call"
+            );
             self.seconds.record(elapsed.as_secs_f64());
             if outcome.is_ok() {
                 self.ok.increment(1);

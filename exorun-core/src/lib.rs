@@ -10,6 +10,8 @@
 //! - `chain`: the call chain of nested calls, for re-entrancy detection across links.
 //! - `principal`: the principal the current call came from (a served caller's node key), for host
 //!   functions on its path.
+//! - `trace`: the trace and span the current call belongs to (W3C trace context), which remote
+//!   links carry across runtimes.
 //! - `instance`: `InstanceHandle`, a named instance as one or more replicas (or one per call),
 //!   each running one call at a time, with bounded waiting, re-entrancy detection, error
 //!   classification, and failed replicas replaced.
@@ -32,3 +34,4 @@ pub mod registry;
 pub mod resources;
 pub mod supervision;
 pub mod system;
+pub mod trace;

@@ -121,7 +121,13 @@ fn log(
 ) -> wasmtime::Result<()> {
     check("level", &level, LEVEL_BYTES_MAX)?;
     check("message", &message, MESSAGE_BYTES_MAX)?;
-    tracing::info!(target: "exorun::guest", level = %level, "{message}");
+    match exorun_core::trace::current() {
+        Some(span) => {
+            let (trace_id, span_id) = (span.trace_hex(), span.span_hex());
+            tracing::info!(target: "exorun::guest", level = %level, trace_id = %trace_id, span_id = %span_id, "{message}");
+        }
+        None => tracing::info!(target: "exorun::guest", level = %level, "{message}"),
+    }
     if let Some(sink) = store.data().user::<Sink>() {
         sink.push(Record { level, message });
     }
