@@ -182,6 +182,13 @@ fn gauge_instance(handle: &exorun_core::instance::InstanceHandle) {
     let count = |value: usize| number(u64::try_from(value).unwrap_or(u64::MAX));
     metrics::gauge!("exorun_instance_replicas", &label).set(count(replicas));
     metrics::gauge!("exorun_instance_restarts", &label).set(number(handle.restarts()));
+    for (cause, restarts) in handle.restarts_by_cause() {
+        let labels = [
+            ("instance", label[0].1.clone()),
+            ("cause", cause.to_owned()),
+        ];
+        metrics::gauge!("exorun_instance_restarts_by_cause", &labels).set(number(restarts));
+    }
     metrics::gauge!("exorun_instance_calls_waiting", &label).set(count(waiting));
     metrics::gauge!("exorun_instance_bytes_waiting", &label).set(number(bytes));
 }

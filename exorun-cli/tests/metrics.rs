@@ -121,6 +121,10 @@ async fn a_scrape_counts_exactly_what_was_served_and_no_unknown_name() {
     assert_eq!(sample(&text, refused), Some(200.0), "{text}");
     let restarts = r#"exorun_instance_restarts{instance="math"}"#;
     assert_eq!(sample(&text, restarts), Some(1.0), "{text}");
+    let trapped = r#"exorun_instance_restarts_by_cause{instance="math",cause="trapped"}"#;
+    assert_eq!(sample(&text, trapped), Some(1.0), "{text}");
+    let fuel = r#"exorun_instance_restarts_by_cause{instance="math",cause="out_of_fuel"}"#;
+    assert_eq!(sample(&text, fuel), Some(0.0), "{text}");
     let count = r#"exorun_call_served_seconds_count{export="math",interface="exorun:test/math",function="add"}"#;
     assert_eq!(sample(&text, count), Some(5.0), "{text}");
     assert!(

@@ -99,6 +99,40 @@ struct Inner {
     /// The waiting counts, published after each change (for whoever watches them).
     waiting_seen: tokio::sync::watch::Sender<(usize, u64)>,
     restarts: AtomicU64,
+    /// Restarts by the cause of the failure they replaced (`RESTART_CAUSES` order).
+    restarts_by_cause: [AtomicU64; RESTART_CAUSES.len()],
+}
+
+/// The causes restarts are counted by: what failed the replica that was replaced.
+pub const RESTART_CAUSES: [&str; 5] = [
+    "trapped",
+    "out_of_fuel",
+    "out_of_memory",
+    "interrupted",
+    "other",
+];
+
+/// The index in `RESTART_CAUSES` of a failure's cause.
+fn cause_index(cause: &Error) -> usize {
+    match cause {
+        Error::Trapped { .. } => 0,
+        Error::OutOfFuel => 1,
+        Error::OutOfMemory { .. } => 2,
+        Error::Interrupted => 3,
+        Error::NotFound { .. }
+        | Error::ExportNotFound { .. }
+        | Error::Busy { .. }
+        | Error::TooManyWaiting { .. }
+        | Error::TooManyBytesWaiting { .. }
+        | Error::BackingOff { .. }
+        | Error::Callee { .. }
+        | Error::Reentrant { .. }
+        | Error::ResourceGone { .. }
+        | Error::Rejected(_)
+        | Error::Raised(_)
+        | Error::Failed { .. }
+        | Error::Host { .. } => 4,
+    }
 }
 
 /// A cloneable handle to one named instance (its replicas and their supervision).
@@ -248,6 +282,7 @@ impl InstanceHandle {
             waiting_bytes: AtomicU64::new(0),
             waiting_seen: tokio::sync::watch::Sender::new((0, 0)),
             restarts: AtomicU64::new(0),
+            restarts_by_cause: Default::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -282,6 +317,17 @@ impl InstanceHandle {
     /// How many times a failed replica was replaced by a fresh instance.
     pub fn restarts(&self) -> u64 {
         self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Restarts by cause, in `RESTART_CAUSES` order (they add up to `restarts`).
+    pub fn restarts_by_cause(&self) -> [(&'static str, u64); RESTART_CAUSES.len()] {
+        let counted = &self.inner.restarts_by_cause;
+        std::array::from_fn(|index| {
+            (
+                RESTART_CAUSES[index],
+                counted[index].load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Calls waiting for a replica now, and the argument bytes they hold (never above the
@@ -560,10 +606,12 @@ impl InstanceHandle {
                 cause: Box::new(cause.clone()),
             });
         }
+        let counted = cause_index(cause);
         let cause = cause.to_string();
         match inner.factory.make().await {
             Ok(running) => {
                 let restarts = inner.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                inner.restarts_by_cause[counted].fetch_add(1, Ordering::Relaxed);
                 let (instance, replica) = (inner.id.to_string(), slot.index);
                 let name = inner.name.as_deref().unwrap_or_default();
                 tracing::info!(

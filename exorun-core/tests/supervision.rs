@@ -98,6 +98,19 @@ async fn a_trap_fuel_or_memory_failure_then_a_good_call_runs_on_a_fresh_instance
         assert_eq!(handle.restarts(), 0);
         assert_eq!(echo(&handle, 7).await.unwrap(), Val::U32(7), "{function}");
         assert_eq!(handle.restarts(), 1, "{function}");
+        let cause = match function {
+            "trap" => "trapped",
+            "spin" => "out_of_fuel",
+            _ => "out_of_memory",
+        };
+        let counted = handle.restarts_by_cause();
+        let by_cause = counted.iter().map(|(name, count)| (*name, *count));
+        let expected = instance::RESTART_CAUSES.map(|name| (name, u64::from(name == cause)));
+        assert_eq!(
+            by_cause.collect::<Vec<_>>(),
+            expected.to_vec(),
+            "{function}"
+        );
         assert_eq!(handle.failure().await, None);
     }
 }
