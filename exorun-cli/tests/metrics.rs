@@ -1,7 +1,7 @@
 //! `exorun serve --metrics`: a real server process scraped over HTTP after a known mix of calls
-//! (ok, trapped, refused for unknown names), with exact counts, the restart the trap caused,
-//! label values that stay bounded under a flood of calls to unknown names, and `/healthz` and
-//! `/readyz`.
+//! (ok, trapped, refused for unknown names; and, over tls://, granted and denied by a guard),
+//! with exact counts, the restart the trap caused, label values that stay bounded under a flood
+//! of calls to unknown names, and `/healthz` and `/readyz`.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
 
@@ -142,6 +142,83 @@ async fn a_scrape_counts_exactly_what_was_served_and_no_unknown_name() {
         "{text}"
     );
     assert_eq!(get(&metrics, "/nowhere").0, 404);
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guards_denials_are_counted_by_reason() {
+    let dir = std::env::temp_dir().join(format!("exorun-cli-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (server_file, caller_file) = (dir.join("server.key"), dir.join("caller.key"));
+    let _ = std::fs::remove_file(&server_file);
+    let _ = std::fs::remove_file(&caller_file);
+    let server_key = exorun_transport::identity::NodeKey::generate().unwrap();
+    server_key.write_new(&server_file).unwrap();
+    let caller_key = exorun_transport::identity::NodeKey::generate().unwrap();
+    let guarded = manifest(
+        "metrics-guarded",
+        &r#"
+key = "KEY"
+[apps]
+cruncher = "{fixtures}/cruncher.wasm"
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.wild]
+app = "misbehave"
+[instances.crunch]
+app = "cruncher"
+export = { guard = "wild" }
+"#
+        .replace("KEY", server_file.to_str().unwrap()),
+    );
+    let mut child = exorun()
+        .env("RUST_LOG", "warn")
+        .args(["serve", guarded.to_str().unwrap()])
+        .args(["--listen", "tls://127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::new(child.stdout.take().unwrap());
+    let first = lines.next_line("the metrics address").unwrap();
+    let metrics = first
+        .strip_prefix("exorun: metrics on ")
+        .unwrap()
+        .to_owned();
+    let listening = lines.next_line("the server's address").unwrap();
+    let address = listening
+        .strip_prefix("exorun: listening on ")
+        .unwrap()
+        .to_owned();
+    lines.next_line("the server's exports").unwrap();
+    let server = Server::from_child(child, &address);
+    let secure = exorun_transport::tls::Secure {
+        key: std::sync::Arc::new(caller_key),
+        pin: server_key.public(),
+    };
+    let max = transport::MESSAGE_BYTES_MAX;
+    let parsed = Address::parse(&address).unwrap();
+    let connection = net::connect_secure(&parsed, &secure, max).await.unwrap();
+    let client = Client::new(connection, client::Config::default());
+    for capability in [&b"ok"[..], b"deny", b"deny"] {
+        let mut writer =
+            neorpc::frame::CallWriter::new("crunch", "exorun:test/crunch#tally").unwrap();
+        codec::encode_into(writer.args(), &[], &codec::Limits::default()).unwrap();
+        let frame = writer.finish_presenting(&[], Some(capability)).unwrap();
+        let answered = client.call(frame).await;
+        assert_eq!(answered.is_ok(), capability == b"ok", "{answered:?}");
+    }
+    let (_, text) = get(&metrics, "/metrics");
+    let served = r#"exorun_calls_served_total{export="crunch",interface="exorun:test/crunch",function="tally","#;
+    assert_eq!(
+        sample(&text, &format!("{served}outcome=\"ok\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    let denied = format!("{served}outcome=\"permission_denied\"}}");
+    assert_eq!(sample(&text, &denied), Some(2.0), "{text}");
+    let tls = r#"exorun_connections_total{transport="tls"}"#;
+    assert_eq!(sample(&text, tls), Some(1.0), "{text}");
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
 }
