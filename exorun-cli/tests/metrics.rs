@@ -146,16 +146,25 @@ async fn a_scrape_counts_exactly_what_was_served_and_no_unknown_name() {
     assert!(status.success(), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guards_denials_are_counted_by_reason() {
+/// A server key (in a file, for the manifest) and a caller key.
+fn keys() -> (
+    std::path::PathBuf,
+    exorun_transport::identity::NodeKey,
+    exorun_transport::identity::NodeKey,
+) {
     let dir = std::env::temp_dir().join(format!("exorun-cli-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (server_file, caller_file) = (dir.join("server.key"), dir.join("caller.key"));
+    let server_file = dir.join("server.key");
     let _ = std::fs::remove_file(&server_file);
-    let _ = std::fs::remove_file(&caller_file);
     let server_key = exorun_transport::identity::NodeKey::generate().unwrap();
     server_key.write_new(&server_file).unwrap();
     let caller_key = exorun_transport::identity::NodeKey::generate().unwrap();
+    (server_file, server_key, caller_key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guards_denials_are_counted_by_reason() {
+    let (server_file, server_key, caller_key) = keys();
     let guarded = manifest(
         "metrics-guarded",
         &r#"
