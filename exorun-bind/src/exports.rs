@@ -42,7 +42,6 @@ use exorun_core::registry;
 use exorun_core::registry::Runtime;
 use exorun_core::resources;
 use exorun_core::trace;
-use exorun_transport::client;
 use exorun_transport::handler;
 use exorun_transport::identity::PublicKey;
 use exorun_transport::transport::BoxFuture;
@@ -51,11 +50,20 @@ use neorpc::failure::Failure;
 use neorpc::frame;
 use wasmtime::component::Val;
 
-use crate::binder;
 use crate::guard;
 use crate::handles::Handles;
 use crate::remote;
-use crate::standins;
+
+mod failures;
+mod measures;
+
+use failures::bad_arguments;
+pub(crate) use failures::failure;
+use failures::failure_of;
+use failures::internal;
+use measures::Measures;
+use measures::measured;
+use measures::measures_of;
 
 /// Who may call an export.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,34 +120,6 @@ struct Exported {
     calls: Arc<std::sync::atomic::AtomicU64>,
     /// Each of its functions' metric handles, by method, made at its first call.
     measures: Arc<DashMap<String, Arc<Measures>>>,
-}
-
-/// One exported function's metric handles, looked up once (a call then costs a few atomic
-/// operations): calls that succeeded, durations, calls in flight; and its labels, for the
-/// counters of failures (made as they happen).
-struct Measures {
-    labels: [(&'static str, String); 3],
-    ok: metrics::Counter,
-    seconds: metrics::Histogram,
-    in_flight: metrics::Gauge,
-}
-
-impl Measures {
-    fn new(export: &str, interface: &str, function: &str) -> Self {
-        let labels = [
-            ("export", export.to_owned()),
-            ("interface", interface.to_owned()),
-            ("function", function.to_owned()),
-        ];
-        let mut counted = labels.to_vec();
-        counted.push(("outcome", "ok".to_owned()));
-        Self {
-            ok: metrics::counter!("exorun_calls_served_total", &counted),
-            seconds: metrics::histogram!("exorun_call_served_seconds", &labels),
-            in_flight: metrics::gauge!("exorun_calls_in_flight", "export" => export.to_owned()),
-            labels,
-        }
-    }
 }
 
 /// The instances of a runtime that remote callers may reach, and who may reach each.
@@ -550,178 +530,5 @@ impl Job {
 
     fn failure(&self, error: &instance::Error) -> Failure {
         failure_of(&self.handle, error)
-    }
-}
-
-/// The metric handles of `method` of the export whose handles are `measures`, made at its
-/// first call.
-fn measures_of(
-    measures: &DashMap<String, Arc<Measures>>,
-    export: &str,
-    method: &str,
-    interface: &str,
-    function: &str,
-) -> Arc<Measures> {
-    if let Some(found) = measures.get(method) {
-        return Arc::clone(found.value());
-    }
-    let made = Arc::new(Measures::new(export, interface, function));
-    let entry = measures.entry(method.to_owned()).or_insert(made);
-    Arc::clone(entry.value())
-}
-
-/// Runs a resolved call, counting it (`exorun_calls_served_total` by export, interface,
-/// function and outcome), timing it (`exorun_call_served_seconds`) and counting it in flight
-/// while it runs (`exorun_calls_in_flight` by export).
-async fn measured(
-    measures: Arc<Measures>,
-    call: impl Future<Output = handler::Outcome>,
-) -> handler::Outcome {
-    measures.in_flight.increment(1.0);
-    let started = std::time::Instant::now();
-    let outcome = call.await;
-    measures.in_flight.decrement(1.0);
-    measures.seconds.record(started.elapsed().as_secs_f64());
-    let Err(failure) = &outcome else {
-        measures.ok.increment(1);
-        return outcome;
-    };
-    let mut counted = measures.labels.to_vec();
-    counted.push(("outcome", failure.name().to_owned()));
-    metrics::counter!("exorun_calls_served_total", &counted).increment(1);
-    outcome
-}
-
-/// The failure reason for an error of a call on `handle`; the target itself re-entered is
-/// named as the caller addressed it.
-fn failure_of(handle: &InstanceHandle, error: &instance::Error) -> Failure {
-    let itself =
-        matches!(error, instance::Error::Reentrant { instance } if *instance == handle.id());
-    if let (true, Some(name)) = (itself, handle.name()) {
-        let instance = name.to_owned();
-        return Failure::Reentrant { instance };
-    }
-    failure(error)
-}
-
-/// A reply frame that could not be finished: over the frame limit (named with its size and
-/// the limit), or refused by the encoder.
-fn internal(error: frame::Error) -> Failure {
-    if let frame::Error::FrameTooLarge { frame_bytes, max } = error {
-        return Failure::ReplyTooLarge {
-            reply_bytes: frame_bytes,
-            max,
-        };
-    }
-    Failure::Internal {
-        message: format!("cannot build the reply: {error}"),
-    }
-}
-
-fn bad_arguments(error: codec::Error) -> Failure {
-    if let codec::Error::CountMismatch { expected, found } = error {
-        return Failure::BadArgumentCount {
-            expected: u32::try_from(expected).unwrap_or(u32::MAX),
-            found: u32::try_from(found).unwrap_or(u32::MAX),
-        };
-    }
-    if let codec::Error::Argument { index, source } = &error {
-        return Failure::BadArgumentType {
-            index: *index,
-            message: source.to_string(),
-        };
-    }
-    Failure::ProtocolViolation {
-        message: format!("the argument slab is malformed: {error}"),
-    }
-}
-
-/// The failure reason a remote caller sees for an instance error (see the module doc). A
-/// remote failure that a linked import raised is passed on as it came (the same value, not
-/// re-classified).
-pub(crate) fn failure(error: &instance::Error) -> Failure {
-    match error {
-        instance::Error::NotFound { instance } => Failure::InstanceNotFound {
-            instance: instance.to_string(),
-        },
-        instance::Error::ExportNotFound {
-            interface,
-            function,
-        } => Failure::MethodNotFound {
-            method: format!("{interface}#{function}"),
-        },
-        instance::Error::Busy { .. }
-        | instance::Error::TooManyWaiting { .. }
-        | instance::Error::TooManyBytesWaiting { .. } => Failure::Overloaded,
-        // During a back-off the caller gets the failure that caused it.
-        instance::Error::BackingOff { cause, .. } => failure(cause),
-        instance::Error::Callee { cause, .. } => failure(cause),
-        instance::Error::Reentrant { instance } => Failure::Reentrant {
-            instance: instance.to_string(),
-        },
-        instance::Error::OutOfFuel => Failure::OutOfFuel,
-        instance::Error::ResourceGone { resource } => Failure::ResourceGone {
-            resource: resource.clone(),
-        },
-        instance::Error::OutOfMemory { message } => Failure::OutOfMemory {
-            message: message.clone(),
-        },
-        instance::Error::Rejected(rejection) => Failure::DomainSpecific {
-            code: rejection.code,
-            message: rejection.message.clone(),
-        },
-        instance::Error::Raised(raised) => raised_failure(raised),
-        instance::Error::Trapped { message } => Failure::AppTrapped {
-            message: message.clone(),
-        },
-        instance::Error::Failed { .. }
-        | instance::Error::Interrupted
-        | instance::Error::Host { .. } => Failure::Internal {
-            message: error.to_string(),
-        },
-    }
-}
-
-/// What a host function raised, as a remote caller sees it: a remote failure as it came, a link
-/// that could not reach its provider as an internal failure, a missing named instance as
-/// not found, anything else as a trap (the guest was unwound by it).
-fn raised_failure(raised: &instance::Raised) -> Failure {
-    let message = || raised.to_string();
-    if let Some(failure) = raised.downcast_ref::<Failure>() {
-        return failure.clone();
-    }
-    if let Some(client_error) = raised.downcast_ref::<client::Error>() {
-        return match client_error {
-            client::Error::Remote(failure) => failure.clone(),
-            client::Error::SessionEnded => Failure::ResourceGone {
-                resource: "resource".to_owned(),
-            },
-            client::Error::Timeout { .. }
-            | client::Error::PeerClosed
-            | client::Error::Unresponsive { .. }
-            | client::Error::Unread(_)
-            | client::Error::Overloaded { .. }
-            | client::Error::Frame(_)
-            | client::Error::Transport(_) => Failure::Internal { message: message() },
-        };
-    }
-    if let Some(refused) = raised.downcast_ref::<standins::Error>() {
-        return match refused {
-            standins::Error::TooMany { .. } => Failure::Overloaded,
-            standins::Error::Foreign { .. }
-            | standins::Error::Split { .. }
-            | standins::Error::PerCall { .. }
-            | standins::Error::NotAStandIn { .. } => Failure::AppTrapped { message: message() },
-        };
-    }
-    if raised.downcast_ref::<remote::Error>().is_some() {
-        return Failure::Internal { message: message() };
-    }
-    match raised.downcast_ref::<binder::Unresolved>() {
-        Some(binder::Unresolved::Missing { name }) => Failure::InstanceNotFound {
-            instance: name.clone(),
-        },
-        Some(binder::Unresolved::OtherApp { .. }) => Failure::Internal { message: message() },
-        None => Failure::AppTrapped { message: message() },
     }
 }
