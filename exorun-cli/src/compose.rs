@@ -32,10 +32,8 @@ use exorun_systems::kv;
 use exorun_systems::logging::Logging;
 use exorun_systems::wasi::Access;
 use exorun_systems::wasi::Wasi;
-use exorun_transport::address::Address;
 use exorun_transport::client::Channel;
 use exorun_transport::client::Presenting;
-use exorun_transport::identity;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
 use exorun_transport::nats::Lattice;
@@ -50,6 +48,13 @@ use crate::manifest::Link;
 use crate::manifest::Manifest;
 use crate::manifest::Problem;
 use crate::meta;
+
+mod composer;
+mod lattices;
+
+pub use composer::Composer;
+use lattices::lattice_settings;
+pub use lattices::nats_settings;
 
 /// Why a composition did not start.
 #[derive(Debug, thiserror::Error)]
@@ -184,73 +189,6 @@ impl Providers {
         self.channels.insert(name.to_owned(), Arc::clone(&channel));
         Some(channel)
     }
-}
-
-/// How to reach each lattice peer's NATS system: its URLs and its nkey seed, read now (a seed
-/// file others may read is a problem at its key).
-fn lattice_settings(
-    manifest: &Manifest,
-    problems: &mut Vec<(String, Problem)>,
-) -> BTreeMap<String, nats::Settings> {
-    let mut lattices = BTreeMap::new();
-    for (name, peer) in &manifest.peers {
-        let Some(lattice) = &peer.nats else {
-            continue;
-        };
-        let Some(settings) = nats_settings(lattice, &peer.addresses, problems, name) else {
-            continue;
-        };
-        lattices.insert(name.clone(), settings);
-    }
-    lattices
-}
-
-/// NATS settings for `lattice` at `addresses`; a seed or credentials file that cannot be read
-/// (or a CA file that is not a small regular file) is a problem at `peers.NAME.KEY`.
-/// Credentials come from the address, else the credentials file, else the environment
-/// (`nats::CREDENTIALS_ENV`).
-pub fn nats_settings(
-    lattice: &manifest::Nats,
-    addresses: &[Address],
-    problems: &mut Vec<(String, Problem)>,
-    name: &str,
-) -> Option<nats::Settings> {
-    let mut secret = |key: &str, path: &Option<std::path::PathBuf>| {
-        let path = path.as_ref()?;
-        match identity::read_private(path) {
-            Ok(seed) => Some(Ok(String::from_utf8_lossy(&seed).trim().to_owned())),
-            Err(error) => {
-                problems.push((format!("peers.{name}.{key}"), Problem::Key(error)));
-                Some(Err(()))
-            }
-        }
-    };
-    let nkey_seed = secret("nkey", &lattice.nkey).transpose().ok()?;
-    let from_file = secret("credentials", &lattice.credentials)
-        .transpose()
-        .ok()?;
-    if let Some(ca) = &lattice.ca
-        && let Err(error) = identity::check_file(ca, nats::CA_FILE_BYTES_MAX)
-    {
-        problems.push((format!("peers.{name}.ca"), Problem::Key(error)));
-        return None;
-    }
-    let credentials = from_file.or_else(|| std::env::var(nats::CREDENTIALS_ENV).ok());
-    let urls = addresses
-        .iter()
-        .filter_map(|address| match address {
-            Address::Nats(url) => Some(url.clone()),
-            Address::Tcp(_) | Address::Unix(_) | Address::Tls(_) | Address::Quic(_) => None,
-        })
-        .collect();
-    Some(nats::Settings {
-        urls,
-        credentials,
-        nkey_seed,
-        require_tls: lattice.require_tls,
-        root_certificates: lattice.ca.clone(),
-        name: format!("exorun {name}"),
-    })
 }
 
 /// Reads every capability file a remote link presents; one that cannot be read or is not a
@@ -447,95 +385,6 @@ fn check_all(
         problems.extend(keyed);
     }
     Ok(builders)
-}
-
-/// What a running composition starts new instances with (through `exorun:host/meta`): its
-/// providers (peers, stores, systems), its apps by name, and its manifest.
-pub struct Composer {
-    providers: Providers,
-    apps: BTreeMap<String, AppId>,
-    manifest: Manifest,
-}
-
-impl Composer {
-    /// The registered apps, by name.
-    pub fn apps(&self) -> &BTreeMap<String, AppId> {
-        &self.apps
-    }
-
-    /// Registers `app` under `name`.
-    pub fn add_app(&mut self, name: &str, app: AppId) {
-        self.apps.insert(name.to_owned(), app);
-    }
-
-    /// Forgets the app `name`.
-    pub fn forget_app(&mut self, name: &str) -> Option<AppId> {
-        self.apps.remove(name)
-    }
-
-    /// Checks instance `name` from `settings` (a manifest's instance table) against what runs
-    /// (`deployed`: the instances started so, which alone it may link to locally), links it,
-    /// instantiates it and exports it if it says so. Every problem at once, each as
-    /// `instances.NAME.KEY: problem`.
-    pub async fn start(
-        &mut self,
-        (runtime, exports): (&Arc<Runtime>, &Exports),
-        deployed: &std::collections::BTreeSet<String>,
-        name: &str,
-        settings: &str,
-    ) -> Result<InstanceHandle, Vec<String>> {
-        let lines = |problems: Vec<(String, Problem)>| {
-            let line = |(key, problem): (String, Problem)| format!("{key}: {problem}");
-            problems.into_iter().map(line).collect::<Vec<_>>()
-        };
-        let known = manifest::Known {
-            apps: self.apps.keys().cloned().collect(),
-            instances: runtime
-                .instances()
-                .iter()
-                .filter_map(|handle| handle.name().map(str::to_owned))
-                .collect(),
-            deployed: deployed.clone(),
-        };
-        let peers = &mut self.providers.peers;
-        let parsed = manifest::parse_instance(&self.manifest, peers, &known, name, settings);
-        let instance = parsed.map_err(lines)?;
-        let app = self.apps.get(&instance.app).copied();
-        let app = app.ok_or_else(|| vec![format!("no app `{}`", instance.app)])?;
-        let builder =
-            InstanceBuilder::new(runtime, app).map_err(|error| vec![error.to_string()])?;
-        let app_of = |other: &str| Some(runtime.instance_named(other).ok()?.app().id);
-        let builder = link_all(builder, name, &instance, &mut self.providers, app_of);
-        let checked = match builder.checked() {
-            Ok(checked) => checked,
-            Err(builder::Error::Refused { problems, .. }) => {
-                let keyed = problems.into_iter().map(|problem| {
-                    let key = problem_key(name, &problem);
-                    (key, Problem::Link(problem))
-                });
-                return Err(lines(keyed.collect()));
-            }
-            Err(error) => return Err(vec![error.to_string()]),
-        };
-        let handle = checked
-            .instantiate()
-            .await
-            .map_err(|error| vec![error.to_string()])?;
-        let Some(allow) = instance.export.clone() else {
-            return Ok(handle);
-        };
-        let exported = match &instance.guard {
-            Some(guard) => exports.export_guarded(name, allow, guard),
-            None => exports
-                .export_allowing(name, allow)
-                .map_err(exports::Error::Registry),
-        };
-        if let Err(error) = exported {
-            let _ = runtime.remove_instance(handle.id());
-            return Err(vec![error.to_string()]);
-        }
-        Ok(handle)
-    }
 }
 
 /// Instantiates every checked instance, in manifest order, then exports those the manifest
