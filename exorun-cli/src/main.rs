@@ -19,19 +19,28 @@ use exorun_core::ledger;
 use exorun_core::registry::Runtime;
 use exorun_transport::address::Address;
 use exorun_transport::budget;
-use exorun_transport::identity;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
 use exorun_transport::server;
 
-use exorun_cli::capability;
 use exorun_cli::compose;
 use exorun_cli::invoke;
 use exorun_cli::invoke::Invocation;
 use exorun_cli::manage;
 use exorun_cli::manifest;
 
+mod cap_command;
+mod manage_command;
 mod serve_command;
+
+use cap_command::CapCommand;
+use cap_command::cap;
+use manage_command::AtArgs;
+use manage_command::ManageArgs;
+use manage_command::deploy;
+use manage_command::managed;
+use manage_command::ps;
+use manage_command::target;
 
 use serve_command::Listening;
 
@@ -150,117 +159,6 @@ enum Command {
         #[command(subcommand)]
         action: CapCommand,
     },
-}
-
-/// `exorun serve --manage …`.
-#[derive(clap::Args)]
-struct ManageArgs {
-    /// Serves the `meta` export (guarded by `auth`) through which the runtime is changed.
-    #[arg(long, requires = "operator")]
-    manage: bool,
-    /// The operator's key (`ed25519:…`): auth's trusted root, who needs no capability.
-    #[arg(long, requires = "manage")]
-    operator: Option<String>,
-    /// Where what is deployed through meta is kept and started again from.
-    #[arg(long, requires = "manage")]
-    state: Option<PathBuf>,
-    /// Where `auth.wasm` and `meta.wasm` are (default: `EXORUN_COMPONENTS`, else the source
-    /// tree's `fixtures`).
-    #[arg(long)]
-    components: Option<PathBuf>,
-}
-
-/// Where a managing command calls (a runtime served with `--manage`), and as whom.
-#[derive(clap::Args)]
-struct AtArgs {
-    /// The runtime's address (`tls://HOST:PORT` or `quic://HOST:PORT`).
-    #[arg(long)]
-    at: String,
-    /// The key the runtime must present (`ed25519:…`).
-    #[arg(long)]
-    peer_key: String,
-    /// This caller's node key file.
-    #[arg(long)]
-    key: PathBuf,
-    /// A capability to present (none: the key is the operator's).
-    #[arg(long)]
-    capability: Option<PathBuf>,
-    /// Where `meta.wasm` is (its types read the answers).
-    #[arg(long)]
-    components: Option<PathBuf>,
-}
-
-/// `exorun cap …`.
-#[derive(Subcommand)]
-enum CapCommand {
-    /// A new capability: the issuer's key grants another key rights (a root of trust).
-    Issue {
-        /// The issuer's node key file.
-        #[arg(long)]
-        key: PathBuf,
-        #[command(flatten)]
-        grant: GrantArgs,
-        /// Where to write it (mode 0600; an existing file is left alone).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Pass on a capability, or a narrower part of it, to another key.
-    Delegate {
-        /// The capability held.
-        file: PathBuf,
-        /// The holder's node key file.
-        #[arg(long)]
-        key: PathBuf,
-        #[command(flatten)]
-        grant: GrantArgs,
-        /// Where to write the delegated capability (mode 0600).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Print a capability's links: issuers, subjects, windows, rights, caveats, ids.
-    Show {
-        /// The capability file.
-        file: PathBuf,
-    },
-    /// Print the id a guard's revocation list names to revoke a link (and all below it).
-    Revoke {
-        /// The capability file.
-        file: PathBuf,
-        /// Which link (0: the root; default: the last).
-        #[arg(long)]
-        link: Option<usize>,
-    },
-}
-
-/// What a new link grants.
-#[derive(clap::Args)]
-struct GrantArgs {
-    /// The key it is for: `ed25519:<64 hex digits>`.
-    #[arg(long, value_parser = parse_key)]
-    to: identity::PublicKey,
-    /// `EXPORT[/INTERFACE[#FUNCTION]]` (repeatable; a delegation without it passes on all).
-    #[arg(long)]
-    allow: Vec<String>,
-    /// How long it lasts: `90m`, `12h`, `7d` (issue: a week by default; delegate: as long
-    /// as what it delegates).
-    #[arg(long)]
-    expires_in: Option<String>,
-    /// An opaque condition the callee may read (repeatable).
-    #[arg(long)]
-    caveat: Vec<String>,
-}
-
-fn grant_of(args: &GrantArgs) -> capability::Grant<'_> {
-    capability::Grant {
-        to: args.to,
-        allow: &args.allow,
-        expires_in: args.expires_in.as_deref(),
-        caveats: &args.caveat,
-    }
-}
-
-fn parse_key(text: &str) -> Result<identity::PublicKey, String> {
-    identity::PublicKey::parse(text).map_err(|error| error.to_string())
 }
 
 /// Serving exports in a NATS lattice.
@@ -526,43 +424,6 @@ async fn command(command: Command) -> Result<(), Failed> {
     }
 }
 
-fn cap(action: CapCommand) -> Result<(), Failed> {
-    let failed = |error: capability::Error| Failed(vec![error.to_string()]);
-    match action {
-        CapCommand::Issue {
-            key,
-            grant: args,
-            out,
-        } => {
-            if args.allow.is_empty() {
-                return Err(Failed(vec![
-                    "cap issue: give at least one --allow".to_owned(),
-                ]));
-            }
-            let with = grant_of(&args);
-            capability::issue(&key, &with, &out).map_err(failed)?;
-            println!("{}", capability::show(&out).map_err(failed)?.trim_end());
-        }
-        CapCommand::Delegate {
-            file,
-            key,
-            grant: args,
-            out,
-        } => {
-            let with = grant_of(&args);
-            capability::delegate(&file, &key, &with, &out).map_err(failed)?;
-            println!("{}", capability::show(&out).map_err(failed)?.trim_end());
-        }
-        CapCommand::Show { file } => {
-            println!("{}", capability::show(&file).map_err(failed)?.trim_end());
-        }
-        CapCommand::Revoke { file, link } => {
-            println!("{}", capability::revoke(&file, link).map_err(failed)?);
-        }
-    }
-    Ok(())
-}
-
 /// Reads the manifest at `path`, with peer addresses and the node key overridden.
 fn load(
     path: &Path,
@@ -575,104 +436,6 @@ fn load(
         manifest.key = key;
     }
     Ok(manifest)
-}
-
-/// The manifest (if any) with what `--manage` adds.
-fn managed(
-    path: Option<&Path>,
-    operator: &str,
-    managing: &ManageArgs,
-    peers: Vec<(String, String)>,
-    key: Option<PathBuf>,
-) -> Result<manifest::Manifest, Failed> {
-    let operator = identity::PublicKey::parse(operator)?;
-    let components = manage::components(managing.components.as_deref());
-    let peers: BTreeMap<String, String> = peers.into_iter().collect();
-    let mut manifest = manage::managed(path, &operator, &components, &peers)?;
-    if key.is_some() {
-        manifest.key = key;
-    }
-    Ok(manifest)
-}
-
-fn target<'a>(at: &'a AtArgs, components: &'a Path) -> manage::Target<'a> {
-    manage::Target {
-        at: &at.at,
-        peer_key: &at.peer_key,
-        key: &at.key,
-        capability: at.capability.as_deref(),
-        components,
-    }
-}
-
-async fn deploy(
-    component: &Path,
-    at: &AtArgs,
-    name: &str,
-    links: &[String],
-    export: bool,
-    replicas: Option<u32>,
-) -> Result<(), Failed> {
-    let mut settings = String::new();
-    if !links.is_empty() {
-        let mut written = Vec::new();
-        for link in links {
-            let Some((interface, target)) = link.split_once('=') else {
-                return Err(Failed(vec![format!(
-                    "--link {link}: expected IFACE={{ … }}"
-                )]));
-            };
-            written.push(format!("{interface:?} = {target}"));
-        }
-        settings.push_str(&format!("links = {{ {} }}\n", written.join(", ")));
-    }
-    if export {
-        settings.push_str("export = true\n");
-    }
-    if let Some(replicas) = replicas {
-        settings.push_str(&format!("replicas = {replicas}\n"));
-    }
-    let components = manage::components(at.components.as_deref());
-    let exports = target(at, &components)
-        .deploy(name, component, &settings)
-        .await?;
-    println!("deployed {name}");
-    for interface in exports {
-        println!("  exports {interface}");
-    }
-    Ok(())
-}
-
-async fn ps(at: &AtArgs) -> Result<(), Failed> {
-    let components = manage::components(at.components.as_deref());
-    let listed = target(at, &components).ps().await?;
-    println!("NAME\tAPP\tSTATE\tEXPORTED\tREPLICAS\tRESTARTS\tCALLS");
-    for instance in listed {
-        let field = |name: &str| {
-            let found = instance.fields.iter().find(|(field, _)| field == name);
-            found.map_or_else(String::new, |(_, value)| shown_value(value))
-        };
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            field("name"),
-            field("app"),
-            field("state"),
-            field("exported"),
-            field("replicas"),
-            field("restarts"),
-            field("calls")
-        );
-    }
-    Ok(())
-}
-
-/// A listed field in plain text (strings unquoted), as WAVE writes the rest.
-fn shown_value(value: &wasmtime::component::Val) -> String {
-    use wasmtime::component::Val;
-    if let Val::String(text) = value {
-        return text.clone();
-    }
-    value.to_wave().unwrap_or_else(|error| format!("<{error}>"))
 }
 
 async fn run(
