@@ -154,6 +154,7 @@ impl Manager {
     /// The named instances that run, as meta lists them.
     pub async fn instances(&self) -> Vec<Listed> {
         let mut listed = Vec::new();
+        let exported = self.exports.names();
         for handle in self.runtime.instances() {
             let Some(name) = handle.name().map(str::to_owned) else {
                 continue;
@@ -167,7 +168,7 @@ impl Manager {
                 None => "running".to_owned(),
             };
             listed.push(Listed {
-                exported: self.exports.names().contains(&name),
+                exported: exported.contains(&name),
                 calls: self.exports.calls(&name),
                 app: handle.app().name.clone(),
                 restarts: handle.restarts(),

@@ -13,7 +13,7 @@
 //! (`exorun_calls_refused_total`).
 //!
 //! Bounds: `CONNECTIONS_MAX` connections at once (more wait in the kernel's backlog), a request
-//! head of at most `HEAD_BYTES_MAX` read within `HEAD_TIMEOUT`.
+//! head of at most `HEAD_BYTES_MAX` read within `HEAD_TIMEOUT`, one request a connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -203,6 +203,9 @@ async fn connection(stream: tokio::net::TcpStream, endpoint: Arc<Endpoint>) {
     let served = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
+        // One request a connection: an idle kept-alive connection would hold one of the
+        // `CONNECTIONS_MAX` permits for as long as its client liked.
+        .keep_alive(false)
         .max_buf_size(HEAD_BYTES_MAX)
         .serve_connection(io, service)
         .await;

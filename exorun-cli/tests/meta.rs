@@ -65,6 +65,22 @@ impl Managed {
         }
     }
 
+    /// Stops the server with `signal` and starts it again on the same address with `state`;
+    /// the stopped process's output.
+    fn restart(self, signal: &str, state: &Path) -> (Self, Output) {
+        let address = self.server.address.clone();
+        self.server.signal(signal);
+        let (output, _) = self.server.exit_within(common::WAIT);
+        let server = serve(
+            &self.dir,
+            &self.server_key,
+            &self.operator_public,
+            Some(state),
+            &address,
+        );
+        (Self { server, ..self }, output)
+    }
+
     /// `exorun COMMAND ARGS… --at … --peer-key … --key KEY [--capability CAP]`.
     fn as_key(&self, key: &Path, capability: Option<&Path>, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
@@ -358,52 +374,14 @@ fn a_runtime_with_state_comes_back_with_what_was_deployed() {
     let provider = math_provider();
     let deployed = managed.operator(&["deploy", &provider, "--name", "math", "--export"]);
     assert!(deployed.status.success(), "{}", text(&deployed.stderr));
-    let Managed {
-        server,
-        dir,
-        server_key,
-        server_public,
-        operator,
-        operator_public,
-    } = managed;
     // SIGKILL: nothing is written on the way out; what was kept was kept when deployed.
-    let address = server.address.clone();
-    server.signal("-KILL");
-    let _ = server.exit_within(common::WAIT);
-    let server = serve(&dir, &server_key, &operator_public, Some(&state), &address);
-    let managed = Managed {
-        server,
-        dir,
-        server_key,
-        server_public,
-        operator,
-        operator_public,
-    };
+    let (managed, _) = managed.restart("-KILL", &state);
     let called = managed.consume();
     assert!(called.status.success(), "{}", text(&called.stderr));
     assert_eq!(text(&called.stdout), "calc: \"10 + 5 = 15\"\n");
     // SIGTERM: a clean stop, and the same again.
-    let Managed {
-        server,
-        dir,
-        server_key,
-        server_public,
-        operator,
-        operator_public,
-    } = managed;
-    let address = server.address.clone();
-    server.signal("-TERM");
-    let (output, _) = server.exit_within(common::WAIT);
+    let (managed, output) = managed.restart("-TERM", &state);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    let server = serve(&dir, &server_key, &operator_public, Some(&state), &address);
-    let managed = Managed {
-        server,
-        dir,
-        server_key,
-        server_public,
-        operator,
-        operator_public,
-    };
     assert_eq!(managed.names(), ["exorun-auth", "meta", "math"]);
     let stopped = managed.operator(&["stop", "math"]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));

@@ -48,23 +48,17 @@ async fn add(client: &Client, target: &str, a: u32, b: u32) -> Result<bytes::Byt
     client.call(frame).await
 }
 
-/// `exorun serve` of misbehave as `math` with `--metrics`: the server, its address and the
-/// metrics endpoint's, checking that it is alive before it serves and ready once it does.
-fn serve_with_metrics() -> (Server, String, String) {
-    let provider = manifest(
-        "metrics-provider",
-        r#"
-[apps]
-misbehave = "{fixtures}/misbehave.wasm"
-[instances.math]
-app = "misbehave"
-export = true
-"#,
-    );
+/// `exorun serve MANIFEST --listen LISTEN --metrics 127.0.0.1:0`: the server, its address,
+/// the metrics endpoint's, and the line naming what it serves; checking that it is alive before
+/// it serves and ready once it does.
+fn serve_with_metrics(
+    manifest: &std::path::Path,
+    listen: &str,
+) -> (Server, String, String, String) {
     let mut child = exorun()
         .env("RUST_LOG", "warn")
-        .args(["serve", provider.to_str().unwrap()])
-        .args(["--listen", "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["serve", manifest.to_str().unwrap()])
+        .args(["--listen", listen, "--metrics", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -77,17 +71,34 @@ export = true
         .to_owned();
     assert_eq!(get(&metrics, "/healthz").0, 200);
     let listening = lines.next_line("the server's address").unwrap();
-    let address = listening.strip_prefix("exorun: listening on ").unwrap();
+    let address = listening
+        .strip_prefix("exorun: listening on ")
+        .unwrap()
+        .to_owned();
     let serving = lines.next_line("the server's exports").unwrap();
-    assert_eq!(serving, "exorun: serving math");
     assert_eq!(get(&metrics, "/readyz"), (200, "ready\n".to_owned()));
-    let address = address.to_owned();
-    (Server::from_child(child, &address), address, metrics)
+    (
+        Server::from_child(child, &address),
+        address,
+        metrics,
+        serving,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_counts_exactly_what_was_served_and_no_unknown_name() {
-    let (server, address, metrics) = serve_with_metrics();
+    let provider = manifest(
+        "metrics-provider",
+        r#"
+[apps]
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.math]
+app = "misbehave"
+export = true
+"#,
+    );
+    let (server, address, metrics, serving) = serve_with_metrics(&provider, "tcp://127.0.0.1:0");
+    assert_eq!(serving, "exorun: serving math");
     let connection = net::connect(
         &Address::parse(&address).unwrap(),
         transport::MESSAGE_BYTES_MAX,
@@ -180,27 +191,7 @@ export = { guard = "wild" }
 "#
         .replace("KEY", server_file.to_str().unwrap()),
     );
-    let mut child = exorun()
-        .env("RUST_LOG", "warn")
-        .args(["serve", guarded.to_str().unwrap()])
-        .args(["--listen", "tls://127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Lines::new(child.stdout.take().unwrap());
-    let first = lines.next_line("the metrics address").unwrap();
-    let metrics = first
-        .strip_prefix("exorun: metrics on ")
-        .unwrap()
-        .to_owned();
-    let listening = lines.next_line("the server's address").unwrap();
-    let address = listening
-        .strip_prefix("exorun: listening on ")
-        .unwrap()
-        .to_owned();
-    lines.next_line("the server's exports").unwrap();
-    let server = Server::from_child(child, &address);
+    let (server, address, metrics, _) = serve_with_metrics(&guarded, "tls://127.0.0.1:0");
     let secure = exorun_transport::tls::Secure {
         key: std::sync::Arc::new(caller_key),
         pin: server_key.public(),
