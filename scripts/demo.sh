@@ -38,6 +38,19 @@ trap cleanup EXIT
 say() { printf '\n== %s\n' "$*"; }
 fail() { printf 'demo: FAILED: %s\n' "$*" >&2; exit 1; }
 
+# Waits (30 s at most) until the server PID, writing to $WORK/NAME.out and NAME.err, says it
+# serves; prints the address it listens on.
+serving() {
+    local name="$1" pid="$2"
+    for _ in $(seq 1 300); do
+        grep -q '^exorun: serving' "$WORK/$name.out" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2; fail "the $name server exited early"; }
+        sleep 0.1
+    done
+    grep -q '^exorun: serving' "$WORK/$name.out" || fail "the $name server did not start within 30 s"
+    sed -n 's/^exorun: listening on //p' "$WORK/$name.out" | head -n 1
+}
+
 say "building the guest apps (installs the wasm toolchain on first use)"
 bash scripts/build_apps.sh
 
@@ -58,14 +71,7 @@ say "starting: exorun serve examples/provider.toml --listen tcp://127.0.0.1:0 --
 "$EXORUN" serve examples/provider.toml --listen tcp://127.0.0.1:0 --metrics 127.0.0.1:0 \
     >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
-ADDRESS=""
-for _ in $(seq 1 300); do
-    ADDRESS="$(grep -o 'tcp://[0-9.]*:[0-9]*' "$WORK/server.out" 2>/dev/null | head -n 1 || true)"
-    [ -n "$ADDRESS" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; fail "the server exited early"; }
-    sleep 0.1
-done
-[ -n "$ADDRESS" ] || fail "the server did not report its address within 30 s"
+ADDRESS="$(serving server "$SERVER_PID")"
 cat "$WORK/server.out"
 
 say "running: exorun run examples/composition.toml --peer provider=$ADDRESS"
@@ -108,14 +114,7 @@ EOF
 "$EXORUN" serve "$WORK/secure-provider.toml" --listen tls://127.0.0.1:0 \
     >"$WORK/secure.out" 2>"$WORK/secure.err" &
 SECURE_PID=$!
-TLS_ADDRESS=""
-for _ in $(seq 1 300); do
-    TLS_ADDRESS="$(grep -o 'tls://[0-9.]*:[0-9]*' "$WORK/secure.out" 2>/dev/null | head -n 1 || true)"
-    [ -n "$TLS_ADDRESS" ] && break
-    kill -0 "$SECURE_PID" 2>/dev/null || { cat "$WORK/secure.err" >&2; fail "the secure server exited early"; }
-    sleep 0.1
-done
-[ -n "$TLS_ADDRESS" ] || fail "the secure server did not report its address within 30 s"
+TLS_ADDRESS="$(serving secure "$SECURE_PID")"
 cat "$WORK/secure.out"
 cat >"$WORK/secure-composition.toml" <<EOF
 key = "consumer.key"
@@ -160,14 +159,7 @@ EOF
 "$EXORUN" serve "$WORK/guarded-provider.toml" --listen tls://127.0.0.1:0 \
     >"$WORK/guarded.out" 2>"$WORK/guarded.err" &
 GUARDED_PID=$!
-GUARDED_ADDRESS=""
-for _ in $(seq 1 300); do
-    GUARDED_ADDRESS="$(grep -o 'tls://[0-9.]*:[0-9]*' "$WORK/guarded.out" 2>/dev/null | head -n 1 || true)"
-    [ -n "$GUARDED_ADDRESS" ] && break
-    kill -0 "$GUARDED_PID" 2>/dev/null || { cat "$WORK/guarded.err" >&2; fail "the guarded server exited early"; }
-    sleep 0.1
-done
-[ -n "$GUARDED_ADDRESS" ] || fail "the guarded server did not report its address within 30 s"
+GUARDED_ADDRESS="$(serving guarded "$GUARDED_PID")"
 guarded_caller() {
     cat <<EOF
 key = "bob.key"
@@ -200,14 +192,7 @@ say "managing a running runtime: exorun serve --manage, then deploy, call, ps an
 "$EXORUN" serve --manage --operator "$(cat "$WORK/operator.pub")" --key "$WORK/provider.key" \
     --listen tls://127.0.0.1:0 >"$WORK/managed.out" 2>"$WORK/managed.err" &
 MANAGED_PID=$!
-MANAGED_ADDRESS=""
-for _ in $(seq 1 300); do
-    MANAGED_ADDRESS="$(grep -o 'tls://[0-9.]*:[0-9]*' "$WORK/managed.out" 2>/dev/null | head -n 1 || true)"
-    [ -n "$MANAGED_ADDRESS" ] && grep -q 'serving' "$WORK/managed.out" && break
-    kill -0 "$MANAGED_PID" 2>/dev/null || { cat "$WORK/managed.err" >&2; fail "the managed server exited early"; }
-    sleep 0.1
-done
-grep -q 'serving' "$WORK/managed.out" || fail "the managed server did not start within 30 s"
+MANAGED_ADDRESS="$(serving managed "$MANAGED_PID")"
 AT=(--at "$MANAGED_ADDRESS" --peer-key "$PROVIDER_KEY" --key "$WORK/operator.key")
 "$EXORUN" deploy "$ROOT/fixtures/math-provider.wasm" --name math --export "${AT[@]}"
 cat >"$WORK/deployed-composition.toml" <<EOF
