@@ -129,7 +129,7 @@ impl Guards {
         guard: &str,
         ask: &Ask<'_>,
     ) -> Result<Vec<String>, Failure> {
-        if !ask.origin.holds_handles() {
+        if ask.origin.via_lattice() {
             return Err(ask.denied("a guarded export is not served on a lattice (no caller key)"));
         }
         let connection = ask.origin.connection();

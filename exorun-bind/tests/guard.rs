@@ -158,15 +158,19 @@ async fn a_lattice_call_to_a_guarded_export_is_denied_without_asking() {
     let frame::Message::Call(call) = frame::decode(&bytes).unwrap() else {
         panic!("not a call")
     };
-    let outcome = exports
-        .dispatch(call, &bytes, &handler::Origin::lattice())
-        .await;
     let denied = Failure::PermissionDenied {
         instance: "guarded".into(),
         interface: "exorun:test/crunch".into(),
         reason: "a guarded export is not served on a lattice (no caller key)".into(),
     };
-    assert_eq!(outcome.map(|_| ()), Err(denied));
+    // Anonymous, or a caller that names itself (which proves nothing): both denied.
+    for origin in [
+        handler::Origin::lattice(),
+        handler::Origin::lattice_caller(7),
+    ] {
+        let outcome = exports.dispatch(call.clone(), &bytes, &origin).await;
+        assert_eq!(outcome.map(|_| ()), Err(denied.clone()));
+    }
     assert_eq!(exports.grants_kept(), 0);
 }
 

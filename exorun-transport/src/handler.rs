@@ -134,7 +134,10 @@ pub struct Origin {
     connection: u64,
     party: u64,
     gone: Arc<AtomicBool>,
+    /// Calls from no one connection (they cannot hold resource handles).
     lattice: bool,
+    /// Calls that came through a lattice (named caller or not): no key proved who sent them.
+    via_lattice: bool,
 }
 
 /// A number no other origin of this process has (never 0).
@@ -154,6 +157,7 @@ impl Origin {
             party: connection,
             gone: Arc::default(),
             lattice: false,
+            via_lattice: false,
         }
     }
 
@@ -162,6 +166,7 @@ impl Origin {
     pub fn lattice() -> Self {
         Self {
             lattice: true,
+            via_lattice: true,
             ..Self::new(None)
         }
     }
@@ -172,6 +177,7 @@ impl Origin {
     pub fn lattice_caller(party: u64) -> Self {
         Self {
             party,
+            via_lattice: true,
             ..Self::new(None)
         }
     }
@@ -180,6 +186,12 @@ impl Origin {
     /// except that every caller of a lattice is one party.
     pub fn party(&self) -> u64 {
         self.party
+    }
+
+    /// Whether the calls came through a lattice (whether or not they name a caller): nothing
+    /// proved who sent them, so what authenticated callers alone may do is not for them.
+    pub fn via_lattice(&self) -> bool {
+        self.via_lattice
     }
 
     /// Whether the calls come on one connection, which can hold resource handles.
