@@ -8,7 +8,8 @@
 //! - **When.** After the export's allow list, before the call waits for its instance or its
 //!   arguments are decoded: a denied call costs its callee nothing.
 //! - **Fail closed.** A guard that is missing, does not export the check, traps, runs out of
-//!   fuel or memory, or takes longer than `CHECK_TIMEOUT` denies the call (`PermissionDenied`,
+//!   fuel or memory, or takes longer than `CHECK_TIMEOUT` (waiting for a replica of it included)
+//!   denies the call (`PermissionDenied`,
 //!   with what happened), and the failure is logged; its supervision restarts it like any other
 //!   instance. A guard that is overloaded answers `Overloaded` (the call did not run either).
 //! - **Reasons.** A denial carries the guard's reason, cut to `REASON_BYTES_MAX` bytes.
@@ -40,7 +41,8 @@ use wasmtime::component::Val;
 pub const INTERFACE: &str = "exorun:auth/guard";
 /// The function a guard exports in it.
 pub const FUNCTION: &str = "check";
-/// Longest a guard may take to decide one call before the call is denied.
+/// Longest a guard may take to decide one call, waiting for one of its replicas included,
+/// before the call is denied.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a grant is kept for a connection (how late a revocation may take effect).
 pub const GRANT_TTL: Duration = Duration::from_secs(60);
@@ -215,7 +217,11 @@ async fn ask_guard(
     let Some(export) = handle.app().export(INTERFACE, FUNCTION) else {
         return Err(failed("it does not export the check"));
     };
-    let leased = handle.lease(ask.weight).await;
+    // One deadline for waiting for a replica and for the answer.
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let Ok(leased) = tokio::time::timeout_at(deadline, handle.lease(ask.weight)).await else {
+        return Err(failed(&format!("no answer within {CHECK_TIMEOUT:?}")));
+    };
     let mut lease = match leased {
         Ok(lease) => lease,
         Err(
@@ -228,7 +234,7 @@ async fn ask_guard(
     let mut results = vec![Val::Bool(false)];
     let params = [request(ask)];
     let call = lease.call(&export, &params, &mut results);
-    match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(failed(&error.to_string())),
         Err(_) => return Err(failed(&format!("no answer within {CHECK_TIMEOUT:?}"))),

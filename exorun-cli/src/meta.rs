@@ -197,9 +197,14 @@ impl Manager {
             return Err(format!("meta holds {APPS_MAX} apps already"));
         }
         let (runtime, owned) = (Arc::clone(&self.runtime), name.to_owned());
-        let bytes = component.clone();
-        let compiled = tokio::task::spawn_blocking(move || runtime.add_app(&owned, &bytes)).await;
-        let compiled = compiled.map_err(|error| format!("the compiler failed: {error}"))?;
+        // The bytes go to the compiler and come back to be kept (no copy of up to 16 MiB).
+        let compiled = tokio::task::spawn_blocking(move || {
+            let app = runtime.add_app(&owned, &component);
+            (app, component)
+        })
+        .await;
+        let (compiled, component) =
+            compiled.map_err(|error| format!("the compiler failed: {error}"))?;
         let app = compiled.map_err(|error| error.to_string())?;
         if let Err(error) = self.save(&format!("apps/{name}.wasm"), &component) {
             let _ = self.runtime.remove_app(app);
@@ -213,10 +218,11 @@ impl Manager {
     /// Starts instance `name` as `settings` says; its exported interfaces.
     pub async fn start(&self, name: &str, settings: &str) -> Result<Vec<String>, String> {
         valid_name(name)?;
+        // Checked under the lock every start takes, so two at once cannot both pass it.
+        let mut composer = self.composer.lock().await;
         if self.started().len() >= STARTED_MAX {
             return Err(format!("meta runs {STARTED_MAX} instances already"));
         }
-        let mut composer = self.composer.lock().await;
         let deployed = self.started().keys().cloned().collect();
         let started = composer
             .start((&self.runtime, &self.exports), &deployed, name, settings)

@@ -13,8 +13,10 @@
 //! (`exorun_calls_refused_total`).
 //!
 //! Bounds: `CONNECTIONS_MAX` connections at once (more wait in the kernel's backlog), a request
-//! head of at most `HEAD_BYTES_MAX` read within `HEAD_TIMEOUT`, one request a connection.
+//! head of at most `HEAD_BYTES_MAX` read within `HEAD_TIMEOUT`, one request a connection, each
+//! connection over within `CONNECTION_TIMEOUT`.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +44,10 @@ pub const CONNECTIONS_MAX: usize = 64;
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 /// How long a request head may take to arrive.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may last, its answer written included.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after an accept that failed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,15 +137,16 @@ impl Endpoint {
 
     /// The Prometheus text, with the instances' gauges read now.
     fn render(&self) -> String {
-        if let Some(runtime) = self.runtime.get() {
-            runtime.instances().iter().for_each(gauge_instance);
-        }
         if let Some(budget) = self.budget.get() {
             let bytes = |value: u64| f64::from(u32::try_from(value / 1024).unwrap_or(u32::MAX));
             metrics::gauge!("exorun_budget_kib_held").set(bytes(budget.held()));
             metrics::gauge!("exorun_budget_kib").set(bytes(budget.budget_bytes()));
         }
-        self.handle.render()
+        let mut text = self.handle.render();
+        if let Some(runtime) = self.runtime.get() {
+            text.push_str(&instance_gauges(runtime));
+        }
+        text
     }
 
     fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
@@ -163,34 +170,69 @@ impl Endpoint {
     }
 }
 
-/// Sets the gauges of one named instance: replicas, restarts, calls and bytes waiting.
-fn gauge_instance(handle: &exorun_core::instance::InstanceHandle) {
-    let Some(name) = handle.name().map(str::to_owned) else {
-        return;
-    };
-    let replicas = match handle.replicas() {
-        Replicas::Fixed(count) => count.get(),
-        Replicas::PerCall { concurrency } => concurrency.get(),
-    };
-    let (waiting, bytes) = handle.waiting();
-    let label = [("instance", name)];
-    let number = |value: u64| {
-        // Gauges are f64; these counts stay far below 2^53.
-        let value = u32::try_from(value).unwrap_or(u32::MAX);
-        f64::from(value)
-    };
-    let count = |value: usize| number(u64::try_from(value).unwrap_or(u64::MAX));
-    metrics::gauge!("exorun_instance_replicas", &label).set(count(replicas));
-    metrics::gauge!("exorun_instance_restarts", &label).set(number(handle.restarts()));
-    for (cause, restarts) in handle.restarts_by_cause() {
-        let labels = [
-            ("instance", label[0].1.clone()),
-            ("cause", cause.to_owned()),
-        ];
-        metrics::gauge!("exorun_instance_restarts_by_cause", &labels).set(number(restarts));
+/// The instances' gauges in Prometheus text, written at each scrape from the registry (so an
+/// instance that is gone leaves no series behind): replicas, restarts (in all and by cause),
+/// calls and bytes waiting.
+fn instance_gauges(runtime: &Runtime) -> String {
+    let mut series: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for handle in runtime.instances() {
+        let Some(name) = handle.name() else {
+            continue;
+        };
+        let label = format!("instance=\"{}\"", escaped(name));
+        let replicas = match handle.replicas() {
+            Replicas::Fixed(count) => count.get(),
+            Replicas::PerCall { concurrency } => concurrency.get(),
+        };
+        let (waiting, bytes) = handle.waiting();
+        let mut add = |metric: &'static str, labels: String, value: String| {
+            series
+                .entry(metric)
+                .or_default()
+                .push(format!("{metric}{{{labels}}} {value}"));
+        };
+        add(
+            "exorun_instance_replicas",
+            label.clone(),
+            replicas.to_string(),
+        );
+        add(
+            "exorun_instance_restarts",
+            label.clone(),
+            handle.restarts().to_string(),
+        );
+        for (cause, restarts) in handle.restarts_by_cause() {
+            let labels = format!("{label},cause=\"{cause}\"");
+            add(
+                "exorun_instance_restarts_by_cause",
+                labels,
+                restarts.to_string(),
+            );
+        }
+        add(
+            "exorun_instance_calls_waiting",
+            label.clone(),
+            waiting.to_string(),
+        );
+        add("exorun_instance_bytes_waiting", label, bytes.to_string());
     }
-    metrics::gauge!("exorun_instance_calls_waiting", &label).set(count(waiting));
-    metrics::gauge!("exorun_instance_bytes_waiting", &label).set(number(bytes));
+    let mut text = String::new();
+    for (metric, lines) in series {
+        text.push_str(&format!("# TYPE {metric} gauge\n"));
+        lines
+            .iter()
+            .for_each(|line| text.push_str(&format!("{line}\n")));
+        text.push('\n');
+    }
+    text
+}
+
+/// A label value as Prometheus text writes it (`\`, `"` and line feeds escaped).
+fn escaped(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One connection: HTTP/1.1 with a bounded, timed request head.
@@ -220,12 +262,19 @@ async fn serve(listener: tokio::net::TcpListener, endpoint: Arc<Endpoint>) {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, say: a pause, not a spin.
+                tracing::debug!(%error, "the metrics endpoint could not accept");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
         };
         let endpoint = Arc::clone(&endpoint);
         tokio::spawn(async move {
-            connection(stream, endpoint).await;
+            // A client that never reads its answer lets go of its permit in time.
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection(stream, endpoint)).await;
             drop(permit);
         });
     }
