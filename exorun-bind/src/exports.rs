@@ -422,6 +422,7 @@ impl Job {
             None => trace::Span::root(),
         };
         let measures = Arc::clone(&self.measures);
+        let started = std::time::Instant::now();
         let call = chain::within(chain, self.lease_and_call());
         let call = principal::within_grant(caveats, call);
         let outcome = trace::within(span, principal::within_party(principal, party, call)).await;
@@ -436,6 +437,22 @@ impl Job {
             ok = outcome.is_ok(),
             "served call"
         );
+        if trace::exporting(&span) {
+            let elapsed = started.elapsed();
+            trace::finish(&trace::Finished {
+                span,
+                kind: trace::Kind::Server,
+                name: "served call",
+                started: std::time::SystemTime::now() - elapsed,
+                elapsed,
+                attributes: &[
+                    ("exorun.export", export),
+                    ("exorun.interface", interface),
+                    ("exorun.function", function),
+                ],
+                outcome: outcome.as_ref().map_or_else(Failure::name, |_| "ok"),
+            });
+        }
         outcome
     }
 

@@ -261,6 +261,17 @@ impl Forward for Function {
                 "remote call"
             );
             self.seconds.record(elapsed.as_secs_f64());
+            if trace::exporting(&span) {
+                trace::finish(&trace::Finished {
+                    span,
+                    kind: trace::Kind::Client,
+                    name: "remote call",
+                    started: std::time::SystemTime::now() - elapsed,
+                    elapsed,
+                    attributes: &[("exorun.target", target), ("exorun.method", method)],
+                    outcome: outcome_of(&outcome),
+                });
+            }
             if outcome.is_ok() {
                 self.ok.increment(1);
                 return outcome;

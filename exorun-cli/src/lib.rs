@@ -10,3 +10,4 @@ pub mod manage;
 pub mod manifest;
 pub mod meta;
 pub mod observe;
+pub mod otlp;

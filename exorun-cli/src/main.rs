@@ -28,6 +28,7 @@ use exorun_cli::invoke;
 use exorun_cli::invoke::Invocation;
 use exorun_cli::manage;
 use exorun_cli::manifest;
+use exorun_cli::otlp;
 
 mod cap_command;
 mod manage_command;
@@ -72,6 +73,8 @@ enum Command {
         /// Serves Prometheus metrics on `http://HOST:PORT/metrics` while it runs.
         #[arg(long)]
         metrics: Option<String>,
+        #[command(flatten)]
+        tracing: TraceArgs,
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
         #[arg(long = "peer", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
@@ -89,6 +92,8 @@ enum Command {
         /// Serves Prometheus metrics on `http://HOST:PORT/metrics`, with `/healthz` and `/readyz`.
         #[arg(long)]
         metrics: Option<String>,
+        #[command(flatten)]
+        tracing: TraceArgs,
         /// Where to listen: `tls://HOST:PORT`, `quic://HOST:PORT`, `tcp://HOST:PORT` or
         /// `unix://PATH` (repeatable).
         #[arg(long, required_unless_present = "nats")]
@@ -162,6 +167,36 @@ enum Command {
 }
 
 /// Serving exports in a NATS lattice.
+/// Where the spans of calls are exported.
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// Sends the spans of calls made and served to an OpenTelemetry collector's OTLP/HTTP
+    /// base URL (e.g. `http://127.0.0.1:4318`); without it, `OTEL_EXPORTER_OTLP_ENDPOINT` is
+    /// read, and nothing is exported when neither is set.
+    #[arg(long)]
+    otlp: Option<String>,
+    /// The share of new traces exported, from 0 to 1 (traces begun by a caller keep its
+    /// decision).
+    #[arg(long, default_value_t = 1.0)]
+    otlp_sample: f64,
+}
+
+impl TraceArgs {
+    /// Runs `work` with spans exported as asked (the exporter installed before `work` starts
+    /// anything), then sends the spans still queued.
+    async fn around(&self, work: impl Future<Output = Result<(), Failed>>) -> Result<(), Failed> {
+        let exporting = otlp::start(&otlp::Settings {
+            endpoint: self.otlp.clone(),
+            sample: self.otlp_sample,
+        })?;
+        let outcome = work.await;
+        if let Some(exporting) = exporting {
+            exporting.flush().await;
+        }
+        outcome
+    }
+}
+
 #[derive(clap::Args)]
 struct LatticeArgs {
     /// A NATS server to serve the exports through, by name, in a lattice
@@ -364,16 +399,19 @@ async fn command(command: Command) -> Result<(), Failed> {
             manifest,
             invoke,
             metrics,
+            tracing,
             peers,
             key,
         } => {
             let manifest = load(&manifest, peers, key)?;
-            run(manifest, invoke.as_deref(), metrics.as_deref()).await
+            let ran = run(manifest, invoke.as_deref(), metrics.as_deref());
+            tracing.around(ran).await
         }
         Command::Serve {
             manifest,
             managing,
             metrics,
+            tracing,
             listen,
             lattice,
             peers,
@@ -392,7 +430,8 @@ async fn command(command: Command) -> Result<(), Failed> {
                 lattice: lattice.lattice,
             };
             let observed = (managing.state.as_deref(), metrics.as_deref());
-            serve_command::serve(manifest, &listening, limits.config(), observed).await
+            let served = serve_command::serve(manifest, &listening, limits.config(), observed);
+            tracing.around(served).await
         }
         Command::Deploy {
             component,

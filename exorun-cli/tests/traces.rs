@@ -37,12 +37,13 @@ fn field<'a>(span: &'a BTreeMap<String, String>, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {span:?}"))
 }
 
-#[test]
-fn a_call_through_a_relay_is_one_trace_with_its_parent_chain() {
-    let provider = manifest("traces-provider", common::PROVIDER);
-    let provider = Server::start_logging(&provider, "tcp://127.0.0.1:0", "exorun_bind=debug");
+/// A provider and a relay (`exorun serve ARGS`, logging at `filter`) and a caller's manifest
+/// whose `math` import is the relay: the three processes of a trace, names prefixed `prefix`.
+fn three(prefix: &str, args: &[&str], filter: &str) -> (Server, Server, std::path::PathBuf) {
+    let provider = manifest(&format!("{prefix}-provider"), common::PROVIDER);
+    let provider = Server::start_args(&provider, args, filter);
     let relay = manifest(
-        "traces-relay",
+        &format!("{prefix}-relay"),
         &r#"
 [apps]
 relay = "{fixtures}/relay.wasm"
@@ -53,9 +54,9 @@ links = { "exorun:test/math" = { remote = "ADDRESS", target = "math" } }
 "#
         .replace("ADDRESS", &provider.address),
     );
-    let relay = Server::start_logging(&relay, "tcp://127.0.0.1:0", "exorun_bind=debug");
+    let relay = Server::start_args(&relay, args, filter);
     let caller = manifest(
-        "traces-caller",
+        &format!("{prefix}-caller"),
         &r#"
 [apps]
 math-consumer = "{fixtures}/math-consumer.wasm"
@@ -65,6 +66,13 @@ links = { "exorun:test/math" = { remote = "ADDRESS", target = "relay" } }
 "#
         .replace("ADDRESS", &relay.address),
     );
+    (provider, relay, caller)
+}
+
+#[test]
+fn a_call_through_a_relay_is_one_trace_with_its_parent_chain() {
+    let listen = ["--listen", "tcp://127.0.0.1:0"];
+    let (provider, relay, caller) = three("traces", &listen, "exorun_bind=debug");
     let called = common::exorun()
         .env("RUST_LOG", "exorun_bind::remote=debug")
         .args(["run", caller.to_str().unwrap()])
@@ -108,4 +116,194 @@ links = { "exorun:test/math" = { remote = "ADDRESS", target = "relay" } }
     let ids = [first, relay_served, relay_call, provided].map(|span| field(span, "span_id"));
     let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(distinct.len(), 4, "{ids:?}");
+}
+
+/// An OTLP/HTTP receiver: accepts connections on loopback, answers every request 200, and
+/// hands each decoded export request (with the path it was posted to) to the test.
+struct Receiver {
+    address: String,
+    requests: std::sync::mpsc::Receiver<(String, ExportTraceServiceRequest)>,
+}
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, requests) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let sender = sender.clone();
+                std::thread::spawn(move || serve_connection(stream, &sender));
+            }
+        });
+        Self { address, requests }
+    }
+
+    /// Every span received so far, as (service name, span).
+    fn spans(&self) -> Vec<(String, OtlpSpan)> {
+        let mut spans = Vec::new();
+        while let Ok((path, request)) = self.requests.try_recv() {
+            assert_eq!(path, "/v1/traces");
+            spans.extend(request.resource_spans.into_iter().flat_map(resource_spans));
+        }
+        spans
+    }
+}
+
+type OtlpSpan = opentelemetry_proto::tonic::trace::v1::Span;
+
+/// The spans of one resource, each with "SERVICE-NAME SCOPE".
+fn resource_spans(
+    resource: opentelemetry_proto::tonic::trace::v1::ResourceSpans,
+) -> Vec<(String, OtlpSpan)> {
+    let attributes = resource.resource.unwrap().attributes;
+    let service = attributes
+        .iter()
+        .find(|pair| pair.key == "service.name")
+        .and_then(|pair| pair.value.clone())
+        .map(|value| format!("{:?}", value.value))
+        .unwrap();
+    let mut spans = Vec::new();
+    for scope in resource.scope_spans {
+        let named = format!("{service} {}", scope.scope.unwrap().name);
+        spans.extend(scope.spans.into_iter().map(|span| (named.clone(), span)));
+    }
+    spans
+}
+
+/// HTTP/1.1 requests on one connection until it closes: head, `content-length` body, an empty
+/// 200 answer (an empty protobuf `ExportTraceServiceResponse`).
+fn serve_connection(
+    stream: std::net::TcpStream,
+    sender: &std::sync::mpsc::Sender<(String, ExportTraceServiceRequest)>,
+) {
+    use std::io::BufRead;
+    use std::io::Read;
+    use std::io::Write;
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line.split(' ').nth(1).unwrap().to_owned();
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let request = <ExportTraceServiceRequest as prost::Message>::decode(&body[..]).unwrap();
+        sender.send((path, request)).unwrap();
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        writer.write_all(answer.as_bytes()).unwrap();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn attribute(span: &OtlpSpan, key: &str) -> String {
+    let pair = span.attributes.iter().find(|pair| pair.key == key);
+    let value = pair
+        .and_then(|pair| pair.value.clone())
+        .and_then(|value| value.value);
+    let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(text)) = value
+    else {
+        panic!("no string {key} in {span:?}")
+    };
+    text
+}
+
+/// The same three processes with `--otlp` pointed at a receiver the test runs: each sends its
+/// own spans, and they arrive as one trace with the parent chain across the three, the kinds
+/// and names of each side, and the outcome. A caller sampling nothing (`--otlp-sample 0`)
+/// starts a trace none of the three exports: the relay and provider keep its decision.
+#[test]
+fn three_processes_export_one_trace_to_an_otlp_collector() {
+    let receiver = Receiver::start();
+    let otlp = ["--otlp", receiver.address.as_str()];
+    let args = [&["--listen", "tcp://127.0.0.1:0"][..], &otlp].concat();
+    let (provider, relay, caller) = three("otlp", &args, "warn");
+    for sample in ["0", "1"] {
+        let called = common::exorun()
+            .args(["run", caller.to_str().unwrap()])
+            .args(otlp)
+            .args(["--otlp-sample", sample])
+            .output()
+            .unwrap();
+        assert!(called.status.success(), "{}", text(&called.stderr));
+        assert_eq!(text(&called.stdout), "calc: \"10 + 5 = 15\"\n");
+    }
+    // Each process sends what it queued before it exits, and the receiver answered each
+    // request before its sender went on: after the stops, every span is here.
+    for server in [relay, provider] {
+        let (status, log) = server.interrupt();
+        assert!(status.success(), "{log}");
+    }
+    let spans = receiver.spans();
+    assert_eq!(
+        spans.len(),
+        4,
+        "four spans of one sampled trace: {spans:#?}"
+    );
+    // OTLP's span kinds.
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    let mut roots = spans
+        .iter()
+        .filter(|(_, span)| span.parent_span_id.is_empty());
+    let (Some((service, root)), None) = (roots.next(), roots.next()) else {
+        panic!("one root: {spans:#?}")
+    };
+    assert_eq!(
+        service, "Some(StringValue(\"exorun\")) exorun",
+        "service.name and scope"
+    );
+    assert_eq!((root.name.as_str(), root.kind), ("remote call", CLIENT));
+    assert_eq!(attribute(root, "exorun.target"), "relay");
+    assert_eq!(attribute(root, "exorun.method"), "exorun:test/math#add");
+    let trace = hex(&root.trace_id);
+    assert_eq!(trace.len(), 32);
+    let served = |export: &str| {
+        let mut found = spans.iter().map(|(_, span)| span).filter(|span| {
+            (span.name.as_str(), span.kind) == ("served call", SERVER)
+                && attribute(span, "exorun.export") == export
+        });
+        found
+            .next()
+            .unwrap_or_else(|| panic!("no served call of {export}: {spans:#?}"))
+    };
+    let (relay_served, provided) = (served("relay"), served("math"));
+    let mut made = spans
+        .iter()
+        .map(|(_, span)| span)
+        .filter(|span| span.kind == CLIENT);
+    let relay_call = made.find(|span| !span.parent_span_id.is_empty()).unwrap();
+    for span in [relay_served, provided, relay_call] {
+        assert_eq!(hex(&span.trace_id), trace, "{span:?}");
+        assert_eq!(attribute(span, "exorun.outcome"), "ok");
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    }
+    assert_eq!(relay_served.parent_span_id, root.span_id);
+    assert_eq!(relay_call.parent_span_id, relay_served.span_id);
+    assert_eq!(provided.parent_span_id, relay_call.span_id);
+    assert_eq!(attribute(provided, "exorun.function"), "add");
+    // The callee's span lies within its caller's, clocks of one machine.
+    assert!(root.start_time_unix_nano <= relay_served.start_time_unix_nano);
+    assert!(provided.end_time_unix_nano <= root.end_time_unix_nano);
 }
