@@ -222,3 +222,97 @@ export = { guard = "wild" }
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
 }
+
+/// `exorun-test/misbehave`'s function `name` (no arguments) on `client`.
+async fn misbehave(
+    client: &Client,
+    function: &str,
+    args: &[Val],
+) -> Result<bytes::Bytes, client::Error> {
+    let slab = codec::encode(args).unwrap();
+    let method = format!("exorun:test/misbehave#{function}");
+    let frame = neorpc::frame::encode_call("busy", &method, &slab, &[]).unwrap();
+    client.call(frame).await
+}
+
+/// Scrapes until `line`'s value is `wanted` (each scrape a real request; the server's own
+/// state is the event waited for), within 10 s.
+fn scrape_until(metrics: &str, line: &str, wanted: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if sample(&get(metrics, "/metrics").1, line) == Some(wanted) {
+            return;
+        }
+        std::thread::yield_now();
+    }
+    panic!("{line} never reached {wanted}");
+}
+
+/// Overloaded calls, exactly: one replica held by a call that spins (about 3 s of fuel), one
+/// call waiting (seen in the scrape), and two more refused `Overloaded` at once because one
+/// waiting call is the instance's bound. The counters then read spun out of fuel 1,
+/// overloaded 2, and the waiting call's ok 1 once the replica is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overloaded_calls_are_counted_exactly() {
+    let busy = manifest(
+        "metrics-busy",
+        r#"
+[apps]
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.busy]
+app = "misbehave"
+export = true
+limits = { fuel_per_call = 6000000000, calls_waiting_max = 1 }
+"#,
+    );
+    let (server, address, metrics, _) = serve_with_metrics(&busy, "tcp://127.0.0.1:0");
+    let max = transport::MESSAGE_BYTES_MAX;
+    let connection = net::connect(&Address::parse(&address).unwrap(), max)
+        .await
+        .unwrap();
+    let client = std::sync::Arc::new(Client::new(connection, client::Config::default()));
+    let spinner = std::sync::Arc::clone(&client);
+    let spin = tokio::spawn(async move { misbehave(&spinner, "spin", &[]).await });
+    let in_flight = r#"exorun_calls_in_flight{export="busy"}"#;
+    let seen = metrics.clone();
+    tokio::task::spawn_blocking(move || scrape_until(&seen, in_flight, 1.0))
+        .await
+        .unwrap();
+    let waiter = std::sync::Arc::clone(&client);
+    let waiting = tokio::spawn(async move { misbehave(&waiter, "echo", &[Val::U32(7)]).await });
+    let queued = r#"exorun_instance_calls_waiting{instance="busy"}"#;
+    let seen = metrics.clone();
+    tokio::task::spawn_blocking(move || scrape_until(&seen, queued, 1.0))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let refused = misbehave(&client, "echo", &[Val::U32(8)]).await;
+        let Err(client::Error::Remote(neorpc::failure::Failure::Overloaded)) = refused else {
+            panic!("not overloaded: {refused:?}");
+        };
+    }
+    let spun = spin.await.unwrap();
+    let Err(client::Error::Remote(neorpc::failure::Failure::OutOfFuel)) = spun else {
+        panic!("the spin did not run out of fuel: {spun:?}");
+    };
+    waiting.await.unwrap().unwrap();
+    let (_, text) = get(&metrics, "/metrics");
+    let echo = r#"exorun_calls_served_total{export="busy",interface="exorun:test/misbehave",function="echo","#;
+    assert_eq!(
+        sample(&text, &format!("{echo}outcome=\"overloaded\"}}")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("{echo}outcome=\"ok\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    let spin = r#"exorun_calls_served_total{export="busy",interface="exorun:test/misbehave",function="spin",outcome="out_of_fuel"}"#;
+    assert_eq!(sample(&text, spin), Some(1.0), "{text}");
+    let fuel = r#"exorun_instance_restarts_by_cause{instance="busy",cause="out_of_fuel"}"#;
+    assert_eq!(sample(&text, fuel), Some(1.0), "{text}");
+    assert_eq!(sample(&text, queued), Some(0.0), "{text}");
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+}
