@@ -16,6 +16,8 @@
 //!   lattices for it), and how an instance's failure reaches a remote caller.
 //! - `guard`: how a guarded export asks its guard instance (`exorun:auth/guard`) about each
 //!   call, failing closed, and the grants kept per connection.
+//! - `http` (feature `http`): serving `wasi:http/incoming-handler` instances over HTTP/1.1
+//!   and TLS, routed by path prefix, bounded like the neorpc listener.
 
 pub mod binder;
 pub mod builder;
@@ -23,5 +25,7 @@ pub mod exports;
 mod forward;
 pub mod guard;
 pub mod handles;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod remote;
 pub mod standins;

@@ -28,6 +28,8 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use wasmtime::AsContextMut;
+use wasmtime::StoreContextMut;
 use wasmtime::component::InstancePre;
 use wasmtime::component::ResourceAny;
 use wasmtime::component::Val;
@@ -697,6 +699,35 @@ impl Lease {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), Error> {
+        self.call_with(export, Params::<MakeNone>::Given(params), results)
+            .await
+    }
+
+    /// Calls `export` as [`Lease::call`] does, with arguments `make` creates in the instance's
+    /// own store just before the call: resources an embedder makes there (an HTTP request's
+    /// `incoming-request` and `response-outparam`). An error from `make` fails the call, and
+    /// the replica with it (what it left in the store is unknown).
+    pub async fn call_made<F>(
+        &mut self,
+        export: &Export,
+        make: F,
+        results: &mut [Val],
+    ) -> Result<(), Error>
+    where
+        F: FnOnce(StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<Vec<Val>>,
+    {
+        self.call_with(export, Params::Made(make), results).await
+    }
+
+    async fn call_with<F>(
+        &mut self,
+        export: &Export,
+        params: Params<'_, F>,
+        results: &mut [Val],
+    ) -> Result<(), Error>
+    where
+        F: FnOnce(StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<Vec<Val>>,
+    {
         let inner = Arc::clone(&self.handle.inner);
         let hop = self.handle.hop();
         let slot = match &mut self.held {
@@ -748,15 +779,27 @@ impl Inner {
     }
 }
 
+/// A call's arguments: given, or made in the callee's store just before the call.
+enum Params<'a, F> {
+    Given(&'a [Val]),
+    Made(F),
+}
+
+/// The maker type of a call whose arguments are given.
+type MakeNone = fn(StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<Vec<Val>>;
+
 /// One call into the guest of `running`.
-async fn run(
+async fn run<F>(
     running: &mut Running,
     inner: &Inner,
     hop: chain::Hop,
     export: &Export,
-    params: &[Val],
+    params: Params<'_, F>,
     results: &mut [Val],
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    F: FnOnce(StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<Vec<Val>>,
+{
     let (store, instance) = running;
     let func = instance.get_func(&mut *store, export.index());
     let func = func.ok_or_else(|| Error::Host {
@@ -766,6 +809,16 @@ async fn run(
     fueled.map_err(|error| Error::Host {
         message: error.to_string(),
     })?;
+    let made;
+    let params = match params {
+        Params::Given(params) => params,
+        Params::Made(make) => {
+            made = make(store.as_context_mut()).map_err(|error| Error::Host {
+                message: format!("cannot make the call's arguments: {error}"),
+            })?;
+            &made[..]
+        }
+    };
     let call = func.call_async(&mut *store, params, results);
     chain::within(chain::extended(hop), call)
         .await

@@ -269,12 +269,19 @@ fn random(ctx: &mut ExorunCtx) -> &mut WasiRandomCtx {
     view(ctx).ctx.random()
 }
 
-/// Links every interface in `INTERFACES`, each to its getter.
-fn link(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
-    use bindings::cli as c;
+/// Links `wasi:io` (error, poll, streams) to the store's resource table: also what the HTTP
+/// system's streams are.
+pub(crate) fn link_io(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
     bindings::io::error::add_to_linker::<_, Io>(linker, io)?;
     bindings::io::poll::add_to_linker::<_, Io>(linker, io)?;
     bindings::io::streams::add_to_linker::<_, Io>(linker, io)?;
+    Ok(())
+}
+
+/// Links every interface in `INTERFACES`, each to its getter.
+fn link(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
+    use bindings::cli as c;
+    link_io(linker)?;
     c::environment::add_to_linker::<_, WasiCli>(linker, cli)?;
     c::exit::add_to_linker::<_, WasiCli>(linker, cli)?;
     c::stdin::add_to_linker::<_, WasiCli>(linker, cli)?;

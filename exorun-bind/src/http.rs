@@ -1,0 +1,600 @@
+//! Serving `wasi:http/incoming-handler` instances over HTTP/1.1 (plaintext or TLS), on hyper
+//! and wasmtime-wasi-http, routed by path prefix.
+//!
+//! Each request is matched to the route with the longest prefix that covers its path (a
+//! prefix covers `/api` and `/api/...`, never `/apiary`; `/` covers everything). It takes a
+//! replica of the route's instance (or a fresh instance in `per-call` mode) within the
+//! instance's own limits, its `incoming-request` and `response-outparam` are made in that
+//! replica's store, and `handle` runs there with the instance's fuel. Its other imports are
+//! linked as any instance's are, so a handler here may compute its pages with instances on
+//! other runtimes.
+//!
+//! **Answers the runtime gives itself:** no route 404; no request slot, or the instance's
+//! waiting calls full, 503; a handler that trapped, ran out of fuel or memory, or returned
+//! without answering, 500 (and the replica is restarted by supervision). Each carries a short
+//! text saying which.
+//!
+//! **Bounds (`Config`):** connections over all, and per source address (one more is closed at
+//! once); a request head's size and the time it may take to arrive (also the keep-alive idle
+//! time); a request body's size and the time it may take; requests being handled at once. A
+//! TLS handshake must finish within the head deadline. On stop, no connection is accepted,
+//! open ones finish the request they are in and close, within the drain time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::Context;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exorun_core::app::Export;
+use exorun_core::instance;
+use exorun_core::instance::InstanceHandle;
+use exorun_core::trace;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wasmtime::component::ResourceAny;
+use wasmtime::component::Val;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// The interface a routed instance must export (any 0.2 version).
+pub const HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// The most routes one server has.
+pub const ROUTES_MAX: usize = 64;
+
+/// Why HTTP cannot be served as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A routed instance does not export `wasi:http/incoming-handler`.
+    #[error("`{instance}` does not export wasi:http/incoming-handler#handle")]
+    NoHandler {
+        /// The instance, by name.
+        instance: String,
+    },
+    /// A route's prefix does not start with `/`, or is routed twice.
+    #[error("route `{prefix}`: a prefix starts with `/` and is routed once")]
+    Prefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// More than [`ROUTES_MAX`] routes.
+    #[error("at most {ROUTES_MAX} routes")]
+    TooManyRoutes,
+    /// The certificate or key cannot be used.
+    #[error("TLS: {message}")]
+    Tls {
+        /// What is wrong, with the file.
+        message: String,
+    },
+}
+
+/// What one server holds its clients to.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Connections open at once over every listener; one more is closed at once.
+    pub connections_max: usize,
+    /// Connections one source address may hold at once; one more is closed at once.
+    pub connections_per_source_max: usize,
+    /// The largest request head (request line and headers), in bytes.
+    pub head_bytes_max: usize,
+    /// How long a request head (and a TLS handshake) may take to arrive; also how long a
+    /// kept-alive connection may stay idle.
+    pub head_timeout: Duration,
+    /// The largest request body, in bytes; a handler reading past it reads an error.
+    pub body_bytes_max: u64,
+    /// How long a request body may take to arrive from its request's start; a handler reading
+    /// past it reads an error.
+    pub body_timeout: Duration,
+    /// Requests handled at once; one more is answered 503 at once.
+    pub requests_max: usize,
+    /// How long open connections may finish their requests after a stop.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            connections_max: 1024,
+            connections_per_source_max: 64,
+            head_bytes_max: 16 * 1024,
+            head_timeout: Duration::from_secs(10),
+            body_bytes_max: 16 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            requests_max: 256,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One route: a path prefix and the instance that answers it.
+struct Route {
+    prefix: String,
+    name: String,
+    handle: InstanceHandle,
+    export: Export,
+}
+
+/// Path prefixes and their instances.
+#[derive(Default)]
+pub struct Routes {
+    routes: Vec<Route>,
+}
+
+impl Routes {
+    /// Routes `prefix` to `handle` (named `name` in answers and logs).
+    pub fn add(&mut self, prefix: &str, name: &str, handle: InstanceHandle) -> Result<(), Error> {
+        if self.routes.len() >= ROUTES_MAX {
+            return Err(Error::TooManyRoutes);
+        }
+        let routed = self.routes.iter().any(|route| route.prefix == prefix);
+        if !prefix.starts_with('/') || routed {
+            return Err(Error::Prefix {
+                prefix: prefix.to_owned(),
+            });
+        }
+        let no_handler = || Error::NoHandler {
+            instance: name.to_owned(),
+        };
+        let exports = &handle.ledger().exports;
+        let interface = exports
+            .keys()
+            .find(|interface| interface.starts_with(HANDLER));
+        let interface = interface.ok_or_else(no_handler)?.clone();
+        let export = handle
+            .export(&interface, "handle")
+            .map_err(|_| no_handler())?;
+        self.routes.push(Route {
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            name: name.to_owned(),
+            handle,
+            export,
+        });
+        // Longest prefix first: the first that covers a path is its route.
+        self.routes
+            .sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        Ok(())
+    }
+
+    /// The route whose prefix covers `path`.
+    fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| {
+            path.strip_prefix(route.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Whether nothing is routed.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// Loads a TLS server identity: a PEM certificate chain and its PEM private key.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let tls = |message: String| Error::Tls { message };
+    let chain: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(cert) {
+        Ok(certificates) => certificates.collect(),
+        Err(error) => return Err(tls(format!("{}: {error}", cert.display()))),
+    };
+    let chain = chain.map_err(|error| tls(format!("{}: {error}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(tls(format!("{}: no certificate", cert.display())));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| tls(format!("{}: {error}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| tls(error.to_string()))?;
+    let mut config = builder
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|error| tls(format!("{} and {}: {error}", cert.display(), key.display())))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// An HTTP server over `routes`.
+pub struct Server {
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    routes: Routes,
+    config: Config,
+    connections: Arc<Semaphore>,
+    sources: Mutex<HashMap<IpAddr, usize>>,
+    requests: Arc<Semaphore>,
+}
+
+impl Server {
+    /// A server of `routes` held to `config`, over TLS with `tls` when given.
+    pub fn new(routes: Routes, config: Config, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let shared = Shared {
+            routes,
+            config,
+            connections: Arc::new(Semaphore::new(config.connections_max)),
+            sources: Mutex::new(HashMap::new()),
+            requests: Arc::new(Semaphore::new(config.requests_max)),
+        };
+        Self {
+            shared: Arc::new(shared),
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+        }
+    }
+
+    /// Serves connections from `listener` until `stop` completes, then lets open connections
+    /// finish their requests within the drain time.
+    pub async fn serve(self, listener: TcpListener, stop: impl Future<Output = ()>) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, peer)) = accepted else {
+                // Out of descriptors, or a connection reset before it was taken: pause a little
+                // rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Some(admitted) = self.shared.admit(peer.ip()) else {
+                metrics::counter!("exorun_http_connections_refused_total").increment(1);
+                continue;
+            };
+            let shared = Arc::clone(&self.shared);
+            let tls = self.tls.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                shared.connection(stream, tls, watcher).await;
+                drop(admitted);
+            });
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(self.shared.config.drain_timeout, graceful.shutdown());
+        if drained.await.is_err() {
+            tracing::warn!("HTTP connections still open after the drain time were closed");
+        }
+    }
+}
+
+/// A connection admitted: its places in the server's and its source's counts.
+struct Admitted {
+    shared: Arc<Shared>,
+    source: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut sources = self
+            .shared
+            .sources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(count) = sources.get_mut(&self.source) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            sources.remove(&self.source);
+        }
+    }
+}
+
+impl Shared {
+    /// A place for one more connection from `source`, or `None` when the server or the source
+    /// holds all it may.
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted> {
+        let permit = Arc::clone(&self.connections).try_acquire_owned().ok()?;
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = sources.entry(source).or_insert(0);
+        if *count >= self.config.connections_per_source_max {
+            return None;
+        }
+        *count += 1;
+        drop(sources);
+        Some(Admitted {
+            shared: Arc::clone(self),
+            source,
+            _permit: permit,
+        })
+    }
+
+    /// Serves one connection (after its TLS handshake, when TLS is on).
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let Some(tls) = tls else {
+            self.http1(stream, Scheme::Http, watcher).await;
+            return;
+        };
+        let handshake = tokio::time::timeout(self.config.head_timeout, tls.accept(stream));
+        let Ok(Ok(secured)) = handshake.await else {
+            return; // a failed or slow handshake closes the connection
+        };
+        self.http1(secured, Scheme::Https, watcher).await;
+    }
+
+    async fn http1<S>(
+        self: &Arc<Self>,
+        stream: S,
+        scheme: Scheme,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::clone(self);
+        let service = hyper::service::service_fn(move |request| {
+            let shared = Arc::clone(&shared);
+            let scheme = scheme.clone();
+            async move { Ok::<_, std::convert::Infallible>(shared.answer(request, scheme).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.config.head_timeout)
+            .max_buf_size(self.config.head_bytes_max.max(8192));
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let connection = builder.serve_connection(io, service);
+        let _ended = watcher.watch(connection).await;
+    }
+
+    /// The answer to one request.
+    async fn answer(
+        self: &Arc<Self>,
+        request: hyper::Request<Incoming>,
+        scheme: Scheme,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        let path = request.uri().path().to_owned();
+        let Some(route) = self.routes.find(&path) else {
+            return plain(404, format!("no route for {path}\n"));
+        };
+        let Ok(slot) = Arc::clone(&self.requests).try_acquire_owned() else {
+            return plain(503, "too many requests at once\n".to_owned());
+        };
+        let span = traced(&request);
+        let config = self.config;
+        let request = request.map(move |body| bounded(body, &config));
+        let answered = trace::within(span, handle(route, request, scheme)).await;
+        drop(slot);
+        let status = answered.status().as_u16();
+        metrics::counter!(
+            "exorun_http_requests_total",
+            "route" => route.name.clone(),
+            "status" => status_class(status),
+        )
+        .increment(1);
+        answered
+    }
+}
+
+/// The request's span: a child of the caller's W3C `traceparent`, or the root of a new trace.
+fn traced(request: &hyper::Request<Incoming>) -> trace::Span {
+    let header = request.headers().get("traceparent");
+    let parent = header
+        .and_then(|value| value.to_str().ok())
+        .and_then(traceparent);
+    match parent {
+        Some((trace_id, parent_id, flags)) => trace::Span::child_of(trace_id, parent_id, flags),
+        None => trace::Span::root(),
+    }
+}
+
+/// `00-TRACEID-PARENTID-FLAGS` (W3C trace context, version 00).
+fn traceparent(text: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    let mut parts = text.trim().split('-');
+    let (Some("00"), Some(trace), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let trace_id: [u8; 16] = unhex(trace)?.try_into().ok()?;
+    let parent_id: [u8; 8] = unhex(parent)?.try_into().ok()?;
+    let [flags] = unhex(flags)?[..] else {
+        return None;
+    };
+    let zero = trace_id == [0; 16] || parent_id == [0; 8];
+    (!zero).then_some((trace_id, parent_id, flags))
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let pairs = text.as_bytes().chunks(2);
+    let byte = |pair: &[u8]| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok();
+    pairs.map(byte).collect()
+}
+
+/// `2xx`, `4xx`, `5xx`…: a bounded label.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A short answer of the runtime's own.
+fn plain(status: u16, text: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The request body, cut at its size and time bounds.
+fn bounded(body: Incoming, config: &Config) -> Bounded {
+    let max = usize::try_from(config.body_bytes_max).unwrap_or(usize::MAX);
+    Bounded {
+        inner: http_body_util::Limited::new(body, max),
+        deadline: Box::pin(tokio::time::sleep(config.body_timeout)),
+        max: config.body_bytes_max,
+    }
+}
+
+/// A request body with a size bound and a deadline.
+struct Bounded {
+    inner: http_body_util::Limited<Incoming>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    max: u64,
+}
+
+impl hyper::body::Body for Bounded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
+        let max = self.max;
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        polled.map(|frame| frame.map(|frame| frame.map_err(|error| body_error(error, max))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a request body failed: past its size, or the connection's own error.
+fn body_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    max: u64,
+) -> wasmtime_wasi_http::Error {
+    match error.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+        Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)),
+    }
+}
+
+/// Runs `route`'s handler for `request`: a replica taken, the request's resources made in its
+/// store, `handle` called on a task of its own (the answer's body may stream after `handle`
+/// sets it), and the answer, or the runtime's 500 or 503 saying why there is none.
+async fn handle(
+    route: &Route,
+    request: hyper::Request<Bounded>,
+    scheme: Scheme,
+) -> hyper::Response<HyperOutgoingBody> {
+    let lease = match route.handle.lease(0).await {
+        Ok(lease) => lease,
+        Err(
+            instance::Error::Busy { .. }
+            | instance::Error::TooManyWaiting { .. }
+            | instance::Error::TooManyBytesWaiting { .. },
+        ) => {
+            return plain(503, format!("{} is overloaded\n", route.name));
+        }
+        Err(error) => {
+            tracing::warn!(route = %route.name, "no instance for a request: {error}");
+            return plain(503, format!("{} is unavailable\n", route.name));
+        }
+    };
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    let export = route.export.clone();
+    let span = trace::current();
+    let call = async move {
+        let mut lease = lease;
+        let make =
+            move |mut store: wasmtime::StoreContextMut<'_, exorun_core::context::ExorunCtx>| {
+                let mut view = exorun_systems::http::view(store.data_mut());
+                let request = view.new_incoming_request(scheme, request)?;
+                let out = view.new_response_outparam(sender)?;
+                let request = ResourceAny::try_from_resource(request, &mut store)?;
+                let out = ResourceAny::try_from_resource(out, &mut store)?;
+                Ok(vec![Val::Resource(request), Val::Resource(out)])
+            };
+        lease.call_made(&export, make, &mut []).await
+    };
+    let task = match span {
+        Some(span) => tokio::spawn(trace::within(span, call)),
+        None => tokio::spawn(call),
+    };
+    match answer.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
+        Err(_) => failed(&route.name, task.await),
+    }
+}
+
+/// The 500 of a handler that never answered: how its call ended.
+fn failed(
+    name: &str,
+    ended: Result<Result<(), instance::Error>, tokio::task::JoinError>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let why = match ended {
+        Ok(Ok(())) => "returned without answering".to_owned(),
+        Ok(Err(error)) => format!("failed: {error}"),
+        Err(error) => format!("failed: {error}"),
+    };
+    tracing::warn!(route = %name, "a request got no answer: the handler {why}");
+    plain(500, format!("the handler of {name} {why}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_reads_version_00_only() {
+        let parsed = traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let (trace_id, parent_id, flags) = parsed.unwrap_or_else(|| panic!("not read"));
+        assert_eq!(trace_id[0], 0x0a);
+        assert_eq!(parent_id[7], 0x31);
+        assert_eq!(flags, 1);
+        for bad in [
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00-zzf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert_eq!(traceparent(bad), None, "{bad}");
+        }
+    }
+}
