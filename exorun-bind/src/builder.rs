@@ -254,12 +254,16 @@ impl InstanceBuilder {
 
     /// Links every import that `system` provides and that is not linked yet.
     pub fn system(mut self, system: &Arc<dyn SystemComponent>) -> Self {
-        for interface in system.interfaces() {
-            let imported = self.app.ledger.imports.contains_key(&interface);
-            if imported && !self.links.contains_key(&interface) {
-                self.links
-                    .insert(interface, Linkable::System(Arc::clone(system)));
-            }
+        let provided = system.interfaces();
+        let imports = self.app.ledger.imports.keys();
+        let covered = imports.filter(|import| {
+            let provides = provided.iter().any(|offered| compatible(offered, import));
+            provides && !self.links.contains_key(*import)
+        });
+        let covered: Vec<String> = covered.cloned().collect();
+        for interface in covered {
+            self.links
+                .insert(interface, Linkable::System(Arc::clone(system)));
         }
         self
     }
@@ -347,7 +351,11 @@ impl InstanceBuilder {
         };
         match linkable {
             Linkable::System(system) => {
-                if system.interfaces().contains(&import.name) {
+                let provided = system.interfaces();
+                if provided
+                    .iter()
+                    .any(|offered| compatible(offered, &import.name))
+                {
                     return Vec::new();
                 }
                 let interface = import.name.clone();
@@ -438,5 +446,69 @@ impl InstanceBuilder {
             }
         }
         Ok((linker, systems))
+    }
+}
+
+/// Whether an interface a system provides, `offered`, satisfies an import `imported`, as
+/// wasmtime's linker decides: the same name, and either no version on both sides, or versions
+/// of one semver series (same major, and same minor below 1.0) with the import's no newer
+/// (`wasi:http/types@0.2.12` serves an import of `@0.2.4`).
+pub fn compatible(offered: &str, imported: &str) -> bool {
+    if offered == imported {
+        return true;
+    }
+    let (Some((name, offered)), Some((wanted, imported))) =
+        (offered.split_once('@'), imported.split_once('@'))
+    else {
+        return false;
+    };
+    let version = |text: &str| -> Option<[u64; 3]> {
+        let mut parts = text.split('.').map(|part| part.parse::<u64>().ok());
+        let (Some(Some(major)), Some(Some(minor)), Some(Some(patch)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some([major, minor, patch])
+    };
+    let (Some([major, minor, patch]), Some([want_major, want_minor, want_patch])) =
+        (version(offered), version(imported))
+    else {
+        return false;
+    };
+    let series = major == want_major && (major != 0 || minor == want_minor);
+    let newer = (minor, patch) >= (want_minor, want_patch);
+    name == wanted && series && newer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+
+    #[test]
+    fn a_system_serves_imports_of_its_semver_series() {
+        let http = "wasi:http/types@0.2.12";
+        assert!(compatible(http, "wasi:http/types@0.2.12"));
+        assert!(compatible(http, "wasi:http/types@0.2.0"));
+        assert!(
+            !compatible(http, "wasi:http/types@0.2.13"),
+            "newer than provided"
+        );
+        assert!(
+            !compatible(http, "wasi:http/types@0.3.0"),
+            "another 0.x series"
+        );
+        assert!(
+            !compatible(http, "wasi:http/handler@0.2.0"),
+            "another interface"
+        );
+        assert!(!compatible(http, "wasi:http/types"), "unversioned");
+        assert!(compatible("exorun:host/kv", "exorun:host/kv"));
+        assert!(compatible("a:b/c@1.4.0", "a:b/c@1.2.9"));
+        assert!(!compatible("a:b/c@1.4.0", "a:b/c@2.0.0"));
+        assert!(
+            !compatible("a:b/c@1.4.0", "a:b/c@1.4.0-rc.1"),
+            "pre-releases match exactly"
+        );
     }
 }

@@ -238,8 +238,9 @@ impl Server {
     }
 
     /// Serves connections from `listener` until `stop` completes, then lets open connections
-    /// finish their requests within the drain time.
-    pub async fn serve(self, listener: TcpListener, stop: impl Future<Output = ()>) {
+    /// finish their requests within the drain time. One server may serve several listeners
+    /// at once (its bounds hold over all of them).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: impl Future<Output = ()>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut stop = std::pin::pin!(stop);
         loop {

@@ -114,6 +114,7 @@ pub(crate) struct Providers {
 struct Own {
     wasi: Arc<dyn SystemComponent>,
     config: Arc<dyn SystemComponent>,
+    http: Arc<dyn SystemComponent>,
 }
 
 impl Providers {
@@ -126,6 +127,7 @@ impl Providers {
         let linkable = match link {
             Link::Wasi => Linkable::System(Arc::clone(&own.wasi)),
             Link::Config => Linkable::System(Arc::clone(&own.config)),
+            Link::Http { .. } => Linkable::System(Arc::clone(&own.http)),
             Link::Logging => Linkable::System(Arc::clone(&self.logging)),
             Link::Caller => Linkable::System(Arc::clone(&self.caller)),
             Link::Meta => Linkable::System(Arc::clone(&self.meta)),
@@ -249,6 +251,29 @@ fn check_guards(
     }
 }
 
+/// Every routed instance's app exports an HTTP handler.
+fn check_handlers(
+    runtime: &Runtime,
+    manifest: &Manifest,
+    app_of: impl Fn(&str) -> Option<AppId>,
+    problems: &mut Vec<(String, Problem)>,
+) {
+    for (prefix, name) in &manifest.http_routes {
+        let Some(app) = app_of(name).and_then(|app| runtime.app(app).ok()) else {
+            continue; // an unknown instance or a broken app is already reported
+        };
+        let exports = app.ledger.exports.keys();
+        let handles = exports
+            .filter(|interface| interface.starts_with(exorun_bind::http::HANDLER))
+            .any(|interface| app.export(interface, "handle").is_some());
+        if !handles {
+            let instance = name.clone();
+            let key = format!("http.routes.\"{prefix}\"");
+            problems.push((key, Problem::NotAHandler { instance }));
+        }
+    }
+}
+
 fn wasi_system(settings: &manifest::Wasi) -> Wasi {
     let mut wasi = Wasi::new();
     for (key, value) in &settings.env {
@@ -310,6 +335,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         apps.get(app).copied()
     };
     check_guards(&runtime, &manifest, app_of, &mut problems);
+    check_handlers(&runtime, &manifest, app_of, &mut problems);
     let manager = Arc::new(std::sync::OnceLock::new());
     let mut providers = Providers {
         logging: Arc::new(Logging::new()),
@@ -550,6 +576,7 @@ fn link_all(
     let own = Own {
         wasi: Arc::new(wasi_system(&instance.wasi)),
         config: Arc::new(Config::new(instance.config.clone())),
+        http: Arc::new(http_system(instance)),
     };
     for (interface, link) in &instance.links {
         if interface == manifest::WASI_WILDCARD {
@@ -560,10 +587,30 @@ fn link_all(
         };
         builder = builder.link(interface, linkable);
     }
+    // A routed instance's `wasi:http` and `wasi:io` need no line of their own.
+    if instance.routed {
+        builder = builder.system(&own.http);
+    }
     if instance.links.contains_key(manifest::WASI_WILDCARD) {
-        builder = builder.system(&own.wasi).system(&own.config);
+        builder = builder
+            .system(&own.wasi)
+            .system(&own.config)
+            .system(&own.http);
     }
     builder
+}
+
+/// The instance's HTTP system: outgoing requests allowed to what its `system = "http"` link
+/// names (nothing when it has none).
+fn http_system(instance: &manifest::Instance) -> exorun_systems::http::Http {
+    let allow = instance.links.values().find_map(|link| {
+        let Link::Http { allow } = link else {
+            return None;
+        };
+        Some(allow.as_slice())
+    });
+    // Checked with the manifest: a list that does not parse never gets here.
+    exorun_systems::http::Http::new(allow.unwrap_or_default()).unwrap_or_default()
 }
 
 fn instantiate_error(manifest: &Manifest, instance: &str, source: builder::Error) -> Error {

@@ -31,6 +31,7 @@ use exorun_cli::manifest;
 use exorun_cli::otlp;
 
 mod cap_command;
+mod http_command;
 mod manage_command;
 mod serve_command;
 
@@ -43,6 +44,7 @@ use manage_command::managed;
 use manage_command::ps;
 use manage_command::target;
 
+use http_command::HttpArgs;
 use serve_command::Listening;
 
 #[derive(Parser)]
@@ -96,8 +98,10 @@ enum Command {
         tracing: TraceArgs,
         /// Where to listen: `tls://HOST:PORT`, `quic://HOST:PORT`, `tcp://HOST:PORT` or
         /// `unix://PATH` (repeatable).
-        #[arg(long, required_unless_present = "nats")]
+        #[arg(long, required_unless_present_any = ["nats", "http"])]
         listen: Vec<String>,
+        #[command(flatten)]
+        http: HttpArgs,
         #[command(flatten)]
         lattice: LatticeArgs,
         /// Overrides a peer's address from the manifest: `NAME=ADDRESS`.
@@ -413,6 +417,7 @@ async fn command(command: Command) -> Result<(), Failed> {
             metrics,
             tracing,
             listen,
+            http,
             lattice,
             peers,
             key,
@@ -423,12 +428,7 @@ async fn command(command: Command) -> Result<(), Failed> {
                 Some(operator) => managed(manifest.as_deref(), operator, &managing, peers, key)?,
                 None => load(manifest.as_deref().unwrap_or(Path::new("")), peers, key)?,
             };
-            let listening = Listening {
-                addresses: &listen,
-                insecure,
-                nats: lattice.settings()?,
-                lattice: lattice.lattice,
-            };
+            let listening = listening(&listen, insecure, lattice, &http)?;
             let observed = (managing.state.as_deref(), metrics.as_deref());
             let served = serve_command::serve(manifest, &listening, limits.config(), observed);
             tracing.around(served).await
@@ -461,6 +461,22 @@ async fn command(command: Command) -> Result<(), Failed> {
         }
         Command::Cap { action } => cap(action),
     }
+}
+
+/// Where `serve` listens, from its flags.
+fn listening<'a>(
+    addresses: &'a [String],
+    insecure: bool,
+    lattice: LatticeArgs,
+    http: &'a HttpArgs,
+) -> Result<Listening<'a>, Failed> {
+    Ok(Listening {
+        addresses,
+        insecure,
+        nats: lattice.settings()?,
+        lattice: lattice.lattice,
+        http,
+    })
 }
 
 /// Reads the manifest at `path`, with peer addresses and the node key overridden.

@@ -43,6 +43,8 @@
 //! "exorun:host/kv" = { system = "kv", store = "shared" }         # stores are shared by name
 //! "exorun:test/other" = { local = "relay" }                      # another instance here
 //! "wasi:*" = { system = "wasi" }            # every WASI import not linked otherwise
+//! "wasi:http/outgoing-handler@0.2.12" = { system = "http", allow = ["127.0.0.1:*"] }
+//!                                           # outgoing HTTP to these hosts only (none if absent)
 //!                                           # (wasi:config/store too, from `config`)
 //! ```
 //!
@@ -96,6 +98,9 @@ pub struct Manifest {
     pub instances: BTreeMap<String, Instance>,
     /// The kv stores named under `[stores]`, by name.
     pub stores: BTreeMap<String, Store>,
+    /// `[http] routes`: path prefixes and the instances that answer them (`exorun serve
+    /// --http`).
+    pub http_routes: BTreeMap<String, String>,
 }
 
 /// One instance of an app.
@@ -121,6 +126,9 @@ pub struct Instance {
     pub wasi: Wasi,
     /// How each import is linked, by interface (or `wasi:*`).
     pub links: BTreeMap<String, Link>,
+    /// Whether `[http] routes` names it: its `wasi:http` and `wasi:io` imports are then linked
+    /// to the HTTP system without a line of their own.
+    pub routed: bool,
 }
 
 /// WASI settings of one instance.
@@ -149,6 +157,11 @@ pub enum Link {
     Caller,
     /// The privileged meta system (`exorun:host/meta`), for trusted instances only.
     Meta,
+    /// The HTTP system (`wasi:http`), sending outgoing requests only to `allow`.
+    Http {
+        /// Allowed destinations: `HOST`, `HOST:PORT` or `HOST:*`.
+        allow: Vec<String>,
+    },
     /// The kv system over the store of this name.
     Kv {
         /// The store's name (stores with one name are one store).
@@ -182,7 +195,20 @@ struct RawManifest {
     instances: BTreeMap<String, RawInstance>,
     #[serde(default)]
     stores: BTreeMap<String, RawStore>,
+    #[serde(default)]
+    http: RawHttp,
 }
+
+/// `[http] routes = { "/api" = "api" }`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default)]
+    routes: BTreeMap<String, String>,
+}
+
+/// The most `[http] routes` a manifest has.
+pub const HTTP_ROUTES_MAX: usize = 64;
 
 /// `{ path = "…" }` or `{ nats = "…", bucket = "…" }`.
 #[derive(Deserialize)]
@@ -319,6 +345,7 @@ struct RawLink {
     remote: Option<String>,
     target: Option<String>,
     capability: Option<PathBuf>,
+    allow: Option<Vec<String>>,
 }
 
 /// Largest component file a manifest may name, as exorun-core reads by default.
@@ -384,19 +411,10 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
         );
         instances.insert(name.clone(), checked);
     }
-    let apps: BTreeMap<String, PathBuf> = raw
-        .apps
-        .iter()
-        .map(|(name, app)| (name.clone(), base.join(app)))
-        .collect();
-    for (name, app) in &apps {
-        let checked = exorun_core::registry::check_component_file(app, COMPONENT_BYTES_MAX);
-        if let Err(error) = checked {
-            let message = error.to_string();
-            problems.push((format!("apps.{name}"), Problem::Component { message }));
-        }
-    }
+    let apps = check_apps(base, &raw.apps, &mut problems);
+    check_routes(&raw.http.routes, &mut instances, &mut problems);
     Ok(Manifest {
+        http_routes: raw.http.routes,
         path: path.to_owned(),
         key: raw.key.as_ref().map(|key| base.join(key)),
         problems,
@@ -408,6 +426,52 @@ pub fn parse(path: &Path, text: &str, peers: &BTreeMap<String, String>) -> Resul
         instances,
         stores,
     })
+}
+
+/// The apps, their paths resolved against `base`; a file that is not there, or too large, is a
+/// problem at `apps.NAME`.
+fn check_apps(
+    base: &Path,
+    raw: &BTreeMap<String, PathBuf>,
+    problems: &mut Vec<(String, Problem)>,
+) -> BTreeMap<String, PathBuf> {
+    let apps: BTreeMap<String, PathBuf> = raw
+        .iter()
+        .map(|(name, app)| (name.clone(), base.join(app)))
+        .collect();
+    for (name, app) in &apps {
+        let checked = exorun_core::registry::check_component_file(app, COMPONENT_BYTES_MAX);
+        if let Err(error) = checked {
+            let message = error.to_string();
+            problems.push((format!("apps.{name}"), Problem::Component { message }));
+        }
+    }
+    apps
+}
+
+/// Each route's prefix starts with `/` and names an instance of the manifest; at most
+/// `HTTP_ROUTES_MAX` of them. (Whether the instance exports a handler is checked when its app
+/// is loaded.)
+fn check_routes(
+    routes: &BTreeMap<String, String>,
+    instances: &mut BTreeMap<String, Instance>,
+    problems: &mut Vec<(String, Problem)>,
+) {
+    if routes.len() > HTTP_ROUTES_MAX {
+        problems.push(("http.routes".to_owned(), Problem::TooManyRoutes));
+    }
+    for (prefix, name) in routes {
+        let key = format!("http.routes.\"{prefix}\"");
+        if !prefix.starts_with('/') {
+            problems.push((key.clone(), Problem::RoutePrefix));
+        }
+        let Some(instance) = instances.get_mut(name) else {
+            let instance = name.clone();
+            problems.push((key, Problem::UnknownInstance { instance }));
+            continue;
+        };
+        instance.routed = true;
+    }
 }
 
 /// Checks the settings of one instance `name` given as the TOML of a manifest's instance table
@@ -493,7 +557,12 @@ fn confine(
             }
             Link::Kv { store } => *store = format!("deployed/{store}"),
             Link::Remote { capability, .. } => *capability = None,
-            Link::Wasi
+            Link::Http { allow } if !allow.is_empty() => {
+                let at = format!("{key}.links.\"{interface}\"");
+                refuse(at, "outgoing HTTP from the host".to_owned());
+            }
+            Link::Http { .. }
+            | Link::Wasi
             | Link::Logging
             | Link::Config
             | Link::Caller
@@ -634,6 +703,7 @@ fn check_instance(
         restart,
         wasi,
         links,
+        routed: false,
     }
 }
 
@@ -822,6 +892,31 @@ fn check_wasi(
     }
 }
 
+/// The system link `system` names, with its settings.
+fn system_link(system: &str, link: &RawLink) -> Result<Link, Problem> {
+    match system {
+        "wasi" => Ok(Link::Wasi),
+        "logging" => Ok(Link::Logging),
+        "config" => Ok(Link::Config),
+        "caller" => Ok(Link::Caller),
+        "meta" => Ok(Link::Meta),
+        "http" => {
+            let allow = link.allow.clone().unwrap_or_default();
+            let checked = exorun_systems::http::Http::new(&allow);
+            checked.map_err(|error| Problem::HttpAllow {
+                message: error.to_string(),
+            })?;
+            Ok(Link::Http { allow })
+        }
+        "kv" => Ok(Link::Kv {
+            store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
+        }),
+        other => Err(Problem::UnknownSystem {
+            system: other.to_owned(),
+        }),
+    }
+}
+
 fn check_link(
     raw: &Known,
     peers: &mut BTreeMap<String, Option<Peer>>,
@@ -839,20 +934,12 @@ fn check_link(
     if link.store.is_some() && !is_kv {
         return Err(Problem::StrayStore);
     }
+    let is_http = link.system.as_deref() == Some("http");
+    if link.allow.is_some() && !is_http {
+        return Err(Problem::StrayAllow);
+    }
     if let Some(system) = &link.system {
-        return match system.as_str() {
-            "wasi" => Ok(Link::Wasi),
-            "logging" => Ok(Link::Logging),
-            "config" => Ok(Link::Config),
-            "caller" => Ok(Link::Caller),
-            "meta" => Ok(Link::Meta),
-            "kv" => Ok(Link::Kv {
-                store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
-            }),
-            other => Err(Problem::UnknownSystem {
-                system: other.to_owned(),
-            }),
-        };
+        return system_link(system, link);
     }
     if let Some(instance) = &link.local {
         if !raw.instances.contains(instance) {

@@ -16,6 +16,7 @@ use exorun_cli::compose;
 use exorun_cli::manifest;
 
 use crate::EXIT_FORCED;
+use crate::http_command::HttpArgs;
 use crate::Failed;
 
 /// Where `serve` listens, whether plaintext may leave loopback, and the lattice it joins.
@@ -24,6 +25,7 @@ pub(crate) struct Listening<'a> {
     pub(crate) insecure: bool,
     pub(crate) nats: Option<nats::Settings>,
     pub(crate) lattice: String,
+    pub(crate) http: &'a HttpArgs,
 }
 
 impl Listening<'_> {
@@ -170,6 +172,8 @@ pub(crate) async fn serve(
 ) -> Result<(), Failed> {
     let drain = config.drain_timeout;
     let path = manifest.path.clone();
+    listening.http.check(&manifest, listening.insecure)?;
+    let routes = manifest.http_routes.clone();
     let endpoint = match metrics {
         Some(address) => Some(exorun_cli::observe::Endpoint::start(address).await?),
         None => None,
@@ -186,7 +190,7 @@ pub(crate) async fn serve(
         composition.manager.restore(state).await?;
     }
     let names = composition.exports.names();
-    if names.is_empty() {
+    if names.is_empty() && listening.http.http.is_empty() {
         let path = path.display();
         return Err(Failed(vec![format!(
             "{path}: no instance has `export = true`; there is nothing to serve"
@@ -199,8 +203,48 @@ pub(crate) async fn serve(
         Some(settings) => Some(join_lattice(settings, &listening.lattice, &names).await?),
         None => None,
     };
+    let http = listening.http.start(&composition, &routes, drain).await?;
     let dispatcher: Arc<dyn handler::Dispatcher> = composition.exports.clone();
-    let mut server = Server::new(dispatcher, config);
+    let (stopping, running) = run_server(Server::new(dispatcher, config), listeners, subscribed);
+    // Registered before anything is announced, so no signal can come before its listener.
+    let mut signals = Signals::new()?;
+    // Ready before it says so: whoever reads the line may ask /readyz at once.
+    if let Some(endpoint) = &endpoint {
+        endpoint.ready();
+    }
+    let shown = if names.is_empty() {
+        "http routes".to_owned()
+    } else {
+        names.join(", ")
+    };
+    println!("exorun: serving {shown}");
+    tracing::info!(exported = ?names, "serving");
+    signals.next().await;
+    eprintln!(
+        "exorun: stopping: letting calls in flight finish (at most {} ms)",
+        drain.as_millis()
+    );
+    let _ = stopping.send(());
+    tokio::spawn(exit_on_second(signals));
+    let http_stopped = async move {
+        if let Some(http) = http {
+            http.stop().await;
+        }
+    };
+    let (stopped, ()) = tokio::join!(running, http_stopped);
+    let stopped = stopped.map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
+    how_it_stopped(&stopped)
+}
+
+/// Runs the neorpc server on `listeners` (and the lattice) until the sender returned is used.
+fn run_server(
+    mut server: Server,
+    listeners: Vec<net::Listener>,
+    subscribed: Option<nats::Subscribed>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<server::Stopped>,
+) {
     for listener in listeners {
         server = server.listen(listener);
     }
@@ -211,25 +255,7 @@ pub(crate) async fn serve(
     let running = tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
-    // Registered before anything is announced, so no signal can come before its listener.
-    let mut signals = Signals::new()?;
-    // Ready before it says so: whoever reads the line may ask /readyz at once.
-    if let Some(endpoint) = &endpoint {
-        endpoint.ready();
-    }
-    println!("exorun: serving {}", names.join(", "));
-    tracing::info!(exported = ?names, "serving");
-    signals.next().await;
-    eprintln!(
-        "exorun: stopping: letting calls in flight finish (at most {} ms)",
-        drain.as_millis()
-    );
-    let _ = stopping.send(());
-    tokio::spawn(exit_on_second(signals));
-    let stopped = running
-        .await
-        .map_err(|error| Failed(vec![format!("internal error: {error}")]))?;
-    how_it_stopped(&stopped)
+    (stopping, running)
 }
 
 /// What a stop left behind: nothing (ok), or the calls the drain timeout cut.

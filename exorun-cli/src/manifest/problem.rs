@@ -60,7 +60,7 @@ pub enum Problem {
         instance: String,
     },
     /// A system link names a system exorun does not have.
-    #[error("unknown system `{system}` (known: wasi, logging, kv, config, caller, meta)")]
+    #[error("unknown system `{system}` (known: wasi, logging, kv, config, caller, meta, http)")]
     UnknownSystem {
         /// The system named.
         system: String,
@@ -71,6 +71,27 @@ pub enum Problem {
     /// A remote link without the instance to call on the peer.
     #[error("a remote link needs `target`, the instance's name on the peer")]
     MissingTarget,
+    /// `allow` on a link other than the HTTP system.
+    #[error("`allow` applies only to `system = \"http\"`")]
+    StrayAllow,
+    /// An HTTP allow list that cannot be read.
+    #[error("{message}")]
+    HttpAllow {
+        /// What is wrong with which entry.
+        message: String,
+    },
+    /// A route prefix that does not start with `/`.
+    #[error("a route's prefix starts with `/`")]
+    RoutePrefix,
+    /// More routes than a server has.
+    #[error("at most {} routes", crate::manifest::HTTP_ROUTES_MAX)]
+    TooManyRoutes,
+    /// A routed instance whose app does not export an HTTP handler.
+    #[error("`{instance}` cannot answer HTTP: its app does not export wasi:http/incoming-handler")]
+    NotAHandler {
+        /// The instance routed to.
+        instance: String,
+    },
     /// `store` on a link other than the kv system.
     #[error("`store` applies only to `system = \"kv\"`")]
     StrayStore,
