@@ -16,16 +16,20 @@ for tool in "cargo fmt" "cargo clippy"; do
     fi
 done
 
-step "nats-server (the NATS tests run a real one)"
-if ! command -v nats-server >/dev/null 2>&1; then
-    echo "installing Debian's nats-server"
+step "nats-server and curl (the NATS tests run a real server; the HTTP tests a real client)"
+missing=""
+command -v nats-server >/dev/null 2>&1 || missing="$missing nats-server"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+if [ -n "$missing" ]; then
+    echo "installing Debian's$missing"
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    command -v apt-get >/dev/null || { echo "no nats-server and no apt-get: install nats-server 2.9+" >&2; exit 1; }
+    command -v apt-get >/dev/null || { echo "no apt-get to install$missing: install them (nats-server 2.9+)" >&2; exit 1; }
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nats-server
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
 fi
 nats-server --version
+curl --version | head -1
 
 step "guest apps"
 bash scripts/build_apps.sh

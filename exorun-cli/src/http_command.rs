@@ -66,13 +66,13 @@ impl HttpArgs {
         let tls = self.http_tls_cert.is_some();
         for text in &self.http {
             match text.parse::<SocketAddr>() {
-                Ok(address) if !tls && !insecure && !address.ip().is_loopback() => problems.push(
-                    format!(
+                Ok(address) if !tls && !insecure && !address.ip().is_loopback() => {
+                    problems.push(format!(
                         "--http {text}: plaintext HTTP off loopback lets anyone on the network \
                          read every request; give --http-tls-cert and --http-tls-key, or pass \
                          --insecure"
-                    ),
-                ),
+                    ))
+                }
                 Ok(_) => {}
                 Err(error) => problems.push(format!("--http {text}: {error} (give IP:PORT)")),
             }

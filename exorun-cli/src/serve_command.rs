@@ -16,8 +16,8 @@ use exorun_cli::compose;
 use exorun_cli::manifest;
 
 use crate::EXIT_FORCED;
-use crate::http_command::HttpArgs;
 use crate::Failed;
+use crate::http_command::HttpArgs;
 
 /// Where `serve` listens, whether plaintext may leave loopback, and the lattice it joins.
 pub(crate) struct Listening<'a> {

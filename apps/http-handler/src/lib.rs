@@ -1,5 +1,6 @@
 //! http-handler: a `wasi:http/incoming-handler` whose answers come from its imported `math`
-//! (linked locally or remotely, like any import). Routes, by path:
+//! (linked locally or remotely, like any import). Pages, by the path's last segment (wherever
+//! the handler is routed):
 //! - `/add?a=A&b=B`: `200` with `A + B = SUM` computed by `math.add`;
 //! - `/echo` (a request body): `200` with the body's length in bytes;
 //! - `/fetch?url=URL`: a GET of `URL` through `wasi:http/outgoing-handler`, answered with
@@ -24,11 +25,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let target = request.path_with_query().unwrap_or_default();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let (status, body) = match path {
-            "/add" => add(query),
-            "/echo" => (200, format!("{} bytes", body_length(&request))),
-            "/fetch" => (200, fetch(param(query, "url").unwrap_or_default())),
-            "/trap" => core::arch::wasm32::unreachable(),
+        // The last segment names the page, wherever the handler is routed.
+        let page = path.rsplit('/').next().unwrap_or_default();
+        let (status, body) = match page {
+            "add" => add(query),
+            "echo" => (200, format!("{} bytes", body_length(&request))),
+            "fetch" => (200, fetch(param(query, "url").unwrap_or_default())),
+            "trap" => core::arch::wasm32::unreachable(),
             _ => (200, format!("hello from exorun {path}")),
         };
         respond(out, status, body.as_bytes());

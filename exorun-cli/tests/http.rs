@@ -1,0 +1,431 @@
+//! `exorun serve --http`: a `wasi:http` handler whose `math` import is served by another
+//! `exorun serve` process, fetched by curl over plaintext and TLS; a trapping handler's 500
+//! and the request after it; a missing route's 404; outgoing requests refused or allowed by
+//! the manifest; and hostile clients (a head that never ends, a body past its bound, a flood of
+//! connections, a request past the in-flight bound), each bounded while a legitimate request
+//! still gets its answer.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod common;
+
+use std::io::Read;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use common::Lines;
+use common::Server;
+use common::exorun;
+use common::manifest;
+use common::text;
+
+/// `exorun serve MANIFEST ARGS...`: the server and its first `--http` address
+/// (`IP:PORT`), read from what it prints.
+fn serve_http(manifest: &Path, args: &[&str]) -> (Server, String) {
+    let mut child = exorun()
+        .env("RUST_LOG", "warn")
+        .arg("serve")
+        .arg(manifest)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::new(child.stdout.take().unwrap());
+    let mut http = None;
+    loop {
+        let line = lines.next_line("the server's addresses").unwrap();
+        if line.starts_with("exorun: serving ") {
+            break;
+        }
+        let address = line
+            .strip_prefix("exorun: http on http://")
+            .or_else(|| line.strip_prefix("exorun: http on https://"));
+        if let (Some(address), None) = (address, &http) {
+            http = Some(address.to_owned());
+        }
+    }
+    let http = http.unwrap();
+    (Server::from_child(child, &http), http)
+}
+
+/// A provider of `math` in a process of its own.
+fn provider() -> Server {
+    let provider = manifest("http-math", common::PROVIDER);
+    Server::start(&provider, "tcp://127.0.0.1:0")
+}
+
+/// A manifest routing `/` to an http-handler whose `math` is remote at `math_at`, and
+/// `/closed` to one with no outgoing request allowed; `/` may reach `allow`.
+fn site(name: &str, math_at: &str, allow: &str) -> std::path::PathBuf {
+    manifest(
+        name,
+        &r#"
+[apps]
+handler = "{fixtures}/http-handler.wasm"
+[instances.site]
+app = "handler"
+links = { "exorun:test/math" = { remote = "MATH", target = "math" }, "wasi:http/outgoing-handler@0.2.12" = { system = "http", allow = [ALLOW] } }
+[instances.closed]
+app = "handler"
+links = { "exorun:test/math" = { remote = "MATH", target = "math" } }
+[http]
+routes = { "/" = "site", "/closed" = "closed" }
+"#
+        .replace("MATH", math_at)
+        .replace("ALLOW", allow),
+    )
+}
+
+/// `curl ARGS... URL`: the status code and the body.
+fn curl(args: &[&str], url: &str) -> (u16, String) {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "curl {url}: {}",
+        text(&output.stderr)
+    );
+    let shown = text(&output.stdout);
+    let (body, status) = shown.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn a_handler_with_a_remote_import_answers_curl() {
+    let math = provider();
+    let manifest = site("http-site", &math.address, r#""127.0.0.1:*""#);
+    let (server, http) = serve_http(&manifest, &["--http", "127.0.0.1:0"]);
+    let url = |path: &str| format!("http://{http}{path}");
+    assert_eq!(
+        curl(&[], &url("/add?a=2&b=40")),
+        (200, "2 + 40 = 42".to_owned())
+    );
+    assert_eq!(
+        curl(&[], &url("/closed/add?a=1&b=2")),
+        (200, "1 + 2 = 3".to_owned())
+    );
+    let (status, body) = curl(&[], &url("/trap"));
+    assert_eq!(status, 500);
+    assert!(
+        body.starts_with("the handler of site failed: the guest trapped"),
+        "{body}"
+    );
+    assert_eq!(
+        curl(&[], &url("/add?a=5&b=5")),
+        (200, "5 + 5 = 10".to_owned()),
+        "after the trap"
+    );
+    let posted = curl(&["--data-binary", "0123456789"], &url("/echo"));
+    assert_eq!(posted, (200, "10 bytes".to_owned()));
+    // Outgoing: `/` may reach 127.0.0.1 (here, this very server); `/closed` may reach nothing.
+    let fetched = curl(&[], &url(&format!("/fetch?url=http://{http}/closed/hello")));
+    assert_eq!(fetched, (200, "fetched 200".to_owned()));
+    let refused = curl(&[], &url(&format!("/closed/fetch?url=http://{http}/hello")));
+    assert_eq!(
+        refused,
+        (200, "refused: ErrorCode::HttpRequestDenied".to_owned())
+    );
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("an outgoing request not allowed was refused"),
+        "{stderr}"
+    );
+    drop(math);
+}
+
+#[test]
+fn a_missing_route_is_404_and_tls_serves_the_same_pages() {
+    let math = provider();
+    let only = manifest(
+        "http-only-app",
+        &r#"
+[apps]
+handler = "{fixtures}/http-handler.wasm"
+[instances.app]
+app = "handler"
+links = { "exorun:test/math" = { remote = "MATH", target = "math" } }
+[http]
+routes = { "/app" = "app" }
+"#
+        .replace("MATH", &math.address),
+    );
+    let dir = std::env::temp_dir().join(format!("exorun-http-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--http-tls-cert",
+        cert.to_str().unwrap(),
+        "--http-tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (server, http) = serve_http(&only, &args);
+    let trusted = ["--cacert", cert.to_str().unwrap()];
+    let url = |path: &str| format!("https://{http}{path}");
+    assert_eq!(
+        curl(&trusted, &url("/app/add?a=3&b=4")),
+        (200, "3 + 4 = 7".to_owned())
+    );
+    assert_eq!(
+        curl(&trusted, &url("/nowhere")),
+        (404, "no route for /nowhere\n".to_owned())
+    );
+    assert_eq!(
+        curl(&trusted, &url("/apple")),
+        (404, "no route for /apple\n".to_owned())
+    );
+    // Plain HTTP to the TLS port is no request at all.
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            &format!("http://{http}/app/add?a=1&b=1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+    drop(math);
+}
+
+/// Reads what the server sends until it closes the connection or `within` passes: the bytes
+/// and whether it closed.
+fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0; 4096];
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (text(&seen), true),
+            Ok(count) => seen.extend_from_slice(&buffer[..count]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (text(&seen), true);
+            }
+            Err(_) => break,
+        }
+    }
+    (text(&seen), false)
+}
+
+/// A whole request on a new connection from 127.0.0.1: the response.
+fn request(http: &str, raw: &str) -> String {
+    let mut stream = TcpStream::connect(http).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let (answer, closed) = read_until_closed(&mut stream, common::WAIT);
+    assert!(closed, "{answer}");
+    answer
+}
+
+fn get(http: &str, path: &str) -> String {
+    request(
+        http,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// A connection from another loopback address (so per-source bounds count it apart).
+fn connect_from(source: &str, http: &str) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connected = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
+        socket.connect(http.parse().unwrap()).await?.into_std()
+    });
+    let stream = connected.unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+#[test]
+fn hostile_clients_are_bounded_and_a_legitimate_request_still_answers() {
+    let math = provider();
+    let manifest = site("http-hostile", &math.address, "");
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--http-head-timeout",
+        "1s",
+        "--http-body-max-kib",
+        "64",
+        "--http-max-connections-per-source",
+        "4",
+        "--http-max-requests",
+        "1",
+    ];
+    let (server, http) = serve_http(&manifest, &args);
+    slow_head_is_closed(&http);
+    a_body_past_its_bound_is_cut(&http);
+    a_flood_is_bounded(&http);
+    one_request_at_once(&http);
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+    drop(math);
+}
+
+#[test]
+fn mistakes_in_http_settings_are_refused_before_anything_runs() {
+    let no_routes = manifest(
+        "http-no-routes",
+        r#"
+[apps]
+math = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math"
+export = true
+"#,
+    );
+    let refused = exorun()
+        .args([
+            "serve",
+            no_routes.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr).replace(&no_routes.display().to_string(), "M");
+    assert_eq!(stderr, "exorun: --http: M has no [http] routes to serve\n");
+    let math = provider();
+    let site = site("http-off-loopback", &math.address, "");
+    let refused = exorun()
+        .args(["serve", site.to_str().unwrap(), "--http", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.starts_with("exorun: --http 0.0.0.0:0: plaintext HTTP off loopback"),
+        "{stderr}"
+    );
+    let wrong = manifest(
+        "http-wrong",
+        r#"
+[apps]
+math = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math"
+links = { "x:y/z" = { system = "wasi", allow = ["a"] } }
+[http]
+routes = { "api" = "math", "/ghost" = "nobody" }
+"#,
+    );
+    let stderr = common::refused("http-wrong-run", &std::fs::read_to_string(&wrong).unwrap());
+    assert!(
+        stderr.contains(r#"http.routes."api": a route's prefix starts with `/`"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains(r#"http.routes."/ghost": "#), "{stderr}");
+    assert!(
+        stderr
+            .contains(r#"instances.math.links."x:y/z": `allow` applies only to `system = "http"`"#),
+        "{stderr}"
+    );
+    drop(math);
+}
+
+fn slow_head_is_closed(http: &str) {
+    // A head that never ends is closed after the head deadline.
+    let mut slow = TcpStream::connect(http).unwrap();
+    slow.write_all(b"GET /add?a=1&b=1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(20));
+    assert!(closed, "a slowloris head was left open");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn a_body_past_its_bound_is_cut(http: &str) {
+    // A body past its bound: the handler reads at most 64 KiB of it, then an error.
+    let big = "x".repeat(200 * 1024);
+    let answer = request(
+        http,
+        &format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        ),
+    );
+    let counted = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let bytes: u64 = counted
+        .lines()
+        .find_map(|line| line.strip_suffix(" bytes"))
+        .and_then(|number| number.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{answer}"));
+    // It read up to the bound (frames arrive in pieces; the one past the bound is the error).
+    assert!(
+        (32 * 1024..=64 * 1024).contains(&bytes),
+        "{bytes} bytes read, bound 64 KiB"
+    );
+}
+
+fn a_flood_is_bounded(http: &str) {
+    // A flood from 127.0.0.2: four connections held, the rest closed at once.
+    let mut flood: Vec<TcpStream> = (0..12).map(|_| connect_from("127.0.0.2", http)).collect();
+    let mut closed_at_once = 0;
+    for stream in &mut flood[4..] {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(5));
+        closed_at_once += usize::from(closed);
+    }
+    assert_eq!(closed_at_once, 8, "connections past the per-source bound");
+    let answer = get(http, "/add?a=20&b=22");
+    assert!(
+        answer.contains("\r\n20 + 22 = 42\r\n"),
+        "during the flood: {answer}"
+    );
+    drop(flood);
+}
+
+fn one_request_at_once(http: &str) {
+    // A request holding the one slot: its handler reads a body that has not come (seen by the
+    // 100 Continue the server sends when the handler reads). The next request is answered
+    // 503 at once; the first then gets its answer.
+    let mut holding = TcpStream::connect(http).unwrap();
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\
+                Expect: 100-continue\r\n\r\n";
+    holding.write_all(head.as_bytes()).unwrap();
+    let mut continued = [0; 25];
+    holding.read_exact(&mut continued).unwrap();
+    let continued = text(&continued);
+    assert!(
+        continued.starts_with("HTTP/1.1 100 Continue"),
+        "{continued}"
+    );
+    let refused = get(http, "/add?a=1&b=1");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.ends_with("too many requests at once\n"),
+        "{refused}"
+    );
+    holding.write_all(b"abcd").unwrap();
+    let (answer, _) = read_until_closed(&mut holding, common::WAIT);
+    assert!(answer.contains("\r\n4 bytes\r\n"), "{answer}");
+    assert!(get(http, "/add?a=2&b=2").contains("\r\n2 + 2 = 4\r\n"));
+}
