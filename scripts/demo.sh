@@ -12,7 +12,9 @@
 # `auth` app, called with a capability the operator issued and its holder delegated, and
 # refused without one; then a runtime served with `--manage` gets math-provider deployed onto it
 # while it runs, which a consumer calls before it is stopped; then a note kept in a store on
-# disk by one `exorun run` and read by the next. Prints every result, stops the
+# disk by one `exorun run` and read by the next; last, a wasi:http handler served with
+# `--http` whose math import is another runtime's, one page fetched with curl. Prints every
+# result, stops the
 # servers with Ctrl-C (SIGINT) and exits non-zero if any expected line is missing or a server
 # did not stop cleanly.
 set -euo pipefail
@@ -24,9 +26,11 @@ SERVER_PID=""
 SECURE_PID=""
 GUARDED_PID=""
 MANAGED_PID=""
+MATH_PID=""
+SITE_PID=""
 
 cleanup() {
-    for pid in "$SERVER_PID" "$SECURE_PID" "$GUARDED_PID" "$MANAGED_PID"; do
+    for pid in "$SERVER_PID" "$SECURE_PID" "$GUARDED_PID" "$MANAGED_PID" "$MATH_PID" "$SITE_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
         fi
@@ -228,6 +232,44 @@ EOF
 NOTE="$("$EXORUN" run "$WORK/notes.toml" --invoke 'notes.exorun:test/notes#get("greeting")')"
 printf 'note read by a new runtime: %s\n' "$NOTE" | tee -a "$WORK/run.out"
 
+say "serving HTTP: a wasi:http handler whose math import is another runtime's, fetched with curl"
+if ! command -v curl >/dev/null 2>&1; then
+    echo "installing Debian's curl (the page is fetched with a real HTTP client)"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl \
+        || fail "no curl, and apt-get could not install it"
+fi
+"$EXORUN" serve examples/provider.toml --listen tcp://127.0.0.1:0 \
+    >"$WORK/math.out" 2>"$WORK/math.err" &
+MATH_PID=$!
+MATH_ADDRESS="$(serving math "$MATH_PID")"
+cat > "$WORK/site.toml" <<SITE
+[apps]
+http-handler = "$ROOT/fixtures/http-handler.wasm"
+[instances.site]
+app = "http-handler"
+links = { "exorun:test/math" = { remote = "$MATH_ADDRESS", target = "math" } }
+[http]
+routes = { "/" = "site" }
+SITE
+"$EXORUN" serve "$WORK/site.toml" --http 127.0.0.1:0 >"$WORK/site.out" 2>"$WORK/site.err" &
+SITE_PID=$!
+serving site "$SITE_PID" >/dev/null
+cat "$WORK/site.out"
+SITE="$(sed -n 's/^exorun: http on //p' "$WORK/site.out" | head -n 1)"
+PAGE="$(curl -s --max-time 20 "$SITE/add?a=10&b=5")"
+printf 'curl %s/add?a=10&b=5: %s\n' "$SITE" "$PAGE"
+printf 'http page: %s\n' "$PAGE" >>"$WORK/run.out"
+for pid in "$SITE_PID" "$MATH_PID"; do
+    kill -INT "$pid"
+    STATUS=0
+    wait "$pid" || STATUS=$?
+    [ "$STATUS" -eq 0 ] || fail "an HTTP demo server exited with status $STATUS"
+done
+SITE_PID=""
+MATH_PID=""
+
 say "checking the results"
 for expected in \
     'remote-calc: "10 + 5 = 15"' \
@@ -240,8 +282,9 @@ for expected in \
     'guarded-calc: "10 + 5 = 15"' \
     'deployed-calc: "10 + 5 = 15"' \
     'refused without a capability: this caller may not call `exorun:test/math` on `math`: no capability was presented' \
-    'note read by a new runtime: some("kept")'; do
+    'note read by a new runtime: some("kept")' \
+    'http page: 10 + 5 = 15'; do
     grep -qxF "$expected" "$WORK/run.out" || fail "missing line: $expected"
     printf 'ok  %s\n' "$expected"
 done
-printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, TLS with node keys, an export guarded by a delegated capability, and one deployed onto a running runtime)\n'
+printf '\ndemo: all links worked: system (logging, kv, a store on disk), local (relay, a resource), remote (TCP, TLS with node keys, an export guarded by a delegated capability, one deployed onto a running runtime, and the import of an HTTP handler)\n'
