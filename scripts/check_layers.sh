@@ -5,7 +5,9 @@
 #                wasmtime); serving (listeners, caps, drain) lives here
 #   wasm stack:  exorun-core (neither neorpc nor exorun-transport, nor wasmtime-wasi: no
 #                interface is special) < exorun-systems (WASI is one system among others)
-#   meeting:     exorun-bind (both stacks; the dispatcher only, so no rustix) < exorun-cli
+#   meeting:     exorun-bind (both stacks; the dispatcher only, so no rustix) < exorun-cli;
+#                exorun-bind's default build has no exorun-systems, its `http` feature takes
+#                the HTTP system (a handler's request is made in its store)
 #   capabilities: exorun-cap (the format, for hosts and wasm guests alike): none of ours, no
 #                wasmtime, no tokio, no std-only crate
 #   test plumbing: exorun-testkit, a dev-dependency only, never a normal one
@@ -67,6 +69,7 @@ require "exorun-bind (the diamond's wire side)" -p exorun-bind neorpc
 require "exorun-bind (the diamond's wire side)" -p exorun-bind exorun-transport
 require "exorun-bind (the diamond's wasm side)" -p exorun-bind exorun-core
 require "exorun-cli" -p exorun-cli exorun-bind
+require "exorun-bind's http feature (the HTTP system)" -p exorun-bind --features http exorun-systems
 require "exorun-cap (its signatures)" -p exorun-cap ed25519-dalek
 [ "$fail" = 0 ] && echo "layering: ok"
 exit "$fail"

@@ -275,6 +275,7 @@ fn hostile_clients_are_bounded_and_a_legitimate_request_still_answers() {
     ];
     let (server, http) = serve_http(&manifest, &args);
     slow_head_is_closed(&http);
+    a_head_past_its_bound_is_431(&http);
     a_body_past_its_bound_is_cut(&http);
     a_flood_is_bounded(&http);
     one_request_at_once(&http);
@@ -357,6 +358,15 @@ fn slow_head_is_closed(http: &str) {
         "{:?}",
         started.elapsed()
     );
+}
+
+fn a_head_past_its_bound_is_431(http: &str) {
+    let long = "y".repeat(20 * 1024);
+    let answer = request(
+        http,
+        &format!("GET /add?a=1&b=1 HTTP/1.1\r\nHost: x\r\nX-Long: {long}\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
 
 fn a_body_past_its_bound_is_cut(http: &str) {
