@@ -28,6 +28,7 @@ use exorun_core::supervision::Replicas;
 use exorun_core::system::SystemComponent;
 use exorun_systems::caller::Caller;
 use exorun_systems::config::Config;
+use exorun_systems::keyvalue::KeyValue;
 use exorun_systems::kv;
 use exorun_systems::logging::Logging;
 use exorun_systems::wasi::Access;
@@ -102,7 +103,11 @@ pub(crate) struct Providers {
     logging: Arc<dyn SystemComponent>,
     caller: Arc<dyn SystemComponent>,
     capabilities: BTreeMap<PathBuf, Bytes>,
-    stores: BTreeMap<String, Arc<dyn SystemComponent>>,
+    /// Stores by name: those under `[stores]`, opened, and in-memory ones made on first use.
+    stores: BTreeMap<String, kv::Store>,
+    /// The `exorun:host/kv` (`false`) and `wasi:keyvalue` (`true`) system of each store, one
+    /// each (so an instance linking several interfaces to one installs it once).
+    store_systems: BTreeMap<(String, bool), Arc<dyn SystemComponent>>,
     channels: BTreeMap<String, Arc<dyn Channel>>,
     key: Option<Arc<NodeKey>>,
     lattices: BTreeMap<String, nats::Settings>,
@@ -131,13 +136,8 @@ impl Providers {
             Link::Logging => Linkable::System(Arc::clone(&self.logging)),
             Link::Caller => Linkable::System(Arc::clone(&self.caller)),
             Link::Meta => Linkable::System(Arc::clone(&self.meta)),
-            Link::Kv { store } => {
-                let kv = self.stores.entry(store.clone()).or_insert_with(|| {
-                    let shared: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(kv::Store::new()));
-                    shared
-                });
-                Linkable::System(Arc::clone(kv))
-            }
+            Link::Kv { store } => Linkable::System(self.store_system(store, false)),
+            Link::KeyValue { store } => Linkable::System(self.store_system(store, true)),
             Link::Named { instance } => Linkable::Named {
                 app: app_of(instance)?,
                 name: instance.clone(),
@@ -152,6 +152,20 @@ impl Providers {
             },
         };
         Some(linkable)
+    }
+
+    /// The kv system (`keyvalue`: the `wasi:keyvalue` system) of the store named `name`.
+    fn store_system(&mut self, name: &str, keyvalue: bool) -> Arc<dyn SystemComponent> {
+        let store = self.stores.entry(name.to_owned()).or_default().clone();
+        let key = (name.to_owned(), keyvalue);
+        let system = self.store_systems.entry(key).or_insert_with(|| {
+            if keyvalue {
+                Arc::new(KeyValue::new(store))
+            } else {
+                Arc::new(kv::Kv::new(store))
+            }
+        });
+        Arc::clone(system)
     }
 
     /// The peer's channel, presenting the capability in `file` (read already) if one is named.
@@ -342,6 +356,7 @@ pub async fn build(manifest: Manifest) -> Result<Composition, Error> {
         caller: Arc::new(Caller),
         capabilities,
         stores,
+        store_systems: BTreeMap::new(),
         channels: BTreeMap::new(),
         key: key.clone(),
         lattices,
@@ -501,7 +516,7 @@ async fn open_stores(
     manifest: &Manifest,
     lattices: &BTreeMap<String, nats::Settings>,
     problems: &mut Vec<(String, Problem)>,
-) -> BTreeMap<String, Arc<dyn SystemComponent>> {
+) -> BTreeMap<String, kv::Store> {
     let mut stores = BTreeMap::new();
     for (name, store) in &manifest.stores {
         let opened = match store {
@@ -521,8 +536,7 @@ async fn open_stores(
         };
         match opened {
             Ok(store) => {
-                let system: Arc<dyn SystemComponent> = Arc::new(kv::Kv::new(store));
-                stores.insert(name.clone(), system);
+                stores.insert(name.clone(), store);
             }
             Err(error) => {
                 let message = error.to_string();
@@ -587,6 +601,12 @@ fn link_all(
         };
         builder = builder.link(interface, linkable);
     }
+    // One `wasi:keyvalue` interface linked to a store links its siblings to the same store.
+    for link in instance.links.values() {
+        if let Link::KeyValue { store } = link {
+            builder = builder.system(&providers.store_system(store, true));
+        }
+    }
     // A routed instance's `wasi:http` and `wasi:io` need no line of their own.
     if instance.routed {
         builder = builder.system(&own.http);
@@ -595,7 +615,8 @@ fn link_all(
         builder = builder
             .system(&own.wasi)
             .system(&own.config)
-            .system(&own.http);
+            .system(&own.http)
+            .system(&providers.store_system("default", true));
     }
     builder
 }

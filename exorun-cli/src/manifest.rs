@@ -43,6 +43,8 @@
 //! "exorun:host/kv" = { system = "kv", store = "shared" }         # stores are shared by name
 //! "exorun:test/other" = { local = "relay" }                      # another instance here
 //! "wasi:*" = { system = "wasi" }            # every WASI import not linked otherwise
+//! "wasi:keyvalue/store@0.2.0-draft" = { system = "keyvalue", store = "notes" }
+//!                                           # (also its atomics and batch, on the same store)
 //! "wasi:http/outgoing-handler@0.2.12" = { system = "http", allow = ["127.0.0.1:*"] }
 //!                                           # outgoing HTTP to these hosts only (none if absent)
 //!                                           # (wasi:config/store too, from `config`)
@@ -165,6 +167,11 @@ pub enum Link {
     /// The kv system over the store of this name.
     Kv {
         /// The store's name (stores with one name are one store).
+        store: String,
+    },
+    /// The `wasi:keyvalue` system over the store of this name.
+    KeyValue {
+        /// The store's name (shared with `kv` links to the same name).
         store: String,
     },
     /// Another instance of this composition, by name (looked up at each call).
@@ -555,7 +562,7 @@ fn confine(
                 let what = format!("a local link to `{instance}`, which was not deployed");
                 refuse(at, what);
             }
-            Link::Kv { store } => *store = format!("deployed/{store}"),
+            Link::Kv { store } | Link::KeyValue { store } => *store = format!("deployed/{store}"),
             Link::Remote { capability, .. } => *capability = None,
             Link::Http { allow } if !allow.is_empty() => {
                 let at = format!("{key}.links.\"{interface}\"");
@@ -911,6 +918,9 @@ fn system_link(system: &str, link: &RawLink) -> Result<Link, Problem> {
         "kv" => Ok(Link::Kv {
             store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
         }),
+        "keyvalue" => Ok(Link::KeyValue {
+            store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
+        }),
         other => Err(Problem::UnknownSystem {
             system: other.to_owned(),
         }),
@@ -930,7 +940,7 @@ fn check_link(
     if link.capability.is_some() && link.remote.is_none() {
         return Err(Problem::StrayCapability);
     }
-    let is_kv = link.system.as_deref() == Some("kv");
+    let is_kv = matches!(link.system.as_deref(), Some("kv" | "keyvalue"));
     if link.store.is_some() && !is_kv {
         return Err(Problem::StrayStore);
     }

@@ -285,3 +285,78 @@ fn a_jetstream_store_is_shared_by_two_runtimes_and_outlives_a_nats_restart() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A component written only for `wasi:config` and `wasi:keyvalue` runs unchanged: on a redb
+/// store its bucket (and its visit count) outlives each `exorun run`, and an `exorun:host/kv`
+/// guest linked to the same store reads the bucket's greeting under its prefix; with only
+/// `"wasi:*"`, it runs on the default store in memory.
+#[test]
+fn a_component_written_for_wasi_keyvalue_and_config_runs_unchanged() {
+    let dir = std::env::temp_dir().join(format!("exorun-keyvalue-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("shared.redb");
+    let standard = manifest(
+        "keyvalue-standard",
+        &r#"
+[apps]
+standard = "{fixtures}/standard-store.wasm"
+[stores]
+shared = { path = "PATH" }
+[instances.std]
+app = "standard"
+config = { bucket = "guests", greeting = "hello, standard world" }
+links = { "wasi:config/store@0.2.0-rc.1" = { system = "config" }, "wasi:keyvalue/store@0.2.0-draft" = { system = "keyvalue", store = "shared" } }
+"#
+        .replace("PATH", store.to_str().unwrap()),
+    );
+    let seen = |visit: u32| {
+        format!(
+            "std: \"hello, standard world (visit {visit}); a=[1, 2, 255] b=[116, 119, 111] none; \
+             keys a,b,greeting,visits; b after delete: false\"\n"
+        )
+    };
+    for visit in 1..=2 {
+        let ran = common::run(&["run", standard.to_str().unwrap()]);
+        assert!(ran.status.success(), "{}", text(&ran.stderr));
+        assert_eq!(text(&ran.stdout), seen(visit));
+    }
+    let reader = manifest(
+        "keyvalue-reader",
+        &r#"
+[apps]
+kv-client = "{fixtures}/kv-client.wasm"
+[stores]
+shared = { path = "PATH" }
+[instances.notes]
+app = "kv-client"
+links = { "exorun:host/kv" = { system = "kv", store = "shared" } }
+"#
+        .replace("PATH", store.to_str().unwrap()),
+    );
+    let read = common::run(&[
+        "run",
+        reader.to_str().unwrap(),
+        "--invoke",
+        r#"notes.exorun:test/notes#get("wasi:keyvalue/guests/greeting")"#,
+    ]);
+    assert_eq!(
+        text(&read.stdout),
+        "some(\"thello, standard world\")\n",
+        "{}",
+        text(&read.stderr)
+    );
+    let wildcard = manifest(
+        "keyvalue-wildcard",
+        r#"
+[apps]
+standard = "{fixtures}/standard-store.wasm"
+[instances.std]
+app = "standard"
+config = { bucket = "guests", greeting = "hello, standard world" }
+links = { "wasi:*" = { system = "wasi" } }
+"#,
+    );
+    let ran = common::run(&["run", wildcard.to_str().unwrap()]);
+    assert_eq!(text(&ran.stdout), seen(1), "{}", text(&ran.stderr));
+}

@@ -122,9 +122,32 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), Error>>;
     /// The number of entries.
     fn entries(&self) -> BoxFuture<'_, Result<usize, Error>>;
+    /// Removes `key` (nothing when it is absent).
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    /// The keys that start with `prefix`, in byte order, at most `limit` of them.
+    fn keys<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, Error>>;
+    /// Sets `key` to what `change` makes of its value (`None`: absent), atomically: no other
+    /// write to `key` comes between the read and the write. A new key in a store of
+    /// `entries_max` entries is `Full`. Returns the value written.
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        change: Change,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<String, Error>>;
     /// What the store is, for errors and logs (`memory`, `redb file data/notes.redb`).
     fn describe(&self) -> String;
 }
+
+/// What an update makes of a value (`None`: the key is absent); an error leaves it unchanged.
+pub type Change = Arc<dyn Fn(Option<&str>) -> Result<String, Error> + Send + Sync>;
+
+/// The most keys one `keys` call returns.
+pub const KEYS_MAX: usize = 10_000;
 
 /// A key-value store; clones share the same entries.
 #[derive(Clone)]
@@ -214,6 +237,35 @@ impl Store {
     /// The number of entries.
     pub async fn entries(&self) -> Result<usize, Error> {
         self.backend.entries().await
+    }
+
+    /// Removes `key`; once this returns, no clone reads it.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        check_key(key)?;
+        self.backend.delete(key).await
+    }
+
+    /// The keys that start with `prefix`, in byte order, at most `limit` (and `KEYS_MAX`).
+    pub async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        check_key(prefix)?;
+        self.backend.keys(prefix, limit.min(KEYS_MAX)).await
+    }
+
+    /// Sets `key` to what `change` makes of its value, atomically (see `Backend::update`),
+    /// within the bounds; returns the value written.
+    pub async fn update(&self, key: &str, change: Change) -> Result<String, Error> {
+        check_key(key)?;
+        let bounded: Change = Arc::new(move |value| {
+            let changed = change(value)?;
+            if changed.len() > VALUE_BYTES_MAX {
+                return Err(Error::ValueTooLarge {
+                    bytes: changed.len(),
+                    max: VALUE_BYTES_MAX,
+                });
+            }
+            Ok(changed)
+        });
+        self.backend.update(key, bounded, self.entries_max).await
     }
 }
 

@@ -7,12 +7,14 @@
 //! - `kv`: `exorun:host/kv` over a shared concurrent map (one store, many instances).
 //! - `config`: `wasi:config/store`, an instance's name-value configuration.
 //! - `caller`: `exorun:host/caller`, who called the current call and what a guard granted.
+//! - `keyvalue`: `wasi:keyvalue` (store, atomics, batch) over the same stores as `kv`.
 //! - `http` (feature `http`): `wasi:http` types and outgoing requests to allowed hosts only.
 
 pub mod caller;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod keyvalue;
 pub mod kv;
 pub mod logging;
 pub mod wasi;

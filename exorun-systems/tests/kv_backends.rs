@@ -279,3 +279,76 @@ async fn an_unreachable_nats_server_is_a_rejection_in_bounded_time() {
         "answered within the operation bound: {waited:?}"
     );
 }
+
+/// A counter's change: the value as a decimal number, plus one (absent: 0).
+fn plus_one() -> kv::Change {
+    std::sync::Arc::new(|value: Option<&str>| {
+        let now: u64 = value
+            .map_or(Ok(0), str::parse)
+            .map_err(|_| kv::Error::Unavailable {
+                store: "test".to_owned(),
+                message: "not a number".to_owned(),
+            })?;
+        Ok((now + 1).to_string())
+    })
+}
+
+async fn ten_increments(store: kv::Store) {
+    for _ in 0..10 {
+        store.update("counter", plus_one()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_listings_and_atomic_updates_hold_on_every_backend() {
+    for (backend, store, _keep) in backends().await {
+        for key in ["b/2", "b/1", "a/1", "b/3", "c"] {
+            store.set(key, "x").await.unwrap();
+        }
+        assert_eq!(
+            store.keys("b/", 10).await.unwrap(),
+            ["b/1", "b/2", "b/3"],
+            "{backend}"
+        );
+        assert_eq!(
+            store.keys("b/", 2).await.unwrap(),
+            ["b/1", "b/2"],
+            "{backend}"
+        );
+        store.delete("b/2").await.unwrap();
+        store.delete("never").await.unwrap();
+        assert_eq!(store.get("b/2").await.unwrap(), None, "{backend}");
+        assert_eq!(
+            store.keys("b/", 10).await.unwrap(),
+            ["b/1", "b/3"],
+            "{backend}"
+        );
+        // 4 tasks of 10 increments each, at once: none is lost.
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            tasks.spawn(ten_increments(store.clone()));
+        }
+        tasks.join_all().await;
+        assert_eq!(
+            store.get("counter").await.unwrap().as_deref(),
+            Some("40"),
+            "{backend}"
+        );
+        // A change that fails changes nothing; one past the value bound is refused.
+        store.set("text", "abc").await.unwrap();
+        let refused = store.update("text", plus_one()).await;
+        assert!(refused.is_err(), "{backend}");
+        assert_eq!(
+            store.get("text").await.unwrap().as_deref(),
+            Some("abc"),
+            "{backend}"
+        );
+        let huge: kv::Change = std::sync::Arc::new(|_| Ok("v".repeat(kv::VALUE_BYTES_MAX + 1)));
+        let refused = store.update("text", huge).await;
+        assert_eq!(
+            refused.map_err(|error| error.code()),
+            Err(kv::CODE_VALUE_TOO_LARGE),
+            "{backend}"
+        );
+    }
+}

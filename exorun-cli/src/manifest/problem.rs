@@ -60,7 +60,9 @@ pub enum Problem {
         instance: String,
     },
     /// A system link names a system exorun does not have.
-    #[error("unknown system `{system}` (known: wasi, logging, kv, config, caller, meta, http)")]
+    #[error(
+        "unknown system `{system}` (known: wasi, logging, kv, keyvalue, config, caller, meta, http)"
+    )]
     UnknownSystem {
         /// The system named.
         system: String,
@@ -93,7 +95,7 @@ pub enum Problem {
         instance: String,
     },
     /// `store` on a link other than the kv system.
-    #[error("`store` applies only to `system = \"kv\"`")]
+    #[error("`store` applies only to `system = \"kv\"` and `system = \"keyvalue\"`")]
     StrayStore,
     /// WASI settings on an instance that links nothing to the WASI system (they would be lost).
     #[error("WASI settings are given but no import is linked to `system = \"wasi\"`")]

@@ -13,6 +13,7 @@ use redb::ReadableTableMetadata;
 
 use super::Backend;
 use super::BoxFuture;
+use super::Change;
 use super::Error;
 use super::bounded;
 
@@ -145,6 +146,71 @@ impl Backend for Durable {
                 .map_err(|error| failed(&error))?;
             let entries = table.len().map_err(|error| failed(&error))?;
             Ok(usize::try_from(entries).unwrap_or(usize::MAX))
+        }))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        let (key, store) = (key.to_owned(), self.describe());
+        Box::pin(self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_write().map_err(|error| failed(&error))?;
+            let mut table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            table.remove(key.as_str()).map_err(|error| failed(&error))?;
+            drop(table);
+            transaction.commit().map_err(|error| failed(&error))
+        }))
+    }
+
+    fn keys<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        let (prefix, store) = (prefix.to_owned(), self.describe());
+        Box::pin(self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_read().map_err(|error| failed(&error))?;
+            let table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            let range = table
+                .range(prefix.as_str()..)
+                .map_err(|error| failed(&error))?;
+            let keys = range.map(|entry| {
+                let (key, _) = entry.map_err(|error| failed(&error))?;
+                Ok(key.value().to_owned())
+            });
+            // In byte order from the prefix on: the first key without it ends the run.
+            let under = keys.take_while(|key| {
+                key.as_ref()
+                    .map_or(true, |key: &String| key.starts_with(prefix.as_str()))
+            });
+            under.take(limit).collect()
+        }))
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        change: Change,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        let (key, store) = (key.to_owned(), self.describe());
+        // One write transaction at a time (redb's own lock): the read and the write are one.
+        Box::pin(self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_write().map_err(|error| failed(&error))?;
+            let table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            let current = table.get(key.as_str()).map_err(|error| failed(&error))?;
+            let current = current.map(|value| value.value().to_owned());
+            let value = change(current.as_deref())?;
+            insert(table, &key, &value, entries_max, &failed)?;
+            transaction.commit().map_err(|error| failed(&error))?;
+            Ok(value)
         }))
     }
 

@@ -11,6 +11,7 @@ use async_nats::jetstream::kv;
 
 use super::Backend;
 use super::BoxFuture;
+use super::Change;
 use super::Error;
 use super::KEY_BYTES_MAX;
 use super::VALUE_BYTES_MAX;
@@ -100,6 +101,55 @@ impl Bucket {
     }
 }
 
+impl Bucket {
+    /// Every key of the bucket written by exorun that starts with `prefix`, sorted.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+        let listed = self.bucket.keys().await;
+        let mut listed = listed.map_err(|error| self.unavailable(&error))?;
+        let mut keys = Vec::new();
+        while let Some(key) = futures_util::StreamExt::next(&mut listed).await {
+            let key = key.map_err(|error| self.unavailable(&error))?;
+            // A key not written by exorun does not unescape; it is left out.
+            keys.extend(unescape(&key).filter(|key| key.starts_with(prefix)));
+        }
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    /// One read and conditional write of `key`: the value written, or (inner `Err`) what
+    /// the write met when another writer came between.
+    async fn try_update(
+        &self,
+        key: &str,
+        change: &Change,
+        entries_max: usize,
+    ) -> Result<Result<String, String>, Error> {
+        let nats_key = escape(key);
+        let entry = self.bucket.entry(nats_key.clone()).await;
+        let entry = entry.map_err(|error| self.unavailable(&error))?;
+        let live = entry.filter(|entry| entry.operation == kv::Operation::Put);
+        let current = match &live {
+            Some(entry) => Some(
+                String::from_utf8(entry.value.to_vec())
+                    .map_err(|_| self.unavailable(&"a value that is not UTF-8 text"))?,
+            ),
+            None => None,
+        };
+        let value = change(current.as_deref())?;
+        let bytes = bytes::Bytes::from(value.clone());
+        let Some(entry) = live else {
+            if self.entries().await? >= entries_max {
+                return Err(Error::Full { entries_max });
+            }
+            let created = self.bucket.create(&nats_key, bytes).await;
+            return Ok(created.map(|_| value).map_err(|error| error.to_string()));
+        };
+        let updated = self.bucket.update(&nats_key, bytes, entry.revision).await;
+        Ok(updated.map(|_| value).map_err(|error| error.to_string()))
+    }
+}
+
 fn describe(name: &str) -> String {
     format!("JetStream bucket {name}")
 }
@@ -144,9 +194,67 @@ impl Backend for Bucket {
         Box::pin(bounded(&self.label, self.entries()))
     }
 
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(bounded(&self.label, async move {
+            let deleted = self.bucket.delete(escape(key)).await;
+            deleted.map_err(|error| self.unavailable(&error))
+        }))
+    }
+
+    fn keys<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(bounded(&self.label, self.list(prefix, limit)))
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        change: Change,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        // Compare and set on the key's revision, again while another writer comes between.
+        Box::pin(bounded(&self.label, async move {
+            let mut last = String::new();
+            for _ in 0..UPDATE_TRIES {
+                match self.try_update(key, &change, entries_max).await? {
+                    Ok(value) => return Ok(value),
+                    Err(conflict) => last = conflict,
+                }
+            }
+            Err(self.unavailable(&format!("{UPDATE_TRIES} writers came between: {last}")))
+        }))
+    }
+
     fn describe(&self) -> String {
         describe(&self.name)
     }
+}
+
+/// How many times an update reads and tries to write before it gives up.
+const UPDATE_TRIES: usize = 16;
+
+/// The key `escape` made `escaped` from; `None` if it was not made by `escape`.
+fn unescape(escaped: &str) -> Option<String> {
+    if escaped == "=" {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut rest = escaped.as_bytes();
+    while let Some((&first, after)) = rest.split_first() {
+        if first != b'=' {
+            bytes.push(first);
+            rest = after;
+            continue;
+        }
+        let hex = after.get(..2)?;
+        let byte = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+        bytes.push(byte);
+        rest = &after[2..];
+    }
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -161,5 +269,9 @@ mod tests {
         assert_eq!(escape(""), "=");
         assert_eq!(escape("é"), "=c3=a9");
         assert_ne!(escape("a.b"), escape("a=2eb"));
+        for key in ["foo", "a.b", "=", "", "é", "wasi:keyvalue/b/k"] {
+            assert_eq!(unescape(&escape(key)).as_deref(), Some(key));
+        }
+        assert_eq!(unescape("=zz"), None);
     }
 }

@@ -4,6 +4,7 @@ use dashmap::DashMap;
 
 use super::Backend;
 use super::BoxFuture;
+use super::Change;
 use super::Error;
 
 /// Entries in memory.
@@ -32,6 +33,49 @@ impl Backend for Memory {
 
     fn entries(&self) -> BoxFuture<'_, Result<usize, Error>> {
         Box::pin(std::future::ready(Ok(self.0.len())))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        self.0.remove(key);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn keys<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        let mut keys: Vec<String> = self
+            .0
+            .iter()
+            .filter(|entry| entry.key().starts_with(prefix))
+            .map(|entry| entry.key().clone())
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        Box::pin(std::future::ready(Ok(keys)))
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        change: Change,
+        entries_max: usize,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        // Counted before the entry is locked: `len` locks every shard.
+        let full = self.0.len() >= entries_max;
+        let updated = match self.0.entry(key.to_owned()) {
+            dashmap::Entry::Occupied(mut occupied) => {
+                change(Some(occupied.get())).inspect(|value| {
+                    occupied.insert(value.clone());
+                })
+            }
+            dashmap::Entry::Vacant(_) if full => Err(Error::Full { entries_max }),
+            dashmap::Entry::Vacant(vacant) => change(None).inspect(|value| {
+                vacant.insert(value.clone());
+            }),
+        };
+        Box::pin(std::future::ready(updated))
     }
 
     fn describe(&self) -> String {
