@@ -64,7 +64,7 @@ links = { "exorun:test/math" = { local = "b" } }
          exorun: M: instances.c.links.\"exorun:test/math\": the peer `far` is not usable (see \
          peers.far)\n\
          exorun: M: instances.d.links.\"exorun:test/math\": unknown system `clock` (known: \
-         wasi, logging, kv, config, caller, meta)\n\
+         wasi, logging, kv, keyvalue, config, caller, meta, http)\n\
          exorun: M: instances.e.links.\"exorun:test/math\": a remote link needs `target`, the \
          instance's name on the peer\n\
          exorun: M: instances.f.links.\"wasi:*\": `wasi:*` can only be linked to `system = \
@@ -75,7 +75,7 @@ links = { "exorun:test/math" = { local = "b" } }
          `system`, `local` or `remote`\n\
          exorun: M: instances.h.wasi.stdio: stdio must be \"inherit\" or \"closed\", not `loud`\n\
          exorun: M: instances.i.links.\"exorun:test/math\": `store` applies only to `system = \
-         \"kv\"`\n\
+         \"kv\"` and `system = \"keyvalue\"`\n\
          exorun: M: instances.j.k: instance names may not be empty or contain `.`, `#`, `(` or \
          whitespace\n"
     );
