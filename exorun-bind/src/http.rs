@@ -94,7 +94,8 @@ pub struct Config {
     /// How long a request body may take to arrive from its request's start; a handler reading
     /// past it reads an error.
     pub body_timeout: Duration,
-    /// Requests handled at once; one more is answered 503 at once.
+    /// Requests handled at once (each from its arrival until its handler returns); one more
+    /// is answered 503 at once.
     pub requests_max: usize,
     /// How long open connections may finish their requests after a stop.
     pub drain_timeout: Duration,
@@ -378,8 +379,8 @@ impl Shared {
         let span = traced(&request);
         let config = self.config;
         let request = request.map(move |body| bounded(body, &config));
-        let answered = trace::within(span, handle(route, request, scheme)).await;
-        drop(slot);
+        // The slot goes with the handler's task: held until `handle` returns, however late.
+        let answered = trace::within(span, handle(route, request, scheme, slot)).await;
         let status = answered.status().as_u16();
         metrics::counter!(
             "exorun_http_requests_total",
@@ -519,6 +520,7 @@ async fn handle(
     route: &Route,
     request: hyper::Request<Bounded>,
     scheme: Scheme,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> hyper::Response<HyperOutgoingBody> {
     let lease = match route.handle.lease(0).await {
         Ok(lease) => lease,
@@ -548,7 +550,9 @@ async fn handle(
                 let out = ResourceAny::try_from_resource(out, &mut store)?;
                 Ok(vec![Val::Resource(request), Val::Resource(out)])
             };
-        lease.call_made(&export, make, &mut []).await
+        let called = lease.call_made(&export, make, &mut []).await;
+        drop(slot);
+        called
     };
     let task = match span {
         Some(span) => tokio::spawn(trace::within(span, call)),
