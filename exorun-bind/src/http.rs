@@ -99,6 +99,9 @@ pub struct Config {
     pub requests_max: usize,
     /// How long open connections may finish their requests after a stop.
     pub drain_timeout: Duration,
+    /// How long a handler's `handle` may run, its answer's body included (a client that reads
+    /// slowly holds it); past it, the call is cut and the replica restarted.
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -112,6 +115,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(30),
             requests_max: 256,
             drain_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -380,7 +384,8 @@ impl Shared {
         let config = self.config;
         let request = request.map(move |body| bounded(body, &config));
         // The slot goes with the handler's task: held until `handle` returns, however late.
-        let answered = trace::within(span, handle(route, request, scheme, slot)).await;
+        let settings = (scheme, config.request_timeout);
+        let answered = trace::within(span, handle(route, request, settings, slot)).await;
         let status = answered.status().as_u16();
         metrics::counter!(
             "exorun_http_requests_total",
@@ -519,7 +524,7 @@ fn body_error(
 async fn handle(
     route: &Route,
     request: hyper::Request<Bounded>,
-    scheme: Scheme,
+    (scheme, request_timeout): (Scheme, Duration),
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> hyper::Response<HyperOutgoingBody> {
     let lease = match route.handle.lease(0).await {
@@ -538,6 +543,7 @@ async fn handle(
     };
     let (sender, answer) = tokio::sync::oneshot::channel();
     let export = route.export.clone();
+    let deadline = request_timeout;
     let span = trace::current();
     let call = async move {
         let mut lease = lease;
@@ -550,15 +556,30 @@ async fn handle(
                 let out = ResourceAny::try_from_resource(out, &mut store)?;
                 Ok(vec![Val::Resource(request), Val::Resource(out)])
             };
-        let called = lease.call_made(&export, make, &mut []).await;
+        let called = lease.call_made(&export, make, &mut []);
+        let called = match tokio::time::timeout(deadline, called).await {
+            Ok(called) => called.map_err(|error| format!("failed: {error}")),
+            // The call is dropped mid-way: the replica is restarted before its next call.
+            Err(_) => Err(format!("ran past the request deadline of {deadline:?}")),
+        };
         drop(slot);
         called
     };
-    let task = match span {
+    let mut task = match span {
         Some(span) => tokio::spawn(trace::within(span, call)),
         None => tokio::spawn(call),
     };
-    match answer.await {
+    let mut answer = answer;
+    // The answer, or the end of the call without one (a handler cut at the deadline leaves
+    // its response-outparam in a store that is only dropped at the replica's restart).
+    let answered = tokio::select! {
+        answered = &mut answer => answered,
+        ended = &mut task => match answer.try_recv() {
+            Ok(answered) => Ok(answered),
+            Err(_) => return failed(&route.name, ended),
+        },
+    };
+    match answered {
         Ok(Ok(response)) => response,
         Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
         Err(_) => failed(&route.name, task.await),
@@ -568,11 +589,11 @@ async fn handle(
 /// The 500 of a handler that never answered: how its call ended.
 fn failed(
     name: &str,
-    ended: Result<Result<(), instance::Error>, tokio::task::JoinError>,
+    ended: Result<Result<(), String>, tokio::task::JoinError>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let why = match ended {
         Ok(Ok(())) => "returned without answering".to_owned(),
-        Ok(Err(error)) => format!("failed: {error}"),
+        Ok(Err(why)) => why,
         Err(error) => format!("failed: {error}"),
     };
     tracing::warn!(route = %name, "a request got no answer: the handler {why}");

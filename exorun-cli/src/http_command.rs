@@ -41,6 +41,9 @@ pub(crate) struct HttpArgs {
     /// The largest request body, in KiB.
     #[arg(long, default_value_t = 16 * 1024)]
     http_body_max_kib: u64,
+    /// How long a handler may run for one request, its answer's body included.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    http_request_timeout: Duration,
     /// Most requests handled at once; one more is answered 503.
     #[arg(long, default_value_t = http::Config::default().requests_max)]
     http_max_requests: usize,
@@ -91,6 +94,7 @@ impl HttpArgs {
             body_timeout: self.http_body_timeout,
             body_bytes_max: self.http_body_max_kib.saturating_mul(1024),
             requests_max: self.http_max_requests,
+            request_timeout: self.http_request_timeout,
             drain_timeout,
             ..http::Config::default()
         }

@@ -272,6 +272,8 @@ fn hostile_clients_are_bounded_and_a_legitimate_request_still_answers() {
         "4",
         "--http-max-requests",
         "1",
+        "--http-request-timeout",
+        "2s",
     ];
     let (server, http) = serve_http(&manifest, &args);
     slow_head_is_closed(&http);
@@ -279,6 +281,7 @@ fn hostile_clients_are_bounded_and_a_legitimate_request_still_answers() {
     a_body_past_its_bound_is_cut(&http);
     a_flood_is_bounded(&http);
     one_request_at_once(&http);
+    a_handler_past_its_deadline_is_cut(&http);
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
     drop(math);
@@ -438,4 +441,33 @@ fn one_request_at_once(http: &str) {
     let (answer, _) = read_until_closed(&mut holding, common::WAIT);
     assert!(answer.contains("\r\n4 bytes\r\n"), "{answer}");
     assert!(get(http, "/add?a=2&b=2").contains("\r\n2 + 2 = 4\r\n"));
+}
+
+fn a_handler_past_its_deadline_is_cut(http: &str) {
+    // A handler waiting for a body that never comes is cut at the request deadline (2 s, before
+    // the 30 s body deadline): 500 with the reason, and the replica restarted for the next.
+    let mut waiting = TcpStream::connect(http).unwrap();
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\
+                Expect: 100-continue\r\n\r\n";
+    waiting.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    // The connection stays open after the answer (the body it announced never came): read
+    // until the answer's last line.
+    let wanted = "the handler of site ran past the request deadline of 2s\n";
+    let mut answer = Vec::new();
+    let mut buffer = [0; 1024];
+    waiting.set_read_timeout(Some(common::WAIT)).unwrap();
+    while !text(&answer).ends_with(wanted) {
+        let count = waiting.read(&mut buffer).unwrap();
+        assert!(count > 0, "closed before the answer: {}", text(&answer));
+        answer.extend_from_slice(&buffer[..count]);
+    }
+    let answer = text(&answer);
+    assert!(answer.contains("HTTP/1.1 500"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(get(http, "/add?a=3&b=3").contains("\r\n3 + 3 = 6\r\n"));
 }
