@@ -77,7 +77,9 @@ fn a_served_instance_that_trapped_answers_the_next_call_from_a_fresh_instance() 
 }
 
 /// A peer that pipelines calls and never reads a reply, until the server stops taking its
-/// calls (a chunk of calls that makes no progress for 2 s): the server's writes to it block.
+/// calls (a chunk of calls that makes no progress for 5 s): the server's writes to it block.
+/// (5 s, not less: a server merely starved of CPU by the tests running beside it must not
+/// pass for a blocked one, or its stop finds nothing in flight.)
 async fn stuck_peer(address: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -95,7 +97,7 @@ async fn stuck_peer(address: &str) -> tokio::net::TcpStream {
         chunk.extend_from_slice(&bytes);
     }
     for _ in 0..1000 {
-        let wrote = tokio::time::timeout(Duration::from_secs(2), flood.write_all(&chunk)).await;
+        let wrote = tokio::time::timeout(Duration::from_secs(5), flood.write_all(&chunk)).await;
         if wrote.is_err() {
             return flood;
         }
