@@ -169,18 +169,22 @@ impl Routes {
         Ok(())
     }
 
-    /// The route whose prefix covers `path`.
+    /// The route whose prefix covers `path` (the longest: they are kept longest first).
     fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| {
-            path.strip_prefix(route.prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        self.routes.iter().find(|route| covers(&route.prefix, path))
     }
 
     /// Whether nothing is routed.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+}
+
+/// Whether a route's `prefix` (its trailing `/` removed: `/` is the empty prefix) covers
+/// `path`: the path is the prefix, or lies below it.
+fn covers(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Loads a TLS server identity: a PEM certificate chain and its PEM private key.
@@ -603,6 +607,61 @@ fn failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Prefixes as `Routes::add` keeps them, longest first; the index of the one `find` picks.
+    fn pick(prefixes: &[String], path: &str) -> Option<usize> {
+        let mut kept: Vec<(usize, String)> = prefixes
+            .iter()
+            .map(|prefix| prefix.trim_end_matches('/').to_owned())
+            .enumerate()
+            .collect();
+        kept.sort_by_key(|(_, prefix)| std::cmp::Reverse(prefix.len()));
+        kept.iter()
+            .find(|(_, prefix)| covers(prefix, path))
+            .map(|(index, _)| *index)
+    }
+
+    proptest! {
+        /// The route picked covers the path, segment by segment, and no longer prefix does; a
+        /// path no prefix covers finds none; `/` covers everything.
+        #[test]
+        fn the_longest_covering_prefix_answers(
+            prefixes in proptest::collection::vec("(/[ab]{1,2}){0,3}/?", 1..6),
+            path in "(/[ab]{0,3}){1,4}",
+        ) {
+            let picked = pick(&prefixes, &path);
+            let segments = |text: &str| -> Vec<String> {
+                text.trim_end_matches('/').split('/').skip(1).map(str::to_owned).collect()
+            };
+            let covering = |prefix: &String| {
+                let (prefix, path) = (segments(prefix), segments(&path));
+                path.len() >= prefix.len() && path[..prefix.len()] == prefix[..]
+                    || prefix.is_empty()
+            };
+            match picked {
+                Some(index) => {
+                    let chosen = &prefixes[index];
+                    prop_assert!(covering(chosen), "{chosen} for {path}");
+                    let chosen_length = chosen.trim_end_matches('/').len();
+                    for other in &prefixes {
+                        let longer = other.trim_end_matches('/').len() > chosen_length;
+                        prop_assert!(!(longer && covering(other)), "{other} is longer for {path}");
+                    }
+                }
+                None => prop_assert!(!prefixes.iter().any(covering), "{prefixes:?} {path}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_covers_whole_segments_only() {
+        assert!(covers("/api", "/api"));
+        assert!(covers("/api", "/api/users"));
+        assert!(!covers("/api", "/apiary"));
+        assert!(covers("", "/anything"));
+        assert!(!covers("/api", "/"));
+    }
 
     #[test]
     fn traceparent_reads_version_00_only() {
