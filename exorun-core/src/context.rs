@@ -51,8 +51,10 @@ impl ContextBuilder {
 
     /// Produces the context for one store.
     pub fn build(self, limits: &limits::Limits) -> ExorunCtx {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits::HOST_RESOURCES_MAX);
         ExorunCtx {
-            table: ResourceTable::new(),
+            table,
             user: self.user,
             limiter: limits::Limiter::new(limits),
         }

@@ -16,6 +16,11 @@ pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 pub const MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Table elements one instance may hold by default.
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Host resources one store may hold at once (its resource table: WASI streams, HTTP fields,
+/// key-value buckets, stand-ins for handles across links). One more is refused, and the host
+/// function that asked traps the guest's call: a guest cannot grow host memory without bound
+/// by making resources it never drops.
+pub const HOST_RESOURCES_MAX: usize = 100_000;
 /// Longest a call waits for an instance that another call is using, before failing `Busy`.
 pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Most calls waiting for one instance (or pool) at once; one more is refused `Overloaded` at

@@ -499,3 +499,18 @@ fn component_files_are_read_only_from_regular_files_within_the_limit() {
     let refused = runtime.add_app_file("zero", std::path::Path::new("/dev/zero"));
     assert!(matches!(refused, Err(registry::Error::NotAFile { .. })));
 }
+
+/// A store's host resources are bounded: the push past `HOST_RESOURCES_MAX` is refused (the
+/// host function asking would trap its guest), and a dropped one makes room again.
+#[test]
+fn a_store_holds_at_most_its_host_resources() {
+    let mut ctx = ContextBuilder::new().build(&Limits::default());
+    let table = ctx.table();
+    let mut last = None;
+    for n in 0..exorun_core::limits::HOST_RESOURCES_MAX {
+        last = Some(table.push(n).unwrap());
+    }
+    assert!(table.push(0_usize).is_err(), "one past the bound");
+    table.delete(last.unwrap()).unwrap();
+    assert!(table.push(0_usize).is_ok(), "room again after a drop");
+}
