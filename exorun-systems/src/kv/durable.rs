@@ -104,15 +104,58 @@ fn unavailable(store: &str, error: &dyn std::fmt::Display) -> Error {
     }
 }
 
-impl Backend for Durable {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, Error>> {
-        let (key, store) = (key.to_owned(), self.describe());
-        Box::pin(self.blocking(move |database| {
+/// What turns a redb error into the store's `Unavailable`.
+type Failed<'a> = &'a dyn Fn(&dyn std::fmt::Display) -> Error;
+
+/// The entries table, read-only.
+type Reading = redb::ReadOnlyTable<&'static str, &'static str>;
+
+/// The entries table, in a write transaction.
+type Writing<'t> = redb::Table<'t, &'static str, &'static str>;
+
+impl Durable {
+    /// Runs `operation` on the entries table in a read transaction (on the blocking pool).
+    async fn reading<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Reading, Failed<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.describe();
+        self.blocking(move |database| {
             let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
             let transaction = database.begin_read().map_err(|error| failed(&error))?;
             let table = transaction
                 .open_table(ENTRIES)
                 .map_err(|error| failed(&error))?;
+            operation(&table, &failed)
+        })
+        .await
+    }
+
+    /// Runs `operation` on the entries table in a write transaction, committed (fsynced) when
+    /// it succeeds; one write transaction runs at a time (redb's own lock).
+    async fn writing<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(Writing<'_>, Failed<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.describe();
+        self.blocking(move |database| {
+            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
+            let transaction = database.begin_write().map_err(|error| failed(&error))?;
+            let table = transaction
+                .open_table(ENTRIES)
+                .map_err(|error| failed(&error))?;
+            let done = operation(table, &failed)?;
+            transaction.commit().map_err(|error| failed(&error))?;
+            Ok(done)
+        })
+        .await
+    }
+}
+
+impl Backend for Durable {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, Error>> {
+        let key = key.to_owned();
+        Box::pin(self.reading(move |table, failed| {
             let value = table.get(key.as_str()).map_err(|error| failed(&error))?;
             Ok(value.map(|value| value.value().to_owned()))
         }))
@@ -124,42 +167,24 @@ impl Backend for Durable {
         value: &'a str,
         entries_max: usize,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        let (key, value, store) = (key.to_owned(), value.to_owned(), self.describe());
-        Box::pin(self.blocking(move |database| {
-            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
-            let transaction = database.begin_write().map_err(|error| failed(&error))?;
-            let table = transaction
-                .open_table(ENTRIES)
-                .map_err(|error| failed(&error))?;
-            insert(table, &key, &value, entries_max, &failed)?;
-            transaction.commit().map_err(|error| failed(&error))
-        }))
+        let (key, value) = (key.to_owned(), value.to_owned());
+        Box::pin(
+            self.writing(move |table, failed| insert(table, &key, &value, entries_max, failed)),
+        )
     }
 
     fn entries(&self) -> BoxFuture<'_, Result<usize, Error>> {
-        let store = self.describe();
-        Box::pin(self.blocking(move |database| {
-            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
-            let transaction = database.begin_read().map_err(|error| failed(&error))?;
-            let table = transaction
-                .open_table(ENTRIES)
-                .map_err(|error| failed(&error))?;
+        Box::pin(self.reading(|table, failed| {
             let entries = table.len().map_err(|error| failed(&error))?;
             Ok(usize::try_from(entries).unwrap_or(usize::MAX))
         }))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        let (key, store) = (key.to_owned(), self.describe());
-        Box::pin(self.blocking(move |database| {
-            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
-            let transaction = database.begin_write().map_err(|error| failed(&error))?;
-            let mut table = transaction
-                .open_table(ENTRIES)
-                .map_err(|error| failed(&error))?;
+        let key = key.to_owned();
+        Box::pin(self.writing(move |mut table, failed| {
             table.remove(key.as_str()).map_err(|error| failed(&error))?;
-            drop(table);
-            transaction.commit().map_err(|error| failed(&error))
+            Ok(())
         }))
     }
 
@@ -168,13 +193,8 @@ impl Backend for Durable {
         prefix: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        let (prefix, store) = (prefix.to_owned(), self.describe());
-        Box::pin(self.blocking(move |database| {
-            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
-            let transaction = database.begin_read().map_err(|error| failed(&error))?;
-            let table = transaction
-                .open_table(ENTRIES)
-                .map_err(|error| failed(&error))?;
+        let prefix = prefix.to_owned();
+        Box::pin(self.reading(move |table, failed| {
             let range = table
                 .range(prefix.as_str()..)
                 .map_err(|error| failed(&error))?;
@@ -197,19 +217,13 @@ impl Backend for Durable {
         change: Change,
         entries_max: usize,
     ) -> BoxFuture<'a, Result<String, Error>> {
-        let (key, store) = (key.to_owned(), self.describe());
-        // One write transaction at a time (redb's own lock): the read and the write are one.
-        Box::pin(self.blocking(move |database| {
-            let failed = |error: &dyn std::fmt::Display| unavailable(&store, error);
-            let transaction = database.begin_write().map_err(|error| failed(&error))?;
-            let table = transaction
-                .open_table(ENTRIES)
-                .map_err(|error| failed(&error))?;
+        let key = key.to_owned();
+        // In one write transaction: the read and the write are one.
+        Box::pin(self.writing(move |table, failed| {
             let current = table.get(key.as_str()).map_err(|error| failed(&error))?;
             let current = current.map(|value| value.value().to_owned());
             let value = change(current.as_deref())?;
-            insert(table, &key, &value, entries_max, &failed)?;
-            transaction.commit().map_err(|error| failed(&error))?;
+            insert(table, &key, &value, entries_max, failed)?;
             Ok(value)
         }))
     }
