@@ -1,0 +1,246 @@
+//! Answering one request: its trace, its bounded body, the call of its route's handler in a
+//! replica's store, and the runtime's own answers when there is no other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exorun_core::instance;
+use exorun_core::trace;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use wasmtime::component::ResourceAny;
+use wasmtime::component::Val;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::Config;
+use super::Route;
+
+/// The request's span: a child of the caller's W3C `traceparent`, or the root of a new trace.
+pub(super) fn traced(request: &hyper::Request<Incoming>) -> trace::Span {
+    let header = request.headers().get("traceparent");
+    let parent = header
+        .and_then(|value| value.to_str().ok())
+        .and_then(traceparent);
+    match parent {
+        Some((trace_id, parent_id, flags)) => trace::Span::child_of(trace_id, parent_id, flags),
+        None => trace::Span::root(),
+    }
+}
+
+/// `00-TRACEID-PARENTID-FLAGS` (W3C trace context, version 00).
+fn traceparent(text: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    let mut parts = text.trim().split('-');
+    let (Some("00"), Some(trace), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let trace_id: [u8; 16] = unhex(trace)?.try_into().ok()?;
+    let parent_id: [u8; 8] = unhex(parent)?.try_into().ok()?;
+    let [flags] = unhex(flags)?[..] else {
+        return None;
+    };
+    let zero = trace_id == [0; 16] || parent_id == [0; 8];
+    (!zero).then_some((trace_id, parent_id, flags))
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let pairs = text.as_bytes().chunks(2);
+    let byte = |pair: &[u8]| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok();
+    pairs.map(byte).collect()
+}
+
+/// The status classes requests are counted by (a bounded label).
+pub(super) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in `STATUS_CLASSES` of `status`'s class.
+pub(super) fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// A short answer of the runtime's own.
+pub(super) fn plain(status: u16, text: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The request body, cut at its size and time bounds.
+pub(super) fn bounded(body: Incoming, config: &Config) -> Bounded {
+    let max = usize::try_from(config.body_bytes_max).unwrap_or(usize::MAX);
+    Bounded {
+        inner: http_body_util::Limited::new(body, max),
+        deadline: Box::pin(tokio::time::sleep(config.body_timeout)),
+        max: config.body_bytes_max,
+    }
+}
+
+/// A request body with a size bound and a deadline.
+pub(super) struct Bounded {
+    inner: http_body_util::Limited<Incoming>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    max: u64,
+}
+
+impl hyper::body::Body for Bounded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
+        let max = self.max;
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        polled.map(|frame| frame.map(|frame| frame.map_err(|error| body_error(error, max))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a request body failed: past its size, or the connection's own error.
+fn body_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    max: u64,
+) -> wasmtime_wasi_http::Error {
+    match error.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+        Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)),
+    }
+}
+
+/// Runs `route`'s handler for `request`: a replica taken, the request's resources made in its
+/// store, `handle` called on a task of its own (the answer's body may stream after `handle`
+/// sets it), and the answer, or the runtime's 500 or 503 saying why there is none.
+pub(super) async fn handle(
+    route: &Route,
+    request: hyper::Request<Bounded>,
+    (scheme, request_timeout): (Scheme, Duration),
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> hyper::Response<HyperOutgoingBody> {
+    let lease = match route.handle.lease(0).await {
+        Ok(lease) => lease,
+        Err(
+            instance::Error::Busy { .. }
+            | instance::Error::TooManyWaiting { .. }
+            | instance::Error::TooManyBytesWaiting { .. },
+        ) => {
+            return plain(503, format!("{} is overloaded\n", route.name));
+        }
+        Err(error) => {
+            tracing::warn!(route = %route.name, "no instance for a request: {error}");
+            return plain(503, format!("{} is unavailable\n", route.name));
+        }
+    };
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    let export = route.export.clone();
+    let deadline = request_timeout;
+    let span = trace::current();
+    let call = async move {
+        let mut lease = lease;
+        let make =
+            move |mut store: wasmtime::StoreContextMut<'_, exorun_core::context::ExorunCtx>| {
+                let mut view = exorun_systems::http::view(store.data_mut());
+                let request = view.new_incoming_request(scheme, request)?;
+                let out = view.new_response_outparam(sender)?;
+                let request = ResourceAny::try_from_resource(request, &mut store)?;
+                let out = ResourceAny::try_from_resource(out, &mut store)?;
+                Ok(vec![Val::Resource(request), Val::Resource(out)])
+            };
+        let called = lease.call_made(&export, make, &mut []);
+        let called = match tokio::time::timeout(deadline, called).await {
+            Ok(called) => called.map_err(|error| format!("failed: {error}")),
+            // The call is dropped mid-way: the replica is restarted before its next call.
+            Err(_) => Err(format!("ran past the request deadline of {deadline:?}")),
+        };
+        drop(slot);
+        called
+    };
+    let mut task = match span {
+        Some(span) => tokio::spawn(trace::within(span, call)),
+        None => tokio::spawn(call),
+    };
+    let mut answer = answer;
+    // The answer, or the end of the call without one (a handler cut at the deadline leaves
+    // its response-outparam in a store that is only dropped at the replica's restart).
+    let answered = tokio::select! {
+        answered = &mut answer => answered,
+        ended = &mut task => match answer.try_recv() {
+            Ok(answered) => Ok(answered),
+            Err(_) => return failed(&route.name, ended),
+        },
+    };
+    match answered {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
+        Err(_) => failed(&route.name, task.await),
+    }
+}
+
+/// The 500 of a handler that never answered: how its call ended.
+fn failed(
+    name: &str,
+    ended: Result<Result<(), String>, tokio::task::JoinError>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let why = match ended {
+        Ok(Ok(())) => "returned without answering".to_owned(),
+        Ok(Err(why)) => why,
+        Err(error) => format!("failed: {error}"),
+    };
+    tracing::warn!(route = %name, "a request got no answer: the handler {why}");
+    plain(500, format!("the handler of {name} {why}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_reads_version_00_only() {
+        let parsed = traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let (trace_id, parent_id, flags) = parsed.unwrap_or_else(|| panic!("not read"));
+        assert_eq!(trace_id[0], 0x0a);
+        assert_eq!(parent_id[7], 0x31);
+        assert_eq!(flags, 1);
+        for bad in [
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00-zzf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert_eq!(traceparent(bad), None, "{bad}");
+        }
+    }
+}
