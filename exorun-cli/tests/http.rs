@@ -13,11 +13,9 @@ use std::io::Read;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
-use common::Lines;
 use common::Server;
 use common::exorun;
 use common::manifest;
@@ -26,16 +24,7 @@ use common::text;
 /// `exorun serve MANIFEST ARGS...`: the server and its first `--http` address
 /// (`IP:PORT`), read from what it prints.
 fn serve_http(manifest: &Path, args: &[&str]) -> (Server, String) {
-    let mut child = exorun()
-        .env("RUST_LOG", "warn")
-        .arg("serve")
-        .arg(manifest)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Lines::new(child.stdout.take().unwrap());
+    let (child, lines) = common::spawn_serve(manifest, args, "warn");
     let mut http = None;
     loop {
         let line = lines.next_line("the server's addresses").unwrap();

@@ -9,11 +9,8 @@ mod common;
 
 use std::io::Read;
 use std::io::Write;
-use std::process::Stdio;
 
-use common::Lines;
 use common::Server;
-use common::exorun;
 use common::manifest;
 use exorun_transport::address::Address;
 use exorun_transport::client;
@@ -55,15 +52,8 @@ fn serve_with_metrics(
     manifest: &std::path::Path,
     listen: &str,
 ) -> (Server, String, String, String) {
-    let mut child = exorun()
-        .env("RUST_LOG", "warn")
-        .args(["serve", manifest.to_str().unwrap()])
-        .args(["--listen", listen, "--metrics", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Lines::new(child.stdout.take().unwrap());
+    let args = ["--listen", listen, "--metrics", "127.0.0.1:0"];
+    let (child, lines) = common::spawn_serve(manifest, &args, "warn");
     let first = lines.next_line("the metrics address").unwrap();
     let metrics = first
         .strip_prefix("exorun: metrics on ")

@@ -143,6 +143,22 @@ pub fn refused(name: &str, body: &str) -> String {
     text(&output.stderr).replace(&path.display().to_string(), "M")
 }
 
+/// `exorun serve MANIFEST ARGS...` logging at `filter`, started: the process (stderr piped)
+/// and its stdout's lines.
+pub fn spawn_serve(manifest: &Path, args: &[&str], filter: &str) -> (Child, Lines) {
+    let mut child = exorun()
+        .env("RUST_LOG", filter)
+        .arg("serve")
+        .arg(manifest)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::new(child.stdout.take().unwrap());
+    (child, lines)
+}
+
 /// A running `exorun serve` and the address it reported.
 pub struct Server {
     /// The server process.
@@ -171,16 +187,7 @@ impl Server {
 
     /// Starts `exorun serve MANIFEST ARGS...`, logging at `filter`.
     pub fn start_args(manifest: &Path, args: &[&str], filter: &str) -> Self {
-        let mut child = exorun()
-            .env("RUST_LOG", filter)
-            .arg("serve")
-            .arg(manifest)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Lines::new(child.stdout.take().unwrap());
+        let (child, lines) = spawn_serve(manifest, args, filter);
         let first = lines.next_line("the server's address").unwrap();
         let address = first
             .strip_prefix("exorun: listening on ")
