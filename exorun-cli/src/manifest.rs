@@ -57,8 +57,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 
-use std::num::NonZeroUsize;
-
 use exorun_bind::exports::Allow;
 use exorun_core::limits::Limits;
 use exorun_core::supervision::Replicas;
@@ -69,8 +67,10 @@ use serde::Deserialize;
 /// The key that links every WASI import not linked by its own key.
 pub(crate) const WASI_WILDCARD: &str = "wasi:*";
 
+mod links;
 mod peers;
 mod problem;
+mod settings;
 
 pub use peers::LATTICE_DEFAULT;
 pub use peers::Nats;
@@ -79,8 +79,15 @@ pub use peers::is_secure;
 pub use problem::Error;
 pub use problem::Problem;
 
+use links::check_link;
 use peers::RawPeer;
 use peers::check_peer;
+pub use settings::REPLICAS_MAX;
+use settings::check_limits;
+use settings::check_replicas;
+use settings::check_restart;
+use settings::check_wasi;
+use settings::limits;
 
 /// A parsed manifest and the problems found in it so far (a composition is built only when
 /// none are left, after compiling and linking add theirs, so all are reported at once).
@@ -762,230 +769,4 @@ fn check_export(raw: &RawExport) -> Result<(Option<Allow>, Option<String>), Prob
         keys.insert(key, interfaces);
     }
     Ok((Some(Allow::Keys(keys)), guard))
-}
-
-/// Most replicas one instance may have: each is a whole instance with its own memory (64 MiB
-/// of linear memory by default), so 256 is already 16 GiB at most, past any use a host of
-/// this kind has for them.
-pub const REPLICAS_MAX: u64 = 256;
-/// Largest `memory_mib`: a 32-bit linear memory holds 4 GiB at most.
-const MEMORY_MIB_MAX: u64 = 4096;
-/// Largest `fuel_per_call`: about ten minutes of guest work on these machines (1 s is about
-/// 2·10^9), far past any call that should hold a replica.
-const FUEL_PER_CALL_MAX: u64 = 1_000_000_000_000;
-/// Largest `lock_wait_ms`: ten minutes.
-const LOCK_WAIT_MS_MAX: u64 = 600_000;
-/// Largest `calls_waiting_max`.
-const CALLS_WAITING_MAX_MAX: u64 = 65_536;
-/// Largest `bytes_waiting_mib`.
-const BYTES_WAITING_MIB_MAX: u64 = 4096;
-
-/// Each limit given past its bound, as a problem.
-fn check_limits(raw: &RawLimits) -> Vec<Problem> {
-    let given = [
-        ("fuel_per_call", raw.fuel_per_call, FUEL_PER_CALL_MAX),
-        ("memory_mib", raw.memory_mib.map(to_u64), MEMORY_MIB_MAX),
-        ("lock_wait_ms", raw.lock_wait_ms, LOCK_WAIT_MS_MAX),
-        (
-            "calls_waiting_max",
-            raw.calls_waiting_max.map(to_u64),
-            CALLS_WAITING_MAX_MAX,
-        ),
-        (
-            "bytes_waiting_mib",
-            raw.bytes_waiting_mib,
-            BYTES_WAITING_MIB_MAX,
-        ),
-    ];
-    let past = given.into_iter().filter_map(|(limit, value, max)| {
-        let value = value?;
-        (value > max).then_some(Problem::LimitTooLarge { limit, value, max })
-    });
-    past.collect()
-}
-
-fn to_u64(value: usize) -> u64 {
-    u64::try_from(value).unwrap_or(u64::MAX)
-}
-
-/// The limits an instance's `limits` table gives, defaults for the rest.
-fn limits(raw: &RawLimits) -> Limits {
-    let defaults = Limits::default();
-    Limits {
-        fuel_per_call: raw.fuel_per_call.unwrap_or(defaults.fuel_per_call),
-        memory_bytes_max: raw
-            .memory_mib
-            .map_or(defaults.memory_bytes_max, |mib| mib.saturating_mul(1 << 20)),
-        lock_wait: raw
-            .lock_wait_ms
-            .map_or(defaults.lock_wait, std::time::Duration::from_millis),
-        calls_waiting_max: raw.calls_waiting_max.unwrap_or(defaults.calls_waiting_max),
-        bytes_waiting_max: raw
-            .bytes_waiting_mib
-            .map_or(defaults.bytes_waiting_max, |mib| {
-                mib.saturating_mul(1 << 20)
-            }),
-        ..defaults
-    }
-}
-
-/// `always` (the default) or `never`.
-fn check_restart(raw: Option<&str>) -> Result<Restart, Problem> {
-    match raw {
-        None | Some("always") => Ok(Restart::default()),
-        Some("never") => Ok(Restart::Never),
-        Some(other) => Err(Problem::BadRestart {
-            restart: other.to_owned(),
-        }),
-    }
-}
-
-/// A count from 1 up, or `"per-call"` (as many at once as the machine has cores).
-fn check_replicas(raw: Option<&RawReplicas>) -> Result<Replicas, Problem> {
-    let Some(raw) = raw else {
-        return Ok(Replicas::ONE);
-    };
-    match raw {
-        RawReplicas::Count(count) if u64::try_from(*count).is_ok_and(|n| n > REPLICAS_MAX) => {
-            Err(Problem::TooManyReplicas {
-                replicas: u64::try_from(*count).unwrap_or(u64::MAX),
-                max: REPLICAS_MAX,
-            })
-        }
-        RawReplicas::Count(count) => usize::try_from(*count)
-            .ok()
-            .and_then(NonZeroUsize::new)
-            .map(Replicas::Fixed)
-            .ok_or(Problem::BadReplicas),
-        RawReplicas::Mode(mode) if mode == "per-call" => {
-            let concurrency = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
-            Ok(Replicas::PerCall { concurrency })
-        }
-        RawReplicas::Mode(_) => Err(Problem::BadReplicas),
-    }
-}
-
-fn check_wasi(
-    base: &Path,
-    key: &str,
-    wasi: &RawWasi,
-    problems: &mut Vec<(String, Problem)>,
-) -> Wasi {
-    let inherit_stdio = match wasi.stdio.as_deref() {
-        None | Some("closed") => false,
-        Some("inherit") => true,
-        Some(other) => {
-            let stdio = other.to_owned();
-            problems.push((format!("{key}.wasi.stdio"), Problem::BadStdio { stdio }));
-            false
-        }
-    };
-    let preopens = wasi
-        .preopen
-        .iter()
-        .map(|preopen| {
-            (
-                base.join(&preopen.host),
-                preopen.guest.clone(),
-                preopen.writable,
-            )
-        })
-        .collect();
-    Wasi {
-        env: wasi.env.clone(),
-        args: wasi.args.clone(),
-        preopens,
-        inherit_stdio,
-    }
-}
-
-/// The system link `system` names, with its settings.
-fn system_link(system: &str, link: &RawLink) -> Result<Link, Problem> {
-    match system {
-        "wasi" => Ok(Link::Wasi),
-        "logging" => Ok(Link::Logging),
-        "config" => Ok(Link::Config),
-        "caller" => Ok(Link::Caller),
-        "meta" => Ok(Link::Meta),
-        "http" => {
-            let allow = link.allow.clone().unwrap_or_default();
-            let checked = exorun_systems::http::Http::new(&allow);
-            checked.map_err(|error| Problem::HttpAllow {
-                message: error.to_string(),
-            })?;
-            Ok(Link::Http { allow })
-        }
-        "kv" => Ok(Link::Kv {
-            store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
-        }),
-        "keyvalue" => Ok(Link::KeyValue {
-            store: link.store.clone().unwrap_or_else(|| "default".to_owned()),
-        }),
-        other => Err(Problem::UnknownSystem {
-            system: other.to_owned(),
-        }),
-    }
-}
-
-fn check_link(
-    raw: &Known,
-    peers: &mut BTreeMap<String, Option<Peer>>,
-    base: &Path,
-    link: &RawLink,
-) -> Result<Link, Problem> {
-    let kinds = [&link.system, &link.local, &link.remote];
-    if kinds.iter().filter(|kind| kind.is_some()).count() != 1 {
-        return Err(Problem::LinkKind);
-    }
-    if link.capability.is_some() && link.remote.is_none() {
-        return Err(Problem::StrayCapability);
-    }
-    let is_kv = matches!(link.system.as_deref(), Some("kv" | "keyvalue"));
-    if link.store.is_some() && !is_kv {
-        return Err(Problem::StrayStore);
-    }
-    let is_http = link.system.as_deref() == Some("http");
-    if link.allow.is_some() && !is_http {
-        return Err(Problem::StrayAllow);
-    }
-    if let Some(system) = &link.system {
-        return system_link(system, link);
-    }
-    if let Some(instance) = &link.local {
-        if !raw.instances.contains(instance) {
-            let instance = instance.clone();
-            return Err(Problem::UnknownInstance { instance });
-        }
-        return Ok(Link::Named {
-            instance: instance.clone(),
-        });
-    }
-    let remote = link.remote.as_deref().unwrap_or_default();
-    if let Some(None) = peers.get(remote) {
-        let peer = remote.to_owned();
-        return Err(Problem::BrokenPeer { peer });
-    }
-    if !peers.contains_key(remote) {
-        // Not a peer's name: an address given inline, a peer of its own with the defaults
-        // (checked as a peer with nothing but that address; nothing in it names a file).
-        let peer = check_peer(Path::new("."), RawPeer::at(None, remote).settings())?;
-        peers.insert(remote.to_owned(), Some(peer));
-    }
-    let target = link.target.clone().ok_or(Problem::MissingTarget)?;
-    let Some(Some(peer)) = peers.get(remote) else {
-        let peer = remote.to_owned();
-        return Err(Problem::BrokenPeer { peer });
-    };
-    let capability = match &link.capability {
-        Some(file) => Some(base.join(file)),
-        None => peer.capability.clone(),
-    };
-    if capability.is_some() && peer.nats.is_some() {
-        return Err(Problem::CapabilityOnNats);
-    }
-    Ok(Link::Remote {
-        peer: remote.to_owned(),
-        target,
-        capability,
-    })
 }
