@@ -16,8 +16,11 @@
 //! the sum as decimal text, atomically on every backend (a compare and set on JetStream). A
 //! value that is not a number, or a sum past `u64`, is `other`.
 //!
-//! **Listing and batches.** `list-keys` gives at most [`PAGE`] keys a call, in byte order; its
-//! cursor is how many keys came before. A batch holds at most [`BATCH_MAX`] keys.
+//! **Listing and batches.** `list-keys` gives at most [`PAGE`] keys a call, in byte order. Its
+//! cursor names the last key of the page before, kept with the bucket (at most
+//! [`CURSORS_MAX`] a bucket; past that the oldest are forgotten, and theirs is `other`), so a
+//! listing goes on after that key however the bucket changed, and every key of a bucket of
+//! any size is reached. A batch holds at most [`BATCH_MAX`] keys.
 
 use std::sync::Arc;
 
@@ -45,6 +48,8 @@ const STORE: &str = "wasi:keyvalue/store@0.2.0-draft";
 
 /// The most keys one `list-keys` call gives.
 pub const PAGE: usize = 1000;
+/// The most listing cursors one bucket keeps.
+pub const CURSORS_MAX: usize = 256;
 /// The most keys one batch operation takes.
 pub const BATCH_MAX: usize = 1000;
 /// The longest bucket name.
@@ -76,6 +81,11 @@ struct KeyResponse {
 /// A bucket a guest opened: its name (the host resource behind `bucket`).
 pub struct Bucket {
     name: String,
+    /// The last key of each page handed out with a cursor: cursor `n` goes on after
+    /// `cursors[n - 1 - forgotten]`.
+    cursors: Vec<String>,
+    /// Cursors forgotten to keep `cursors` within `CURSORS_MAX`.
+    forgotten: u64,
 }
 
 /// The keyvalue system, serving one store.
@@ -168,24 +178,44 @@ async fn set(store: &kv::Store, bucket: &str, key: &str, value: &[u8]) -> Result
         .map_err(|error| other(&error))
 }
 
-async fn list(store: &kv::Store, bucket: &str, cursor: Option<u64>) -> Result<KeyResponse, Error> {
+/// The store key a listing with `cursor` goes on after (`None`: from the start).
+fn resume(bucket: &Bucket, cursor: Option<u64>) -> Result<Option<String>, Error> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let kept = cursor.checked_sub(1 + bucket.forgotten);
+    let index = kept.and_then(|kept| usize::try_from(kept).ok());
+    let after = index.and_then(|index| bucket.cursors.get(index));
+    let after = after.ok_or_else(|| Error::Other(format!("cursor {cursor} is not known")))?;
+    Ok(Some(after.clone()))
+}
+
+/// One page of `bucket`'s keys, after the store key `after`; its last store key, when more
+/// follow.
+async fn list(
+    store: &kv::Store,
+    bucket: &str,
+    after: Option<&str>,
+) -> Result<(Vec<String>, Option<String>), Error> {
     let prefix = full_key(bucket, "");
-    let skip = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
-    let wanted = skip.saturating_add(PAGE).saturating_add(1);
-    let keys = store
-        .keys(&prefix, wanted)
-        .await
-        .map_err(|error| other(&error))?;
-    let more = keys.len() > skip.saturating_add(PAGE);
-    let page: Vec<String> = keys
-        .into_iter()
-        .skip(skip)
-        .take(PAGE)
-        .map(|key| key[prefix.len()..].to_owned())
-        .collect();
-    let next = skip.saturating_add(page.len());
-    let cursor = more.then(|| u64::try_from(next).unwrap_or(u64::MAX));
-    Ok(KeyResponse { keys: page, cursor })
+    let listed = store.keys(&prefix, after, PAGE + 1).await;
+    let mut keys = listed.map_err(|error| other(&error))?;
+    let more = keys.len() > PAGE;
+    keys.truncate(PAGE);
+    let last = more.then(|| keys.last().cloned()).flatten();
+    let page = keys.into_iter().map(|key| key[prefix.len()..].to_owned());
+    Ok((page.collect(), last))
+}
+
+/// Keeps `last` as a new cursor of `bucket` (forgetting the oldest past `CURSORS_MAX`).
+fn remember(bucket: &mut Bucket, last: String) -> u64 {
+    if bucket.cursors.len() >= CURSORS_MAX {
+        bucket.cursors.remove(0);
+        bucket.forgotten += 1;
+    }
+    bucket.cursors.push(last);
+    let kept = u64::try_from(bucket.cursors.len()).unwrap_or(u64::MAX);
+    bucket.forgotten + kept
 }
 
 /// `increment`'s change: the value as a decimal number (absent: 0) plus `delta`.
@@ -252,7 +282,11 @@ fn open(mut ctx: StoreContextMut<'_, ExorunCtx>, (name,): (String,)) -> Answer<R
         let refused = format!("a bucket name is 0 to {BUCKET_NAME_MAX} of [A-Za-z0-9_.-]");
         return Ok((Err(Error::Other(refused)),));
     }
-    let bucket = ctx.data_mut().table().push(Bucket { name })?;
+    let bucket = ctx.data_mut().table().push(Bucket {
+        name,
+        cursors: Vec::new(),
+        forgotten: 0,
+    })?;
     Ok((Ok(bucket),))
 }
 
@@ -309,8 +343,20 @@ fn install_store(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
         "[method]bucket.list-keys",
         |mut ctx, (bucket, cursor): (Resource<Bucket>, Option<u64>)| {
             Box::new(async move {
-                let (store, name) = (store_of(&ctx)?, bucket_name(&mut ctx, &bucket)?);
-                Ok((list(&store, &name, cursor).await,))
+                let store = store_of(&ctx)?;
+                let held = ctx.data_mut().table().get(&bucket)?;
+                let (name, after) = (held.name.clone(), resume(held, cursor));
+                let after = match after {
+                    Ok(after) => after,
+                    Err(error) => return Ok((Err(error),)),
+                };
+                let listed = list(&store, &name, after.as_deref()).await;
+                let listed = listed.map(|(keys, last)| {
+                    let held = ctx.data_mut().table().get_mut(&bucket);
+                    let cursor = last.zip(held.ok()).map(|(last, held)| remember(held, last));
+                    KeyResponse { keys, cursor }
+                });
+                Ok((listed,))
             })
         },
     )?;
@@ -402,4 +448,70 @@ async fn delete_many(store: &kv::Store, bucket: &str, keys: &[String]) -> Result
         deleted.map_err(|error| other(&error))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of a bucket larger than one page, reached page by page through the cursors,
+    /// each once, in order, and none of another bucket. A cursor not handed out is `other`.
+    #[test]
+    fn a_listing_reaches_every_key_page_by_page() {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let store = kv::Store::new();
+        let keys: Vec<String> = (0..2_500).map(|n| format!("k{n:05}")).collect();
+        tokio.block_on(async {
+            for key in &keys {
+                set(&store, "b", key, b"v")
+                    .await
+                    .unwrap_or_else(|error| panic!("{error:?}"));
+            }
+            set(&store, "other", "k0", b"v")
+                .await
+                .unwrap_or_else(|error| panic!("{error:?}"));
+        });
+        let mut bucket = Bucket {
+            name: "b".to_owned(),
+            cursors: Vec::new(),
+            forgotten: 0,
+        };
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let after = resume(&bucket, cursor).unwrap_or_else(|error| panic!("{error:?}"));
+            let listed = tokio.block_on(list(&store, &bucket.name, after.as_deref()));
+            let (page, last) = listed.unwrap_or_else(|error| panic!("{error:?}"));
+            assert!(page.len() <= PAGE);
+            seen.extend(page);
+            let Some(last) = last else { break };
+            cursor = Some(remember(&mut bucket, last));
+        }
+        assert_eq!(seen, keys);
+        assert_eq!(
+            resume(&bucket, Some(99)),
+            Err(Error::Other("cursor 99 is not known".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_bucket_keeps_its_latest_cursors() {
+        let mut bucket = Bucket {
+            name: "b".to_owned(),
+            cursors: Vec::new(),
+            forgotten: 0,
+        };
+        let mut handed = Vec::new();
+        for n in 0..CURSORS_MAX + 3 {
+            handed.push(remember(&mut bucket, format!("key{n}")));
+        }
+        assert_eq!(bucket.cursors.len(), CURSORS_MAX);
+        let first = handed.first().copied();
+        assert!(resume(&bucket, first).is_err(), "the oldest is forgotten");
+        let newest = handed.last().copied();
+        let expected = Some(format!("key{}", CURSORS_MAX + 2));
+        assert_eq!(resume(&bucket, newest), Ok(expected));
+    }
 }

@@ -124,10 +124,12 @@ pub trait Backend: Send + Sync + 'static {
     fn entries(&self) -> BoxFuture<'_, Result<usize, Error>>;
     /// Removes `key` (nothing when it is absent).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
-    /// The keys that start with `prefix`, in byte order, at most `limit` of them.
+    /// The keys that start with `prefix` and come after `after` (all, for `None`), in byte
+    /// order, at most `limit` of them.
     fn keys<'a>(
         &'a self,
         prefix: &'a str,
+        after: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>>;
     /// Sets `key` to what `change` makes of its value (`None`: absent), atomically: no other
@@ -245,10 +247,17 @@ impl Store {
         self.backend.delete(key).await
     }
 
-    /// The keys that start with `prefix`, in byte order, at most `limit` (and `KEYS_MAX`).
-    pub async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+    /// The keys that start with `prefix` and come after `after` (all, for `None`), in byte
+    /// order, at most `limit` (and `KEYS_MAX`): a listing goes on from the last key of the one
+    /// before.
+    pub async fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
         check_key(prefix)?;
-        self.backend.keys(prefix, limit.min(KEYS_MAX)).await
+        self.backend.keys(prefix, after, limit.min(KEYS_MAX)).await
     }
 
     /// Sets `key` to what `change` makes of its value, atomically (see `Backend::update`),

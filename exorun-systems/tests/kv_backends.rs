@@ -306,20 +306,28 @@ async fn deletes_listings_and_atomic_updates_hold_on_every_backend() {
             store.set(key, "x").await.unwrap();
         }
         assert_eq!(
-            store.keys("b/", 10).await.unwrap(),
+            store.keys("b/", None, 10).await.unwrap(),
             ["b/1", "b/2", "b/3"],
             "{backend}"
         );
         assert_eq!(
-            store.keys("b/", 2).await.unwrap(),
+            store.keys("b/", None, 2).await.unwrap(),
             ["b/1", "b/2"],
             "{backend}"
         );
         store.delete("b/2").await.unwrap();
         store.delete("never").await.unwrap();
+        let after = store.keys("b/", Some("b/1"), 10).await.unwrap();
+        assert_eq!(after, ["b/3"], "{backend}: after a key");
+        let before_prefix = store.keys("b/", Some("a"), 10).await.unwrap();
+        assert_eq!(
+            before_prefix,
+            ["b/1", "b/3"],
+            "{backend}: after a key before it"
+        );
         assert_eq!(store.get("b/2").await.unwrap(), None, "{backend}");
         assert_eq!(
-            store.keys("b/", 10).await.unwrap(),
+            store.keys("b/", None, 10).await.unwrap(),
             ["b/1", "b/3"],
             "{backend}"
         );

@@ -191,12 +191,18 @@ impl Backend for Durable {
     fn keys<'a>(
         &'a self,
         prefix: &'a str,
+        after: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        let prefix = prefix.to_owned();
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
         Box::pin(self.reading(move |table, failed| {
+            use std::ops::Bound;
+            let start = match after.as_deref() {
+                Some(after) if after >= prefix.as_str() => Bound::Excluded(after),
+                Some(_) | None => Bound::Included(prefix.as_str()),
+            };
             let range = table
-                .range(prefix.as_str()..)
+                .range::<&str>((start, Bound::Unbounded))
                 .map_err(|error| failed(&error))?;
             let keys = range.map(|entry| {
                 let (key, _) = entry.map_err(|error| failed(&error))?;

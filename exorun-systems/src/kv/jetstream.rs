@@ -103,14 +103,20 @@ impl Bucket {
 
 impl Bucket {
     /// Every key of the bucket written by exorun that starts with `prefix`, sorted.
-    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, Error> {
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
         let listed = self.bucket.keys().await;
         let mut listed = listed.map_err(|error| self.unavailable(&error))?;
         let mut keys = Vec::new();
         while let Some(key) = futures_util::StreamExt::next(&mut listed).await {
             let key = key.map_err(|error| self.unavailable(&error))?;
             // A key not written by exorun does not unescape; it is left out.
-            keys.extend(unescape(&key).filter(|key| key.starts_with(prefix)));
+            let later = |key: &String| after.is_none_or(|after| key.as_str() > after);
+            keys.extend(unescape(&key).filter(|key| key.starts_with(prefix) && later(key)));
         }
         keys.sort();
         keys.truncate(limit);
@@ -204,9 +210,10 @@ impl Backend for Bucket {
     fn keys<'a>(
         &'a self,
         prefix: &'a str,
+        after: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        Box::pin(bounded(&self.label, self.list(prefix, limit)))
+        Box::pin(bounded(&self.label, self.list(prefix, after, limit)))
     }
 
     fn update<'a>(
@@ -218,11 +225,12 @@ impl Backend for Bucket {
         // Compare and set on the key's revision, again while another writer comes between.
         Box::pin(bounded(&self.label, async move {
             let mut last = String::new();
-            for _ in 0..UPDATE_TRIES {
+            for tried in 0..UPDATE_TRIES {
                 match self.try_update(key, &change, entries_max).await? {
                     Ok(value) => return Ok(value),
                     Err(conflict) => last = conflict,
                 }
+                tokio::time::sleep(backoff(tried)).await;
             }
             Err(self.unavailable(&format!("{UPDATE_TRIES} writers came between: {last}")))
         }))
@@ -234,7 +242,18 @@ impl Backend for Bucket {
 }
 
 /// How many times an update reads and tries to write before it gives up.
-const UPDATE_TRIES: usize = 16;
+const UPDATE_TRIES: u32 = 32;
+
+/// How long a writer that lost a compare-and-set waits before it reads again: a random share
+/// of 1 ms doubled per loss up to 64 ms, so writers that met once do not meet again in step
+/// (at most about 2 s over every try, within `OPERATION_TIMEOUT`).
+fn backoff(tried: u32) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let ceiling_us = 1000_u64 << tried.min(6);
+    // A new randomly keyed hash each time: unpredictable, and no random crate for it.
+    let draw = std::collections::hash_map::RandomState::new().hash_one(tried);
+    std::time::Duration::from_micros(draw % ceiling_us)
+}
 
 /// The key `escape` made `escaped` from; `None` if it was not made by `escape`.
 fn unescape(escaped: &str) -> Option<String> {

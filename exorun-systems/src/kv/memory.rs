@@ -43,12 +43,14 @@ impl Backend for Memory {
     fn keys<'a>(
         &'a self,
         prefix: &'a str,
+        after: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        let later = |key: &str| after.is_none_or(|after| key > after);
         let mut keys: Vec<String> = self
             .0
             .iter()
-            .filter(|entry| entry.key().starts_with(prefix))
+            .filter(|entry| entry.key().starts_with(prefix) && later(entry.key()))
             .map(|entry| entry.key().clone())
             .collect();
         keys.sort();
