@@ -17,10 +17,15 @@
 //! value that is not a number, or a sum past `u64`, is `other`.
 //!
 //! **Listing and batches.** `list-keys` gives at most [`PAGE`] keys a call, in byte order. Its
-//! cursor names the last key of the page before, kept with the bucket (at most
-//! [`CURSORS_MAX`] a bucket; past that the oldest are forgotten, and theirs is `other`), so a
-//! listing goes on after that key however the bucket changed, and every key of a bucket of
-//! any size is reached. A batch holds at most [`BATCH_MAX`] keys.
+//! cursor names the last key of the page before, kept by the instance (at most
+//! [`CURSORS_MAX`] an instance, over all its buckets, so at most 256 KiB of keys; past that
+//! the oldest are forgotten, and theirs is `other`, as is a cursor given to another bucket),
+//! so a listing goes on after that key however the bucket changed, and every key of a bucket
+//! of any size is reached. A batch holds at most [`BATCH_MAX`] keys, and the values one
+//! `get-many` answers at most [`GET_MANY_BYTES_MAX`] bytes.
+//!
+//! **Sizes first.** A key or value past the store's bounds is refused before anything is
+//! built from it, so a guest's 60 MiB value costs a comparison, not its hex copy.
 
 use std::sync::Arc;
 
@@ -48,8 +53,10 @@ const STORE: &str = "wasi:keyvalue/store@0.2.0-draft";
 
 /// The most keys one `list-keys` call gives.
 pub const PAGE: usize = 1000;
-/// The most listing cursors one bucket keeps.
+/// The most listing cursors one instance keeps (over all its buckets).
 pub const CURSORS_MAX: usize = 256;
+/// The most value bytes one `get-many` answers (past it: `other`, nothing answered).
+pub const GET_MANY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The most keys one batch operation takes.
 pub const BATCH_MAX: usize = 1000;
 /// The longest bucket name.
@@ -71,7 +78,7 @@ pub enum Error {
 }
 
 /// `wasi:keyvalue/store.key-response`.
-#[derive(ComponentType, Lift, Lower, Debug, Clone)]
+#[derive(ComponentType, Lift, Lower, Debug, Clone, Default)]
 #[component(record)]
 struct KeyResponse {
     keys: Vec<String>,
@@ -81,10 +88,14 @@ struct KeyResponse {
 /// A bucket a guest opened: its name (the host resource behind `bucket`).
 pub struct Bucket {
     name: String,
-    /// The last key of each page handed out with a cursor: cursor `n` goes on after
-    /// `cursors[n - 1 - forgotten]`.
-    cursors: Vec<String>,
-    /// Cursors forgotten to keep `cursors` within `CURSORS_MAX`.
+}
+
+/// An instance's listing cursors: the bucket and last store key of each page handed out with
+/// a cursor. Cursor `n` goes on after `kept[n - 1 - forgotten]`.
+#[derive(Debug, Default)]
+struct Cursors {
+    kept: std::collections::VecDeque<(String, String)>,
+    /// Cursors forgotten to keep `kept` within `CURSORS_MAX`.
     forgotten: u64,
 }
 
@@ -101,35 +112,72 @@ impl KeyValue {
     }
 }
 
-/// The store in a store context's user data.
-struct Served(kv::Store);
+/// The store and the instance's cursors, in a store context's user data.
+struct Served {
+    store: kv::Store,
+    cursors: Cursors,
+}
+
+fn not_configured() -> wasmtime::Error {
+    wasmtime::format_err!("wasi:keyvalue not configured for this instance")
+}
 
 fn store_of(ctx: &StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<kv::Store> {
-    let served = ctx.data().user::<Served>().map(|served| served.0.clone());
-    served.ok_or_else(|| wasmtime::format_err!("wasi:keyvalue not configured for this instance"))
+    let served = ctx
+        .data()
+        .user::<Served>()
+        .map(|served| served.store.clone());
+    served.ok_or_else(not_configured)
+}
+
+fn cursors_of<'a>(
+    ctx: &'a mut StoreContextMut<'_, ExorunCtx>,
+) -> wasmtime::Result<&'a mut Cursors> {
+    let served = ctx.data_mut().user_mut::<Served>();
+    served
+        .map(|served| &mut served.cursors)
+        .ok_or_else(not_configured)
 }
 
 fn other(error: &kv::Error) -> Error {
     Error::Other(error.to_string())
 }
 
-/// The store's key of `key` in bucket `bucket`.
-fn full_key(bucket: &str, key: &str) -> String {
-    format!("wasi:keyvalue/{bucket}/{key}")
+const KEY_PREFIX: &str = "wasi:keyvalue/";
+
+/// The store's key of `key` in bucket `bucket`; refused before it is built when it would be
+/// longer than the store's keys.
+fn full_key(bucket: &str, key: &str) -> Result<String, Error> {
+    let bytes = KEY_PREFIX.len() + bucket.len() + 1 + key.len();
+    if bytes > kv::KEY_BYTES_MAX {
+        let max = kv::KEY_BYTES_MAX;
+        return Err(other(&kv::Error::KeyTooLarge { bytes, max }));
+    }
+    Ok(format!("{KEY_PREFIX}{bucket}/{key}"))
 }
 
 /// A value as the store keeps it (see the module doc).
 pub fn encode(value: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     match std::str::from_utf8(value) {
         Ok(text) => format!("t{text}"),
         Err(_) => {
             let mut hex = String::with_capacity(1 + value.len() * 2);
             hex.push('x');
             for byte in value {
-                hex.push_str(&format!("{byte:02x}"));
+                hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+                hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
             }
             hex
         }
+    }
+}
+
+/// How long `encode(value)` is, without making it.
+fn encoded_len(value: &[u8]) -> usize {
+    match std::str::from_utf8(value) {
+        Ok(_) => value.len().saturating_add(1),
+        Err(_) => value.len().saturating_mul(2).saturating_add(1),
     }
 }
 
@@ -157,7 +205,7 @@ fn bucket_name(
 
 async fn get(store: &kv::Store, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
     let kept = store
-        .get(&full_key(bucket, key))
+        .get(&full_key(bucket, key)?)
         .await
         .map_err(|error| other(&error))?;
     let Some(kept) = kept else {
@@ -171,21 +219,48 @@ async fn get(store: &kv::Store, bucket: &str, key: &str) -> Result<Option<Vec<u8
 }
 
 async fn set(store: &kv::Store, bucket: &str, key: &str, value: &[u8]) -> Result<(), Error> {
+    let full_key = full_key(bucket, key)?;
+    let bytes = encoded_len(value);
+    if bytes > kv::VALUE_BYTES_MAX {
+        let max = kv::VALUE_BYTES_MAX;
+        return Err(other(&kv::Error::ValueTooLarge { bytes, max }));
+    }
     let kept = encode(value);
     store
-        .set(&full_key(bucket, key), &kept)
+        .set(&full_key, &kept)
         .await
         .map_err(|error| other(&error))
 }
 
-/// The store key a listing with `cursor` goes on after (`None`: from the start).
-fn resume(bucket: &Bucket, cursor: Option<u64>) -> Result<Option<String>, Error> {
+async fn delete(store: &kv::Store, bucket: &str, key: &str) -> Result<(), Error> {
+    let deleted = store.delete(&full_key(bucket, key)?).await;
+    deleted.map_err(|error| other(&error))
+}
+
+async fn exists(store: &kv::Store, bucket: &str, key: &str) -> Result<bool, Error> {
+    let found = store.get(&full_key(bucket, key)?).await;
+    found
+        .map(|value| value.is_some())
+        .map_err(|error| other(&error))
+}
+
+async fn increment(store: &kv::Store, bucket: &str, key: &str, delta: u64) -> Result<u64, Error> {
+    let updated = store.update(&full_key(bucket, key)?, add(delta)).await;
+    let kept = updated.map_err(|error| other(&error))?;
+    let text = decode(&kept).and_then(|bytes| String::from_utf8(bytes).ok());
+    let sum = text.and_then(|text| text.parse::<u64>().ok());
+    sum.ok_or_else(|| Error::Other("the sum was not written".to_owned()))
+}
+
+/// The store key a listing of `bucket` with `cursor` goes on after (`None`: from the start).
+fn resume(cursors: &Cursors, bucket: &str, cursor: Option<u64>) -> Result<Option<String>, Error> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
-    let kept = cursor.checked_sub(1 + bucket.forgotten);
+    let kept = cursor.checked_sub(cursors.forgotten.saturating_add(1));
     let index = kept.and_then(|kept| usize::try_from(kept).ok());
-    let after = index.and_then(|index| bucket.cursors.get(index));
+    let found = index.and_then(|index| cursors.kept.get(index));
+    let after = found.filter(|(of, _)| of == bucket).map(|(_, after)| after);
     let after = after.ok_or_else(|| Error::Other(format!("cursor {cursor} is not known")))?;
     Ok(Some(after.clone()))
 }
@@ -197,7 +272,7 @@ async fn list(
     bucket: &str,
     after: Option<&str>,
 ) -> Result<(Vec<String>, Option<String>), Error> {
-    let prefix = full_key(bucket, "");
+    let prefix = full_key(bucket, "")?;
     let listed = store.keys(&prefix, after, PAGE + 1).await;
     let mut keys = listed.map_err(|error| other(&error))?;
     let more = keys.len() > PAGE;
@@ -208,14 +283,14 @@ async fn list(
 }
 
 /// Keeps `last` as a new cursor of `bucket` (forgetting the oldest past `CURSORS_MAX`).
-fn remember(bucket: &mut Bucket, last: String) -> u64 {
-    if bucket.cursors.len() >= CURSORS_MAX {
-        bucket.cursors.remove(0);
-        bucket.forgotten += 1;
+fn remember(cursors: &mut Cursors, bucket: &str, last: String) -> u64 {
+    if cursors.kept.len() >= CURSORS_MAX {
+        cursors.kept.pop_front();
+        cursors.forgotten = cursors.forgotten.saturating_add(1);
     }
-    bucket.cursors.push(last);
-    let kept = u64::try_from(bucket.cursors.len()).unwrap_or(u64::MAX);
-    bucket.forgotten + kept
+    cursors.kept.push_back((bucket.to_owned(), last));
+    let kept = u64::try_from(cursors.kept.len()).unwrap_or(u64::MAX);
+    cursors.forgotten.saturating_add(kept)
 }
 
 /// `increment`'s change: the value as a decimal number (absent: 0) plus `delta`.
@@ -267,7 +342,10 @@ impl SystemComponent for KeyValue {
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {
-        builder.insert(Served(self.store.clone()));
+        builder.insert(Served {
+            store: self.store.clone(),
+            cursors: Cursors::default(),
+        });
         Ok(())
     }
 }
@@ -282,11 +360,7 @@ fn open(mut ctx: StoreContextMut<'_, ExorunCtx>, (name,): (String,)) -> Answer<R
         let refused = format!("a bucket name is 0 to {BUCKET_NAME_MAX} of [A-Za-z0-9_.-]");
         return Ok((Err(Error::Other(refused)),));
     }
-    let bucket = ctx.data_mut().table().push(Bucket {
-        name,
-        cursors: Vec::new(),
-        forgotten: 0,
-    })?;
+    let bucket = ctx.data_mut().table().push(Bucket { name })?;
     Ok((Ok(bucket),))
 }
 
@@ -322,8 +396,7 @@ fn install_store(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
         |mut ctx, (bucket, key): (Resource<Bucket>, String)| {
             Box::new(async move {
                 let (store, name) = (store_of(&ctx)?, bucket_name(&mut ctx, &bucket)?);
-                let deleted = store.delete(&full_key(&name, &key)).await;
-                Ok((deleted.map_err(|error| other(&error)),))
+                Ok((delete(&store, &name, &key).await,))
             })
         },
     )?;
@@ -332,10 +405,7 @@ fn install_store(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
         |mut ctx, (bucket, key): (Resource<Bucket>, String)| {
             Box::new(async move {
                 let (store, name) = (store_of(&ctx)?, bucket_name(&mut ctx, &bucket)?);
-                let found = store.get(&full_key(&name, &key)).await;
-                Ok((found
-                    .map(|value| value.is_some())
-                    .map_err(|error| other(&error)),))
+                Ok((exists(&store, &name, &key).await,))
             })
         },
     )?;
@@ -343,20 +413,18 @@ fn install_store(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
         "[method]bucket.list-keys",
         |mut ctx, (bucket, cursor): (Resource<Bucket>, Option<u64>)| {
             Box::new(async move {
-                let store = store_of(&ctx)?;
-                let held = ctx.data_mut().table().get(&bucket)?;
-                let (name, after) = (held.name.clone(), resume(held, cursor));
-                let after = match after {
+                let (store, name) = (store_of(&ctx)?, bucket_name(&mut ctx, &bucket)?);
+                let after = match resume(cursors_of(&mut ctx)?, &name, cursor) {
                     Ok(after) => after,
                     Err(error) => return Ok((Err(error),)),
                 };
                 let listed = list(&store, &name, after.as_deref()).await;
-                let listed = listed.map(|(keys, last)| {
-                    let held = ctx.data_mut().table().get_mut(&bucket);
-                    let cursor = last.zip(held.ok()).map(|(last, held)| remember(held, last));
-                    KeyResponse { keys, cursor }
-                });
-                Ok((listed,))
+                let Ok((keys, last)) = listed else {
+                    return Ok((listed.map(|_| KeyResponse::default()),));
+                };
+                let cursors = cursors_of(&mut ctx)?;
+                let cursor = last.map(|last| remember(cursors, &name, last));
+                Ok((Ok(KeyResponse { keys, cursor }),))
             })
         },
     )?;
@@ -370,13 +438,7 @@ fn install_atomics(linker: &mut Linker<ExorunCtx>) -> wasmtime::Result<()> {
         |mut ctx, (bucket, key, delta): (Resource<Bucket>, String, u64)| {
             Box::new(async move {
                 let (store, name) = (store_of(&ctx)?, bucket_name(&mut ctx, &bucket)?);
-                let updated = store.update(&full_key(&name, &key), add(delta)).await;
-                let sum = updated.map_err(|error| other(&error)).and_then(|kept| {
-                    let text = decode(&kept).and_then(|bytes| String::from_utf8(bytes).ok());
-                    let sum = text.and_then(|text| text.parse::<u64>().ok());
-                    sum.ok_or_else(|| Error::Other("the sum was not written".to_owned()))
-                });
-                Ok((sum,))
+                Ok((increment(&store, &name, &key, delta).await,))
             })
         },
     )?;
@@ -422,8 +484,15 @@ async fn get_many(
 ) -> Result<Vec<Option<(String, Vec<u8>)>>, Error> {
     check_batch(keys.len())?;
     let mut found = Vec::with_capacity(keys.len());
+    let mut bytes = 0_usize;
     for key in keys {
         let value = get(store, bucket, &key).await?;
+        bytes = bytes.saturating_add(value.as_ref().map_or(0, Vec::len));
+        if bytes > GET_MANY_BYTES_MAX {
+            return Err(Error::Other(format!(
+                "the values of this batch are more than {GET_MANY_BYTES_MAX} bytes"
+            )));
+        }
         found.push(value.map(|value| (key, value)));
     }
     Ok(found)
@@ -444,8 +513,7 @@ async fn set_many(
 async fn delete_many(store: &kv::Store, bucket: &str, keys: &[String]) -> Result<(), Error> {
     check_batch(keys.len())?;
     for key in keys {
-        let deleted = store.delete(&full_key(bucket, key)).await;
-        deleted.map_err(|error| other(&error))?;
+        delete(store, bucket, key).await?;
     }
     Ok(())
 }
@@ -473,45 +541,107 @@ mod tests {
                 .await
                 .unwrap_or_else(|error| panic!("{error:?}"));
         });
-        let mut bucket = Bucket {
-            name: "b".to_owned(),
-            cursors: Vec::new(),
-            forgotten: 0,
-        };
+        let mut cursors = Cursors::default();
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {
-            let after = resume(&bucket, cursor).unwrap_or_else(|error| panic!("{error:?}"));
-            let listed = tokio.block_on(list(&store, &bucket.name, after.as_deref()));
+            let after = resume(&cursors, "b", cursor).unwrap_or_else(|error| panic!("{error:?}"));
+            let listed = tokio.block_on(list(&store, "b", after.as_deref()));
             let (page, last) = listed.unwrap_or_else(|error| panic!("{error:?}"));
             assert!(page.len() <= PAGE);
             seen.extend(page);
             let Some(last) = last else { break };
-            cursor = Some(remember(&mut bucket, last));
+            cursor = Some(remember(&mut cursors, "b", last));
         }
         assert_eq!(seen, keys);
         assert_eq!(
-            resume(&bucket, Some(99)),
+            resume(&cursors, "b", Some(99)),
             Err(Error::Other("cursor 99 is not known".to_owned()))
+        );
+        assert_eq!(
+            resume(&cursors, "other", cursor),
+            Err(Error::Other("cursor 2 is not known".to_owned())),
+            "a cursor goes with the bucket it was handed out for"
         );
     }
 
+    /// An instance keeps its latest `CURSORS_MAX` cursors over all its buckets, however many
+    /// buckets it opened.
     #[test]
-    fn a_bucket_keeps_its_latest_cursors() {
-        let mut bucket = Bucket {
-            name: "b".to_owned(),
-            cursors: Vec::new(),
-            forgotten: 0,
-        };
+    fn an_instance_keeps_its_latest_cursors() {
+        let mut cursors = Cursors::default();
         let mut handed = Vec::new();
-        for n in 0..CURSORS_MAX + 3 {
-            handed.push(remember(&mut bucket, format!("key{n}")));
+        for n in 0..CURSORS_MAX * 4 + 3 {
+            let bucket = format!("b{}", n % 7);
+            handed.push((
+                bucket.clone(),
+                remember(&mut cursors, &bucket, format!("key{n}")),
+            ));
         }
-        assert_eq!(bucket.cursors.len(), CURSORS_MAX);
-        let first = handed.first().copied();
-        assert!(resume(&bucket, first).is_err(), "the oldest is forgotten");
-        let newest = handed.last().copied();
-        let expected = Some(format!("key{}", CURSORS_MAX + 2));
-        assert_eq!(resume(&bucket, newest), Ok(expected));
+        assert_eq!(cursors.kept.len(), CURSORS_MAX);
+        let (bucket, first) = handed.first().cloned().unwrap_or_default();
+        assert!(
+            resume(&cursors, &bucket, Some(first)).is_err(),
+            "the oldest is forgotten"
+        );
+        let (bucket, newest) = handed.last().cloned().unwrap_or_default();
+        let expected = Some(format!("key{}", CURSORS_MAX * 4 + 2));
+        assert_eq!(resume(&cursors, &bucket, Some(newest)), Ok(expected));
+    }
+
+    /// Keys and values past the store's bounds are refused by their size, with the store's
+    /// words; a binary value is counted at its hex length, and hex is what `encode` makes.
+    #[test]
+    fn sizes_are_refused_before_anything_is_built() {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let store = kv::Store::new();
+        let long_key = "k".repeat(kv::KEY_BYTES_MAX);
+        let refused = tokio.block_on(set(&store, "b", &long_key, b"v"));
+        let bytes = kv::KEY_BYTES_MAX + "wasi:keyvalue/b/".len();
+        let words = format!("key of {bytes} bytes exceeds {}", kv::KEY_BYTES_MAX);
+        assert_eq!(refused, Err(Error::Other(words)));
+        let binary = vec![0xff_u8; kv::VALUE_BYTES_MAX / 2];
+        assert_eq!(encoded_len(&binary), kv::VALUE_BYTES_MAX + 1);
+        let refused = tokio.block_on(set(&store, "b", "k", &binary));
+        let words = format!(
+            "value of {} bytes exceeds {}",
+            kv::VALUE_BYTES_MAX + 1,
+            kv::VALUE_BYTES_MAX
+        );
+        assert_eq!(refused, Err(Error::Other(words)));
+        assert_eq!(tokio.block_on(store.entries()), Ok(0));
+        assert_eq!(encode(&[0x00, 0xab, 0xff]), "x00abff");
+        assert_eq!(
+            encoded_len(&[0x00, 0xab, 0xff]),
+            encode(&[0x00, 0xab, 0xff]).len()
+        );
+        assert_eq!(decode("x00abff"), Some(vec![0x00, 0xab, 0xff]));
+    }
+
+    /// `get-many` answers at most `GET_MANY_BYTES_MAX` bytes of values.
+    #[test]
+    fn a_get_many_past_its_bytes_is_refused() {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let store = kv::Store::new();
+        let value = vec![b'v'; kv::VALUE_BYTES_MAX - 1];
+        let count = GET_MANY_BYTES_MAX / value.len() + 1;
+        let keys: Vec<String> = (0..count).map(|n| format!("k{n}")).collect();
+        tokio.block_on(async {
+            for key in &keys {
+                set(&store, "b", key, &value)
+                    .await
+                    .unwrap_or_else(|error| panic!("{error:?}"));
+            }
+        });
+        let all = tokio.block_on(get_many(&store, "b", keys.clone()));
+        let words = format!("the values of this batch are more than {GET_MANY_BYTES_MAX} bytes");
+        assert_eq!(all.map(|found| found.len()), Err(Error::Other(words)));
+        let fewer = keys[1..].to_vec();
+        let found = tokio.block_on(get_many(&store, "b", fewer));
+        assert_eq!(found.map(|found| found.len()), Ok(count - 1));
     }
 }

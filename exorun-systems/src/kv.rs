@@ -40,6 +40,9 @@ pub const VALUE_BYTES_MAX: usize = 64 * 1024;
 pub const ENTRIES_MAX: usize = 100_000;
 /// Longest one operation on a backend may take (a slow disk, an unreachable NATS server).
 pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest opening a store may take: a redb file left by a crash is checked and repaired
+/// while it opens, which for a full store takes longer than one operation.
+pub const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Domain code of a key over `KEY_BYTES_MAX`.
 pub const CODE_KEY_TOO_LARGE: u32 = 1001;
 /// Domain code of a value over `VALUE_BYTES_MAX`.
@@ -289,16 +292,57 @@ fn check_key(key: &str) -> Result<(), Error> {
 }
 
 /// `operation`, failed `Unavailable` past `OPERATION_TIMEOUT`.
+/// The `limit` smallest keys offered, kept in a heap of at most `limit` while a backend walks
+/// its keys: a page costs memory in proportion to the page, not to the store.
+struct FirstKeys {
+    heap: std::collections::BinaryHeap<String>,
+    limit: usize,
+}
+
+impl FirstKeys {
+    fn new(limit: usize) -> Self {
+        let heap = std::collections::BinaryHeap::with_capacity(limit.saturating_add(1));
+        Self { heap, limit }
+    }
+
+    fn offer(&mut self, key: String) {
+        if self.heap.len() < self.limit {
+            self.heap.push(key);
+            return;
+        }
+        let Some(mut largest) = self.heap.peek_mut() else {
+            return;
+        };
+        if key < *largest {
+            *largest = key;
+        }
+    }
+
+    fn sorted(self) -> Vec<String> {
+        self.heap.into_sorted_vec()
+    }
+}
+
 #[cfg(any(feature = "durable", feature = "jetstream"))]
 pub(crate) async fn bounded<T>(
     store: &str,
     operation: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+    bounded_by(OPERATION_TIMEOUT, store, operation).await
+}
+
+/// `operation`, or `Unavailable` once `timeout` has passed.
+#[cfg(any(feature = "durable", feature = "jetstream"))]
+pub(crate) async fn bounded_by<T>(
+    timeout: std::time::Duration,
+    store: &str,
+    operation: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, operation).await {
         Ok(outcome) => outcome,
         Err(_) => Err(Error::Unavailable {
             store: store.to_owned(),
-            message: format!("no answer within {} ms", OPERATION_TIMEOUT.as_millis()),
+            message: format!("no answer within {} ms", timeout.as_millis()),
         }),
     }
 }

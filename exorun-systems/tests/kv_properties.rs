@@ -32,3 +32,85 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A listing page is exactly the first `limit` keys, in byte order, that start with the
+    /// prefix and come after `after`, whatever was written and deleted before; and the entry
+    /// count is the number of keys left.
+    #[test]
+    fn a_listing_page_is_the_first_keys_after_its_cursor(
+        written in proptest::collection::vec("[ab]{0,3}", 0..40),
+        deleted in proptest::collection::vec("[ab]{0,3}", 0..10),
+        prefix in "[ab]{0,1}",
+        after in proptest::option::of("[ab]{0,3}"),
+        limit in 0usize..12,
+    ) {
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = kv::Store::new();
+        let mut model = std::collections::BTreeSet::new();
+        for key in &written {
+            tokio.block_on(store.set(key, "v")).unwrap();
+            model.insert(key.clone());
+        }
+        for key in &deleted {
+            tokio.block_on(store.delete(key)).unwrap();
+            model.remove(key);
+        }
+        let page = tokio.block_on(store.keys(&prefix, after.as_deref(), limit)).unwrap();
+        let expected: Vec<String> = model
+            .iter()
+            .filter(|key| key.starts_with(prefix.as_str()))
+            .filter(|key| after.as_ref().is_none_or(|after| *key > after))
+            .take(limit)
+            .cloned()
+            .collect();
+        prop_assert_eq!(page, expected);
+        prop_assert_eq!(tokio.block_on(store.entries()).unwrap(), model.len());
+    }
+}
+
+/// One writer's 100 new keys into `store`, half set and half updated: how many were `Full`.
+fn hundred_new_keys(store: &kv::Store, thread: usize) -> usize {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut full = 0;
+    for n in 0..100 {
+        let key = format!("t{thread}/k{n}");
+        let change: kv::Change = std::sync::Arc::new(|_| Ok("1".to_owned()));
+        let written = match n % 2 {
+            0 => tokio.block_on(store.set(&key, "v")).map(drop),
+            _ => tokio.block_on(store.update(&key, change)).map(drop),
+        };
+        match written {
+            Ok(()) => {}
+            Err(kv::Error::Full { entries_max: 50 }) => full += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    full
+}
+
+/// Writers at once never take a store past its entry bound: 8 threads each set 100 new keys
+/// into a store of 50 entries at most, and exactly 50 are kept, every other write `Full`.
+#[test]
+fn writers_at_once_hold_the_entry_bound() {
+    let store = kv::Store::new().entries_max(50);
+    let threads: Vec<_> = (0..8)
+        .map(|thread| {
+            let store = store.clone();
+            std::thread::spawn(move || hundred_new_keys(&store, thread))
+        })
+        .collect();
+    let full: usize = threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .sum();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(tokio.block_on(store.entries()).unwrap(), 50);
+    assert_eq!(full, 8 * 100 - 50);
+    let listed = tokio.block_on(store.keys("", None, 1000)).unwrap();
+    assert_eq!(listed.len(), 50);
+}

@@ -16,6 +16,7 @@ use super::BoxFuture;
 use super::Change;
 use super::Error;
 use super::bounded;
+use super::bounded_by;
 
 /// The one table of a store file.
 const ENTRIES: redb::TableDefinition<'static, &str, &str> = redb::TableDefinition::new("entries");
@@ -41,7 +42,7 @@ impl Durable {
             transaction.commit().map_err(|error| error.to_string())?;
             Ok::<_, String>(database)
         });
-        let database = bounded(&store, async {
+        let database = bounded_by(super::OPEN_TIMEOUT, &store, async {
             let joined = opened.await.map_err(|error| error.to_string());
             joined
                 .and_then(|opened| opened)

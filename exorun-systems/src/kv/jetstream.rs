@@ -111,20 +111,24 @@ impl Bucket {
     ) -> Result<Vec<String>, Error> {
         let listed = self.bucket.keys().await;
         let mut listed = listed.map_err(|error| self.unavailable(&error))?;
-        let mut keys = Vec::new();
+        let mut keys = super::FirstKeys::new(limit);
         while let Some(key) = futures_util::StreamExt::next(&mut listed).await {
-            let key = key.map_err(|error| self.unavailable(&error))?;
-            // A key not written by exorun does not unescape; it is left out.
-            let later = |key: &String| after.is_none_or(|after| key.as_str() > after);
-            keys.extend(unescape(&key).filter(|key| key.starts_with(prefix) && later(key)));
+            let nats_key = key.map_err(|error| self.unavailable(&error))?;
+            // A NATS key that `escape` cannot have made (with a `.`, say) is left out.
+            let Some(key) = unescape(&nats_key).filter(|key| escape(key) == nats_key) else {
+                continue;
+            };
+            let later = after.is_none_or(|after| key.as_str() > after);
+            if key.starts_with(prefix) && later {
+                keys.offer(key);
+            }
         }
-        keys.sort();
-        keys.truncate(limit);
-        Ok(keys)
+        Ok(keys.sorted())
     }
 
     /// One read and conditional write of `key`: the value written, or (inner `Err`) what
-    /// the write met when another writer came between.
+    /// the write met when another writer came between. Any other failure is the outer `Err`,
+    /// not tried again: a write whose fate is unknown must not be made twice.
     async fn try_update(
         &self,
         key: &str,
@@ -149,10 +153,22 @@ impl Bucket {
                 return Err(Error::Full { entries_max });
             }
             let created = self.bucket.create(&nats_key, bytes).await;
-            return Ok(created.map(|_| value).map_err(|error| error.to_string()));
+            return match created {
+                Ok(_) => Ok(Ok(value)),
+                Err(lost) if lost.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    Ok(Err(lost.to_string()))
+                }
+                Err(error) => Err(self.unavailable(&error)),
+            };
         };
         let updated = self.bucket.update(&nats_key, bytes, entry.revision).await;
-        Ok(updated.map(|_| value).map_err(|error| error.to_string()))
+        match updated {
+            Ok(_) => Ok(Ok(value)),
+            Err(lost) if lost.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Ok(Err(lost.to_string()))
+            }
+            Err(error) => Err(self.unavailable(&error)),
+        }
     }
 }
 
@@ -200,10 +216,14 @@ impl Backend for Bucket {
         Box::pin(bounded(&self.label, self.entries()))
     }
 
+    /// Purges the key's subject rather than writing a delete marker: a marker is a message
+    /// kept for good and counted against the bucket's entries, so deleting keys that were
+    /// never set would fill the bucket for every runtime that shares it.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(bounded(&self.label, async move {
-            let deleted = self.bucket.delete(escape(key)).await;
-            deleted.map_err(|error| self.unavailable(&error))
+            let subject = format!("$KV.{}.{}", self.name, escape(key));
+            let purged = self.stream.purge().filter(subject).await;
+            purged.map(drop).map_err(|error| self.unavailable(&error))
         }))
     }
 

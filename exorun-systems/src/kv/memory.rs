@@ -1,4 +1,9 @@
-//! The memory backend: a concurrent map, as long as the process.
+//! The memory backend: a concurrent map, as long as the process. Its entries are counted
+//! apart from the map, a new key taking its place in the count while it holds the key's
+//! entry, so writers at once never take the store past its bound.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 
@@ -9,11 +14,27 @@ use super::Error;
 
 /// Entries in memory.
 #[derive(Debug, Default)]
-pub(super) struct Memory(DashMap<String, String>);
+pub(super) struct Memory {
+    entries: DashMap<String, String>,
+    /// How many entries the map holds or is about to.
+    count: AtomicUsize,
+}
+
+impl Memory {
+    /// Takes a place for a new entry, unless `entries_max` are taken.
+    fn reserve(&self, entries_max: usize) -> Result<(), Error> {
+        let taken = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < entries_max).then_some(count + 1)
+            });
+        taken.map(drop).map_err(|_| Error::Full { entries_max })
+    }
+}
 
 impl Backend for Memory {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, Error>> {
-        let value = self.0.get(key).map(|value| value.clone());
+        let value = self.entries.get(key).map(|value| value.clone());
         Box::pin(std::future::ready(Ok(value)))
     }
 
@@ -23,20 +44,26 @@ impl Backend for Memory {
         value: &'a str,
         entries_max: usize,
     ) -> BoxFuture<'a, Result<(), Error>> {
-        let is_new = !self.0.contains_key(key);
-        if is_new && self.0.len() >= entries_max {
-            return Box::pin(std::future::ready(Err(Error::Full { entries_max })));
-        }
-        self.0.insert(key.to_owned(), value.to_owned());
-        Box::pin(std::future::ready(Ok(())))
+        let written = match self.entries.entry(key.to_owned()) {
+            dashmap::Entry::Occupied(mut occupied) => {
+                occupied.insert(value.to_owned());
+                Ok(())
+            }
+            dashmap::Entry::Vacant(vacant) => self.reserve(entries_max).map(|()| {
+                vacant.insert(value.to_owned());
+            }),
+        };
+        Box::pin(std::future::ready(written))
     }
 
     fn entries(&self) -> BoxFuture<'_, Result<usize, Error>> {
-        Box::pin(std::future::ready(Ok(self.0.len())))
+        Box::pin(std::future::ready(Ok(self.count.load(Ordering::Acquire))))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        self.0.remove(key);
+        if self.entries.remove(key).is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -47,15 +74,13 @@ impl Backend for Memory {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
         let later = |key: &str| after.is_none_or(|after| key > after);
-        let mut keys: Vec<String> = self
-            .0
-            .iter()
-            .filter(|entry| entry.key().starts_with(prefix) && later(entry.key()))
-            .map(|entry| entry.key().clone())
-            .collect();
-        keys.sort();
-        keys.truncate(limit);
-        Box::pin(std::future::ready(Ok(keys)))
+        let mut keys = super::FirstKeys::new(limit);
+        for entry in &self.entries {
+            if entry.key().starts_with(prefix) && later(entry.key()) {
+                keys.offer(entry.key().clone());
+            }
+        }
+        Box::pin(std::future::ready(Ok(keys.sorted())))
     }
 
     fn update<'a>(
@@ -64,17 +89,16 @@ impl Backend for Memory {
         change: Change,
         entries_max: usize,
     ) -> BoxFuture<'a, Result<String, Error>> {
-        // Counted before the entry is locked: `len` locks every shard.
-        let full = self.0.len() >= entries_max;
-        let updated = match self.0.entry(key.to_owned()) {
+        let updated = match self.entries.entry(key.to_owned()) {
             dashmap::Entry::Occupied(mut occupied) => {
                 change(Some(occupied.get())).inspect(|value| {
                     occupied.insert(value.clone());
                 })
             }
-            dashmap::Entry::Vacant(_) if full => Err(Error::Full { entries_max }),
-            dashmap::Entry::Vacant(vacant) => change(None).inspect(|value| {
+            dashmap::Entry::Vacant(vacant) => change(None).and_then(|value| {
+                self.reserve(entries_max)?;
                 vacant.insert(value.clone());
+                Ok(value)
             }),
         };
         Box::pin(std::future::ready(updated))
