@@ -14,11 +14,23 @@
 //! without answering, 500 (and the replica is restarted by supervision). Each carries a short
 //! text saying which.
 //!
-//! **Bounds (`Config`):** connections over all, and per source address (one more is closed at
-//! once); a request head's size and the time it may take to arrive (also the keep-alive idle
-//! time); a request body's size and the time it may take; requests being handled at once. A
-//! TLS handshake must finish within the head deadline. On stop, no connection is accepted,
-//! open ones finish the request they are in and close, within the drain time.
+//! **Bounds (`Config`):** connections over all, and per source (an IPv4 address, or an IPv6
+//! /64; one more is closed at once); a request head's size and the time it may take to arrive
+//! (also the keep-alive idle time); a request body's size and the time it may take; requests
+//! being handled at once; how long a handler may run; how long answer bytes may wait for a
+//! client that takes none. A TLS handshake must finish within the head deadline. On stop, no
+//! connection is accepted, open ones finish the request they are in and close, within the
+//! drain time.
+//!
+//! **Whose fault.** Each request runs as a call of its source's party (a hash of the source),
+//! so a client whose requests fail a replica is the one held back by its restart back-off, not
+//! every client of the route. A request without a `Host` header is answered 400 before it
+//! reaches an instance.
+//!
+//! **A cut answer looks cut.** An answer's body ends cleanly only when its handler returned;
+//! one whose handler trapped or was cut at the deadline after it began to answer ends with an
+//! error, so hyper closes the connection without the body's last chunk and the client sees an
+//! incomplete answer, never a short one that looks whole.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +42,7 @@ use std::time::Duration;
 
 use exorun_core::app::Export;
 use exorun_core::instance::InstanceHandle;
+use exorun_core::principal;
 use exorun_core::trace;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -38,6 +51,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 mod request;
+mod stall;
 
 /// The interface a routed instance must export (any 0.2 version).
 pub const HANDLER: &str = "wasi:http/incoming-handler@0.2";
@@ -69,6 +83,14 @@ pub enum Error {
         /// What is wrong, with the file.
         message: String,
     },
+    /// A bound of `Config` that cannot be used (zero, or past what it can count).
+    #[error("HTTP bound `{bound}`: {message}")]
+    Config {
+        /// The bound, by its field's name.
+        bound: &'static str,
+        /// Why not.
+        message: String,
+    },
 }
 
 /// What one server holds its clients to.
@@ -96,6 +118,45 @@ pub struct Config {
     /// How long a handler's `handle` may run, its answer's body included (a client that reads
     /// slowly holds it); past it, the call is cut and the replica restarted.
     pub request_timeout: Duration,
+    /// How long answer bytes may wait for a client that takes none of them; past it, the
+    /// connection is closed (a client that never reads holds nothing longer).
+    pub write_timeout: Duration,
+}
+
+impl Config {
+    /// Whether every bound can be used: counts from 1 to what a semaphore counts, times and
+    /// sizes above zero.
+    pub fn check(&self) -> Result<(), Error> {
+        let counts = [
+            ("connections_max", self.connections_max),
+            (
+                "connections_per_source_max",
+                self.connections_per_source_max,
+            ),
+            ("requests_max", self.requests_max),
+            ("head_bytes_max", self.head_bytes_max),
+        ];
+        for (bound, count) in counts {
+            if count == 0 || count > Semaphore::MAX_PERMITS {
+                let max = Semaphore::MAX_PERMITS;
+                let message = format!("{count} is not from 1 to {max}");
+                return Err(Error::Config { bound, message });
+            }
+        }
+        let times = [
+            ("head_timeout", self.head_timeout),
+            ("body_timeout", self.body_timeout),
+            ("request_timeout", self.request_timeout),
+            ("write_timeout", self.write_timeout),
+        ];
+        for (bound, time) in times {
+            if time.is_zero() {
+                let message = "a time of zero would refuse everything".to_owned();
+                return Err(Error::Config { bound, message });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -110,8 +171,32 @@ impl Default for Config {
             requests_max: 256,
             drain_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// What connections are counted by: an IPv4 address, or an IPv6 address's /64 (one host
+/// commonly holds a whole /64, so counting its addresses apart would bound nothing).
+fn source(address: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = address else {
+        return address;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let network = v6.to_bits() & !((1_u128 << 64) - 1);
+    IpAddr::V6(std::net::Ipv6Addr::from_bits(network))
+}
+
+/// The party a source's requests run as (`principal::party`): a hash with fixed keys, never
+/// `0` (the runtime's own) and never a principal's (those have the top bit set).
+fn party(source: IpAddr) -> u64 {
+    use std::hash::Hash;
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    source.hash(&mut hasher);
+    (hasher.finish() & !(1 << 63)) | 1
 }
 
 /// One route: a path prefix and the instance that answers it.
@@ -236,12 +321,16 @@ struct Shared {
 impl Server {
     /// A server of `routes` held to `config`, over TLS with `tls` when given.
     pub fn new(routes: Routes, config: Config, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        // `Config::check` refuses these past a semaphore's count; clamped so that a config
+        // not checked cannot panic here.
+        let connections = config.connections_max.min(Semaphore::MAX_PERMITS);
+        let requests = config.requests_max.min(Semaphore::MAX_PERMITS);
         let shared = Shared {
             routes,
             config,
-            connections: Arc::new(Semaphore::new(config.connections_max)),
+            connections: Arc::new(Semaphore::new(connections)),
             sources: Mutex::new(HashMap::new()),
-            requests: Arc::new(Semaphore::new(config.requests_max)),
+            requests: Arc::new(Semaphore::new(requests)),
         };
         Self {
             shared: Arc::new(shared),
@@ -266,7 +355,8 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Some(admitted) = self.shared.admit(peer.ip()) else {
+            let source = source(peer.ip());
+            let Some(admitted) = self.shared.admit(source) else {
                 metrics::counter!("exorun_http_connections_refused_total").increment(1);
                 continue;
             };
@@ -274,7 +364,9 @@ impl Server {
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                shared.connection(stream, tls, watcher).await;
+                shared
+                    .connection(stream, tls, (watcher, party(source)))
+                    .await;
                 drop(admitted);
             });
         }
@@ -337,23 +429,24 @@ impl Shared {
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        watcher: hyper_util::server::graceful::Watcher,
+        (watcher, party): (hyper_util::server::graceful::Watcher, u64),
     ) {
+        let stream = stall::Stall::new(stream, self.config.write_timeout);
         let Some(tls) = tls else {
-            self.http1(stream, Scheme::Http, watcher).await;
+            self.http1(stream, (Scheme::Http, party), watcher).await;
             return;
         };
         let handshake = tokio::time::timeout(self.config.head_timeout, tls.accept(stream));
         let Ok(Ok(secured)) = handshake.await else {
             return; // a failed or slow handshake closes the connection
         };
-        self.http1(secured, Scheme::Https, watcher).await;
+        self.http1(secured, (Scheme::Https, party), watcher).await;
     }
 
     async fn http1<S>(
         self: &Arc<Self>,
         stream: S,
-        scheme: Scheme,
+        (scheme, party): (Scheme, u64),
         watcher: hyper_util::server::graceful::Watcher,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -362,7 +455,9 @@ impl Shared {
         let service = hyper::service::service_fn(move |request| {
             let shared = Arc::clone(&shared);
             let scheme = scheme.clone();
-            async move { Ok::<_, std::convert::Infallible>(shared.answer(request, scheme).await) }
+            let answer = async move { shared.answer(request, scheme).await };
+            let answer = principal::within_party(None, party, answer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -384,7 +479,14 @@ impl Shared {
         let Some(route) = self.routes.find(&path) else {
             return request::plain(404, format!("no route for {path}\n"));
         };
+        let host = request.headers().get(hyper::header::HOST);
+        let host = host.and_then(|host| host.to_str().ok());
+        if request.uri().authority().is_none() && host.is_none() {
+            route.requests[request::status_class(400)].increment(1);
+            return request::plain(400, "a request names its host (a Host header)\n".to_owned());
+        }
         let Ok(slot) = Arc::clone(&self.requests).try_acquire_owned() else {
+            route.requests[request::status_class(503)].increment(1);
             return request::plain(503, "too many requests at once\n".to_owned());
         };
         let span = request::traced(&request);
@@ -447,6 +549,68 @@ mod tests {
                 None => prop_assert!(!prefixes.iter().any(covering), "{prefixes:?} {path}"),
             }
         }
+    }
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_networks() {
+        let v4: IpAddr = "192.0.2.7"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(source(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(source(mapped), v4);
+        let one: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let two: IpAddr = "2001:db8:1:2:bbbb::9"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let other: IpAddr = "2001:db8:1:3::1"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(source(one), source(two));
+        assert_ne!(source(one), source(other));
+        assert_eq!(source(one).to_string(), "2001:db8:1:2::");
+        assert_ne!(party(source(one)), party(source(other)));
+        assert_eq!(party(v4) & 1 << 63, 0);
+        assert_ne!(party(v4), 0);
+    }
+
+    #[test]
+    fn bounds_that_cannot_be_used_are_refused() {
+        assert!(Config::default().check().is_ok());
+        let zero = Config {
+            requests_max: 0,
+            ..Config::default()
+        };
+        let Err(Error::Config { bound, .. }) = zero.check() else {
+            panic!("zero requests accepted");
+        };
+        assert_eq!(bound, "requests_max");
+        let huge = Config {
+            connections_max: usize::MAX,
+            ..Config::default()
+        };
+        assert!(matches!(
+            huge.check(),
+            Err(Error::Config {
+                bound: "connections_max",
+                ..
+            })
+        ));
+        let instant = Config {
+            write_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(matches!(
+            instant.check(),
+            Err(Error::Config {
+                bound: "write_timeout",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -47,6 +47,23 @@ pub(crate) struct HttpArgs {
     /// Most requests handled at once; one more is answered 503.
     #[arg(long, default_value_t = http::Config::default().requests_max)]
     http_max_requests: usize,
+    /// How long answer bytes may wait for a client that takes none; then the connection closes.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    http_write_timeout: Duration,
+}
+
+/// The flag that sets each bound of `http::Config`, for errors.
+fn flag_of(bound: &str) -> &'static str {
+    match bound {
+        "connections_max" => "--http-max-connections",
+        "connections_per_source_max" => "--http-max-connections-per-source",
+        "requests_max" => "--http-max-requests",
+        "head_timeout" => "--http-head-timeout",
+        "body_timeout" => "--http-body-timeout",
+        "request_timeout" => "--http-request-timeout",
+        "write_timeout" => "--http-write-timeout",
+        _ => "--http",
+    }
 }
 
 /// HTTP being served: how to stop it.
@@ -80,6 +97,9 @@ impl HttpArgs {
                 Err(error) => problems.push(format!("--http {text}: {error} (give IP:PORT)")),
             }
         }
+        if let Err(http::Error::Config { bound, message }) = self.config(Duration::ZERO).check() {
+            problems.push(format!("{}: {message}", flag_of(bound)));
+        }
         if !problems.is_empty() {
             return Err(Failed(problems));
         }
@@ -95,6 +115,7 @@ impl HttpArgs {
             body_bytes_max: self.http_body_max_kib.saturating_mul(1024),
             requests_max: self.http_max_requests,
             request_timeout: self.http_request_timeout,
+            write_timeout: self.http_write_timeout,
             drain_timeout,
             ..http::Config::default()
         }

@@ -271,9 +271,121 @@ fn hostile_clients_are_bounded_and_a_legitimate_request_still_answers() {
     a_flood_is_bounded(&http);
     one_request_at_once(&http);
     a_handler_past_its_deadline_is_cut(&http);
+    a_request_without_a_host_is_400(&http);
+    a_cut_answer_looks_cut(&http);
+    one_client_s_faults_hold_back_that_client_only(&http);
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
     drop(math);
+}
+
+/// A client that asks for a large answer and never reads it: the connection is closed once
+/// its bytes have waited `--http-write-timeout` (1 s), long before the 60 s request deadline,
+/// so the handler (blocked writing) ends and the one request slot is free again.
+#[test]
+fn a_client_that_never_reads_is_closed_at_the_write_deadline() {
+    let math = provider();
+    let manifest = site("http-stalled", &math.address, "");
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--http-max-requests",
+        "1",
+        "--http-write-timeout",
+        "1s",
+    ];
+    let (server, http) = serve_http(&manifest, &args);
+    let mut stalled = TcpStream::connect(&http).unwrap();
+    let head = "GET /big?kib=16384 HTTP/1.1\r\nHost: x\r\n\r\n";
+    stalled.write_all(head.as_bytes()).unwrap();
+    // The handler holds the one request slot while it writes: wait until it has it.
+    let started = Instant::now();
+    while !get(&http, "/add?a=1&b=1").starts_with("HTTP/1.1 503") {
+        assert!(
+            started.elapsed() < common::WAIT,
+            "the big answer never began"
+        );
+    }
+    // The slot comes back when the stalled connection is closed and the handler's write fails.
+    let stalled_at = Instant::now();
+    loop {
+        let answer = get(&http, "/add?a=2&b=3");
+        if answer.contains("\r\n2 + 3 = 5\r\n") {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            stalled_at.elapsed() < common::WAIT,
+            "the stalled client held its slot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = stalled_at.elapsed();
+    assert!(held < Duration::from_secs(20), "held for {held:?}");
+    // The stalled client finds its answer cut: the connection ends before 16 MiB.
+    let mut answer = Vec::new();
+    stalled.set_read_timeout(Some(common::WAIT)).unwrap();
+    let read = stalled.read_to_end(&mut answer);
+    let cut = read.is_ok()
+        || read.is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(cut, "the stalled connection was not closed");
+    assert!(answer.len() < 16 * 1024 * 1024, "{} bytes", answer.len());
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+    drop(math);
+}
+
+fn a_request_without_a_host_is_400(http: &str) {
+    // HTTP/1.0 allows no Host; a handler cannot be given a request without one. It is
+    // answered 400 before it reaches the instance, which stays up for the next.
+    let answer = request(http, "GET /add?a=1&b=1 HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(
+        answer.ends_with("a request names its host (a Host header)\n"),
+        "{answer}"
+    );
+    assert!(get(http, "/add?a=4&b=4").contains("\r\n4 + 4 = 8\r\n"));
+}
+
+fn a_cut_answer_looks_cut(http: &str) {
+    // The handler answers 200, sends 1000 bytes, then traps. The connection (kept alive
+    // otherwise) is closed without the chunked body's last chunk: what reached the client
+    // before the close (hyper may not flush its buffer first) is never a complete answer.
+    let mut stream = TcpStream::connect(http).unwrap();
+    stream
+        .write_all(b"GET /partial HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut stream, common::WAIT);
+    assert!(closed, "a cut answer left the connection open: {answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert!(
+        !answer.ends_with("\r\n0\r\n\r\n"),
+        "a cut answer ended whole: {answer}"
+    );
+    assert!(get(http, "/add?a=5&b=6").contains("\r\n5 + 6 = 11\r\n"));
+}
+
+fn one_client_s_faults_hold_back_that_client_only(http: &str) {
+    // A client at 127.0.0.3 traps the one replica twice in a row, which holds its next restart
+    // back 100 ms for that client. A request from 127.0.0.1 right after is not that client's:
+    // it restarts the replica at once and is answered (before each source had a party of its
+    // own, every client waited out the faulty one's back-off with a 503).
+    for _ in 0..2 {
+        let mut faulty = connect_from("127.0.0.3", http);
+        faulty
+            .write_all(b"GET /trap HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let (answer, _) = read_until_closed(&mut faulty, common::WAIT);
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+    }
+    let answer = get(http, "/add?a=7&b=7");
+    assert!(
+        answer.contains("\r\n7 + 7 = 14\r\n"),
+        "another client: {answer}"
+    );
 }
 
 #[test]

@@ -172,6 +172,18 @@ enum Held {
     Fresh(Box<Running>),
 }
 
+/// A lease dropped while its call was inside the guest (the call's future dropped: a deadline,
+/// a caller gone) fails its replica at once: the store, and whatever its call left waiting on
+/// it (an HTTP answer's body, say), is dropped now, not when another call next picks the
+/// replica.
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Held::Replica(slot) = &mut self.held {
+            slot.settle_interrupted(&self.handle.inner.restart);
+        }
+    }
+}
+
 /// Counts a call waiting for a replica, and uncounts it however the wait ends.
 struct Waiting<'a> {
     inner: &'a Inner,

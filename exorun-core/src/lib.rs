@@ -34,4 +34,5 @@ pub mod registry;
 pub mod resources;
 pub mod supervision;
 pub mod system;
+pub mod throttle;
 pub mod trace;

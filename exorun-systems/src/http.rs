@@ -11,8 +11,11 @@
 //!
 //! **Bounds.** Connecting takes at most [`CONNECT_TIMEOUT`], the first byte of the answer
 //! [`FIRST_BYTE_TIMEOUT`], and each later chunk [`BETWEEN_BYTES_TIMEOUT`]. A guest may ask for
-//! less, never more. An answer's body is cut at [`RESPONSE_BYTES_MAX`] with
-//! `HTTP-response-body-size`.
+//! less, never more. The whole of sending, a TLS handshake included, is held to the first two
+//! together (`connection-timeout` past it). An answer's body is cut at [`RESPONSE_BYTES_MAX`]
+//! with `HTTP-response-body-size`. An instance has at most [`REQUESTS_MAX`] outgoing requests
+//! open at once (each until its connection ends); one more is `connection-limit-reached`, so a
+//! guest cannot spend the process's sockets.
 //!
 //! An incoming request's resources are made by the embedder that serves HTTP (`exorun-bind`'s
 //! `http` module), in the same store, through [`view`].
@@ -53,6 +56,11 @@ pub const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RESPONSE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The most entries an allow list holds.
 pub const ALLOW_MAX: usize = 256;
+/// Refusals logged: at most one line a second, so a guest cannot flood the log.
+static REFUSALS: exorun_core::throttle::Throttle = exorun_core::throttle::Throttle::new();
+
+/// The most outgoing requests one instance has open at once.
+pub const REQUESTS_MAX: usize = 64;
 
 /// Why settings are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,9 +179,7 @@ impl State {
     fn closed() -> Self {
         Self {
             ctx: WasiHttpCtx::new(),
-            hooks: Hooks {
-                http: Http::default(),
-            },
+            hooks: Hooks::new(Http::default()),
         }
     }
 }
@@ -182,6 +188,8 @@ impl State {
 /// the time bounds, the answer's body cut at its bound.
 struct Hooks {
     http: Http,
+    /// The instance's open outgoing requests (`REQUESTS_MAX`).
+    open: Arc<tokio::sync::Semaphore>,
 }
 
 type Sent = Box<
@@ -196,6 +204,13 @@ type Sent = Box<
         > + Send,
 >;
 
+impl Hooks {
+    fn new(http: Http) -> Self {
+        let open = Arc::new(tokio::sync::Semaphore::new(REQUESTS_MAX));
+        Self { http, open }
+    }
+}
+
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
@@ -205,14 +220,28 @@ impl WasiHttpHooks for Hooks {
     ) -> Sent {
         drop(fut);
         let allowed = allowed(&self.http, request.uri());
+        let open = Arc::clone(&self.open).try_acquire_owned();
+        if !allowed && REFUSALS.due() {
+            tracing::warn!(uri = %request.uri(), "an outgoing request not allowed was refused");
+        }
         Box::new(async move {
             if !allowed {
-                tracing::warn!(uri = %request.uri(), "an outgoing request not allowed was refused");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
+            let Ok(open) = open else {
+                return Err(wasmtime_wasi_http::Error::ConnectionLimitReached);
+            };
             let options = bounded(options);
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let most = CONNECT_TIMEOUT.saturating_add(FIRST_BYTE_TIMEOUT);
+            let sending = wasmtime_wasi_http::default_send_request(request, Some(options));
+            let sent = tokio::time::timeout(most, sending).await;
+            let sent = sent.map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?;
+            let (response, io) = sent?;
+            let io = async move {
+                let ended = io.await;
+                drop(open);
+                ended
+            };
             let limited = response.map(|body| {
                 http_body_util::Limited::new(
                     body,
@@ -293,7 +322,7 @@ impl SystemComponent for Http {
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {
         builder.insert(State {
             ctx: WasiHttpCtx::new(),
-            hooks: Hooks { http: self.clone() },
+            hooks: Hooks::new(self.clone()),
         });
         Ok(())
     }

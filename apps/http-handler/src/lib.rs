@@ -6,6 +6,9 @@
 //! - `/fetch?url=URL`: a GET of `URL` through `wasi:http/outgoing-handler`, answered with
 //!   `fetched STATUS` or `refused: ERROR`;
 //! - `/trap`: executes `unreachable` (the runtime answers 500);
+//! - `/partial`: sets `200`, writes 1000 bytes of its body, then executes `unreachable` (the
+//!   client must see a cut answer, not a complete one);
+//! - `/big?kib=N`: `200` with N KiB of `x` (a client that never reads it holds the connection);
 //! - anything else: `200` with `hello from exorun PATH`.
 
 wit_bindgen::generate!({ path: "../wit", world: "exorun:test/http-handler", generate_all });
@@ -32,6 +35,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             "echo" => (200, format!("{} bytes", body_length(&request))),
             "fetch" => (200, fetch(param(query, "url").unwrap_or_default())),
             "trap" => core::arch::wasm32::unreachable(),
+            "partial" => partial(out),
+            "big" => {
+                let kib = param(query, "kib").and_then(|text| text.parse::<usize>().ok());
+                (200, "x".repeat(kib.unwrap_or(1).min(16 * 1024) * 1024))
+            }
             _ => (200, format!("hello from exorun {path}")),
         };
         respond(out, status, body.as_bytes());
@@ -89,6 +97,17 @@ fn fetch(url: &str) -> String {
         Some(Ok(Err(error))) => format!("refused: {error:?}"),
         Some(Err(())) | None => "refused: no response".to_owned(),
     }
+}
+
+/// Sets `200`, sends 1000 bytes of the body, and traps before finishing it.
+fn partial(out: ResponseOutparam) -> ! {
+    let response = OutgoingResponse::new(Fields::new());
+    let outgoing = response.body().ok();
+    ResponseOutparam::set(out, Ok(response));
+    if let Some(stream) = outgoing.as_ref().and_then(|outgoing| outgoing.write().ok()) {
+        let _ = stream.blocking_write_and_flush(&[b'p'; 1000]);
+    }
+    core::arch::wasm32::unreachable()
 }
 
 /// Answers `status` with `body` (written in chunks the stream accepts).

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exorun_core::instance;
+use exorun_core::principal;
+use exorun_core::throttle;
 use exorun_core::trace;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -110,11 +112,13 @@ impl hyper::body::Body for Bounded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
-        }
+        // What has arrived is read first, however late it is read (a request may have waited
+        // for a replica); the deadline is for bytes still to come.
         let max = self.max;
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() && self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
         polled.map(|frame| frame.map(|frame| frame.map_err(|error| body_error(error, max))))
     }
 
@@ -157,11 +161,14 @@ pub(super) async fn handle(
             return plain(503, format!("{} is overloaded\n", route.name));
         }
         Err(error) => {
-            tracing::warn!(route = %route.name, "no instance for a request: {error}");
+            if may_warn() {
+                tracing::warn!(route = %route.name, "no instance for a request: {error}");
+            }
             return plain(503, format!("{} is unavailable\n", route.name));
         }
     };
     let (sender, answer) = tokio::sync::oneshot::channel();
+    let (ended, outcome) = tokio::sync::oneshot::channel();
     let export = route.export.clone();
     let deadline = request_timeout;
     let span = trace::current();
@@ -183,8 +190,11 @@ pub(super) async fn handle(
             Err(_) => Err(format!("ran past the request deadline of {deadline:?}")),
         };
         drop(slot);
+        let _ = ended.send(called.is_ok());
         called
     };
+    // The task runs as the request's party, as the lease was taken.
+    let call = principal::within_party(None, principal::party(), call);
     let mut task = match span {
         Some(span) => tokio::spawn(trace::within(span, call)),
         None => tokio::spawn(call),
@@ -200,7 +210,7 @@ pub(super) async fn handle(
         },
     };
     match answered {
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => response.map(|body| Finishing::new(body, outcome).boxed_unsync()),
         Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
         Err(_) => failed(&route.name, task.await),
     }
@@ -216,8 +226,73 @@ fn failed(
         Ok(Err(why)) => why,
         Err(error) => format!("failed: {error}"),
     };
-    tracing::warn!(route = %name, "a request got no answer: the handler {why}");
+    if may_warn() {
+        tracing::warn!(route = %name, "a request got no answer: the handler {why}");
+    }
     plain(500, format!("the handler of {name} {why}\n"))
+}
+
+/// Warnings about requests: at most one a second over the process, so a client cannot flood
+/// the log (each request is counted by its status anyway).
+static WARNINGS: throttle::Throttle = throttle::Throttle::new();
+
+fn may_warn() -> bool {
+    WARNINGS.due()
+}
+
+/// A handler's answer body that ends cleanly only when the handler's call returned: the body
+/// wasmtime-wasi-http hands over also ends cleanly when the store it was written from is
+/// dropped (a trap, a call cut at the deadline), which would pass a cut answer off as whole.
+struct Finishing {
+    inner: HyperOutgoingBody,
+    /// Whether `inner` ended (it is not polled again).
+    ended: bool,
+    /// Whether the call returned; taken when it is known.
+    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl Finishing {
+    fn new(inner: HyperOutgoingBody, outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
+        let outcome = Some(outcome);
+        Self {
+            inner,
+            ended: false,
+            outcome,
+        }
+    }
+}
+
+impl hyper::body::Body for Finishing {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if !self.ended {
+            let polled = Pin::new(&mut self.inner).poll_frame(cx);
+            let Poll::Ready(None) = polled else {
+                return polled;
+            };
+            self.ended = true;
+        }
+        // The body ended: it is whole if the call returned (waiting for the call to end, which
+        // the request deadline bounds).
+        let Some(outcome) = self.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Poll::Ready(returned) = Pin::new(outcome).poll(cx) else {
+            return Poll::Pending;
+        };
+        self.outcome = None;
+        match returned {
+            Ok(true) => Poll::Ready(None),
+            Ok(false) | Err(_) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
