@@ -344,9 +344,12 @@ impl Server {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: impl Future<Output = ()>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut stop = std::pin::pin!(stop);
+        // The connections' tasks: those still open after the drain are aborted with the set.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 () = &mut stop => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 accepted = listener.accept() => accepted,
             };
             let Ok((stream, peer)) = accepted else {
@@ -363,7 +366,7 @@ impl Server {
             let shared = Arc::clone(&self.shared);
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 shared
                     .connection(stream, tls, (watcher, party(source)))
                     .await;
@@ -375,6 +378,8 @@ impl Server {
         if drained.await.is_err() {
             tracing::warn!("HTTP connections still open after the drain time were closed");
         }
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }
 
