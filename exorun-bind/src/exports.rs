@@ -416,8 +416,11 @@ impl Job {
         let chain = std::mem::take(&mut self.chain);
         let principal = self.origin.key().map(ToString::to_string);
         let party = self.origin.party();
-        // The callee's span: a child of the caller's, or the root of a trace of its own.
-        let span = match self.trace {
+        // The callee's span: a child of the caller's, or the root of a trace of its own (also
+        // when the caller's ids are all zeros, which W3C calls invalid and collectors refuse).
+        let valid =
+            |caller: &frame::TraceContext| caller.trace_id != [0; 16] && caller.parent_id != [0; 8];
+        let span = match self.trace.filter(valid) {
             Some(caller) => trace::Span::child_of(caller.trace_id, caller.parent_id, caller.flags),
             None => trace::Span::root(),
         };

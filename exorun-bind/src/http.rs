@@ -499,9 +499,13 @@ impl Shared {
         let request = request.map(move |body| request::bounded(body, &config));
         // The slot goes with the handler's task: held until `handle` returns, however late.
         let settings = (scheme, config.request_timeout);
+        let started = std::time::Instant::now();
         let answered = trace::within(span, request::handle(route, request, settings, slot)).await;
         let class = request::status_class(answered.status().as_u16());
         route.requests[class].increment(1);
+        if trace::exporting(&span) {
+            request::finish_span(span, &route.name, answered.status(), started.elapsed());
+        }
         answered
     }
 }

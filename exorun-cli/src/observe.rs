@@ -135,6 +135,12 @@ impl Endpoint {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// From now on `/readyz` answers 503 again: the runtime is stopping (a load balancer takes
+    /// it out while it drains).
+    pub fn stopping(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
+
     /// The Prometheus text, with the instances' gauges read now.
     fn render(&self) -> String {
         if let Some(budget) = self.budget.get() {
@@ -159,7 +165,16 @@ impl Endpoint {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned());
         }
         match request.uri().path() {
-            "/metrics" => text(StatusCode::OK, self.render()),
+            "/metrics" => {
+                let mut scraped = text(StatusCode::OK, self.render());
+                // Prometheus 3 refuses a scrape without its content type.
+                let kind = "text/plain; version=0.0.4; charset=utf-8";
+                let kind = hyper::header::HeaderValue::from_static(kind);
+                scraped
+                    .headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, kind);
+                scraped
+            }
             "/healthz" => text(StatusCode::OK, "alive\n".to_owned()),
             "/readyz" if self.ready.load(Ordering::Acquire) => {
                 text(StatusCode::OK, "ready\n".to_owned())

@@ -61,6 +61,14 @@ pub enum Error {
         /// What was given.
         given: f64,
     },
+    /// An `OTEL_EXPORTER_OTLP_…` variable names something other than an http:// URL.
+    #[error("{name}=`{value}`: only an http:// collector URL is supported (OTLP/HTTP)")]
+    Environment {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// The exporter could not be built.
     #[error("cannot build the OTLP exporter: {0}")]
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -97,8 +105,19 @@ pub fn start(settings: &Settings) -> Result<Option<Exporting>, Error> {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
     ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+    .into_iter()
+    .find_map(|name| {
+        let value = std::env::var(name).ok().filter(|value| !value.is_empty());
+        value.map(|value| (name, value))
+    });
+    if let Some((name, value)) = &from_environment
+        && settings.endpoint.is_none()
+        && !value.starts_with("http://")
+    {
+        let value = value.clone();
+        return Err(Error::Environment { name, value });
+    }
+    let from_environment = from_environment.is_some();
     let endpoint = match &settings.endpoint {
         Some(base) => Some(traces_url(base)?),
         None if from_environment => None,
@@ -122,7 +141,6 @@ pub fn start(settings: &Settings) -> Result<Option<Exporting>, Error> {
         scope: opentelemetry::InstrumentationScope::builder("exorun")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build(),
-        dropped: metrics::counter!("exorun_spans_dropped_total"),
     };
     if !trace::set_exporter(Box::new(queue)) {
         return Err(Error::Installed);
@@ -180,7 +198,6 @@ fn resource() -> opentelemetry_sdk::Resource {
 struct Queue {
     spans: mpsc::Sender<SpanData>,
     scope: opentelemetry::InstrumentationScope,
-    dropped: metrics::Counter,
 }
 
 impl trace::Exporter for Queue {
@@ -223,8 +240,10 @@ impl trace::Exporter for Queue {
             status,
             instrumentation_scope: self.scope.clone(),
         };
+        // Looked up at each drop, not kept: the exporter starts before the metrics recorder
+        // is installed, and a counter taken then would count nowhere for good.
         if self.spans.try_send(data).is_err() {
-            self.dropped.increment(1);
+            metrics::counter!("exorun_spans_dropped_total").increment(1);
         }
     }
 }
@@ -275,10 +294,15 @@ async fn send(exporter: &opentelemetry_otlp::SpanExporter, batch: &mut Vec<SpanD
         let rest = batch.split_off(batch.len().min(BATCH_SPANS));
         let request = std::mem::replace(batch, rest);
         let count = u64::try_from(request.len()).unwrap_or(u64::MAX);
-        if let Err(error) = exporter.export(request).await {
-            metrics::counter!("exorun_spans_dropped_total").increment(count);
-            tracing::warn!("cannot send {count} spans to the OTLP collector: {error}");
-        }
+        // The exporter's own retries would each get the whole timeout: one bound for all.
+        let sent = tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(request)).await;
+        let failed = match sent {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+        };
+        metrics::counter!("exorun_spans_dropped_total").increment(count);
+        tracing::warn!("cannot send {count} spans to the OTLP collector: {failed}");
     }
 }
 

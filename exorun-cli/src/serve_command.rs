@@ -220,6 +220,9 @@ pub(crate) async fn serve(
     println!("exorun: serving {shown}");
     tracing::info!(exported = ?names, "serving");
     signals.next().await;
+    if let Some(endpoint) = &endpoint {
+        endpoint.stopping();
+    }
     eprintln!(
         "exorun: stopping: letting calls in flight finish (at most {} ms)",
         drain.as_millis()

@@ -22,6 +22,13 @@ use wasmtime::component::Val;
 
 /// `GET PATH` over HTTP/1.1 to `address` (`http://HOST:PORT`): the status code and body.
 fn get(address: &str, path: &str) -> (u16, String) {
+    let (head, body) = get_whole(address, path);
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body)
+}
+
+/// `GET path`: the answer's head and body.
+fn get_whole(address: &str, path: &str) -> (String, String) {
     let host = address.strip_prefix("http://").unwrap();
     let mut stream = std::net::TcpStream::connect(host).unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
@@ -29,8 +36,7 @@ fn get(address: &str, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    (head.to_owned(), body.to_owned())
 }
 
 /// The value of the sample `line` (its name and labels as Prometheus writes them).
@@ -52,7 +58,17 @@ fn serve_with_metrics(
     manifest: &std::path::Path,
     listen: &str,
 ) -> (Server, String, String, String) {
-    let args = ["--listen", listen, "--metrics", "127.0.0.1:0"];
+    serve_with_metrics_and(manifest, listen, &[])
+}
+
+/// As `serve_with_metrics`, with `more` arguments.
+fn serve_with_metrics_and(
+    manifest: &std::path::Path,
+    listen: &str,
+    more: &[&str],
+) -> (Server, String, String, String) {
+    let mut args = vec!["--listen", listen, "--metrics", "127.0.0.1:0"];
+    args.extend_from_slice(more);
     let (child, lines) = common::spawn_serve(manifest, &args, "warn");
     let first = lines.next_line("the metrics address").unwrap();
     let metrics = first
@@ -107,6 +123,9 @@ export = true
         let refused = add(&client, &format!("ghost-{index}"), 1, 2).await;
         assert!(refused.is_err());
     }
+    let (head, _) = get_whole(&metrics, "/metrics");
+    let kind = "content-type: text/plain; version=0.0.4; charset=utf-8";
+    assert!(head.to_ascii_lowercase().contains(kind), "{head}");
     let (status, text) = get(&metrics, "/metrics");
     assert_eq!(status, 200);
     let served =
@@ -305,4 +324,58 @@ limits = { fuel_per_call = 6000000000, calls_waiting_max = 1 }
     assert_eq!(sample(&text, queued), Some(0.0), "{text}");
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
+}
+
+/// Spans a collector cannot take are dropped and counted, never waited for. The collector
+/// here accepts connections and never answers, so the first batch's request hangs (10 s) while
+/// 6,000 served calls each finish a span: past the 4,096 queued and the batch in flight, every
+/// span is dropped at once and counted in `exorun_spans_dropped_total` (before, that counter
+/// was taken before the metrics recorder existed and counted nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_a_silent_collector_cannot_take_are_counted_as_dropped() {
+    const CALLS: usize = 6_000;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        // Holds every connection open, reading nothing, answering nothing.
+        silent.incoming().map_while(Result::ok).collect::<Vec<_>>()
+    });
+    let provider = manifest(
+        "metrics-silent-collector",
+        r#"
+[apps]
+math = "{fixtures}/math-provider.wasm"
+[instances.math]
+app = "math"
+export = true
+"#,
+    );
+    let more = ["--otlp", collector.as_str()];
+    let (server, address, metrics, _) =
+        serve_with_metrics_and(&provider, "tcp://127.0.0.1:0", &more);
+    let connection = net::connect(
+        &Address::parse(&address).unwrap(),
+        transport::MESSAGE_BYTES_MAX,
+    )
+    .await
+    .unwrap();
+    let client = std::sync::Arc::new(Client::new(connection, client::Config::default()));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let client = std::sync::Arc::clone(&client);
+        callers.spawn(async move {
+            for _ in 0..CALLS / 8 {
+                add(&client, "math", 1, 2).await.unwrap();
+            }
+        });
+    }
+    callers.join_all().await;
+    let (_, text) = get(&metrics, "/metrics");
+    let dropped = sample(&text, "exorun_spans_dropped_total").unwrap_or(0.0);
+    // At most the queue (4,096) and two batches (512 each) are held; the rest is dropped.
+    let held_at_most = 4_096 + 2 * 512;
+    let least = f64::from(u32::try_from(CALLS - held_at_most).unwrap());
+    assert!(dropped >= least, "{dropped} dropped of {CALLS}: {text}");
+    drop(server);
+    drop(held);
 }

@@ -307,3 +307,59 @@ fn three_processes_export_one_trace_to_an_otlp_collector() {
     assert!(root.start_time_unix_nano <= relay_served.start_time_unix_nano);
     assert!(provided.end_time_unix_nano <= root.end_time_unix_nano);
 }
+
+/// An HTTP request is a span too: `exorun serve --http --otlp`, asked by curl with a W3C
+/// `traceparent`, exports a SERVER span `http request` in that trace, child of the header's
+/// parent, with its route and status.
+#[test]
+fn an_http_request_is_exported_in_its_callers_trace() {
+    let receiver = Receiver::start();
+    let site = manifest(
+        "otlp-http",
+        r#"
+[apps]
+hello = "{fixtures}/http-hello.wasm"
+[instances.hello]
+app = "hello"
+[http]
+routes = { "/" = "hello" }
+"#,
+    );
+    let args = ["--http", "127.0.0.1:0", "--otlp", receiver.address.as_str()];
+    let (child, lines) = common::spawn_serve(&site, &args, "warn");
+    let shown = lines.next_line("the http address").unwrap();
+    let http = shown.strip_prefix("exorun: http on ").unwrap().to_owned();
+    let server = Server::from_child(child, &http);
+    lines.next_line("serving").unwrap();
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let parent = "b7ad6b7169203331";
+    let fetched = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["-H", &format!("traceparent: 00-{trace}-{parent}-01")])
+        .arg(format!("{http}/page"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&fetched.stdout), "200", "{}", text(&fetched.stderr));
+    // The stop sends what is queued; the receiver answered it before the process exited.
+    let (status, log) = server.interrupt();
+    assert!(status.success(), "{log}");
+    let spans = receiver.spans();
+    let [(_, span)] = &spans[..] else {
+        panic!("one span: {spans:#?}");
+    };
+    const SERVER: i32 = 2;
+    assert_eq!((span.name.as_str(), span.kind), ("http request", SERVER));
+    assert_eq!(hex(&span.trace_id), trace);
+    assert_eq!(hex(&span.parent_span_id), parent);
+    assert_eq!(attribute(span, "exorun.route"), "hello");
+    assert_eq!(attribute(span, "http.response.status_code"), "200");
+    assert_eq!(attribute(span, "exorun.outcome"), "ok");
+}

@@ -51,7 +51,8 @@ impl Span {
         trace_id[8..].copy_from_slice(&random_bytes());
         // The same draw for every runtime that sees this trace id: the high half, compared
         // with the threshold (W3C's trace-id ratio sampling reads the id the same way).
-        let sampled = u64::from_be_bytes(high) <= SAMPLE_BELOW.load(Ordering::Relaxed);
+        let sampled = !SAMPLE_NONE.load(Ordering::Relaxed)
+            && u64::from_be_bytes(high) <= SAMPLE_BELOW.load(Ordering::Relaxed);
         Self {
             trace_id,
             span_id: random_bytes(),
@@ -114,6 +115,8 @@ pub async fn within<F: Future>(span: Span, work: F) -> F::Output {
 
 /// Roots whose draw is at most this are sampled (`u64::MAX`: all of them).
 static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Whether no new trace is sampled (ratio 0: not even a draw of 0, which `<=` would take).
+static SAMPLE_NONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Samples new root spans at `ratio` (clamped to 0..=1; 1, the default, samples every trace,
 /// 0 none). Traces begun elsewhere keep the decision their caller's flags carry.
@@ -135,6 +138,7 @@ pub fn set_sampling(ratio: f64) {
         scaled
     };
     SAMPLE_BELOW.store(below, Ordering::Relaxed);
+    SAMPLE_NONE.store(ratio <= 0.0, Ordering::Relaxed);
 }
 
 /// Which side of a call a span stands for.

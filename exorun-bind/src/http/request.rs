@@ -64,6 +64,34 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     pairs.map(byte).collect()
 }
 
+/// Hands a request's span to the exporter: `http request`, its route and status; its outcome
+/// `ok`, or the status when the runtime or the handler answered 5xx.
+pub(super) fn finish_span(
+    span: trace::Span,
+    route: &str,
+    status: hyper::StatusCode,
+    elapsed: Duration,
+) {
+    let now = std::time::SystemTime::now();
+    let outcome = if status.is_server_error() {
+        status.as_str()
+    } else {
+        "ok"
+    };
+    trace::finish(&trace::Finished {
+        span,
+        kind: trace::Kind::Server,
+        name: "http request",
+        started: now.checked_sub(elapsed).unwrap_or(now),
+        elapsed,
+        attributes: &[
+            ("exorun.route", route),
+            ("http.response.status_code", status.as_str()),
+        ],
+        outcome,
+    });
+}
+
 /// The status classes requests are counted by (a bounded label).
 pub(super) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
