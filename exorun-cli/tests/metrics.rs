@@ -326,6 +326,13 @@ limits = { fuel_per_call = 6000000000, calls_waiting_max = 1 }
     assert!(status.success(), "{stderr}");
 }
 
+/// `count` calls of `math.add`, one after another.
+async fn calls(client: std::sync::Arc<Client>, count: usize) {
+    for _ in 0..count {
+        add(&client, "math", 1, 2).await.unwrap();
+    }
+}
+
 /// Spans a collector cannot take are dropped and counted, never waited for. The collector
 /// here accepts connections and never answers, so the first batch's request hangs (10 s) while
 /// 6,000 served calls each finish a span: past the 4,096 queued and the batch in flight, every
@@ -362,12 +369,7 @@ export = true
     let client = std::sync::Arc::new(Client::new(connection, client::Config::default()));
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let client = std::sync::Arc::clone(&client);
-        callers.spawn(async move {
-            for _ in 0..CALLS / 8 {
-                add(&client, "math", 1, 2).await.unwrap();
-            }
-        });
+        callers.spawn(calls(std::sync::Arc::clone(&client), CALLS / 8));
     }
     callers.join_all().await;
     let (_, text) = get(&metrics, "/metrics");
