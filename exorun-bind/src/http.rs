@@ -318,6 +318,14 @@ struct Shared {
     requests: Arc<Semaphore>,
 }
 
+/// What a connection is served with: its drain watcher, its source's party, and the signal
+/// that its `serve` is over (handler calls still running are then cut).
+type Served = (
+    hyper_util::server::graceful::Watcher,
+    u64,
+    tokio::sync::watch::Receiver<bool>,
+);
+
 impl Server {
     /// A server of `routes` held to `config`, over TLS with `tls` when given.
     pub fn new(routes: Routes, config: Config, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
@@ -344,8 +352,10 @@ impl Server {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: impl Future<Output = ()>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut stop = std::pin::pin!(stop);
-        // The connections' tasks: those still open after the drain are aborted with the set.
+        // The connections' tasks: those still open after the drain are aborted with the set,
+        // and their handler calls cut.
         let mut connections = tokio::task::JoinSet::new();
+        let (closed, closing) = tokio::sync::watch::channel(false);
         loop {
             let accepted = tokio::select! {
                 () = &mut stop => break,
@@ -366,9 +376,10 @@ impl Server {
             let shared = Arc::clone(&self.shared);
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
+            let closing = closing.clone();
             connections.spawn(async move {
                 shared
-                    .connection(stream, tls, (watcher, party(source)))
+                    .connection(stream, tls, (watcher, party(source), closing))
                     .await;
                 drop(admitted);
             });
@@ -380,6 +391,7 @@ impl Server {
         }
         connections.abort_all();
         while connections.join_next().await.is_some() {}
+        closed.send_replace(true);
     }
 }
 
@@ -434,25 +446,25 @@ impl Shared {
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        (watcher, party): (hyper_util::server::graceful::Watcher, u64),
+        served: Served,
     ) {
         let stream = stall::Stall::new(stream, self.config.write_timeout);
         let Some(tls) = tls else {
-            self.http1(stream, (Scheme::Http, party), watcher).await;
+            self.http1(stream, Scheme::Http, served).await;
             return;
         };
         let handshake = tokio::time::timeout(self.config.head_timeout, tls.accept(stream));
         let Ok(Ok(secured)) = handshake.await else {
             return; // a failed or slow handshake closes the connection
         };
-        self.http1(secured, (Scheme::Https, party), watcher).await;
+        self.http1(secured, Scheme::Https, served).await;
     }
 
     async fn http1<S>(
         self: &Arc<Self>,
         stream: S,
-        (scheme, party): (Scheme, u64),
-        watcher: hyper_util::server::graceful::Watcher,
+        scheme: Scheme,
+        (watcher, party, closing): Served,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -460,7 +472,8 @@ impl Shared {
         let service = hyper::service::service_fn(move |request| {
             let shared = Arc::clone(&shared);
             let scheme = scheme.clone();
-            let answer = async move { shared.answer(request, scheme).await };
+            let closing = closing.clone();
+            let answer = async move { shared.answer(request, scheme, closing).await };
             let answer = principal::within_party(None, party, answer);
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
@@ -479,6 +492,7 @@ impl Shared {
         self: &Arc<Self>,
         request: hyper::Request<Incoming>,
         scheme: Scheme,
+        closing: tokio::sync::watch::Receiver<bool>,
     ) -> hyper::Response<HyperOutgoingBody> {
         let path = request.uri().path().to_owned();
         let Some(route) = self.routes.find(&path) else {
@@ -498,7 +512,7 @@ impl Shared {
         let config = self.config;
         let request = request.map(move |body| request::bounded(body, &config));
         // The slot goes with the handler's task: held until `handle` returns, however late.
-        let settings = (scheme, config.request_timeout);
+        let settings = (scheme, config.request_timeout, closing);
         let started = std::time::Instant::now();
         let answered = trace::within(span, request::handle(route, request, settings, slot)).await;
         let class = request::status_class(answered.status().as_u16());

@@ -232,7 +232,10 @@ impl WasiHttpHooks for Hooks {
                 return Err(wasmtime_wasi_http::Error::ConnectionLimitReached);
             };
             let options = bounded(options);
-            let most = CONNECT_TIMEOUT.saturating_add(FIRST_BYTE_TIMEOUT);
+            // The guest's own (smaller) times where it gave them.
+            let connect = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+            let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
+            let most = connect.saturating_add(first_byte);
             let sending = wasmtime_wasi_http::default_send_request(request, Some(options));
             let sent = tokio::time::timeout(most, sending).await;
             let sent = sent.map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?;

@@ -19,7 +19,8 @@
 //! **Listing and batches.** `list-keys` gives at most [`PAGE`] keys a call, in byte order. Its
 //! cursor names the last key of the page before, kept by the instance (at most
 //! [`CURSORS_MAX`] an instance, over all its buckets, so at most 256 KiB of keys; past that
-//! the oldest are forgotten, and theirs is `other`, as is a cursor given to another bucket),
+//! the oldest are forgotten, and theirs is `other`, as is a cursor given to another bucket;
+//! numbers are drawn over the process, so another replica's cursor is unknown here),
 //! so a listing goes on after that key however the bucket changed, and every key of a bucket
 //! of any size is reached. A batch holds at most [`BATCH_MAX`] keys, and the values one
 //! `get-many` answers at most [`GET_MANY_BYTES_MAX`] bytes.
@@ -90,14 +91,17 @@ pub struct Bucket {
     name: String,
 }
 
-/// An instance's listing cursors: the bucket and last store key of each page handed out with
-/// a cursor. Cursor `n` goes on after `kept[n - 1 - forgotten]`.
+/// An instance's listing cursors, oldest first: each cursor's number, and the bucket and last
+/// store key of the page it was handed out with. Numbers are drawn from one counter for the
+/// whole process, so a cursor that reaches another replica (or instance) is unknown there,
+/// never another listing's place.
 #[derive(Debug, Default)]
 struct Cursors {
-    kept: std::collections::VecDeque<(String, String)>,
-    /// Cursors forgotten to keep `kept` within `CURSORS_MAX`.
-    forgotten: u64,
+    kept: std::collections::VecDeque<(u64, String, String)>,
 }
+
+/// The next cursor number, over the process (0 is never handed out).
+static NEXT_CURSOR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The keyvalue system, serving one store.
 #[derive(Debug, Clone, Default)]
@@ -257,12 +261,12 @@ fn resume(cursors: &Cursors, bucket: &str, cursor: Option<u64>) -> Result<Option
     let Some(cursor) = cursor else {
         return Ok(None);
     };
-    let kept = cursor.checked_sub(cursors.forgotten.saturating_add(1));
-    let index = kept.and_then(|kept| usize::try_from(kept).ok());
-    let found = index.and_then(|index| cursors.kept.get(index));
-    let after = found.filter(|(of, _)| of == bucket).map(|(_, after)| after);
-    let after = after.ok_or_else(|| Error::Other(format!("cursor {cursor} is not known")))?;
-    Ok(Some(after.clone()))
+    let mut kept = cursors.kept.iter();
+    let found = kept.find(|(number, of, _)| *number == cursor && of == bucket);
+    let after = found.map(|(_, _, after)| after.clone());
+    after
+        .map(Some)
+        .ok_or_else(|| Error::Other(format!("cursor {cursor} is not known")))
 }
 
 /// One page of `bucket`'s keys, after the store key `after`; its last store key, when more
@@ -286,11 +290,10 @@ async fn list(
 fn remember(cursors: &mut Cursors, bucket: &str, last: String) -> u64 {
     if cursors.kept.len() >= CURSORS_MAX {
         cursors.kept.pop_front();
-        cursors.forgotten = cursors.forgotten.saturating_add(1);
     }
-    cursors.kept.push_back((bucket.to_owned(), last));
-    let kept = u64::try_from(cursors.kept.len()).unwrap_or(u64::MAX);
-    cursors.forgotten.saturating_add(kept)
+    let number = NEXT_CURSOR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cursors.kept.push_back((number, bucket.to_owned(), last));
+    number
 }
 
 /// `increment`'s change: the value as a decimal number (absent: 0) plus `delta`.
@@ -554,14 +557,20 @@ mod tests {
             cursor = Some(remember(&mut cursors, "b", last));
         }
         assert_eq!(seen, keys);
+        let never = u64::MAX;
         assert_eq!(
-            resume(&cursors, "b", Some(99)),
-            Err(Error::Other("cursor 99 is not known".to_owned()))
+            resume(&cursors, "b", Some(never)),
+            Err(Error::Other(format!("cursor {never} is not known")))
         );
+        let last = cursor.unwrap_or_default();
         assert_eq!(
             resume(&cursors, "other", cursor),
-            Err(Error::Other("cursor 2 is not known".to_owned())),
+            Err(Error::Other(format!("cursor {last} is not known"))),
             "a cursor goes with the bucket it was handed out for"
+        );
+        assert!(
+            resume(&Cursors::default(), "b", cursor).is_err(),
+            "another replica's cursors do not know it"
         );
     }
 

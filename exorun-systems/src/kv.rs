@@ -291,7 +291,6 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `operation`, failed `Unavailable` past `OPERATION_TIMEOUT`.
 /// The `limit` smallest keys offered, kept in a heap of at most `limit` while a backend walks
 /// its keys: a page costs memory in proportion to the page, not to the store.
 struct FirstKeys {
@@ -323,6 +322,7 @@ impl FirstKeys {
     }
 }
 
+/// `operation`, failed `Unavailable` past `OPERATION_TIMEOUT`.
 #[cfg(any(feature = "durable", feature = "jetstream"))]
 pub(crate) async fn bounded<T>(
     store: &str,

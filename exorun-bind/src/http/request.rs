@@ -176,7 +176,7 @@ fn body_error(
 pub(super) async fn handle(
     route: &Route,
     request: hyper::Request<Bounded>,
-    (scheme, request_timeout): (Scheme, Duration),
+    (scheme, request_timeout, closed): (Scheme, Duration, tokio::sync::watch::Receiver<bool>),
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> hyper::Response<HyperOutgoingBody> {
     let lease = match route.handle.lease(0).await {
@@ -212,10 +212,13 @@ pub(super) async fn handle(
                 Ok(vec![Val::Resource(request), Val::Resource(out)])
             };
         let called = lease.call_made(&export, make, &mut []);
-        let called = match tokio::time::timeout(deadline, called).await {
-            Ok(called) => called.map_err(|error| format!("failed: {error}")),
-            // The call is dropped mid-way: the replica is restarted before its next call.
-            Err(_) => Err(format!("ran past the request deadline of {deadline:?}")),
+        // Past the deadline, or once the server has stopped, the call is dropped mid-way:
+        // its lease fails the replica, which is restarted for the next call.
+        let called = until_closed(tokio::time::timeout(deadline, called), closed).await;
+        let called = match called {
+            Some(Ok(called)) => called.map_err(|error| format!("failed: {error}")),
+            Some(Err(_)) => Err(format!("ran past the request deadline of {deadline:?}")),
+            None => Err("was cut: the server stopped".to_owned()),
         };
         drop(slot);
         let _ = ended.send(called.is_ok());
@@ -241,6 +244,17 @@ pub(super) async fn handle(
         Ok(Ok(response)) => response.map(|body| Finishing::new(body, outcome).boxed_unsync()),
         Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
         Err(_) => failed(&route.name, task.await),
+    }
+}
+
+/// `work`'s output, or `None` once `closed` turns true (or its server is gone).
+async fn until_closed<F: Future>(
+    work: F,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> Option<F::Output> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = closed.wait_for(|closed| *closed) => None,
     }
 }
 

@@ -59,6 +59,12 @@ impl Bucket {
             };
             let made = jetstream.get_or_create_stream(stream).await;
             let made = made.map_err(|error| open_error(&error))?;
+            // A bucket made elsewhere may be one deletes cannot work on: a mirror (written
+            // under another bucket's subjects) or a stream that denies purges.
+            let config = &made.cached_info().config;
+            if config.mirror.is_some() || config.deny_purge {
+                return Err(open_error(&"a mirror, or a stream that denies purges"));
+            }
             let bucket = jetstream.get_key_value(name).await;
             Ok((bucket.map_err(|error| open_error(&error))?, made))
         })
@@ -138,6 +144,9 @@ impl Bucket {
         let nats_key = escape(key);
         let entry = self.bucket.entry(nats_key.clone()).await;
         let entry = entry.map_err(|error| self.unavailable(&error))?;
+        // The revision the write expects: the key's last message (a value, or a marker an
+        // older delete left), or 0 when it has none.
+        let revision = entry.as_ref().map_or(0, |entry| entry.revision);
         let live = entry.filter(|entry| entry.operation == kv::Operation::Put);
         let current = match &live {
             Some(entry) => Some(
@@ -148,20 +157,13 @@ impl Bucket {
         };
         let value = change(current.as_deref())?;
         let bytes = bytes::Bytes::from(value.clone());
-        let Some(entry) = live else {
-            if self.entries().await? >= entries_max {
-                return Err(Error::Full { entries_max });
-            }
-            let created = self.bucket.create(&nats_key, bytes).await;
-            return match created {
-                Ok(_) => Ok(Ok(value)),
-                Err(lost) if lost.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    Ok(Err(lost.to_string()))
-                }
-                Err(error) => Err(self.unavailable(&error)),
-            };
-        };
-        let updated = self.bucket.update(&nats_key, bytes, entry.revision).await;
+        if live.is_none() && self.entries().await? >= entries_max {
+            return Err(Error::Full { entries_max });
+        }
+        // Never the client's `create`: after any failed write it reads the key again and
+        // reports a value there (possibly its own, when only the acknowledgement was lost) as
+        // a conflict, which would add the change twice.
+        let updated = self.bucket.update(&nats_key, bytes, revision).await;
         match updated {
             Ok(_) => Ok(Ok(value)),
             Err(lost) if lost.kind() == kv::UpdateErrorKind::WrongLastRevision => {

@@ -1,6 +1,7 @@
 //! The memory backend: a concurrent map, as long as the process. Its entries are counted
 //! apart from the map, a new key taking its place in the count while it holds the key's
-//! entry, so writers at once never take the store past its bound.
+//! entry, so writers at once never take the store past its bound. (A delete uncounts its key
+//! just after removing it: for that instant a new key at the bound is refused `Full`.)
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
