@@ -79,6 +79,8 @@ pub struct Endpoint {
     runtime: std::sync::OnceLock<Arc<Runtime>>,
     budget: std::sync::OnceLock<exorun_transport::budget::Budget>,
     ready: AtomicBool,
+    /// Whether the runtime is stopping (`/readyz` says so).
+    stopping: AtomicBool,
 }
 
 impl Endpoint {
@@ -114,6 +116,7 @@ impl Endpoint {
             runtime: std::sync::OnceLock::new(),
             budget: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
         tokio::spawn(serve(listener, Arc::clone(&endpoint)));
         Ok(endpoint)
@@ -138,6 +141,7 @@ impl Endpoint {
     /// From now on `/readyz` answers 503 again: the runtime is stopping (a load balancer takes
     /// it out while it drains).
     pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.ready.store(false, Ordering::Release);
     }
 
@@ -178,6 +182,9 @@ impl Endpoint {
             "/healthz" => text(StatusCode::OK, "alive\n".to_owned()),
             "/readyz" if self.ready.load(Ordering::Acquire) => {
                 text(StatusCode::OK, "ready\n".to_owned())
+            }
+            "/readyz" if self.stopping.load(Ordering::Acquire) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned())
             }
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
             _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),

@@ -381,3 +381,53 @@ export = true
     drop(server);
     drop(held);
 }
+
+/// `/readyz` asked until it is not 200 (at most 10 s): its last answer.
+fn readyz_once_not_ready(metrics: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = get(metrics, "/readyz");
+        if answer.0 != 200 || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// `/readyz` turns 503 `stopping` at the stop signal, while a call in flight (a spin of about
+/// 3 s of fuel) holds the drain, so a load balancer takes the runtime out before it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_stopping_while_the_runtime_drains() {
+    let busy = manifest(
+        "metrics-draining",
+        r#"
+[apps]
+misbehave = "{fixtures}/misbehave.wasm"
+[instances.busy]
+app = "misbehave"
+export = true
+limits = { fuel_per_call = 6000000000 }
+"#,
+    );
+    let (server, address, metrics, _) = serve_with_metrics(&busy, "tcp://127.0.0.1:0");
+    let max = transport::MESSAGE_BYTES_MAX;
+    let connection = net::connect(&Address::parse(&address).unwrap(), max)
+        .await
+        .unwrap();
+    let client = Client::new(connection, client::Config::default());
+    let spin = tokio::spawn(async move { misbehave(&client, "spin", &[]).await });
+    let in_flight = r#"exorun_calls_in_flight{export="busy"}"#;
+    let seen = metrics.clone();
+    tokio::task::spawn_blocking(move || scrape_until(&seen, in_flight, 1.0))
+        .await
+        .unwrap();
+    assert_eq!(get(&metrics, "/readyz"), (200, "ready\n".to_owned()));
+    server.signal("-INT");
+    let seen = metrics.clone();
+    let answered = tokio::task::spawn_blocking(move || readyz_once_not_ready(&seen));
+    assert_eq!(answered.await.unwrap(), (503, "stopping\n".to_owned()));
+    let spun = spin.await.unwrap();
+    assert!(spun.is_err(), "the spin ran out of fuel: {spun:?}");
+    let (output, _) = server.exit_within(common::WAIT);
+    assert!(output.status.success(), "{}", common::text(&output.stderr));
+}
