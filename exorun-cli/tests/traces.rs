@@ -363,3 +363,64 @@ routes = { "/" = "hello" }
     assert_eq!(attribute(span, "http.response.status_code"), "200");
     assert_eq!(attribute(span, "exorun.outcome"), "ok");
 }
+
+/// A call frame whose trace context is all zeros (invalid in W3C trace context, refused by
+/// collectors) is served as the root of a trace of its own: the exported span has a trace id
+/// that is not zeros and no parent.
+#[test]
+fn a_call_with_zero_trace_ids_is_served_as_a_new_root() {
+    use exorun_transport::address::Address;
+    use exorun_transport::client;
+    use exorun_transport::net;
+    use neorpc::frame;
+    let receiver = Receiver::start();
+    let provider = manifest("otlp-zero-ids", common::PROVIDER);
+    let args = [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--otlp",
+        receiver.address.as_str(),
+    ];
+    let (child, lines) = common::spawn_serve(&provider, &args, "warn");
+    let shown = lines.next_line("the address").unwrap();
+    let address = shown
+        .strip_prefix("exorun: listening on ")
+        .unwrap()
+        .to_owned();
+    let server = Server::from_child(child, &address);
+    lines.next_line("serving").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let max = exorun_transport::transport::MESSAGE_BYTES_MAX;
+        let connection = net::connect(&Address::parse(&address).unwrap(), max)
+            .await
+            .unwrap();
+        let client = client::Client::new(connection, client::Config::default());
+        let vals = [
+            wasmtime::component::Val::U32(1),
+            wasmtime::component::Val::U32(2),
+        ];
+        let slab = neorpc::codec::encode(&vals).unwrap();
+        let mut writer = frame::CallWriter::new("math", "exorun:test/math#add").unwrap();
+        writer.args().append_raw(&slab).unwrap();
+        let zeros = frame::TraceContext {
+            trace_id: [0; 16],
+            parent_id: [0; 8],
+            flags: 1,
+        };
+        let call = writer.finish_traced(&[], None, Some(&zeros)).unwrap();
+        client.call(call).await.unwrap();
+    });
+    let (status, log) = server.interrupt();
+    assert!(status.success(), "{log}");
+    let spans = receiver.spans();
+    let [(_, span)] = &spans[..] else {
+        panic!("one span: {spans:#?}");
+    };
+    assert_eq!(span.name, "served call");
+    assert_ne!(hex(&span.trace_id), "0".repeat(32));
+    assert!(span.parent_span_id.is_empty(), "{span:?}");
+}
