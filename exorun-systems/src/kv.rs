@@ -291,29 +291,47 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The `limit` smallest keys offered, kept in a heap of at most `limit` while a backend walks
-/// its keys: a page costs memory in proportion to the page, not to the store.
-struct FirstKeys {
+/// A page of a listing: the `limit` smallest keys offered that start with `prefix` and come
+/// after `after`, kept in a heap of at most `limit` while a backend walks its keys (a page
+/// costs memory in proportion to the page, not to the store).
+struct FirstKeys<'a> {
     heap: std::collections::BinaryHeap<String>,
+    prefix: &'a str,
+    after: Option<&'a str>,
     limit: usize,
 }
 
-impl FirstKeys {
-    fn new(limit: usize) -> Self {
+impl<'a> FirstKeys<'a> {
+    fn new(prefix: &'a str, after: Option<&'a str>, limit: usize) -> Self {
         let heap = std::collections::BinaryHeap::with_capacity(limit.saturating_add(1));
-        Self { heap, limit }
+        Self {
+            heap,
+            prefix,
+            after,
+            limit,
+        }
     }
 
-    fn offer(&mut self, key: String) {
+    /// Whether `key` belongs on the page at all (its prefix, and after the cursor).
+    fn wants(&self, key: &str) -> bool {
+        key.starts_with(self.prefix) && self.after.is_none_or(|after| key > after)
+    }
+
+    /// Keeps `key` (copied only then) if it belongs on the page and is among the smallest so
+    /// far.
+    fn offer(&mut self, key: &str) {
+        if !self.wants(key) {
+            return;
+        }
         if self.heap.len() < self.limit {
-            self.heap.push(key);
+            self.heap.push(key.to_owned());
             return;
         }
         let Some(mut largest) = self.heap.peek_mut() else {
             return;
         };
-        if key < *largest {
-            *largest = key;
+        if key < largest.as_str() {
+            *largest = key.to_owned();
         }
     }
 

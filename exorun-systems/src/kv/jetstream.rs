@@ -117,17 +117,14 @@ impl Bucket {
     ) -> Result<Vec<String>, Error> {
         let listed = self.bucket.keys().await;
         let mut listed = listed.map_err(|error| self.unavailable(&error))?;
-        let mut keys = super::FirstKeys::new(limit);
+        let mut keys = super::FirstKeys::new(prefix, after, limit);
         while let Some(key) = futures_util::StreamExt::next(&mut listed).await {
             let nats_key = key.map_err(|error| self.unavailable(&error))?;
             // A NATS key that `escape` cannot have made (with a `.`, say) is left out.
             let Some(key) = unescape(&nats_key).filter(|key| escape(key) == nats_key) else {
                 continue;
             };
-            let later = after.is_none_or(|after| key.as_str() > after);
-            if key.starts_with(prefix) && later {
-                keys.offer(key);
-            }
+            keys.offer(&key);
         }
         Ok(keys.sorted())
     }

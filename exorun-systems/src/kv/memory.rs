@@ -74,12 +74,9 @@ impl Backend for Memory {
         after: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, Error>> {
-        let later = |key: &str| after.is_none_or(|after| key > after);
-        let mut keys = super::FirstKeys::new(limit);
+        let mut keys = super::FirstKeys::new(prefix, after, limit);
         for entry in &self.entries {
-            if entry.key().starts_with(prefix) && later(entry.key()) {
-                keys.offer(entry.key().clone());
-            }
+            keys.offer(entry.key());
         }
         Box::pin(std::future::ready(Ok(keys.sorted())))
     }
