@@ -105,13 +105,7 @@ export = true
     );
     let (server, address, metrics, serving) = serve_with_metrics(&provider, "tcp://127.0.0.1:0");
     assert_eq!(serving, "exorun: serving math");
-    let connection = net::connect(
-        &Address::parse(&address).unwrap(),
-        transport::MESSAGE_BYTES_MAX,
-    )
-    .await
-    .unwrap();
-    let client = Client::new(connection, client::Config::default());
+    let client = common::client_of(&address).await;
     for _ in 0..3 {
         add(&client, "math", 1, 2).await.unwrap();
     }
@@ -275,11 +269,7 @@ limits = { fuel_per_call = 6000000000, calls_waiting_max = 1 }
 "#,
     );
     let (server, address, metrics, _) = serve_with_metrics(&busy, "tcp://127.0.0.1:0");
-    let max = transport::MESSAGE_BYTES_MAX;
-    let connection = net::connect(&Address::parse(&address).unwrap(), max)
-        .await
-        .unwrap();
-    let client = std::sync::Arc::new(Client::new(connection, client::Config::default()));
+    let client = std::sync::Arc::new(common::client_of(&address).await);
     let spinner = std::sync::Arc::clone(&client);
     let spin = tokio::spawn(async move { misbehave(&spinner, "spin", &[]).await });
     let in_flight = r#"exorun_calls_in_flight{export="busy"}"#;
@@ -360,13 +350,7 @@ export = true
     let more = ["--otlp", collector.as_str()];
     let (server, address, metrics, _) =
         serve_with_metrics_and(&provider, "tcp://127.0.0.1:0", &more);
-    let connection = net::connect(
-        &Address::parse(&address).unwrap(),
-        transport::MESSAGE_BYTES_MAX,
-    )
-    .await
-    .unwrap();
-    let client = std::sync::Arc::new(Client::new(connection, client::Config::default()));
+    let client = std::sync::Arc::new(common::client_of(&address).await);
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..8 {
         callers.spawn(calls(std::sync::Arc::clone(&client), CALLS / 8));
@@ -410,11 +394,7 @@ limits = { fuel_per_call = 6000000000 }
 "#,
     );
     let (server, address, metrics, _) = serve_with_metrics(&busy, "tcp://127.0.0.1:0");
-    let max = transport::MESSAGE_BYTES_MAX;
-    let connection = net::connect(&Address::parse(&address).unwrap(), max)
-        .await
-        .unwrap();
-    let client = Client::new(connection, client::Config::default());
+    let client = common::client_of(&address).await;
     let spin = tokio::spawn(async move { misbehave(&client, "spin", &[]).await });
     let in_flight = r#"exorun_calls_in_flight{export="busy"}"#;
     let seen = metrics.clone();

@@ -369,9 +369,6 @@ routes = { "/" = "hello" }
 /// that is not zeros and no parent.
 #[test]
 fn a_call_with_zero_trace_ids_is_served_as_a_new_root() {
-    use exorun_transport::address::Address;
-    use exorun_transport::client;
-    use exorun_transport::net;
     use neorpc::frame;
     let receiver = Receiver::start();
     let provider = manifest("otlp-zero-ids", common::PROVIDER);
@@ -394,11 +391,7 @@ fn a_call_with_zero_trace_ids_is_served_as_a_new_root() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let max = exorun_transport::transport::MESSAGE_BYTES_MAX;
-        let connection = net::connect(&Address::parse(&address).unwrap(), max)
-            .await
-            .unwrap();
-        let client = client::Client::new(connection, client::Config::default());
+        let client = common::client_of(&address).await;
         let vals = [
             wasmtime::component::Val::U32(1),
             wasmtime::component::Val::U32(2),

@@ -272,3 +272,13 @@ impl Drop for Reaper {
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
     }
 }
+
+/// A neorpc client of a plaintext `address` (`tcp://…`, `unix://…`), with the default client
+/// settings.
+pub async fn client_of(address: &str) -> exorun_transport::client::Client {
+    use exorun_transport::client;
+    let parsed = exorun_transport::address::Address::parse(address).unwrap();
+    let max = exorun_transport::transport::MESSAGE_BYTES_MAX;
+    let connection = exorun_transport::net::connect(&parsed, max).await.unwrap();
+    client::Client::new(connection, client::Config::default())
+}
