@@ -183,7 +183,7 @@ pub fn manifest(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let path = Path::new("/nonexistent/fuzz/manifest.toml");
     let peers = std::collections::BTreeMap::new();
-    if let Ok(manifest) = exorun_cli::manifest::parse(path, &text, &peers) {
+    if let Ok(manifest) = exorun_host::manifest::parse(path, &text, &peers) {
         for (key, problem) in &manifest.problems {
             assert!(!key.is_empty(), "a problem without a key: {problem}");
             assert!(!problem.to_string().is_empty());

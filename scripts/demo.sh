@@ -79,7 +79,7 @@ ADDRESS="$(serving server "$SERVER_PID")"
 cat "$WORK/server.out"
 
 say "running: exorun run examples/composition.toml --peer provider=$ADDRESS"
-RUST_LOG="${RUST_LOG:-exorun::guest=info,exorun_bind::remote=debug}" \
+RUST_LOG="${RUST_LOG:-exorun::guest=info,exorun_bind::link::remote=debug}" \
     "$EXORUN" run examples/composition.toml --peer "provider=$ADDRESS" | tee "$WORK/run.out"
 
 say "one line of the server's metrics (GET /metrics)"

@@ -19,12 +19,12 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use exorun_bind::builder::InstanceBuilder;
-use exorun_bind::exports::Allow;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Allow;
+use exorun_bind::serve::Exports;
 use exorun_cap::Capability;
 use exorun_cap::Link;
 use exorun_cap::Right;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system::SystemComponent;
 use exorun_systems::config::Config;
 use exorun_systems::wasi::Wasi;
@@ -110,7 +110,7 @@ async fn tally(client: &Client, target: &str, capability: Option<&Bytes>) {
         .expect("args");
     let presented = capability.map(|bytes| &bytes[..]);
     let frame = writer.finish_presenting(&[], presented).expect("frame");
-    client.call(frame).await.expect("call");
+    client.call(frame).await.expect("call").expect("a reply");
 }
 
 /// ns per call, one at a time; `capabilities` cycles (one: warm).

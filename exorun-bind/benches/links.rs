@@ -16,10 +16,10 @@ use std::time::Instant;
 
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_core::context::ExorunCtx;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_testkit::fixtures;
@@ -46,9 +46,9 @@ impl SystemComponent for NativeMath {
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
         let mut math = linker
             .instance(MATH)
-            .map_err(|error| system::define_error(MATH, &error))?;
+            .map_err(|error| system::define_error(MATH, error))?;
         math.func_wrap("add", |_, (a, b): (u32, u32)| Ok((a.wrapping_add(b),)))
-            .map_err(|error| system::define_error(MATH, &error))
+            .map_err(|error| system::define_error(MATH, error))
     }
 
     fn configure(&self, _: &mut exorun_core::context::ContextBuilder) -> Result<(), system::Error> {
@@ -190,7 +190,7 @@ async fn run() -> Vec<(&'static str, f64)> {
         measure!(REMOTE_CALLS, {
             let frame = neorpc::frame::encode_call("math", "exorun:test/math#add", &slab, &[])
                 .expect("frame");
-            client.call(frame).await.expect("call")
+            client.call(frame).await.expect("call").expect("a reply")
         }),
     ));
     let remote = Linkable::Remote {

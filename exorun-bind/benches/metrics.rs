@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use exorun_bind::builder::InstanceBuilder;
-use exorun_bind::exports::Exports;
-use exorun_core::registry::Runtime;
+use exorun_bind::serve::Exports;
+use exorun_core::runtime::Runtime;
 use exorun_testkit::fixtures;
 use exorun_transport::address::Address;
 use exorun_transport::client;
@@ -56,7 +56,8 @@ async fn tally(client: &Client) {
     client
         .call(writer.finish(&[]).expect("frame"))
         .await
-        .expect("call");
+        .expect("call")
+        .expect("a reply");
 }
 
 /// ns per call, one at a time.

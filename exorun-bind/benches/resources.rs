@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_testkit::fixtures;
 use exorun_transport::client;
 use exorun_transport::client::Client;

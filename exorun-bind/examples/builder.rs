@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_testkit::fixtures;

@@ -19,8 +19,8 @@ use exorun_core::context::ExorunCtx;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger;
 use exorun_core::limits::Limits;
-use exorun_core::registry;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::supervision::Configure;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
@@ -29,8 +29,8 @@ use exorun_core::system::SystemComponent;
 use exorun_transport::client::Channel;
 use wasmtime::component::Linker;
 
-use crate::binder;
-use crate::standins::Kinds;
+use crate::link;
+use crate::link::Kinds;
 
 /// Why an instance was not built.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +50,11 @@ pub enum Error {
         app: String,
 
         /// The underlying error.
-        source: Box<binder::Error>,
+        source: Box<link::Error>,
     },
     /// The registry refused (unknown app, name taken, instantiation failed).
     #[error(transparent)]
-    Registry(#[from] registry::Error),
+    Registry(#[from] runtime::Error),
 }
 
 /// One problem with the links as they stand, found before anything is linked or run.
@@ -180,7 +180,7 @@ impl Checked {
         // Staged once now so a system that cannot configure is named here, with its cause,
         // rather than as a failed instantiation.
         configure(&mut ContextBuilder::new())
-            .map_err(|error| link_error(binder::Error::System(error)))?;
+            .map_err(|error| link_error(link::Error::System(error)))?;
         let runtime = &builder.runtime;
         let prepared = runtime.prepare(builder.app.id, &linker)?;
         let spec = Spec {
@@ -404,7 +404,7 @@ impl InstanceBuilder {
 
     /// Systems first (each installed once; returned in order, to configure every new context),
     /// then local and remote links.
-    fn linker(&self) -> Result<(Linker<ExorunCtx>, Systems), binder::Error> {
+    fn linker(&self) -> Result<(Linker<ExorunCtx>, Systems), link::Error> {
         let mut linker = Linker::new(self.runtime.engine());
         linker.allow_shadowing(true);
         let mut systems: Systems = Vec::new();
@@ -418,11 +418,11 @@ impl InstanceBuilder {
             {
                 continue;
             }
-            binder::link_system(&mut linker, system.as_ref())?;
+            link::link_system(&mut linker, system.as_ref())?;
             systems.push(Arc::clone(system));
         }
         let ledger = Arc::clone(&self.app.ledger);
-        let importer = binder::Importer {
+        let importer = link::Importer {
             kinds: Arc::new(self.kinds()),
             ledger: Arc::clone(&ledger),
         };
@@ -434,14 +434,14 @@ impl InstanceBuilder {
             match linkable {
                 Linkable::System(_) => {}
                 Linkable::Local(target) => {
-                    binder::link_local(&mut linker, &importer, import, target)?;
+                    link::link_local(&mut linker, &importer, import, target)?;
                 }
                 Linkable::Named { app, name } => {
                     let runtime = &self.runtime;
-                    binder::link_named(&mut linker, &importer, import, runtime, *app, name)?;
+                    link::link_named(&mut linker, &importer, import, runtime, *app, name)?;
                 }
                 Linkable::Remote { channel, target } => {
-                    binder::link_remote(&mut linker, &importer, import, channel, target)?;
+                    link::link_remote(&mut linker, &importer, import, channel, target)?;
                 }
             }
         }

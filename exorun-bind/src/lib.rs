@@ -4,28 +4,25 @@
 //!
 //! - `builder`: `InstanceBuilder`, which checks every link (the ledger for contracts, listing
 //!   every problem at once) before it links, instantiates and registers anything.
-//! - `binder`: the three kinds of link the builder defines: system, local (by handle or by
-//!   name) and remote; `forward` makes each imported function a host function that forwards.
-//! - `remote`: remote links over a shared `client::Channel`, and the conversion of call chains
-//!   between exorun-core and the wire.
-//! - `standins`: the handles an importer holds across links (host resources standing for the
-//!   owner's), swapped on the way to and from each call; `handles`: the ids a serving runtime
-//!   hands each connection for its resources.
-//! - `exports`: `Exports`, the dispatcher that lets remote callers reach the instances
-//!   explicitly exported (exorun-transport's `server::Server` accepts connections and answers
-//!   lattices for it), and how an instance's failure reaches a remote caller.
-//! - `guard`: how a guarded export asks its guard instance (`exorun:auth/guard`) about each
-//!   call, failing closed, and the grants kept per connection.
-//! - `http` (feature `http`): serving `wasi:http/incoming-handler` instances over HTTP/1.1
-//!   and TLS, routed by path prefix, bounded like the neorpc listener.
+//! - `link`: the import side, each import linked to a system, a local instance (by handle or by
+//!   name) or a remote one; `link::remote` is the one way to call another runtime with
+//!   component values, and `link::standins` the handles an importer holds across links.
+//! - `serve`: the export side, `Exports`, the dispatcher that lets remote callers reach the
+//!   instances explicitly exported (exorun-transport's `server::Server` accepts connections and
+//!   answers lattices for it), how an instance's failure reaches a remote caller, the ids a
+//!   serving runtime hands each connection for its resources, and `serve::guard`, how a guarded
+//!   export asks its guard about each call.
+//!
+//! Between them, one wrapper observes every call made and served (metrics, a debug line, the
+//! trace span), and the call chain and trace context cross between the stacks in one place.
 
-pub mod binder;
 pub mod builder;
-pub mod exports;
-mod forward;
-pub mod guard;
-pub mod handles;
-#[cfg(feature = "http")]
-pub mod http;
-pub mod remote;
-pub mod standins;
+pub mod link;
+mod observe;
+pub mod serve;
+mod wire;
+
+pub use builder::InstanceBuilder;
+pub use builder::Linkable;
+pub use serve::Allow;
+pub use serve::Exports;

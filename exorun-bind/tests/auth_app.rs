@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use common::build;
 use exorun_bind::builder::Linkable;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system::SystemComponent;
 use exorun_systems::config::Config;
 use exorun_systems::wasi::Wasi;

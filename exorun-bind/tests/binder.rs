@@ -9,14 +9,14 @@ use std::sync::Arc;
 use common::MATH;
 use common::add;
 use common::build;
-use exorun_bind::binder;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
+use exorun_bind::link;
 use exorun_core::app::AppId;
 use exorun_core::instance;
-use exorun_core::registry;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_systems::wasi::Access;
@@ -71,7 +71,7 @@ async fn a_named_link_to_an_unknown_app_is_an_unknown_provider() {
     assert!(
         matches!(
             builder,
-            Err(builder::Error::Registry(registry::Error::NotFound { .. }))
+            Err(builder::Error::Registry(runtime::Error::NotFound { .. }))
         ),
         "an unknown app"
     );
@@ -92,10 +92,11 @@ async fn a_system_that_cannot_configure_fails_the_link_with_its_cause() {
         panic!("{error:?}")
     };
     assert_eq!(app, "fs-reader");
-    let binder::Error::System(system::Error::Configure { system, message }) = &**source else {
+    let link::Error::System(system::Error::Configure { system, source }) = &**source else {
         panic!("{source:?}")
     };
     assert_eq!(system, "wasi");
+    let message = source.to_string();
     assert!(
         message.contains(&missing.display().to_string()),
         "{message}"
@@ -118,7 +119,7 @@ async fn a_local_target_removed_after_the_check_fails_the_link() {
     assert!(
         matches!(
             **source,
-            binder::Error::Target(instance::Error::NotFound { .. })
+            link::Error::Target(instance::Error::NotFound { .. })
         ),
         "{source:?}"
     );

@@ -13,10 +13,10 @@ use std::sync::OnceLock;
 use common::build;
 use common::memory_peer;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::ledger::Interface;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_transport::client::Client;
 use neorpc::codec;
 use proptest::prelude::*;
@@ -199,6 +199,7 @@ async fn raw(world: &World, function: &str, args: &[Val], types: &[Type]) -> Vec
     let method = format!("{VALUES}#{function}");
     let reply = common::call_slab(&world.client, "values", &method, &slab)
         .await
+        .unwrap()
         .unwrap();
     codec::decode(&reply, types, &codec::Limits::default()).unwrap()
 }

@@ -15,11 +15,11 @@ use common::memory_peer;
 use common::run;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::limits::Limits;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system;
 use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
@@ -55,13 +55,13 @@ async fn misbehave_host(names: &[&str]) -> Arc<Exports> {
     exports
 }
 
-async fn call(client: &Client, target: &str, method: &str, args: &[Val]) -> client::Error {
+/// The failure a call to `target` ends in.
+async fn call(client: &Client, target: &str, method: &str, args: &[Val]) -> Failure {
     let slab = codec::encode(args).unwrap();
-    call_slab(client, target, method, &slab).await.unwrap_err()
-}
-
-fn remote(failure: Failure) -> client::Error {
-    client::Error::Remote(failure)
+    call_slab(client, target, method, &slab)
+        .await
+        .unwrap()
+        .unwrap_err()
 }
 
 #[tokio::test]
@@ -69,7 +69,7 @@ async fn trap_fuel_and_memory_arrive_as_their_reasons() {
     let exports = misbehave_host(&["trap", "spin", "hog"]).await;
     let client = memory_peer(&exports);
     let trapped = call(&client, "trap", &format!("{MISBEHAVE}#trap"), &[]).await;
-    let client::Error::Remote(Failure::AppTrapped { message }) = &trapped else {
+    let Failure::AppTrapped { message } = &trapped else {
         panic!("{trapped:?}")
     };
     assert!(message.contains("unreachable"), "{message}");
@@ -77,10 +77,10 @@ async fn trap_fuel_and_memory_arrive_as_their_reasons() {
     assert!(!message.contains("trapped"), "{message}");
     assert_eq!(
         call(&client, "spin", &format!("{MISBEHAVE}#spin"), &[]).await,
-        remote(Failure::OutOfFuel)
+        Failure::OutOfFuel
     );
     let hog = call(&client, "hog", &format!("{MISBEHAVE}#hog"), &[]).await;
-    let client::Error::Remote(Failure::OutOfMemory { message }) = &hog else {
+    let Failure::OutOfMemory { message } = &hog else {
         panic!("{hog:?}")
     };
     assert!(
@@ -93,7 +93,7 @@ async fn trap_fuel_and_memory_arrive_as_their_reasons() {
     let mut results = [Val::U32(0)];
     let types = [wasmtime::component::Type::U32];
     codec::decode_into(
-        &again.unwrap(),
+        &again.unwrap().unwrap(),
         &types,
         &mut results,
         &codec::Limits::default(),
@@ -109,9 +109,9 @@ async fn unknown_targets_methods_and_bad_arguments_are_named() {
     let echo = format!("{MISBEHAVE}#echo");
     assert_eq!(
         call(&client, "nobody", &echo, &[Val::U32(1)]).await,
-        remote(Failure::InstanceNotFound {
+        Failure::InstanceNotFound {
             instance: "nobody".into()
-        })
+        }
     );
     for method in [
         format!("{MISBEHAVE}#nope"),
@@ -120,32 +120,36 @@ async fn unknown_targets_methods_and_bad_arguments_are_named() {
     ] {
         assert_eq!(
             call(&client, "m", &method, &[]).await,
-            remote(Failure::MethodNotFound { method })
+            Failure::MethodNotFound { method }
         );
     }
     assert_eq!(
         call(&client, "m", &echo, &[]).await,
-        remote(Failure::BadArgumentCount {
+        Failure::BadArgumentCount {
             expected: 1,
             found: 0
-        })
+        }
     );
     assert_eq!(
         call(&client, "m", &echo, &[Val::String("one".into())]).await,
-        remote(Failure::BadArgumentType {
+        Failure::BadArgumentType {
             index: 0,
             message: "type mismatch: expected u32, found string".into()
-        })
+        }
     );
     let garbage = call_slab(&client, "m", &echo, &[0xff, 0x00])
         .await
+        .unwrap()
         .unwrap_err();
-    let client::Error::Remote(Failure::ProtocolViolation { .. }) = garbage else {
+    let Failure::ProtocolViolation { .. } = garbage else {
         panic!("{garbage:?}")
     };
     let mut results = [Val::U32(0)];
     let slab = codec::encode(&[Val::U32(41)]).unwrap();
-    let reply = call_slab(&client, "m", &echo, &slab).await.unwrap();
+    let reply = call_slab(&client, "m", &echo, &slab)
+        .await
+        .unwrap()
+        .unwrap();
     let types = [wasmtime::component::Type::U32];
     codec::decode_into(&reply, &types, &mut results, &codec::Limits::default()).unwrap();
     assert_eq!(
@@ -168,7 +172,7 @@ impl SystemComponent for RefusingMath {
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
         let mut math = linker
             .instance(MATH)
-            .map_err(|error| system::define_error(MATH, &error))?;
+            .map_err(|error| system::define_error(MATH, error))?;
         let refuse = |_: wasmtime::StoreContextMut<'_, ExorunCtx>, _: (u32, u32)| {
             Err::<(u32,), _>(wasmtime::Error::new(Rejection {
                 code: NO_ADDING,
@@ -176,7 +180,7 @@ impl SystemComponent for RefusingMath {
             }))
         };
         math.func_wrap("add", refuse)
-            .map_err(|error| system::define_error(MATH, &error))
+            .map_err(|error| system::define_error(MATH, error))
     }
 
     fn configure(&self, _: &mut ContextBuilder) -> Result<(), system::Error> {
@@ -303,9 +307,9 @@ async fn a_named_link_with_nothing_to_call_reaches_a_remote_caller_as_not_found(
     let runnable = "exorun:test/runnable#run";
     assert_eq!(
         call(&client, "calc", runnable, &[]).await,
-        remote(Failure::InstanceNotFound {
+        Failure::InstanceNotFound {
             instance: "absent".into()
-        })
+        }
     );
 }
 
@@ -332,10 +336,10 @@ async fn a_relay_whose_remote_import_is_down_answers_internal_with_the_cause() {
     .await;
     assert_eq!(
         failed,
-        remote(Failure::Internal {
+        Failure::Internal {
             message: "remote call exorun:test/math#add on `math`: the connection ended before the \
                       server read the call"
                 .into()
-        })
+        }
     );
 }

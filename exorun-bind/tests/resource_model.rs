@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 
 use common::build;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use proptest::prelude::*;
 use wasmtime::component::Val;
 

@@ -16,12 +16,12 @@ use common::build;
 use exorun_bind::builder;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
-use exorun_bind::handles;
-use exorun_bind::standins;
+use exorun_bind::link::standins;
+use exorun_bind::serve;
+use exorun_bind::serve::Exports;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::supervision::Replicas;
 use exorun_transport::address::Address;
 use exorun_transport::client;
@@ -353,7 +353,8 @@ fn gone(error: &instance::Error) -> Option<String> {
     let instance::Error::Raised(raised) = root else {
         return None;
     };
-    let Some(Failure::ResourceGone { resource }) = exorun_bind::remote::failure_of(raised) else {
+    let Some(Failure::ResourceGone { resource }) = exorun_bind::link::remote::failure_of(raised)
+    else {
         return None;
     };
     Some(resource.clone())
@@ -421,7 +422,7 @@ impl Channel for NoSessions {
         &self,
         frame: frame::OutboundCall,
         timeout: std::time::Duration,
-    ) -> exorun_transport::transport::BoxFuture<'_, Result<bytes::Bytes, client::Error>> {
+    ) -> exorun_transport::transport::BoxFuture<'_, Result<client::Reply, client::Error>> {
         Channel::call_within(self.0.as_ref(), frame, timeout)
     }
 
@@ -533,11 +534,13 @@ async fn counters_host() -> (InstanceHandle, Arc<Exports>) {
 }
 
 /// A raw call on `counters`: its results decoded against the function's own types, handles
-/// as their ids, or the client's error.
-async fn raw(client: &Client, function: &str, args: &[Val]) -> Result<Vec<Val>, client::Error> {
+/// as their ids, or the failure the server answered with (a call that gets no reply fails the
+/// test).
+async fn raw(client: &Client, function: &str, args: &[Val]) -> Result<Vec<Val>, Failure> {
     let slab = codec::encode(args).unwrap();
     let method = format!("{COUNTERS}#{function}");
-    let reply = common::call_slab(client, "counters", &method, &slab).await?;
+    let reply = common::call_slab(client, "counters", &method, &slab).await;
+    let reply = reply.expect("a reply")?;
     let limits = codec::Limits::default().with_handles();
     Ok(codec::decode(&reply, &result_types(function), &limits).unwrap())
 }
@@ -563,14 +566,14 @@ async fn make(client: &Client, start: u32) -> u64 {
     id
 }
 
-async fn next(client: &Client, id: u64) -> Result<Vec<Val>, client::Error> {
+async fn next(client: &Client, id: u64) -> Result<Vec<Val>, Failure> {
     raw(client, "[method]counter.next", &[Val::U64(id)]).await
 }
 
-fn remote_gone(resource: &str) -> client::Error {
-    client::Error::Remote(Failure::ResourceGone {
+fn remote_gone(resource: &str) -> Failure {
+    Failure::ResourceGone {
         resource: resource.into(),
-    })
+    }
 }
 
 #[tokio::test]
@@ -590,11 +593,11 @@ async fn a_forged_or_foreign_handle_id_is_answered_precisely_and_reaches_nothing
     let borrowed = raw(&mine, "peek", &[Val::U64(7)]).await;
     assert_eq!(borrowed, Err(remote_gone("counter")));
     // A release of an id not held, and a second release, are answered the same way.
-    assert_eq!(mine.release(id ^ 1).await, Err(remote_gone("resource")));
+    assert_eq!(mine.release(id ^ 1).await, Ok(Err(remote_gone("resource"))));
     assert_eq!(live(&provider).await, 2, "nothing reached the provider");
-    assert_eq!(mine.release(id).await, Ok(()));
+    assert_eq!(mine.release(id).await, Ok(Ok(())));
     assert_eq!(live(&provider).await, 1, "released before the reply");
-    assert_eq!(mine.release(id).await, Err(remote_gone("resource")));
+    assert_eq!(mine.release(id).await, Ok(Err(remote_gone("resource"))));
     assert_eq!(next(&mine, id).await, Err(remote_gone("counter")));
     assert_eq!(exports.handles_held(), 1);
     // A borrow lends for one call: the caller keeps its handle.
@@ -653,7 +656,7 @@ async fn a_connection_that_ends_drops_its_handles_and_a_new_one_cannot_name_them
 async fn past_the_handle_bounds_a_call_is_overloaded_and_nothing_leaks() {
     let (provider, exports) = counters_host().await;
     let client = common::memory_peer(&exports);
-    let max = handles::HANDLES_PER_CONNECTION_MAX;
+    let max = serve::HANDLES_PER_CONNECTION_MAX;
     let starts = vec![Val::U32(1); max];
     let made = raw(&client, "make-many", &[Val::List(starts)]).await;
     let Ok(made) = made else { panic!("{made:?}") };
@@ -662,14 +665,14 @@ async fn past_the_handle_bounds_a_call_is_overloaded_and_nothing_leaks() {
     };
     assert_eq!(ids.len(), max);
     let over = raw(&client, "make", &[Val::U32(1)]).await;
-    assert_eq!(over, Err(client::Error::Remote(Failure::Overloaded)));
+    assert_eq!(over, Err(Failure::Overloaded));
     let over_pair = raw(
         &client,
         "maybe",
         &[Val::Option(Some(Box::new(Val::U32(1))))],
     )
     .await;
-    assert_eq!(over_pair, Err(client::Error::Remote(Failure::Overloaded)));
+    assert_eq!(over_pair, Err(Failure::Overloaded));
     assert_eq!(
         live(&provider).await,
         u32::try_from(max).unwrap(),
@@ -677,7 +680,7 @@ async fn past_the_handle_bounds_a_call_is_overloaded_and_nothing_leaks() {
     );
     // One released makes room for one.
     let Val::U64(first) = ids[0] else { panic!() };
-    client.release(first).await.unwrap();
+    client.release(first).await.unwrap().unwrap();
     make(&client, 3).await;
     assert_eq!(exports.handles_held(), max);
 }

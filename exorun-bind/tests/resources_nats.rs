@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use common::build;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
-use exorun_bind::standins;
+use exorun_bind::link::standins;
+use exorun_bind::serve::Exports;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_transport::handler;
 use exorun_transport::nats;
 use neorpc::failure::Failure;
@@ -131,7 +131,7 @@ fn gone(error: &instance::Error) -> bool {
         return matches!(error.root_cause(), instance::Error::ResourceGone { .. });
     };
     matches!(
-        exorun_bind::remote::failure_of(raised),
+        exorun_bind::link::remote::failure_of(raised),
         Some(Failure::ResourceGone { resource }) if resource == "counter"
     )
 }

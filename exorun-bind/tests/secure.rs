@@ -14,12 +14,12 @@ use std::sync::Arc;
 use common::MATH;
 use common::build;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Allow;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Allow;
+use exorun_bind::serve::Exports;
+use exorun_core::call;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
-use exorun_core::principal;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system;
 use exorun_core::system::Rejection;
 use exorun_core::system::SystemComponent;
@@ -51,10 +51,10 @@ impl SystemComponent for Gatekeeper {
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
         let mut math = linker
             .instance(MATH)
-            .map_err(|error| system::define_error(MATH, &error))?;
+            .map_err(|error| system::define_error(MATH, error))?;
         let allowed = self.allowed.clone();
         math.func_wrap("add", move |_, (a, b): (u32, u32)| {
-            let who = principal::current();
+            let who = call::principal();
             if who.as_deref() == Some(allowed.as_str()) {
                 return Ok((a.wrapping_add(b),));
             }
@@ -66,7 +66,7 @@ impl SystemComponent for Gatekeeper {
                 ),
             }))
         })
-        .map_err(|error| system::define_error(MATH, &error))
+        .map_err(|error| system::define_error(MATH, error))
     }
 
     fn configure(&self, _: &mut ContextBuilder) -> Result<(), system::Error> {
@@ -102,7 +102,7 @@ async fn add_on(
     me: &Arc<NodeKey>,
     server: PublicKey,
     target: &str,
-) -> Result<u32, client::Error> {
+) -> Result<u32, Failure> {
     let secure = Secure {
         key: Arc::clone(me),
         pin: server,
@@ -113,7 +113,7 @@ async fn add_on(
     let client = Client::new(connection, client::Config::default());
     let slab = neorpc::codec::encode(&[Val::U32(40), Val::U32(2)]).unwrap();
     let frame = neorpc::frame::encode_call(target, "exorun:test/math#add", &slab, &[]).unwrap();
-    let reply = client.call(frame).await?;
+    let reply = client.call(frame).await.expect("a reply")?;
     let results =
         neorpc::codec::decode(&reply, &[Type::U32], &neorpc::codec::Limits::default()).unwrap();
     let [Val::U32(sum)] = results[..] else {
@@ -145,9 +145,9 @@ async fn an_export_answers_only_the_keys_it_allows() {
     let denied = add_on(&address, &stranger, server, "math").await;
     let missing = add_on(&address, &stranger, server, "nothing-here").await;
     let not_found = |instance: &str| {
-        Err(client::Error::Remote(Failure::InstanceNotFound {
+        Err(Failure::InstanceNotFound {
             instance: instance.into(),
-        }))
+        })
     };
     assert_eq!(denied, not_found("math"));
     assert_eq!(missing, not_found("nothing-here"));
@@ -163,11 +163,11 @@ async fn an_allow_list_without_the_interface_denies_it() {
     let denied = add_on(&address, &friend, server_key.public(), "math").await;
     assert_eq!(
         denied,
-        Err(client::Error::Remote(Failure::PermissionDenied {
+        Err(Failure::PermissionDenied {
             instance: "math".into(),
             interface: MATH.into(),
             reason: String::new(),
-        }))
+        })
     );
 }
 
@@ -183,10 +183,10 @@ async fn a_host_function_on_the_call_path_sees_the_callers_key() {
     let rejected = add_on(&address, &stranger, server, "relay").await;
     assert_eq!(
         rejected,
-        Err(client::Error::Remote(Failure::DomainSpecific {
+        Err(Failure::DomainSpecific {
             code: 403,
             message: format!("{} may not add", stranger.public()),
-        }))
+        })
     );
 }
 

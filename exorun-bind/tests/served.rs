@@ -16,15 +16,14 @@ use common::memory_peer;
 use common::socket_server;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::limits::Limits;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_transport::address::Address;
-use exorun_transport::client;
 use exorun_transport::net;
 use exorun_transport::peer;
 use exorun_transport::transport;
@@ -49,7 +48,7 @@ impl SystemComponent for HeldMath {
         let (arrived, release) = (Arc::clone(&self.arrived), Arc::clone(&self.release));
         let mut math = linker
             .instance(MATH)
-            .map_err(|error| system::define_error(MATH, &error))?;
+            .map_err(|error| system::define_error(MATH, error))?;
         let held = math.func_new_async("add", move |_store, _ty, _params, results| {
             let (arrived, release) = (Arc::clone(&arrived), Arc::clone(&release));
             Box::new(async move {
@@ -60,7 +59,7 @@ impl SystemComponent for HeldMath {
                 Ok(())
             })
         });
-        held.map_err(|error| system::define_error(MATH, &error))
+        held.map_err(|error| system::define_error(MATH, error))
     }
 
     fn configure(&self, _: &mut ContextBuilder) -> Result<(), system::Error> {
@@ -118,10 +117,7 @@ async fn pipelined_large_calls_to_a_busy_instance_are_refused_within_the_byte_bo
     let mut most_held = 0;
     while overloaded < 32 - 3 {
         let outcome = pipelined.join_next().await.unwrap().unwrap();
-        assert_eq!(
-            outcome.unwrap_err(),
-            client::Error::Remote(Failure::Overloaded)
-        );
+        assert_eq!(outcome.unwrap().unwrap_err(), Failure::Overloaded);
         overloaded += 1;
         let (calls, bytes) = relay.waiting();
         most_held = most_held.max(bytes);
@@ -132,14 +128,14 @@ async fn pipelined_large_calls_to_a_busy_instance_are_refused_within_the_byte_bo
     }
     assert!(most_held > 0 && most_held <= 4 * MIB, "{most_held}");
     release.notify_waiters();
-    assert!(held.await.unwrap().is_ok());
+    assert!(matches!(held.await.unwrap(), Ok(Ok(_))));
     // The three that waited ran, and their slabs did not fit `add`.
     while let Some(outcome) = pipelined.join_next().await {
-        let refused = outcome.unwrap().unwrap_err();
-        let client::Error::Remote(Failure::BadArgumentCount {
+        let refused = outcome.unwrap().unwrap().unwrap_err();
+        let Failure::BadArgumentCount {
             expected: 2,
             found: 1,
-        }) = refused
+        } = refused
         else {
             panic!("{refused:?}")
         };
@@ -175,8 +171,9 @@ async fn a_relay_whose_remote_import_failed_answers_once_its_peer_is_up() {
     let method = "exorun:test/math#add";
     let down = call_slab(&caller, "relay", method, &slab)
         .await
+        .unwrap()
         .unwrap_err();
-    let client::Error::Remote(Failure::Internal { message }) = &down else {
+    let Failure::Internal { message } = &down else {
         panic!("{down:?}")
     };
     assert!(
@@ -191,7 +188,10 @@ async fn a_relay_whose_remote_import_failed_answers_once_its_peer_is_up() {
     let provider = math_host().await;
     let (bound, _stop, _server) = socket_server(&provider, &address.to_string()).await;
     assert_eq!(bound, address);
-    let reply = call_slab(&caller, "relay", method, &slab).await.unwrap();
+    let reply = call_slab(&caller, "relay", method, &slab)
+        .await
+        .unwrap()
+        .unwrap();
     let mut results = [Val::U32(0)];
     let types = [wasmtime::component::Type::U32];
     codec::decode_into(&reply, &types, &mut results, &codec::Limits::default()).unwrap();
@@ -221,8 +221,9 @@ async fn a_reply_too_large_for_a_frame_is_answered_with_both_sizes() {
     let slab = codec::encode(&[Val::U32(bytes)]).unwrap();
     let refused = call_slab(&client, "spiller", "exorun:test/crunch#spill", &slab)
         .await
+        .unwrap()
         .unwrap_err();
-    let client::Error::Remote(Failure::ReplyTooLarge { reply_bytes, max }) = refused else {
+    let Failure::ReplyTooLarge { reply_bytes, max } = refused else {
         panic!("{refused:?}")
     };
     assert_eq!(max, neorpc::frame::FRAME_BYTES_MAX);
@@ -231,6 +232,7 @@ async fn a_reply_too_large_for_a_frame_is_answered_with_both_sizes() {
     let slab = codec::encode(&[Val::U32(1024)]).unwrap();
     let reply = call_slab(&client, "spiller", "exorun:test/crunch#spill", &slab)
         .await
+        .unwrap()
         .unwrap();
     // The result slab: a list holding one 1024-byte string.
     assert_eq!(reply.len(), 5 + 5 + 1024);

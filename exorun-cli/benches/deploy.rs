@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
-use exorun_cli::compose;
-use exorun_cli::manage;
+use exorun_host::manage;
 use exorun_testkit::fixtures;
 use exorun_transport::identity::NodeKey;
 use wasmtime::component::Val;
@@ -52,7 +51,7 @@ async fn run() -> Vec<[Duration; 3]> {
     let operator = NodeKey::generate().unwrap().public();
     let components = manage::components(None);
     let manifest = manage::managed(None, &operator, &components, &BTreeMap::new()).unwrap();
-    let composition = compose::build(manifest).await.unwrap();
+    let composition = exorun_host::Composition::start(manifest).await.unwrap();
     let manager = composition.manager;
     let bytes = std::fs::read(fixtures::path("math-provider").unwrap()).unwrap();
     let mut rounds = Vec::new();

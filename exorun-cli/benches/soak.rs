@@ -13,6 +13,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use exorun_bind::link::remote;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -62,10 +63,15 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The kind of a client error, without its details.
-fn reason(error: &client::Error) -> String {
+/// The kind of a call's failure, without its details.
+fn reason(error: &remote::Error) -> String {
+    let remote::Error::Channel(error) = error else {
+        let remote::Error::Failed(failure) = error else {
+            return format!("{error}");
+        };
+        return format!("Remote(tag {})", failure.tag());
+    };
     match error {
-        client::Error::Remote(failure) => format!("Remote(tag {})", failure.tag()),
         client::Error::Timeout { .. } => "Timeout".to_owned(),
         client::Error::PeerClosed => "PeerClosed".to_owned(),
         client::Error::Unresponsive { .. } => "Unresponsive".to_owned(),
@@ -77,10 +83,11 @@ fn reason(error: &client::Error) -> String {
     }
 }
 
-async fn add(peer: &Peer, n: u32) -> Result<Vec<Val>, client::Error> {
+async fn add(peer: &Peer, n: u32) -> Result<Vec<Val>, remote::Error> {
     let slab = neorpc::codec::encode(&[Val::U32(n), Val::U32(1)]).unwrap();
     let frame = neorpc::frame::encode_call("math", "exorun:test/math#add", &slab, &[]).unwrap();
-    let reply = peer.call(frame).await?;
+    let reply = peer.call(frame).await.map_err(remote::Error::Channel)?;
+    let reply = reply.map_err(remote::Error::Failed)?;
     Ok(neorpc::codec::decode(&reply, &[Type::U32], &neorpc::codec::Limits::default()).unwrap())
 }
 
@@ -163,7 +170,7 @@ async fn drive(peer: &Arc<Peer>, seconds: u64, rate: u64, tally: &Arc<Mutex<Tall
 
 impl Tally {
     /// Counts how call `n` ended.
-    fn record(&mut self, n: u32, result: Result<Vec<Val>, client::Error>, took: Duration) {
+    fn record(&mut self, n: u32, result: Result<Vec<Val>, remote::Error>, took: Duration) {
         let Ok(values) = result else {
             let reason = result.err().map(|error| reason(&error)).unwrap_or_default();
             *self.failed.entry(reason).or_default() += 1;

@@ -19,9 +19,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use exorun_bind::builder::InstanceBuilder;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
 use exorun_cli::otlp;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::trace;
 use exorun_testkit::fixtures;
 use exorun_transport::address::Address;
@@ -101,7 +101,11 @@ async fn serve() -> Address {
 async fn tally(client: &Client) {
     let mut writer = frame::CallWriter::new("crunch", METHOD).unwrap();
     neorpc::codec::encode_into(writer.args(), &[], &neorpc::codec::Limits::default()).unwrap();
-    client.call(writer.finish(&[]).unwrap()).await.unwrap();
+    client
+        .call(writer.finish(&[]).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// ns per call, one at a time.

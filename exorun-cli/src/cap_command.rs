@@ -1,9 +1,9 @@
-//! `exorun cap issue|delegate|show|revoke` (see `exorun_cli::capability`).
+//! `exorun cap issue|delegate|show|revoke` (see `exorun_host::capability`).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use exorun_cli::capability;
+use exorun_host::capability;
 use exorun_transport::identity;
 
 use crate::Failed;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use exorun_bind::http;
-use exorun_cli::compose::Composition;
-use exorun_cli::manifest::Manifest;
+use exorun_host::Composition;
+use exorun_host::manifest::Manifest;
+use exorun_http as http;
 
 use crate::Failed;
 use crate::parse_duration;

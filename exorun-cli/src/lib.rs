@@ -1,13 +1,9 @@
-//! The library half of the `exorun` command: the manifest format (`manifest`), building a
-//! running composition from a checked manifest (`compose`), and `--invoke` call text
-//! (`invoke`). The `exorun` binary is a thin command line over these; another tool can read
-//! and start the same manifests with them.
+//! The library half of the `exorun` command, what its binary and its tests share beyond
+//! `exorun-host` (manifests, compositions, managing): `--invoke` call text (`invoke`), the
+//! metrics endpoint (`prometheus`: `/metrics`, `/healthz`, `/readyz` on exorun-http's bounded
+//! server) and the OTLP span exporter (`otlp`). Argument parsing, output and process wiring
+//! live in the binary's modules (`main`, and one `*_command` module per command family).
 
-pub mod capability;
-pub mod compose;
 pub mod invoke;
-pub mod manage;
-pub mod manifest;
-pub mod meta;
-pub mod observe;
 pub mod otlp;
+pub mod prometheus;

@@ -16,19 +16,19 @@ use std::time::Duration;
 use clap::Parser;
 use clap::Subcommand;
 use exorun_core::ledger;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_transport::address::Address;
 use exorun_transport::budget;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
 use exorun_transport::server;
 
-use exorun_cli::compose;
 use exorun_cli::invoke;
 use exorun_cli::invoke::Invocation;
-use exorun_cli::manage;
-use exorun_cli::manifest;
 use exorun_cli::otlp;
+use exorun_host::compose;
+use exorun_host::manage;
+use exorun_host::manifest;
 
 mod cap_command;
 mod http_command;
@@ -499,10 +499,10 @@ async fn run(
     metrics: Option<&str>,
 ) -> Result<(), Failed> {
     let endpoint = match metrics {
-        Some(address) => Some(exorun_cli::observe::Endpoint::start(address).await?),
+        Some(address) => Some(exorun_cli::prometheus::Endpoint::start(address).await?),
         None => None,
     };
-    let composition = compose::build(manifest).await?;
+    let composition = exorun_host::Composition::start(manifest).await?;
     if let Some(endpoint) = &endpoint {
         endpoint.watch(&composition.runtime);
         endpoint.ready();

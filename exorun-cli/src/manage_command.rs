@@ -1,12 +1,12 @@
 //! `exorun serve --manage`'s arguments, and `exorun deploy`, `ps` and `stop`: calls to a
-//! runtime's meta export (see `exorun_cli::manage`).
+//! runtime's meta export (see `exorun_host::manage`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 
-use exorun_cli::manage;
-use exorun_cli::manifest;
+use exorun_host::manage;
+use exorun_host::manifest;
 use exorun_transport::identity;
 
 use crate::Failed;

@@ -12,8 +12,7 @@ use exorun_transport::net;
 use exorun_transport::server;
 use exorun_transport::server::Server;
 
-use exorun_cli::compose;
-use exorun_cli::manifest;
+use exorun_host::manifest;
 
 use crate::EXIT_FORCED;
 use crate::Failed;
@@ -175,10 +174,10 @@ pub(crate) async fn serve(
     listening.http.check(&manifest, listening.insecure)?;
     let routes = manifest.http_routes.clone();
     let endpoint = match metrics {
-        Some(address) => Some(exorun_cli::observe::Endpoint::start(address).await?),
+        Some(address) => Some(exorun_cli::prometheus::Endpoint::start(address).await?),
         None => None,
     };
-    let composition = compose::build(manifest).await?;
+    let composition = exorun_host::Composition::start(manifest).await?;
     if let Some(endpoint) = &endpoint {
         endpoint.watch(&composition.runtime);
         if let Some(budget) = &config.stream.budget {

@@ -11,6 +11,7 @@
 
 mod common;
 
+use exorun_bind::link::remote;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -136,17 +137,22 @@ impl Caller {
         args: &[Val],
         types: &[Type],
         capability: Option<&[u8]>,
-    ) -> Result<Vec<Val>, client::Error> {
+    ) -> Result<Vec<Val>, remote::Error> {
         let mut writer = frame::CallWriter::new(target, method).unwrap();
         let limits = codec::Limits::default();
         codec::encode_into(writer.args(), args, &limits).unwrap();
         let frame = writer.finish_presenting(&[], capability).unwrap();
-        let slab: Bytes = self.client.call(frame).await?;
+        let reply = self
+            .client
+            .call(frame)
+            .await
+            .map_err(remote::Error::Channel)?;
+        let slab: Bytes = reply.map_err(remote::Error::Failed)?;
         Ok(codec::decode(&slab, types, &limits).unwrap())
     }
 
     /// `crunch`'s `tally`, presenting `capability`.
-    async fn tally(&self, capability: Option<&[u8]>) -> Result<u32, client::Error> {
+    async fn tally(&self, capability: Option<&[u8]>) -> Result<u32, remote::Error> {
         let method = format!("{CRUNCH}#tally");
         let results = self
             .call("crunch", &method, &[], &[Type::U32], capability)
@@ -159,8 +165,8 @@ impl Caller {
 }
 
 /// The failure a guard's denial reaches a caller as.
-fn denied(export: &str, interface: &str, reason: &str) -> client::Error {
-    client::Error::Remote(Failure::PermissionDenied {
+fn denied(export: &str, interface: &str, reason: &str) -> remote::Error {
+    remote::Error::Failed(Failure::PermissionDenied {
         instance: export.to_owned(),
         interface: interface.to_owned(),
         reason: reason.to_owned(),
@@ -275,7 +281,7 @@ fn issue(world: &World, to: &PublicKey, rights: &[&str], name: &str) -> Vec<u8> 
 }
 
 /// `crunch#tally`'s refusal with `reason`.
-fn tally_denied(reason: &str) -> Result<u32, client::Error> {
+fn tally_denied(reason: &str) -> Result<u32, remote::Error> {
     Err(denied("crunch", CRUNCH, reason))
 }
 
@@ -503,14 +509,14 @@ async fn a_guard_that_traps_or_runs_out_of_fuel_denies_and_the_next_call_is_deci
         let [Val::U32(count)] = results[..] else {
             panic!("{results:?}")
         };
-        Ok::<u32, client::Error>(count)
+        Ok::<u32, remote::Error>(count)
     };
     assert_eq!(tally(b"ok").await, Ok(1));
     assert_eq!(
         tally(b"deny").await,
         Err(denied("tested", CRUNCH, "told to deny"))
     );
-    let Err(client::Error::Remote(Failure::PermissionDenied { reason, .. })) = tally(b"trap").await
+    let Err(remote::Error::Failed(Failure::PermissionDenied { reason, .. })) = tally(b"trap").await
     else {
         panic!("a trapping guard let the call through")
     };
@@ -521,7 +527,7 @@ async fn a_guard_that_traps_or_runs_out_of_fuel_denies_and_the_next_call_is_deci
     // The guard was restarted; the next question is answered (a new capability: the kept
     // grant for `ok` would not ask).
     assert_eq!(tally(b"ok again").await, Ok(2));
-    let Err(client::Error::Remote(Failure::PermissionDenied { reason, .. })) = tally(b"spin").await
+    let Err(remote::Error::Failed(Failure::PermissionDenied { reason, .. })) = tally(b"spin").await
     else {
         panic!("a spinning guard let the call through")
     };

@@ -205,8 +205,8 @@ limits = { fuel_per_call = 1500000000 }
     );
     let reply = tokio.block_on(call).unwrap();
     assert_eq!(
-        reply.unwrap_err(),
-        client::Error::Remote(Failure::OutOfFuel),
+        reply.unwrap().unwrap_err(),
+        Failure::OutOfFuel,
         "the call in flight finished and was answered"
     );
     let rest = stderr.rest();

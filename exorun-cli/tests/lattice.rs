@@ -10,6 +10,7 @@ mod common;
 #[path = "../../exorun-transport/tests/common/nats_server.rs"]
 mod nats_server;
 
+use exorun_bind::link::remote;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -84,7 +85,7 @@ fn get_env_results() -> Vec<Type> {
     static RESULTS: std::sync::OnceLock<Vec<Type>> = std::sync::OnceLock::new();
     RESULTS
         .get_or_init(|| {
-            let runtime = exorun_core::registry::Runtime::new().unwrap();
+            let runtime = exorun_core::runtime::Runtime::new().unwrap();
             let path = exorun_testkit::fixtures::path("fs-reader").unwrap();
             let app = runtime
                 .app(runtime.add_app_file("fs-reader", &path).unwrap())
@@ -96,12 +97,13 @@ fn get_env_results() -> Vec<Type> {
 }
 
 /// Which runtime answered one `who` call.
-async fn who(lattice: &Lattice) -> Result<String, client::Error> {
+async fn who(lattice: &Lattice) -> Result<String, remote::Error> {
     let slab = neorpc::codec::encode(&[Val::String("RUNTIME".into())]).unwrap();
     let frame =
         neorpc::frame::encode_call("who", "exorun:test/sandbox#get-env", &slab, &[]).unwrap();
-    let reply =
-        client::Channel::call_within(lattice, frame, client::Channel::timeout(lattice)).await?;
+    let reply = client::Channel::call_within(lattice, frame, client::Channel::timeout(lattice));
+    let reply = reply.await.map_err(remote::Error::Channel)?;
+    let reply = reply.map_err(remote::Error::Failed)?;
     let types = get_env_results();
     let values = neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap();
     let [Val::Option(Some(name))] = &values[..] else {
@@ -170,10 +172,15 @@ async fn calls(lattice: &Arc<Lattice>, calls: usize, progress: &Arc<Progress>) -
     Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
 }
 
-fn reason(error: &client::Error) -> String {
+fn reason(error: &remote::Error) -> String {
+    let remote::Error::Channel(error) = error else {
+        let remote::Error::Failed(failure) = error else {
+            return error.to_string();
+        };
+        return format!("remote: {failure}");
+    };
     match error {
         client::Error::Timeout { .. } => "timeout".to_owned(),
-        client::Error::Remote(failure) => format!("remote: {failure}"),
         client::Error::PeerClosed
         | client::Error::Unresponsive { .. }
         | client::Error::Unread(_)

@@ -367,9 +367,9 @@ links = { "exorun:test/math" = { remote = "tcp://127.0.0.1:1", target = "math", 
 
 #[test]
 fn a_deployed_instance_is_confined_to_what_its_deployer_was_granted() {
-    use exorun_cli::manifest::Known;
-    use exorun_cli::manifest::Link;
-    let base = exorun_cli::manifest::parse(
+    use exorun_host::manifest::Known;
+    use exorun_host::manifest::Link;
+    let base = exorun_host::manifest::parse(
         std::path::Path::new("m.toml"),
         "",
         &std::collections::BTreeMap::new(),
@@ -389,7 +389,7 @@ wasi = { stdio = "inherit", preopen = [{ host = "/", guest = "/", writable = tru
 links = { "a:b/c" = { local = "meta" }, "a:b/d" = { remote = "tcp://127.0.0.1:1", target = "t", capability = "/etc/x.cap" }, "wasi:*" = { system = "wasi" } }
 "#;
     let refused =
-        exorun_cli::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings);
+        exorun_host::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings);
     let problems: Vec<String> = refused
         .unwrap_err()
         .into_iter()
@@ -415,7 +415,7 @@ app = "x"
 links = { "a:b/c" = { local = "team-a" }, "a:b/k" = { system = "kv", store = "notes" } }
 "#;
     let instance =
-        exorun_cli::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings)
+        exorun_host::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings)
             .unwrap();
     let store = Link::Kv {
         store: "deployed/notes".to_owned(),

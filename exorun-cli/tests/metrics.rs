@@ -45,7 +45,12 @@ fn sample(metrics: &str, line: &str) -> Option<f64> {
     found.trim().parse().ok()
 }
 
-async fn add(client: &Client, target: &str, a: u32, b: u32) -> Result<bytes::Bytes, client::Error> {
+async fn add(
+    client: &Client,
+    target: &str,
+    a: u32,
+    b: u32,
+) -> Result<client::Reply, client::Error> {
     let slab = codec::encode(&[Val::U32(a), Val::U32(b)]).unwrap();
     let frame = neorpc::frame::encode_call(target, "exorun:test/math#add", &slab, &[]).unwrap();
     client.call(frame).await
@@ -107,15 +112,18 @@ export = true
     assert_eq!(serving, "exorun: serving math");
     let client = common::client_of(&address).await;
     for _ in 0..3 {
-        add(&client, "math", 1, 2).await.unwrap();
+        add(&client, "math", 1, 2).await.unwrap().unwrap();
     }
     // Overflow traps in misbehave's `add`; the replica is restarted for the next call.
-    assert!(add(&client, "math", u32::MAX, 2).await.is_err());
-    add(&client, "math", 1, 2).await.unwrap();
+    assert!(matches!(
+        add(&client, "math", u32::MAX, 2).await,
+        Ok(Err(_))
+    ));
+    add(&client, "math", 1, 2).await.unwrap().unwrap();
     // A flood of calls to names that do not exist: counted, never a label.
     for index in 0..200 {
         let refused = add(&client, &format!("ghost-{index}"), 1, 2).await;
-        assert!(refused.is_err());
+        assert!(matches!(refused, Ok(Err(_))), "{refused:?}");
     }
     let (head, _) = get_whole(&metrics, "/metrics");
     let kind = "content-type: text/plain; version=0.0.4; charset=utf-8";
@@ -209,7 +217,8 @@ export = { guard = "wild" }
         codec::encode_into(writer.args(), &[], &codec::Limits::default()).unwrap();
         let frame = writer.finish_presenting(&[], Some(capability)).unwrap();
         let answered = client.call(frame).await;
-        assert_eq!(answered.is_ok(), capability == b"ok", "{answered:?}");
+        let ok = matches!(answered, Ok(Ok(_)));
+        assert_eq!(ok, capability == b"ok", "{answered:?}");
     }
     let (_, text) = get(&metrics, "/metrics");
     let served = r#"exorun_calls_served_total{export="crunch",interface="exorun:test/crunch",function="tally","#;
@@ -231,7 +240,7 @@ async fn misbehave(
     client: &Client,
     function: &str,
     args: &[Val],
-) -> Result<bytes::Bytes, client::Error> {
+) -> Result<client::Reply, client::Error> {
     let slab = codec::encode(args).unwrap();
     let method = format!("exorun:test/misbehave#{function}");
     let frame = neorpc::frame::encode_call("busy", &method, &slab, &[]).unwrap();
@@ -286,15 +295,15 @@ limits = { fuel_per_call = 6000000000, calls_waiting_max = 1 }
         .unwrap();
     for _ in 0..2 {
         let refused = misbehave(&client, "echo", &[Val::U32(8)]).await;
-        let Err(client::Error::Remote(neorpc::failure::Failure::Overloaded)) = refused else {
+        let Ok(Err(neorpc::failure::Failure::Overloaded)) = refused else {
             panic!("not overloaded: {refused:?}");
         };
     }
     let spun = spin.await.unwrap();
-    let Err(client::Error::Remote(neorpc::failure::Failure::OutOfFuel)) = spun else {
+    let Ok(Err(neorpc::failure::Failure::OutOfFuel)) = spun else {
         panic!("the spin did not run out of fuel: {spun:?}");
     };
-    waiting.await.unwrap().unwrap();
+    waiting.await.unwrap().unwrap().unwrap();
     let (_, text) = get(&metrics, "/metrics");
     let echo = r#"exorun_calls_served_total{export="busy",interface="exorun:test/misbehave",function="echo","#;
     assert_eq!(
@@ -319,7 +328,7 @@ limits = { fuel_per_call = 6000000000, calls_waiting_max = 1 }
 /// `count` calls of `math.add`, one after another.
 async fn calls(client: std::sync::Arc<Client>, count: usize) {
     for _ in 0..count {
-        add(&client, "math", 1, 2).await.unwrap();
+        add(&client, "math", 1, 2).await.unwrap().unwrap();
     }
 }
 
@@ -407,7 +416,10 @@ limits = { fuel_per_call = 6000000000 }
     let answered = tokio::task::spawn_blocking(move || readyz_once_not_ready(&seen));
     assert_eq!(answered.await.unwrap(), (503, "stopping\n".to_owned()));
     let spun = spin.await.unwrap();
-    assert!(spun.is_err(), "the spin ran out of fuel: {spun:?}");
+    assert!(
+        matches!(spun, Ok(Err(_))),
+        "the spin ran out of fuel: {spun:?}"
+    );
     let (output, _) = server.exit_within(common::WAIT);
     assert!(output.status.success(), "{}", common::text(&output.stderr));
 }

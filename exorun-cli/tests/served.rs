@@ -5,6 +5,7 @@
 
 mod common;
 
+use exorun_bind::link::remote;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -25,11 +26,12 @@ async fn misbehave(
     client: &Client,
     function: &str,
     args: &[Val],
-) -> Result<Vec<Val>, client::Error> {
+) -> Result<Vec<Val>, remote::Error> {
     let slab = neorpc::codec::encode(args).unwrap();
     let method = format!("exorun:test/misbehave#{function}");
     let frame = neorpc::frame::encode_call("math", &method, &slab, &[]).unwrap();
-    let reply = client.call(frame).await?;
+    let reply = client.call(frame).await.map_err(remote::Error::Channel)?;
+    let reply = reply.map_err(remote::Error::Failed)?;
     let types: Vec<Type> = if function == "echo" {
         vec![Type::U32]
     } else {
@@ -63,7 +65,7 @@ fn a_served_instance_that_trapped_answers_the_next_call_from_a_fresh_instance() 
             .unwrap();
         let client = Client::new(connection, client::Config::default());
         let trapped = misbehave(&client, "trap", &[]).await.unwrap_err();
-        let client::Error::Remote(Failure::AppTrapped { message }) = &trapped else {
+        let remote::Error::Failed(Failure::AppTrapped { message }) = &trapped else {
             panic!("{trapped:?}")
         };
         assert!(message.contains("unreachable"), "{message}");
@@ -160,7 +162,7 @@ fn add_through(
     tokio: &tokio::runtime::Runtime,
     address: &str,
     target: &str,
-) -> Result<Vec<Val>, client::Error> {
+) -> Result<Vec<Val>, remote::Error> {
     tokio.block_on(async {
         let address = Address::parse(address).unwrap();
         let connection = net::connect(&address, transport::MESSAGE_BYTES_MAX)
@@ -169,7 +171,8 @@ fn add_through(
         let client = Client::new(connection, client::Config::default());
         let slab = neorpc::codec::encode(&[Val::U32(40), Val::U32(2)]).unwrap();
         let frame = neorpc::frame::encode_call(target, "exorun:test/math#add", &slab, &[]).unwrap();
-        let reply = client.call(frame).await?;
+        let reply = client.call(frame).await.map_err(remote::Error::Channel)?;
+        let reply = reply.map_err(remote::Error::Failed)?;
         let types = [Type::U32];
         Ok(neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap())
     })

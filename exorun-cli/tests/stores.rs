@@ -47,13 +47,16 @@ async fn put(client: &Client, key: &str, value: &str) -> Result<(), client::Erro
     let slab =
         neorpc::codec::encode(&[Val::String(key.into()), Val::String(value.into())]).unwrap();
     let frame = neorpc::frame::encode_call("notes", "exorun:test/notes#put", &slab, &[]).unwrap();
-    client.call(frame).await.map(drop)
+    let reply = client.call(frame).await?;
+    reply
+        .map(drop)
+        .map_err(|failure| panic!("put failed: {failure}"))
 }
 
 async fn get(client: &Client, key: &str) -> Result<Option<String>, client::Error> {
     let slab = neorpc::codec::encode(&[Val::String(key.into())]).unwrap();
     let frame = neorpc::frame::encode_call("notes", "exorun:test/notes#get", &slab, &[]).unwrap();
-    let reply = client.call(frame).await?;
+    let reply = client.call(frame).await?.expect("get answers");
     let types = [option_of_string()];
     let values = neorpc::codec::decode(&reply, &types, &neorpc::codec::Limits::default()).unwrap();
     let [Val::Option(note)] = &values[..] else {

@@ -74,7 +74,7 @@ fn a_call_through_a_relay_is_one_trace_with_its_parent_chain() {
     let listen = ["--listen", "tcp://127.0.0.1:0"];
     let (provider, relay, caller) = three("traces", &listen, "exorun_bind=debug");
     let called = common::exorun()
-        .env("RUST_LOG", "exorun_bind::remote=debug")
+        .env("RUST_LOG", "exorun_bind::link::remote=debug")
         .args(["run", caller.to_str().unwrap()])
         .output()
         .unwrap();
@@ -405,7 +405,7 @@ fn a_call_with_zero_trace_ids_is_served_as_a_new_root() {
             flags: 1,
         };
         let call = writer.finish_traced(&[], None, Some(&zeros)).unwrap();
-        client.call(call).await.unwrap();
+        client.call(call).await.unwrap().unwrap();
     });
     let (status, log) = server.interrupt();
     assert!(status.success(), "{log}");

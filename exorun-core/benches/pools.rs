@@ -12,7 +12,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Spec;
 use exorun_testkit::fixtures;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::limits::Limits;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use exorun_testkit::fixtures;
@@ -38,7 +38,7 @@ impl SystemComponent for PrivateKv {
     }
 
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
-        let define = |error: wasmtime::Error| system::define_error(KV, &error);
+        let define = |error: wasmtime::Error| system::define_error(KV, error);
         let mut kv = linker.instance(KV).map_err(define)?;
         kv.func_wrap("get", get).map_err(define)?;
         kv.func_wrap("set", set).map_err(define)

@@ -5,10 +5,11 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// wasmtime refused the configuration.
-    #[error("engine configuration refused: {message}")]
+    #[error("engine configuration refused: {source}")]
     Config {
-        /// What happened, in words.
-        message: String,
+        /// What wasmtime said.
+        #[source]
+        source: exorun_common::Cause,
     },
 }
 
@@ -18,6 +19,6 @@ pub fn new() -> Result<wasmtime::Engine, Error> {
     config.wasm_component_model(true);
     config.consume_fuel(true);
     wasmtime::Engine::new(&config).map_err(|error| Error::Config {
-        message: error.to_string(),
+        source: exorun_common::Cause::new(error),
     })
 }

@@ -36,12 +36,11 @@ use wasmtime::component::Val;
 
 use crate::app::App;
 use crate::app::Export;
-use crate::chain;
+use crate::call;
 use crate::context::ContextBuilder;
 use crate::context::ExorunCtx;
 use crate::ledger::Ledger;
 use crate::limits;
-use crate::principal;
 use crate::supervision::Replicas;
 use crate::supervision::Restart;
 use crate::supervision::Spec;
@@ -469,7 +468,7 @@ impl InstanceHandle {
     /// server's argument slab), counted against `bytes_waiting_max`; decode the arguments once
     /// the lease is had.
     pub async fn lease(&self, bytes: u64) -> Result<Lease, Error> {
-        if chain::contains(self.hop()) {
+        if call::contains(self.hop()) {
             return Err(Error::Reentrant {
                 instance: self.id(),
             });
@@ -495,7 +494,7 @@ impl InstanceHandle {
         let gone = || Error::ResourceGone {
             resource: resource.to_owned(),
         };
-        if chain::contains(self.hop()) {
+        if call::contains(self.hop()) {
             return Err(Error::Reentrant {
                 instance: self.id(),
             });
@@ -509,7 +508,7 @@ impl InstanceHandle {
         let lock_wait = self.inner.limits.lock_wait;
         let locked = tokio::time::timeout(lock_wait, Arc::clone(slot).lock_owned()).await;
         let Ok(mut slot) = locked else {
-            let waited_ms = u64::try_from(lock_wait.as_millis()).unwrap_or(u64::MAX);
+            let waited_ms = exorun_common::millis(lock_wait);
             let instance = self.id();
             return Err(Error::Busy {
                 instance,
@@ -537,7 +536,7 @@ impl InstanceHandle {
         let lock_wait = self.inner.limits.lock_wait;
         let acquired = tokio::time::timeout(lock_wait, Arc::clone(permits).acquire_owned()).await;
         let Ok(acquired) = acquired else {
-            let waited_ms = u64::try_from(lock_wait.as_millis()).unwrap_or(u64::MAX);
+            let waited_ms = exorun_common::millis(lock_wait);
             let instance = self.id();
             return Err(Error::Busy {
                 instance,
@@ -611,12 +610,12 @@ impl InstanceHandle {
         let now = Instant::now();
         // The back-off holds back the party whose calls failed the replica; anyone else's call
         // restarts it now rather than fail with another caller's fault.
-        let offender = principal::party() == slot.offender;
+        let offender = call::party() == slot.offender;
         if now < *retry_at && offender {
             let retry_in = retry_at.saturating_duration_since(now);
             return Err(Error::BackingOff {
                 instance: inner.id,
-                retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                retry_in_ms: exorun_common::millis(retry_in),
                 cause: Box::new(cause.clone()),
             });
         }
@@ -651,8 +650,8 @@ impl InstanceHandle {
     }
 
     /// This instance as a hop of a call chain.
-    fn hop(&self) -> chain::Hop {
-        chain::Hop {
+    fn hop(&self) -> call::Hop {
+        call::Hop {
             runtime: self.inner.runtime,
             instance: self.inner.id.0,
         }
@@ -748,7 +747,7 @@ impl Lease {
             }
             Held::Replica(slot) => slot,
         };
-        slot.party = principal::party();
+        slot.party = call::party();
         // A lease starts on a running replica (`ready_slot`, `lease_on`); an earlier call on the
         // same lease that failed it leaves it failed.
         let running = match &mut slot.state {
@@ -804,7 +803,7 @@ type MakeNone = fn(StoreContextMut<'_, ExorunCtx>) -> wasmtime::Result<Vec<Val>>
 async fn run<F>(
     running: &mut Running,
     inner: &Inner,
-    hop: chain::Hop,
+    hop: call::Hop,
     export: &Export,
     params: Params<'_, F>,
     results: &mut [Val],
@@ -832,7 +831,5 @@ where
         }
     };
     let call = func.call_async(&mut *store, params, results);
-    chain::within(chain::extended(hop), call)
-        .await
-        .map_err(classify)
+    call::nested(hop, call).await.map_err(classify)
 }

@@ -8,7 +8,7 @@
 //! the same type, so the ledger names each by the interface that declares it), and they may
 //! cross links: a link carries each handle (see exorun-bind). Futures and streams cannot reach
 //! a link: this runtime's engine is built without wasmtime's component-model-async support, so
-//! a component that uses them is refused when it is loaded (`registry::Error::InvalidComponent`
+//! a component that uses them is refused when it is loaded (`runtime::Error::InvalidComponent`
 //! saying so). No interface is special-cased: `wasi:*` is checked like any other.
 
 use std::collections::BTreeMap;

@@ -13,21 +13,23 @@ use crate::context::ExorunCtx;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The linker refused a definition (a duplicate, or a malformed name).
-    #[error("cannot define {interface}: {message}")]
+    #[error("cannot define {interface}: {source}")]
     Define {
         /// The interface, fully qualified (e.g. `exorun:test/math`).
         interface: String,
-        /// What happened, in words.
-        message: String,
+        /// What wasmtime said.
+        #[source]
+        source: exorun_common::Cause,
     },
     /// A system could not stage a store's context (a preopened directory that cannot be
     /// opened, say).
-    #[error("{system}: {message}")]
+    #[error("{system}: {source}")]
     Configure {
         /// The system, by the interfaces it provides or its name.
         system: String,
-        /// What happened, in words.
-        message: String,
+        /// What went wrong.
+        #[source]
+        source: exorun_common::Cause,
     },
 }
 
@@ -61,10 +63,10 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// Wraps a linker error for `interface` as a `system::Error`.
-pub fn define_error(interface: &str, error: &wasmtime::Error) -> Error {
+/// Wraps a linker error for `interface` as a `system::Error`, kept as its source.
+pub fn define_error(interface: &str, error: wasmtime::Error) -> Error {
     Error::Define {
         interface: interface.to_owned(),
-        message: error.to_string(),
+        source: exorun_common::Cause::new(error),
     }
 }

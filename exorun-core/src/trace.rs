@@ -1,8 +1,7 @@
-//! The trace the current call belongs to: W3C trace context (a trace id and the current span's
-//! id), carried in a task-local the way the call chain is. A serving runtime enters it for each
-//! call it received with one (its own span a child of the caller's); a remote link writes it
-//! into the calls it makes, starting a trace when there is none; host functions (guest logs)
-//! read it. Spans are `tracing` lines that name their ids and, when an embedder installs an
+//! Traces: W3C trace context (a trace id and the current span's id), which the current call
+//! carries in its context (`call::Context::span`). A serving runtime enters it for each call it
+//! received with one (its own span a child of the caller's); a remote link writes it into the
+//! calls it makes, starting a trace when there is none; host functions (guest logs) read it. Spans are `tracing` lines that name their ids and, when an embedder installs an
 //! [`Exporter`] (the `exorun` command's `--otlp`), finished spans handed to it; without one
 //! nothing is built. Roots are sampled at the ratio [`set_sampling`] sets (every one by
 //! default); a child keeps its parent's decision, so a trace is exported whole or not at all.
@@ -13,10 +12,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::SystemTime;
-
-tokio::task_local! {
-    static SPAN: Span;
-}
 
 /// One span of a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,16 +96,6 @@ impl std::fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
     }
-}
-
-/// The span of the current call, if it belongs to a trace.
-pub fn current() -> Option<Span> {
-    SPAN.try_with(|span| *span).ok()
-}
-
-/// Runs `work` as span `span`: every remote call it makes is that span's child.
-pub async fn within<F: Future>(span: Span, work: F) -> F::Output {
-    SPAN.scope(span, work).await
 }
 
 /// Roots whose draw is at most this are sampled (`u64::MAX`: all of them).

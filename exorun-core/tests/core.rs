@@ -18,8 +18,8 @@ use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
-use exorun_core::registry;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime;
+use exorun_core::runtime::Runtime;
 use exorun_testkit::fixtures;
 use wasmtime::component::Linker;
 use wasmtime::component::Val;
@@ -46,7 +46,7 @@ async fn start(
     app: exorun_core::app::AppId,
     linker: &Linker<ExorunCtx>,
     name: Option<&str>,
-) -> Result<InstanceHandle, registry::Error> {
+) -> Result<InstanceHandle, runtime::Error> {
     let prepared = runtime.prepare(app, linker)?;
     runtime
         .instantiate_prepared(&prepared, ContextBuilder::new(), Limits::default(), name)
@@ -308,7 +308,7 @@ async fn missing_export_and_removed_instance_are_specific() {
     );
     assert!(matches!(
         runtime.instance(handle.id()),
-        Err(registry::Error::NotFound { .. })
+        Err(runtime::Error::NotFound { .. })
     ));
 }
 
@@ -413,11 +413,11 @@ fn concurrent_registration_has_no_id_collisions() {
     assert_eq!(runtime.counts(), (32, 32));
     assert!(matches!(
         runtime.app(exorun_core::app::AppId(999_999)),
-        Err(registry::Error::NotFound { .. })
+        Err(runtime::Error::NotFound { .. })
     ));
     assert!(matches!(
         runtime.instance_named("nobody"),
-        Err(registry::Error::NotFound { .. })
+        Err(runtime::Error::NotFound { .. })
     ));
 }
 
@@ -426,7 +426,7 @@ async fn invalid_bytes_and_taken_names_are_refused() {
     let runtime = Runtime::new().unwrap();
     let error = runtime.add_app("junk", b"\0asm not really").unwrap_err();
     assert!(
-        matches!(error, registry::Error::InvalidComponent { ref app, .. } if app == "junk"),
+        matches!(error, runtime::Error::InvalidComponent { ref app, .. } if app == "junk"),
         "{error:?}"
     );
     let app = runtime.add_app("empty", b"(component)").unwrap();
@@ -435,13 +435,13 @@ async fn invalid_bytes_and_taken_names_are_refused() {
     let taken = start(&runtime, app, &linker, Some("same"))
         .await
         .unwrap_err();
-    assert!(matches!(taken, registry::Error::NameTaken { ref name } if name == "same"));
+    assert!(matches!(taken, runtime::Error::NameTaken { ref name } if name == "same"));
     let needs_math = add_app(&runtime, "math-consumer");
     let unlinked = start(&runtime, needs_math, &linker, None)
         .await
         .unwrap_err();
     assert!(
-        matches!(unlinked, registry::Error::Instantiate { .. }),
+        matches!(unlinked, runtime::Error::Instantiate { .. }),
         "{unlinked:?}"
     );
 }
@@ -471,7 +471,7 @@ async fn one_prepared_app_restarts_a_failed_instance() {
     let needs_math = add_app(&runtime, "math-consumer");
     let unlinked = runtime.prepare(needs_math, &linker).err().unwrap();
     assert!(
-        matches!(&unlinked, registry::Error::Instantiate { app, .. } if app == "math-consumer"),
+        matches!(&unlinked, runtime::Error::Instantiate { app, .. } if app == "math-consumer"),
         "{unlinked:?}"
     );
 }
@@ -481,23 +481,23 @@ fn component_files_are_read_only_from_regular_files_within_the_limit() {
     let app = fixtures::path("math-provider").unwrap();
     let size = std::fs::metadata(&app).unwrap().len();
     assert_eq!(
-        registry::read_component(&app, size).unwrap().len(),
+        runtime::read_component(&app, size).unwrap().len(),
         usize::try_from(size).unwrap()
     );
     assert!(matches!(
-        registry::read_component(&app, size - 1),
-        Err(registry::Error::TooLarge { file_bytes, max, .. }) if file_bytes == size && max == size - 1
+        runtime::read_component(&app, size - 1),
+        Err(runtime::Error::TooLarge { file_bytes, max, .. }) if file_bytes == size && max == size - 1
     ));
     for not_a_file in ["/dev/zero", "/tmp"] {
-        let refused = registry::read_component(std::path::Path::new(not_a_file), u64::MAX);
+        let refused = runtime::read_component(std::path::Path::new(not_a_file), u64::MAX);
         assert!(
-            matches!(&refused, Err(registry::Error::NotAFile { path }) if path == not_a_file),
+            matches!(&refused, Err(runtime::Error::NotAFile { path }) if path == not_a_file),
             "{refused:?}"
         );
     }
     let runtime = Runtime::new().unwrap();
     let refused = runtime.add_app_file("zero", std::path::Path::new("/dev/zero"));
-    assert!(matches!(refused, Err(registry::Error::NotAFile { .. })));
+    assert!(matches!(refused, Err(runtime::Error::NotAFile { .. })));
 }
 
 /// A store's host resources are bounded: the push past `HOST_RESOURCES_MAX` is refused (the

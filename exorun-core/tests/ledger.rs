@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use exorun_core::ledger;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_testkit::fixtures;
 
 fn ledger_of(runtime: &Runtime, app: &str) -> Arc<ledger::Ledger> {

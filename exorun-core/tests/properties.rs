@@ -10,8 +10,8 @@ use exorun_core::context::ContextBuilder;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
-use exorun_core::registry;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime;
+use exorun_core::runtime::Runtime;
 use proptest::prelude::*;
 use wasmtime::component::Linker;
 
@@ -36,7 +36,7 @@ struct Model {
     removed: Vec<InstanceHandle>,
 }
 
-async fn apply(runtime: &Runtime, prepared: &registry::Prepared, model: &mut Model, op: Op) {
+async fn apply(runtime: &Runtime, prepared: &runtime::Prepared, model: &mut Model, op: Op) {
     match op {
         Op::Add(tag) => {
             let name = tag.map(|tag| format!("n{tag}"));
@@ -56,7 +56,7 @@ async fn apply(runtime: &Runtime, prepared: &registry::Prepared, model: &mut Mod
                     assert!(!taken, "a taken name was handed out twice");
                     model.live.push((handle, name));
                 }
-                Err(registry::Error::NameTaken { name: refused }) => {
+                Err(runtime::Error::NameTaken { name: refused }) => {
                     assert!(taken);
                     assert_eq!(Some(refused), name);
                 }
@@ -87,7 +87,7 @@ async fn check(runtime: &Runtime, model: &Model) {
     for handle in &model.removed {
         assert!(matches!(
             runtime.instance(handle.id()),
-            Err(registry::Error::NotFound { .. })
+            Err(runtime::Error::NotFound { .. })
         ));
         if let Some(name) = handle.name() {
             let found = runtime.instance_named(name).ok().map(|h| h.id());

@@ -13,12 +13,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use exorun_core::call;
 use exorun_core::context::ExorunCtx;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
-use exorun_core::principal;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::supervision::Backoff;
 use exorun_core::supervision::Replicas;
 use exorun_core::supervision::Restart;
@@ -204,12 +204,16 @@ async fn a_back_off_holds_back_only_the_party_whose_calls_failed() {
     let handle = plain(&runtime, "misbehave", spec).await;
     let (offender, bystander) = (11u64, 22u64);
     // The offender traps the replica twice in a row: it is backing off, for the offender.
-    let trapped = principal::within_party(None, offender, misbehave(&handle, "trap")).await;
+    let trapped = call::Context::from(None, offender)
+        .scope(misbehave(&handle, "trap"))
+        .await;
     let cause = trapped.unwrap_err();
-    principal::within_party(None, offender, misbehave(&handle, "trap"))
+    call::Context::from(None, offender)
+        .scope(misbehave(&handle, "trap"))
         .await
         .unwrap_err();
-    let refused = principal::within_party(None, offender, echo(&handle, 1))
+    let refused = call::Context::from(None, offender)
+        .scope(echo(&handle, 1))
         .await
         .unwrap_err();
     assert!(
@@ -218,26 +222,35 @@ async fn a_back_off_holds_back_only_the_party_whose_calls_failed() {
     );
     // Another party is not made to fail with the offender's trap: its call restarts the
     // replica at once and runs.
-    let answered = principal::within_party(None, bystander, echo(&handle, 7)).await;
+    let answered = call::Context::from(None, bystander)
+        .scope(echo(&handle, 7))
+        .await;
     assert_eq!(answered.unwrap(), Val::U32(7));
     assert_eq!(handle.restarts(), 2);
     // The offender keeps trapping: each failure is its own, the bystander's calls still run.
     for round in 0..5u32 {
-        principal::within_party(None, offender, misbehave(&handle, "trap"))
+        call::Context::from(None, offender)
+            .scope(misbehave(&handle, "trap"))
             .await
             .unwrap_err();
-        let answered = principal::within_party(None, bystander, echo(&handle, round)).await;
+        let answered = call::Context::from(None, bystander)
+            .scope(echo(&handle, round))
+            .await;
         assert_eq!(answered.unwrap(), Val::U32(round));
     }
     // Calls with the same key are one party, whatever connection they came on.
     let key = || Some("ed25519:0b".to_owned());
-    principal::within_party(key(), 1, misbehave(&handle, "trap"))
+    call::Context::from(key().as_deref(), 1)
+        .scope(misbehave(&handle, "trap"))
         .await
         .unwrap_err();
-    principal::within_party(key(), 2, misbehave(&handle, "trap"))
+    call::Context::from(key().as_deref(), 2)
+        .scope(misbehave(&handle, "trap"))
         .await
         .unwrap_err();
-    let refused = principal::within_party(key(), 3, echo(&handle, 1)).await;
+    let refused = call::Context::from(key().as_deref(), 3)
+        .scope(echo(&handle, 1))
+        .await;
     assert!(
         matches!(refused, Err(instance::Error::BackingOff { .. })),
         "{refused:?}"

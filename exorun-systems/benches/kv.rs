@@ -12,7 +12,7 @@ use std::time::Instant;
 use exorun_core::context::ContextBuilder;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::limits::Limits;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_core::system::SystemComponent;
 use exorun_systems::kv;
 use exorun_testkit::fixtures;

@@ -1,10 +1,10 @@
 //! `exorun:host/caller`: who called the current call (its key, as its connection proved it)
-//! and the caveats a guard granted it with, read from `exorun_core::principal`. The host
+//! and the caveats a guard granted it with, read from `exorun_core::call`. The host
 //! decides nothing here: an app that wants rules finer than a function enforces them itself.
 
+use exorun_core::call;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
-use exorun_core::principal;
 use exorun_core::system;
 use exorun_core::system::SystemComponent;
 use wasmtime::component::Linker;
@@ -22,13 +22,13 @@ impl SystemComponent for Caller {
     }
 
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
-        let define = |e: wasmtime::Error| system::define_error(INTERFACE, &e);
+        let define = |e: wasmtime::Error| system::define_error(INTERFACE, e);
         let mut instance = linker.instance(INTERFACE).map_err(define)?;
         instance
-            .func_wrap("key", |_, (): ()| Ok((principal::current(),)))
+            .func_wrap("key", |_, (): ()| Ok((call::principal(),)))
             .map_err(define)?;
         instance
-            .func_wrap("caveats", |_, (): ()| Ok((principal::caveats(),)))
+            .func_wrap("caveats", |_, (): ()| Ok((call::caveats(),)))
             .map_err(define)
     }
 

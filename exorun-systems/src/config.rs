@@ -49,7 +49,7 @@ impl SystemComponent for Config {
 
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
         wasmtime_wasi_config::add_to_linker(linker, values)
-            .map_err(|error| system::define_error(INTERFACE, &error))
+            .map_err(|error| system::define_error(INTERFACE, error))
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {

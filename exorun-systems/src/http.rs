@@ -57,7 +57,7 @@ pub const RESPONSE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// The most entries an allow list holds.
 pub const ALLOW_MAX: usize = 256;
 /// Refusals logged: at most one line a second, so a guest cannot flood the log.
-static REFUSALS: exorun_core::throttle::Throttle = exorun_core::throttle::Throttle::new();
+static REFUSALS: exorun_common::Throttle = exorun_common::Throttle::new();
 
 /// The most outgoing requests one instance has open at once.
 pub const REQUESTS_MAX: usize = 64;
@@ -221,8 +221,10 @@ impl WasiHttpHooks for Hooks {
         drop(fut);
         let allowed = allowed(&self.http, request.uri());
         let open = Arc::clone(&self.open).try_acquire_owned();
-        if !allowed && REFUSALS.due() {
-            tracing::warn!(uri = %request.uri(), "an outgoing request not allowed was refused");
+        if !allowed {
+            REFUSALS.note(|skipped| {
+                tracing::warn!(uri = %request.uri(), skipped, "an outgoing request not allowed was refused");
+            });
         }
         Box::new(async move {
             if !allowed {
@@ -319,7 +321,7 @@ impl SystemComponent for Http {
             bindings::http::types::add_to_linker::<_, WasiHttp>(linker, &options.into(), view)?;
             Ok(())
         })();
-        linked.map_err(|error| system::define_error("wasi:http/*", &error))
+        linked.map_err(|error| system::define_error("wasi:http/*", error))
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {

@@ -341,7 +341,7 @@ impl SystemComponent for KeyValue {
         let defined = install_store(linker).and_then(|()| install_atomics(linker));
         defined
             .and_then(|()| install_batch(linker))
-            .map_err(|error| system::define_error("wasi:keyvalue/*", &error))
+            .map_err(|error| system::define_error("wasi:keyvalue/*", error))
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {

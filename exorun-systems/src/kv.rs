@@ -12,10 +12,9 @@
 //! `OPERATION_TIMEOUT`), are a `Rejection` with a code: the guest's call fails with that code,
 //! never with a trap of exorun's own, and never hangs.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
+use exorun_common::BoxFuture;
 use exorun_core::context::ContextBuilder;
 use exorun_core::context::ExorunCtx;
 use exorun_core::system;
@@ -106,9 +105,6 @@ impl Error {
         }
     }
 }
-
-/// A future a backend returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a store's entries live. Bounds are checked before a backend is asked (a key and value
 /// that reach it fit); a backend checks the entry bound itself, since only it knows whether a
@@ -384,7 +380,7 @@ impl SystemComponent for Kv {
     }
 
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
-        let define = |e: wasmtime::Error| system::define_error(INTERFACE, &e);
+        let define = |e: wasmtime::Error| system::define_error(INTERFACE, e);
         let mut instance = linker.instance(INTERFACE).map_err(define)?;
         instance
             .func_wrap_async("get", |ctx, (key,): (String,)| {

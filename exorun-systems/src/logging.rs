@@ -101,10 +101,10 @@ impl SystemComponent for Logging {
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
         let mut instance = linker
             .instance(INTERFACE)
-            .map_err(|e| system::define_error(INTERFACE, &e))?;
+            .map_err(|e| system::define_error(INTERFACE, e))?;
         instance
             .func_wrap("log", log)
-            .map_err(|e| system::define_error(INTERFACE, &e))
+            .map_err(|e| system::define_error(INTERFACE, e))
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {
@@ -121,7 +121,7 @@ fn log(
 ) -> wasmtime::Result<()> {
     check("level", &level, LEVEL_BYTES_MAX)?;
     check("message", &message, MESSAGE_BYTES_MAX)?;
-    match exorun_core::trace::current() {
+    match exorun_core::call::span() {
         Some(span) => {
             let (trace_id, span_id) = (span.trace_hex(), span.span_hex());
             tracing::info!(target: "exorun::guest", level = %level, trace_id = %trace_id, span_id = %span_id, "{message}");

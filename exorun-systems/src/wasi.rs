@@ -193,12 +193,12 @@ impl Wasi {
                 Access::ReadWrite => FsPerms::ReadWrite,
             };
             let opened = builder.preopened_dir(host_path, guest_path, perms);
-            opened.map_err(|error| system::Error::Configure {
-                system: "wasi".to_owned(),
-                message: format!(
-                    "cannot preopen {} as {guest_path}: {error}",
-                    host_path.display()
-                ),
+            opened.map_err(|error| {
+                let context = format!("cannot preopen {} as {guest_path}", host_path.display());
+                system::Error::Configure {
+                    system: "wasi".to_owned(),
+                    source: exorun_common::Cause::with_context(context, error),
+                }
             })?;
         }
         for (key, value) in &self.env {
@@ -308,7 +308,7 @@ impl SystemComponent for Wasi {
     }
 
     fn install(&self, linker: &mut Linker<ExorunCtx>) -> Result<(), system::Error> {
-        link(linker).map_err(|e| system::define_error("wasi:*", &e))
+        link(linker).map_err(|e| system::define_error("wasi:*", e))
     }
 
     fn configure(&self, builder: &mut ContextBuilder) -> Result<(), system::Error> {

@@ -161,11 +161,15 @@ async fn exorun_sequential(address: String) -> Duration {
     let args = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0];
     let call = || frame::encode_call("calc", "exorun:test/math#add", &args, &[]).expect("frame");
     for _ in 0..1000 {
-        client.call(call()).await.expect("warm-up call");
+        client
+            .call(call())
+            .await
+            .expect("warm-up call")
+            .expect("a reply");
     }
     let started = Instant::now();
     for _ in 0..SEQUENTIAL {
-        client.call(call()).await.expect("call");
+        client.call(call()).await.expect("call").expect("a reply");
     }
     let elapsed = started.elapsed();
     client.close().await;

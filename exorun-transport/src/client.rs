@@ -35,8 +35,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::transport;
-use crate::transport::BoxFuture;
 use crate::transport::Transport;
+use exorun_common::BoxFuture;
 
 pub mod session;
 
@@ -86,12 +86,14 @@ impl Default for Config {
     }
 }
 
-/// Why a call did not produce results.
+/// A reply as the callee gave it: the call's result slab, or the failure it reported. A call
+/// that got one returns it inside `Ok`; `Error` is for calls that got none (or none that
+/// could be read).
+pub type Reply = Result<Bytes, Failure>;
+
+/// Why a call got no reply (or none that could be read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The remote side answered with a failure reason.
-    #[error(transparent)]
-    Remote(Failure),
     /// No reply within the call's time limit.
     #[error("no reply within {timeout_ms} ms")]
     Timeout {
@@ -156,12 +158,12 @@ impl From<transport::Error> for Error {
 /// handles only on theirs; `release` drops a handle on its session. A session that ended took
 /// its handles with it (`Error::SessionEnded`).
 pub trait Channel: Send + Sync {
-    /// Sends `frame` and waits at most `timeout` for the reply's result slab.
+    /// Sends `frame` and waits at most `timeout` for the reply.
     fn call_within(
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, Error>>;
+    ) -> BoxFuture<'_, Result<Reply, Error>>;
 
     /// The time limit calls get unless they set their own.
     fn timeout(&self) -> Duration;
@@ -182,7 +184,7 @@ pub trait Channel: Send + Sync {
         frame: frame::OutboundCall,
         timeout: Duration,
         on: Option<u64>,
-    ) -> BoxFuture<'_, Result<(Bytes, u64), Error>> {
+    ) -> BoxFuture<'_, Result<(Reply, u64), Error>> {
         Box::pin(async move {
             if on.is_some() {
                 return Err(Error::SessionEnded);
@@ -192,15 +194,16 @@ pub trait Channel: Send + Sync {
     }
 
     /// Drops the resource handle `handle` of session `session`, which `target` handed out;
-    /// nothing to do (`Ok`) if that session ended, since its handles ended with it.
+    /// nothing to do (`Ok(Ok(()))`) if that session ended, since its handles ended with it.
+    /// The owner may answer with a failure (`ResourceGone`, say).
     fn release<'a>(
         &'a self,
         handle: u64,
         session: u64,
         target: &'a str,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+    ) -> BoxFuture<'a, Result<Result<(), Failure>, Error>> {
         let _ = (handle, session, target);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(std::future::ready(Ok(Ok(()))))
     }
 
     /// The capability calls through this channel present (neorpc's optional call-frame entry,
@@ -233,7 +236,7 @@ impl Channel for Presenting {
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, Error>> {
+    ) -> BoxFuture<'_, Result<Reply, Error>> {
         self.channel.call_within(frame, timeout)
     }
 
@@ -250,7 +253,7 @@ impl Channel for Presenting {
         frame: frame::OutboundCall,
         timeout: Duration,
         on: Option<u64>,
-    ) -> BoxFuture<'_, Result<(Bytes, u64), Error>> {
+    ) -> BoxFuture<'_, Result<(Reply, u64), Error>> {
         self.channel.call_session(frame, timeout, on)
     }
 
@@ -259,7 +262,7 @@ impl Channel for Presenting {
         handle: u64,
         session: u64,
         target: &'a str,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+    ) -> BoxFuture<'a, Result<Result<(), Failure>, Error>> {
         self.channel.release(handle, session, target)
     }
 
@@ -269,7 +272,7 @@ impl Channel for Presenting {
 }
 
 /// Where a finished call's outcome goes.
-type Waiter = oneshot::Sender<Result<Bytes, Error>>;
+type Waiter = oneshot::Sender<Result<Reply, Error>>;
 
 struct Shared {
     transport: Arc<dyn Transport>,
@@ -390,23 +393,23 @@ impl Client {
 
     /// Drops the resource handle `handle` this connection holds, waiting for the server to say
     /// it did (within the default time limit).
-    pub async fn release(&self, handle: u64) -> Result<(), Error> {
+    pub async fn release(&self, handle: u64) -> Result<Result<(), Failure>, Error> {
         let frame = frame::encode_release(handle).map_err(Error::Frame)?;
-        self.call(frame).await.map(drop)
+        Ok(self.call(frame).await?.map(drop))
     }
 
-    /// Sends `frame` with the client's default time limit; returns the reply's result slab.
-    pub async fn call(&self, frame: frame::OutboundCall) -> Result<Bytes, Error> {
+    /// Sends `frame` with the client's default time limit; returns the reply.
+    pub async fn call(&self, frame: frame::OutboundCall) -> Result<Reply, Error> {
         self.call_within(frame, self.shared.config.timeout).await
     }
 
     /// Sends `frame` (stamped here with the next sequence number) and waits at most `timeout`
-    /// (a wait for an in-flight slot included) for the reply's result slab.
+    /// (a wait for an in-flight slot included) for the reply.
     pub async fn call_within(
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> Result<Bytes, Error> {
+    ) -> Result<Reply, Error> {
         let deadline = Instant::now() + timeout;
         let mut frame = frame;
         loop {
@@ -436,7 +439,7 @@ impl Client {
         frame: frame::OutboundCall,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<impl Future<Output = Result<Bytes, Error>> + '_, Refused> {
+    ) -> Result<impl Future<Output = Result<Reply, Error>> + '_, Refused> {
         let shared = &*self.shared;
         let (waiter, outcome) = oneshot::channel();
         let sending = shared.sending.lock().await;
@@ -507,12 +510,12 @@ impl Client {
 
 /// A started call's outcome: waited for, or already known (the send failed).
 enum EitherOutcome<'a> {
-    Waiting(InFlight<'a>, oneshot::Receiver<Result<Bytes, Error>>),
+    Waiting(InFlight<'a>, oneshot::Receiver<Result<Reply, Error>>),
     Failed(Error),
 }
 
 impl EitherOutcome<'_> {
-    async fn run(self) -> Result<Bytes, Error> {
+    async fn run(self) -> Result<Reply, Error> {
         match self {
             EitherOutcome::Waiting(mut in_flight, outcome) => {
                 let outcome = outcome.await;
@@ -535,7 +538,7 @@ impl Channel for Client {
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, Error>> {
+    ) -> BoxFuture<'_, Result<Reply, Error>> {
         Box::pin(Client::call_within(self, frame, timeout))
     }
 
@@ -548,13 +551,13 @@ impl Channel for Client {
         frame: frame::OutboundCall,
         timeout: Duration,
         on: Option<u64>,
-    ) -> BoxFuture<'_, Result<(Bytes, u64), Error>> {
+    ) -> BoxFuture<'_, Result<(Reply, u64), Error>> {
         Box::pin(async move {
             if on.is_some_and(|on| on != self.session) {
                 return Err(Error::SessionEnded);
             }
             match Client::call_within(self, frame, timeout).await {
-                Ok(slab) => Ok((slab, self.session)),
+                Ok(reply) => Ok((reply, self.session)),
                 // A connection gone took the handles the call names with it.
                 Err(Error::PeerClosed | Error::Unread(_)) if on.is_some() => {
                     Err(Error::SessionEnded)
@@ -569,10 +572,10 @@ impl Channel for Client {
         handle: u64,
         session: u64,
         _target: &'a str,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+    ) -> BoxFuture<'a, Result<Result<(), Failure>, Error>> {
         Box::pin(async move {
             if session != self.session {
-                return Ok(());
+                return Ok(Ok(()));
             }
             Client::release(self, handle).await
         })
@@ -588,7 +591,7 @@ impl Drop for Client {
 
 fn timeout_error(timeout: Duration) -> Error {
     Error::Timeout {
-        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        timeout_ms: exorun_common::millis(timeout),
     }
 }
 

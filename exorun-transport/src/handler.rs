@@ -42,10 +42,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::identity::PublicKey;
-use crate::throttle::Throttle;
 use crate::transport;
-use crate::transport::BoxFuture;
 use crate::transport::Transport;
+use exorun_common::BoxFuture;
+use exorun_common::Throttle;
 
 /// Default bound on calls running at once per connection; past it the loop stops reading, so a
 /// flooding peer is slowed by its own transport instead of growing our task set.
@@ -344,11 +344,11 @@ fn silence_allowed(
     let first = first_call_by
         .filter(|_| stats.calls == 0)
         .map(|(at, timeout)| {
-            let timeout_ms = millis(timeout);
+            let timeout_ms = exorun_common::millis(timeout);
             (at, Error::NoCall { timeout_ms })
         });
     let idle = config.idle_timeout.filter(|_| quiet).map(|idle| {
-        let idle_ms = millis(idle);
+        let idle_ms = exorun_common::millis(idle);
         (now + idle, Error::Idle { idle_ms })
     });
     match (first, idle) {
@@ -356,10 +356,6 @@ fn silence_allowed(
         (Some(first), _) => Some(first),
         (None, idle) => idle,
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Tells the peer that no call after `last_seq` will be read (so it sends them elsewhere).

@@ -41,14 +41,31 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
-    /// A key file that cannot be read, is not a regular file, is too large, or already exists
-    /// (when writing).
-    #[error("key file {path}: {reason}")]
+    /// A key file that cannot be read, or written (it exists already, say).
+    #[error("key file {path}: {source}")]
     File {
         /// The file.
         path: String,
-        /// Why, in words.
-        reason: String,
+        /// What the system said.
+        #[source]
+        source: exorun_common::Cause,
+    },
+    /// A file that is not a regular file (a FIFO would block its open for ever, a device such
+    /// as `/dev/zero` would never end).
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The file.
+        path: String,
+    },
+    /// A file larger than what it may hold.
+    #[error("{path} holds {file_bytes} bytes, more than {max}")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size, in bytes (at least `max + 1` when it was read rather than looked at).
+        file_bytes: u64,
+        /// The bound, in bytes.
+        max: u64,
     },
     /// A key file whose contents are not an ed25519 private key.
     #[error("key file {path} holds no ed25519 private key: {reason}")]
@@ -154,18 +171,16 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
     use std::os::unix::fs::PermissionsExt;
 
     let shown = path.display().to_string();
-    let file_error = |reason: String| Error::File {
+    let file_error = |error: std::io::Error| Error::File {
         path: shown.clone(),
-        reason,
+        source: exorun_common::Cause::new(error),
     };
     // Checked before opening: opening a FIFO waits for a writer, for ever.
     check_file(path, KEY_FILE_BYTES_MAX)?;
-    let file = std::fs::File::open(path).map_err(|error| file_error(error.to_string()))?;
-    let metadata = file
-        .metadata()
-        .map_err(|error| file_error(error.to_string()))?;
+    let file = std::fs::File::open(path).map_err(file_error)?;
+    let metadata = file.metadata().map_err(file_error)?;
     if !metadata.is_file() {
-        return Err(file_error("not a regular file".to_owned()));
+        return Err(Error::NotAFile { path: shown });
     }
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
@@ -174,11 +189,14 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
     let mut contents = Vec::new();
     file.take(KEY_FILE_BYTES_MAX + 1)
         .read_to_end(&mut contents)
-        .map_err(|error| file_error(error.to_string()))?;
-    if u64::try_from(contents.len()).unwrap_or(u64::MAX) > KEY_FILE_BYTES_MAX {
-        return Err(file_error(format!(
-            "larger than {KEY_FILE_BYTES_MAX} bytes"
-        )));
+        .map_err(file_error)?;
+    let file_bytes = u64::try_from(contents.len()).unwrap_or(u64::MAX);
+    if file_bytes > KEY_FILE_BYTES_MAX {
+        return Err(Error::TooLarge {
+            path: shown,
+            file_bytes,
+            max: KEY_FILE_BYTES_MAX,
+        });
     }
     Ok(contents)
 }
@@ -187,17 +205,20 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, Error> {
 /// FIFO would block the open for ever, a device such as `/dev/zero` would never end); returns
 /// its size. For files this crate hands to another library by path (a NATS CA bundle).
 pub fn check_file(path: &Path, bytes_max: u64) -> Result<u64, Error> {
-    let file_error = |reason: String| Error::File {
-        path: path.display().to_string(),
-        reason,
-    };
-    let metadata = std::fs::metadata(path).map_err(|error| file_error(error.to_string()))?;
+    let shown = || path.display().to_string();
+    let metadata = std::fs::metadata(path).map_err(|error| Error::File {
+        path: shown(),
+        source: exorun_common::Cause::new(error),
+    })?;
     if !metadata.is_file() {
-        return Err(file_error("not a regular file".to_owned()));
+        return Err(Error::NotAFile { path: shown() });
     }
     if metadata.len() > bytes_max {
-        let size = metadata.len();
-        return Err(file_error(format!("{size} bytes, larger than {bytes_max}")));
+        return Err(Error::TooLarge {
+            path: shown(),
+            file_bytes: metadata.len(),
+            max: bytes_max,
+        });
     }
     Ok(metadata.len())
 }
@@ -304,7 +325,7 @@ impl NodeKey {
 
         let file_error = |error: std::io::Error| Error::File {
             path: path.display().to_string(),
-            reason: error.to_string(),
+            source: exorun_common::Cause::new(error),
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -40,7 +40,6 @@ pub mod peer;
 pub mod quic;
 pub mod server;
 pub mod stream;
-mod throttle;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::transport;
-use crate::transport::BoxFuture;
+use exorun_common::BoxFuture;
 
 /// Messages a direction buffers before `send` waits, by default.
 pub const CAPACITY_DEFAULT: usize = 1024;

@@ -57,7 +57,8 @@ use tokio::sync::OnceCell;
 use crate::client;
 use crate::identity;
 use crate::transport;
-use crate::transport::BoxFuture;
+use exorun_common::BoxFuture;
+use exorun_common::Cause;
 
 mod responder;
 
@@ -117,7 +118,7 @@ pub(crate) fn random_tag() -> Result<u64, transport::Error> {
     let mut bytes = [0_u8; 8];
     getrandom::fill(&mut bytes).map_err(|error| transport::Error::Io {
         kind: std::io::ErrorKind::Other,
-        message: format!("no randomness for a lattice tag: {error}"),
+        source: Cause::with_context("no randomness for a lattice tag", error),
     })?;
     Ok(u64::from_le_bytes(bytes).max(1))
 }
@@ -199,11 +200,16 @@ fn parse_credentials(userinfo: &str) -> Credentials {
     }
 }
 
-fn nats_error(settings: &Settings, what: &str, error: &dyn std::fmt::Display) -> transport::Error {
+fn nats_error(
+    settings: &Settings,
+    what: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> transport::Error {
     let hosts: Vec<String> = settings.urls.iter().map(|url| shown(url)).collect();
+    let context = format!("NATS {what} ({})", hosts.join(", "));
     transport::Error::Io {
         kind: std::io::ErrorKind::ConnectionRefused,
-        message: format!("NATS {what} ({}): {error}", hosts.join(", ")),
+        source: Cause::with_context(context, error),
     }
 }
 
@@ -241,7 +247,7 @@ pub(crate) async fn connect(
     if let Some(roots) = &settings.root_certificates {
         // Checked before async-nats opens it: a FIFO or a device would hang or flood it.
         identity::check_file(roots, CA_FILE_BYTES_MAX)
-            .map_err(|error| nats_error(settings, "CA file", &error))?;
+            .map_err(|error| nats_error(settings, "CA file", error))?;
         options = options.add_root_certificates(roots.clone());
     }
     // Credentials in a URL come first, then the settings' own (async-nats reads them only
@@ -264,11 +270,11 @@ pub(crate) async fn connect(
         .iter()
         .map(|url| shown(url).parse::<async_nats::ServerAddr>())
         .collect::<Result<_, _>>()
-        .map_err(|error| nats_error(settings, "address", &error))?;
+        .map_err(|error| nats_error(settings, "address", error))?;
     options
         .connect(urls)
         .await
-        .map_err(|error| nats_error(settings, "connect", &error))
+        .map_err(|error| nats_error(settings, "connect", error))
 }
 
 /// Calls exports by name anywhere in a lattice (`client::Channel`): connects on the first
@@ -331,21 +337,22 @@ impl Lattice {
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> Result<Bytes, client::Error> {
+    ) -> Result<client::Reply, client::Error> {
         let (payload, _) = self.send(frame, None, timeout, None).await?;
-        reply_slab(payload)
+        payload.map_or_else(|failure| Ok(Err(failure)), reply_of)
     }
 
     /// Sends `frame` (a call, or a release for `target`) as a request: to the queue group of
     /// its target, or to runtime `on` alone (a call that names handles, which live there);
-    /// the reply's payload and the runtime that answered (0 if it did not say).
+    /// the reply's payload (or, when no runtime serves the target, `InstanceNotFound`) and the
+    /// runtime that answered (0 if it did not say).
     async fn send(
         &self,
         mut frame: frame::OutboundCall,
         target: Option<&str>,
         timeout: Duration,
         on: Option<u64>,
-    ) -> Result<(Bytes, u64), client::Error> {
+    ) -> Result<(Result<Bytes, Failure>, u64), client::Error> {
         let connection = self.connection().await?;
         let caller = self
             .caller
@@ -388,7 +395,11 @@ impl Lattice {
             {
                 return Err(client::Error::SessionEnded);
             }
-            Err(error) => return Err(request_error(&error, &target, timeout)),
+            Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+                let instance_not_found = Failure::InstanceNotFound { instance: target };
+                return Ok((Err(instance_not_found), 0));
+            }
+            Err(error) => return Err(request_error(&error, timeout)),
         };
         let runtime = reply
             .headers
@@ -396,7 +407,7 @@ impl Lattice {
             .and_then(|headers| headers.get(RUNTIME_HEADER))
             .and_then(|tag| parse_tag(tag.as_str()))
             .unwrap_or(0);
-        Ok((reply.payload, runtime))
+        Ok((Ok(reply.payload), runtime))
     }
 }
 
@@ -406,37 +417,28 @@ fn not_a(bytes: &[u8], expected: &str) -> client::Error {
     client::Error::Frame(frame::Error::UnknownKind { kind })
 }
 
-fn request_error(
-    error: &async_nats::RequestError,
-    target: &str,
-    timeout: Duration,
-) -> client::Error {
+/// Why a request got no answer (no responders is an answer: `InstanceNotFound`).
+fn request_error(error: &async_nats::RequestError, timeout: Duration) -> client::Error {
     match error.kind() {
         async_nats::RequestErrorKind::TimedOut => client::Error::Timeout {
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: exorun_common::millis(timeout),
         },
-        async_nats::RequestErrorKind::NoResponders => {
-            client::Error::Remote(Failure::InstanceNotFound {
-                instance: target.to_owned(),
+        async_nats::RequestErrorKind::NoResponders | async_nats::RequestErrorKind::Other => {
+            client::Error::Transport(transport::Error::Io {
+                kind: std::io::ErrorKind::BrokenPipe,
+                source: Cause::new(format!("NATS request: {error}")),
             })
         }
-        async_nats::RequestErrorKind::Other => client::Error::Transport(transport::Error::Io {
-            kind: std::io::ErrorKind::BrokenPipe,
-            message: format!("NATS request: {error}"),
-        }),
     }
 }
 
-/// The result slab of a reply frame, or the failure it carries.
-fn reply_slab(payload: Bytes) -> Result<Bytes, client::Error> {
+/// The reply a reply frame carries: its result slab, or its failure.
+fn reply_of(payload: Bytes) -> Result<client::Reply, client::Error> {
     let message = frame::decode(&payload).map_err(client::Error::Frame)?;
     let frame::Message::Reply(reply) = message else {
         return Err(not_a(&payload, "reply"));
     };
-    match reply.outcome {
-        Ok(slab) => Ok(payload.slice_ref(slab)),
-        Err(failure) => Err(client::Error::Remote(failure)),
-    }
+    Ok(reply.outcome.map(|slab| payload.slice_ref(slab)))
 }
 
 impl client::Channel for Lattice {
@@ -444,7 +446,7 @@ impl client::Channel for Lattice {
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, client::Error>> {
+    ) -> BoxFuture<'_, Result<client::Reply, client::Error>> {
         Box::pin(Lattice::call_within(self, frame, timeout))
     }
 
@@ -461,10 +463,11 @@ impl client::Channel for Lattice {
         frame: frame::OutboundCall,
         timeout: Duration,
         on: Option<u64>,
-    ) -> BoxFuture<'_, Result<(Bytes, u64), client::Error>> {
+    ) -> BoxFuture<'_, Result<(client::Reply, u64), client::Error>> {
         Box::pin(async move {
             let (payload, runtime) = self.send(frame, None, timeout, on).await?;
-            Ok((reply_slab(payload)?, runtime))
+            let reply = payload.map_or_else(|failure| Ok(Err(failure)), reply_of)?;
+            Ok((reply, runtime))
         })
     }
 
@@ -473,16 +476,17 @@ impl client::Channel for Lattice {
         handle: u64,
         session: u64,
         target: &'a str,
-    ) -> BoxFuture<'a, Result<(), client::Error>> {
+    ) -> BoxFuture<'a, Result<Result<(), Failure>, client::Error>> {
         Box::pin(async move {
             let frame = frame::encode_release(handle).map_err(client::Error::Frame)?;
             let sent = self
                 .send(frame, Some(target), self.timeout, Some(session))
                 .await;
             match sent {
-                Ok((payload, _)) => reply_slab(payload).map(drop),
+                Ok((Ok(payload), _)) => Ok(reply_of(payload)?.map(drop)),
+                Ok((Err(failure), _)) => Ok(Err(failure)),
                 // That runtime is gone, and the handle with it.
-                Err(client::Error::SessionEnded) => Ok(()),
+                Err(client::Error::SessionEnded) => Ok(Ok(())),
                 Err(error) => Err(error),
             }
         })

@@ -41,8 +41,8 @@ use crate::tls;
 #[cfg(feature = "tls")]
 use crate::tls::Secure;
 use crate::transport;
-use crate::transport::BoxFuture;
 use crate::transport::Transport;
+use exorun_common::BoxFuture;
 
 /// The most any connection's transport (TLS, QUIC) buffers on its own, beyond what the stream
 /// charges: a source's share of a server's budget is never smaller than one largest frame and
@@ -429,14 +429,20 @@ async fn tls_accept(
 async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, transport::Error> {
     let in_use = |path: &std::path::Path| transport::Error::Io {
         kind: std::io::ErrorKind::AddrInUse,
-        message: format!("{} is in use by a running server", path.display()),
+        source: exorun_common::Cause::new(format!(
+            "{} is in use by a running server",
+            path.display()
+        )),
     };
     match UnixListener::bind(path) {
         Ok(listener) => return Ok(listener),
         Err(error) if error.kind() != std::io::ErrorKind::AddrInUse => {
             return Err(transport::Error::Io {
                 kind: error.kind(),
-                message: format!("cannot listen on {}: {error}", path.display()),
+                source: exorun_common::Cause::with_context(
+                    format!("cannot listen on {}", path.display()),
+                    error,
+                ),
             });
         }
         Err(_) => {}

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use bytes::Bytes;
+use neorpc::failure::Failure;
 use neorpc::frame;
 use tokio::time::Instant;
 
@@ -26,8 +26,8 @@ use crate::address::Address;
 use crate::client;
 use crate::client::Client;
 use crate::transport;
-use crate::transport::BoxFuture;
 use crate::transport::Transport;
+use exorun_common::BoxFuture;
 
 /// First pause after every address failed; it doubles with each failed round.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -171,19 +171,19 @@ impl Peer {
     }
 
     /// Sends `frame` with the default time limit.
-    pub async fn call(&self, frame: frame::OutboundCall) -> Result<Bytes, client::Error> {
+    pub async fn call(&self, frame: frame::OutboundCall) -> Result<client::Reply, client::Error> {
         self.call_within(frame, self.config.client.timeout).await
     }
 
     /// Sends `frame` on the current connection (connecting first if there is none) and waits
-    /// at most `timeout`, connecting included, for the reply's result slab.
+    /// at most `timeout`, connecting included, for the reply.
     pub async fn call_within(
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> Result<Bytes, client::Error> {
-        let (slab, _) = self.call_answered(frame, timeout).await?;
-        Ok(slab)
+    ) -> Result<client::Reply, client::Error> {
+        let (reply, _) = self.call_answered(frame, timeout).await?;
+        Ok(reply)
     }
 
     /// The current connection, if it is session `session` and still up.
@@ -200,7 +200,7 @@ impl Peer {
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> Result<(Bytes, u64), client::Error> {
+    ) -> Result<(client::Reply, u64), client::Error> {
         let deadline = Instant::now() + timeout;
         let mut frame = frame;
         loop {
@@ -212,7 +212,7 @@ impl Peer {
                 return Err(timeout_error(timeout));
             }
             let Err(client::Error::Unread(sent)) = called else {
-                return called.map(|slab| (slab, client.session()));
+                return called.map(|reply| (reply, client.session()));
             };
             // The server went away before reading it: it did not run; send it elsewhere.
             frame = frame::OutboundCall::from_sent(&sent).map_err(client::Error::Frame)?;
@@ -328,7 +328,9 @@ impl Peer {
                 Ok(Err(error)) => client::Error::from(error),
                 Err(_) => client::Error::Transport(transport::Error::Io {
                     kind: std::io::ErrorKind::TimedOut,
-                    message: format!("connecting to {address} took too long"),
+                    source: exorun_common::Cause::new(format!(
+                        "connecting to {address} took too long"
+                    )),
                 }),
             };
             tracing::debug!(peer = self.name, %address, %error, "connect failed");
@@ -347,7 +349,7 @@ impl Peer {
         let retry_at = Instant::now() + pause;
         link.retry_at = Some(retry_at);
         link.last_error = Some(error.clone());
-        let pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        let pause_ms = exorun_common::millis(pause);
         tracing::info!(peer = self.name, %error, pause_ms, "peer unreachable; backing off");
         self.set_state(State::BackingOff {
             last_error: error.to_string(),
@@ -383,7 +385,7 @@ impl client::Channel for Peer {
         &self,
         frame: frame::OutboundCall,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Bytes, client::Error>> {
+    ) -> BoxFuture<'_, Result<client::Reply, client::Error>> {
         Box::pin(Peer::call_within(self, frame, timeout))
     }
 
@@ -396,7 +398,7 @@ impl client::Channel for Peer {
         frame: frame::OutboundCall,
         timeout: Duration,
         on: Option<u64>,
-    ) -> BoxFuture<'_, Result<(Bytes, u64), client::Error>> {
+    ) -> BoxFuture<'_, Result<(client::Reply, u64), client::Error>> {
         Box::pin(async move {
             let Some(on) = on else {
                 return self.call_answered(frame, timeout).await;
@@ -417,13 +419,13 @@ impl client::Channel for Peer {
         handle: u64,
         session: u64,
         _target: &'a str,
-    ) -> BoxFuture<'a, Result<(), client::Error>> {
+    ) -> BoxFuture<'a, Result<Result<(), Failure>, client::Error>> {
         Box::pin(async move {
             let Some(client) = self.current(session).await else {
-                return Ok(()); // that connection ended, and its handles with it
+                return Ok(Ok(())); // that connection ended, and its handles with it
             };
             match client.release(handle).await {
-                Err(client::Error::Unread(_) | client::Error::PeerClosed) => Ok(()),
+                Err(client::Error::Unread(_) | client::Error::PeerClosed) => Ok(Ok(())),
                 released => released,
             }
         })
@@ -432,7 +434,7 @@ impl client::Channel for Peer {
 
 fn timeout_error(timeout: Duration) -> client::Error {
     client::Error::Timeout {
-        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        timeout_ms: exorun_common::millis(timeout),
     }
 }
 

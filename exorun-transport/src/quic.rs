@@ -105,7 +105,7 @@ async fn resolve(host_port: &str) -> Result<SocketAddr, transport::Error> {
     let mut addresses = tokio::net::lookup_host(host_port).await?;
     addresses.next().ok_or_else(|| transport::Error::Io {
         kind: std::io::ErrorKind::NotFound,
-        message: format!("{host_port} resolves to no address"),
+        source: exorun_common::Cause::new(format!("{host_port} resolves to no address")),
     })
 }
 

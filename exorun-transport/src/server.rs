@@ -34,8 +34,8 @@ use crate::nats;
 #[cfg(any(feature = "tcp", feature = "unix"))]
 use crate::net;
 use crate::stream;
-use crate::throttle::Throttle;
 use crate::transport;
+use exorun_common::Throttle;
 
 /// Most connections served at once by default (when the descriptor limit allows): thousands of
 /// callers, well under the usual 65,536 descriptors, each connection holding at most its read
@@ -212,7 +212,7 @@ impl Server {
             tracing::warn!(
                 cut = report.cut,
                 lattices_cut = report.lattices_cut,
-                timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
+                timeout_ms = exorun_common::millis(drain_timeout),
                 "drain timeout: closed what was still running"
             );
         }

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::budget;
 use crate::transport;
-use crate::transport::BoxFuture;
+use exorun_common::BoxFuture;
 
 use self::inbound::Inbound;
 

@@ -317,9 +317,6 @@ pub(crate) async fn within_deadline<T>(
         .await
         .map_err(|_| transport::Error::Handshake {
             address: address.to_owned(),
-            reason: format!(
-                "not finished within {} ms",
-                u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)
-            ),
+            reason: format!("not finished within {} ms", exorun_common::millis(deadline)),
         })
 }

@@ -42,14 +42,16 @@ pub enum Error {
         /// How many bytes arrived before the stream ended.
         got: u64,
     },
-    /// An operating-system I/O error.
-    #[error("i/o error ({kind:?}): {message}")]
+    /// An operating-system I/O error (or a NATS client's failure to move messages), with what
+    /// was being done when it happened.
+    #[error("i/o error ({kind:?}): {source}")]
     Io {
-        /// The kind of value.
+        /// The kind of error, as `std::io` classifies it.
         kind: std::io::ErrorKind,
 
-        /// What happened, in words.
-        message: String,
+        /// The error itself, with its context.
+        #[source]
+        source: exorun_common::Cause,
     },
     /// An address that is not `tcp://HOST:PORT` or `unix://PATH`.
     #[error("bad address `{address}`: {reason}")]
@@ -114,7 +116,7 @@ impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
         Error::Io {
             kind: error.kind(),
-            message: error.to_string(),
+            source: exorun_common::Cause::new(error),
         }
     }
 }

@@ -64,7 +64,7 @@ async fn assert_correlation(client: Arc<Client>, count: usize) {
                 .await
                 .unwrap();
             assert_eq!(
-                &results[..],
+                &results.unwrap()[..],
                 format!("t{i}args-{i}").as_bytes(),
                 "call {i} got another's reply"
             );
@@ -135,7 +135,10 @@ async fn timeout_removes_the_entry_and_drops_the_late_reply() {
     };
     far.send(reply_ok(late_call.seq, b"late")).await.unwrap();
     let server = tokio::spawn(async move { shuffling_echo_server(Arc::new(far), 1, 1).await });
-    assert_eq!(&call(&client, "t", "i#f", b"b").await.unwrap()[..], b"tb");
+    assert_eq!(
+        &call(&client, "t", "i#f", b"b").await.unwrap().unwrap()[..],
+        b"tb"
+    );
     server.await.unwrap();
     assert_eq!(
         client.unroutable_replies(),
@@ -181,7 +184,10 @@ async fn garbage_and_unknown_replies_are_counted_not_delivered() {
     far.send(Bytes::from_static(&[0xDE, 0xAD])).await.unwrap();
     far.send(reply_ok(frame::Seq(999), b"stray")).await.unwrap();
     let server = tokio::spawn(async move { shuffling_echo_server(Arc::new(far), 1, 3).await });
-    assert_eq!(&call(&client, "t", "i#f", b"ok").await.unwrap()[..], b"tok");
+    assert_eq!(
+        &call(&client, "t", "i#f", b"ok").await.unwrap().unwrap()[..],
+        b"tok"
+    );
     server.await.unwrap();
     assert_eq!(client.unroutable_replies(), 2);
 }
@@ -244,7 +250,7 @@ async fn full_client(
     when_full: WhenFull,
 ) -> (
     Arc<Client>,
-    tokio::task::JoinSet<Result<Bytes, client::Error>>,
+    tokio::task::JoinSet<Result<client::Reply, client::Error>>,
     memory::Transport,
 ) {
     let config = client::Config {
@@ -292,7 +298,7 @@ async fn backpressure_waits_or_fails_as_configured() {
     };
     assert_eq!(sent.args, b"sixth");
     far.send(reply_ok(sent.seq, b"done")).await.unwrap();
-    assert_eq!(&sixth.await.unwrap().unwrap()[..], b"done");
+    assert_eq!(&sixth.await.unwrap().unwrap().unwrap()[..], b"done");
     assert_eq!(client.pending_len(), 0);
 }
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::call;
+use exorun_common::BoxFuture;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::handler;
 use exorun_transport::memory;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::failure::Failure;
 use neorpc::frame;
@@ -65,28 +65,34 @@ fn served_pair() -> (
 #[tokio::test]
 async fn failure_reasons_arrive_intact() {
     let (client, _server) = served_pair();
-    assert_eq!(&call(&client, "t", "echo", b"hi").await.unwrap()[..], b"hi");
-    let denied = call(&client, "vault", "deny", b"").await.unwrap_err();
+    assert_eq!(
+        &call(&client, "t", "echo", b"hi").await.unwrap().unwrap()[..],
+        b"hi"
+    );
+    let denied = call(&client, "vault", "deny", b"")
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(
         denied,
-        client::Error::Remote(Failure::DomainSpecific {
+        Failure::DomainSpecific {
             code: 403,
             message: "vault says no".into()
-        })
+        }
     );
-    let trapped = call(&client, "t", "trap", b"").await.unwrap_err();
+    let trapped = call(&client, "t", "trap", b"").await.unwrap().unwrap_err();
     assert_eq!(
         trapped,
-        client::Error::Remote(Failure::AppTrapped {
+        Failure::AppTrapped {
             message: "unreachable".into()
-        })
+        }
     );
-    let missing = call(&client, "t", "nope", b"").await.unwrap_err();
+    let missing = call(&client, "t", "nope", b"").await.unwrap().unwrap_err();
     assert_eq!(
         missing,
-        client::Error::Remote(Failure::MethodNotFound {
+        Failure::MethodNotFound {
             method: "nope".into()
-        })
+        }
     );
     assert_eq!(client.pending_len(), 0);
 }
@@ -149,7 +155,7 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
         "the server waits for the call in flight"
     );
     gate.release.notify_one();
-    assert_eq!(&in_flight.await.unwrap().unwrap()[..], b"late");
+    assert_eq!(&in_flight.await.unwrap().unwrap().unwrap()[..], b"late");
     let stats = server.await.unwrap().unwrap();
     assert_eq!(stats.calls, 1);
     // The stop's go-away told the client: a later call is not sent, and comes back unread.

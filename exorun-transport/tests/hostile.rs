@@ -100,7 +100,7 @@ async fn legitimate(served: &Served, address: &Address) {
     })
     .await;
     let reply = answered.unwrap_or_else(|_| panic!("{address} answered in time"));
-    assert_eq!(&reply.unwrap()[..], &[0x0E], "{address}");
+    assert_eq!(&reply.unwrap().unwrap()[..], &[0x0E], "{address}");
 }
 
 async fn legitimate_everywhere(served: &Served) {
@@ -299,7 +299,7 @@ async fn a_quic_connections_buffers_are_charged_to_its_sources_share() {
     };
     let first = Client::new(connect().await.unwrap(), client::Config::default());
     let call = frame::encode_call("echo", "i#f", &[0x0E], &[]).unwrap();
-    assert!(first.call(call).await.is_ok());
+    assert!(matches!(first.call(call).await, Ok(Ok(_))));
     assert!(served.budget.held() >= quic::CONNECTION_BUFFERS_BYTES);
     // The second from the same source does not fit its share: refused before its handshake.
     let second = connect().await;
@@ -381,12 +381,12 @@ async fn a_stale_unix_socket_is_replaced_and_a_live_one_is_named() {
     let listener = net::Listener::bind(&address).await.unwrap();
     // A second server on the same path while the first listens: refused, naming the path.
     let refused = net::Listener::bind(&address).await.unwrap_err();
-    let transport::Error::Io { kind, message } = &refused else {
+    let transport::Error::Io { kind, source } = &refused else {
         panic!("{refused:?}")
     };
     assert_eq!(*kind, std::io::ErrorKind::AddrInUse);
     assert_eq!(
-        message,
+        &source.to_string(),
         &format!("{} is in use by a running server", path.display())
     );
     drop(listener);

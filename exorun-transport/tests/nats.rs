@@ -15,12 +15,12 @@ use std::time::Duration;
 use std::time::Instant;
 
 use bytes::Bytes;
+use exorun_common::BoxFuture;
 use exorun_transport::client;
 use exorun_transport::handler;
 use exorun_transport::nats;
 use exorun_transport::nats::Lattice;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use nats_server::NatsServer;
 use neorpc::failure::Failure;
 use neorpc::frame;
@@ -110,7 +110,7 @@ async fn call(
     target: &str,
     method: &str,
     args: &[u8],
-) -> Result<Bytes, client::Error> {
+) -> Result<client::Reply, client::Error> {
     let frame = frame::encode_call(target, method, args, &[]).unwrap();
     lattice.call_within(frame, Duration::from_secs(5)).await
 }
@@ -122,7 +122,10 @@ async fn a_call_reaches_its_export_by_name() {
     let served = serving(&server.url, "t", &["echo"], &echo, &stop).await;
     let lattice = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
     assert_eq!(
-        &call(&lattice, "echo", "any", b"slab").await.unwrap()[..],
+        &call(&lattice, "echo", "any", b"slab")
+            .await
+            .unwrap()
+            .unwrap()[..],
         b"slab"
     );
     stop.notify_one();
@@ -138,7 +141,7 @@ async fn no_responders_is_instance_not_found_at_once() {
     let missing = call(&lattice, "nobody", "any", b"").await;
     assert_eq!(
         missing,
-        Err(client::Error::Remote(Failure::InstanceNotFound {
+        Ok(Err(Failure::InstanceNotFound {
             instance: "nobody".into()
         }))
     );
@@ -155,11 +158,14 @@ async fn lattices_are_kept_apart() {
     let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
     let _served = serving(&server.url, "blue", &["echo"], &echo, &stop).await;
     let blue = Lattice::new(settings(&server.url), "blue", Duration::from_secs(5));
-    assert_eq!(&call(&blue, "echo", "any", b"b").await.unwrap()[..], b"b");
+    assert_eq!(
+        &call(&blue, "echo", "any", b"b").await.unwrap().unwrap()[..],
+        b"b"
+    );
     let green = Lattice::new(settings(&server.url), "green", Duration::from_secs(5));
     assert!(matches!(
         call(&green, "echo", "any", b"").await,
-        Err(client::Error::Remote(Failure::InstanceNotFound { .. }))
+        Ok(Err(Failure::InstanceNotFound { .. }))
     ));
     stop.notify_one();
 }
@@ -182,7 +188,7 @@ async fn frames_over_the_payload_limit_are_refused_naming_both_sizes() {
     assert_eq!(max, 4096);
     // A reply over the limit: the call ran, and its caller is told why it gets no results.
     let too_large = call(&lattice, "echo", "big", &[8]).await;
-    let Err(client::Error::Remote(Failure::ReplyTooLarge { reply_bytes, max })) = too_large else {
+    let Ok(Err(Failure::ReplyTooLarge { reply_bytes, max })) = too_large else {
         panic!("not ReplyTooLarge: {too_large:?}");
     };
     assert!(reply_bytes > 8 * 1024, "{reply_bytes}");
@@ -203,7 +209,7 @@ async fn a_queue_group_shares_calls_and_a_drained_member_answers_what_it_receive
         Duration::from_secs(5),
     ));
     for _ in 0..400 {
-        call(&lattice, "echo", "any", b"x").await.unwrap();
+        call(&lattice, "echo", "any", b"x").await.unwrap().unwrap();
     }
     let (a, b) = (
         first.served.load(Ordering::SeqCst),
@@ -233,13 +239,13 @@ async fn a_queue_group_shares_calls_and_a_drained_member_answers_what_it_receive
     let drained = first_served.await.unwrap();
     for held in holding {
         assert_eq!(
-            &held.await.unwrap().unwrap()[..],
+            &held.await.unwrap().unwrap().unwrap()[..],
             b"h",
             "a held call was answered"
         );
     }
     for _ in 0..50 {
-        call(&lattice, "echo", "any", b"x").await.unwrap();
+        call(&lattice, "echo", "any", b"x").await.unwrap().unwrap();
     }
     assert!(second.served.load(Ordering::SeqCst) >= before + 50);
     assert!(drained.calls >= 1, "{drained:?}");
@@ -294,11 +300,14 @@ async fn an_nkey_seed_authenticates_and_stays_secret() {
     let _served = serving_through(&keyed, "t", &["echo"], &echo, &stop, 256).await;
     let lattice = Lattice::new(keyed, "t", Duration::from_secs(5));
     assert_eq!(
-        &call(&lattice, "echo", "any", b"k").await.unwrap()[..],
+        &call(&lattice, "echo", "any", b"k").await.unwrap().unwrap()[..],
         b"k"
     );
     let anonymous = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
-    assert!(call(&anonymous, "echo", "any", b"").await.is_err());
+    assert!(!matches!(
+        call(&anonymous, "echo", "any", b"").await,
+        Ok(Ok(_))
+    ));
     stop.notify_one();
 }
 
@@ -323,7 +332,7 @@ async fn calling(
     (done, failed, halfway): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<Notify>),
 ) {
     for _ in 0..calls {
-        if call(&lattice, "echo", "any", b"x").await.is_err() {
+        if !matches!(call(&lattice, "echo", "any", b"x").await, Ok(Ok(_))) {
             failed.fetch_add(1, Ordering::SeqCst);
         }
         if done.fetch_add(1, Ordering::SeqCst) + 1 == 3_000 {
@@ -389,13 +398,13 @@ async fn calls_past_the_limit_are_refused_as_overloaded() {
     let held = tokio::spawn(async move { call(&holder, "echo", "hold", b"h").await });
     arrived.await;
     let refused = call(&lattice, "echo", "any", b"x").await;
-    let Err(client::Error::Remote(Failure::Overloaded)) = refused else {
+    let Ok(Err(Failure::Overloaded)) = refused else {
         panic!("not refused as overloaded: {refused:?}");
     };
     echo.release.notify_one();
-    assert_eq!(&held.await.unwrap().unwrap()[..], b"h");
+    assert_eq!(&held.await.unwrap().unwrap().unwrap()[..], b"h");
     assert_eq!(
-        &call(&lattice, "echo", "any", b"y").await.unwrap()[..],
+        &call(&lattice, "echo", "any", b"y").await.unwrap().unwrap()[..],
         b"y"
     );
     stop.notify_one();
@@ -424,7 +433,10 @@ async fn tls_to_nats_needs_a_trusted_server() {
     let served = serving_through(&trusted, "t", &["echo"], &echo, &stop, 256).await;
     let lattice = Lattice::new(trusted, "t", Duration::from_secs(5));
     assert_eq!(
-        &call(&lattice, "echo", "any", b"tls").await.unwrap()[..],
+        &call(&lattice, "echo", "any", b"tls")
+            .await
+            .unwrap()
+            .unwrap()[..],
         b"tls"
     );
     let untrusted = nats::Settings {
@@ -456,11 +468,17 @@ async fn a_token_in_the_url_authenticates_and_stays_secret() {
     let (echo, stop) = (Arc::new(Echo::default()), Arc::new(Notify::new()));
     let _served = serving(&url, "t", &["echo"], &echo, &stop).await;
     let with = Lattice::new(settings(&url), "t", Duration::from_secs(5));
-    assert_eq!(&call(&with, "echo", "any", b"t").await.unwrap()[..], b"t");
+    assert_eq!(
+        &call(&with, "echo", "any", b"t").await.unwrap().unwrap()[..],
+        b"t"
+    );
     assert!(!format!("{with:?}").contains("s3cret"), "{with:?}");
     assert_eq!(nats::shown(&url), format!("nats://127.0.0.1:{port}"));
     let without = Lattice::new(settings(&server.url), "t", Duration::from_secs(5));
-    assert!(call(&without, "echo", "any", b"").await.is_err());
+    assert!(!matches!(
+        call(&without, "echo", "any", b"").await,
+        Ok(Ok(_))
+    ));
     stop.notify_one();
 }
 
@@ -478,7 +496,7 @@ async fn both_ends_reconnect_when_the_nats_server_restarts() {
     let served = serving(&url, "t", &["echo"], &echo, &stop).await;
     let lattice = Lattice::new(settings(&url), "t", Duration::from_secs(2));
     assert_eq!(
-        &call(&lattice, "echo", "any", b"1").await.unwrap()[..],
+        &call(&lattice, "echo", "any", b"1").await.unwrap().unwrap()[..],
         b"1"
     );
     drop(server);
@@ -507,7 +525,7 @@ async fn both_ends_reconnect_when_the_nats_server_restarts() {
         "the runtime and the caller did not both reconnect"
     );
     assert_eq!(
-        &call(&lattice, "echo", "any", b"2").await.unwrap()[..],
+        &call(&lattice, "echo", "any", b"2").await.unwrap().unwrap()[..],
         b"2"
     );
     stop.notify_one();

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use exorun_common::BoxFuture;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::handler;
@@ -26,7 +26,6 @@ use exorun_transport::memory;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::frame;
 use tokio::sync::Notify;
@@ -109,7 +108,7 @@ impl peer::Connector for Faulty {
                 Mode::Refuse => {
                     return Err(transport::Error::Io {
                         kind: std::io::ErrorKind::ConnectionRefused,
-                        message: format!("{address} refused"),
+                        source: exorun_common::Cause::new(format!("{address} refused")),
                     });
                 }
                 Mode::Blackhole => {
@@ -154,7 +153,7 @@ fn peer_of(faulty: &Arc<Faulty>, addresses: &[&str], config: peer::Config) -> Ar
     Arc::new(Peer::new("far", addresses, connector, config))
 }
 
-async fn call(peer: &Peer, method: &str, args: &[u8]) -> Result<Bytes, client::Error> {
+async fn call(peer: &Peer, method: &str, args: &[u8]) -> Result<client::Reply, client::Error> {
     peer.call(frame::encode_call("t", method, args, &[]).unwrap())
         .await
 }
@@ -177,7 +176,10 @@ async fn a_cut_mid_call_fails_it_at_once_and_the_next_call_reconnects() {
     arrived.await;
     faulty.cut().await;
     assert_eq!(held.await.unwrap(), Err(client::Error::PeerClosed));
-    assert_eq!(&call(&peer, "echo", b"again").await.unwrap()[..], b"again");
+    assert_eq!(
+        &call(&peer, "echo", b"again").await.unwrap().unwrap()[..],
+        b"again"
+    );
     assert_eq!(faulty.connects(), 2, "the next call reconnected");
     assert_eq!(peer.state(), peer::State::Connected(address("a")));
 }
@@ -199,7 +201,10 @@ async fn a_refusing_peer_backs_off_failing_calls_at_once_then_comes_back() {
     faulty.set(&address("a"), Mode::Accept);
     // The first pause is 100 ms with ±20% jitter.
     tokio::time::advance(Duration::from_millis(121)).await;
-    assert_eq!(&call(&peer, "echo", b"up").await.unwrap()[..], b"up");
+    assert_eq!(
+        &call(&peer, "echo", b"up").await.unwrap().unwrap()[..],
+        b"up"
+    );
     assert_eq!(faulty.connects(), 2);
 }
 
@@ -227,7 +232,7 @@ async fn pauses_double_up_to_the_cap_and_a_waiting_call_rides_them_out() {
     let (least, most) = (Duration::from_millis(880), Duration::from_millis(1330));
     assert!(elapsed >= least && elapsed <= most, "{elapsed:?}");
     faulty.set(&address("a"), Mode::Accept);
-    assert_eq!(&waiting.await.unwrap().unwrap()[..], b"patient");
+    assert_eq!(&waiting.await.unwrap().unwrap().unwrap()[..], b"patient");
 }
 
 #[tokio::test]
@@ -235,7 +240,10 @@ async fn the_first_address_down_and_the_second_up_fails_over() {
     let faulty = Faulty::new();
     faulty.set(&address("a"), Mode::Refuse);
     let peer = peer_of(&faulty, &["a", "b"], peer::Config::default());
-    assert_eq!(&call(&peer, "echo", b"over").await.unwrap()[..], b"over");
+    assert_eq!(
+        &call(&peer, "echo", b"over").await.unwrap().unwrap()[..],
+        b"over"
+    );
     assert_eq!(peer.state(), peer::State::Connected(address("b")));
     assert_eq!(faulty.connects(), 2, "a, then b");
 }
@@ -266,7 +274,10 @@ async fn a_blackholed_peer_is_declared_dead_by_its_heartbeat() {
         "{elapsed:?}"
     );
     faulty.set(&address("a"), Mode::Accept);
-    assert_eq!(&call(&peer, "echo", b"back").await.unwrap()[..], b"back");
+    assert_eq!(
+        &call(&peer, "echo", b"back").await.unwrap().unwrap()[..],
+        b"back"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -280,10 +291,16 @@ async fn heartbeats_keep_a_quiet_healthy_connection_up() {
         ..peer::Config::default()
     };
     let peer = peer_of(&faulty, &["a"], config);
-    assert_eq!(&call(&peer, "echo", b"one").await.unwrap()[..], b"one");
+    assert_eq!(
+        &call(&peer, "echo", b"one").await.unwrap().unwrap()[..],
+        b"one"
+    );
     // The clock is paused: 30 quiet seconds pass at once, with the heartbeats they carry.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(&call(&peer, "echo", b"two").await.unwrap()[..], b"two");
+    assert_eq!(
+        &call(&peer, "echo", b"two").await.unwrap().unwrap()[..],
+        b"two"
+    );
     assert_eq!(
         faulty.connects(),
         1,
@@ -306,7 +323,11 @@ async fn a_go_away_under_load_loses_no_call_and_runs_none_twice() {
             for round in 0..200u32 {
                 let args = format!("{caller}-{round}");
                 let echoed = call(&peer, "echo", args.as_bytes()).await.unwrap();
-                assert_eq!(&echoed[..], args.as_bytes(), "a call got another's reply");
+                assert_eq!(
+                    &echoed.unwrap()[..],
+                    args.as_bytes(),
+                    "a call got another's reply"
+                );
                 let count = made.fetch_add(1, Ordering::SeqCst) + 1;
                 if count % 500 == 0 && count <= 2500 {
                     faulty.stop_gracefully();

@@ -70,7 +70,7 @@ proptest! {
             for (i, task) in tasks.into_iter().enumerate() {
                 let outcome = task.await.unwrap();
                 if answered[i] {
-                    assert_eq!(&outcome.unwrap()[..], &[u8::try_from(i).unwrap()]);
+                    assert_eq!(&outcome.unwrap().unwrap()[..], &[u8::try_from(i).unwrap()]);
                 } else {
                     assert_eq!(outcome, Err(client::Error::Timeout { timeout_ms: 1000 }));
                 }

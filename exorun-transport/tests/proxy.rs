@@ -15,8 +15,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::Echo;
+use exorun_common::BoxFuture;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::handler;
@@ -24,7 +24,6 @@ use exorun_transport::net;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::frame;
 use tokio::io::AsyncReadExt;
@@ -222,7 +221,7 @@ fn peer_through(connector: &Arc<Watched>, addresses: Vec<Address>, config: peer:
     Peer::new("proxied", addresses, connector, config)
 }
 
-async fn call(peer: &Peer, method: &str, args: &[u8]) -> Result<Bytes, client::Error> {
+async fn call(peer: &Peer, method: &str, args: &[u8]) -> Result<client::Reply, client::Error> {
     let frame = frame::encode_call("t", method, args, &[]).unwrap();
     tokio::time::timeout(PROMPT, peer.call(frame))
         .await
@@ -240,7 +239,10 @@ async fn a_cut_mid_call_fails_it_at_once_and_the_next_call_reconnects() {
         vec![proxy.address()],
         peer::Config::default(),
     ));
-    assert_eq!(&call(&peer, "echo", b"one").await.unwrap()[..], b"one");
+    assert_eq!(
+        &call(&peer, "echo", b"one").await.unwrap().unwrap()[..],
+        b"one"
+    );
 
     let held = arrived.notified();
     let holding = tokio::spawn({
@@ -254,7 +256,10 @@ async fn a_cut_mid_call_fails_it_at_once_and_the_next_call_reconnects() {
         matches!(cut, Err(client::Error::PeerClosed)),
         "the call in flight fails as cut: {cut:?}"
     );
-    assert_eq!(&call(&peer, "echo", b"three").await.unwrap()[..], b"three");
+    assert_eq!(
+        &call(&peer, "echo", b"three").await.unwrap().unwrap()[..],
+        b"three"
+    );
     assert_eq!(proxy.accepted(), 2, "the next call made a new connection");
 }
 
@@ -276,7 +281,7 @@ async fn a_refused_port_is_waited_out_and_the_call_succeeds_when_it_opens() {
     failed.await;
     assert!(!waiting.is_finished(), "the call waits for the peer");
     proxy.accept().await;
-    assert_eq!(&waiting.await.unwrap().unwrap()[..], b"patient");
+    assert_eq!(&waiting.await.unwrap().unwrap().unwrap()[..], b"patient");
     assert!(connector.failures.load(Ordering::SeqCst) >= 1);
     assert_eq!(peer.state(), peer::State::Connected(proxy.address()));
 }
@@ -307,7 +312,10 @@ async fn a_blackholed_connection_is_declared_dead_and_the_next_call_reconnects()
         ..peer::Config::default()
     };
     let peer = peer_through(&connector, vec![proxy.address()], config);
-    assert_eq!(&call(&peer, "echo", b"up").await.unwrap()[..], b"up");
+    assert_eq!(
+        &call(&peer, "echo", b"up").await.unwrap().unwrap()[..],
+        b"up"
+    );
 
     proxy.blackhole();
     let started = std::time::Instant::now();
@@ -324,7 +332,10 @@ async fn a_blackholed_connection_is_declared_dead_and_the_next_call_reconnects()
         "within a few intervals, not TCP's minutes: {:?}",
         started.elapsed()
     );
-    assert_eq!(&call(&peer, "echo", b"back").await.unwrap()[..], b"back");
+    assert_eq!(
+        &call(&peer, "echo", b"back").await.unwrap().unwrap()[..],
+        b"back"
+    );
     assert_eq!(proxy.accepted(), 2);
 }
 
@@ -341,7 +352,10 @@ async fn a_closed_first_address_fails_over_to_the_second() {
         vec![closed_address, proxy.address()],
         peer::Config::default(),
     );
-    assert_eq!(&call(&peer, "echo", b"over").await.unwrap()[..], b"over");
+    assert_eq!(
+        &call(&peer, "echo", b"over").await.unwrap().unwrap()[..],
+        b"over"
+    );
     assert_eq!(connector.failures.load(Ordering::SeqCst), 1);
     assert_eq!(proxy.accepted(), 1);
 }

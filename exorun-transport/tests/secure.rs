@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use exorun_common::BoxFuture;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
@@ -25,7 +26,6 @@ use exorun_transport::peer::Peer;
 use exorun_transport::stream;
 use exorun_transport::tls::Secure;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::frame;
 use proptest::prelude::*;
@@ -94,7 +94,7 @@ async fn who_am_i(address: &Address, secure: &Secure) -> Result<String, client::
     let connection = net::connect_secure(address, secure, transport::MESSAGE_BYTES_MAX).await?;
     let client = Client::new(connection, client::Config::default());
     let reply = common::call(&client, "t", "who", b"").await?;
-    Ok(String::from_utf8(reply.to_vec()).unwrap())
+    Ok(String::from_utf8(reply.unwrap().to_vec()).unwrap())
 }
 
 async fn the_server_learns_the_callers_key(scheme: &str) {
@@ -218,12 +218,12 @@ async fn a_secure_peer_connects_again_after_its_connection_closed() {
     );
     let frame = || frame::encode_call("t", "who", b"", &[]).unwrap();
     assert_eq!(
-        peer.call(frame()).await.unwrap(),
+        peer.call(frame()).await.unwrap().unwrap(),
         caller.public().to_string().as_bytes()
     );
     peer.close().await;
     assert_eq!(
-        peer.call(frame()).await.unwrap(),
+        peer.call(frame()).await.unwrap().unwrap(),
         caller.public().to_string().as_bytes()
     );
 }

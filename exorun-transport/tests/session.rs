@@ -234,8 +234,8 @@ impl Harness {
         assert_eq!(ended, id, "routed to its own caller");
         let decoded = frame::decode(&reply);
         match (decoded, outcome) {
-            (Ok(_), Ok(results)) => assert_eq!(&results[..], &slab(seq)[..]),
-            (Ok(_), Err(client::Error::Remote(_))) => {}
+            (Ok(_), Ok(Ok(results))) => assert_eq!(&results[..], &slab(seq)[..]),
+            (Ok(_), Ok(Err(_))) => {}
             (Err(_), Err(client::Error::Frame(_))) => {}
             (decoded, outcome) => panic!("{decoded:?} ended as {outcome:?}"),
         }
@@ -323,7 +323,10 @@ impl Harness {
         self.go_away_at.get_or_insert(last_seq);
     }
 
-    fn expect_all_live_end(&mut self, expected: impl Fn(&Result<Bytes, client::Error>) -> bool) {
+    fn expect_all_live_end(
+        &mut self,
+        expected: impl Fn(&Result<client::Reply, client::Error>) -> bool,
+    ) {
         let mut live: Vec<usize> = self.live().into_iter().map(|(id, _)| id).collect();
         let mut ended = Vec::new();
         while let Some((id, outcome)) = self.session.poll_event() {

@@ -18,6 +18,7 @@ use crate::failure::Failure;
 
 mod decode;
 mod encode;
+mod reason;
 
 pub use decode::decode;
 pub use decode::decode_seq;

@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use exorun_bind::builder::InstanceBuilder;
 use exorun_bind::builder::Linkable;
-use exorun_bind::exports::Exports;
+use exorun_bind::serve::Exports;
+use exorun_common::BoxFuture;
 use exorun_core::app::AppId;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
-use exorun_core::registry::Runtime;
+use exorun_core::runtime::Runtime;
 use exorun_testkit::fixtures;
 use exorun_transport::address;
 use exorun_transport::client;
@@ -27,7 +28,6 @@ use exorun_transport::memory;
 use exorun_transport::net;
 use exorun_transport::server;
 use exorun_transport::transport;
-use exorun_transport::transport::BoxFuture;
 use exorun_transport::transport::Transport;
 use neorpc::failure::Failure;
 use wasmtime::component::Val;
@@ -179,7 +179,7 @@ pub async fn call_slab(
     target: &str,
     method: &str,
     slab: &[u8],
-) -> Result<Bytes, client::Error> {
+) -> Result<client::Reply, client::Error> {
     let frame = neorpc::frame::encode_call(target, method, slab, &[]).unwrap();
     client.call(frame).await
 }
@@ -189,19 +189,19 @@ pub fn remote_error(error: &instance::Error) -> Option<&client::Error> {
     let instance::Error::Raised(raised) = error else {
         return None;
     };
-    exorun_bind::remote::client_error(raised)
+    exorun_bind::link::remote::client_error(raised)
 }
 
 /// Asserts that `error` is what a remote link raised for a call of `method` on `target` that
-/// the callee failed: exactly the `expected` failure (two exorun types on the way: the wire's
-/// `Failure` inside `instance::Error::Raised`), with where the call went as context and the
-/// reason written once.
+/// the callee failed: exactly the `expected` failure (the wire's `Failure`, as
+/// `remote::Error::Failed` inside `instance::Error::Raised`), with where the call went as
+/// context and the reason written once.
 pub fn assert_remote(error: &instance::Error, target: &str, method: &str, expected: &Failure) {
     let instance::Error::Raised(raised) = error else {
         panic!("{error:?}")
     };
     assert_eq!(
-        exorun_bind::remote::failure_of(raised),
+        exorun_bind::link::remote::failure_of(raised),
         Some(expected),
         "{error:?}"
     );

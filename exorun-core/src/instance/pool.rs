@@ -69,7 +69,7 @@ pub(crate) struct Slot {
     /// Failures in a row by calls of one party (`offender`), for the back-off; a call that
     /// returns resets it, and a failure by another party starts a new streak.
     pub(crate) streak: u32,
-    /// The party whose calls failed the replica last (`principal::party`).
+    /// The party whose calls failed the replica last (`call::party`).
     pub(crate) offender: u64,
     /// The party of the call that entered the replica last (what a call that never returned
     /// is accounted to).

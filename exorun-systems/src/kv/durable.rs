@@ -12,11 +12,11 @@ use redb::ReadableTable;
 use redb::ReadableTableMetadata;
 
 use super::Backend;
-use super::BoxFuture;
 use super::Change;
 use super::Error;
 use super::bounded;
 use super::bounded_by;
+use exorun_common::BoxFuture;
 
 /// The one table of a store file.
 const ENTRIES: redb::TableDefinition<'static, &str, &str> = redb::TableDefinition::new("entries");

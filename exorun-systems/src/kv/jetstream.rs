@@ -10,12 +10,12 @@
 use async_nats::jetstream::kv;
 
 use super::Backend;
-use super::BoxFuture;
 use super::Change;
 use super::Error;
 use super::KEY_BYTES_MAX;
 use super::VALUE_BYTES_MAX;
 use super::bounded;
+use exorun_common::BoxFuture;
 
 /// A store in a JetStream bucket.
 pub(super) struct Bucket {

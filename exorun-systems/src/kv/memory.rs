@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use dashmap::DashMap;
 
 use super::Backend;
-use super::BoxFuture;
 use super::Change;
 use super::Error;
+use exorun_common::BoxFuture;
 
 /// Entries in memory.
 #[derive(Debug, Default)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use bytes::Bytes;
+use exorun_common::BoxFuture;
 use exorun_transport::client;
 use exorun_transport::handler;
-use exorun_transport::transport::BoxFuture;
 use neorpc::failure::Failure;
 use neorpc::frame;
 
@@ -48,7 +48,11 @@ pub async fn measure(
             let frame =
                 frame::encode_call("calc", "exorun:test/math#add", &ADD_ARGS, &[]).expect("frame");
             let timeout = caller.timeout();
-            caller.call_within(frame, timeout).await.expect("call");
+            caller
+                .call_within(frame, timeout)
+                .await
+                .expect("call")
+                .expect("a reply");
         }
     };
     timed(in_flight, call).await

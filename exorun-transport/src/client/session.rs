@@ -24,6 +24,7 @@ use neorpc::frame;
 use super::Config;
 use super::Error;
 use super::HEARTBEAT_MISSES;
+use super::Reply;
 
 /// Why `Session::call` did not take a call.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub struct Session<W> {
     deadlines: BTreeSet<(Instant, u64)>,
     /// Control frames to send (pongs, pings), in order.
     outgoing: VecDeque<Bytes>,
-    events: VecDeque<(W, Result<Bytes, Error>)>,
+    events: VecDeque<(W, Result<Reply, Error>)>,
     phase: Phase,
     /// When a frame last arrived (or the session began).
     heard: Instant,
@@ -157,11 +158,8 @@ impl<W> Session<W> {
         self.heard = now;
         match frame::decode(message) {
             Ok(frame::Message::Reply(reply)) => {
-                let outcome = match reply.outcome {
-                    Ok(results) => Ok(message.slice_ref(results)),
-                    Err(failure) => Err(Error::Remote(failure)),
-                };
-                self.complete(reply.seq.0, outcome);
+                let answered = reply.outcome.map(|results| message.slice_ref(results));
+                self.complete(reply.seq.0, Ok(answered));
             }
             Ok(frame::Message::GoAway { last_seq }) => self.go_away(last_seq),
             Ok(frame::Message::Ping(seq)) => {
@@ -198,7 +196,7 @@ impl<W> Session<W> {
             let Some(pending) = self.remove(seq) else {
                 continue;
             };
-            let timeout_ms = millis(pending.timeout);
+            let timeout_ms = exorun_common::millis(pending.timeout);
             self.events
                 .push_back((pending.waiter, Err(Error::Timeout { timeout_ms })));
         }
@@ -223,7 +221,7 @@ impl<W> Session<W> {
     }
 
     /// The next ended call and how it ended.
-    pub fn poll_event(&mut self) -> Option<(W, Result<Bytes, Error>)> {
+    pub fn poll_event(&mut self) -> Option<(W, Result<Reply, Error>)> {
         self.events.pop_front()
     }
 
@@ -283,7 +281,7 @@ impl<W> Session<W> {
         Some(pending)
     }
 
-    fn complete(&mut self, seq: u64, outcome: Result<Bytes, Error>) {
+    fn complete(&mut self, seq: u64, outcome: Result<Reply, Error>) {
         let Some(pending) = self.remove(seq) else {
             self.unroutable += 1;
             tracing::debug!(seq, "dropped a reply for an unknown or ended call");
@@ -331,7 +329,7 @@ impl<W> Session<W> {
         self.heartbeat_at = Some(now + interval);
         let silent = now.saturating_duration_since(self.heard);
         if silent >= interval.saturating_mul(HEARTBEAT_MISSES) {
-            let silent_ms = millis(silent);
+            let silent_ms = exorun_common::millis(silent);
             tracing::info!(silent_ms, "declared the peer dead: no frame despite pings");
             self.close(&Error::Unresponsive { silent_ms });
             self.close_transport = true;
@@ -345,8 +343,4 @@ impl<W> Session<W> {
             self.outgoing.push_back(Bytes::from(ping));
         }
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

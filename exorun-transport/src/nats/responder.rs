@@ -27,8 +27,9 @@ use super::random_tag;
 use super::runtime_subject;
 use super::subject;
 use crate::handler;
-use crate::throttle::Throttle;
 use crate::transport;
+use exorun_common::Cause;
+use exorun_common::Throttle;
 
 /// The only reply subjects answered: NATS inboxes, where requesters (async-nats and the other
 /// official clients, by default) wait for replies.
@@ -95,9 +96,9 @@ pub(crate) async fn subscribe(
     exports: &[String],
 ) -> Result<Subscribed, transport::Error> {
     let tag = random_tag()?;
-    let subscribe_error = |subject: &str, error: &dyn std::fmt::Display| transport::Error::Io {
+    let subscribe_error = |subject: &str, error| transport::Error::Io {
         kind: std::io::ErrorKind::Other,
-        message: format!("NATS subscribe to {subject}: {error}"),
+        source: Cause::with_context(format!("NATS subscribe to {subject}"), error),
     };
     let mut subscriptions = Vec::new();
     for export in exports {
@@ -105,7 +106,7 @@ pub(crate) async fn subscribe(
         let subscribed = connection
             .queue_subscribe(subject.clone(), subject.clone())
             .await
-            .map_err(|error| subscribe_error(&subject, &error))?;
+            .map_err(|error| subscribe_error(&subject, error))?;
         subscriptions.push(subscribed);
     }
     // Each export on this runtime alone too, where calls naming its handles come.
@@ -114,7 +115,7 @@ pub(crate) async fn subscribe(
         let subscribed = connection
             .subscribe(subject.clone())
             .await
-            .map_err(|error| subscribe_error(&subject, &error))?;
+            .map_err(|error| subscribe_error(&subject, error))?;
         subscriptions.push(subscribed);
     }
     connection
@@ -122,7 +123,7 @@ pub(crate) async fn subscribe(
         .await
         .map_err(|error| transport::Error::Io {
             kind: std::io::ErrorKind::BrokenPipe,
-            message: format!("NATS flush: {error}"),
+            source: Cause::with_context("NATS flush", error),
         })?;
     let mut served = exports.to_vec();
     served.extend_from_slice(exports);

@@ -238,7 +238,7 @@ impl Inbound {
     fn deadline(&self) -> Option<(Instant, u64)> {
         let deadline = self.config.frame_deadline?;
         let started = self.started?;
-        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = exorun_common::millis(deadline);
         Some((started + deadline, deadline_ms))
     }
 

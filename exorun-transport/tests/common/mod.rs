@@ -11,10 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use exorun_common::BoxFuture;
 use exorun_transport::client;
 use exorun_transport::client::Client;
 use exorun_transport::handler;
-use exorun_transport::transport::BoxFuture;
 use neorpc::frame;
 use tokio::sync::Notify;
 
@@ -24,7 +24,7 @@ pub async fn call(
     target: &str,
     method: &str,
     args: &[u8],
-) -> Result<Bytes, client::Error> {
+) -> Result<client::Reply, client::Error> {
     let frame = frame::encode_call(target, method, args, &[]).expect("a small call frame");
     client.call(frame).await
 }
@@ -36,7 +36,7 @@ pub async fn call_within(
     method: &str,
     args: &[u8],
     timeout: Duration,
-) -> Result<Bytes, client::Error> {
+) -> Result<client::Reply, client::Error> {
     let frame = frame::encode_call(target, method, args, &[]).expect("a small call frame");
     client.call_within(frame, timeout).await
 }

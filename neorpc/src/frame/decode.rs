@@ -30,8 +30,8 @@ use super::Reply;
 use super::Seq;
 use super::TraceContext;
 use super::chain_too_long;
+use super::reason;
 use crate::cursor::Cursor;
-use crate::failure;
 
 /// Decodes a frame no larger than `FRAME_BYTES_MAX`.
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, Error> {
@@ -276,7 +276,7 @@ fn decode_reply<'a>(entries: &mut Cursor<'a>) -> Result<Reply<'a>, Error> {
         match key {
             FIELD_SEQ => set_once(&mut seq, FIELD_SEQ, Seq(value.u64(FIELD_SEQ)?))?,
             FIELD_OK => set_once(&mut outcome, "ok|fail", Ok(value.take_rest()))?,
-            FIELD_FAIL => set_once(&mut outcome, "ok|fail", Err(failure::decode(&mut value)?))?,
+            FIELD_FAIL => set_once(&mut outcome, "ok|fail", Err(reason::decode(&mut value)?))?,
             _ => continue,
         }
         value.finish()?;

@@ -31,7 +31,7 @@ use super::Seq;
 use super::TraceContext;
 use super::chain_too_long;
 use super::decode;
-use crate::failure;
+use super::reason;
 use crate::failure::Failure;
 
 /// Writes a call frame: the header entries first, then the argument slab straight into
@@ -239,7 +239,7 @@ pub fn encode_reply(seq: Seq, outcome: Result<&[u8], &Failure>) -> Result<Vec<u8
     encoder.map_begin()?;
     entry_u64(&mut encoder, FIELD_SEQ, seq.0)?;
     encoder.variant_begin(FIELD_FAIL)?;
-    failure::encode(&mut encoder, failure)?;
+    reason::encode(&mut encoder, failure)?;
     encoder.variant_end()?;
     encoder.map_end()?;
     encoder.variant_end()?;

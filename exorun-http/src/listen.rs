@@ -1,0 +1,254 @@
+//! Running a bounded hyper server, the one way this crate (and the `exorun` command's metrics
+//! endpoint) serves HTTP/1.1: a listener's connections admitted within a cap over all and a cap
+//! per source (an IPv4 address or an IPv6 /64; one more is closed at once), each with its
+//! request head bounded in size and time (also the keep-alive idle time), answer bytes that
+//! wait too long for a client that takes none cut (`stall`), an optional bound on a whole
+//! connection's life, TLS when given (its handshake within the head deadline), and, once the
+//! stop signal comes, no new connection and a bounded drain of the open ones, after which those
+//! still open are aborted. What a request means is the [`Answer`]'s.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::stall;
+
+/// The pause after an accept that failed (out of descriptors, a connection reset before it
+/// was taken): a pause, not a spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// What one listener holds its clients to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Connections open at once; one more is closed at once.
+    pub connections_max: usize,
+    /// Connections one source may hold at once; one more is closed at once.
+    pub connections_per_source_max: usize,
+    /// The largest request head (request line and headers), in bytes.
+    pub head_bytes_max: usize,
+    /// How long a request head (and a TLS handshake) may take to arrive; also how long a
+    /// kept-alive connection may stay idle.
+    pub head_timeout: Duration,
+    /// Whether a connection may carry more than one request.
+    pub keep_alive: bool,
+    /// How long answer bytes may wait for a client that takes none of them.
+    pub write_timeout: Duration,
+    /// How long one connection may last at most, its answers written included (`None`: as
+    /// long as its requests keep it busy).
+    pub connection_timeout: Option<Duration>,
+    /// How long open connections may finish their requests after the stop.
+    pub drain_timeout: Duration,
+}
+
+/// Who a request came from, as its connection knows it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// What its connection is counted by: an IPv4 address, or an IPv6 address's /64.
+    pub source: IpAddr,
+    /// Whether its connection is TLS.
+    pub secure: bool,
+    /// Turns true once the server's `serve` is over: work a request started that is still
+    /// running then is cut.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What answers a bounded server's requests.
+pub trait Answer: Send + Sync + 'static {
+    /// The answers' bodies.
+    type Body: hyper::body::Body<
+            Data = bytes::Bytes,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + 'static;
+
+    /// The answer to `request`, which came from `peer`.
+    fn answer(
+        self: &Arc<Self>,
+        request: hyper::Request<Incoming>,
+        peer: &Peer,
+    ) -> impl Future<Output = hyper::Response<Self::Body>> + Send;
+}
+
+/// A bounded server of `A`'s answers.
+pub struct Listen<A> {
+    answer: Arc<A>,
+    bounds: Bounds,
+    connections: Arc<Semaphore>,
+    sources: Mutex<HashMap<IpAddr, usize>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl<A> std::fmt::Debug for Listen<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listen")
+            .field("bounds", &self.bounds)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Answer> Listen<A> {
+    /// A server of `answer`'s answers within `bounds`, over TLS with `tls` when given. Counts
+    /// past a semaphore's maximum are clamped to it (`Config::check` refuses them first).
+    pub fn new(answer: Arc<A>, bounds: Bounds, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let connections = bounds.connections_max.min(Semaphore::MAX_PERMITS);
+        Self {
+            answer,
+            bounds,
+            connections: Arc::new(Semaphore::new(connections)),
+            sources: Mutex::new(HashMap::new()),
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+        }
+    }
+
+    /// Serves connections from `listener` until `stop` completes, then lets open connections
+    /// finish their requests within the drain time and aborts those still open. One server may
+    /// serve several listeners at once (its bounds hold over all of them).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: impl Future<Output = ()>) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stop);
+        let mut connections = tokio::task::JoinSet::new();
+        let (closed, closing) = tokio::sync::watch::channel(false);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, address)) = accepted else {
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            };
+            let source = source(address.ip());
+            let Some(admitted) = self.admit(source) else {
+                metrics::counter!("exorun_http_connections_refused_total").increment(1);
+                continue;
+            };
+            let peer = Peer {
+                source,
+                secure: self.tls.is_some(),
+                closing: closing.clone(),
+            };
+            let served = Arc::clone(&self).connection(stream, peer, graceful.watcher());
+            connections.spawn(async move {
+                served.await;
+                drop(admitted);
+            });
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(self.bounds.drain_timeout, graceful.shutdown());
+        if drained.await.is_err() {
+            tracing::warn!("HTTP connections still open after the drain time were closed");
+        }
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+        closed.send_replace(true);
+    }
+
+    /// A place for one more connection from `source`, or `None` when the server or the source
+    /// holds all it may.
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted<A>> {
+        let permit = Arc::clone(&self.connections).try_acquire_owned().ok()?;
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = sources.entry(source).or_insert(0);
+        if *count >= self.bounds.connections_per_source_max {
+            return None;
+        }
+        *count += 1;
+        drop(sources);
+        Some(Admitted {
+            listen: Arc::clone(self),
+            source,
+            _permit: permit,
+        })
+    }
+
+    /// Serves one connection (after its TLS handshake, when TLS is on), within its bounds.
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: Peer,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let stream = stall::Stall::new(stream, self.bounds.write_timeout);
+        let served = async {
+            let Some(tls) = &self.tls else {
+                self.http1(stream, peer, watcher).await;
+                return;
+            };
+            let handshake = tokio::time::timeout(self.bounds.head_timeout, tls.accept(stream));
+            let Ok(Ok(secured)) = handshake.await else {
+                return; // a failed or slow handshake closes the connection
+            };
+            self.http1(secured, peer, watcher).await;
+        };
+        let Some(lifetime) = self.bounds.connection_timeout else {
+            served.await;
+            return;
+        };
+        let _ = tokio::time::timeout(lifetime, served).await;
+    }
+
+    async fn http1<S>(&self, stream: S, peer: Peer, watcher: hyper_util::server::graceful::Watcher)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let answer = Arc::clone(&self.answer);
+        let service = hyper::service::service_fn(move |request| {
+            let (answer, peer) = (Arc::clone(&answer), peer.clone());
+            async move { Ok::<_, std::convert::Infallible>(answer.answer(request, &peer).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.bounds.head_timeout)
+            .keep_alive(self.bounds.keep_alive)
+            .max_buf_size(self.bounds.head_bytes_max.max(8192));
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let connection = builder.serve_connection(io, service);
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%error, "an HTTP connection ended");
+        }
+    }
+}
+
+/// A connection admitted: its places in the server's and its source's counts.
+struct Admitted<A> {
+    listen: Arc<Listen<A>>,
+    source: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<A> Drop for Admitted<A> {
+    fn drop(&mut self) {
+        let sources = &self.listen.sources;
+        let mut sources = sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(count) = sources.get_mut(&self.source) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            sources.remove(&self.source);
+        }
+    }
+}
+
+/// What connections are counted by: an IPv4 address, or an IPv6 address's /64 (one host
+/// commonly holds a whole /64, so counting its addresses apart would bound nothing).
+pub fn source(address: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = address else {
+        return address;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let network = v6.to_bits() & !((1_u128 << 64) - 1);
+    IpAddr::V6(std::net::Ipv6Addr::from_bits(network))
+}

@@ -1,0 +1,355 @@
+//! Answering one request: its trace, its bounded body, the call of its route's handler in a
+//! replica's store, and the runtime's own answers when there is no other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use exorun_common::Throttle;
+use exorun_core::call;
+use exorun_core::instance;
+use exorun_core::trace;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use wasmtime::component::ResourceAny;
+use wasmtime::component::Val;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::config::Config;
+use crate::server::Route;
+
+/// The request's span: a child of the caller's W3C `traceparent`, or the root of a new trace.
+pub(crate) fn traced(request: &hyper::Request<Incoming>) -> trace::Span {
+    let header = request.headers().get("traceparent");
+    let parent = header
+        .and_then(|value| value.to_str().ok())
+        .and_then(traceparent);
+    match parent {
+        Some((trace_id, parent_id, flags)) => trace::Span::child_of(trace_id, parent_id, flags),
+        None => trace::Span::root(),
+    }
+}
+
+/// `00-TRACEID-PARENTID-FLAGS` (W3C trace context, version 00).
+fn traceparent(text: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    let mut parts = text.trim().split('-');
+    let (Some("00"), Some(trace), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let trace_id: [u8; 16] = unhex(trace)?.try_into().ok()?;
+    let parent_id: [u8; 8] = unhex(parent)?.try_into().ok()?;
+    let [flags] = unhex(flags)?[..] else {
+        return None;
+    };
+    let zero = trace_id == [0; 16] || parent_id == [0; 8];
+    (!zero).then_some((trace_id, parent_id, flags))
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let pairs = text.as_bytes().chunks(2);
+    let byte = |pair: &[u8]| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok();
+    pairs.map(byte).collect()
+}
+
+/// Hands a request's span to the exporter: `http request`, its route and status; its outcome
+/// `ok`, or the status when the runtime or the handler answered 5xx.
+pub(crate) fn finish_span(
+    span: trace::Span,
+    route: &str,
+    status: hyper::StatusCode,
+    elapsed: Duration,
+) {
+    let now = std::time::SystemTime::now();
+    let outcome = if status.is_server_error() {
+        status.as_str()
+    } else {
+        "ok"
+    };
+    trace::finish(&trace::Finished {
+        span,
+        kind: trace::Kind::Server,
+        name: "http request",
+        started: now.checked_sub(elapsed).unwrap_or(now),
+        elapsed,
+        attributes: &[
+            ("exorun.route", route),
+            ("http.response.status_code", status.as_str()),
+        ],
+        outcome,
+    });
+}
+
+/// The status classes requests are counted by (a bounded label).
+pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in `STATUS_CLASSES` of `status`'s class.
+pub(crate) fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// A short answer of the runtime's own.
+pub(crate) fn plain(status: u16, text: String) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The request body, cut at its size and time bounds.
+pub(crate) fn bounded(body: Incoming, config: &Config) -> Bounded {
+    let max = usize::try_from(config.body_bytes_max).unwrap_or(usize::MAX);
+    Bounded {
+        inner: http_body_util::Limited::new(body, max),
+        deadline: Box::pin(tokio::time::sleep(config.body_timeout)),
+        max: config.body_bytes_max,
+    }
+}
+
+/// A request body with a size bound and a deadline.
+pub(crate) struct Bounded {
+    inner: http_body_util::Limited<Incoming>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    max: u64,
+}
+
+impl hyper::body::Body for Bounded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        // What has arrived is read first, however late it is read (a request may have waited
+        // for a replica); the deadline is for bytes still to come.
+        let max = self.max;
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() && self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
+        polled.map(|frame| frame.map(|frame| frame.map_err(|error| body_error(error, max))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a request body failed: past its size, or the connection's own error.
+fn body_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    max: u64,
+) -> wasmtime_wasi_http::Error {
+    match error.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+        Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max)),
+    }
+}
+
+/// Runs `route`'s handler for `request`: a replica taken, the request's resources made in its
+/// store, `handle` called on a task of its own (the answer's body may stream after `handle`
+/// sets it), and the answer, or the runtime's 500 or 503 saying why there is none.
+pub(crate) async fn handle(
+    route: &Route,
+    request: hyper::Request<Bounded>,
+    (scheme, request_timeout, closed): (Scheme, Duration, tokio::sync::watch::Receiver<bool>),
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> hyper::Response<HyperOutgoingBody> {
+    let lease = match route.handle.lease(0).await {
+        Ok(lease) => lease,
+        Err(
+            instance::Error::Busy { .. }
+            | instance::Error::TooManyWaiting { .. }
+            | instance::Error::TooManyBytesWaiting { .. },
+        ) => {
+            return plain(503, format!("{} is overloaded\n", route.name));
+        }
+        Err(error) => {
+            WARNINGS.note(|skipped| {
+                tracing::warn!(route = %route.name, skipped, "no instance for a request: {error}");
+            });
+            return plain(503, format!("{} is unavailable\n", route.name));
+        }
+    };
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    let (ended, outcome) = tokio::sync::oneshot::channel();
+    let export = route.export.clone();
+    let deadline = request_timeout;
+    let context = call::Context::current();
+    let call = async move {
+        let mut lease = lease;
+        let make =
+            move |mut store: wasmtime::StoreContextMut<'_, exorun_core::context::ExorunCtx>| {
+                let mut view = exorun_systems::http::view(store.data_mut());
+                let request = view.new_incoming_request(scheme, request)?;
+                let out = view.new_response_outparam(sender)?;
+                let request = ResourceAny::try_from_resource(request, &mut store)?;
+                let out = ResourceAny::try_from_resource(out, &mut store)?;
+                Ok(vec![Val::Resource(request), Val::Resource(out)])
+            };
+        let called = lease.call_made(&export, make, &mut []);
+        // Past the deadline, or once the server has stopped, the call is dropped mid-way:
+        // its lease fails the replica, which is restarted for the next call.
+        let called = until_closed(tokio::time::timeout(deadline, called), closed).await;
+        let called = match called {
+            Some(Ok(called)) => called.map_err(|error| format!("failed: {error}")),
+            Some(Err(_)) => Err(format!("ran past the request deadline of {deadline:?}")),
+            None => Err("was cut: the server stopped".to_owned()),
+        };
+        drop(slot);
+        let _ = ended.send(called.is_ok());
+        called
+    };
+    // The task runs in the request's context (its party, as the lease was taken; its span).
+    let mut task = tokio::spawn(context.scope(call));
+    let mut answer = answer;
+    // The answer, or the end of the call without one (a handler cut at the deadline leaves
+    // its response-outparam in a store that is only dropped at the replica's restart).
+    let answered = tokio::select! {
+        answered = &mut answer => answered,
+        ended = &mut task => match answer.try_recv() {
+            Ok(answered) => Ok(answered),
+            Err(_) => return failed(&route.name, ended),
+        },
+    };
+    match answered {
+        Ok(Ok(response)) => response.map(|body| Finishing::new(body, outcome).boxed_unsync()),
+        Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
+        Err(_) => failed(&route.name, task.await),
+    }
+}
+
+/// `work`'s output, or `None` once `closed` turns true (or its server is gone).
+async fn until_closed<F: Future>(
+    work: F,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) -> Option<F::Output> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = closed.wait_for(|closed| *closed) => None,
+    }
+}
+
+/// The 500 of a handler that never answered: how its call ended.
+fn failed(
+    name: &str,
+    ended: Result<Result<(), String>, tokio::task::JoinError>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let why = match ended {
+        Ok(Ok(())) => "returned without answering".to_owned(),
+        Ok(Err(why)) => why,
+        Err(error) => format!("failed: {error}"),
+    };
+    WARNINGS.note(|skipped| {
+        tracing::warn!(route = %name, skipped, "a request got no answer: the handler {why}");
+    });
+    plain(500, format!("the handler of {name} {why}\n"))
+}
+
+/// Warnings about requests: at most one a second over the process, so a client cannot flood
+/// the log (each request is counted by its status anyway).
+static WARNINGS: Throttle = Throttle::new();
+
+/// A handler's answer body that ends cleanly only when the handler's call returned: the body
+/// wasmtime-wasi-http hands over also ends cleanly when the store it was written from is
+/// dropped (a trap, a call cut at the deadline), which would pass a cut answer off as whole.
+struct Finishing {
+    inner: HyperOutgoingBody,
+    /// Whether `inner` ended (it is not polled again).
+    ended: bool,
+    /// Whether the call returned; taken when it is known.
+    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl Finishing {
+    fn new(inner: HyperOutgoingBody, outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
+        let outcome = Some(outcome);
+        Self {
+            inner,
+            ended: false,
+            outcome,
+        }
+    }
+}
+
+impl hyper::body::Body for Finishing {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if !self.ended {
+            let polled = Pin::new(&mut self.inner).poll_frame(cx);
+            let Poll::Ready(None) = polled else {
+                return polled;
+            };
+            self.ended = true;
+        }
+        // The body ended: it is whole if the call returned (waiting for the call to end, which
+        // the request deadline bounds).
+        let Some(outcome) = self.outcome.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let Poll::Ready(returned) = Pin::new(outcome).poll(cx) else {
+            return Poll::Pending;
+        };
+        self.outcome = None;
+        match returned {
+            Ok(true) => Poll::Ready(None),
+            Ok(false) | Err(_) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_reads_version_00_only() {
+        let parsed = traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let (trace_id, parent_id, flags) = parsed.unwrap_or_else(|| panic!("not read"));
+        assert_eq!(trace_id[0], 0x0a);
+        assert_eq!(parent_id[7], 0x31);
+        assert_eq!(flags, 1);
+        for bad in [
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00-zzf7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert_eq!(traceparent(bad), None, "{bad}");
+        }
+    }
+}
