@@ -60,7 +60,7 @@ exorun-systems = { path = \"$ROOT/exorun-systems\" }" \
     'use exorun_core::system::SystemComponent;
 fn main() {
     let kv = exorun_systems::kv::Kv::new(exorun_systems::kv::Store::new());
-    let runtime = exorun_core::registry::Runtime::new().expect("runtime");
+    let runtime = exorun_core::Runtime::new().expect("runtime");
     println!("{:?} on runtime {}", kv.interfaces(), runtime.id());
 }' \
     wasmtime neorpc exorun-transport

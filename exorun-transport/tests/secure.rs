@@ -281,7 +281,7 @@ fn a_key_file_that_is_no_key_is_refused() {
     let directory = std::env::temp_dir();
     assert!(matches!(
         NodeKey::read(&directory),
-        Err(identity::Error::File { .. }) | Err(identity::Error::Exposed { .. })
+        Err(identity::Error::NotAFile { .. })
     ));
 }
 
