@@ -17,7 +17,7 @@ use wasmtime::component::Type;
 
 /// A frame never panics the decoders; one that decodes names its seq the same way, and
 /// encodes again into a frame that decodes to the same message.
-pub fn frame(data: &[u8]) {
+pub(crate) fn frame(data: &[u8]) {
     let seq = frame::decode_seq(data);
     let Ok(message) = frame::decode(data) else {
         return;
@@ -95,7 +95,7 @@ fn value_types() -> &'static [Vec<Type>] {
 /// A slab never panics the decoder; one that decodes against a function's parameter types
 /// (the first byte picks which) encodes again, and decoding and encoding that is idempotent:
 /// `decode(encode(x)) == x`, compared as canonical bytes (so NaN payloads count too).
-pub fn values(data: &[u8]) {
+pub(crate) fn values(data: &[u8]) {
     let Some((pick, slab)) = data.split_first() else {
         return;
     };
@@ -114,7 +114,7 @@ pub fn values(data: &[u8]) {
 /// Any bytes as a stream: the framing hands out exactly the messages a plain reading of the
 /// length prefixes finds, then ends as that reading says (cleanly, truncated, or refusing an
 /// oversized prefix). The first two bytes set the message limit.
-pub fn stream(data: &[u8]) {
+pub(crate) fn stream(data: &[u8]) {
     let Some((limit, wire)) = data.split_at_checked(2) else {
         return;
     };
@@ -179,7 +179,7 @@ fn expected_framing(
 
 /// Any text as a manifest (and as `--invoke` call text) never panics the parsers, and every
 /// problem found is named with a key.
-pub fn manifest(data: &[u8]) {
+pub(crate) fn manifest(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let path = Path::new("/nonexistent/fuzz/manifest.toml");
     let peers = std::collections::BTreeMap::new();

@@ -136,11 +136,11 @@ async fn math_exports() -> Arc<Exports> {
 
 async fn memory_math() -> Arc<Client> {
     let (near, far) = exorun_transport::memory::pair(exorun_transport::memory::CAPACITY_DEFAULT);
-    let dispatcher: Arc<dyn exorun_transport::handler::Dispatcher> = math_exports().await;
-    tokio::spawn(exorun_transport::handler::serve(
+    let dispatcher: Arc<dyn exorun_transport::dispatch::Dispatcher> = math_exports().await;
+    tokio::spawn(exorun_transport::connection::serve(
         Arc::new(far),
         dispatcher,
-        exorun_transport::handler::Config::default(),
+        exorun_transport::connection::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }

@@ -164,6 +164,7 @@ impl std::fmt::Debug for Linkable {
 }
 
 /// A builder whose links all passed the checks.
+#[derive(Debug)]
 pub struct Checked(InstanceBuilder);
 
 impl Checked {
@@ -228,6 +229,17 @@ pub struct InstanceBuilder {
     name: Option<String>,
     replicas: Replicas,
     restart: Restart,
+}
+
+impl std::fmt::Debug for InstanceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceBuilder")
+            .field("app", &self.app.name)
+            .field("name", &self.name)
+            .field("links", &self.links)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InstanceBuilder {

@@ -24,8 +24,8 @@ use exorun_bind::serve::Exports;
 use exorun_bind::serve::guard;
 use exorun_core::runtime::Runtime;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
-use exorun_transport::handler::Dispatcher;
+use exorun_transport::dispatch;
+use exorun_transport::dispatch::Dispatcher;
 use neorpc::failure::Failure;
 use neorpc::frame;
 use proptest::prelude::*;
@@ -164,8 +164,8 @@ async fn a_lattice_call_to_a_guarded_export_is_denied_without_asking() {
     };
     // Anonymous, or a caller that names itself (which proves nothing): both denied.
     for origin in [
-        handler::Origin::lattice(),
-        handler::Origin::lattice_caller(7),
+        dispatch::Origin::lattice(),
+        dispatch::Origin::lattice_caller(7),
     ] {
         let outcome = exports.dispatch(call.clone(), &bytes, &origin).await;
         assert_eq!(outcome.map(|_| ()), Err(denied.clone()));

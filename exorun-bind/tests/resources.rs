@@ -130,7 +130,7 @@ async fn serve(
     };
     let bound = listener.local_address().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dispatcher: Arc<dyn exorun_transport::handler::Dispatcher> = exports.clone();
+    let dispatcher: Arc<dyn exorun_transport::dispatch::Dispatcher> = exports.clone();
     let server = server::Server::new(dispatcher, server::Config::default())
         .listen(listener)
         .run(async move {
@@ -616,12 +616,12 @@ async fn a_connection_that_ends_drops_its_handles_and_a_new_one_cannot_name_them
     let (provider, exports) = counters_host().await;
     let (near, far) = exorun_transport::memory::pair(exorun_transport::memory::CAPACITY_DEFAULT);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dispatcher: Arc<dyn exorun_transport::handler::Dispatcher> = exports.clone();
-    tokio::spawn(exorun_transport::handler::serve_until(
+    let dispatcher: Arc<dyn exorun_transport::dispatch::Dispatcher> = exports.clone();
+    tokio::spawn(exorun_transport::connection::serve_until(
         Arc::new(far),
         dispatcher,
-        exorun_transport::handler::Config::default(),
-        exorun_transport::handler::Origin::new(None),
+        exorun_transport::connection::Config::default(),
+        exorun_transport::dispatch::Origin::new(None),
         async move {
             let _ = stopped.await;
         },

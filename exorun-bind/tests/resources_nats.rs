@@ -16,7 +16,7 @@ use exorun_bind::serve::Exports;
 use exorun_core::instance;
 use exorun_core::instance::InstanceHandle;
 use exorun_core::runtime::Runtime;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use exorun_transport::nats;
 use neorpc::failure::Failure;
 use wasmtime::component::Val;
@@ -96,7 +96,7 @@ async fn member(
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dispatcher: Arc<dyn handler::Dispatcher> = exports.clone();
+    let dispatcher: Arc<dyn dispatch::Dispatcher> = exports.clone();
     let serving = tokio::spawn(subscribed.serve(dispatcher, 64, async move {
         let _ = stopped.await;
     }));

@@ -305,8 +305,8 @@ impl ServeLimits {
         };
         config.stream.frame_deadline = Some(self.frame_deadline);
         config.stream.budget = Some(budget::Budget::new(self.budget_mib.saturating_mul(1 << 20)));
-        config.handler.idle_timeout = Some(self.idle_timeout);
-        config.handler.first_call_timeout = Some(self.first_call_timeout);
+        config.connection.idle_timeout = Some(self.idle_timeout);
+        config.connection.first_call_timeout = Some(self.first_call_timeout);
         config
     }
 }

@@ -89,6 +89,7 @@ pub struct Settings {
 }
 
 /// A running export: [`Exporting::flush`] sends what is queued before the process ends.
+#[derive(Debug)]
 pub struct Exporting {
     flushes: mpsc::Sender<oneshot::Sender<()>>,
 }

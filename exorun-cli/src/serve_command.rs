@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use exorun_transport::address::Address;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::nats;
 use exorun_transport::net;
@@ -203,7 +203,7 @@ pub(crate) async fn serve(
         None => None,
     };
     let http = listening.http.start(&composition, &routes, drain).await?;
-    let dispatcher: Arc<dyn handler::Dispatcher> = composition.exports.clone();
+    let dispatcher: Arc<dyn dispatch::Dispatcher> = composition.exports.clone();
     let (stopping, running) = run_server(Server::new(dispatcher, config), listeners, subscribed);
     // Registered before anything is announced, so no signal can come before its listener.
     let mut signals = Signals::new()?;

@@ -34,6 +34,15 @@ pub struct App {
     exports: Arc<BTreeMap<String, BTreeMap<String, Export>>>,
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An exported function of an app, resolved once: valid in every instance of that app, with
 /// its signature, and cheap to clone into a call.
 #[derive(Debug, Clone)]

@@ -37,6 +37,14 @@ pub struct ExorunCtx {
     limiter: limits::Limiter,
 }
 
+impl std::fmt::Debug for ExorunCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExorunCtx")
+            .field("user_data", &self.user.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ContextBuilder {
     /// An empty context: no user data.
     pub fn new() -> Self {

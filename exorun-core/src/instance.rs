@@ -166,6 +166,19 @@ pub struct Lease {
     _permit: OwnedSemaphorePermit,
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = match &self.held {
+            Held::Replica(slot) => format!("replica {}", slot.index),
+            Held::Fresh(_) => "a fresh instance".to_owned(),
+        };
+        f.debug_struct("Lease")
+            .field("instance", &self.handle.id())
+            .field("held", &held)
+            .finish_non_exhaustive()
+    }
+}
+
 enum Held {
     Replica(OwnedMutexGuard<Slot>),
     Fresh(Box<Running>),

@@ -112,6 +112,14 @@ pub struct Prepared {
     pre: InstancePre<ExorunCtx>,
 }
 
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Prepared {
     /// The app this was prepared from.
     pub fn app(&self) -> &App {

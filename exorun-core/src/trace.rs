@@ -90,6 +90,7 @@ impl Span {
 }
 
 /// Bytes shown in lowercase hex.
+#[derive(Debug)]
 pub struct Hex<'a>(&'a [u8]);
 
 impl std::fmt::Display for Hex<'_> {

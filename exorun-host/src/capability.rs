@@ -66,6 +66,7 @@ pub enum Error {
 }
 
 /// What a new link grants.
+#[derive(Debug)]
 pub struct Grant<'a> {
     /// Its subject.
     pub to: PublicKey,

@@ -115,9 +115,9 @@ pub fn managed(
 ) -> Result<manifest::Manifest, Error> {
     let (path, text) = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|error| manifest::Error::Read {
+            let text = std::fs::read_to_string(path).map_err(|source| manifest::Error::Read {
                 path: path.display().to_string(),
-                message: error.to_string(),
+                source,
             })?;
             (path.to_owned(), text)
         }
@@ -170,6 +170,7 @@ links = {{ "exorun:host/meta" = {{ system = "meta" }}, "exorun:host/caller" = {{
 }
 
 /// Where a managing command calls, as whom, presenting what.
+#[derive(Debug)]
 pub struct Target<'a> {
     /// The runtime's address (tls:// or quic://).
     pub at: &'a str,
@@ -184,6 +185,7 @@ pub struct Target<'a> {
 }
 
 /// An instance as `exorun ps` prints it.
+#[derive(Debug)]
 pub struct Listed {
     /// Its fields, in WIT order: name, app, exported, replicas, restarts, state, calls.
     pub fields: Vec<(String, Val)>,

@@ -252,6 +252,7 @@ pub enum Store {
 
 /// The apps and instances a manifest's instance may name (a manifest's own, or a running
 /// runtime's for an instance started through meta).
+#[derive(Debug)]
 pub struct Known {
     /// App names.
     pub apps: std::collections::BTreeSet<String>,
@@ -369,9 +370,9 @@ pub const COMPONENT_BYTES_MAX: u64 = exorun_core::runtime::COMPONENT_BYTES_MAX;
 /// that cannot be read or parsed is an `Err`; every other problem is listed in
 /// `Manifest::problems`, to be reported with those that compiling and linking find.
 pub fn load(path: &Path, peers: &BTreeMap<String, String>) -> Result<Manifest, Error> {
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.display().to_string(),
-        message: error.to_string(),
+        source,
     })?;
     parse(path, &text, peers)
 }

@@ -151,6 +151,7 @@ pub struct Listed {
 }
 
 /// The meta system: the manager of its runtime, once the composition has started.
+#[derive(Debug)]
 pub struct Meta {
     manager: Arc<OnceLock<Arc<Manager>>>,
 }

@@ -45,6 +45,13 @@ pub struct Routes {
     routes: Vec<Route>,
 }
 
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes = self.routes.iter().map(|route| (&route.prefix, &route.name));
+        f.debug_map().entries(routes).finish()
+    }
+}
+
 impl Routes {
     /// Routes `prefix` to `handle` (named `name` in answers and logs). A prefix is kept without
     /// its trailing `/`, so `/api` and `/api/` are one prefix, routed once.

@@ -87,6 +87,7 @@ struct KeyResponse {
 }
 
 /// A bucket a guest opened: its name (the host resource behind `bucket`).
+#[derive(Debug)]
 pub struct Bucket {
     name: String,
 }

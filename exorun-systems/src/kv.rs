@@ -181,6 +181,7 @@ impl Store {
     /// The store kept in the redb file at `path` (made if missing). A file another process
     /// holds open, or one that is not a redb file, is `Error::Open` naming it.
     #[cfg(feature = "durable")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "durable")))]
     pub async fn open(path: &std::path::Path) -> Result<Self, Error> {
         Ok(Self::on(Arc::new(durable::Durable::open(path).await?)))
     }
@@ -189,6 +190,7 @@ impl Store {
     /// is connected to (made if missing, with one value per key and values bounded like every
     /// store's).
     #[cfg(feature = "jetstream")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jetstream")))]
     pub async fn jetstream(client: async_nats::Client, bucket: &str) -> Result<Self, Error> {
         Ok(Self::on(Arc::new(
             jetstream::Bucket::open(client, bucket).await?,

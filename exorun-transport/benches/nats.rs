@@ -17,7 +17,7 @@ use std::time::Duration;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::connection;
 use exorun_transport::nats;
 use exorun_transport::net;
 use exorun_transport::transport;
@@ -39,10 +39,10 @@ async fn tcp_caller() -> Arc<dyn client::Channel> {
                 .await
                 .expect("accept");
             let served: Arc<dyn Transport> = accepted;
-            tokio::spawn(handler::serve(
+            tokio::spawn(connection::serve(
                 served,
                 Arc::new(common::Echo),
-                handler::Config::default(),
+                connection::Config::default(),
             ));
         }
     });

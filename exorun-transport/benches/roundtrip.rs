@@ -16,7 +16,7 @@ use std::time::Instant;
 use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::connection;
 use exorun_transport::memory;
 use exorun_transport::net;
 use exorun_transport::transport;
@@ -31,10 +31,10 @@ const ROLE_ENV: &str = "EXORUN_BENCH_ROLE";
 
 async fn memory_client() -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    tokio::spawn(handler::serve(
+    tokio::spawn(connection::serve(
         Arc::new(far),
         Arc::new(common::Echo),
-        handler::Config::default(),
+        connection::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
@@ -48,10 +48,10 @@ async fn tcp_client() -> Arc<Client> {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        handler::serve(
+        connection::serve(
             transport,
             Arc::new(common::Echo),
-            handler::Config::default(),
+            connection::Config::default(),
         )
         .await
     });
@@ -339,10 +339,10 @@ fn exorun_echo(address: &str) {
             .accept(transport::MESSAGE_BYTES_MAX)
             .await
             .expect("accept");
-        let _ = handler::serve(
+        let _ = connection::serve(
             connection,
             Arc::new(common::Echo),
-            handler::Config::default(),
+            connection::Config::default(),
         )
         .await;
     });

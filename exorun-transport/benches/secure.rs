@@ -17,7 +17,7 @@ use bytes::Bytes;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::connection;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::net;
 use exorun_transport::stream;
@@ -54,7 +54,12 @@ async fn serve_one(accepted: net::Accepted) {
         return;
     };
     let served: Arc<dyn Transport> = opened.transport;
-    let _ = handler::serve(served, Arc::new(common::Echo), handler::Config::default()).await;
+    let _ = connection::serve(
+        served,
+        Arc::new(common::Echo),
+        connection::Config::default(),
+    )
+    .await;
 }
 
 async fn connect(address: &Address, secure: &Secure) -> Arc<stream::Transport> {

@@ -38,7 +38,7 @@ use crate::transport;
 use crate::transport::Transport;
 use exorun_common::BoxFuture;
 
-pub mod session;
+mod session;
 
 use self::session::Refused;
 use self::session::Session;
@@ -218,6 +218,14 @@ pub trait Channel: Send + Sync {
 pub struct Presenting {
     channel: Arc<dyn Channel>,
     capability: Bytes,
+}
+
+impl std::fmt::Debug for Presenting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presenting")
+            .field("capability_bytes", &self.capability.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Presenting {

@@ -234,6 +234,7 @@ fn hex_digit(digit: u8) -> Option<u8> {
 
 /// A node's private key (ed25519, PKCS#8) and its public key.
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub struct NodeKey {
     pkcs8: Vec<u8>,
     public: PublicKey,

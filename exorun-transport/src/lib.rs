@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! ## Modules
 //!
@@ -14,32 +15,40 @@
 //! - `tls` (feature `tls`) and `quic` (feature `quic`): TLS 1.3 and QUIC with node keys as raw
 //!   public keys, pinned by the caller, reported to the server.
 //! - `nats` (feature `nats`): exports by name across many hosts, as NATS requests in a lattice.
-//! - `client`: one correlating client per connection, driving `client::session::Session`, a
-//!   state machine without I/O (sequence numbers, pending calls and their deadlines,
-//!   heartbeats, go-away, the in-flight bound); the `Channel` trait calls go through.
+//! - `client`: one correlating client per connection, driving its session, a state machine
+//!   without I/O (sequence numbers, pending calls and their deadlines, heartbeats, go-away,
+//!   the in-flight bound; property-tested inside the crate); the `Channel` trait calls go
+//!   through.
 //! - `peer`: a named peer with failover addresses that keeps a connection up: reconnection
 //!   with back-off, heartbeats, go-away.
-//! - `handler`: one connection's handler, which decodes each call frame once, hands it to a
+//! - `dispatch`: what serving asks of whoever gives calls their meaning: the `Dispatcher`, the
+//!   `Origin` of each call, its `Outcome`.
+//! - `connection`: serving one connection, which decodes each call frame once, hands it to a
 //!   `Dispatcher` (what a call means) and writes replies.
-//! - `server`: listeners (each accepting connections for handlers, within a connection cap,
+//! - `server`: listeners (each accepting connections to serve, within a connection cap,
 //!   per-listener shares and per-source bounds) and lattices, until one stop, then a bounded
 //!   drain.
 
 pub mod address;
 pub mod budget;
 pub mod client;
-pub mod handler;
+pub mod connection;
+pub mod dispatch;
 pub mod identity;
 pub mod memory;
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
 #[cfg(any(feature = "tcp", feature = "unix"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tcp", feature = "unix"))))]
 pub mod net;
 pub mod peer;
 #[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
 pub mod quic;
 pub mod server;
 pub mod stream;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 pub mod transport;

@@ -1,4 +1,4 @@
-//! Serving: listeners accept connections and give each a `handler` (mini-redis's shape: a
+//! Serving: listeners accept connections and serve each (`connection`; mini-redis's shape: a
 //! listener, a handler per connection, one shutdown signal), lattices answer the calls NATS
 //! routes here, and one stop ends both. What a call means is the `Dispatcher`'s business; how
 //! bytes arrive is the transports'.
@@ -27,8 +27,9 @@ use tokio::task::JoinSet;
 
 use crate::budget;
 use crate::budget::Budget;
-use crate::handler;
-use crate::handler::Dispatcher;
+use crate::connection;
+use crate::dispatch;
+use crate::dispatch::Dispatcher;
 #[cfg(feature = "nats")]
 use crate::nats;
 #[cfg(any(feature = "tcp", feature = "unix"))]
@@ -72,9 +73,9 @@ pub struct Config {
     /// How every connection reads: largest frame, frame deadline, and the byte budget that all
     /// connections share (partly read frames and calls waiting to run).
     pub stream: stream::Config,
-    /// Each connection's handler: calls in flight, first-call and idle timeouts. A lattice
+    /// Each connection's bounds: calls in flight, first-call and idle timeouts. A lattice
     /// runs at most `calls_in_flight_max` calls at once too.
-    pub handler: handler::Config,
+    pub connection: connection::Config,
     /// How long a stop waits for calls in flight before it closes what is left.
     pub drain_timeout: Duration,
 }
@@ -89,7 +90,7 @@ impl Default for Config {
                 frame_deadline: Some(stream::FRAME_DEADLINE_DEFAULT),
                 budget: Some(Budget::new(budget::BUDGET_BYTES_DEFAULT)),
             },
-            handler: handler::Config::default(),
+            connection: connection::Config::default(),
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
         }
     }
@@ -187,7 +188,7 @@ impl Server {
         #[cfg(feature = "nats")]
         let lattices = {
             let mut lattices = JoinSet::new();
-            let calls_in_flight_max = self.config.handler.calls_in_flight_max;
+            let calls_in_flight_max = self.config.connection.calls_in_flight_max;
             for subscribed in self.lattices {
                 let dispatcher = Arc::clone(&self.dispatcher);
                 lattices.spawn(subscribed.serve(dispatcher, calls_in_flight_max, until()));
@@ -459,7 +460,7 @@ impl Accept {
         let connection = connection(
             socket,
             Arc::clone(&self.dispatcher),
-            (stream, self.config.handler),
+            (stream, self.config.connection),
             state.stopped.clone(),
             (counted, buffers),
         );
@@ -490,7 +491,7 @@ fn scheme(address: &str) -> &'static str {
 async fn connection(
     socket: net::Accepted,
     dispatcher: Arc<dyn Dispatcher>,
-    (stream, config): (stream::Config, handler::Config),
+    (stream, config): (stream::Config, connection::Config),
     mut stopped: tokio::sync::watch::Receiver<bool>,
     // Its place among its source's connections, and the charge for its transport's buffers:
     // both held for as long as it lives.
@@ -511,15 +512,15 @@ async fn connection(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let transport: Arc<dyn transport::Transport> = opened.transport;
-    let origin = handler::Origin::new(opened.peer);
-    let served = handler::serve_until(transport, dispatcher, config, origin, until).await;
+    let origin = dispatch::Origin::new(opened.peer);
+    let served = connection::serve_until(transport, dispatcher, config, origin, until).await;
     drop(held);
     match served {
         Ok(_) => {}
         Err(
-            error @ (handler::Error::Idle { .. }
-            | handler::Error::NoCall { .. }
-            | handler::Error::Transport(transport::Error::FrameDeadline { .. })),
+            error @ (connection::Error::Idle { .. }
+            | connection::Error::NoCall { .. }
+            | connection::Error::Transport(transport::Error::FrameDeadline { .. })),
         ) => {
             tracing::debug!(%error, "closed a connection");
         }

@@ -61,7 +61,7 @@ async fn serve(mut config: server::Config) -> Served {
         tls.local_address().unwrap(),
         quic.local_address().unwrap(),
     );
-    config.handler.first_call_timeout = Some(Duration::from_secs(10));
+    config.connection.first_call_timeout = Some(Duration::from_secs(10));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = Server::new(Arc::new(common::Echo::default()), config)
         .listen(tcp)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use exorun_transport::budget;
 use exorun_transport::budget::Budget;
-use exorun_transport::handler;
+use exorun_transport::connection;
 use exorun_transport::memory;
 use exorun_transport::stream;
 use exorun_transport::transport;
@@ -156,13 +156,13 @@ async fn a_frame_that_stalls_past_its_deadline_closes_the_connection() {
 #[tokio::test(start_paused = true)]
 async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_timeout() {
     let (near, far) = memory::pair(16);
-    let config = handler::Config {
+    let config = connection::Config {
         idle_timeout: Some(Duration::from_secs(60)),
         first_call_timeout: None,
-        ..handler::Config::default()
+        ..connection::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(handler::serve(
+    let server = tokio::spawn(connection::serve(
         Arc::new(far),
         Arc::new(common::Echo::default()),
         config,
@@ -174,7 +174,7 @@ async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_tim
     near.send(Bytes::from(call.into_bytes())).await.unwrap();
     assert!(near.recv().await.unwrap().is_some());
     let ended = server.await.unwrap();
-    assert_eq!(ended, Err(handler::Error::Idle { idle_ms: 60_000 }));
+    assert_eq!(ended, Err(connection::Error::Idle { idle_ms: 60_000 }));
     assert_eq!(started.elapsed(), Duration::from_secs(59 + 60));
     assert_eq!(near.recv().await, Ok(None), "the server closed its side");
 }
@@ -182,12 +182,12 @@ async fn a_connection_silent_with_no_call_in_flight_is_closed_after_the_idle_tim
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_makes_no_call_is_closed_at_the_first_call_timeout_pings_or_not() {
     let (near, far) = memory::pair(16);
-    let config = handler::Config {
+    let config = connection::Config {
         first_call_timeout: Some(Duration::from_secs(10)),
-        ..handler::Config::default()
+        ..connection::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(handler::serve(
+    let server = tokio::spawn(connection::serve(
         Arc::new(far),
         Arc::new(common::Echo::default()),
         config,
@@ -204,7 +204,7 @@ async fn a_connection_that_makes_no_call_is_closed_at_the_first_call_timeout_pin
         );
     }
     let ended = server.await.unwrap();
-    assert_eq!(ended, Err(handler::Error::NoCall { timeout_ms: 10_000 }));
+    assert_eq!(ended, Err(connection::Error::NoCall { timeout_ms: 10_000 }));
     assert_eq!(started.elapsed(), Duration::from_secs(10));
     assert_eq!(near.recv().await, Ok(None), "the server closed its side");
 }
@@ -212,13 +212,13 @@ async fn a_connection_that_makes_no_call_is_closed_at_the_first_call_timeout_pin
 #[tokio::test(start_paused = true)]
 async fn a_first_call_lifts_the_first_call_timeout() {
     let (near, far) = memory::pair(16);
-    let config = handler::Config {
+    let config = connection::Config {
         first_call_timeout: Some(Duration::from_secs(10)),
         idle_timeout: Some(Duration::from_secs(600)),
-        ..handler::Config::default()
+        ..connection::Config::default()
     };
     let started = tokio::time::Instant::now();
-    let server = tokio::spawn(handler::serve(
+    let server = tokio::spawn(connection::serve(
         Arc::new(far),
         Arc::new(common::Echo::default()),
         config,
@@ -227,7 +227,7 @@ async fn a_first_call_lifts_the_first_call_timeout() {
     near.send(Bytes::from(call.into_bytes())).await.unwrap();
     assert!(near.recv().await.unwrap().is_some());
     let ended = server.await.unwrap();
-    assert_eq!(ended, Err(handler::Error::Idle { idle_ms: 600_000 }));
+    assert_eq!(ended, Err(connection::Error::Idle { idle_ms: 600_000 }));
     assert_eq!(started.elapsed(), Duration::from_secs(600));
 }
 

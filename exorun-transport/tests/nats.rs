@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use exorun_common::BoxFuture;
 use exorun_transport::client;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use exorun_transport::nats;
 use exorun_transport::nats::Lattice;
 use exorun_transport::transport;
@@ -39,13 +39,13 @@ struct Echo {
 /// `Echo` as a dispatcher.
 struct Echoing(Arc<Echo>);
 
-impl handler::Dispatcher for Echoing {
+impl dispatch::Dispatcher for Echoing {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        _: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         let (seq, args, method) = (call.seq, call.args.to_vec(), call.method.to_owned());
         let echo = Arc::clone(&self.0);
         Box::pin(async move {
@@ -96,7 +96,7 @@ async fn serving_through(
 ) -> tokio::task::JoinHandle<nats::Served> {
     let exports: Vec<String> = exports.iter().map(|name| (*name).to_owned()).collect();
     let subscribed = nats::join(settings, lattice, &exports).await.unwrap();
-    let dispatcher: Arc<dyn handler::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
+    let dispatcher: Arc<dyn dispatch::Dispatcher> = Arc::new(Echoing(Arc::clone(echo)));
     let stop = Arc::clone(stop);
     tokio::spawn(async move {
         subscribed

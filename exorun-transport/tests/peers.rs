@@ -21,7 +21,8 @@ use std::time::Duration;
 use exorun_common::BoxFuture;
 use exorun_transport::address::Address;
 use exorun_transport::client;
-use exorun_transport::handler;
+use exorun_transport::connection;
+use exorun_transport::dispatch;
 use exorun_transport::memory;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
@@ -124,11 +125,11 @@ impl peer::Connector for Faulty {
                         arrived: Arc::clone(&self.arrived),
                     };
                     let served: Arc<dyn Transport> = far.clone();
-                    let serving = handler::serve_until(
+                    let serving = connection::serve_until(
                         served,
                         Arc::new(echo),
-                        handler::Config::default(),
-                        handler::Origin::new(None),
+                        connection::Config::default(),
+                        dispatch::Origin::new(None),
                         async move {
                             let _ = stopped.await;
                         },

@@ -19,7 +19,8 @@ use common::Echo;
 use exorun_common::BoxFuture;
 use exorun_transport::address::Address;
 use exorun_transport::client;
-use exorun_transport::handler;
+use exorun_transport::connection;
+use exorun_transport::dispatch;
 use exorun_transport::net;
 use exorun_transport::peer;
 use exorun_transport::peer::Peer;
@@ -48,11 +49,11 @@ async fn echo_server(echo: Echo) -> String {
         loop {
             let connection = listener.accept(transport::MESSAGE_BYTES_MAX).await.unwrap();
             let connection: Arc<dyn Transport> = connection;
-            let dispatcher: Arc<dyn handler::Dispatcher> = echo.clone();
-            tokio::spawn(handler::serve(
+            let dispatcher: Arc<dyn dispatch::Dispatcher> = echo.clone();
+            tokio::spawn(connection::serve(
                 connection,
                 dispatcher,
-                handler::Config::default(),
+                connection::Config::default(),
             ));
         }
     });

@@ -16,7 +16,8 @@ use exorun_common::BoxFuture;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::connection;
+use exorun_transport::dispatch;
 use exorun_transport::identity;
 use exorun_transport::identity::NodeKey;
 use exorun_transport::identity::PublicKey;
@@ -33,13 +34,13 @@ use proptest::prelude::*;
 /// Answers every call with the caller's key as text (or `anonymous`).
 struct WhoCalls;
 
-impl handler::Dispatcher for WhoCalls {
+impl dispatch::Dispatcher for WhoCalls {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        caller: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        caller: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         let who = caller
             .key()
             .map_or_else(|| "anonymous".to_owned(), ToString::to_string);
@@ -73,11 +74,11 @@ async fn serve_one(accepted: net::Accepted, config: stream::Config) {
         return;
     };
     let served: Arc<dyn Transport> = opened.transport;
-    let _ = handler::serve_until(
+    let _ = connection::serve_until(
         served,
         Arc::new(WhoCalls),
-        handler::Config::default(),
-        handler::Origin::new(opened.peer),
+        connection::Config::default(),
+        dispatch::Origin::new(opened.peer),
         std::future::pending(),
     )
     .await;

@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use exorun_common::BoxFuture;
 use exorun_core::runtime;
 use exorun_core::runtime::Runtime;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use exorun_transport::identity::PublicKey;
 use neorpc::codec;
 use neorpc::failure::Failure;
@@ -118,7 +118,7 @@ impl Exports {
         self.handles.watch()
     }
 
-    /// Resource handles the connection `connection` (`handler::Origin::connection`) holds now.
+    /// Resource handles the connection `connection` (`dispatch::Origin::connection`) holds now.
     pub fn handles_held_by(&self, connection: u64) -> usize {
         self.handles.held_by(connection)
     }
@@ -215,7 +215,7 @@ impl Exports {
         &self,
         call: &frame::Call<'_>,
         frame: &Bytes,
-        origin: &handler::Origin,
+        origin: &dispatch::Origin,
     ) -> Result<Job, Failure> {
         let (target, method) = (call.target, call.method);
         let instance_not_found = || Failure::InstanceNotFound {
@@ -277,13 +277,13 @@ impl Exports {
     }
 }
 
-impl handler::Dispatcher for Exports {
+impl dispatch::Dispatcher for Exports {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         frame: &Bytes,
-        origin: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        origin: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         match self.resolve(&call, frame, origin) {
             Ok(job) => Box::pin(job.run()),
             Err(failure) => {
@@ -299,8 +299,8 @@ impl handler::Dispatcher for Exports {
         &self,
         seq: frame::Seq,
         handle: u64,
-        origin: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        origin: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         let handles = Arc::clone(&self.handles);
         let connection = origin.connection();
         Box::pin(async move {
@@ -316,7 +316,7 @@ impl handler::Dispatcher for Exports {
         })
     }
 
-    fn closed(&self, origin: &handler::Origin) {
+    fn closed(&self, origin: &dispatch::Origin) {
         self.handles.closed(origin.connection());
         self.guards.closed(origin.connection());
     }

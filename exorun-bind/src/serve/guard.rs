@@ -32,7 +32,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use exorun_core::instance;
 use exorun_core::runtime::Runtime;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use neorpc::failure::Failure;
 use tokio::time::Instant;
 use wasmtime::component::Val;
@@ -70,7 +70,7 @@ pub enum Error {
 
 /// A call, as the guard is asked about it.
 pub(crate) struct Ask<'a> {
-    pub(crate) origin: &'a handler::Origin,
+    pub(crate) origin: &'a dispatch::Origin,
     /// The bytes the call holds while it waits for the guard (its arguments and capability),
     /// counted against the guard's `bytes_waiting_max`.
     pub(crate) weight: u64,

@@ -12,7 +12,7 @@ use exorun_core::instance::InstanceHandle;
 use exorun_core::resources;
 use exorun_core::runtime::Runtime;
 use exorun_core::trace;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use neorpc::codec;
 use neorpc::failure::Failure;
 use neorpc::frame;
@@ -39,7 +39,7 @@ pub(super) struct Guarded {
 }
 
 impl Guarded {
-    async fn check(self, origin: &handler::Origin, args: u64) -> Result<Vec<String>, Failure> {
+    async fn check(self, origin: &dispatch::Origin, args: u64) -> Result<Vec<String>, Failure> {
         let presented = self.capability.as_ref().map_or(0, Bytes::len);
         let presented = u64::try_from(presented).unwrap_or(u64::MAX);
         let ask = guard::Ask {
@@ -61,7 +61,7 @@ pub(super) struct Job {
     pub(super) export: Export,
     pub(super) args: Bytes,
     pub(super) chain: Vec<call::Hop>,
-    pub(super) origin: handler::Origin,
+    pub(super) origin: dispatch::Origin,
     pub(super) handles: Arc<Handles>,
     pub(super) guarded: Option<Guarded>,
     /// Its function's observer (names the export has, so bounded as labels).
@@ -75,7 +75,7 @@ impl Job {
     /// counted as waiting bytes) and, if the caller is still there, decodes the arguments, runs
     /// the call inside its context (its chain, its caller's key and party, what the guard
     /// granted, its span) and writes the reply frame; observed as a whole.
-    pub(super) async fn run(self) -> handler::Outcome {
+    pub(super) async fn run(self) -> dispatch::Outcome {
         let span = wire::served_span(self.trace);
         let observer = Arc::clone(&self.observer);
         // The call's future is boxed once here; what wraps it moves only the box.
@@ -83,7 +83,7 @@ impl Job {
     }
 
     /// The call after its guard's check, in its context.
-    async fn guarded(mut self, span: trace::Span) -> handler::Outcome {
+    async fn guarded(mut self, span: trace::Span) -> dispatch::Outcome {
         let caveats = match self.guarded.take() {
             Some(guarded) => {
                 let args = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
@@ -99,7 +99,7 @@ impl Job {
         context.scope(self.lease_and_call()).await
     }
 
-    async fn lease_and_call(self) -> handler::Outcome {
+    async fn lease_and_call(self) -> dispatch::Outcome {
         let signature = self.export.signature();
         let params = signature.params.iter().map(|(_, ty)| ty);
         if params
@@ -138,7 +138,7 @@ impl Job {
     /// A call whose arguments or results carry handles: its handle ids checked against what
     /// the connection holds before it waits (they say which replica it runs on), resolved to
     /// handles once it holds that replica, and the handles it returns entered as new ids.
-    async fn carrying(self) -> handler::Outcome {
+    async fn carrying(self) -> dispatch::Outcome {
         if !self.origin.holds_handles() {
             return Err(Failure::ProtocolViolation {
                 message: "resource handles cross only on a connection, not a lattice".to_owned(),
@@ -193,7 +193,7 @@ impl Job {
     }
 }
 
-impl observe::Outcome for handler::Outcome {
+impl observe::Outcome for dispatch::Outcome {
     /// `ok`, or the failure's name.
     fn outcome(&self) -> &'static str {
         self.as_ref().map_or_else(Failure::name, |_| "ok")

@@ -23,7 +23,8 @@ use exorun_testkit::fixtures;
 use exorun_transport::address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::connection;
+use exorun_transport::dispatch;
 use exorun_transport::memory;
 use exorun_transport::net;
 use exorun_transport::server;
@@ -32,16 +33,16 @@ use exorun_transport::transport::Transport;
 use neorpc::failure::Failure;
 use wasmtime::component::Val;
 
-pub const MATH: &str = "exorun:test/math";
-pub const RUNNABLE: &str = "exorun:test/runnable";
+pub(crate) const MATH: &str = "exorun:test/math";
+pub(crate) const RUNNABLE: &str = "exorun:test/runnable";
 
-pub fn add(runtime: &Runtime, app: &str) -> AppId {
+pub(crate) fn add(runtime: &Runtime, app: &str) -> AppId {
     let path = fixtures::path(app).unwrap_or_else(|e| panic!("{e}"));
     runtime.add_app_file(app, &path).unwrap()
 }
 
 /// Calls `exorun:test/runnable#run`.
-pub async fn run(handle: &InstanceHandle) -> Result<String, instance::Error> {
+pub(crate) async fn run(handle: &InstanceHandle) -> Result<String, instance::Error> {
     let mut results = [Val::Bool(false)];
     handle.call(RUNNABLE, "run", &[], &mut results).await?;
     let [Val::String(text)] = results else {
@@ -51,7 +52,7 @@ pub async fn run(handle: &InstanceHandle) -> Result<String, instance::Error> {
 }
 
 /// Builds an instance of `app` with `links` and an optional name.
-pub async fn build(
+pub(crate) async fn build(
     runtime: &Arc<Runtime>,
     app: &str,
     links: Vec<(&str, Linkable)>,
@@ -68,7 +69,7 @@ pub async fn build(
 }
 
 /// A runtime hosting math-provider as `math`, exported.
-pub async fn math_host() -> Arc<Exports> {
+pub(crate) async fn math_host() -> Arc<Exports> {
     let runtime = Runtime::new().unwrap();
     build(&runtime, "math-provider", Vec::new(), Some("math")).await;
     let exports = Exports::new(runtime);
@@ -77,20 +78,20 @@ pub async fn math_host() -> Arc<Exports> {
 }
 
 /// A client whose calls `exports` serves over an in-memory pair.
-pub fn memory_peer(exports: &Arc<Exports>) -> Arc<Client> {
+pub(crate) fn memory_peer(exports: &Arc<Exports>) -> Arc<Client> {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    let dispatcher: Arc<dyn handler::Dispatcher> = exports.clone();
-    tokio::spawn(handler::serve(
+    let dispatcher: Arc<dyn dispatch::Dispatcher> = exports.clone();
+    tokio::spawn(connection::serve(
         Arc::new(far),
         dispatcher,
-        handler::Config::default(),
+        connection::Config::default(),
     ));
     Arc::new(Client::new(Arc::new(near), client::Config::default()))
 }
 
 /// A server for `exports` on `address` (port 0 / a fresh path), its real address, and the
 /// sender that stops it.
-pub async fn socket_server(
+pub(crate) async fn socket_server(
     exports: &Arc<Exports>,
     address: &str,
 ) -> (
@@ -102,7 +103,7 @@ pub async fn socket_server(
 }
 
 /// `socket_server` with its own limits.
-pub async fn socket_server_with(
+pub(crate) async fn socket_server_with(
     exports: &Arc<Exports>,
     address: &str,
     config: server::Config,
@@ -119,7 +120,7 @@ pub async fn socket_server_with(
     let stopping = async move {
         let _ = stopped.await;
     };
-    let dispatcher: Arc<dyn handler::Dispatcher> = exports.clone();
+    let dispatcher: Arc<dyn dispatch::Dispatcher> = exports.clone();
     let server = server::Server::new(dispatcher, config)
         .listen(listener)
         .run(stopping);
@@ -127,7 +128,7 @@ pub async fn socket_server_with(
 }
 
 /// A client connected to `address`.
-pub async fn socket_peer(address: &address::Address) -> Arc<Client> {
+pub(crate) async fn socket_peer(address: &address::Address) -> Arc<Client> {
     let connection = net::connect(address, transport::MESSAGE_BYTES_MAX)
         .await
         .unwrap();
@@ -135,13 +136,13 @@ pub async fn socket_peer(address: &address::Address) -> Arc<Client> {
 }
 
 /// Wraps a transport and counts the messages it is asked to send.
-pub struct Counting {
-    pub inner: memory::Transport,
-    pub sent: AtomicUsize,
+pub(crate) struct Counting {
+    pub(crate) inner: memory::Transport,
+    pub(crate) sent: AtomicUsize,
 }
 
 impl Counting {
-    pub fn sent(&self) -> usize {
+    pub(crate) fn sent(&self) -> usize {
         self.sent.load(Ordering::SeqCst)
     }
 }
@@ -162,7 +163,7 @@ impl Transport for Counting {
 }
 
 /// A client over a counting transport whose far end is returned unserved.
-pub fn counting_peer() -> (Arc<Client>, Arc<Counting>, memory::Transport) {
+pub(crate) fn counting_peer() -> (Arc<Client>, Arc<Counting>, memory::Transport) {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
     let counting = Arc::new(Counting {
         inner: near,
@@ -174,7 +175,7 @@ pub fn counting_peer() -> (Arc<Client>, Arc<Counting>, memory::Transport) {
 }
 
 /// A raw neorpc call of `method` on `target` with an encoded argument slab.
-pub async fn call_slab(
+pub(crate) async fn call_slab(
     client: &Client,
     target: &str,
     method: &str,
@@ -185,7 +186,7 @@ pub async fn call_slab(
 }
 
 /// The client error a remote link raised into `error`, if it is one.
-pub fn remote_error(error: &instance::Error) -> Option<&client::Error> {
+pub(crate) fn remote_error(error: &instance::Error) -> Option<&client::Error> {
     let instance::Error::Raised(raised) = error else {
         return None;
     };
@@ -196,7 +197,12 @@ pub fn remote_error(error: &instance::Error) -> Option<&client::Error> {
 /// the callee failed: exactly the `expected` failure (the wire's `Failure`, as
 /// `remote::Error::Failed` inside `instance::Error::Raised`), with where the call went as
 /// context and the reason written once.
-pub fn assert_remote(error: &instance::Error, target: &str, method: &str, expected: &Failure) {
+pub(crate) fn assert_remote(
+    error: &instance::Error,
+    target: &str,
+    method: &str,
+    expected: &Failure,
+) {
     let instance::Error::Raised(raised) = error else {
         panic!("{error:?}")
     };

@@ -23,22 +23,22 @@ use exorun_testkit::fixtures;
 /// The longest a test waits for a process to say or do something (print its address, log a
 /// line, exit): far past anything a loaded 2-core machine needs, yet a broken server fails the
 /// test instead of hanging it.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// A process's output lines, read on a thread of their own so a test waits for one with a
 /// deadline (`WAIT`) instead of blocking on the pipe.
-pub struct Lines(mpsc::Receiver<String>);
+pub(crate) struct Lines(mpsc::Receiver<String>);
 
 impl Lines {
     /// Starts reading `reader` line by line.
-    pub fn new(reader: impl std::io::Read + Send + 'static) -> Self {
+    pub(crate) fn new(reader: impl std::io::Read + Send + 'static) -> Self {
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || forward_lines(reader, &sender));
         Self(receiver)
     }
 
     /// The next line; `None` once the stream ended. Panics naming `what` past `WAIT`.
-    pub fn next_line(&self, what: &str) -> Option<String> {
+    pub(crate) fn next_line(&self, what: &str) -> Option<String> {
         match self.0.recv_timeout(WAIT) {
             Ok(line) => Some(line),
             Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -48,7 +48,11 @@ impl Lines {
 
     /// The first line that `wanted` accepts, within `WAIT` in all; `None` if the stream ended
     /// first. The lines before it are returned too.
-    pub fn find(&self, what: &str, wanted: impl Fn(&str) -> bool) -> (Option<String>, Vec<String>) {
+    pub(crate) fn find(
+        &self,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> (Option<String>, Vec<String>) {
         let deadline = Instant::now() + WAIT;
         let mut before = Vec::new();
         loop {
@@ -63,7 +67,7 @@ impl Lines {
     }
 
     /// Every line until the stream ends, within `WAIT`.
-    pub fn rest(self) -> Vec<String> {
+    pub(crate) fn rest(self) -> Vec<String> {
         let (_, lines) = self.find("the end of the output", |_| false);
         lines
     }
@@ -80,7 +84,7 @@ fn forward_lines(reader: impl std::io::Read, sender: &mpsc::Sender<String>) {
 }
 
 /// Waits for `child` to exit, at most `within`, and returns its output (what was not taken).
-pub fn exit_within(child: Child, within: Duration) -> (Output, Duration) {
+pub(crate) fn exit_within(child: Child, within: Duration) -> (Output, Duration) {
     let started = Instant::now();
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
@@ -93,29 +97,29 @@ pub fn exit_within(child: Child, within: Duration) -> (Output, Duration) {
 }
 
 /// The real binary, logging at `warn`.
-pub fn exorun() -> Command {
+pub(crate) fn exorun() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_exorun"));
     command.env("RUST_LOG", "warn");
     command
 }
 
 /// The repository's `examples/` directory.
-pub fn examples() -> PathBuf {
+pub(crate) fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
 /// Output bytes as text.
-pub fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Runs the binary to completion.
-pub fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     exorun().args(args).output().unwrap()
 }
 
 /// A scratch directory with `name.toml` holding `body`, where `{fixtures}` is the fixtures dir.
-pub fn manifest(name: &str, body: &str) -> PathBuf {
+pub(crate) fn manifest(name: &str, body: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("exorun-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.toml"));
@@ -125,7 +129,7 @@ pub fn manifest(name: &str, body: &str) -> PathBuf {
 }
 
 /// A manifest that exports math-provider as `math`.
-pub const PROVIDER: &str = r#"
+pub(crate) const PROVIDER: &str = r#"
 [apps]
 math-provider = "{fixtures}/math-provider.wasm"
 [instances.math]
@@ -135,7 +139,7 @@ export = true
 
 /// Runs `exorun run` on a manifest and returns its stderr (the manifest's path shown as `M`),
 /// asserting exit code 1 and that nothing ran.
-pub fn refused(name: &str, body: &str) -> String {
+pub(crate) fn refused(name: &str, body: &str) -> String {
     let path = manifest(name, body);
     let output = run(&["run", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
@@ -145,7 +149,7 @@ pub fn refused(name: &str, body: &str) -> String {
 
 /// `exorun serve MANIFEST ARGS...` logging at `filter`, started: the process (stderr piped)
 /// and its stdout's lines.
-pub fn spawn_serve(manifest: &Path, args: &[&str], filter: &str) -> (Child, Lines) {
+pub(crate) fn spawn_serve(manifest: &Path, args: &[&str], filter: &str) -> (Child, Lines) {
     let mut child = exorun()
         .env("RUST_LOG", filter)
         .arg("serve")
@@ -160,33 +164,33 @@ pub fn spawn_serve(manifest: &Path, args: &[&str], filter: &str) -> (Child, Line
 }
 
 /// A running `exorun serve` and the address it reported.
-pub struct Server {
+pub(crate) struct Server {
     /// The server process.
-    pub child: Child,
+    pub(crate) child: Child,
     /// Kills the server if the test ends (or panics) without stopping it.
     reaper: Reaper,
     /// The address it listens on.
-    pub address: String,
+    pub(crate) address: String,
 }
 
 impl Server {
     /// Starts `exorun serve MANIFEST --listen LISTEN` and waits for its address.
-    pub fn start(manifest: &Path, listen: &str) -> Self {
+    pub(crate) fn start(manifest: &Path, listen: &str) -> Self {
         Self::start_logging(manifest, listen, "warn")
     }
 
     /// `start`, logging at `filter`.
-    pub fn start_logging(manifest: &Path, listen: &str, filter: &str) -> Self {
+    pub(crate) fn start_logging(manifest: &Path, listen: &str, filter: &str) -> Self {
         Self::start_args(manifest, &["--listen", listen], filter)
     }
 
     /// Starts `exorun serve MANIFEST ARGS...` (logging at `warn`).
-    pub fn start_with(manifest: &Path, args: &[&str]) -> Self {
+    pub(crate) fn start_with(manifest: &Path, args: &[&str]) -> Self {
         Self::start_args(manifest, args, "warn")
     }
 
     /// Starts `exorun serve MANIFEST ARGS...`, logging at `filter`.
-    pub fn start_args(manifest: &Path, args: &[&str], filter: &str) -> Self {
+    pub(crate) fn start_args(manifest: &Path, args: &[&str], filter: &str) -> Self {
         let (child, lines) = spawn_serve(manifest, args, filter);
         let first = lines.next_line("the server's address").unwrap();
         let address = first
@@ -207,7 +211,7 @@ impl Server {
     }
 
     /// A server process started some other way, listening on `address`.
-    pub fn from_child(child: Child, address: &str) -> Self {
+    pub(crate) fn from_child(child: Child, address: &str) -> Self {
         let reaper = Reaper {
             pid: child.id(),
             armed: true,
@@ -220,7 +224,7 @@ impl Server {
     }
 
     /// Sends `signal` (`-INT`, `-TERM`) to the server.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(sent.success());
@@ -229,13 +233,13 @@ impl Server {
     /// The server's stderr, line by line (this takes the pipe: `exit_within` then shows no
     /// stderr). Its reader thread keeps draining it, so the server never writes to a closed
     /// pipe.
-    pub fn stderr_lines(&mut self) -> Lines {
+    pub(crate) fn stderr_lines(&mut self) -> Lines {
         Lines::new(self.child.stderr.take().unwrap())
     }
 
     /// Reads the server's stderr until a line starts with `start` (within `WAIT`); `false` if
     /// it ends first.
-    pub fn wait_for_stderr(&mut self, start: &str) -> bool {
+    pub(crate) fn wait_for_stderr(&mut self, start: &str) -> bool {
         let lines = self.stderr_lines();
         let (found, _) = lines.find(start, |line| line.starts_with(start));
         // The reader thread drains the rest on its own.
@@ -243,13 +247,13 @@ impl Server {
     }
 
     /// Waits at most `within` for the server to exit.
-    pub fn exit_within(mut self, within: Duration) -> (Output, Duration) {
+    pub(crate) fn exit_within(mut self, within: Duration) -> (Output, Duration) {
         self.reaper.armed = false;
         exit_within(self.child, within)
     }
 
     /// Sends SIGINT and returns the exit status and stderr (within `WAIT`).
-    pub fn interrupt(self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn interrupt(self) -> (std::process::ExitStatus, String) {
         self.signal("-INT");
         let (output, _) = self.exit_within(WAIT);
         (output.status, text(&output.stderr))
@@ -275,7 +279,7 @@ impl Drop for Reaper {
 
 /// A neorpc client of a plaintext `address` (`tcp://…`, `unix://…`), with the default client
 /// settings.
-pub async fn client_of(address: &str) -> exorun_transport::client::Client {
+pub(crate) async fn client_of(address: &str) -> exorun_transport::client::Client {
     use exorun_transport::client;
     let parsed = exorun_transport::address::Address::parse(address).unwrap();
     let max = exorun_transport::transport::MESSAGE_BYTES_MAX;

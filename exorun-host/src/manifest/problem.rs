@@ -7,25 +7,26 @@ use exorun_transport::transport;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("{path}: cannot read: {message}")]
+    #[error("{path}: cannot read: {source}")]
     Read {
-        /// The manifest's path (or the file's, for `Read`).
+        /// The manifest's path.
         path: String,
-        /// What happened, in words.
-        message: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
     },
     /// The file is not valid TOML or does not have the manifest's shape.
     #[error("{path}: {message}")]
     Syntax {
-        /// The manifest's path (or the file's, for `Read`).
+        /// The manifest's path.
         path: String,
-        /// What happened, in words.
+        /// What happened, in words (the TOML parser's, or the manifest's shape).
         message: String,
     },
     /// Keys whose values are wrong; each on its own line.
     #[error("{}", lines(path, problems))]
     Invalid {
-        /// The manifest's path (or the file's, for `Read`).
+        /// The manifest's path.
         path: String,
 
         /// Each wrong key and what is wrong with it.

@@ -10,25 +10,25 @@ use std::time::Instant;
 use bytes::Bytes;
 use exorun_common::BoxFuture;
 use exorun_transport::client;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use neorpc::failure::Failure;
 use neorpc::frame;
 
 /// Calls per row: enough for a stable p99, few enough to finish in seconds.
-pub const CALLS: usize = 40_000;
+pub(crate) const CALLS: usize = 40_000;
 /// The argument slab of `add(10, 5)`.
-pub const ADD_ARGS: [u8; 15] = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0];
+pub(crate) const ADD_ARGS: [u8; 15] = [0x20, 0x0a, 0, 0, 0, 0x05, 10, 0, 0, 0, 0x05, 5, 0, 0, 0];
 
 /// Answers every call with its own argument slab.
-pub struct Echo;
+pub(crate) struct Echo;
 
-impl handler::Dispatcher for Echo {
+impl dispatch::Dispatcher for Echo {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         _: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        _: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         let reply =
             frame::encode_reply(call.seq, Ok(call.args)).map_err(|error| Failure::Internal {
                 message: error.to_string(),
@@ -38,7 +38,7 @@ impl handler::Dispatcher for Echo {
 }
 
 /// CALLS calls of `add` through `caller`, `in_flight` at once: (p50, p99, calls per second).
-pub async fn measure(
+pub(crate) async fn measure(
     caller: Arc<dyn client::Channel>,
     in_flight: usize,
 ) -> (Duration, Duration, f64) {
@@ -60,7 +60,7 @@ pub async fn measure(
 
 /// Runs `call` CALLS times over `in_flight` workers, each timing its own calls one after
 /// another: (p50, p99, calls per second).
-pub async fn timed<F, Call>(in_flight: usize, call: F) -> (Duration, Duration, f64)
+pub(crate) async fn timed<F, Call>(in_flight: usize, call: F) -> (Duration, Duration, f64)
 where
     F: Fn() -> Call + Clone + Send + 'static,
     Call: Future<Output = ()> + Send + 'static,
@@ -92,6 +92,6 @@ where
 }
 
 /// `duration` in microseconds.
-pub fn micros(duration: Duration) -> f64 {
+pub(crate) fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }

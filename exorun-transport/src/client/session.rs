@@ -28,7 +28,7 @@ use super::Reply;
 
 /// Why `Session::call` did not take a call.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// `calls_in_flight_max` calls are in flight; here is the frame back, to retry or refuse.
     Full(frame::OutboundCall),
     /// The connection ended or goes away: the call was not sent, and may go elsewhere.
@@ -55,7 +55,7 @@ enum Phase {
 }
 
 /// The state of one connection's calls; `W` is whatever tells a caller its outcome.
-pub struct Session<W> {
+pub(crate) struct Session<W> {
     config: Config,
     next_seq: u64,
     pending: HashMap<u64, Pending<W>>,
@@ -89,7 +89,7 @@ impl<W> std::fmt::Debug for Session<W> {
 
 impl<W> Session<W> {
     /// A session starting at `now`, with `config`'s in-flight bound and heartbeat.
-    pub fn new(config: Config, now: Instant) -> Self {
+    pub(crate) fn new(config: Config, now: Instant) -> Self {
         Self {
             heartbeat_at: config.heartbeat.map(|interval| now + interval),
             config,
@@ -111,7 +111,7 @@ impl<W> Session<W> {
     /// driver sends calls in the order this hands them out, so a go-away's `last_seq` divides
     /// them exactly). Its outcome reaches `waiter` by `deadline` at the latest (`timeout` is
     /// what a `Timeout` reports).
-    pub fn call(
+    pub(crate) fn call(
         &mut self,
         mut frame: frame::OutboundCall,
         waiter: W,
@@ -140,18 +140,18 @@ impl<W> Session<W> {
     }
 
     /// The caller gave up on `seq` (its future was dropped): forget it, reporting nothing.
-    pub fn cancel(&mut self, seq: frame::Seq) {
+    pub(crate) fn cancel(&mut self, seq: frame::Seq) {
         self.remove(seq.0);
     }
 
     /// The frame of `seq` could not be handed to the transport: forget it and return it (the
     /// call never left, so it may go elsewhere).
-    pub fn unsent(&mut self, seq: frame::Seq) -> Option<Bytes> {
+    pub(crate) fn unsent(&mut self, seq: frame::Seq) -> Option<Bytes> {
         self.remove(seq.0).map(|pending| pending.frame)
     }
 
     /// A frame arrived at `now` (ignored once the connection ended).
-    pub fn receive(&mut self, message: &Bytes, now: Instant) {
+    pub(crate) fn receive(&mut self, message: &Bytes, now: Instant) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -188,7 +188,7 @@ impl<W> Session<W> {
 
     /// The time is `now`: calls past their deadline time out, and the heartbeat pings a quiet
     /// peer or declares a silent one dead.
-    pub fn tick(&mut self, now: Instant) {
+    pub(crate) fn tick(&mut self, now: Instant) {
         while let Some(&(deadline, seq)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -205,7 +205,7 @@ impl<W> Session<W> {
 
     /// The connection ended: every call in flight fails with `error`, and later calls are
     /// refused unread.
-    pub fn close(&mut self, error: &Error) {
+    pub(crate) fn close(&mut self, error: &Error) {
         self.phase = Phase::Closed;
         self.heartbeat_at = None;
         self.outgoing.clear();
@@ -216,18 +216,18 @@ impl<W> Session<W> {
     }
 
     /// The next control frame to send.
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
         self.outgoing.pop_front()
     }
 
     /// The next ended call and how it ended.
-    pub fn poll_event(&mut self) -> Option<(W, Result<Reply, Error>)> {
+    pub(crate) fn poll_event(&mut self) -> Option<(W, Result<Reply, Error>)> {
         self.events.pop_front()
     }
 
     /// When `tick` must be called next (the earliest deadline or heartbeat), if ever; the
     /// driver arms its timer for it.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         let earliest = self.deadlines.first().map(|(deadline, _)| *deadline);
         let next = match (earliest, self.heartbeat_at) {
             (Some(deadline), Some(beat)) => Some(deadline.min(beat)),
@@ -239,7 +239,7 @@ impl<W> Session<W> {
 
     /// Whether a call taken since the last `poll_timeout` needs the timer earlier than it was
     /// armed (the driver then wakes its timer).
-    pub fn timer_moved(&self) -> bool {
+    pub(crate) fn timer_moved(&self) -> bool {
         let earliest = self.deadlines.first().map(|(deadline, _)| *deadline);
         match (earliest, self.armed) {
             (Some(deadline), Some(armed)) => deadline < armed,
@@ -250,28 +250,28 @@ impl<W> Session<W> {
 
     /// Whether the driver must close the transport now (the peer was declared dead); true
     /// once.
-    pub fn take_close_transport(&mut self) -> bool {
+    pub(crate) fn take_close_transport(&mut self) -> bool {
         std::mem::take(&mut self.close_transport)
     }
 
     /// Calls in flight.
-    pub fn pending_len(&self) -> usize {
+    pub(crate) fn pending_len(&self) -> usize {
         debug_assert_eq!(self.pending.len(), self.deadlines.len());
         self.pending.len()
     }
 
     /// Replies that matched no call in flight (unknown, ended or malformed), dropped.
-    pub fn unroutable_replies(&self) -> u64 {
+    pub(crate) fn unroutable_replies(&self) -> u64 {
         self.unroutable
     }
 
     /// Whether the connection ended.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
 
     /// Whether the server said it goes away (or the connection ended).
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.phase != Phase::Open
     }
 
@@ -344,3 +344,6 @@ impl<W> Session<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

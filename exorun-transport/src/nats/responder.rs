@@ -1,5 +1,5 @@
 //! Answering a lattice's calls: each export subscribed in its queue group, calls answered
-//! through a `handler::Dispatcher` with a bound on calls running, and a stop that loses no call
+//! through a `dispatch::Dispatcher` with a bound on calls running, and a stop that loses no call
 //! NATS routed here (see the `nats` module doc). A request is answered only when its call
 //! frame targets the export of the subject it came on (NATS subject permissions are the
 //! lattice's authorization, so the frame cannot name another export: `ProtocolViolation`) and
@@ -26,7 +26,8 @@ use super::parse_tag;
 use super::random_tag;
 use super::runtime_subject;
 use super::subject;
-use crate::handler;
+use crate::connection;
+use crate::dispatch;
 use crate::transport;
 use exorun_common::Cause;
 use exorun_common::Throttle;
@@ -173,7 +174,7 @@ impl Rate {
 
 /// One lattice caller: its origin, when it last called, and its calls running.
 struct Caller {
-    origin: handler::Origin,
+    origin: dispatch::Origin,
     seen: tokio::time::Instant,
     running: Arc<AtomicUsize>,
 }
@@ -183,11 +184,11 @@ struct Calls {
     connection: async_nats::Client,
     /// The largest reply the NATS server takes, as it announced at connect.
     max_payload: usize,
-    dispatcher: Arc<dyn handler::Dispatcher>,
+    dispatcher: Arc<dyn dispatch::Dispatcher>,
     exports: Arc<[String]>,
     /// Calls from the lattice that name no caller come from this one origin: callers on NATS
     /// carry no key, so they are one party to supervision (see `exorun_core::principal`).
-    origin: handler::Origin,
+    origin: dispatch::Origin,
     /// Callers that name themselves, each an origin of its own (its handles) in that party.
     callers: HashMap<u64, Caller>,
     swept: tokio::time::Instant,
@@ -252,7 +253,7 @@ impl Calls {
     fn origin_of(
         &mut self,
         message: &async_nats::Message,
-    ) -> Option<(handler::Origin, Option<Arc<AtomicUsize>>)> {
+    ) -> Option<(dispatch::Origin, Option<Arc<AtomicUsize>>)> {
         let named = message
             .headers
             .as_ref()
@@ -265,7 +266,7 @@ impl Calls {
         }
         let party = self.origin.party();
         let entry = self.callers.entry(caller).or_insert_with(|| Caller {
-            origin: handler::Origin::lattice_caller(party),
+            origin: dispatch::Origin::lattice_caller(party),
             seen: tokio::time::Instant::now(),
             running: Arc::default(),
         });
@@ -314,7 +315,7 @@ impl Subscribed {
     /// every call received, and flushes.
     pub async fn serve(
         mut self,
-        dispatcher: Arc<dyn handler::Dispatcher>,
+        dispatcher: Arc<dyn dispatch::Dispatcher>,
         calls_in_flight_max: usize,
         stop: impl Future<Output = ()> + Send,
     ) -> Served {
@@ -323,7 +324,7 @@ impl Subscribed {
             max_payload: self.connection.server_info().max_payload,
             dispatcher,
             exports: Arc::from(std::mem::take(&mut self.exports)),
-            origin: handler::Origin::lattice(),
+            origin: dispatch::Origin::lattice(),
             callers: HashMap::new(),
             swept: tokio::time::Instant::now(),
             tag: self.tag,
@@ -466,7 +467,7 @@ async fn refuse(connection: &async_nats::Client, message: async_nats::Message) {
     let Ok(seq) = frame::decode_seq(&message.payload) else {
         return;
     };
-    let reply = handler::failure_reply(seq, &Failure::Overloaded);
+    let reply = connection::failure_reply(seq, &Failure::Overloaded);
     if let Err(error) = connection.publish(reply_to, Bytes::from(reply)).await {
         tracing::debug!(%error, "could not publish a refusal; the caller will time out");
     }
@@ -475,12 +476,12 @@ async fn refuse(connection: &async_nats::Client, message: async_nats::Message) {
 /// What answering one call needs.
 struct Answering<'a> {
     connection: &'a async_nats::Client,
-    dispatcher: &'a dyn handler::Dispatcher,
+    dispatcher: &'a dyn dispatch::Dispatcher,
     /// The largest reply the NATS server takes.
     max_payload: usize,
     /// The export of the subject the call came on.
     export: &'a str,
-    origin: &'a handler::Origin,
+    origin: &'a dispatch::Origin,
     /// This runtime's tag, named in the reply.
     tag: u64,
 }
@@ -539,18 +540,18 @@ impl Answering<'_> {
     }
 
     /// The reply frame for a finished call: its results if they fit the NATS payload limit.
-    fn reply(&self, seq: frame::Seq, outcome: handler::Outcome) -> Vec<u8> {
+    fn reply(&self, seq: frame::Seq, outcome: dispatch::Outcome) -> Vec<u8> {
         let max = self.max_payload;
         match outcome {
             Ok(reply) if reply.len() <= max => reply,
-            Ok(reply) => handler::failure_reply(
+            Ok(reply) => connection::failure_reply(
                 seq,
                 &Failure::ReplyTooLarge {
                     reply_bytes: u64::try_from(reply.len()).unwrap_or(u64::MAX),
                     max: u64::try_from(max).unwrap_or(u64::MAX),
                 },
             ),
-            Err(failure) => handler::failure_reply(seq, &failure),
+            Err(failure) => connection::failure_reply(seq, &failure),
         }
     }
 }

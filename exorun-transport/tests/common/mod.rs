@@ -14,12 +14,12 @@ use bytes::Bytes;
 use exorun_common::BoxFuture;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::dispatch;
 use neorpc::frame;
 use tokio::sync::Notify;
 
 /// Calls `method` on `target` with `args` as the slab, with the client's default timeout.
-pub async fn call(
+pub(crate) async fn call(
     client: &Client,
     target: &str,
     method: &str,
@@ -30,7 +30,7 @@ pub async fn call(
 }
 
 /// `call` with its own time limit.
-pub async fn call_within(
+pub(crate) async fn call_within(
     client: &Client,
     target: &str,
     method: &str,
@@ -42,29 +42,29 @@ pub async fn call_within(
 }
 
 /// A successful reply to `seq` carrying `results` verbatim.
-pub fn reply_ok(seq: frame::Seq, results: &[u8]) -> Bytes {
+pub(crate) fn reply_ok(seq: frame::Seq, results: &[u8]) -> Bytes {
     Bytes::from(frame::encode_reply(seq, Ok(results)).expect("a small reply frame"))
 }
 
 /// Answers every call with its own arguments, counting what it served and holding a call
 /// whose method is `hold` until released.
 #[derive(Default)]
-pub struct Echo {
+pub(crate) struct Echo {
     /// Calls served.
-    pub served: Arc<AtomicUsize>,
+    pub(crate) served: Arc<AtomicUsize>,
     /// Releases the calls held (`notify_waiters`).
-    pub release: Arc<Notify>,
+    pub(crate) release: Arc<Notify>,
     /// Notified when a held call has arrived.
-    pub arrived: Arc<Notify>,
+    pub(crate) arrived: Arc<Notify>,
 }
 
-impl handler::Dispatcher for Echo {
+impl dispatch::Dispatcher for Echo {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         message: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        _: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         let (seq, args) = (call.seq, message.slice_ref(call.args));
         let hold = call.method == "hold";
         let (served, release, arrived) = (

@@ -13,19 +13,19 @@ use std::process::Command;
 use std::process::Stdio;
 
 /// A running nats-server, killed when dropped.
-pub struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     /// `nats://127.0.0.1:PORT`.
-    pub url: String,
+    pub(crate) url: String,
     /// Its cluster (route) URL, when it was started with one.
-    pub cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// Its log lines after startup, for tests that look for route events.
     log: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl NatsServer {
     /// A server with `args` added (auth, routes, a config file).
-    pub fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let spawned = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", "-1"])
             .args(args)
@@ -74,7 +74,7 @@ impl NatsServer {
 
     /// Waits, at most `within`, until log lines containing each of `texts` have come (in any
     /// order); whether they all did.
-    pub fn wait_for_all(&mut self, texts: &[&str], within: std::time::Duration) -> bool {
+    pub(crate) fn wait_for_all(&mut self, texts: &[&str], within: std::time::Duration) -> bool {
         let Some(log) = &self.log else {
             return false;
         };
@@ -93,7 +93,7 @@ impl NatsServer {
     }
 
     /// Waits (at most 10 s) for a log line containing `text`.
-    pub fn wait_for_log(&mut self, text: &str) -> bool {
+    pub(crate) fn wait_for_log(&mut self, text: &str) -> bool {
         let Some(log) = &self.log else {
             return false;
         };
@@ -118,7 +118,7 @@ impl Drop for NatsServer {
 
 /// A test CA and a server certificate it issued for `127.0.0.1` and `localhost`, written as
 /// PEM files in a fresh directory: (CA certificate, server certificate, server key).
-pub fn tls_files(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn tls_files(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("exorun-nats-tls-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_key = rcgen::KeyPair::generate().unwrap();

@@ -17,7 +17,7 @@ use wasmtime::component::types::ComponentItem;
 
 /// A test-side description of a component value type.
 #[derive(Debug, Clone)]
-pub enum Shape {
+pub(crate) enum Shape {
     Bool,
     S8,
     U8,
@@ -42,7 +42,7 @@ pub enum Shape {
     Flags(usize),
 }
 
-pub fn engine() -> &'static wasmtime::Engine {
+pub(crate) fn engine() -> &'static wasmtime::Engine {
     static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = wasmtime::Config::new();
@@ -53,7 +53,7 @@ pub fn engine() -> &'static wasmtime::Engine {
 
 /// Renders `shape` as a WAT type use; nominal types are defined and imported into `defs`.
 /// The WAT name of a primitive shape; empty for compound shapes.
-pub fn primitive_name(shape: &Shape) -> &'static str {
+pub(crate) fn primitive_name(shape: &Shape) -> &'static str {
     match shape {
         Shape::Bool => "bool",
         Shape::S8 => "s8",
@@ -80,7 +80,7 @@ pub fn primitive_name(shape: &Shape) -> &'static str {
     }
 }
 
-pub fn render(shape: &Shape, defs: &mut String, next: &mut usize) -> String {
+pub(crate) fn render(shape: &Shape, defs: &mut String, next: &mut usize) -> String {
     let primitive = primitive_name(shape);
     if !primitive.is_empty() {
         return primitive.to_owned();
@@ -153,7 +153,7 @@ pub fn render(shape: &Shape, defs: &mut String, next: &mut usize) -> String {
 }
 
 /// Compiles a component whose import `f` takes one parameter per shape, and returns their types.
-pub fn types_of(shapes: &[Shape]) -> Vec<Type> {
+pub(crate) fn types_of(shapes: &[Shape]) -> Vec<Type> {
     let mut defs = String::new();
     let mut next = 0;
     let params: Vec<String> = shapes
@@ -168,7 +168,7 @@ pub fn types_of(shapes: &[Shape]) -> Vec<Type> {
 }
 
 /// Compiles the component `wat` and returns the parameter types of its imported function `f`.
-pub fn param_types(wat: &str) -> Vec<Type> {
+pub(crate) fn param_types(wat: &str) -> Vec<Type> {
     let component = Component::new(engine(), wat).unwrap_or_else(|e| panic!("{e:?}\n{wat}"));
     let ty = component.component_type();
     let (_, item) = ty.imports(engine()).find(|(name, _)| *name == "f").unwrap();
@@ -178,11 +178,11 @@ pub fn param_types(wat: &str) -> Vec<Type> {
     func.params().map(|(_, ty)| ty).collect()
 }
 
-pub fn type_of(shape: Shape) -> Type {
+pub(crate) fn type_of(shape: Shape) -> Type {
     types_of(&[shape]).remove(0)
 }
 
-pub fn shape_strategy() -> impl Strategy<Value = Shape> {
+pub(crate) fn shape_strategy() -> impl Strategy<Value = Shape> {
     // Weighted as thirteen primitives, one enum and one flags.
     let leaf = prop_oneof![
         13 => primitive(),
@@ -207,18 +207,18 @@ pub fn shape_strategy() -> impl Strategy<Value = Shape> {
     })
 }
 
-pub fn boxed(val: BoxedStrategy<Val>) -> BoxedStrategy<Option<Box<Val>>> {
+pub(crate) fn boxed(val: BoxedStrategy<Val>) -> BoxedStrategy<Option<Box<Val>>> {
     val.prop_map(|val| Some(Box::new(val))).boxed()
 }
 
-pub fn payload(shape: &Option<Box<Shape>>) -> BoxedStrategy<Option<Box<Val>>> {
+pub(crate) fn payload(shape: &Option<Box<Shape>>) -> BoxedStrategy<Option<Box<Val>>> {
     match shape {
         Some(shape) => boxed(val_strategy(shape)),
         None => Just(None).boxed(),
     }
 }
 
-pub fn val_strategy(shape: &Shape) -> BoxedStrategy<Val> {
+pub(crate) fn val_strategy(shape: &Shape) -> BoxedStrategy<Val> {
     use proptest::collection::vec;
     match shape {
         Shape::Bool => any::<bool>().prop_map(Val::Bool).boxed(),
@@ -287,7 +287,7 @@ pub fn val_strategy(shape: &Shape) -> BoxedStrategy<Val> {
 }
 
 /// Exact equality that also compares float bit patterns (Val's `==` treats all NaNs as equal).
-pub fn same_bits(left: &Val, right: &Val) -> bool {
+pub(crate) fn same_bits(left: &Val, right: &Val) -> bool {
     if left != right {
         return false;
     }
@@ -306,18 +306,18 @@ pub fn same_bits(left: &Val, right: &Val) -> bool {
     }
 }
 
-pub fn all_same(left: &[Val], right: &[Val]) -> bool {
+pub(crate) fn all_same(left: &[Val], right: &[Val]) -> bool {
     left.len() == right.len() && left.iter().zip(right).all(|(a, b)| same_bits(a, b))
 }
 
-pub fn shape_and_values() -> impl Strategy<Value = (Vec<Shape>, Vec<Val>)> {
+pub(crate) fn shape_and_values() -> impl Strategy<Value = (Vec<Shape>, Vec<Val>)> {
     proptest::collection::vec(shape_strategy(), 1..4).prop_flat_map(|shapes| {
         let vals: Vec<_> = shapes.iter().map(val_strategy).collect();
         (Just(shapes), vals)
     })
 }
 
-pub fn primitive() -> impl Strategy<Value = Shape> {
+pub(crate) fn primitive() -> impl Strategy<Value = Shape> {
     prop_oneof![
         Just(Shape::Bool),
         Just(Shape::S8),

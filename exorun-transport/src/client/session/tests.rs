@@ -4,16 +4,14 @@
 //! model: every call ends in exactly one way, the right one, and nothing is held after it
 //! ends.
 
-#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
+use super::Refused;
+use super::Session;
+use crate::client;
 use bytes::Bytes;
-use exorun_transport::client;
-use exorun_transport::client::session::Refused;
-use exorun_transport::client::session::Session;
 use neorpc::frame;
 use proptest::prelude::*;
 

@@ -12,7 +12,8 @@ use common::call;
 use exorun_common::BoxFuture;
 use exorun_transport::client;
 use exorun_transport::client::Client;
-use exorun_transport::handler;
+use exorun_transport::connection;
+use exorun_transport::dispatch;
 use exorun_transport::memory;
 use exorun_transport::transport::Transport;
 use neorpc::failure::Failure;
@@ -21,13 +22,13 @@ use neorpc::frame;
 /// A dispatcher that answers by method name.
 struct Scripted;
 
-impl handler::Dispatcher for Scripted {
+impl dispatch::Dispatcher for Scripted {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         message: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        _: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         let outcome = match call.method {
             "echo" => Ok(frame::encode_reply(call.seq, Ok(call.args)).unwrap()),
             "deny" => Err(Failure::DomainSpecific {
@@ -48,13 +49,13 @@ impl handler::Dispatcher for Scripted {
 
 fn served_pair() -> (
     Arc<Client>,
-    tokio::task::JoinHandle<Result<handler::Stats, handler::Error>>,
+    tokio::task::JoinHandle<Result<connection::Stats, connection::Error>>,
 ) {
     let (near, far) = memory::pair(memory::CAPACITY_DEFAULT);
-    let server = tokio::spawn(handler::serve(
+    let server = tokio::spawn(connection::serve(
         Arc::new(far),
         Arc::new(Scripted),
-        handler::Config::default(),
+        connection::Config::default(),
     ));
     (
         Arc::new(Client::new(Arc::new(near), client::Config::default())),
@@ -105,13 +106,13 @@ struct Signals {
     release: tokio::sync::Notify,
 }
 
-impl handler::Dispatcher for Gate {
+impl dispatch::Dispatcher for Gate {
     fn dispatch(
         &self,
         call: frame::Call<'_>,
         message: &Bytes,
-        _: &handler::Origin,
-    ) -> BoxFuture<'static, handler::Outcome> {
+        _: &dispatch::Origin,
+    ) -> BoxFuture<'static, dispatch::Outcome> {
         // The argument slab is kept without copying: a slice of the frame the loop decoded.
         let (seq, args) = (call.seq, message.slice_ref(call.args));
         let gate = Arc::clone(&self.0);
@@ -132,12 +133,12 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
         arrived: tokio::sync::Notify::new(),
         release: tokio::sync::Notify::new(),
     });
-    let dispatcher: Arc<dyn handler::Dispatcher> = Arc::new(Gate(Arc::clone(&gate)));
-    let server = tokio::spawn(handler::serve_until(
+    let dispatcher: Arc<dyn dispatch::Dispatcher> = Arc::new(Gate(Arc::clone(&gate)));
+    let server = tokio::spawn(connection::serve_until(
         Arc::new(far),
         dispatcher,
-        handler::Config::default(),
-        handler::Origin::new(None),
+        connection::Config::default(),
+        dispatch::Origin::new(None),
         async move {
             let _ = stopped.await;
         },
@@ -166,10 +167,10 @@ async fn stopping_the_server_lets_the_call_in_flight_finish_then_closes() {
 #[tokio::test]
 async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
     let (near, far) = memory::pair(16);
-    let server = tokio::spawn(handler::serve(
+    let server = tokio::spawn(connection::serve(
         Arc::new(far),
         Arc::new(Scripted),
-        handler::Config::default(),
+        connection::Config::default(),
     ));
     // A call frame with a readable seq but no method: a protocol-violation reply for seq 5.
     let mut broken = frame::encode_call("t", "echo", &[0x0E], &[]).unwrap();
@@ -197,7 +198,7 @@ async fn server_answers_malformed_calls_and_skips_unknown_kinds() {
     let ended = server.await.unwrap();
     assert_eq!(
         ended,
-        Err(handler::Error::Malformed(neorpc::frame::Error::BadTag {
+        Err(connection::Error::Malformed(neorpc::frame::Error::BadTag {
             byte: 0xFF
         }))
     );
