@@ -178,7 +178,7 @@ limits = { fuel_per_call = 1500000000 }
     let mut server = Server::start_args(
         &path,
         &["--listen", "tcp://127.0.0.1:0", "--drain-timeout", "120s"],
-        "exorun_transport::handler=debug",
+        "exorun_transport::connection=debug",
     );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,6 +2,8 @@
 //! composition stopped; and what does not start fails with every problem at its key, before
 //! anything runs.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

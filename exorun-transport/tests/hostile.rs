@@ -61,7 +61,9 @@ async fn serve(mut config: server::Config) -> Served {
         tls.local_address().unwrap(),
         quic.local_address().unwrap(),
     );
-    config.connection.first_call_timeout = Some(Duration::from_secs(10));
+    // Silent connections are held for the whole test: a first-call timeout that a slow run
+    // reaches mid-attack would let go of some and admit others past the share being counted.
+    config.connection.first_call_timeout = Some(Duration::from_secs(600));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = Server::new(Arc::new(common::Echo::default()), config)
         .listen(tcp)
