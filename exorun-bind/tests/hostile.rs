@@ -236,40 +236,54 @@ async fn pipelined_calls_whose_replies_are_never_read_do_not_stall_others_or_a_s
         drain_timeout: Duration::from_millis(500),
         ..server::Config::default()
     };
-    let (address, budget, stop, server) = served(config, budget_bytes).await;
-    // A peer that reads nothing, with a receive buffer as small as the kernel allows: the
-    // server's replies back up at once, its writes to this peer block, its call slots fill,
-    // and it stops reading this connection.
+    let budget = Budget::new(budget_bytes);
+    let mut config = config;
+    config.stream.budget = Some(budget.clone());
+    let runtime = exorun_core::Runtime::new().unwrap();
+    common::build(&runtime, "math-provider", Vec::new(), Some("math")).await;
+    spiller(&runtime).await;
+    let exports = exorun_bind::Exports::new(runtime);
+    exports.export("math").unwrap();
+    exports.export("spiller").unwrap();
+    let (address, stop, server) = socket_server_with(&exports, "tcp://127.0.0.1:0", config).await;
+    // A peer that reads nothing, with a receive buffer as small as the kernel allows, asks for
+    // a 12 MiB reply: more than the socket's buffers on both sides can ever hold, so the
+    // server's writer to it is stuck for good, whatever the machine's speed.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut flood = socket
         .connect(host_port(&address).parse().unwrap())
         .await
         .unwrap();
-    let slab = codec::encode(&[Val::U32(1), Val::U32(2)]).unwrap();
+    let spilled = 12 * 1024 * 1024_u32;
+    let slab = codec::encode(&[Val::U32(spilled)]).unwrap();
+    let mut call = frame::encode_call("spiller", "exorun:test/crunch#spill", &slab, &[]).unwrap();
+    call.set_seq(frame::Seq(1));
+    flood.write_all(&framed(call.into_bytes())).await.unwrap();
+    // The reply is charged to the budget once it is made: the event that says it is stuck.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        budget.until(|held| held >= u64::from(spilled)),
+    )
+    .await
+    .expect("the reply was made and charged");
+    // Calls pipelined behind it are read and answered into the stuck queue; others go on.
+    let adds = codec::encode(&[Val::U32(1), Val::U32(2)]).unwrap();
     let mut chunk = Vec::new();
-    for seq in 0..1000u64 {
-        let mut call = frame::encode_call("math", "exorun:test/math#add", &slab, &[]).unwrap();
+    for seq in 2..200u64 {
+        let mut call = frame::encode_call("math", "exorun:test/math#add", &adds, &[]).unwrap();
         call.set_seq(frame::Seq(seq));
         chunk.extend_from_slice(&framed(call.into_bytes()));
     }
-    // Write until the server stops taking calls: a chunk that makes no progress for 2 s.
-    let mut stuck = false;
-    for _ in 0..1000 {
-        let wrote = tokio::time::timeout(Duration::from_secs(2), flood.write_all(&chunk)).await;
-        if wrote.is_err() {
-            stuck = true;
-            break;
-        }
-    }
-    assert!(stuck, "the server kept reading calls it could not answer");
+    flood.write_all(&chunk).await.unwrap();
     legitimate_call(&address).await;
     assert!(budget.held() <= budget_bytes);
-    // A stop with that connection stuck ends at the drain timeout, cutting it.
+    // A stop with that connection stuck ends at the drain deadline, cutting it: its replies
+    // never left.
     stop.send(()).unwrap();
-    let stopped = tokio::time::timeout(ANSWER_WITHIN, server).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(60), server).await;
     let stopped = stopped
-        .expect("the stop ended at the drain timeout")
+        .expect("the stop ended at the drain deadline")
         .unwrap();
     let cut = server::Stopped {
         cut: 1,
@@ -277,4 +291,20 @@ async fn pipelined_calls_whose_replies_are_never_read_do_not_stall_others_or_a_s
     };
     assert_eq!(stopped, cut);
     drop(flood);
+}
+
+/// Adds `spiller`, a cruncher allowed the memory a 12 MiB answer needs.
+async fn spiller(runtime: &std::sync::Arc<exorun_core::Runtime>) {
+    let limits = exorun_core::limits::Limits {
+        memory_bytes_max: 64 * 1024 * 1024,
+        ..exorun_core::limits::Limits::default()
+    };
+    let app = common::add(runtime, "cruncher");
+    exorun_bind::InstanceBuilder::new(runtime, app)
+        .unwrap()
+        .limits(limits)
+        .name("spiller")
+        .instantiate()
+        .await
+        .unwrap();
 }

@@ -204,9 +204,9 @@ impl TraceArgs {
 #[derive(clap::Args)]
 struct LatticeArgs {
     /// A NATS server to serve the exports through, by name, in a lattice
-    /// (`nats://HOST:PORT`; repeatable, tried in turn). Credentials in it
-    /// (`nats://user:password@…`) show in the process list: prefer `--nats-credentials` or
-    /// the `EXORUN_NATS_CREDENTIALS` environment variable.
+    /// (`nats://HOST:PORT`; repeatable, tried in turn). Credentials never go here (other
+    /// users can read the command line): `--nats-credentials` or the
+    /// `EXORUN_NATS_CREDENTIALS` environment variable.
     #[arg(long)]
     nats: Vec<String>,
     /// A file (mode 0600) holding `user:password` or a token for the NATS server.
@@ -234,6 +234,7 @@ impl LatticeArgs {
         }
         let mut addresses = Vec::new();
         for url in &self.nats {
+            refuse_credentials("--nats", url)?;
             let address = Address::parse(url)?;
             if !matches!(address, Address::Nats(_)) {
                 return Err(Failed(vec![format!(
@@ -334,6 +335,19 @@ fn parse_peer(text: &str) -> Result<(String, String), String> {
         format!("expected NAME=ADDRESS, got `{shown}`")
     })?;
     Ok((name.to_owned(), address.to_owned()))
+}
+
+/// An address given on the command line with credentials in it is refused, shown without
+/// them: other users of the machine can read a process's command line.
+fn refuse_credentials(flag: &str, address: &str) -> Result<(), Failed> {
+    if !address.contains('@') {
+        return Ok(());
+    }
+    let shown = exorun_transport::address::redacted(address);
+    Err(Failed(vec![format!(
+        "{flag} {shown}: credentials never go on the command line (other users can read it); \
+         give them with --nats-credentials FILE or EXORUN_NATS_CREDENTIALS"
+    )]))
 }
 
 /// The exit code of a stop forced by a second Ctrl-C or SIGTERM (128 + SIGINT's number, as
@@ -485,6 +499,9 @@ fn load(
     peers: Vec<(String, String)>,
     key: Option<PathBuf>,
 ) -> Result<manifest::Manifest, Failed> {
+    for (_, address) in &peers {
+        refuse_credentials("--peer", address)?;
+    }
     let peers: BTreeMap<String, String> = peers.into_iter().collect();
     let mut manifest = manifest::load(path, &peers)?;
     if key.is_some() {

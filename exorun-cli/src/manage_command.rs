@@ -59,6 +59,9 @@ pub(crate) fn managed(
 ) -> Result<manifest::Manifest, Failed> {
     let operator = identity::PublicKey::parse(operator)?;
     let components = manage::components(managing.components.as_deref());
+    for (_, address) in &peers {
+        crate::refuse_credentials("--peer", address)?;
+    }
     let peers: BTreeMap<String, String> = peers.into_iter().collect();
     let mut manifest = manage::managed(path, &operator, &components, &peers)?;
     if key.is_some() {

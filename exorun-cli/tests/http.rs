@@ -123,6 +123,13 @@ fn a_handler_with_a_remote_import_answers_curl() {
         refused,
         (200, "refused: ErrorCode::HttpRequestDenied".to_owned())
     );
+    // Userinfo in the authority: the host after the `@` is allowed, but the client would
+    // connect to the whole authority; refused, as the same value is checked and connected.
+    let smuggled = format!("/fetch?url=http://127.0.0.1:9%23@{http}/closed/hello");
+    assert_eq!(
+        curl(&[], &url(&smuggled)),
+        (200, "refused: ErrorCode::HttpRequestDenied".to_owned())
+    );
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "{stderr}");
     assert!(

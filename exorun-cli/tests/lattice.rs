@@ -567,8 +567,7 @@ fn nats_credentials_never_show_at_any_log_level() {
     // The NATS client and exorun's wire stack at their most verbose (wasmtime's compiler at
     // trace would only make the test slow).
     let trace = "warn,async_nats=trace,exorun_transport=trace,exorun_bind=trace";
-    let ways: [(&[&str], Option<&str>); 3] = [
-        (&["--nats", &in_url], None),
+    let ways: [(&[&str], Option<&str>); 2] = [
         (
             &[
                 "--nats",
@@ -593,17 +592,31 @@ fn nats_credentials_never_show_at_any_log_level() {
             "{args:?} showed the password: {stderr}"
         );
     }
-    // A mistake in an address with credentials names the address, never the password.
+    refused_without_showing(&port, &in_url, &manifest_path, trace);
+}
+
+/// Credentials on the command line are refused (other users can read it), and a mistake in an
+/// address with credentials, however mistyped, names it without them.
+fn refused_without_showing(port: &str, in_url: &str, manifest_path: &std::path::Path, trace: &str) {
     let bad = format!("nats://exorun:sekritpass@127.0.0.1:{port}x");
-    for command in [
-        vec!["serve", manifest_path.to_str().unwrap(), "--nats", &bad],
-        vec![
-            "run",
-            manifest_path.to_str().unwrap(),
-            "--peer",
-            &format!("p={bad}"),
-        ],
-    ] {
+    let mistyped = format!("nats:/exorun:sekritpass@127.0.0.1:{port}");
+    let tls = format!("tls://exorun:sekritpass@127.0.0.1:{port}");
+    let dialled = "tcp://exorun:sekritpass@127.0.0.1:1".to_owned();
+    let manifest_arg = manifest_path.to_str().unwrap().to_owned();
+    let mut commands: Vec<[String; 4]> = Vec::new();
+    for url in [&in_url.to_owned(), &bad, &mistyped, &tls] {
+        commands.push([
+            "serve".into(),
+            manifest_arg.clone(),
+            "--nats".into(),
+            url.clone(),
+        ]);
+    }
+    for address in [&bad, &tls, &dialled] {
+        let peer = format!("p={address}");
+        commands.push(["run".into(), manifest_arg.clone(), "--peer".into(), peer]);
+    }
+    for command in commands {
         let output = exorun()
             .env("RUST_LOG", trace)
             .args(&command)
@@ -613,7 +626,34 @@ fn nats_credentials_never_show_at_any_log_level() {
         let stderr = text(&output.stderr);
         assert!(stderr.contains("***@"), "{stderr}");
         assert!(!stderr.contains("sekritpass"), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("credentials never go on the command line"),
+            "{command:?}: {stderr}"
+        );
     }
+    // In a manifest, credentials belong only in a nats:// address: one in a tcp:// peer is
+    // refused when read (never dialled, never logged), named without them.
+    let body = r#"
+[apps]
+math-consumer = "{fixtures}/math-consumer.wasm"
+[peers]
+p = "tcp://exorun:sekritpass@127.0.0.1:1"
+[instances.calc]
+app = "math-consumer"
+links = { "exorun:test/math" = { remote = "p", target = "math" } }
+"#;
+    let with_credentials = common::manifest("lattice-tcp-credentials", body);
+    let output = exorun()
+        .env("RUST_LOG", trace)
+        .args(["run", with_credentials.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("tcp://***@127.0.0.1:1") && !stderr.contains("sekritpass"),
+        "{stderr}"
+    );
 }
 
 /// Runs `exorun serve MANIFEST ARGS` logging at `filter` (with `environment` as NATS

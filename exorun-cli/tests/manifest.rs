@@ -371,7 +371,7 @@ fn a_deployed_instance_is_confined_to_what_its_deployer_was_granted() {
     use exorun_host::manifest::Link;
     let base = exorun_host::manifest::parse(
         std::path::Path::new("m.toml"),
-        "",
+        "[peers]\ndeclared = \"tcp://127.0.0.1:2\"\n",
         &std::collections::BTreeMap::new(),
     )
     .unwrap();
@@ -381,7 +381,8 @@ fn a_deployed_instance_is_confined_to_what_its_deployer_was_granted() {
         instances: names(&["meta", "team-a"]),
         deployed: names(&["team-a"]),
     };
-    let mut peers = std::collections::BTreeMap::new();
+    // A running runtime's peers start as its manifest's (`Composer::start`).
+    let mut peers = base.peers.clone();
     let settings = r#"
 app = "x"
 trusted = ["meta"]
@@ -406,13 +407,26 @@ links = { "a:b/c" = { local = "meta" }, "a:b/d" = { remote = "tcp://127.0.0.1:1"
              on the host",
             "instances.team-b.links.\"a:b/c\": a deployed instance may not use a local link to \
              `meta`, which was not deployed",
+            "instances.team-b.links.\"a:b/d\": a deployed instance may not use a remote link to \
+             `tcp://127.0.0.1:1`, which is not a peer the operator declared (a deployed instance \
+             names a declared peer, never an address)",
         ]
     );
-    assert!(peers.is_empty(), "a refused instance adds no peer");
-    // Allowed: a local link to another deployed instance, and a store of its own.
+    let declared: Vec<&String> = peers.keys().collect();
+    assert_eq!(declared, ["declared"], "a refused instance adds no peer");
+    // Not even a socket path: only peers the operator declared, by name.
     let settings = r#"
 app = "x"
-links = { "a:b/c" = { local = "team-a" }, "a:b/k" = { system = "kv", store = "notes" } }
+links = { "a:b/d" = { remote = "unix:///run/private.sock", target = "t" } }
+"#;
+    let refused =
+        exorun_host::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings);
+    assert_eq!(refused.unwrap_err().len(), 1);
+    // Allowed: a local link to another deployed instance, a store of its own, and a remote
+    // link to a declared peer.
+    let settings = r#"
+app = "x"
+links = { "a:b/c" = { local = "team-a" }, "a:b/k" = { system = "kv", store = "notes" }, "a:b/d" = { remote = "declared", target = "t" } }
 "#;
     let instance =
         exorun_host::manifest::parse_instance(&base, &mut peers, &known, "team-b", settings)

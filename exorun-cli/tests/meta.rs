@@ -317,6 +317,25 @@ fn bad_components_links_and_names_are_refused_with_their_reasons() {
         stderr.starts_with("exorun: refused: instances.calc.links.\"exorun:test/math\": "),
         "{stderr}"
     );
+    // A remote link to an address of its own choosing (a plaintext runtime on a socket, any
+    // port of the host) is refused at deploy: a deployed instance names a declared peer.
+    let private = managed.dir.join("private.sock");
+    for address in [
+        format!("unix://{}", private.display()),
+        "tcp://127.0.0.1:22".to_owned(),
+    ] {
+        let link = format!(r#"exorun:test/math={{ remote = "{address}", target = "math" }}"#);
+        let reaching = managed.operator(&["deploy", consumer, "--name", "calc", "--link", &link]);
+        assert_eq!(reaching.status.code(), Some(1));
+        assert_eq!(
+            text(&reaching.stderr),
+            format!(
+                "exorun: refused: instances.calc.links.\"exorun:test/math\": a deployed instance \
+                 may not use a remote link to `{address}`, which is not a peer the operator \
+                 declared (a deployed instance names a declared peer, never an address)\n"
+            )
+        );
+    }
     // Past the 16 MiB a deploy may carry: refused before anything is sent.
     let huge = managed.dir.join("huge.wasm");
     std::fs::File::create(&huge)
@@ -386,6 +405,103 @@ fn a_runtime_with_state_comes_back_with_what_was_deployed() {
     let stopped = managed.operator(&["stop", "math"]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     assert!(!state.join("instances/math.toml").exists());
+    let (status, stderr) = managed.server.interrupt();
+    assert!(status.success(), "{stderr}");
+}
+
+/// `exorun serve --manage --state STATE` that must refuse to start: its stderr, once it exited
+/// (within `common::WAIT`, a FIFO or a device in the state directory included).
+fn refused_state(tag: &str, state: &Path) -> String {
+    let dir = dir(tag);
+    let (key, _) = keygen(&dir, "server");
+    let (_, operator) = keygen(&dir, "operator");
+    let empty = dir.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let child = common::exorun()
+        .args([
+            "serve",
+            empty.to_str().unwrap(),
+            "--manage",
+            "--operator",
+            &operator,
+        ])
+        .args([
+            "--key",
+            key.to_str().unwrap(),
+            "--listen",
+            "tls://127.0.0.1:0",
+        ])
+        .args(["--state", state.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (output, _) = common::exit_within(child, common::WAIT);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    text(&output.stderr)
+}
+
+#[test]
+fn a_state_directory_is_read_as_untrusted_files_are() {
+    // A device where an app was kept (it would never end) and a FIFO where an instance's
+    // settings were (its open would wait for ever): refused at start, each named.
+    let state = dir("hostile-state").join("kept");
+    let _ = std::fs::remove_dir_all(&state);
+    for sub in ["apps", "instances"] {
+        std::fs::create_dir_all(state.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink("/dev/zero", state.join("apps/zero.wasm")).unwrap();
+    std::fs::write(state.join("instances/zero.toml"), "app = \"zero\"\n").unwrap();
+    let stderr = refused_state("hostile-state", &state);
+    let zero = state.join("apps/zero.wasm");
+    assert!(
+        stderr.contains(&format!(
+            "cannot restore `zero`: {} is not a regular file",
+            zero.display()
+        )),
+        "{stderr}"
+    );
+    std::fs::remove_file(&zero).unwrap();
+    std::fs::remove_file(state.join("instances/zero.toml")).unwrap();
+    std::fs::copy(math_provider(), state.join("apps/piped.wasm")).unwrap();
+    let fifo = state.join("instances/piped.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let stderr = refused_state("hostile-state-fifo", &state);
+    assert!(
+        stderr.contains(&format!(
+            "cannot restore `piped`: {} is not a regular file",
+            fifo.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_deploy_never_writes_through_a_planted_link() {
+    let state = dir("planted").join("kept");
+    let _ = std::fs::remove_dir_all(&state);
+    let managed = Managed::start("planted", Some(&state));
+    // A link planted where the deploy writes its component before renaming it into place.
+    let outside = managed.dir.join("outside.txt");
+    std::fs::write(&outside, "keep me").unwrap();
+    let _ = std::fs::remove_file(state.join("apps/math.wasm.partial"));
+    std::os::unix::fs::symlink(&outside, state.join("apps/math.wasm.partial")).unwrap();
+    let provider = math_provider();
+    let deployed = managed.operator(&["deploy", &provider, "--name", "math", "--export"]);
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me");
+    let kept = std::fs::symlink_metadata(state.join("apps/math.wasm")).unwrap();
+    assert!(
+        kept.is_file(),
+        "the component was written as a file of the state directory"
+    );
+    // A legitimate caller is answered meanwhile.
+    let called = managed.consume();
+    assert!(called.status.success(), "{}", text(&called.stderr));
     let (status, stderr) = managed.server.interrupt();
     assert!(status.success(), "{stderr}");
 }

@@ -47,6 +47,8 @@ use crate::supervision::Spec;
 
 mod error;
 mod pool;
+#[cfg(test)]
+mod race_tests;
 
 pub use error::Error;
 pub use error::Raised;
@@ -92,6 +94,10 @@ struct Inner {
     pool: Pool,
     /// Replicas not taken (or per-call instances allowed to start).
     permits: Arc<Semaphore>,
+    /// Held while a caller looks for a free replica without waiting (`ready_slot`, `failure`,
+    /// `lease_on`'s first try): one such look at a time, so a free replica cannot move behind
+    /// a caller's look while another caller takes the one ahead of it (see `ready_slot`).
+    taking: std::sync::Mutex<()>,
     removed: AtomicBool,
     /// Set once a removed instance's replicas are dropped (see `retired`).
     retired: tokio::sync::watch::Sender<bool>,
@@ -103,6 +109,9 @@ struct Inner {
     /// Restarts by the cause of the failure they replaced (`RESTART_CAUSES` order).
     restarts_by_cause: [AtomicU64; RESTART_CAUSES.len()],
 }
+
+/// Restart lines: at most one a second over the process (`exorun_common::Throttle`).
+static RESTART_LINES: exorun_common::Throttle = exorun_common::Throttle::new();
 
 /// The causes restarts are counted by: what failed the replica that was replaced.
 pub const RESTART_CAUSES: [&str; 5] = [
@@ -302,6 +311,7 @@ impl InstanceHandle {
             factory,
             pool,
             permits: Arc::new(Semaphore::new(permits)),
+            taking: std::sync::Mutex::new(()),
             removed: AtomicBool::new(false),
             retired: tokio::sync::watch::Sender::new(false),
             waiting_calls: AtomicUsize::new(0),
@@ -376,6 +386,7 @@ impl InstanceHandle {
             return None;
         };
         let _permit = Arc::clone(&self.inner.permits).try_acquire_owned().ok()?;
+        let _taking = self.inner.taking();
         for slot in slots {
             let Ok(mut slot) = slot.try_lock() else {
                 continue;
@@ -425,6 +436,11 @@ impl InstanceHandle {
         };
         let mut total: u64 = 0;
         for slot in slots {
+            // With a permit, as a call holds one: a caller looking for a free replica never
+            // finds this one taken without a permit counted for it.
+            let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else {
+                return total; // removed
+            };
             let slot = slot.lock().await;
             if let State::Running { running, .. } = &slot.state {
                 let bytes = running.0.data().memory_bytes();
@@ -518,8 +534,14 @@ impl InstanceHandle {
         };
         let slot = slots.get(replica.index).ok_or_else(gone)?;
         let permit = self.permit(0).await?;
+        // A free replica is taken under the same lock as `ready_slot`'s look; a busy one is
+        // waited for (handed over by its holder, so it is never free in between).
+        let free = Arc::clone(slot).try_lock_owned();
         let lock_wait = self.inner.limits.lock_wait;
-        let locked = tokio::time::timeout(lock_wait, Arc::clone(slot).lock_owned()).await;
+        let locked = match free {
+            Ok(guard) => Ok(guard),
+            Err(_) => tokio::time::timeout(lock_wait, Arc::clone(slot).lock_owned()).await,
+        };
         let Ok(mut slot) = locked else {
             let waited_ms = exorun_common::millis(lock_wait);
             let instance = self.id();
@@ -607,9 +629,22 @@ impl InstanceHandle {
     ) -> Result<OwnedMutexGuard<Slot>, Error> {
         let inner = &*self.inner;
         // Every lease and `failure` holds a permit while it holds a slot, and there are as
-        // many permits as slots: a caller holding a permit always finds one unlocked.
-        let slot = Pool::pick(slots, &inner.restart);
-        let mut slot = slot.expect("a held permit leaves a replica unlocked");
+        // many permits as slots: a caller holding a permit always finds one unlocked. The
+        // look is one at a time (`taking`): a look that goes slot by slot could otherwise pass
+        // a slot still held, the slot be freed behind it while another caller took the one
+        // ahead of it, and find none (seen once at the start of a trap storm). A removed
+        // instance's replicas are taken by its retirement, without permits.
+        let slot = {
+            let _taking = inner.taking();
+            Pool::pick(slots, &inner.restart)
+        };
+        let Some(mut slot) = slot else {
+            assert!(
+                inner.removed.load(Ordering::Acquire),
+                "a held permit leaves a replica unlocked"
+            );
+            return Err(Error::NotFound { instance: inner.id });
+        };
         let State::Failed { cause, retry_at } = &slot.state else {
             return Ok(slot);
         };
@@ -640,14 +675,19 @@ impl InstanceHandle {
                 inner.restarts_by_cause[counted].fetch_add(1, Ordering::Relaxed);
                 let (instance, replica) = (inner.id.to_string(), slot.index);
                 let name = inner.name.as_deref().unwrap_or_default();
-                tracing::info!(
-                    instance,
-                    name,
-                    replica,
-                    restarts,
-                    cause,
-                    "restarted a failed instance"
-                );
+                // At most a line a second over the process: a caller whose calls trap makes
+                // as many restarts as it likes (each counted in `restarts`).
+                RESTART_LINES.note(|skipped| {
+                    tracing::info!(
+                        instance,
+                        name,
+                        replica,
+                        restarts,
+                        cause,
+                        skipped,
+                        "restarted a failed instance"
+                    );
+                });
                 slot.state = State::Running {
                     running,
                     in_call: false,
@@ -791,6 +831,14 @@ impl Drop for Waiting<'_> {
 }
 
 impl Inner {
+    /// The lock a look for a free replica is made under (a look never panics while holding
+    /// it, so a poisoned one is taken as it is).
+    fn taking(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.taking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn waiting(&self) -> (usize, u64) {
         let calls = self.waiting_calls.load(Ordering::Acquire);
         (calls, self.waiting_bytes.load(Ordering::Acquire))

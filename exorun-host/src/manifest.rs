@@ -520,7 +520,8 @@ pub fn parse_instance(
         .map(|(name, peer)| (name.clone(), Some(peer.clone())))
         .collect();
     let mut instance = check_instance(known, &mut checked, base, &key, &raw, &mut problems);
-    confine(&key, &raw, &mut instance, known, &mut problems);
+    let declared = (known, &manifest.peers);
+    confine(&key, &raw, &mut instance, declared, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -534,14 +535,17 @@ pub fn parse_instance(
 
 /// What a deployed instance may not do, because it would reach past what its deployer was
 /// granted: host directories or the host's stdio, capability files on the host (or a peer's,
-/// which is the operator's), and local links to instances it was not deployed beside (a local
-/// link passes no guard or allow list). Its kv stores are its own: every store name it links
-/// is kept apart from the manifest's (`deployed/NAME`).
+/// which is the operator's), local links to instances it was not deployed beside (a local
+/// link passes no guard or allow list), and remote links to anything but a peer the operator
+/// declared, by its name (an address of its own choosing would have the runtime dial any
+/// socket it can reach, as a plaintext runtime's that its deployer has no grant to). Its kv
+/// stores are its own: every store name it links is kept apart from the manifest's
+/// (`deployed/NAME`).
 fn confine(
     key: &str,
     raw: &RawInstance,
     instance: &mut Instance,
-    known: &Known,
+    (known, declared): (&Known, &BTreeMap<String, Peer>),
     problems: &mut Vec<(String, Problem)>,
 ) {
     let mut refuse = |at: String, what: String| problems.push((at, Problem::Deployed { what }));
@@ -571,6 +575,15 @@ fn confine(
                 refuse(at, what);
             }
             Link::Kv { store } | Link::KeyValue { store } => *store = format!("deployed/{store}"),
+            Link::Remote { peer, .. } if !declared.contains_key(peer.as_str()) => {
+                let at = format!("{key}.links.\"{interface}\"");
+                let shown = exorun_transport::address::redacted(peer);
+                let what = format!(
+                    "a remote link to `{shown}`, which is not a peer the operator declared \
+                     (a deployed instance names a declared peer, never an address)"
+                );
+                refuse(at, what);
+            }
             Link::Remote { capability, .. } => *capability = None,
             Link::Http { allow } if !allow.is_empty() => {
                 let at = format!("{key}.links.\"{interface}\"");

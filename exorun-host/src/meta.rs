@@ -52,6 +52,9 @@ pub const STARTED_MAX: usize = 256;
 pub const NAME_BYTES_MAX: usize = 64;
 /// How long a stopped instance's calls in flight may run on.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest instance settings file restored from a state directory (a manifest's instance
+/// table: a few hundred bytes; 64 KiB leaves room for long configurations).
+pub const SETTINGS_BYTES_MAX: u64 = 64 * 1024;
 
 /// Why the manager refused a change, or could not keep or restore its state. A guest linked
 /// to `exorun:host/meta` sees the same words as its function's `error`.
@@ -373,7 +376,10 @@ impl Manager {
                 std::fs::remove_file(&path).map_err(|error| state_error(&path, error))?;
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|error| state_error(&path, error))?;
+            // Checked as a component file is: a regular file of bounded size (a device such as
+            // `/dev/zero` would never end, a FIFO would block the start for ever).
+            let bytes = runtime::read_component(&path, component_bytes_max())
+                .map_err(|error| restore_error(dir, &name, Error::Runtime(error)))?;
             self.add_app(&name, bytes)
                 .await
                 .map_err(|error| restore_error(dir, &name, error))?;
@@ -404,8 +410,8 @@ impl Manager {
         let mut waiting = Vec::new();
         let mut first_failure = None;
         for (name, path) in pending {
-            let settings =
-                std::fs::read_to_string(&path).map_err(|error| state_error(&path, error))?;
+            let settings = read_settings(&path)
+                .map_err(|error| restore_error(dir, &name, Error::Runtime(error)))?;
             let Err(error) = self.start(&name, &settings).await else {
                 continue;
             };
@@ -459,6 +465,21 @@ fn restore_error(dir: &Path, name: &str, error: Error) -> Error {
     }
 }
 
+/// `COMPONENT_BYTES_MAX` as the runtime's file checks count.
+fn component_bytes_max() -> u64 {
+    u64::try_from(COMPONENT_BYTES_MAX).unwrap_or(u64::MAX)
+}
+
+/// An instance's saved settings: a regular file of at most `SETTINGS_BYTES_MAX` bytes, in
+/// UTF-8 (checked before it is opened, as component files are).
+fn read_settings(path: &Path) -> Result<String, runtime::Error> {
+    let bytes = runtime::read_component(path, SETTINGS_BYTES_MAX)?;
+    String::from_utf8(bytes).map_err(|error| runtime::Error::Read {
+        path: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+    })
+}
+
 /// The files `NAME.EXTENSION` in `dir`, by name.
 fn saved(dir: &Path, extension: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
@@ -485,7 +506,18 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".partial");
     let temporary = PathBuf::from(temporary);
-    let mut file = std::fs::File::create(&temporary)?;
+    // Never through a link: whatever is at the temporary path (a leftover, or a link planted
+    // to make this write land elsewhere) is removed (unlinking removes a link, not its
+    // target), and the file is made new (`O_CREAT | O_EXCL`, which follows no link): one
+    // planted again in between fails the write rather than redirect it.
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;

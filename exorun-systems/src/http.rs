@@ -267,6 +267,11 @@ fn allowed(http: &Http, uri: &http::Uri) -> bool {
     let Some(authority) = uri.authority() else {
         return false;
     };
+    // The client connects to the authority as written; with userinfo in it (`a%23@b`) that is
+    // not the host checked here. Checked and connected on the same value: none is allowed.
+    if authority.as_str().contains('@') {
+        return false;
+    }
     let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
         443
     } else {

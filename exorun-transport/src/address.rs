@@ -43,6 +43,11 @@ impl Address {
             let Some(host_port) = text.strip_prefix(scheme) else {
                 continue;
             };
+            if host_port.contains('@') {
+                return Err(bad(
+                    "credentials belong in nats:// addresses only, and never in a flag",
+                ));
+            }
             let Some((host, port)) = host_port.rsplit_once(':') else {
                 return Err(bad("a network address needs HOST:PORT"));
             };
@@ -86,17 +91,30 @@ impl std::fmt::Debug for Address {
     }
 }
 
-/// `text` as an address may be shown: credentials before an `@` in its authority replaced by
-/// `***` (`nats://***@host:4222`), anything else as written.
+/// `text` as an address may be shown: whatever comes before the last `@` (credentials, in a
+/// URL however mistyped: `nats:/u:p@h`, `tls://u:p@h`, `u:p@h`) replaced by `***` after the
+/// scheme and its slashes (`nats://***@host:4222`); text without an `@` as written. A path
+/// with an `@` in it is shown cut too: a message may say less, never a secret.
 pub fn redacted(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
+    let Some(at) = text.rfind('@') else {
         return text.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_owned();
+    let is_scheme = |scheme: &str| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     };
-    format!("{scheme}://***@{}", &rest[at + 1..])
+    // A scheme is followed by at least one `/` (`nats:/…`, `tls://…`); `user:password@host`
+    // has none.
+    let scheme_end = text
+        .find(':')
+        .filter(|&end| end < at && is_scheme(&text[..end]) && text[end + 1..].starts_with('/'));
+    let Some(end) = scheme_end else {
+        return format!("***@{}", &text[at + 1..]);
+    };
+    let slashes = text[end + 1..at].chars().take_while(|&c| c == '/').count();
+    format!("{}***@{}", &text[..end + 1 + slashes], &text[at + 1..])
 }
 
 impl std::fmt::Display for Address {
@@ -113,6 +131,38 @@ impl std::fmt::Display for Address {
                     .map_or(rest, |(_, host_port)| host_port);
                 write!(f, "nats://{host_port}")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_however_the_address_is_written() {
+        let cases = [
+            ("nats://u:secret@h:4222", "nats://***@h:4222"),
+            ("nats:/u:secret@h:4222", "nats:/***@h:4222"),
+            ("tls://u:secret@h:1", "tls://***@h:1"),
+            ("u:secret@h:1", "***@h:1"),
+            ("tcp://h:1", "tcp://h:1"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(redacted(text), shown, "{text}");
+        }
+        for text in [
+            "tls://u:secret@h:1",
+            "tcp://u:secret@h:1",
+            "nats:/u:secret@h:1",
+        ] {
+            let refused = Address::parse(text);
+            let Err(transport::Error::BadAddress { address, .. }) = &refused else {
+                panic!("{text} is not refused: {refused:?}");
+            };
+            assert!(!address.contains("secret"), "{text}: {address}");
+            let message = refused.map_or_else(|error| error.to_string(), |_| String::new());
+            assert!(!message.contains("secret"), "{text}: {message}");
         }
     }
 }

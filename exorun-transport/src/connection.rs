@@ -191,7 +191,10 @@ pub async fn serve_until(
     }
     while running.join_next().await.is_some() {}
     if stopped {
+        // Drained once the replies have left: a peer that reads none of them keeps this
+        // connection open until the server's drain deadline cuts it.
         transport.close().await;
+        transport.flushed().await;
     }
     dispatcher.closed(&origin);
     ended.map(|()| stats)

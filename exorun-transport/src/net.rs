@@ -451,11 +451,22 @@ async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, transport::Er
         use std::os::unix::fs::FileTypeExt;
         metadata.file_type().is_socket()
     });
+    if !is_socket {
+        // A file, a directory or a link where the socket would go: not a server's, and not
+        // for this one to remove.
+        return Err(transport::Error::Io {
+            kind: std::io::ErrorKind::AlreadyExists,
+            source: exorun_common::Cause::new(format!(
+                "{} exists and is not a socket (remove it, or listen elsewhere)",
+                path.display()
+            )),
+        });
+    }
     let refused = matches!(
         UnixStream::connect(path).await,
         Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused
     );
-    if !(is_socket && refused) {
+    if !refused {
         return Err(in_use(path));
     }
     tracing::info!(path = %path.display(), "replaced a stale socket file nothing listens on");

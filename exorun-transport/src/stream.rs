@@ -98,6 +98,8 @@ pub struct Transport {
     inbound: tokio::sync::Mutex<Inbound>,
     outbox: transport::Outbox<Outgoing>,
     writer: JoinHandle<()>,
+    /// Turns true when the writer has ended (everything written, or the stream gone).
+    written: tokio::sync::watch::Receiver<bool>,
     message_bytes_max: u64,
     budget: Option<budget::Budget>,
 }
@@ -114,13 +116,15 @@ impl Transport {
     /// Frames messages over `reader`/`writer` as `config` says.
     pub fn new(reader: Reader, writer: Writer, config: Config) -> Self {
         let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
-        let writer = tokio::spawn(write_loop(queue, writer));
+        let (ended, written) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(write_loop(queue, writer, Ended(ended)));
         let message_bytes_max = config.message_bytes_max;
         let budget = config.budget.clone();
         Self {
             inbound: tokio::sync::Mutex::new(Inbound::new(reader, config)),
             outbox: transport::Outbox::new(outbox),
             writer,
+            written,
             message_bytes_max,
             budget,
         }
@@ -187,11 +191,28 @@ impl transport::Transport for Transport {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.outbox.close() })
     }
+
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        let mut written = self.written.clone();
+        Box::pin(async move {
+            // An error: the writer is gone (ended, or aborted with its transport).
+            let _ = written.wait_for(|written| *written).await;
+        })
+    }
+}
+
+/// Says the writer ended when it is dropped: at its end, or when it is aborted.
+struct Ended(tokio::sync::watch::Sender<bool>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// Writes queued messages, one batch per write; ends (shutting the stream down) when every
 /// sender is gone, or on the first write error.
-async fn write_loop(mut queue: mpsc::Receiver<Outgoing>, mut writer: Writer) {
+async fn write_loop(mut queue: mpsc::Receiver<Outgoing>, mut writer: Writer, _ended: Ended) {
     let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
         if let Err(error) = write_batch(&mut writer, &mut queue, &mut batch, first).await {

@@ -133,6 +133,14 @@ pub trait Transport: Send + Sync {
 
     /// Closes the sending side; the peer's `recv` then returns `None`. Idempotent.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Once closed, waits until what was sent has left (written out, or the stream is gone):
+    /// a stopping server counts a connection drained only then, so replies its peer never
+    /// reads are cut at the drain deadline rather than left to a writer nobody counts. A
+    /// transport with nothing queued between `send` and the wire returns at once.
+    fn flushed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The sending half of a transport's message queue, closable through `&self`: every send

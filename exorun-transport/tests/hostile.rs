@@ -396,4 +396,20 @@ async fn a_stale_unix_socket_is_replaced_and_a_live_one_is_named() {
         !path.exists(),
         "a listener removes its socket file when it goes"
     );
+    // A regular file where the socket would go is named as what it is, and left alone.
+    std::fs::write(&path, "not a socket").unwrap();
+    let refused = net::Listener::bind(&address).await.unwrap_err();
+    let transport::Error::Io { kind, source } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(*kind, std::io::ErrorKind::AlreadyExists);
+    assert_eq!(
+        source.to_string(),
+        format!(
+            "{} exists and is not a socket (remove it, or listen elsewhere)",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    std::fs::remove_file(&path).unwrap();
 }

@@ -154,6 +154,8 @@ impl Pool {
         let mut fallback = None;
         for slot in slots {
             let Ok(mut guard) = Arc::clone(slot).try_lock_owned() else {
+                #[cfg(test)]
+                probed(slot);
                 continue;
             };
             guard.settle_interrupted(restart);
@@ -166,4 +168,34 @@ impl Pool {
         }
         fallback
     }
+}
+
+/// What a test runs each time a look passes a held replica (its index), to force an
+/// interleaving.
+#[cfg(test)]
+pub(crate) type Probe = Arc<dyn Fn(usize) + Send + Sync>;
+
+#[cfg(test)]
+static PROBE: std::sync::Mutex<Option<Probe>> = std::sync::Mutex::new(None);
+
+/// Sets (or clears) the probe.
+#[cfg(test)]
+pub(crate) fn set_probe(probe: Option<Probe>) {
+    *PROBE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = probe;
+}
+
+#[cfg(test)]
+fn probed(slot: &Arc<Mutex<Slot>>) {
+    let probe = PROBE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(probe) = probe else {
+        return;
+    };
+    // The slot is held, so its index cannot be read; its place in memory names it well enough.
+    let index = Arc::as_ptr(slot).addr() % 4096;
+    probe(index);
 }
