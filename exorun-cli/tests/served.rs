@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use common::Server;
 use common::manifest;
-use common::text;
 use exorun_transport::address::Address;
 use exorun_transport::client;
 use exorun_transport::client::Client;
