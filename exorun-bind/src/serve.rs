@@ -38,3 +38,4 @@ pub use exports::Error;
 pub use exports::Exports;
 pub use handles::HANDLES_MAX;
 pub use handles::HANDLES_PER_CONNECTION_MAX;
+pub use handles::HANDLES_PER_SOURCE_MAX;

@@ -16,7 +16,11 @@ use common::socket_peer;
 use common::socket_server_with;
 use exorun_transport::address::Address;
 use exorun_transport::budget::Budget;
+use exorun_transport::client;
+use exorun_transport::client::Client;
 use exorun_transport::server;
+use exorun_transport::stream;
+use exorun_transport::transport;
 use neorpc::codec;
 use neorpc::failure::Failure;
 use neorpc::frame;
@@ -307,4 +311,66 @@ async fn spiller(runtime: &std::sync::Arc<exorun_core::Runtime>) {
         .instantiate()
         .await
         .unwrap();
+}
+
+/// A client whose connection comes from `source` (another loopback address: another host).
+async fn client_from(source: [u8; 4], address: &Address) -> std::sync::Arc<Client> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let stream = socket
+        .connect(host_port(address).parse().unwrap())
+        .await
+        .unwrap();
+    let (reader, writer) = stream.into_split();
+    let config = stream::Config::new(transport::MESSAGE_BYTES_MAX);
+    let transport = stream::Transport::new(Box::new(reader), Box::new(writer), config);
+    std::sync::Arc::new(Client::new(
+        std::sync::Arc::new(transport),
+        client::Config::default(),
+    ))
+}
+
+/// `counters#make-many` of `count` counters: whether they were handed out, or the failure.
+async fn make_many(client: &Client, count: usize) -> Result<(), Failure> {
+    let slab = codec::encode(&[Val::List(vec![Val::U32(1); count])]).unwrap();
+    let method = "exorun:test/counters#make-many";
+    let reply = call_slab(client, "counters", method, &slab).await.unwrap();
+    reply.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_fill_the_runtimes_handle_table() {
+    let runtime = exorun_core::Runtime::new().unwrap();
+    common::build(&runtime, "counter-provider", Vec::new(), Some("counters")).await;
+    let exports = exorun_bind::Exports::new(runtime);
+    exports.export("counters").unwrap();
+    let (address, _stop, _server) =
+        socket_server_with(&exports, "tcp://127.0.0.1:0", server::Config::default()).await;
+    // Twenty connections from one host, each asking for all a connection may hold.
+    let per_connection = exorun_bind::serve::HANDLES_PER_CONNECTION_MAX;
+    let mut attackers = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let attacker = client_from(ATTACKER, &address).await;
+        match make_many(&attacker, per_connection).await {
+            Ok(()) => {}
+            Err(Failure::Overloaded) => refused += 1,
+            Err(failure) => panic!("{failure:?}"),
+        }
+        attackers.push(attacker);
+    }
+    let share = exorun_bind::serve::HANDLES_PER_SOURCE_MAX;
+    assert_eq!(exports.handles_held(), share, "the host holds its share");
+    assert_eq!(refused, 20 - share / per_connection);
+    // A caller on another host still gets handles, at once.
+    let client = socket_peer(&address).await;
+    let legitimate = tokio::time::timeout(Duration::from_secs(2), make_many(&client, 16));
+    assert_eq!(legitimate.await.expect("answered within 2 s"), Ok(()));
+    // The host's connections gone, its share is free again.
+    drop(attackers);
+    let mut held = exports.watch_handles();
+    held.wait_for(|held| *held == 16).await.unwrap();
+    drop(client);
 }

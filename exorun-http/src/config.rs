@@ -121,7 +121,7 @@ pub(crate) fn party(source: IpAddr) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listen::source;
+    use exorun_common::source;
 
     #[test]
     fn sources_are_addresses_and_ipv6_networks() {

@@ -58,7 +58,6 @@ pub use listen::Answer;
 pub use listen::Bounds;
 pub use listen::Listen;
 pub use listen::Peer;
-pub use listen::source;
 pub use server::HANDLER;
 pub use server::ROUTES_MAX;
 pub use server::Routes;

@@ -126,7 +126,7 @@ impl<A: Answer> Listen<A> {
                 tokio::time::sleep(ACCEPT_PAUSE).await;
                 continue;
             };
-            let source = source(address.ip());
+            let source = exorun_common::source(address.ip());
             let Some(admitted) = self.admit(source) else {
                 metrics::counter!("exorun_http_connections_refused_total").increment(1);
                 continue;
@@ -238,17 +238,4 @@ impl<A> Drop for Admitted<A> {
             sources.remove(&self.source);
         }
     }
-}
-
-/// What connections are counted by: an IPv4 address, or an IPv6 address's /64 (one host
-/// commonly holds a whole /64, so counting its addresses apart would bound nothing).
-pub fn source(address: IpAddr) -> IpAddr {
-    let IpAddr::V6(v6) = address else {
-        return address;
-    };
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return IpAddr::V4(v4);
-    }
-    let network = v6.to_bits() & !((1_u128 << 64) - 1);
-    IpAddr::V6(std::net::Ipv6Addr::from_bits(network))
 }

@@ -64,6 +64,9 @@ pub struct Origin {
     key: Option<PublicKey>,
     connection: u64,
     party: u64,
+    /// What its connection is counted by (`exorun_common::source`); `None` for a Unix socket,
+    /// an in-memory pair or a lattice.
+    source: Option<std::net::IpAddr>,
     gone: Arc<AtomicBool>,
     /// Calls from no one connection (they cannot hold resource handles).
     lattice: bool,
@@ -86,6 +89,7 @@ impl Origin {
             key,
             connection,
             party: connection,
+            source: None,
             gone: Arc::default(),
             lattice: false,
             via_lattice: false,
@@ -111,6 +115,20 @@ impl Origin {
             via_lattice: true,
             ..Self::new(None)
         }
+    }
+
+    /// The same calls, from a connection whose peer is at `address` (counted by its source:
+    /// an IPv4 address, an IPv6 /64).
+    pub fn from_address(mut self, address: std::net::IpAddr) -> Self {
+        self.source = Some(exorun_common::source(address));
+        self
+    }
+
+    /// What the caller's connections are counted together by (an IPv4 address, an IPv6 /64),
+    /// for the bounds a source shares; `None` for a Unix socket, an in-memory pair or a
+    /// lattice.
+    pub fn source(&self) -> Option<std::net::IpAddr> {
+        self.source
     }
 
     /// Who supervision counts the calls of (see `exorun_core::call`): the connection,

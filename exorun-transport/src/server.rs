@@ -426,7 +426,9 @@ impl Accept {
             return;
         }
         let max = self.config.connections_per_source_max;
-        let admitted = state.sources.admit(socket.source(), max);
+        let admitted = state
+            .sources
+            .admit(socket.source().map(exorun_common::source), max);
         let buffers = admitted.and_then(|counted| {
             let bytes = socket.buffers_bytes();
             let charge = match &counted.budget {
@@ -512,7 +514,10 @@ async fn connection(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let transport: Arc<dyn transport::Transport> = opened.transport;
-    let origin = dispatch::Origin::new(opened.peer);
+    let mut origin = dispatch::Origin::new(opened.peer);
+    if let Some(address) = held.0.source {
+        origin = origin.from_address(address);
+    }
     let served = connection::serve_until(transport, dispatcher, config, origin, until).await;
     drop(held);
     match served {

@@ -9,11 +9,14 @@
 //! `ResourceGone`, and so is an id the connection does not hold: forged, already released, or
 //! of another connection (the reply does not say which, so it tells a prober nothing).
 //!
-//! Bounds: `HANDLES_PER_CONNECTION_MAX` per connection and `HANDLES_MAX` per runtime; a call
-//! whose results would pass either is answered `Overloaded` and the handles it made are
-//! dropped at once, so nothing leaks.
+//! Bounds: `HANDLES_PER_CONNECTION_MAX` per connection, `HANDLES_PER_SOURCE_MAX` over every
+//! connection of one source (an IPv4 address, an IPv6 /64: as connections are counted), and
+//! `HANDLES_MAX` per runtime; a call whose results would pass any of them is answered
+//! `Overloaded` and the handles it made are dropped at once, so nothing leaks. The share per
+//! source keeps one host's many connections from filling the runtime's table for everyone.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 
@@ -36,6 +39,11 @@ pub const HANDLES_PER_CONNECTION_MAX: usize = 4_096;
 /// Most handles all remote callers of one runtime may hold together.
 pub const HANDLES_MAX: usize = 65_536;
 
+/// Most handles the connections of one source may hold together: an eighth of the runtime's,
+/// so eight hosts at least share it (as connections are shared per source), and one host's
+/// twenty connections cannot take it all.
+pub const HANDLES_PER_SOURCE_MAX: usize = HANDLES_MAX / 8;
+
 /// One handle a connection holds.
 #[derive(Clone)]
 struct Held {
@@ -54,9 +62,18 @@ struct Named<'l> {
     resource: &'l Resource,
 }
 
+/// The handles one connection holds, and the source it counts against.
+#[derive(Default)]
+struct Table {
+    source: Option<IpAddr>,
+    held: HashMap<u64, Held>,
+}
+
 /// Every connection's handles.
 pub(crate) struct Handles {
-    by_connection: DashMap<u64, HashMap<u64, Held>>,
+    by_connection: DashMap<u64, Table>,
+    /// Handles held by each source's connections together.
+    by_source: DashMap<IpAddr, usize>,
     live: AtomicUsize,
     watch: tokio::sync::watch::Sender<usize>,
 }
@@ -65,11 +82,15 @@ impl Default for Handles {
     fn default() -> Self {
         Self {
             by_connection: DashMap::new(),
+            by_source: DashMap::new(),
             live: AtomicUsize::new(0),
             watch: tokio::sync::watch::Sender::new(0),
         }
     }
 }
+
+/// A connection, and the source it counts against (`None`: counted on its own).
+pub(crate) type Caller = (u64, Option<IpAddr>);
 
 /// Where a call naming handles must run, as the first of them says.
 pub(crate) struct Pin {
@@ -92,11 +113,29 @@ impl Handles {
         self.watch.send_replace(self.live.load(Ordering::SeqCst));
     }
 
+    /// `count` handles of `source` let go.
+    fn uncount(&self, source: Option<IpAddr>, count: usize) {
+        self.live.fetch_sub(count, Ordering::SeqCst);
+        let Some(source) = source else {
+            return;
+        };
+        let emptied = {
+            let Some(mut held) = self.by_source.get_mut(&source) else {
+                return;
+            };
+            *held = held.saturating_sub(count);
+            *held == 0
+        };
+        if emptied {
+            self.by_source.remove_if(&source, |_, held| *held == 0);
+        }
+    }
+
     /// Handles connection `connection` holds now.
     pub(crate) fn held_by(&self, connection: u64) -> usize {
         self.by_connection
             .get(&connection)
-            .map_or(0, |held| held.len())
+            .map_or(0, |table| table.held.len())
     }
 
     /// Checks the handle ids in a call's decoded arguments (`Val::U64` where a handle goes)
@@ -111,7 +150,7 @@ impl Handles {
         instance: &InstanceHandle,
     ) -> Result<Option<Pin>, Failure> {
         let named = named(params, types, instance.ledger())?;
-        let Some(held) = self.by_connection.get(&connection) else {
+        let Some(table) = self.by_connection.get(&connection) else {
             return match named.first() {
                 Some(first) => Err(gone(&first.resource.name)),
                 None => Ok(None),
@@ -119,7 +158,7 @@ impl Handles {
         };
         let mut pin: Option<Pin> = None;
         for name in &named {
-            let Some(entry) = held.get(&name.id) else {
+            let Some(entry) = table.held.get(&name.id) else {
                 return Err(gone(&name.resource.name));
             };
             if entry.resource != *name.resource {
@@ -164,7 +203,9 @@ impl Handles {
         types: &[(String, Type)],
         ledger: &Ledger,
     ) -> Result<(), Failure> {
-        let mut held = self.by_connection.entry(connection).or_default();
+        let mut table = self.by_connection.entry(connection).or_default();
+        let source = table.source;
+        let held = &mut table.held;
         let mut taken = 0;
         let types = types.iter().map(|(_, ty)| ty);
         let walked = resources::each_resource_in(params, types, &mut |value, resource_ty, own| {
@@ -187,9 +228,9 @@ impl Handles {
             *value = Val::Resource(handle);
             Ok(())
         });
-        drop(held);
+        drop(table);
         if taken > 0 {
-            self.live.fetch_sub(taken, Ordering::SeqCst);
+            self.uncount(source, taken);
             self.publish();
         }
         walked
@@ -200,7 +241,7 @@ impl Handles {
     /// replica (the lease is still held) and the call is answered `Overloaded`.
     pub(crate) async fn hand_out(
         &self,
-        connection: u64,
+        caller: Caller,
         results: &mut [Val],
         types: &[Type],
         lease: &mut Lease,
@@ -224,7 +265,7 @@ impl Handles {
                 message: "a per-call instance returned resource handles".to_owned(),
             });
         };
-        let ids = match self.admit(connection, replica, instance, &made) {
+        let ids = match self.admit(caller, replica, instance, &made) {
             Ok(ids) => ids,
             Err(failure) => {
                 drop_all(lease, made.into_iter().map(|(handle, _)| handle)).await;
@@ -245,33 +286,31 @@ impl Handles {
     /// id, or none of them.
     fn admit(
         &self,
-        connection: u64,
+        (connection, source): Caller,
         replica: Replica,
         instance: &InstanceHandle,
         made: &[(ResourceAny, Option<Resource>)],
     ) -> Result<Vec<u64>, Failure> {
-        let mut held = self.by_connection.entry(connection).or_default();
-        if held.len() + made.len() > HANDLES_PER_CONNECTION_MAX {
+        let mut table = self.by_connection.entry(connection).or_default();
+        table.source = source;
+        if table.held.len() + made.len() > HANDLES_PER_CONNECTION_MAX {
             return Err(Failure::Overloaded);
         }
-        let reserved = self.live.fetch_add(made.len(), Ordering::SeqCst);
-        if reserved + made.len() > HANDLES_MAX {
-            self.live.fetch_sub(made.len(), Ordering::SeqCst);
-            return Err(Failure::Overloaded);
-        }
+        self.count(source, made.len())?;
         let mut ids: Vec<u64> = Vec::with_capacity(made.len());
         while ids.len() < made.len() {
             let id = match fresh_id() {
                 Ok(id) => id,
                 Err(failure) => {
-                    self.live.fetch_sub(made.len(), Ordering::SeqCst);
+                    self.uncount(source, made.len());
                     return Err(failure);
                 }
             };
-            if id != 0 && !held.contains_key(&id) && !ids.contains(&id) {
+            if id != 0 && !table.held.contains_key(&id) && !ids.contains(&id) {
                 ids.push(id);
             }
         }
+        let held = &mut table.held;
         for (id, (handle, resource)) in ids.iter().zip(made) {
             let resource = resource.clone().unwrap_or_else(|| Resource {
                 interface: String::new(),
@@ -285,9 +324,30 @@ impl Handles {
             };
             held.insert(*id, entry);
         }
-        drop(held);
+        drop(table);
         self.publish();
         Ok(ids)
+    }
+
+    /// Counts `count` more handles against the runtime and against `source`, or neither when
+    /// either bound would be passed (the counters never go past their bounds).
+    fn count(&self, source: Option<IpAddr>, count: usize) -> Result<(), Failure> {
+        let reserved = self.live.fetch_add(count, Ordering::SeqCst);
+        if reserved + count > HANDLES_MAX {
+            self.live.fetch_sub(count, Ordering::SeqCst);
+            return Err(Failure::Overloaded);
+        }
+        let Some(source) = source else {
+            return Ok(());
+        };
+        let mut held = self.by_source.entry(source).or_insert(0);
+        if *held + count > HANDLES_PER_SOURCE_MAX {
+            drop(held);
+            self.live.fetch_sub(count, Ordering::SeqCst);
+            return Err(Failure::Overloaded);
+        }
+        *held += count;
+        Ok(())
     }
 
     /// Drops the handle `id` that `connection` holds, in the replica it lives in: the reply
@@ -297,7 +357,7 @@ impl Handles {
         let entry = self
             .by_connection
             .get(&connection)
-            .and_then(|held| held.get(&id).cloned());
+            .and_then(|table| table.held.get(&id).cloned());
         let Some(entry) = entry else {
             return Err(gone("resource"));
         };
@@ -309,11 +369,11 @@ impl Handles {
         let removed = self
             .by_connection
             .get_mut(&connection)
-            .and_then(|mut held| held.remove(&id));
-        let Some(entry) = removed else {
+            .and_then(|mut table| Some((table.held.remove(&id)?, table.source)));
+        let Some((entry, source)) = removed else {
             return Err(gone(&entry.resource.name)); // a concurrent release or move took it
         };
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.uncount(source, 1);
         self.publish();
         let Ok(mut lease) = leased else {
             return Err(gone(&entry.resource.name));
@@ -327,10 +387,10 @@ impl Handles {
     /// The connection ended: every handle it held is dropped in its replica, in the
     /// background.
     pub(crate) fn closed(&self, connection: u64) {
-        let Some((_, held)) = self.by_connection.remove(&connection) else {
+        let Some((_, Table { source, held })) = self.by_connection.remove(&connection) else {
             return;
         };
-        self.live.fetch_sub(held.len(), Ordering::SeqCst);
+        self.uncount(source, held.len());
         if held.is_empty() {
             self.publish();
             return;

@@ -175,8 +175,9 @@ impl Job {
             return Err(failure_of(instance, &error));
         }
         let types = &signature.results;
+        let caller = (connection, self.origin.source());
         handles
-            .hand_out(connection, &mut results, types, &mut lease, instance)
+            .hand_out(caller, &mut results, types, &mut lease, instance)
             .await?;
         drop(lease);
         let mut reply = frame::ReplyWriter::new(self.seq).map_err(internal)?;
