@@ -35,14 +35,19 @@ const CONNECTIONS: usize = 3;
 
 /// A runtime with cruncher exported as `guarded`, decided by misbehave's guard `wild`.
 async fn guarded() -> Arc<Exports> {
+    guarded_by().await.0
+}
+
+/// `guarded`, and the guard's handle.
+async fn guarded_by() -> (Arc<Exports>, exorun_core::InstanceHandle) {
     let runtime = Runtime::new().unwrap();
     build(&runtime, "cruncher", Vec::new(), Some("guarded")).await;
-    build(&runtime, "misbehave", Vec::new(), Some("wild")).await;
+    let wild = build(&runtime, "misbehave", Vec::new(), Some("wild")).await;
     let exports = Exports::new(runtime);
     exports
         .export_guarded("guarded", Allow::Anyone, "wild")
         .unwrap();
-    exports
+    (exports, wild)
 }
 
 fn call_frame(capability: &[u8]) -> frame::OutboundCall {
@@ -188,4 +193,58 @@ async fn grants_go_with_the_export_they_were_made_for() {
     assert_eq!(exports.grants_kept(), 1);
     assert!(exports.unexport("guarded"));
     assert_eq!(exports.grants_kept(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_that_a_callers_checks_make_trap_backs_off_for_that_caller_only() {
+    let exports = guarded().await;
+    let (attacker, bystander) = (common::memory_peer(&exports), common::memory_peer(&exports));
+    for round in 0..5 {
+        // Twice in a row: the guard's replica is failed, then backs off for this caller.
+        for _ in 0..2 {
+            let trapped = attacker.call(call_frame(b"trap")).await.unwrap();
+            assert!(
+                matches!(trapped, Err(Failure::PermissionDenied { .. })),
+                "{trapped:?}"
+            );
+        }
+        // Another caller's cold check restarts the guard at once and is answered.
+        let cold = format!("cold {round}");
+        let answered = bystander.call(call_frame(cold.as_bytes())).await.unwrap();
+        assert!(answered.is_ok(), "round {round}: {answered:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_cold_checks_from_one_source_waits_behind_its_own() {
+    let (exports, wild) = guarded_by().await;
+    let attacker = common::memory_peer(&exports);
+    // Two hundred slow cold checks at once, from one connection (its own source).
+    let mut flood = tokio::task::JoinSet::new();
+    for index in 0..200 {
+        let attacker = Arc::clone(&attacker);
+        let capability = format!("slow {index}");
+        flood.spawn(async move { attacker.call(call_frame(capability.as_bytes())).await });
+    }
+    // Once the guard has checks waiting for it, a cold check from elsewhere is answered
+    // within 2 s: behind at most the source's share, not the whole flood.
+    let mut waiting = wild.watch_waiting();
+    waiting.wait_for(|(calls, _)| *calls >= 1).await.unwrap();
+    let bystander = common::memory_peer(&exports);
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        bystander.call(call_frame(b"cold")),
+    );
+    let answered = answered.await.expect("answered within 2 s").unwrap();
+    assert!(answered.is_ok(), "{answered:?}");
+    let mut overloaded = 0;
+    while let Some(ended) = flood.join_next().await {
+        if let Ok(Err(Failure::Overloaded)) = ended.unwrap() {
+            overloaded += 1;
+        }
+    }
+    assert!(
+        overloaded >= 200 - 2 * guard::CHECKS_PER_SOURCE_MAX,
+        "{overloaded}"
+    );
 }

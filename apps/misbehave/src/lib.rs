@@ -56,6 +56,15 @@ impl exports::exorun::auth::guard::Guest for App {
                 Err("the spin ended".to_owned())
             }
             Some(b"deny") => Err("told to deny".to_owned()),
+            // A check that takes its time and then denies (a cold capability's signature, say):
+            // costly for the guard, harmless to the replica.
+            Some(slow) if slow.starts_with(b"slow") => {
+                let mut spun: u64 = 0;
+                for round in 0..6_000_000_u64 {
+                    spun = core::hint::black_box(spun.wrapping_add(round));
+                }
+                Err(format!("slow, after {} rounds", spun % 7))
+            }
             _ => Ok(exports::exorun::auth::guard::Grant {
                 caveats: vec![format!("function={}", request.function)],
                 not_after: u64::MAX,

@@ -19,6 +19,10 @@
 //!   per connection (the oldest goes first), dropped when the connection closes. `GRANT_TTL` is
 //!   how long a revocation the guard learns of may take to reach a connection that was already
 //!   granted.
+//! - **Fairness.** A guard is asked as the caller (its party, as any call runs): a caller whose
+//!   checks make the guard trap is held back by the guard's restart back-off, not everyone.
+//!   At most `CHECKS_PER_SOURCE_MAX` checks of one source are asked at once; more are answered
+//!   `Overloaded` at once.
 //! - **Lattices.** A call from a NATS lattice has no caller key (a lattice's members are not
 //!   authenticated to each other): a guarded export denies it.
 
@@ -50,6 +54,11 @@ pub const GRANT_TTL: Duration = Duration::from_secs(60);
 pub const GRANTS_PER_CONNECTION: usize = 32;
 /// Longest denial reason passed on to a caller, in bytes (longer ones are cut).
 pub const REASON_BYTES_MAX: usize = 256;
+/// Guards asked at once on behalf of one source (an IPv4 address or IPv6 /64; one connection
+/// when the source is not an address): past it a call is answered `Overloaded` at once rather
+/// than queue for the guard, so a flood of cold capabilities from one host waits behind its
+/// own checks, not everyone's. Kept grants are not counted: they ask nothing.
+pub const CHECKS_PER_SOURCE_MAX: usize = 4;
 
 /// Why an instance cannot guard an export.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,15 +116,65 @@ struct Grant {
     until: Instant,
 }
 
-/// The grants every connection holds, asked of guards by name.
+/// What guard checks in flight are counted by: a source's address, or a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Asker {
+    Source(std::net::IpAddr),
+    Connection(u64),
+}
+
+/// The grants every connection holds, asked of guards by name, and the checks in flight per
+/// source.
 #[derive(Default)]
 pub(crate) struct Guards {
     grants: Mutex<HashMap<u64, VecDeque<Grant>>>,
+    asking: Mutex<HashMap<Asker, usize>>,
+}
+
+/// A check in flight, counted against its source until it ends (or is dropped).
+struct Asking<'g> {
+    guards: &'g Guards,
+    asker: Asker,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut asking = self.guards.asking();
+        let Some(count) = asking.get_mut(&self.asker) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            asking.remove(&self.asker);
+        }
+    }
 }
 
 impl Guards {
     fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<u64, VecDeque<Grant>>> {
         self.grants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn asking(&self) -> std::sync::MutexGuard<'_, HashMap<Asker, usize>> {
+        self.asking.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for one more check of `origin`'s source, or `None` when it has all it may.
+    fn ask_for(&self, origin: &dispatch::Origin) -> Option<Asking<'_>> {
+        let asker = match origin.source() {
+            Some(address) => Asker::Source(address),
+            None => Asker::Connection(origin.connection()),
+        };
+        let mut asking = self.asking();
+        let count = asking.entry(asker).or_insert(0);
+        if *count >= CHECKS_PER_SOURCE_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(Asking {
+            guards: self,
+            asker,
+        })
     }
 
     /// Grants kept now, over every connection.
@@ -138,7 +197,12 @@ impl Guards {
         if let Some(caveats) = self.kept_for(connection, ask) {
             return Ok(caveats);
         }
-        let (caveats, not_after) = ask_guard(runtime, guard, ask).await?;
+        let Some(asking) = self.ask_for(ask.origin) else {
+            return Err(Failure::Overloaded);
+        };
+        let asked = ask_guard(runtime, guard, ask).await;
+        drop(asking);
+        let (caveats, not_after) = asked?;
         let until = Instant::now() + GRANT_TTL.min(until_unix(not_after));
         let mut grants = self.grants();
         let kept = grants.entry(connection).or_default();

@@ -84,18 +84,16 @@ impl Job {
 
     /// The call after its guard's check, in its context.
     async fn guarded(mut self, span: trace::Span) -> dispatch::Outcome {
-        let caveats = match self.guarded.take() {
-            Some(guarded) => {
-                let args = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
-                guarded.check(&self.origin, args).await?
-            }
-            None => Vec::new(),
-        };
         let principal = self.origin.key().map(ToString::to_string);
         let mut context = call::Context::from(principal.as_deref(), self.origin.party());
         context.chain = std::mem::take(&mut self.chain);
-        context.caveats = Arc::from(caveats);
         context.span = Some(span);
+        if let Some(guarded) = self.guarded.take() {
+            // The guard is asked as the caller: a guard its checks fail backs off for it alone.
+            let args = u64::try_from(self.args.len()).unwrap_or(u64::MAX);
+            let asked = context.clone().scope(guarded.check(&self.origin, args));
+            context.caveats = Arc::from(asked.await?);
+        }
         context.scope(self.lease_and_call()).await
     }
 
