@@ -47,6 +47,12 @@ pub(crate) struct HttpArgs {
     /// Most requests handled at once; one more is answered 503.
     #[arg(long, default_value_t = http::Config::default().requests_max)]
     http_max_requests: usize,
+    /// Most requests one source address may have handled at once; one more is answered 503.
+    #[arg(long, default_value_t = http::Config::default().requests_per_source_max)]
+    http_max_requests_per_source: usize,
+    /// Request bodies and answers held in memory at once, over every request, in MiB.
+    #[arg(long, default_value_t = http::Config::default().held_bytes_max / (1024 * 1024))]
+    http_held_mib: u64,
     /// How long answer bytes may wait for a client that takes none; then the connection closes.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     http_write_timeout: Duration,
@@ -58,6 +64,7 @@ fn flag_of(bound: &str) -> &'static str {
         "connections_max" => "--http-max-connections",
         "connections_per_source_max" => "--http-max-connections-per-source",
         "requests_max" => "--http-max-requests",
+        "requests_per_source_max" => "--http-max-requests-per-source",
         "head_timeout" => "--http-head-timeout",
         "body_timeout" => "--http-body-timeout",
         "request_timeout" => "--http-request-timeout",
@@ -114,6 +121,8 @@ impl HttpArgs {
             body_timeout: self.http_body_timeout,
             body_bytes_max: self.http_body_max_kib.saturating_mul(1024),
             requests_max: self.http_max_requests,
+            requests_per_source_max: self.http_max_requests_per_source,
+            held_bytes_max: self.http_held_mib.saturating_mul(1024 * 1024),
             request_timeout: self.http_request_timeout,
             write_timeout: self.http_write_timeout,
             drain_timeout,

@@ -29,6 +29,21 @@ pub struct Config {
     /// Requests handled at once (each from its arrival until its handler returns); one more
     /// is answered 503 at once.
     pub requests_max: usize,
+    /// Requests one source (an IPv4 address or an IPv6 /64) may have handled at once; one
+    /// more is answered 503 at once, so a few hosts cannot take every request slot.
+    pub requests_per_source_max: usize,
+    /// Bytes of request bodies and answers held in memory at once, over every request: a
+    /// body is read whole before its request takes a replica (a client that dribbles one holds
+    /// none), and an answer is taken from its handler as it is written (its replica is free
+    /// once it is produced, read or not). A body past it is answered 503; an answer past it
+    /// streams instead.
+    pub held_bytes_max: u64,
+    /// The largest answer taken whole from its handler; a larger one streams (its replica held
+    /// while the client reads it, bounded by `write_timeout`).
+    pub answer_bytes_max: u64,
+    /// How long an answer may take to be whole before it streams instead: a handler that
+    /// streams its answer over time sends it as it comes.
+    pub answer_whole_within: Duration,
     /// How long open connections may finish their requests after a stop.
     pub drain_timeout: Duration,
     /// How long a handler's `handle` may run, its answer's body included (a client that reads
@@ -50,6 +65,7 @@ impl Config {
                 self.connections_per_source_max,
             ),
             ("requests_max", self.requests_max),
+            ("requests_per_source_max", self.requests_per_source_max),
             ("head_bytes_max", self.head_bytes_max),
         ];
         for (bound, count) in counts {
@@ -64,6 +80,7 @@ impl Config {
             ("body_timeout", self.body_timeout),
             ("request_timeout", self.request_timeout),
             ("write_timeout", self.write_timeout),
+            ("answer_whole_within", self.answer_whole_within),
         ];
         for (bound, time) in times {
             if time.is_zero() {
@@ -101,6 +118,10 @@ impl Default for Config {
             body_bytes_max: 16 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             requests_max: 256,
+            requests_per_source_max: 64,
+            held_bytes_max: 256 * 1024 * 1024,
+            answer_bytes_max: 16 * 1024 * 1024,
+            answer_whole_within: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),

@@ -48,9 +48,12 @@
 //! - `stall`: a deadline on answer bytes a client does not take.
 
 mod config;
+mod held;
+mod idle;
 mod listen;
 mod request;
 mod server;
+mod share;
 mod stall;
 
 pub use config::Config;
@@ -58,6 +61,7 @@ pub use listen::Answer;
 pub use listen::Bounds;
 pub use listen::Listen;
 pub use listen::Peer;
+pub use listen::SHED_WAIT;
 pub use server::HANDLER;
 pub use server::ROUTES_MAX;
 pub use server::Routes;

@@ -6,6 +6,13 @@
 //! connection's life, TLS when given (its handshake within the head deadline), and, once the
 //! stop signal comes, no new connection and a bounded drain of the open ones, after which those
 //! still open are aborted. What a request means is the [`Answer`]'s.
+//!
+//! **Under pressure**, a new connection that finds every place taken sheds the connection idle
+//! the longest (no request in progress: kept alive between requests, or opened and sending
+//! no head) and takes its place, waiting at most `SHED_WAIT` for it to go, as production
+//! proxies do: a crowd of idle or slowloris connections, from any number of hosts, cannot keep
+//! a client with a request to make out. A connection with a request in progress is bounded by
+//! the request's own deadlines instead.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,11 +25,15 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::idle;
 use crate::stall;
 
 /// The pause after an accept that failed (out of descriptors, a connection reset before it
 /// was taken): a pause, not a spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// How long a new connection waits for the idle one it shed to let go of its place: a shed
+/// connection's task ends at its next turn, well within this even on a loaded machine.
+pub const SHED_WAIT: Duration = Duration::from_secs(1);
 
 /// What one listener holds its clients to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +77,7 @@ pub trait Answer: Send + Sync + 'static {
             Data = bytes::Bytes,
             Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         > + Send
+        + Unpin
         + 'static;
 
     /// The answer to `request`, which came from `peer`.
@@ -82,6 +94,8 @@ pub struct Listen<A> {
     bounds: Bounds,
     connections: Arc<Semaphore>,
     sources: Mutex<HashMap<IpAddr, usize>>,
+    /// The open connections, and which is idle the longest.
+    open: idle::Registry,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -104,6 +118,7 @@ impl<A: Answer> Listen<A> {
             bounds,
             connections: Arc::new(Semaphore::new(connections)),
             sources: Mutex::new(HashMap::new()),
+            open: idle::Registry::default(),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
         }
     }
@@ -127,7 +142,7 @@ impl<A: Answer> Listen<A> {
                 continue;
             };
             let source = exorun_common::source(address.ip());
-            let Some(admitted) = self.admit(source) else {
+            let Some(admitted) = self.admit(source).await else {
                 metrics::counter!("exorun_http_connections_refused_total").increment(1);
                 continue;
             };
@@ -136,11 +151,22 @@ impl<A: Answer> Listen<A> {
                 secure: self.tls.is_some(),
                 closing: closing.clone(),
             };
-            let served = Arc::clone(&self).connection(stream, peer, graceful.watcher());
-            connections.spawn(async move {
+            let (id, tracked) = self.open.enter();
+            let entered = Entered {
+                listen: Arc::clone(&self),
+                id,
+            };
+            let served = Arc::clone(&self).connection(
+                stream,
+                (peer, Arc::clone(&tracked)),
+                graceful.watcher(),
+            );
+            let task = connections.spawn(async move {
+                // Dropped with the task however it ends (shed connections are aborted).
+                let _held = (admitted, entered);
                 served.await;
-                drop(admitted);
             });
+            tracked.spawned(task);
         }
         drop(listener);
         let drained = tokio::time::timeout(self.bounds.drain_timeout, graceful.shutdown());
@@ -152,10 +178,18 @@ impl<A: Answer> Listen<A> {
         closed.send_replace(true);
     }
 
-    /// A place for one more connection from `source`, or `None` when the server or the source
-    /// holds all it may.
-    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted<A>> {
-        let permit = Arc::clone(&self.connections).try_acquire_owned().ok()?;
+    /// A place for one more connection from `source`, or `None` when the source holds all it
+    /// may, or the server does and has no idle connection to shed.
+    async fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admitted<A>> {
+        let permit = match Arc::clone(&self.connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if self.open.shed_one() => {
+                metrics::counter!("exorun_http_connections_shed_total").increment(1);
+                let freed = Arc::clone(&self.connections).acquire_owned();
+                tokio::time::timeout(SHED_WAIT, freed).await.ok()?.ok()?
+            }
+            Err(_) => return None,
+        };
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         let count = sources.entry(source).or_insert(0);
         if *count >= self.bounds.connections_per_source_max {
@@ -174,7 +208,7 @@ impl<A: Answer> Listen<A> {
     async fn connection(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
-        peer: Peer,
+        peer: (Peer, Arc<idle::Tracked>),
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let stream = stall::Stall::new(stream, self.bounds.write_timeout);
@@ -196,14 +230,24 @@ impl<A: Answer> Listen<A> {
         let _ = tokio::time::timeout(lifetime, served).await;
     }
 
-    async fn http1<S>(&self, stream: S, peer: Peer, watcher: hyper_util::server::graceful::Watcher)
-    where
+    async fn http1<S>(
+        &self,
+        stream: S,
+        (peer, tracked): (Peer, Arc<idle::Tracked>),
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let answer = Arc::clone(&self.answer);
         let service = hyper::service::service_fn(move |request| {
             let (answer, peer) = (Arc::clone(&answer), peer.clone());
-            async move { Ok::<_, std::convert::Infallible>(answer.answer(request, &peer).await) }
+            // Busy from its head until its answer is written: never shed meanwhile.
+            let busy = tracked.begin();
+            async move {
+                let answered = answer.answer(request, &peer).await;
+                let answered = answered.map(|body| idle::Answering::new(body, busy));
+                Ok::<_, std::convert::Infallible>(answered)
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -216,6 +260,18 @@ impl<A: Answer> Listen<A> {
         if let Err(error) = watcher.watch(connection).await {
             tracing::debug!(%error, "an HTTP connection ended");
         }
+    }
+}
+
+/// A connection counted among the open ones, counted out when it ends.
+struct Entered<A> {
+    listen: Arc<Listen<A>>,
+    id: u64,
+}
+
+impl<A> Drop for Entered<A> {
+    fn drop(&mut self) {
+        self.listen.open.leave(self.id);
     }
 }
 

@@ -20,6 +20,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::config::Config;
+use crate::held;
 use crate::server::Route;
 
 /// The request's span: a child of the caller's W3C `traceparent`, or the root of a new trace.
@@ -170,15 +171,40 @@ fn body_error(
     }
 }
 
-/// Runs `route`'s handler for `request`: a replica taken, the request's resources made in its
-/// store, `handle` called on a task of its own (the answer's body may stream after `handle`
-/// sets it), and the answer, or the runtime's 500 or 503 saying why there is none.
+/// How one request is handled: its scheme, its source, the server's bounds and byte budget,
+/// and the signal that the server's `serve` is over (the handler's call is cut then).
+pub(crate) struct Settings {
+    pub(crate) scheme: Scheme,
+    pub(crate) source: std::net::IpAddr,
+    pub(crate) config: Config,
+    pub(crate) budget: held::Budget,
+    pub(crate) closed: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Runs `route`'s handler for `request`: its body read whole first, its turn of the route's
+/// replicas (its source's share), a replica taken, the request's resources made in its store,
+/// `handle` called on a task of its own, and the answer taken from it as it is written (see
+/// `held`); or the runtime's 4xx, 500 or 503 saying why there is none.
 pub(crate) async fn handle(
     route: &Route,
     request: hyper::Request<Bounded>,
-    (scheme, request_timeout, closed): (Scheme, Duration, tokio::sync::watch::Receiver<bool>),
+    settings: Settings,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> hyper::Response<HyperOutgoingBody> {
+    let (parts, body) = request.into_parts();
+    let (body, body_held) = match held::read_body(body, &settings.budget).await {
+        Ok(read) => read,
+        Err(refused) => return refused_body(&route.name, refused),
+    };
+    let request = hyper::Request::from_parts(parts, held::body_of(body));
+    let deadline = settings.config.request_timeout;
+    let turn = tokio::time::timeout(deadline, route.shares.turn(settings.source)).await;
+    let Ok(turn) = turn else {
+        return plain(
+            503,
+            format!("{} is busy with this address's requests\n", route.name),
+        );
+    };
     let lease = match route.handle.lease(0).await {
         Ok(lease) => lease,
         Err(
@@ -197,10 +223,89 @@ pub(crate) async fn handle(
     };
     let (sender, answer) = tokio::sync::oneshot::channel();
     let (ended, outcome) = tokio::sync::oneshot::channel();
+    let holding = (slot, turn, body_held);
+    let call = call_handler(route, (lease, request, sender), &settings, (holding, ended));
+    // The task runs in the request's context (its party, as the lease was taken; its span).
+    let mut task = tokio::spawn(call::Context::current().scope(call));
+    let mut answer = answer;
+    // The answer, or the end of the call without one (a handler cut at the deadline leaves
+    // its response-outparam in a store that is only dropped at the replica's restart).
+    // How the call ended, once known (a task is awaited once).
+    let mut call_ended = None;
+    let answered = tokio::select! {
+        answered = &mut answer => answered,
+        ended = &mut task => match answer.try_recv() {
+            Ok(answered) => {
+                call_ended = Some(ended);
+                Ok(answered)
+            }
+            Err(_) => return failed(&route.name, ended),
+        },
+    };
+    let response = match answered {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            return plain(500, format!("{} answered an error: {code:?}\n", route.name));
+        }
+        Err(_) => return failed(&route.name, task.await),
+    };
+    let config = &settings.config;
+    let (parts, body) = response.into_parts();
+    let taking = (
+        &settings.budget,
+        config.answer_bytes_max,
+        config.answer_whole_within,
+    );
+    match held::take_answer(body, outcome, taking).await {
+        held::Answer::Whole {
+            body,
+            held,
+            returned: true,
+        } => hyper::Response::from_parts(parts, held::Whole::new(body, held).boxed_unsync()),
+        held::Answer::Whole { .. } => match call_ended {
+            Some(ended) => failed(&route.name, ended),
+            None => failed(&route.name, task.await),
+        },
+        held::Answer::Streaming(replay) => {
+            hyper::Response::from_parts(parts, replay.boxed_unsync())
+        }
+    }
+}
+
+/// Where a handler's `response-outparam` sends its answer (or the error code it set).
+type Answering = tokio::sync::oneshot::Sender<
+    Result<
+        hyper::Response<HyperOutgoingBody>,
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+    >,
+>;
+
+/// What a handler's call holds until it ends: the request slot, its source's turn of the
+/// route's replicas, and its body's bytes.
+type Holding = (
+    tokio::sync::OwnedSemaphorePermit,
+    crate::share::Turn,
+    held::Held,
+);
+
+/// The handler's call, within the request deadline and cut when the server's `serve` is over;
+/// it says how it ended on `ended`, and lets go of the replica and what it holds at its end.
+fn call_handler(
+    route: &Route,
+    (lease, request, sender): (
+        instance::Lease,
+        hyper::Request<
+            http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>,
+        >,
+        Answering,
+    ),
+    settings: &Settings,
+    (holding, ended): (Holding, tokio::sync::oneshot::Sender<bool>),
+) -> impl Future<Output = Result<(), String>> + Send + 'static {
     let export = route.export.clone();
-    let deadline = request_timeout;
-    let context = call::Context::current();
-    let call = async move {
+    let deadline = settings.config.request_timeout;
+    let (scheme, closed) = (settings.scheme.clone(), settings.closed.clone());
+    async move {
         let mut lease = lease;
         let make =
             move |mut store: wasmtime::StoreContextMut<'_, exorun_core::context::ExorunCtx>| {
@@ -220,26 +325,36 @@ pub(crate) async fn handle(
             Some(Err(_)) => Err(format!("ran past the request deadline of {deadline:?}")),
             None => Err("was cut: the server stopped".to_owned()),
         };
-        drop(slot);
+        // The replica is free from here, with the request slot, the source's turn and the
+        // body's bytes.
+        drop(lease);
+        drop(holding);
         let _ = ended.send(called.is_ok());
         called
-    };
-    // The task runs in the request's context (its party, as the lease was taken; its span).
-    let mut task = tokio::spawn(context.scope(call));
-    let mut answer = answer;
-    // The answer, or the end of the call without one (a handler cut at the deadline leaves
-    // its response-outparam in a store that is only dropped at the replica's restart).
-    let answered = tokio::select! {
-        answered = &mut answer => answered,
-        ended = &mut task => match answer.try_recv() {
-            Ok(answered) => Ok(answered),
-            Err(_) => return failed(&route.name, ended),
-        },
-    };
-    match answered {
-        Ok(Ok(response)) => response.map(|body| Finishing::new(body, outcome).boxed_unsync()),
-        Ok(Err(code)) => plain(500, format!("{} answered an error: {code:?}\n", route.name)),
-        Err(_) => failed(&route.name, task.await),
+    }
+}
+
+/// The answer to a request whose body was not read whole.
+fn refused_body(name: &str, refused: held::Refused) -> hyper::Response<HyperOutgoingBody> {
+    match refused {
+        held::Refused::Budget => plain(
+            503,
+            "the server holds all the request bodies it may\n".to_owned(),
+        ),
+        held::Refused::Body(wasmtime_wasi_http::Error::HttpRequestBodySize(max)) => {
+            let max = max.unwrap_or_default();
+            plain(
+                413,
+                format!("{name} takes request bodies of at most {max} bytes\n"),
+            )
+        }
+        held::Refused::Body(wasmtime_wasi_http::Error::ConnectionReadTimeout) => {
+            plain(408, "the request body did not arrive in time\n".to_owned())
+        }
+        held::Refused::Body(error) => plain(
+            400,
+            format!("the request body could not be read: {error}\n"),
+        ),
     }
 }
 
@@ -277,7 +392,7 @@ static WARNINGS: Throttle = Throttle::new();
 /// A handler's answer body that ends cleanly only when the handler's call returned: the body
 /// wasmtime-wasi-http hands over also ends cleanly when the store it was written from is
 /// dropped (a trap, a call cut at the deadline), which would pass a cut answer off as whole.
-struct Finishing {
+pub(crate) struct Finishing {
     inner: HyperOutgoingBody,
     /// Whether `inner` ended (it is not polled again).
     ended: bool,
@@ -286,7 +401,10 @@ struct Finishing {
 }
 
 impl Finishing {
-    fn new(inner: HyperOutgoingBody, outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
+    pub(crate) fn new(
+        inner: HyperOutgoingBody,
+        outcome: tokio::sync::oneshot::Receiver<bool>,
+    ) -> Self {
         let outcome = Some(outcome);
         Self {
             inner,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use exorun_core::app::Export;
 use exorun_core::call;
 use exorun_core::instance::InstanceHandle;
+use exorun_core::supervision::Replicas;
 use exorun_core::trace;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -18,10 +19,12 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::Error;
 use crate::config::Config;
 use crate::config::party;
+use crate::held;
 use crate::listen::Answer;
 use crate::listen::Listen;
 use crate::listen::Peer;
 use crate::request;
+use crate::share::Shares;
 
 /// The interface a routed instance must export (any 0.2 version).
 pub const HANDLER: &str = "wasi:http/incoming-handler@0.2";
@@ -35,6 +38,8 @@ pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) handle: InstanceHandle,
     pub(crate) export: Export,
+    /// Each source's share of the route's replicas (half of them, at least one).
+    pub(crate) shares: Arc<Shares>,
     /// `exorun_http_requests_total` of this route by status class, made once.
     requests: [metrics::Counter; 5],
 }
@@ -81,9 +86,14 @@ impl Routes {
             let labels = [("route", name.to_owned()), ("status", class.to_owned())];
             metrics::counter!("exorun_http_requests_total", &labels)
         });
+        let replicas = match handle.replicas() {
+            Replicas::Fixed(count) => count.get(),
+            Replicas::PerCall { concurrency } => concurrency.get(),
+        };
         self.routes.push(Route {
             prefix: kept.to_owned(),
             name: name.to_owned(),
+            shares: Shares::new(replicas / 2),
             handle,
             export,
             requests,
@@ -152,6 +162,10 @@ struct Handlers {
     routes: Routes,
     config: Config,
     requests: Arc<Semaphore>,
+    /// Each source's share of the request slots.
+    requests_by_source: Arc<Shares>,
+    /// Bodies and answers held in memory.
+    budget: held::Budget,
 }
 
 impl Server {
@@ -164,6 +178,8 @@ impl Server {
             routes,
             config,
             requests: Arc::new(Semaphore::new(requests)),
+            requests_by_source: Shares::new(config.requests_per_source_max),
+            budget: held::Budget::new(config.held_bytes_max),
         };
         let listen = Listen::new(Arc::new(handlers), config.bounds(), tls);
         Self {
@@ -202,6 +218,13 @@ impl Answer for Handlers {
             route.requests[request::status_class(400)].increment(1);
             return request::plain(400, "a request names its host (a Host header)\n".to_owned());
         }
+        let Some(turn) = self.requests_by_source.try_turn(peer.source) else {
+            route.requests[request::status_class(503)].increment(1);
+            return request::plain(
+                503,
+                "too many requests from this address at once\n".to_owned(),
+            );
+        };
         let Ok(slot) = Arc::clone(&self.requests).try_acquire_owned() else {
             route.requests[request::status_class(503)].increment(1);
             return request::plain(503, "too many requests at once\n".to_owned());
@@ -210,13 +233,20 @@ impl Answer for Handlers {
         let config = self.config;
         let request = request.map(move |body| request::bounded(body, &config));
         // The slot goes with the handler's task: held until `handle` returns, however late.
-        let settings = (scheme, config.request_timeout, peer.closing.clone());
+        let settings = request::Settings {
+            scheme,
+            source: peer.source,
+            config,
+            budget: self.budget.clone(),
+            closed: peer.closing.clone(),
+        };
         let started = std::time::Instant::now();
         let mut context = call::Context::from(None, party(peer.source));
         context.span = Some(span);
         let answered = context
             .scope(request::handle(route, request, settings, slot))
             .await;
+        drop(turn);
         let class = request::status_class(answered.status().as_u16());
         route.requests[class].increment(1);
         if trace::exporting(&span) {

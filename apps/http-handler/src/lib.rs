@@ -35,6 +35,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             "echo" => (200, format!("{} bytes", body_length(&request))),
             "fetch" => (200, fetch(param(query, "url").unwrap_or_default())),
             "trap" => core::arch::wasm32::unreachable(),
+            // Runs until its fuel or the request deadline ends it.
+            "spin" => loop {
+                core::hint::spin_loop();
+            },
             "partial" => partial(out),
             "big" => {
                 let kib = param(query, "kib").and_then(|text| text.parse::<usize>().ok());
