@@ -205,21 +205,9 @@ pub(crate) async fn handle(
             format!("{} is busy with this address's requests\n", route.name),
         );
     };
-    let lease = match route.handle.lease(0).await {
+    let lease = match lease(route).await {
         Ok(lease) => lease,
-        Err(
-            instance::Error::Busy { .. }
-            | instance::Error::TooManyWaiting { .. }
-            | instance::Error::TooManyBytesWaiting { .. },
-        ) => {
-            return plain(503, format!("{} is overloaded\n", route.name));
-        }
-        Err(error) => {
-            WARNINGS.note(|skipped| {
-                tracing::warn!(route = %route.name, skipped, "no instance for a request: {error}");
-            });
-            return plain(503, format!("{} is unavailable\n", route.name));
-        }
+        Err(refused) => return refused,
     };
     let (sender, answer) = tokio::sync::oneshot::channel();
     let (ended, outcome) = tokio::sync::oneshot::channel();
@@ -229,8 +217,8 @@ pub(crate) async fn handle(
     let mut task = tokio::spawn(call::Context::current().scope(call));
     let mut answer = answer;
     // The answer, or the end of the call without one (a handler cut at the deadline leaves
-    // its response-outparam in a store that is only dropped at the replica's restart).
-    // How the call ended, once known (a task is awaited once).
+    // its response-outparam in a store that is only dropped at the replica's restart); how
+    // the call ended, once known (a task is awaited once).
     let mut call_ended = None;
     let answered = tokio::select! {
         answered = &mut answer => answered,
@@ -268,6 +256,24 @@ pub(crate) async fn handle(
         },
         held::Answer::Streaming(replay) => {
             hyper::Response::from_parts(parts, replay.boxed_unsync())
+        }
+    }
+}
+
+/// A replica of `route`'s instance, or the 503 saying why there is none.
+async fn lease(route: &Route) -> Result<instance::Lease, hyper::Response<HyperOutgoingBody>> {
+    match route.handle.lease(0).await {
+        Ok(lease) => Ok(lease),
+        Err(
+            instance::Error::Busy { .. }
+            | instance::Error::TooManyWaiting { .. }
+            | instance::Error::TooManyBytesWaiting { .. },
+        ) => Err(plain(503, format!("{} is overloaded\n", route.name))),
+        Err(error) => {
+            WARNINGS.note(|skipped| {
+                tracing::warn!(route = %route.name, skipped, "no instance for a request: {error}");
+            });
+            Err(plain(503, format!("{} is unavailable\n", route.name)))
         }
     }
 }
