@@ -275,7 +275,7 @@ struct ServeLimits {
     /// (also kept under the descriptor limit); one more is closed.
     #[arg(long, default_value_t = server::CONNECTIONS_MAX_DEFAULT)]
     max_connections: usize,
-    /// Most connections one source address may hold on one listener.
+    /// Most connections one source address may hold, over all listeners.
     #[arg(long, default_value_t = server::CONNECTIONS_PER_SOURCE_MAX_DEFAULT)]
     max_connections_per_source: usize,
     /// How long calls in flight may finish after Ctrl-C or SIGTERM (`500ms`, `10s`, `2m`).

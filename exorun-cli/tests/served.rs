@@ -284,3 +284,93 @@ fn a_flood_of_stray_frames_writes_a_line_a_second_not_a_line_a_frame() {
     let warned = warned.count();
     assert!((1..=3).contains(&warned), "{warned} lines: {lines:?}");
 }
+
+/// The process's resident size now and at its highest, in bytes (`/proc/PID/status`).
+fn resident(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        let line = status.lines().find(|line| line.starts_with(name)).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Three times over from `source`: a connection announces a 16 MiB frame, sends 15 MiB of it
+/// and stalls until the server closes it (at its frame deadline).
+async fn stall_three_times(source: [u8; 4], server: std::net::SocketAddr) {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    for _round in 0..3 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let mut stream = socket.connect(server).await.unwrap();
+        let prefix = u32::try_from(16 * MIB).unwrap().to_le_bytes();
+        let body = vec![0u8; 15 * MIB];
+        // Fails once the deadline closes the connection; then read to its end.
+        let _ = stream.write_all(&prefix).await;
+        let _ = stream.write_all(&body).await;
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    }
+}
+
+/// Three times over, one connection from each of 24 addresses announces a 16 MiB frame,
+/// sends 15 MiB of it and stalls until the frame deadline closes it: the server's size stays
+/// within its budget (and the documented 16 MiB over it), and a caller from another address
+/// is answered all along.
+#[test]
+fn stalled_frames_from_many_sources_hold_the_process_within_its_budget() {
+    const MIB: u64 = 1024 * 1024;
+    const BUDGET_MIB: u64 = 64;
+    let path = manifest("stalled-sources", MISBEHAVE);
+    let args = [
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--budget-mib",
+        "64",
+        "--frame-deadline",
+        "2s",
+    ];
+    let server = Server::start_with(&path, &args);
+    let pid = server.child.id();
+    let (idle, _) = resident(pid);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let address = server.address.clone();
+    let answered = tokio.block_on(async move {
+        let host_port: std::net::SocketAddr = address.trim_start_matches("tcp://").parse().unwrap();
+        let mut attackers = tokio::task::JoinSet::new();
+        for host in 2..26u8 {
+            attackers.spawn(stall_three_times([127, 0, 0, host], host_port));
+        }
+        // A caller from 127.0.0.1 all along: every call answered within 5 s.
+        let client = common::client_of(&address).await;
+        let mut answered = 0;
+        while !attackers.is_empty() {
+            let args = [Val::U32(answered)];
+            let call = misbehave(&client, "echo", &args);
+            let reply = tokio::time::timeout(Duration::from_secs(5), call).await;
+            let reply = reply.unwrap_or_else(|_| panic!("call {answered} unanswered in 5 s"));
+            assert_eq!(reply.unwrap(), vec![Val::U32(answered)]);
+            answered += 1;
+            while attackers.try_join_next().is_some() {}
+        }
+        answered
+    });
+    let (_, highest) = resident(pid);
+    let grown = highest.saturating_sub(idle);
+    assert!(
+        grown <= (BUDGET_MIB + 16) * MIB,
+        "the server grew by {} MiB with a {BUDGET_MIB} MiB budget",
+        grown / MIB
+    );
+    eprintln!("grew by {} MiB, {answered} calls answered", grown / MIB);
+    assert!(answered > 0);
+    let (status, stderr) = server.interrupt();
+    assert!(status.success(), "{stderr}");
+}

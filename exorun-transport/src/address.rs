@@ -93,10 +93,11 @@ impl std::fmt::Debug for Address {
 
 /// `text` as an address may be shown: whatever comes before the last `@` (credentials, in a
 /// URL however mistyped: `nats:/u:p@h`, `tls://u:p@h`, `u:p@h`) replaced by `***` after the
-/// scheme and its slashes (`nats://***@host:4222`); text without an `@` as written. A path
-/// with an `@` in it is shown cut too: a message may say less, never a secret.
+/// scheme and its slashes (`nats://***@host:4222`); text without an `@`, and a `unix://`
+/// path (which carries no credentials), as written. A URL's path with an `@` in it is shown
+/// cut too: a message may say less, never a secret.
 pub fn redacted(text: &str) -> String {
-    let Some(at) = text.rfind('@') else {
+    let Some(at) = text.rfind('@').filter(|_| !text.starts_with("unix:")) else {
         return text.to_owned();
     };
     let is_scheme = |scheme: &str| {

@@ -6,7 +6,7 @@
 //! Bounds, each documented at its constant: at most `connections_max` connections in all (kept
 //! under the process's descriptor limit), split into an equal share per listener so a flood on
 //! one (say, plaintext sockets that never send a byte) cannot lock out the others; at most
-//! `connections_per_source_max` connections from one source address on each listener (checked
+//! `connections_per_source_max` connections from one source address over all listeners (checked
 //! at accept, before any handshake); each connection held to the frame deadline (its TLS or
 //! QUIC handshake included), the first-call and idle timeouts, and a byte budget all
 //! connections share. A connection past a bound is closed at once; refusals and failed accepts
@@ -42,9 +42,9 @@ use exorun_common::Throttle;
 /// callers, well under the usual 65,536 descriptors, each connection holding at most its read
 /// buffer and its calls' frames within the byte budget.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
-/// Most connections one source address may hold on one listener by default: a runtime keeps
-/// one connection per peer, so 64 leaves room for many runtimes behind one address while a
-/// single host can take at most 1/64 of a lone listener's share.
+/// Most connections one source address may hold by default (over all listeners): a runtime
+/// keeps one connection per peer, so 64 leaves room for many runtimes behind one address while
+/// a single host can take at most 1/64 of a lone listener's share.
 pub const CONNECTIONS_PER_SOURCE_MAX_DEFAULT: usize = 64;
 /// The share of the byte budget one source address may hold, as a fraction (1/8): a source
 /// that stalls large frames on many connections holds at most an eighth of the budget, the
@@ -68,7 +68,7 @@ pub struct Config {
     /// Most connections served at once, over all listeners (each listener gets an equal
     /// share); kept under the process's descriptor limit less a reserve.
     pub connections_max: usize,
-    /// Most connections one source address may hold on one listener.
+    /// Most connections one source address may hold, over all listeners.
     pub connections_per_source_max: usize,
     /// How every connection reads: largest frame, frame deadline, and the byte budget that all
     /// connections share (partly read frames and calls waiting to run).
@@ -172,6 +172,9 @@ impl Server {
             let cap = connection_cap(&self.config);
             let share = (cap / self.listeners.len().max(1)).max(1);
             let live = Arc::new(AtomicUsize::new(0));
+            // One count per source across every listener: a source holds one budget share and
+            // `connections_per_source_max` connections in all, however many listeners it uses.
+            let sources = Arc::new(Sources::new(Arc::clone(&live), &self.config));
             let mut sockets = JoinSet::new();
             for listener in self.listeners {
                 let accept = Accept {
@@ -179,7 +182,7 @@ impl Server {
                     dispatcher: Arc::clone(&self.dispatcher),
                     config: self.config.clone(),
                     share,
-                    live: Arc::clone(&live),
+                    sources: Arc::clone(&sources),
                 };
                 sockets.spawn(accept.run(until()));
             }
@@ -231,8 +234,8 @@ fn connection_cap(config: &Config) -> usize {
     config.connections_max.min(usable.max(1))
 }
 
-/// Connections and budget shares per source address on one listener (an entry lives while
-/// its source holds a connection), and the connections open on every listener.
+/// Connections and budget shares per source address across a server's listeners (an entry
+/// lives while its source holds a connection), and the connections open on every listener.
 #[derive(Debug)]
 struct Sources {
     held: Mutex<HashMap<IpAddr, Source>>,
@@ -347,8 +350,8 @@ struct Accept {
     config: Config,
     /// This listener's share of the connection cap.
     share: usize,
-    /// Connections open on every listener of the server.
-    live: Arc<AtomicUsize>,
+    /// Connections per source (and open in all) on every listener of the server.
+    sources: Arc<Sources>,
 }
 
 /// What one listener's loop keeps while it accepts.
@@ -385,7 +388,7 @@ impl Accept {
         let mut state = Accepting {
             refusals: Throttle::new(),
             failures: Throttle::new(),
-            sources: Arc::new(Sources::new(Arc::clone(&self.live), &self.config)),
+            sources: Arc::clone(&self.sources),
             connections: JoinSet::new(),
             stopped,
             address: address.unwrap_or_else(|_| "a listener".to_owned()),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exorun_transport::address::Address;
+use exorun_transport::budget;
 use exorun_transport::budget::Budget;
 use exorun_transport::client;
 use exorun_transport::client::Client;
@@ -334,6 +335,40 @@ async fn one_source_stalling_large_frames_holds_only_its_share_of_the_budget() {
         .expect("the attacker's share filled");
     // All the budget holds is the attacker's, and its share is all it can hold.
     assert!(served.budget.held() <= share, "{}", served.budget.held());
+    legitimate_everywhere(&served).await;
+    for task in stalled {
+        task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sources_stalling_large_frames_leave_the_reserve_to_everyone_else() {
+    let served = serve(server::Config::default()).await;
+    let whole = served.budget.budget_bytes();
+    // One connection from each of 24 addresses announces a 16 MiB frame and sends 15 MiB of
+    // it: 360 MiB asked for, each source within its share, together more than the budget.
+    let mut stalled = Vec::new();
+    for host in 2..26u8 {
+        let mut socket = connect_from([127, 0, 0, host], &served.tcp).await;
+        let prefix = u32::try_from(16 * MIB).unwrap().to_le_bytes();
+        socket.write_all(&prefix).await.unwrap();
+        let body = vec![0u8; usize::try_from(15 * MIB).unwrap()];
+        stalled.push(tokio::spawn(async move {
+            let _ = socket.write_all(&body).await;
+            socket
+        }));
+    }
+    // The open bytes (all but the reserve) are the attackers', but for what the frame waiting
+    // at their head has set aside of its next step (at most 8 MiB as a frame doubles).
+    let open = whole - whole / budget::RESERVE_DIVISOR;
+    let filled = served.budget.until(|held| held >= open - 8 * MIB);
+    tokio::time::timeout(Duration::from_secs(60), filled)
+        .await
+        .expect("the attackers spent the budget's open bytes");
+    assert!(served.budget.held() <= whole, "{}", served.budget.held());
+    // A caller from another address still gets its buffers, its call and its reply, on every
+    // transport (QUIC's 592 KiB of connection buffers included), from the reserve.
+    legitimate_everywhere(&served).await;
     legitimate_everywhere(&served).await;
     for task in stalled {
         task.abort();

@@ -22,6 +22,7 @@ use neorpc::frame;
 use tokio::io::AsyncWriteExt;
 
 const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
 
 /// A budgeted server-side stream transport over an in-memory pipe, and the raw peer end.
 fn budgeted(
@@ -109,6 +110,65 @@ async fn a_spent_budget_stops_reading_instead_of_allocating() {
     drop(received);
     drop(transport);
     assert_eq!(budget.held(), 0, "everything held was given back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_charge_finds_the_reserve_when_large_ones_spent_the_rest() {
+    // 64 MiB: 56 MiB open to any charge, an eighth (8 MiB) kept for small ones.
+    let budget = Budget::new(64 * MIB);
+    let attacker = budget.share(64 * MIB);
+    let large = attacker.try_charge(56 * MIB).unwrap();
+    assert!(
+        attacker.try_charge(2 * MIB).is_none(),
+        "a large charge never takes from the reserve"
+    );
+    let small = attacker
+        .try_charge(budget::RESERVE_PER_SHARE_BYTES)
+        .unwrap();
+    assert!(
+        attacker.try_charge(1).is_none(),
+        "one share holds at most its part of the reserve"
+    );
+    let caller = budget.share(8 * MIB);
+    let read_buffer = caller.try_charge(16 * KIB).unwrap();
+    let call = caller
+        .try_charge(budget::SMALL_CHARGE_BYTES_MAX - 16 * KIB)
+        .unwrap();
+    assert_eq!(budget.held(), 56 * MIB + 2 * MIB);
+    assert_eq!(caller.held(), MIB);
+    drop(small);
+    let again = attacker.try_charge(KIB).unwrap();
+    drop((large, again, read_buffer, call));
+    assert_eq!(budget.held(), 0, "everything given back");
+    assert_eq!((attacker.held(), caller.held()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_charge_waiting_for_the_open_bytes_holds_no_small_one_back() {
+    let budget = Budget::new(64 * MIB);
+    let first = budget.share(48 * MIB).try_charge(40 * MIB).unwrap();
+    // Another source's 20 MiB frame waits at the head, setting aside the 16 MiB open.
+    let second = budget.share(48 * MIB);
+    let waiting = tokio::spawn({
+        let second = second.clone();
+        async move { second.charge(20 * MIB).await }
+    });
+    // (Its share charged, it went on to the whole budget's open bytes in the same poll.)
+    let set_aside = second.until(|held| held >= 20 * MIB);
+    tokio::time::timeout(Duration::from_secs(10), set_aside)
+        .await
+        .expect("the large charge set the open bytes aside");
+    // A third source's read buffer and small call are charged at once, from the reserve.
+    let caller = budget.share(48 * MIB);
+    let small = tokio::time::timeout(Duration::from_secs(10), caller.charge(64 * KIB))
+        .await
+        .expect("a small charge does not queue behind a large one")
+        .unwrap();
+    assert!(!waiting.is_finished());
+    drop(first);
+    let large = waiting.await.unwrap().unwrap();
+    drop((large, small));
+    assert_eq!(budget.held(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,5 +339,34 @@ proptest::proptest! {
             drop((kept, transport, peer));
             assert_eq!(budget.held(), 0);
         });
+    }
+
+    /// Whatever large and small charges sources make and give back, through shares of a whole
+    /// budget: the budget and each share hold no more than their bytes, no share holds more
+    /// than its part of the reserve, and while fewer sources than the reserve has parts hold
+    /// any of it, a newcomer's small charge is always met at once.
+    #[test]
+    fn the_reserve_stays_open_to_a_newcomer_whatever_the_other_sources_hold(
+        charges in proptest::collection::vec((0usize..7, 1u64..(20 * MIB), proptest::prelude::any::<bool>()), 1..64),
+    ) {
+        let budget = Budget::new(64 * MIB);
+        let shares: Vec<Budget> = (0..7).map(|_| budget.share(16 * MIB)).collect();
+        let mut held = Vec::new();
+        for (source, bytes, keep) in charges {
+            // Half the charges are small (at most the reserve's part), half anything.
+            let bytes = if keep { bytes % budget::SMALL_CHARGE_BYTES_MAX + 1 } else { bytes };
+            if let Some(charge) = shares[source].try_charge(bytes) {
+                held.push(charge);
+            }
+            proptest::prop_assert!(budget.held() <= budget.budget_bytes());
+            for share in &shares {
+                proptest::prop_assert!(share.held() <= share.budget_bytes());
+            }
+            let newcomer = budget.share(16 * MIB);
+            let met = newcomer.try_charge(budget::RESERVE_PER_SHARE_BYTES);
+            proptest::prop_assert!(met.is_some(), "a newcomer found the reserve closed");
+        }
+        drop(held);
+        proptest::prop_assert_eq!(budget.held(), 0);
     }
 }
