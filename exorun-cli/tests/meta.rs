@@ -128,7 +128,10 @@ links = { "exorun:test/math" = { remote = "managed", target = "math" } }
         .replace("KEY", self.operator.to_str().unwrap())
         .replace("ADDRESS", &self.server.address)
         .replace("PIN", &self.server_public);
-        let consumer = manifest(&format!("meta-consumer-{}", std::process::id()), &body);
+        // One manifest per managed runtime: tests run at once, and one test's manifest must
+        // not name another's server.
+        let tag = self.dir.file_name().unwrap().to_str().unwrap();
+        let consumer = manifest(&format!("consumer-{tag}"), &body);
         run(&["run", consumer.to_str().unwrap()])
     }
 }
