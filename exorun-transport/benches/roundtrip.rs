@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench -p exorun-transport --bench roundtrip`. All rows come from one run, so the
 //! ratios between them are measured, not assumed. The second process is this same binary,
-//! started again with `EXORUN_BENCH_ROLE` set. BENCHMARKS.md records a run.
+//! started again with `EXORUN_BENCH_ROLE` set. BENCHMARKS.md records a run. With `-- --floor`
+//! it prints only the floors (std blocking and raw tokio, tcp and unix), for
+//! `scripts/bench_remote.sh` to set beside its rows.
 
 mod common;
 
@@ -79,6 +81,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::args().any(|arg| arg == "--floor") {
+        return floors(&runtime);
+    }
     println!(
         "{:<8} {:>9} {:>10} {:>10} {:>12}",
         "link", "in-flight", "p50 (us)", "p99 (us)", "calls/s"
@@ -146,6 +151,30 @@ fn two_processes(runtime: &tokio::runtime::Runtime) {
             format!("ratio {kind} raw tokio/floor"),
             raw_us / floor_us
         );
+    }
+    let _ = std::fs::remove_dir_all(&socket_dir);
+}
+
+/// Only the floors: a blocking std ping-pong and a raw tokio one, over tcp and a Unix socket.
+fn floors(runtime: &tokio::runtime::Runtime) {
+    let socket_dir = std::env::temp_dir().join(format!("exorun-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&socket_dir).expect("socket dir");
+    for kind in ["tcp", "unix"] {
+        let address = |name: &str| match kind {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            _ => format!("unix://{}", socket_dir.join(name).display()),
+        };
+        let floor = std_ping_pong(&address("floor.sock"));
+        let tokio_address = address("tokio.sock");
+        let raw = runtime.block_on(async {
+            tokio::spawn(tokio_ping_pong(tokio_address))
+                .await
+                .expect("worker")
+        });
+        let floor_us = floor.as_secs_f64() * 1e6;
+        let raw_us = raw.as_secs_f64() * 1e6;
+        println!("{kind:<5} {floor_us:8.1} us per std blocking ping-pong (floor)");
+        println!("{kind:<5} {raw_us:8.1} us per raw tokio ping-pong");
     }
     let _ = std::fs::remove_dir_all(&socket_dir);
 }
