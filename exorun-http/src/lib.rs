@@ -41,7 +41,7 @@
 //!
 //! - `listen`: the bounded hyper server every HTTP listener here runs on (the `exorun`
 //!   command's metrics endpoint too): [`Listen`] with its [`Bounds`], an [`Answer`] per
-//!   request, and what connections are counted by ([`source`]).
+//!   request, and what connections are counted by ([`exorun_common::source`]).
 //! - `server`: [`Server`], [`Routes`] and the TLS identity ([`tls_config`]).
 //! - `config`: [`Config`], the bounds a server holds its clients to.
 //! - `request`: one request's answer: its trace, its bounded body, its handler's call.
