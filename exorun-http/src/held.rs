@@ -22,7 +22,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::request::Bounded;
+use crate::body::Bounded;
+use crate::body::Finishing;
 
 /// The server's byte budget for bodies and answers held in memory.
 #[derive(Debug, Clone)]
@@ -151,7 +152,7 @@ pub(crate) async fn take_answer(
     Answer::Streaming(Replay {
         taken,
         trailers,
-        rest: crate::request::Finishing::new(body, returned),
+        rest: Finishing::new(body, returned),
         _held: held,
     })
 }
@@ -216,7 +217,7 @@ impl hyper::body::Body for Whole {
 pub(crate) struct Replay {
     taken: VecDeque<Bytes>,
     trailers: Option<hyper::body::Frame<Bytes>>,
-    rest: crate::request::Finishing,
+    rest: Finishing,
     _held: Held,
 }
 

@@ -42,16 +42,25 @@
 //! - `listen`: the bounded hyper server every HTTP listener here runs on (the `exorun`
 //!   command's metrics endpoint too): [`Listen`] with its [`Bounds`], an [`Answer`] per
 //!   request, and what connections are counted by ([`exorun_common::source`]).
-//! - `server`: [`Server`], [`Routes`] and the TLS identity ([`tls_config`]).
+//! - `server`: [`Server`] (routes behind a bounded listener, within its request slots) and
+//!   the TLS identity ([`tls_config`]).
+//! - `routes`: [`Routes`], path prefixes and their handlers' instances ([`HANDLER`]).
 //! - `config`: [`Config`], the bounds a server holds its clients to.
-//! - `request`: one request's answer: its trace, its bounded body, its handler's call.
+//! - `request`: one request's answer: its trace, its turn, its handler's call.
+//! - `body`: a request's body cut at its bounds, and an answer's that ends cleanly only when
+//!   its handler returned.
+//! - `held`: bodies and answers held whole in memory against the server's byte budget.
+//! - `share`: each source's share of a route's replicas and of the request slots.
+//! - `idle`: which connections are doing nothing (shed first when a listener is full).
 //! - `stall`: a deadline on answer bytes a client does not take.
 
+mod body;
 mod config;
 mod held;
 mod idle;
 mod listen;
 mod request;
+mod routes;
 mod server;
 mod share;
 mod stall;
@@ -62,9 +71,9 @@ pub use listen::Bounds;
 pub use listen::Listen;
 pub use listen::Peer;
 pub use listen::SHED_WAIT;
-pub use server::HANDLER;
-pub use server::ROUTES_MAX;
-pub use server::Routes;
+pub use routes::HANDLER;
+pub use routes::ROUTES_MAX;
+pub use routes::Routes;
 pub use server::Server;
 pub use server::tls_config;
 

@@ -5,10 +5,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use exorun_core::app::Export;
 use exorun_core::call;
-use exorun_core::instance::InstanceHandle;
-use exorun_core::supervision::Replicas;
 use exorun_core::trace;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -17,6 +14,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Error;
+use crate::body;
 use crate::config::Config;
 use crate::config::party;
 use crate::held;
@@ -24,103 +22,9 @@ use crate::listen::Answer;
 use crate::listen::Listen;
 use crate::listen::Peer;
 use crate::request;
+use crate::routes;
+use crate::routes::Routes;
 use crate::share::Shares;
-
-/// The interface a routed instance must export (any 0.2 version).
-pub const HANDLER: &str = "wasi:http/incoming-handler@0.2";
-
-/// The most routes one server has.
-pub const ROUTES_MAX: usize = 64;
-
-/// One route: a path prefix and the instance that answers it.
-pub(crate) struct Route {
-    prefix: String,
-    pub(crate) name: String,
-    pub(crate) handle: InstanceHandle,
-    pub(crate) export: Export,
-    /// Each source's share of the route's replicas (half of them, at least one).
-    pub(crate) shares: Arc<Shares>,
-    /// `exorun_http_requests_total` of this route by status class, made once.
-    requests: [metrics::Counter; 5],
-}
-
-/// Path prefixes and their instances.
-#[derive(Default)]
-pub struct Routes {
-    routes: Vec<Route>,
-}
-
-impl std::fmt::Debug for Routes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let routes = self.routes.iter().map(|route| (&route.prefix, &route.name));
-        f.debug_map().entries(routes).finish()
-    }
-}
-
-impl Routes {
-    /// Routes `prefix` to `handle` (named `name` in answers and logs). A prefix is kept without
-    /// its trailing `/`, so `/api` and `/api/` are one prefix, routed once.
-    pub fn add(&mut self, prefix: &str, name: &str, handle: InstanceHandle) -> Result<(), Error> {
-        if self.routes.len() >= ROUTES_MAX {
-            return Err(Error::TooManyRoutes);
-        }
-        let kept = prefix.trim_end_matches('/');
-        let routed = self.routes.iter().any(|route| route.prefix == kept);
-        if !prefix.starts_with('/') || routed {
-            return Err(Error::Prefix {
-                prefix: prefix.to_owned(),
-            });
-        }
-        let no_handler = || Error::NoHandler {
-            instance: name.to_owned(),
-        };
-        let exports = &handle.ledger().exports;
-        let interface = exports
-            .keys()
-            .find(|interface| interface.starts_with(HANDLER));
-        let interface = interface.ok_or_else(no_handler)?.clone();
-        let export = handle
-            .export(&interface, "handle")
-            .map_err(|_| no_handler())?;
-        let requests = request::STATUS_CLASSES.map(|class| {
-            let labels = [("route", name.to_owned()), ("status", class.to_owned())];
-            metrics::counter!("exorun_http_requests_total", &labels)
-        });
-        let replicas = match handle.replicas() {
-            Replicas::Fixed(count) => count.get(),
-            Replicas::PerCall { concurrency } => concurrency.get(),
-        };
-        self.routes.push(Route {
-            prefix: kept.to_owned(),
-            name: name.to_owned(),
-            shares: Shares::new(replicas / 2),
-            handle,
-            export,
-            requests,
-        });
-        // Longest prefix first: the first that covers a path is its route.
-        self.routes
-            .sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        Ok(())
-    }
-
-    /// The route whose prefix covers `path` (the longest: they are kept longest first).
-    fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| covers(&route.prefix, path))
-    }
-
-    /// Whether nothing is routed.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-}
-
-/// Whether a route's `prefix` (its trailing `/` removed: `/` is the empty prefix) covers
-/// `path`: the path is the prefix, or lies below it.
-fn covers(prefix: &str, path: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
 
 /// Loads a TLS server identity: a PEM certificate chain and its PEM private key.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Error> {
@@ -215,23 +119,23 @@ impl Answer for Handlers {
         let host = request.headers().get(hyper::header::HOST);
         let host = host.and_then(|host| host.to_str().ok());
         if request.uri().authority().is_none() && host.is_none() {
-            route.requests[request::status_class(400)].increment(1);
+            route.requests[routes::status_class(400)].increment(1);
             return request::plain(400, "a request names its host (a Host header)\n".to_owned());
         }
         let Some(turn) = self.requests_by_source.try_turn(peer.source) else {
-            route.requests[request::status_class(503)].increment(1);
+            route.requests[routes::status_class(503)].increment(1);
             return request::plain(
                 503,
                 "too many requests from this address at once\n".to_owned(),
             );
         };
         let Ok(slot) = Arc::clone(&self.requests).try_acquire_owned() else {
-            route.requests[request::status_class(503)].increment(1);
+            route.requests[routes::status_class(503)].increment(1);
             return request::plain(503, "too many requests at once\n".to_owned());
         };
         let span = request::traced(&request);
         let config = self.config;
-        let request = request.map(move |body| request::bounded(body, &config));
+        let request = request.map(move |body| body::bounded(body, &config));
         // The slot goes with the handler's task: held until `handle` returns, however late.
         let settings = request::Settings {
             scheme,
@@ -247,71 +151,11 @@ impl Answer for Handlers {
             .scope(request::handle(route, request, settings, slot))
             .await;
         drop(turn);
-        let class = request::status_class(answered.status().as_u16());
+        let class = routes::status_class(answered.status().as_u16());
         route.requests[class].increment(1);
         if trace::exporting(&span) {
             request::finish_span(span, &route.name, answered.status(), started.elapsed());
         }
         answered
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Prefixes as `Routes::add` keeps them, longest first; the index of the one `find` picks.
-    fn pick(prefixes: &[String], path: &str) -> Option<usize> {
-        let mut kept: Vec<(usize, String)> = prefixes
-            .iter()
-            .map(|prefix| prefix.trim_end_matches('/').to_owned())
-            .enumerate()
-            .collect();
-        kept.sort_by_key(|(_, prefix)| std::cmp::Reverse(prefix.len()));
-        kept.iter()
-            .find(|(_, prefix)| covers(prefix, path))
-            .map(|(index, _)| *index)
-    }
-
-    proptest! {
-        /// The route picked covers the path, segment by segment, and no longer prefix does; a
-        /// path no prefix covers finds none; `/` covers everything.
-        #[test]
-        fn the_longest_covering_prefix_answers(
-            prefixes in proptest::collection::vec("(/[ab]{1,2}){0,3}/?", 1..6),
-            path in "(/[ab]{0,3}){1,4}",
-        ) {
-            let picked = pick(&prefixes, &path);
-            let segments = |text: &str| -> Vec<String> {
-                text.trim_end_matches('/').split('/').skip(1).map(str::to_owned).collect()
-            };
-            let covering = |prefix: &String| {
-                let (prefix, path) = (segments(prefix), segments(&path));
-                path.len() >= prefix.len() && path[..prefix.len()] == prefix[..]
-                    || prefix.is_empty()
-            };
-            match picked {
-                Some(index) => {
-                    let chosen = &prefixes[index];
-                    prop_assert!(covering(chosen), "{chosen} for {path}");
-                    let chosen_length = chosen.trim_end_matches('/').len();
-                    for other in &prefixes {
-                        let longer = other.trim_end_matches('/').len() > chosen_length;
-                        prop_assert!(!(longer && covering(other)), "{other} is longer for {path}");
-                    }
-                }
-                None => prop_assert!(!prefixes.iter().any(covering), "{prefixes:?} {path}"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_prefix_covers_whole_segments_only() {
-        assert!(covers("/api", "/api"));
-        assert!(covers("/api", "/api/users"));
-        assert!(!covers("/api", "/apiary"));
-        assert!(covers("", "/anything"));
-        assert!(!covers("/api", "/"));
     }
 }
