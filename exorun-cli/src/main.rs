@@ -381,11 +381,18 @@ fn main() -> ExitCode {
     // Restarts of failed instances are worth seeing without asking: they are logged at info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_DEFAULT));
+    // The most verbose level the filter lets through, given to `shown` too: a filter with no
+    // level of its own leaves the whole stack's level unknown, and then every debug line on the
+    // call path (several a call) asks the subscriber whether it is wanted, each time.
+    let most = filter
+        .max_level_hint()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
+    let shown = tracing_subscriber::filter::filter_fn(shown).with_max_level_hint(most);
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter)
-        .with_filter(tracing_subscriber::filter::filter_fn(shown));
+        .with_filter(shown);
     tracing_subscriber::registry().with(logs).init();
     let cli = Cli::parse();
     let tokio = match tokio::runtime::Builder::new_multi_thread()

@@ -411,21 +411,22 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        // The bytes are given back (the pieces dropped), then whoever waits is woken. A whole
+        // Each piece's bytes are given back, then whoever waits on its budget is woken. A whole
         // budget's pieces go back before a share's: the other way round, a charge through the
         // same share could take the share's bytes, then the whole's, while the whole still
         // held these, and the whole would for a moment hold more of the share than the share
         // is (seen under load as a few read buffers over).
-        let budgets: Vec<Budget> = self
-            .pieces
-            .iter()
-            .map(|piece| piece.budget.clone())
-            .collect();
-        self.pieces
-            .retain(|piece| piece.budget.inner.parent.is_some());
-        self.pieces.clear();
-        for budget in budgets {
-            budget.inner.wake();
-        }
+        let whole = |piece: &mut Piece| piece.budget.inner.parent.is_none();
+        self.pieces.extract_if(.., whole).for_each(Piece::give_back);
+        self.pieces.drain(..).for_each(Piece::give_back);
+    }
+}
+
+impl Piece {
+    /// Gives the bytes back, then wakes whoever waits on the budget.
+    fn give_back(self) {
+        let budget = self.budget.clone();
+        drop(self);
+        budget.inner.wake();
     }
 }
