@@ -8,8 +8,10 @@
 #
 #   bash scripts/bench_remote.sh [--against REV] [--rounds R] [N]
 #
-# With `--against REV` it also builds revision REV (a git worktree under target/, sharing
-# target/'s dependencies) and runs the two builds alternately, R rounds (3 by default), each
+# With `--against REV` it also builds revision REV (a git worktree under target/, built in
+# target/against/: two checkouts of one workspace give their crates the same artifact names,
+# so they must not share a target directory; the first such build compiles every dependency
+# once, later ones reuse them) and runs the two builds alternately, R rounds (3 by default), each
 # build's client against its own server, then prints each build's best round and the ratio
 # now / REV: run it before resolving anything that touches the call path. BENCHMARKS.md
 # records runs.
@@ -47,13 +49,11 @@ if [ -n "$AGAINST" ]; then
     TREE="$ROOT/target/against-$rev"
     git -C "$ROOT" worktree remove --force "$TREE" 2>/dev/null || true
     git -C "$ROOT" worktree add --detach --quiet "$TREE" "$rev"
-    echo "building $rev (its own workspace crates; dependencies shared with target/)" >&2
-    CARGO_TARGET_DIR="$ROOT/target" cargo build --quiet --release --locked -p exorun-cli \
-        --manifest-path "$TREE/Cargo.toml"
-    cp "$ROOT/target/release/exorun" "$WORK/exorun-$rev"
+    echo "building $rev in target/against/" >&2
+    CARGO_TARGET_DIR="$ROOT/target/against" cargo build --quiet --release --locked \
+        -p exorun-cli --manifest-path "$TREE/Cargo.toml"
+    cp "$ROOT/target/against/release/exorun" "$WORK/exorun-$rev"
     BUILDS="now $rev"
-    # Puts this revision's binary back in target/release (cargo copies a fresh build there too).
-    cargo build --quiet --release --locked -p exorun-cli --manifest-path "$ROOT/Cargo.toml"
 fi
 
 cat >"$WORK/provider.toml" <<EOF
