@@ -238,22 +238,6 @@ fn get(http: &str, path: &str) -> String {
     )
 }
 
-/// A connection from another loopback address (so per-source bounds count it apart).
-fn connect_from(source: &str, http: &str) -> TcpStream {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let connected = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
-        socket.connect(http.parse().unwrap()).await?.into_std()
-    });
-    let stream = connected.unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
-}
-
 #[test]
 fn hostile_clients_are_bounded_and_a_legitimate_request_still_answers() {
     let math = provider();
@@ -380,7 +364,7 @@ fn one_client_s_faults_hold_back_that_client_only(http: &str) {
     // it restarts the replica at once and is answered (before each source had a party of its
     // own, every client waited out the faulty one's back-off with a 503).
     for _ in 0..2 {
-        let mut faulty = connect_from("127.0.0.3", http);
+        let mut faulty = common::connect_from("127.0.0.3", http, None);
         faulty
             .write_all(b"GET /trap HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
@@ -499,7 +483,9 @@ fn a_body_past_its_bound_is_cut(http: &str) {
 
 fn a_flood_is_bounded(http: &str) {
     // A flood from 127.0.0.2: four connections held, the rest closed at once.
-    let mut flood: Vec<TcpStream> = (0..12).map(|_| connect_from("127.0.0.2", http)).collect();
+    let mut flood: Vec<TcpStream> = (0..12)
+        .map(|_| common::connect_from("127.0.0.2", http, None))
+        .collect();
     let mut closed_at_once = 0;
     for stream in &mut flood[4..] {
         let (_, closed) = read_until_closed(stream, Duration::from_secs(5));
@@ -617,11 +603,10 @@ fn slow_clients_hold_no_replica_and_a_legitimate_client_is_answered() {
     let (server, http) = serve_http(&manifest, &["--http", "127.0.0.1:0"]);
     // One host, two connections: a chunked body that stops after its first byte, and a
     // 16 MiB answer it never reads (a receive buffer as small as the kernel allows).
-    let mut dribbling = connect_from("127.0.0.2", &http);
+    let mut dribbling = common::connect_from("127.0.0.2", &http, None);
     let head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n";
     dribbling.write_all(head.as_bytes()).unwrap();
-    let never_reads = socket2_small_buffer("127.0.0.2", &http);
-    let mut never_reads = never_reads;
+    let mut never_reads = common::connect_from("127.0.0.2", &http, Some(4096));
     never_reads
         .write_all(b"GET /big?kib=16384 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -636,23 +621,6 @@ fn slow_clients_hold_no_replica_and_a_legitimate_client_is_answered() {
     assert!(status.success(), "{stderr}");
 }
 
-/// A connection from `source` whose receive buffer is as small as the kernel allows.
-fn socket2_small_buffer(source: &str, http: &str) -> TcpStream {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let connected = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_recv_buffer_size(4096)?;
-        socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
-        socket.connect(http.parse().unwrap()).await?.into_std()
-    });
-    let stream = connected.unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
-}
-
 #[test]
 fn slowloris_and_idle_crowds_from_many_hosts_are_shed_for_legitimate_clients() {
     let manifest = local_site("http-crowds", 2);
@@ -662,7 +630,7 @@ fn slowloris_and_idle_crowds_from_many_hosts_are_shed_for_legitimate_clients() {
     let mut crowd = Vec::new();
     for host in 10..29 {
         for _ in 0..58 {
-            let mut slow = connect_from(&format!("127.0.0.{host}"), &http);
+            let mut slow = common::connect_from(&format!("127.0.0.{host}"), &http, None);
             let _ = slow.write_all(b"GET / HTTP/1.1\r\nHos");
             crowd.push(slow);
         }
@@ -677,7 +645,11 @@ fn slowloris_and_idle_crowds_from_many_hosts_are_shed_for_legitimate_clients() {
     let mut idle = Vec::new();
     for index in 0..1_500_u32 {
         let [_, _, high, low] = (index + 256).to_be_bytes();
-        idle.push(connect_from(&format!("127.1.{high}.{low}"), &http));
+        idle.push(common::connect_from(
+            &format!("127.1.{high}.{low}"),
+            &http,
+            None,
+        ));
     }
     let answered = (0..34).filter(|_| answered_within_2s(&http)).count();
     assert!(

@@ -424,21 +424,6 @@ limits = { fuel_per_call = 6000000000 }
     assert!(output.status.success(), "{}", common::text(&output.stderr));
 }
 
-/// A connection to `metrics` (`http://HOST:PORT`) from `source`, doing nothing.
-fn idle_from(source: &str, metrics: &str) -> std::net::TcpStream {
-    let target = metrics.trim_start_matches("http://");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let connected = runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
-        socket.connect(target.parse().unwrap()).await?.into_std()
-    });
-    connected.unwrap()
-}
-
 /// Whether `/healthz` answers 200 within 2 s.
 fn healthy_within_2s(metrics: &str) -> bool {
     let output = std::process::Command::new("curl")
@@ -455,7 +440,7 @@ fn health_checks_answer_while_crowds_hold_the_metrics_port() {
     let (server, _, metrics, _) = serve_with_metrics(&provider, "tcp://127.0.0.1:0");
     // A thousand idle connections from one host: its share is held, the rest closed.
     let one_host: Vec<_> = (0..1_000)
-        .map(|_| idle_from("127.0.0.2", &metrics))
+        .map(|_| common::connect_from("127.0.0.2", metrics.trim_start_matches("http://"), None))
         .collect();
     assert_eq!((0..5).filter(|_| healthy_within_2s(&metrics)).count(), 5);
     drop(one_host);
@@ -463,7 +448,11 @@ fn health_checks_answer_while_crowds_hold_the_metrics_port() {
     let mut crowd = Vec::new();
     for host in 10..110 {
         for _ in 0..16 {
-            crowd.push(idle_from(&format!("127.0.1.{host}"), &metrics));
+            crowd.push(common::connect_from(
+                &format!("127.0.1.{host}"),
+                metrics.trim_start_matches("http://"),
+                None,
+            ));
         }
     }
     assert_eq!((0..5).filter(|_| healthy_within_2s(&metrics)).count(), 5);

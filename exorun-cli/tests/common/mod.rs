@@ -286,3 +286,28 @@ pub(crate) async fn client_of(address: &str) -> exorun_transport::client::Client
     let connection = exorun_transport::net::connect(&parsed, max).await.unwrap();
     client::Client::new(connection, client::Config::default())
 }
+
+/// A blocking TCP connection to `address` (`HOST:PORT`) from the loopback address `source`, so
+/// per-source bounds count it apart; its receive buffer `receive_bytes` if given (as small as
+/// the kernel allows, for a client that does not read).
+pub(crate) fn connect_from(
+    source: &str,
+    address: &str,
+    receive_bytes: Option<u32>,
+) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connected = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(bytes) = receive_bytes {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        socket.bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))?;
+        socket.connect(address.parse().unwrap()).await?.into_std()
+    });
+    let stream = connected.unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
